@@ -1,0 +1,66 @@
+# A thin wrapper over CMake and CTest, so that a fresh Debian 12 machine needs two
+# commands: `make run` and `make test`. Everything real lives in CMakeLists.txt.
+
+BUILD_DIR   ?= build
+ASAN_DIR    ?= build-asan
+TSAN_DIR    ?= build-tsan
+JOBS        ?= $(shell nproc)
+RUN_DIR     ?= $(CURDIR)/run
+CTEST_ARGS  ?=
+
+# Build and test dependencies, all from Debian's archive.
+PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-dev \
+            libtoml11-dev libhiredis-dev libgtest-dev libbenchmark-dev python3 \
+            postfix swaks curl
+
+.PHONY: all build run test test-asan test-tsan deps clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing missing packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: run as root, or install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BUILD_DIR)/build.ninja:
+	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@mkdir -p $(RUN_DIR)/state
+	@echo "zetian-milter: listening on inet:8891@127.0.0.1, health socket $(RUN_DIR)/health.sock"
+	@echo "Register it with Postfix by adding these two lines to /etc/postfix/main.cf:"
+	@echo "    smtpd_milters = inet:127.0.0.1:8891"
+	@echo "    milter_default_action = accept"
+	@echo "then: postfix reload.   Status: $(BUILD_DIR)/milter/zetianctl -s $(RUN_DIR)/health.sock status"
+	@echo "Stop with Ctrl-C."
+	exec $(BUILD_DIR)/milter/zetian-milter \
+	  --set health.socket=$(RUN_DIR)/health.sock \
+	  --set node.state_dir=$(RUN_DIR)/state \
+	  --set log.target=stderr
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# ASan+UBSan build running the unit and integration tests.
+test-asan: deps
+	cmake -G Ninja -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_SANITIZE=address -DZETIAN_BENCH=OFF
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(ASAN_DIR) --output-on-failure -j $(JOBS) -L 'unit|integration' $(CTEST_ARGS)
+
+# TSan build running the unit tests (threads: the store, the mailbox, the loop).
+test-tsan: deps
+	cmake -G Ninja -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_SANITIZE=thread -DZETIAN_BENCH=OFF
+	cmake --build $(TSAN_DIR) -j $(JOBS)
+	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(TSAN_DIR) --output-on-failure -j $(JOBS) -L unit $(CTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)

@@ -1,0 +1,30 @@
+// What the health/admin HTTP server asks of the engine. The server lives in cluster/
+// and knows nothing of the engine; plugin/ implements this interface. Every method is
+// called on the cluster thread and must not block for long.
+#pragma once
+
+#include <string>
+
+namespace zetian::cluster {
+
+struct AdminReply {
+  int status = 200;                       // HTTP status
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+class AdminApi {
+ public:
+  virtual ~AdminApi() = default;
+  virtual AdminReply health() = 0;   // GET /health: JSON document
+  virtual AdminReply live() = 0;     // GET /live: 200 while the process serves
+  virtual AdminReply ready() = 0;    // GET /ready: 200 once it can take mail
+  virtual AdminReply metrics() = 0;  // GET /metrics: Prometheus text format 0.0.4
+  virtual AdminReply reload() = 0;   // POST /reload: re-read the policy file
+  // GET /limits?rule=R&key=K: held buckets (both filters optional)
+  virtual AdminReply limitsShow(const std::string& rule, const std::string& key) = 0;
+  // POST /limits/reset?rule=R&key=K
+  virtual AdminReply limitsReset(const std::string& rule, const std::string& key) = 0;
+};
+
+}  // namespace zetian::cluster

@@ -1,0 +1,46 @@
+// Reading zetian.toml: parse with toml11, check every key against the schema, and
+// build a Config. Every problem found is reported, not only the first, each with the
+// place it was found so an operator can go straight to it.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/config.h"
+
+namespace zetian::conf {
+
+struct ConfigError {
+  std::string file;
+  int line = 0;    // 1-based; 0 when the error has no place (a missing file, a --set)
+  int column = 0;  // 1-based
+  std::string message;
+
+  // "FILE:LINE:COL: message" (or "FILE: message" without a place).
+  std::string format() const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;  // set only when errors is empty
+  std::vector<ConfigError> errors;
+  bool ok() const { return errors.empty(); }
+};
+
+// An override from the command line: "health.socket=/tmp/h.sock". The value is read
+// as a TOML value when it parses as one ("10", "true", "[\"a\"]"), else as a string.
+struct Override {
+  std::string key;
+  std::string value;
+};
+
+LoadResult loadFile(const std::string& path, const std::vector<Override>& overrides = {});
+LoadResult loadString(std::string_view text, const std::string& name,
+                      const std::vector<Override>& overrides = {});
+
+// The built-in configuration used when no file is given: the TOML text and its result.
+std::string_view embeddedDefaultText();
+LoadResult loadEmbeddedDefault(const std::vector<Override>& overrides = {});
+
+}  // namespace zetian::conf

@@ -1,0 +1,384 @@
+#include "plugin/engine.h"
+
+#include <event2/event.h>
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+
+namespace zetian::plugin {
+
+namespace {
+
+constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
+
+void copyTruncated(char* dst, std::size_t size, std::string_view src) {
+  std::size_t n = std::min(size - 1, src.size());
+  std::memcpy(dst, src.data(), n);
+  dst[n] = '\0';
+}
+
+void fillContinue(zetian_verdict* v) {
+  v->action = ZETIAN_CONTINUE;
+  v->rcode[0] = v->xcode[0] = v->text[0] = v->rule[0] = '\0';
+}
+
+Verdict verdictFor(conf::Action action) {
+  switch (action) {
+    case conf::Action::Tempfail: return Verdict::Tempfail;
+    case conf::Action::Reject: return Verdict::Reject;
+    case conf::Action::Tag: return Verdict::Tag;
+    case conf::Action::Quarantine: return Verdict::Quarantine;
+    case conf::Action::DryRun: return Verdict::DryRun;
+  }
+  return Verdict::Tempfail;
+}
+
+bool appliesToSender(const conf::Rule& rule, const SessionFacts& facts) {
+  switch (rule.senders) {
+    case conf::SenderFilter::Any: return true;
+    case conf::SenderFilter::Null: return facts.sender && facts.sender->null;
+    case conf::SenderFilter::NonNull: return facts.sender && !facts.sender->null;
+  }
+  return true;
+}
+
+std::string optionOctal(const std::optional<unsigned>& v) {
+  if (!v) return "";
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04o", *v);
+  return buf;
+}
+
+}  // namespace
+
+state::Nanos Engine::now() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std::vector<conf::Override> overrides,
+                                     Errors* errors) {
+  conf::LoadResult loaded =
+      config_path ? conf::loadFile(*config_path, overrides) : conf::loadEmbeddedDefault(overrides);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.errors) errors->push_back(e.format());
+    return nullptr;
+  }
+  std::unique_ptr<Engine> engine(new Engine(std::move(*loaded.config), std::move(config_path), std::move(overrides)));
+  std::string error;
+  if (!engine->logger_->open(&error)) {
+    errors->push_back(error);
+    return nullptr;
+  }
+  return engine;
+}
+
+Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides)
+    : config_(std::move(config)), config_path_(std::move(path)), overrides_(std::move(overrides)) {
+  logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
+  store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
+  publish(config_.policy, nullptr);
+
+  const auto& m = config_.milter;
+  options_ = {
+      {"milter.socket", m.socket},
+      {"milter.timeout_s", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(m.timeout).count())},
+      {"milter.default_action", m.default_action == conf::DefaultAction::Accept ? "accept" : "tempfail"},
+      {"milter.user", m.user},
+      {"milter.group", m.group},
+      {"milter.umask", optionOctal(m.umask)},
+      {"milter.pid_file", m.pid_file},
+      {"node.id", config_.node.id},
+      {"config.source", config_.source},
+      {"health.socket", config_.health.socket},
+  };
+}
+
+Engine::~Engine() {
+  if (loop_.base()) {
+    // The health server and the timer belong to the loop thread: tear them down there.
+    std::promise<void> done;
+    if (loop_.post([this, &done] {
+          if (housekeeping_) event_free(housekeeping_);
+          housekeeping_ = nullptr;
+          health_.reset();
+          done.set_value();
+        })) {
+      done.get_future().wait();
+    }
+  }
+  loop_.stop();
+}
+
+const char* Engine::option(const std::string& key) const {
+  auto it = options_.find(key);
+  return it == options_.end() ? nullptr : it->second.c_str();
+}
+
+bool Engine::start(Errors* errors) {
+  loop_.start();
+  cluster::HealthServerOptions options;
+  options.unix_path = config_.health.socket;
+  options.unix_mode = config_.health.socket_mode;
+  options.tcp_listen = config_.health.listen;
+  options.admin_token = config_.health.admin_token;
+  std::promise<std::string> started;
+  bool posted = loop_.post([this, options, &started] {
+    health_ = std::make_unique<cluster::HealthServer>(loop_.base(), *this, options);
+    std::string error;
+    if (!health_->start(&error)) {
+      health_.reset();
+      started.set_value(error.empty() ? "the health server did not start" : error);
+      return;
+    }
+    startHousekeeping();
+    started.set_value("");
+  });
+  if (!posted) {
+    errors->push_back("the cluster thread did not start");
+    return false;
+  }
+  std::string error = started.get_future().get();
+  if (!error.empty()) {
+    errors->push_back(error);
+    return false;
+  }
+  ready_.store(true);
+  logger_->log(conf::LogLevel::Info,
+               "started node=" + logValue(config_.node.id) + " config=" + logValue(config_.source) +
+                   " milter=" + logValue(config_.milter.socket) + " health=" + logValue(config_.health.socket) +
+                   " rules=" + std::to_string(policy()->rules.size()) + " version=" + zetian_version());
+  return true;
+}
+
+void Engine::startHousekeeping() {
+  housekeeping_ = event_new(loop_.base(), -1, EV_PERSIST, &Engine::onHousekeeping, this);
+  timeval tv{std::chrono::duration_cast<std::chrono::seconds>(kHousekeepingInterval).count(), 0};
+  event_add(housekeeping_, &tv);
+}
+
+void Engine::onHousekeeping(int, short, void* arg) {
+  auto* self = static_cast<Engine*>(arg);
+  self->store_->expireIdle(now());
+  // Messages per second, smoothed over roughly the last ten seconds.
+  std::uint64_t messages = self->metrics_.messages_total.load(std::memory_order_relaxed);
+  double rate = double(messages - self->last_messages_) /
+                std::chrono::duration<double>(kHousekeepingInterval).count();
+  self->last_messages_ = messages;
+  double old = self->messages_per_s_.load(std::memory_order_relaxed);
+  self->messages_per_s_.store(old + 0.1 * (rate - old), std::memory_order_relaxed);
+}
+
+void Engine::publish(const conf::Policy& policy, const conf::Policy* previous) {
+  if (previous) {
+    // A rule whose algorithm or period changed would read old state with the wrong
+    // meaning: start it afresh. A new limit or burst keeps the counts.
+    for (const auto& old_rule : previous->rules) {
+      auto it = std::find_if(policy.rules.begin(), policy.rules.end(),
+                             [&](const conf::Rule& r) { return r.name == old_rule.name; });
+      bool gone = it == policy.rules.end();
+      if (gone || it->algorithm != old_rule.algorithm || it->period != old_rule.period) {
+        std::string prefix = old_rule.name;
+        prefix.push_back('\0');
+        store_->erasePrefix(prefix);
+      }
+    }
+  }
+  policy_.store(compilePolicy(policy, metrics_, ++policy_version_), std::memory_order_release);
+}
+
+bool Engine::reload(Errors* errors) {
+  std::lock_guard lock(reload_mutex_);
+  conf::LoadResult loaded =
+      config_path_ ? conf::loadFile(*config_path_, overrides_) : conf::loadEmbeddedDefault(overrides_);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.errors) errors->push_back(e.format());
+    metrics_.reloads_failed_total.fetch_add(1, std::memory_order_relaxed);
+    logger_->log(conf::LogLevel::Error, "reload refused config=" + logValue(config_.source) + " errors=" +
+                                            std::to_string(errors->size()) + " first=" + logValue(errors->front()) +
+                                            " policy=kept");
+    return false;
+  }
+  const conf::Config& next = *loaded.config;
+  if (next.policy.max_keys != config_.policy.max_keys)
+    logger_->log(conf::LogLevel::Warn, "reload ratelimit.max_keys changed; it takes effect after a restart");
+  if (next.milter.socket != config_.milter.socket || next.health.socket != config_.health.socket ||
+      next.health.listen != config_.health.listen || next.node.id != config_.node.id)
+    logger_->log(conf::LogLevel::Warn,
+                 "reload node settings ([node], [milter], [health], [log]) changed; they take effect after a restart");
+  conf::Policy previous = config_.policy;
+  config_.policy = next.policy;
+  config_.policy.max_keys = previous.max_keys;
+  publish(config_.policy, &previous);
+  metrics_.reloads_ok_total.fetch_add(1, std::memory_order_relaxed);
+  logger_->log(conf::LogLevel::Info, "reload ok config=" + logValue(config_.source) +
+                                         " rules=" + std::to_string(config_.policy.rules.size()) +
+                                         " policy_version=" + std::to_string(policy_version_));
+  return true;
+}
+
+std::unique_ptr<Session> Engine::openSession(const char* client_addr, const char* client_name) {
+  auto s = std::make_unique<Session>();
+  s->id = next_session_id_.fetch_add(1, std::memory_order_relaxed);
+  if (client_addr && *client_addr) s->facts.client_ip = conf::IpAddress::parse(client_addr);
+  metrics_.sessions_total.fetch_add(1, std::memory_order_relaxed);
+  metrics_.sessions_active.fetch_add(1, std::memory_order_relaxed);
+  if (logger_->enabled(conf::LogLevel::Debug)) {
+    logger_->log(conf::LogLevel::Debug, "connect session=" + std::to_string(s->id) +
+                                            " client=" + logValue(client_addr ? client_addr : "") +
+                                            " name=" + logValue(client_name ? client_name : ""));
+  }
+  return s;
+}
+
+void Engine::closeSession(std::unique_ptr<Session> session) {
+  if (session) metrics_.sessions_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Engine::resetMessage(Session& s) {
+  s.facts.sender.reset();
+  s.marks.clear();
+}
+
+void Engine::internalFailure(const char* where, const char* what, zetian_verdict* verdict) {
+  metrics_.internal_errors_total.fetch_add(1, std::memory_order_relaxed);
+  logger_->log(conf::LogLevel::Error, std::string("internal_error where=") + where + " error=" + logValue(what) +
+                                          " action=" + option("milter.default_action"));
+  fillContinue(verdict);
+  if (config_.milter.default_action == conf::DefaultAction::Tempfail) {
+    verdict->action = ZETIAN_TEMPFAIL;
+    copyTruncated(verdict->rcode, sizeof verdict->rcode, "451");
+    copyTruncated(verdict->xcode, sizeof verdict->xcode, "4.3.0");
+    copyTruncated(verdict->text, sizeof verdict->text, "Temporary failure in the rate limiter, try again later");
+  }
+}
+
+void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, const std::string& key,
+                         const state::Outcome& outcome, Verdict verdict) {
+  const bool denial = verdict != Verdict::Allow;
+  const auto level = denial ? conf::LogLevel::Info : conf::LogLevel::Debug;
+  if (!logger_->enabled(level)) return;
+  std::string line = denial ? "deny" : "decision";
+  line += " session=" + std::to_string(s.id) + " stage=" + std::string(conf::stageName(stage)) +
+          " rule=" + logValue(c.rule.name) + " key=" + logValue(key) + " verdict=" + verdictName(verdict);
+  if (verdict == Verdict::DryRun) line += " dry_run=would_deny";
+  line += " remaining=" + std::to_string(static_cast<long long>(outcome.remaining));
+  if (denial) {
+    line += " retry_after_ms=" + std::to_string(outcome.retry_after_ns / 1'000'000);
+    line += " limit=" + std::to_string(c.rule.limit) + "/" + conf::formatDuration(c.rule.period);
+  }
+  if (s.facts.client_ip) line += " client=" + s.facts.client_ip->toString();
+  if (s.facts.sender) line += " sender=" + logValue(s.facts.sender->normalized());
+  logger_->log(level, line);
+}
+
+int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict) {
+  const state::Nanos started = now();
+  fillContinue(verdict);
+  std::optional<Address> rcpt;
+  switch (stage) {
+    case conf::Stage::Connect:
+    case conf::Stage::Data:
+      break;
+    case conf::Stage::Helo:
+      s.facts.helo = toLowerAscii(arg ? arg : "");
+      break;
+    case conf::Stage::Mail:
+      resetMessage(s);
+      s.facts.sender = Address::parse(arg ? arg : "");
+      metrics_.messages_total.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case conf::Stage::Rcpt:
+      rcpt = Address::parse(arg ? arg : "");
+      break;
+  }
+  if (stage == conf::Stage::Helo && s.helo_passed) return ZETIAN_CONTINUE;
+
+  const auto snap = policy();
+  const auto& rule_indices = snap->by_stage[std::size_t(stage)];
+  if (rule_indices.empty()) {
+    if (stage == conf::Stage::Helo) s.helo_passed = true;
+    return ZETIAN_CONTINUE;
+  }
+  if (s.facts.client_ip) {
+    for (const auto& cidr : snap->policy.exempt) {
+      if (cidr.contains(*s.facts.client_ip)) {
+        metrics_.exempt_address_total.fetch_add(1, std::memory_order_relaxed);
+        return ZETIAN_CONTINUE;
+      }
+    }
+  }
+  if (snap->policy.exempt_authenticated && !s.facts.sasl_user.empty()) {
+    metrics_.exempt_authenticated_total.fetch_add(1, std::memory_order_relaxed);
+    return ZETIAN_CONTINUE;
+  }
+
+  // Charge each rule in order. The first blocking denial decides, and everything this
+  // call charged before it is given back: a refused message or recipient costs nothing.
+  struct Charged {
+    const CompiledRule* rule;
+    std::string store_key;
+  };
+  std::vector<Charged> charged;
+  const std::size_t marks_before = s.marks.size();
+  constexpr std::uint64_t kCost = 1;
+  for (std::size_t index : rule_indices) {
+    const CompiledRule& c = snap->rules[index];
+    if (!appliesToSender(c.rule, s.facts)) continue;
+    auto key = extractKey(c.rule, s.facts, rcpt ? &*rcpt : nullptr);
+    if (!key) continue;
+    std::string store_key = c.key_prefix + *key;
+    state::Outcome outcome = store_->charge(store_key, c.rule.algorithm, c.limit, started, kCost);
+    if (outcome.allowed) {
+      c.counters->count(Verdict::Allow);
+      logDecision(s, stage, c, *key, outcome, Verdict::Allow);
+      charged.push_back({&c, std::move(store_key)});
+      continue;
+    }
+    const Verdict v = verdictFor(c.rule.action);
+    c.counters->count(v);
+    logDecision(s, stage, c, *key, outcome, v);
+    if (v == Verdict::Tag || v == Verdict::Quarantine) {
+      s.marks.push_back({c.rule.action, c.rule.name,
+                         "rule=" + c.rule.name + "; limit=" + std::to_string(c.rule.limit) + "/" +
+                             conf::formatDuration(c.rule.period),
+                         *key});
+      continue;
+    }
+    if (v == Verdict::DryRun) continue;
+
+    for (const auto& done : charged)
+      store_->refund(done.store_key, done.rule->rule.algorithm, done.rule->limit, started, kCost);
+    s.marks.resize(marks_before);
+    Reply reply = renderReply(c.rule, *key, outcome.retry_after_ns);
+    verdict->action = v == Verdict::Reject ? ZETIAN_REJECT : ZETIAN_TEMPFAIL;
+    copyTruncated(verdict->rcode, sizeof verdict->rcode, reply.rcode);
+    copyTruncated(verdict->xcode, sizeof verdict->xcode, reply.xcode);
+    copyTruncated(verdict->text, sizeof verdict->text, reply.text);
+    copyTruncated(verdict->rule, sizeof verdict->rule, c.rule.name);
+    break;
+  }
+  if (stage == conf::Stage::Helo && verdict->action == ZETIAN_CONTINUE) s.helo_passed = true;
+  metrics_.decision_latency.observe(now() - started);
+  return verdict->action;
+}
+
+void Engine::eom(Session& s, zetian_header_fn add_header, zetian_quarantine_fn quarantine, void* ctx) {
+  bool quarantined = false;
+  std::vector<std::string_view> tagged;  // one header per rule, however many recipients hit it
+  for (const auto& mark : s.marks) {
+    if (mark.action == conf::Action::Tag && add_header) {
+      if (std::find(tagged.begin(), tagged.end(), mark.rule) != tagged.end()) continue;
+      tagged.push_back(mark.rule);
+      add_header(ctx, "X-Zetian-RateLimit", mark.header_value.c_str());
+    } else if (mark.action == conf::Action::Quarantine && quarantine && !quarantined) {
+      std::string reason = "zetian rate limit " + mark.rule + " exceeded";
+      quarantine(ctx, reason.c_str());
+      quarantined = true;
+    }
+  }
+  s.marks.clear();
+}
+
+}  // namespace zetian::plugin

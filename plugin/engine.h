@@ -1,0 +1,125 @@
+// The engine: configuration, policy snapshots, the limiter store, the cluster thread
+// and the health server, behind the C ABI in zetian.h.
+//
+// Threads: check()/eom() run on libmilter's threads, many at once. They read the
+// current policy snapshot (one reference per call) and charge the sharded store;
+// they never touch libevent. The cluster thread (loop_) runs the health server and
+// the periodic housekeeping (idle-key expiry, load figures). reload() may run on any
+// thread; it builds a new snapshot and publishes it atomically.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/admin_api.h"
+#include "cluster/health_server.h"
+#include "cluster/loop.h"
+#include "conf/config.h"
+#include "conf/load.h"
+#include "plugin/keys.h"
+#include "plugin/logger.h"
+#include "plugin/metrics.h"
+#include "plugin/policy.h"
+#include "plugin/zetian.h"
+#include "state/bucket_store.h"
+
+struct event;
+
+namespace zetian::plugin {
+
+using Errors = std::vector<std::string>;
+
+// What a tag or quarantine rule left on the current message.
+struct Mark {
+  conf::Action action;
+  std::string rule;
+  std::string header_value;  // for tag: "rule=NAME; limit=N/PERIOD"
+  std::string key;
+};
+
+struct Session {
+  std::uint64_t id = 0;
+  SessionFacts facts;
+  std::vector<Mark> marks;
+  bool helo_passed = false;  // helo-stage rules charge once per session, not per EHLO
+};
+
+class Engine final : public cluster::AdminApi {
+ public:
+  // Parse and validate; nullptr with every error in *errors when the config is bad.
+  // `config_path` nullopt: the embedded default.
+  static std::unique_ptr<Engine> open(std::optional<std::string> config_path,
+                                      std::vector<conf::Override> overrides, Errors* errors);
+  ~Engine() override;
+
+  bool start(Errors* errors);
+  bool reload(Errors* errors);
+
+  const conf::Config& config() const { return config_; }
+  const char* option(const std::string& key) const;
+  unsigned needs() const { return policy()->needs; }
+  Logger& logger() { return *logger_; }
+  Metrics& metrics() { return metrics_; }
+  state::BucketStore& store() { return *store_; }
+  std::shared_ptr<const PolicySnapshot> policy() const { return policy_.load(std::memory_order_acquire); }
+
+  std::unique_ptr<Session> openSession(const char* client_addr, const char* client_name);
+  void closeSession(std::unique_ptr<Session> session);
+  int check(Session& session, conf::Stage stage, const char* arg, zetian_verdict* verdict);
+  void eom(Session& session, zetian_header_fn add_header, zetian_quarantine_fn quarantine, void* ctx);
+  void resetMessage(Session& session);
+
+  // The verdict when the engine itself fails: milter.default_action.
+  void internalFailure(const char* where, const char* what, zetian_verdict* verdict);
+
+  // cluster::AdminApi, on the cluster thread.
+  cluster::AdminReply health() override;
+  cluster::AdminReply live() override;
+  cluster::AdminReply ready() override;
+  cluster::AdminReply metrics() override;
+  cluster::AdminReply reload() override;
+  cluster::AdminReply limitsShow(const std::string& rule, const std::string& key) override;
+  cluster::AdminReply limitsReset(const std::string& rule, const std::string& key) override;
+
+  // Monotonic nanoseconds, the limiter's clock.
+  static state::Nanos now();
+
+ private:
+  Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides);
+  void publish(const conf::Policy& policy, const conf::Policy* previous);
+  void startHousekeeping();
+  static void onHousekeeping(int fd, short what, void* arg);
+  void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, const std::string& key,
+                   const state::Outcome& outcome, Verdict verdict);
+
+  conf::Config config_;  // node part fixed after open(); policy part as of the last good load
+  const std::optional<std::string> config_path_;
+  const std::vector<conf::Override> overrides_;
+  std::unique_ptr<Logger> logger_;
+  Metrics metrics_;
+  std::unique_ptr<state::BucketStore> store_;
+  std::atomic<std::shared_ptr<const PolicySnapshot>> policy_;
+  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
+  std::uint64_t policy_version_ = 0;
+  std::map<std::string, std::string> options_;
+
+  std::atomic<std::uint64_t> next_session_id_{1};
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
+  std::atomic<bool> ready_{false};
+
+  cluster::Loop loop_;
+  // Owned by the loop thread: created and destroyed there.
+  std::unique_ptr<cluster::HealthServer> health_;
+  event* housekeeping_ = nullptr;
+  std::uint64_t last_messages_ = 0;
+  std::atomic<double> messages_per_s_{0};
+};
+
+}  // namespace zetian::plugin

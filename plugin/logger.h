@@ -1,0 +1,43 @@
+// The engine's log: one line per event in key=value form, to syslog (facility mail),
+// stderr or a file, as [log] says. Safe from any thread; a line is written whole.
+#pragma once
+
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "conf/config.h"
+
+namespace zetian::plugin {
+
+class Logger {
+ public:
+  // `ident` is the syslog identity ("zetian-milter").
+  Logger(const conf::LogSection& section, std::string ident);
+  ~Logger();
+  Logger(const Logger&) = delete;
+  Logger& operator=(const Logger&) = delete;
+
+  bool enabled(conf::LogLevel level) const { return level <= level_; }
+  void log(conf::LogLevel level, std::string_view line);
+
+  // Open the file target; false with *error set when it cannot be opened.
+  bool open(std::string* error);
+
+ private:
+  conf::LogLevel level_;
+  conf::LogTarget target_;
+  std::string file_path_;
+  std::string ident_;
+  bool echo_to_stderr_ = false;  // syslog target, but started from a terminal
+
+  std::mutex mutex_;  // guards file_ and the order of lines on stderr/file
+  std::FILE* file_ = nullptr;
+};
+
+// Quote a value for a key=value log line when it needs it (spaces, quotes, '=',
+// control characters); control characters are escaped so one event stays one line.
+std::string logValue(std::string_view value);
+
+}  // namespace zetian::plugin

@@ -1,0 +1,80 @@
+#include "plugin/metrics.h"
+
+#include <cstdio>
+
+namespace zetian::plugin {
+
+const char* verdictName(Verdict v) {
+  switch (v) {
+    case Verdict::Allow: return "allow";
+    case Verdict::Tempfail: return "tempfail";
+    case Verdict::Reject: return "reject";
+    case Verdict::Tag: return "tag";
+    case Verdict::Quarantine: return "quarantine";
+    case Verdict::DryRun: return "dry_run";
+    case Verdict::kCount: break;
+  }
+  return "unknown";
+}
+
+void LatencyHistogram::observe(std::int64_t nanos) {
+  if (nanos < 0) nanos = 0;
+  double seconds = double(nanos) / 1e9;
+  std::size_t i = 0;
+  while (i < kBoundsSeconds.size() && seconds > kBoundsSeconds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_nanos_.fetch_add(std::uint64_t(nanos), std::memory_order_relaxed);
+}
+
+void LatencyHistogram::render(std::string& out, const char* name, const char* help) const {
+  char line[256];
+  std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  out += line;
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < kBoundsSeconds.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    std::snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %llu\n", name, kBoundsSeconds[i],
+                  static_cast<unsigned long long>(cumulative));
+    out += line;
+  }
+  cumulative += buckets_[kBoundsSeconds.size()].load(std::memory_order_relaxed);
+  std::snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9f\n%s_count %llu\n", name,
+                static_cast<unsigned long long>(cumulative), name,
+                double(sum_nanos_.load(std::memory_order_relaxed)) / 1e9, name,
+                static_cast<unsigned long long>(count_.load(std::memory_order_relaxed)));
+  out += line;
+}
+
+std::shared_ptr<RuleCounters> Metrics::ruleCounters(const std::string& rule) {
+  std::lock_guard lock(rules_mutex_);
+  auto& slot = rules_[rule];
+  if (!slot) slot = std::make_shared<RuleCounters>();
+  return slot;
+}
+
+void Metrics::renderRules(std::string& out) const {
+  out += "# HELP zetian_decisions_total Rule evaluations by rule and verdict.\n";
+  out += "# TYPE zetian_decisions_total counter\n";
+  std::lock_guard lock(rules_mutex_);
+  for (const auto& [name, counters] : rules_) {
+    for (std::size_t v = 0; v < std::size_t(Verdict::kCount); ++v) {
+      out += "zetian_decisions_total{rule=\"" + promLabel(name) + "\",verdict=\"" + verdictName(Verdict(v)) +
+             "\"} " + std::to_string(counters->decisions[v].load(std::memory_order_relaxed)) + "\n";
+    }
+  }
+}
+
+std::string promLabel(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace zetian::plugin

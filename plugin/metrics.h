@@ -1,0 +1,64 @@
+// Counters the engine keeps for /metrics. Hot-path updates are relaxed atomic
+// increments; rendering walks them on the cluster thread.
+//
+// Per-rule counters are looked up by name once, when a policy snapshot is built, and
+// survive reloads: a rule that keeps its name keeps counting, so Prometheus never
+// sees a counter go backwards.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace zetian::plugin {
+
+enum class Verdict { Allow = 0, Tempfail, Reject, Tag, Quarantine, DryRun, kCount };
+const char* verdictName(Verdict v);
+
+struct RuleCounters {
+  std::array<std::atomic<std::uint64_t>, std::size_t(Verdict::kCount)> decisions{};
+  void count(Verdict v) { decisions[std::size_t(v)].fetch_add(1, std::memory_order_relaxed); }
+};
+
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 15> kBoundsSeconds = {
+      1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 1e-1};
+  void observe(std::int64_t nanos);
+  void render(std::string& out, const char* name, const char* help) const;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kBoundsSeconds.size() + 1> buckets_{};
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> sum_nanos_{0};
+};
+
+struct Metrics {
+  std::atomic<std::uint64_t> sessions_total{0};
+  std::atomic<std::int64_t> sessions_active{0};
+  std::atomic<std::uint64_t> messages_total{0};
+  std::atomic<std::uint64_t> exempt_address_total{0};
+  std::atomic<std::uint64_t> exempt_authenticated_total{0};
+  std::atomic<std::uint64_t> internal_errors_total{0};
+  std::atomic<std::uint64_t> reloads_ok_total{0};
+  std::atomic<std::uint64_t> reloads_failed_total{0};
+  LatencyHistogram decision_latency;
+
+  // The counters for a rule name, created on first use.
+  std::shared_ptr<RuleCounters> ruleCounters(const std::string& rule);
+  // Prometheus text format 0.0.4 for everything above; `extra` is appended as is.
+  void renderRules(std::string& out) const;
+
+ private:
+  mutable std::mutex rules_mutex_;  // guards rules_
+  std::map<std::string, std::shared_ptr<RuleCounters>> rules_;
+};
+
+// Escape a Prometheus label value.
+std::string promLabel(const std::string& value);
+
+}  // namespace zetian::plugin

@@ -1,0 +1,66 @@
+// Rate-limit algorithms as pure functions of (state, limit, now, cost).
+//
+// Every algorithm keeps its state in the same small POD so that the bucket store
+// can hold any of them without virtual dispatch. Time is an argument (nanoseconds on
+// a monotonic clock chosen by the caller); nothing here reads a clock.
+//
+// charge() is the only way to consume: it checks and charges in one step, so two
+// callers that serialise on the same state can never both see the same tokens.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <optional>
+
+namespace zetian::state {
+
+enum class Algorithm : std::uint8_t { TokenBucket, Gcra, SlidingWindow, FixedWindow };
+
+std::string_view algorithmName(Algorithm a);
+std::optional<Algorithm> parseAlgorithm(std::string_view name);
+
+using Nanos = std::int64_t;
+constexpr Nanos kNanosPerSecond = 1'000'000'000;
+
+// `limit` events per `period`, with room for `burst` at once. For the window
+// algorithms burst is ignored: the window holds `limit`.
+struct Limit {
+  std::uint64_t limit = 0;
+  Nanos period_ns = 0;
+  std::uint64_t burst = 0;
+};
+
+// Opaque to callers; the meaning of the fields depends on the algorithm:
+//   token_bucket:   level = tokens available, stamp = time of last refill
+//   gcra:           stamp = theoretical arrival time (TAT)
+//   sliding_window: level = count in previous window, count = count in current window,
+//                   stamp = start of current window
+//   fixed_window:   count = count in current window, stamp = start of current window
+// A zero-initialised state is a fresh, full bucket for every algorithm.
+struct BucketState {
+  double level = 0;
+  std::uint64_t count = 0;
+  Nanos stamp = 0;
+  bool initialised = false;
+};
+
+struct Outcome {
+  bool allowed = false;
+  double remaining = 0;      // what could still be charged right now, after this call
+  Nanos retry_after_ns = 0;  // when denied: how long until `cost` would be allowed
+};
+
+// Check and charge `cost` in one step. When denied the state is not charged.
+Outcome charge(Algorithm algo, const Limit& limit, BucketState& state, Nanos now, std::uint64_t cost);
+
+// Give back `cost` charged earlier (a later rule denied the same message).
+void refund(Algorithm algo, const Limit& limit, BucketState& state, Nanos now, std::uint64_t cost);
+
+// What charge(cost) would answer, without changing anything.
+Outcome peek(Algorithm algo, const Limit& limit, const BucketState& state, Nanos now, std::uint64_t cost);
+
+// The time from which the state is indistinguishable from a fresh one: the store
+// may forget the key then.
+Nanos idleAt(Algorithm algo, const Limit& limit, const BucketState& state);
+
+}  // namespace zetian::state

@@ -1,0 +1,370 @@
+// The engine's decisions, through real config files, the real store and real
+// policy snapshots; no MTA (the integration tests bring Postfix).
+#include "plugin/engine.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+namespace zetian::plugin {
+namespace {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/zetian-engine-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/zetian.toml";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void writeConfig(const std::string& body) {
+    std::ofstream out(path_);
+    out << "[log]\nlevel = \"error\"\ntarget = \"stderr\"\n" << body;
+  }
+
+  std::unique_ptr<Engine> open(const std::string& body) {
+    writeConfig(body);
+    Errors errors;
+    auto engine = Engine::open(path_, {}, &errors);
+    EXPECT_TRUE(engine) << (errors.empty() ? "" : errors.front());
+    return engine;
+  }
+
+  static int check(Engine& e, Session& s, conf::Stage stage, const char* arg, zetian_verdict* v = nullptr) {
+    zetian_verdict local;
+    return e.check(s, stage, arg, v ? v : &local);
+  }
+
+  // One message: MAIL FROM then each RCPT; returns the MAIL verdict's action.
+  static int sendMessage(Engine& e, Session& s, const char* from, zetian_verdict* v = nullptr) {
+    e.resetMessage(s);
+    return check(e, s, conf::Stage::Mail, from, v);
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+constexpr const char* kPerIpFive = R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+stage = "mail"
+limit = 5
+period = "1h"
+)";
+
+TEST_F(EngineTest, FiveMessagesPassAndTheSixthTempfailsWith451) {
+  auto e = open(kPerIpFive);
+  auto s = e->openSession("192.0.2.1", "client.example");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE) << i;
+  zetian_verdict v;
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>", &v), ZETIAN_TEMPFAIL);
+  EXPECT_STREQ(v.rcode, "451");
+  EXPECT_STREQ(v.xcode, "4.7.1");
+  EXPECT_STREQ(v.rule, "per-ip");
+  EXPECT_NE(std::string(v.text).find("per-ip"), std::string::npos) << v.text;
+  // Another client has its own bucket.
+  auto other = e->openSession("192.0.2.2", nullptr);
+  EXPECT_EQ(sendMessage(*e, *other, "<a@example.org>"), ZETIAN_CONTINUE);
+}
+
+TEST_F(EngineTest, TheLimitIsSharedByAllSessionsOfOneClient) {
+  auto e = open(kPerIpFive);
+  for (int i = 0; i < 5; ++i) {
+    auto s = e->openSession("192.0.2.1", nullptr);
+    EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+    e->closeSession(std::move(s));
+  }
+  auto s = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_TEMPFAIL);
+}
+
+TEST_F(EngineTest, ExemptAddressesAreNeverLimited) {
+  auto e = open(R"(
+[ratelimit]
+exempt = ["192.0.2.0/24", "2001:db8::/32"]
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+limit = 1
+period = "1h"
+)");
+  auto s = e->openSession("192.0.2.9", nullptr);
+  auto s6 = e->openSession("2001:db8::9", nullptr);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+    EXPECT_EQ(sendMessage(*e, *s6, "<a@example.org>"), ZETIAN_CONTINUE);
+  }
+  auto outside = e->openSession("198.51.100.1", nullptr);
+  EXPECT_EQ(sendMessage(*e, *outside, "<a@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(sendMessage(*e, *outside, "<a@example.org>"), ZETIAN_TEMPFAIL);
+}
+
+TEST_F(EngineTest, RejectActionAnswers550) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "hard"
+key = "sender"
+limit = 1
+period = "1d"
+action = "reject"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(sendMessage(*e, *s, "<spam@example.org>"), ZETIAN_CONTINUE);
+  zetian_verdict v;
+  EXPECT_EQ(sendMessage(*e, *s, "<SPAM@EXAMPLE.ORG>", &v), ZETIAN_CONTINUE)
+      << "the local part is case-sensitive: SPAM is another sender";
+  EXPECT_EQ(sendMessage(*e, *s, "<spam@Example.Org>", &v), ZETIAN_REJECT);
+  EXPECT_STREQ(v.rcode, "550");
+  EXPECT_STREQ(v.xcode, "5.7.1");
+}
+
+TEST_F(EngineTest, ADeniedMessageChargesNoRuleAndTheFirstDenialDecides) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+limit = 10
+period = "1h"
+[[ratelimit.rule]]
+name = "per-sender"
+key = "sender"
+limit = 1
+period = "1h"
+[[ratelimit.rule]]
+name = "global"
+key = "global"
+limit = 2
+period = "1h"
+action = "reject"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  zetian_verdict v;
+  // per-sender denies first (global would still pass): per-ip must be refunded.
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>", &v), ZETIAN_TEMPFAIL);
+  EXPECT_STREQ(v.rule, "per-sender");
+  auto snap = e->policy();
+  const auto* per_ip = snap->find("per-ip");
+  auto peek = e->store().peek(per_ip->key_prefix + "192.0.2.1", per_ip->rule.algorithm, per_ip->limit, Engine::now(), 1);
+  ASSERT_TRUE(peek);
+  EXPECT_NEAR(peek->remaining, 8.0, 0.01) << "one message charged, then one charged back after the denial";
+  // A new sender passes per-sender; global (2) is then exhausted by the 2nd message overall.
+  EXPECT_EQ(sendMessage(*e, *s, "<b@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(sendMessage(*e, *s, "<c@example.org>", &v), ZETIAN_REJECT);
+  EXPECT_STREQ(v.rule, "global");
+}
+
+TEST_F(EngineTest, RecipientRulesCountEachRecipient) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "rcpts"
+key = "global"
+stage = "rcpt"
+limit = 3
+period = "1h"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  sendMessage(*e, *s, "<a@example.org>");
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 5; ++i) {
+    std::string rcpt = "<r" + std::to_string(i) + "@example.net>";
+    (check(*e, *s, conf::Stage::Rcpt, rcpt.c_str()) == ZETIAN_CONTINUE ? accepted : refused)++;
+  }
+  EXPECT_EQ(accepted, 3);
+  EXPECT_EQ(refused, 2);
+  EXPECT_NE(e->needs() & ZETIAN_NEED_RCPT_REPLY, 0u);
+}
+
+TEST_F(EngineTest, TagMarksTheMessageWithAHeaderAndLetsItThrough) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "soft"
+key = "client_ip"
+limit = 1
+period = "10m"
+action = "tag"
+)");
+  EXPECT_NE(e->needs() & ZETIAN_NEED_ADD_HEADER, 0u);
+  auto s = e->openSession("192.0.2.1", nullptr);
+  std::vector<std::pair<std::string, std::string>> headers;
+  auto collect = [](void* ctx, const char* name, const char* value) {
+    static_cast<decltype(headers)*>(ctx)->emplace_back(name, value);
+  };
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  e->eom(*s, collect, nullptr, &headers);
+  EXPECT_TRUE(headers.empty());
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  e->eom(*s, collect, nullptr, &headers);
+  ASSERT_EQ(headers.size(), 1u);
+  EXPECT_EQ(headers[0].first, "X-Zetian-RateLimit");
+  EXPECT_EQ(headers[0].second, "rule=soft; limit=1/10m");
+}
+
+TEST_F(EngineTest, QuarantineAsksOnceAtEndOfMessage) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "q"
+key = "client_ip"
+limit = 1
+period = "1h"
+action = "quarantine"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  int quarantined = 0;
+  auto q = [](void* ctx, const char*) { ++*static_cast<int*>(ctx); };
+  sendMessage(*e, *s, "<a@example.org>");
+  e->eom(*s, nullptr, q, &quarantined);
+  EXPECT_EQ(quarantined, 0);
+  sendMessage(*e, *s, "<a@example.org>");
+  e->eom(*s, nullptr, q, &quarantined);
+  EXPECT_EQ(quarantined, 1);
+}
+
+TEST_F(EngineTest, DryRunNeverDenies) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "try"
+key = "client_ip"
+limit = 1
+period = "1h"
+action = "dry_run"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  auto counters = e->metrics().ruleCounters("try");
+  EXPECT_EQ(counters->decisions[std::size_t(Verdict::DryRun)].load(), 4u);
+  EXPECT_EQ(counters->decisions[std::size_t(Verdict::Allow)].load(), 1u);
+}
+
+TEST_F(EngineTest, AuthenticatedSessionsSkipRulesOnlyWhenConfigured) {
+  const char* body = R"(
+[ratelimit]
+exempt = []
+exempt_authenticated = %s
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+limit = 1
+period = "1h"
+)";
+  for (bool exempt : {true, false}) {
+    char text[512];
+    std::snprintf(text, sizeof text, body, exempt ? "true" : "false");
+    auto e = open(text);
+    auto s = e->openSession("192.0.2.1", nullptr);
+    s->facts.sasl_user = "alice";
+    sendMessage(*e, *s, "<a@example.org>");
+    EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), exempt ? ZETIAN_CONTINUE : ZETIAN_TEMPFAIL);
+  }
+}
+
+TEST_F(EngineTest, NullSenderRulesSeeOnlyBounces) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "bounces"
+key = "client_ip"
+limit = 1
+period = "1h"
+senders = "null"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(sendMessage(*e, *s, "<>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(sendMessage(*e, *s, "<>"), ZETIAN_TEMPFAIL);
+}
+
+TEST_F(EngineTest, CustomReplyExpandsPlaceholdersAndKeepsPercent) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+limit = 2
+period = "1h"
+reply = "452 4.7.1 %{rule}: %{key} sent %{limit} per %{period}; 100% full, retry in %{retry_after}s"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  sendMessage(*e, *s, "<a@example.org>");
+  sendMessage(*e, *s, "<a@example.org>");
+  zetian_verdict v;
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>", &v), ZETIAN_TEMPFAIL);
+  EXPECT_STREQ(v.rcode, "452");
+  EXPECT_STREQ(v.xcode, "4.7.1");
+  EXPECT_EQ(std::string(v.text), "per-ip: 192.0.2.1 sent 2 per 1h; 100% full, retry in 1800s");
+}
+
+TEST_F(EngineTest, HeloRulesChargeOncePerSessionNotPerEhlo) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "sessions"
+key = "client_ip"
+stage = "helo"
+limit = 2
+period = "1h"
+)");
+  auto s = e->openSession("192.0.2.1", nullptr);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(check(*e, *s, conf::Stage::Helo, "Client.Example"), ZETIAN_CONTINUE);
+  auto s2 = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(check(*e, *s2, conf::Stage::Helo, "client.example"), ZETIAN_CONTINUE);
+  auto s3 = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(check(*e, *s3, conf::Stage::Helo, "client.example"), ZETIAN_TEMPFAIL);
+}
+
+TEST_F(EngineTest, ReloadSwapsThePolicyAndARefusedFileKeepsTheOldOne) {
+  auto e = open(kPerIpFive);
+  auto s = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  writeConfig(std::string(kPerIpFive) + "bogus_key = 1\n");
+  Errors errors;
+  EXPECT_FALSE(e->reload(&errors));
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors.front().find(path_), std::string::npos) << errors.front();
+  EXPECT_EQ(e->policy()->rules.at(0).rule.limit, 5u);
+
+  std::string lower = kPerIpFive;
+  lower.replace(lower.find("limit = 5"), 9, "limit = 2");
+  writeConfig(lower);
+  errors.clear();
+  EXPECT_TRUE(e->reload(&errors)) << (errors.empty() ? "" : errors.front());
+  // Same rule, same algorithm and period: the message already sent still counts.
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_TEMPFAIL);
+}
+
+TEST_F(EngineTest, NeedsAskOnlyForWhatRulesUse) {
+  auto e = open(kPerIpFive);
+  unsigned needs = e->needs();
+  EXPECT_NE(needs & ZETIAN_NEED_MAIL_REPLY, 0u);
+  EXPECT_EQ(needs & (ZETIAN_NEED_HELO | ZETIAN_NEED_RCPT | ZETIAN_NEED_DATA | ZETIAN_NEED_ADD_HEADER |
+                     ZETIAN_NEED_CONNECT_REPLY | ZETIAN_NEED_SASL),
+            0u);
+}
+
+}  // namespace
+}  // namespace zetian::plugin

@@ -296,7 +296,7 @@ bool writePidFile(const std::string& path) {
   return true;
 }
 
-bool dropPrivileges(const std::string& user, const std::string& group) {
+bool dropPrivileges(const std::string& user, const std::string& group_name) {
   if (user.empty()) return true;
   errno = 0;
   passwd* pw = getpwnam(user.c_str());
@@ -306,10 +306,10 @@ bool dropPrivileges(const std::string& user, const std::string& group) {
     return false;
   }
   gid_t gid = pw->pw_gid;
-  if (!group.empty()) {
-    group* gr = getgrnam(group.c_str());
+  if (!group_name.empty()) {
+    struct group* gr = getgrnam(group_name.c_str());
     if (!gr) {
-      std::fprintf(stderr, "zetian-milter: milter.group '%s' does not exist\n", group.c_str());
+      std::fprintf(stderr, "zetian-milter: milter.group '%s' does not exist\n", group_name.c_str());
       return false;
     }
     gid = gr->gr_gid;

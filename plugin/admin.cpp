@@ -35,7 +35,10 @@ void metric(std::string& out, const char* name, const char* type, const char* he
   out += '\n';
   out += name;
   char buf[64];
-  std::snprintf(buf, sizeof buf, " %.17g\n", value);
+  if (value == double(static_cast<long long>(value)))
+    std::snprintf(buf, sizeof buf, " %lld\n", static_cast<long long>(value));
+  else
+    std::snprintf(buf, sizeof buf, " %.6f\n", value);
   out += buf;
 }
 

@@ -66,7 +66,7 @@ class Engine final : public cluster::AdminApi {
   const char* option(const std::string& key) const;
   unsigned needs() const { return policy()->needs; }
   Logger& logger() { return *logger_; }
-  Metrics& metrics() { return metrics_; }
+  Metrics& counters() { return metrics_; }
   state::BucketStore& store() { return *store_; }
   std::shared_ptr<const PolicySnapshot> policy() const { return policy_.load(std::memory_order_acquire); }
 

@@ -251,7 +251,7 @@ action = "dry_run"
 )");
   auto s = e->openSession("192.0.2.1", nullptr);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(sendMessage(*e, *s, "<a@example.org>"), ZETIAN_CONTINUE);
-  auto counters = e->metrics().ruleCounters("try");
+  auto counters = e->counters().ruleCounters("try");
   EXPECT_EQ(counters->decisions[std::size_t(Verdict::DryRun)].load(), 4u);
   EXPECT_EQ(counters->decisions[std::size_t(Verdict::Allow)].load(), 1u);
 }

@@ -33,12 +33,12 @@ class Loop {
   // Refuse new posts, run every closure already posted, then exit and join the thread.
   // Safe from any thread and more than once. Called on the loop thread itself (from a
   // closure) it only asks the loop to finish; the destructor, which must then run on
-  // another thread, joins. Closures posted to a loop that was never started are
-  // destroyed without running.
+  // another thread, joins.
   void stop();
 
-  // Queue `fn` to run on the loop thread. Returns false (and drops fn) when the mailbox
-  // is full or the loop is stopping; the caller then falls back on its own.
+  // Queue `fn` to run on the loop thread. True means it will run, exactly once, even if
+  // stop() comes first. Returns false (and drops fn) when the loop is not started yet,
+  // is stopping, or its mailbox is full; the caller then falls back on its own.
   bool post(std::function<void()> fn);
 
   // True on the loop thread (only while it runs).
@@ -66,10 +66,11 @@ class Loop {
   std::thread thread_;
   bool started_ = false;
 
-  std::mutex mailbox_mutex_;  // guards mailbox_, wake_pending_ and stopping_
+  std::mutex mailbox_mutex_;  // guards mailbox_, wake_pending_, accepting_ and stopping_
   std::deque<std::function<void()>> mailbox_;
   bool wake_pending_ = false;  // wake_fd_ written and not yet consumed by a drain
-  bool stopping_ = false;      // no more posts; the loop exits once mailbox_ is empty
+  bool accepting_ = false;     // started and not stopping: post() may queue
+  bool stopping_ = false;      // the loop exits once mailbox_ is empty
   const std::size_t mailbox_capacity_;
 };
 

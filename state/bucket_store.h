@@ -4,9 +4,13 @@
 // own LRU list; a key always lives in the same shard (hash of the key), so one
 // charge() takes exactly one lock and never blocks on other shards.
 //
-// Memory is bounded by `max_keys`: each shard holds at most max_keys / shards
-// entries and evicts its least recently used one to make room. Idle keys (buckets
+// Memory is bounded by `max_keys`: each shard holds at most ceil(max_keys / shards)
+// entries and drops its least recently used one to make room. Idle keys (buckets
 // that have refilled completely) are dropped by expireIdle(), called periodically.
+// A key is stored only once its bucket differs from a fresh one, and a key charged
+// with another algorithm than the one that wrote it starts fresh (a policy change).
+// Keys are arbitrary bytes, hashed with a per-store random SipHash key (keys come
+// from SMTP clients; see key_hash.h).
 #pragma once
 
 #include <cstddef>
@@ -17,14 +21,16 @@
 #include <string>
 #include <string_view>
 
+#include "state/key_hash.h"
 #include "state/limit.h"
 
 namespace zetian::state {
 
 struct StoreStats {
   std::uint64_t keys = 0;
-  std::uint64_t evictions = 0;   // keys dropped because of max_keys
-  std::uint64_t expirations = 0; // idle keys dropped by expireIdle()
+  std::uint64_t evictions = 0;   // live (not yet refilled) keys dropped because of max_keys
+  std::uint64_t expirations = 0; // idle keys dropped, by expireIdle() or to make room
+  std::uint64_t bytes = 0;       // entries with their keys (as allocated) and the hash arrays
 };
 
 class BucketStore {
@@ -61,13 +67,19 @@ class BucketStore {
 
   StoreStats stats() const;
   std::size_t maxKeys() const { return max_keys_; }
+  // The shards in use: shard_count, clamped to [1, min(max_keys, 65536)].
+  std::size_t shardCount() const { return shard_count_; }
 
  private:
+  struct Memory;
   struct Shard;
-  Shard& shardFor(std::string_view key) const;
+  std::uint64_t hashOf(std::string_view key) const;
+  Shard& shardFor(std::uint64_t hash) const;
 
   std::size_t max_keys_;
   std::size_t shard_count_;
+  HashKey hash_key_;  // random per store, immutable
+  std::unique_ptr<Memory> memory_;  // before shards_: destroyed after them
   std::unique_ptr<Shard[]> shards_;
 };
 

@@ -30,13 +30,18 @@ struct Limit {
   std::uint64_t burst = 0;
 };
 
-// Opaque to callers; the meaning of the fields depends on the algorithm:
-//   token_bucket:   level = tokens available, stamp = time of last refill
-//   gcra:           stamp = theoretical arrival time (TAT)
+// Opaque to callers: read a bucket through peek(), not through these fields. Every
+// algorithm keeps exact integer state (no rounding drift, identical decisions on every
+// node that replays the same calls); the fields mean:
+//   token_bucket:   count = whole tokens missing at `stamp` (the refill anchor; tokens
+//                   keep flowing in continuously after it), level unused
+//   gcra:           theoretical arrival time TAT = stamp + count / limit nanoseconds
+//                   (count is the fractional part, 0 <= count < limit), level unused
 //   sliding_window: level = count in previous window, count = count in current window,
 //                   stamp = start of current window
 //   fixed_window:   count = count in current window, stamp = start of current window
-// A zero-initialised state is a fresh, full bucket for every algorithm.
+// A zero-initialised state is a fresh, full bucket for every algorithm. Copying the
+// four fields verbatim (replication) preserves the bucket exactly.
 struct BucketState {
   double level = 0;
   std::uint64_t count = 0;
@@ -46,11 +51,20 @@ struct BucketState {
 
 struct Outcome {
   bool allowed = false;
-  double remaining = 0;      // what could still be charged right now, after this call
+  // The largest cost that could still be charged right now, after this call (a whole
+  // number: fractional refill is rounded down).
+  double remaining = 0;
   Nanos retry_after_ns = 0;  // when denied: how long until `cost` would be allowed
 };
 
-// Check and charge `cost` in one step. When denied the state is not charged.
+// Limits with limit == 0 or period_ns <= 0 deny everything (retry_after = period, or
+// 0 when the period is not positive). A cost above what the bucket can ever hold (burst
+// for token_bucket/gcra, limit for the windows) is denied with retry_after = period.
+// limit and burst above kMaxCount (2^53) are treated as kMaxCount.
+inline constexpr std::uint64_t kMaxCount = std::uint64_t{1} << 53;
+
+// Check and charge `cost` in one step. When denied the state is not charged (it may
+// be normalised: the same bucket, re-expressed at `now`).
 Outcome charge(Algorithm algo, const Limit& limit, BucketState& state, Nanos now, std::uint64_t cost);
 
 // Give back `cost` charged earlier (a later rule denied the same message).

@@ -1,0 +1,178 @@
+// The wake-up protocol, in one place:
+//
+// - post() pushes under mailbox_mutex_ and writes the eventfd only when no wake-up is
+//   pending (wake_pending_), so a burst of posts costs one write(2), not one each.
+// - drain() first consumes the eventfd, then takes up to kDrainBatch closures under
+//   the lock. If some remain it writes the eventfd again (wake_pending_ stays true):
+//   epoll sees the fd readable on the next turn, after timers and sockets ran. Making
+//   the event active from inside its own callback instead would run it again in the
+//   same turn and starve everything else.
+// - The eventfd is only ever written under mailbox_mutex_. That is what makes stop()
+//   plus the destructor safe against a racing post(): once stop() has run no post
+//   writes the fd again, so the destructor can close it after joining.
+#include "cluster/loop.h"
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+namespace zetian::cluster {
+namespace {
+
+void useLibeventThreads() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (evthread_use_pthreads() != 0) throw std::runtime_error("evthread_use_pthreads failed");
+  });
+}
+
+}  // namespace
+
+Loop::Loop(std::size_t mailbox_capacity) : mailbox_capacity_(mailbox_capacity) {
+  useLibeventThreads();
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  base_ = event_base_new();
+  if (base_ == nullptr) {
+    close(wake_fd_);
+    throw std::runtime_error("event_base_new failed");
+  }
+  wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Loop::onWake, this);
+  if (wake_event_ == nullptr || event_add(wake_event_, nullptr) != 0) {
+    if (wake_event_ != nullptr) event_free(wake_event_);
+    event_base_free(base_);
+    close(wake_fd_);
+    throw std::runtime_error("cannot register the loop's wake-up event");
+  }
+}
+
+Loop::~Loop() {
+  if (isThisThread()) {
+    std::fputs("zetian: Loop destroyed on its own thread\n", stderr);
+    std::abort();
+  }
+  stop();
+  {
+    // Joined: nothing else touches the libevent objects any more.
+    std::lock_guard lock(lifecycle_mutex_);
+    if (thread_.joinable()) thread_.join();
+  }
+  event_free(wake_event_);
+  event_base_free(base_);
+  close(wake_fd_);
+}
+
+void Loop::start() {
+  std::lock_guard lifecycle(lifecycle_mutex_);
+  if (started_) return;
+  started_ = true;
+  std::lock_guard lock(mailbox_mutex_);
+  if (stopping_) return;
+  // Accepting before the thread exists is fine: what is posted waits in the mailbox,
+  // and the eventfd stays readable until the thread's first drain.
+  thread_ = std::thread([this] { run(); });
+  accepting_ = true;
+}
+
+void Loop::run() {
+  loop_thread_id_.store(std::this_thread::get_id());
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, nullptr);
+  pthread_setname_np(pthread_self(), "zetian-cluster");
+
+  event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY);
+
+  // A later thread may reuse this id; it must not pass isThisThread().
+  loop_thread_id_.store(std::thread::id{});
+}
+
+void Loop::stop() {
+  {
+    std::lock_guard lock(mailbox_mutex_);
+    stopping_ = true;
+    accepting_ = false;
+    wakeLocked();
+  }
+  if (isThisThread()) return;
+  std::lock_guard lifecycle(lifecycle_mutex_);
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Loop::post(std::function<void()> fn) {
+  if (!fn) return false;
+  std::lock_guard lock(mailbox_mutex_);
+  if (!accepting_ || mailbox_.size() >= mailbox_capacity_) return false;
+  mailbox_.push_back(std::move(fn));
+  wakeLocked();
+  return true;
+}
+
+bool Loop::isThisThread() const {
+  return loop_thread_id_.load() == std::this_thread::get_id();
+}
+
+void Loop::wakeLocked() {
+  if (wake_pending_) return;
+  wake_pending_ = true;
+  const std::uint64_t one = 1;
+  // Cannot fail short of the counter overflowing, which one pending wake-up rules out.
+  [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof one);
+}
+
+void Loop::onWake(int /*fd*/, short /*what*/, void* arg) {
+  static_cast<Loop*>(arg)->drain();
+}
+
+void Loop::drain() {
+  std::uint64_t count = 0;
+  [[maybe_unused]] const ssize_t n = read(wake_fd_, &count, sizeof count);
+
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard lock(mailbox_mutex_);
+    const std::size_t take = std::min(mailbox_.size(), kDrainBatch);
+    batch.reserve(take);
+    for (std::size_t i = 0; i < take; ++i) {
+      batch.push_back(std::move(mailbox_.front()));
+      mailbox_.pop_front();
+    }
+    wake_pending_ = false;
+    if (!mailbox_.empty()) wakeLocked();  // come back next turn
+  }
+
+  for (auto& fn : batch) {
+    // A closure must not throw: the exception would cross libevent's C frames.
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zetian: a task on the cluster thread threw: %s\n", e.what());
+    } catch (...) {
+      std::fputs("zetian: a task on the cluster thread threw a non-standard exception\n", stderr);
+    }
+  }
+  batch.clear();  // captured state dies here, on the loop thread
+
+  bool finished = false;
+  {
+    std::lock_guard lock(mailbox_mutex_);
+    finished = stopping_ && mailbox_.empty();
+  }
+  if (finished) event_base_loopbreak(base_);
+}
+
+}  // namespace zetian::cluster

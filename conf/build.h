@@ -1,0 +1,18 @@
+// From a schema-checked TOML document to a Config: one builder per section, each
+// validating what it reads. Internal to conf/.
+#pragma once
+
+#include <toml.hpp>
+
+#include "conf/config.h"
+#include "conf/reader.h"
+
+namespace zetian::conf {
+
+// Errors go to `diag`; the Config is meaningful only when there are none.
+Config buildConfig(const toml::value& root, Diagnostics& diag);
+
+// [ratelimit] and its rules (rules.cpp).
+Policy buildPolicy(TableReader& ratelimit, Diagnostics& diag);
+
+}  // namespace zetian::conf

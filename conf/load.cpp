@@ -1,0 +1,368 @@
+// Loading: text -> TOML document -> overrides -> schema check -> Config.
+//
+// Traps in toml11 v3 that this file works around:
+// - Its parser recurses once per nested array or inline table and has no depth limit:
+//   "a = [[[[..." a few ten thousand deep overflows the stack. The text is scanned for
+//   nesting before it is parsed (tooDeep), and very long dotted keys, which it handles
+//   in quadratic time, are bounded the same way.
+// - A syntax error's location() is where the parser gave up, often the start of the
+//   line; the exact place is only in the message it formats for humans, which is read
+//   back here (syntaxError).
+// - It keeps the place of values, not of keys; see keyColumn in reader.cpp.
+#include "conf/load.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "conf/build.h"
+#include "conf/reader.h"
+#include "conf/text.h"
+
+namespace zetian::conf {
+namespace {
+
+constexpr std::size_t kMaxConfigBytes = 1 << 20;
+constexpr int kMaxNesting = 32;
+constexpr int kMaxDotsPerLine = 64;
+
+constexpr std::string_view kEmbeddedName = "<embedded default>";
+
+constexpr std::string_view kEmbeddedDefault = R"toml(# The built-in configuration of zetian-milter, used when no configuration file is
+# given. Every key not set here has its documented default (docs/configuration.md).
+
+[node]
+state_dir = "/var/lib/zetian"
+
+[milter]
+socket = "inet:8891@127.0.0.1"
+
+[health]
+socket = "/run/zetian/health.sock"
+
+[log]
+target = "syslog"
+
+[ratelimit]
+exempt = ["127.0.0.0/8", "::1/128"]
+
+# At most 100 messages an hour from one client address; more are told to try later.
+[[ratelimit.rule]]
+name = "per-client-ip"
+key = "client_ip"
+stage = "mail"
+limit = 100
+period = "1h"
+action = "tempfail"
+)toml";
+
+struct Place {
+  int line = 0;
+  int column = 0;
+};
+
+// A conservative lexer: enough of TOML's strings and comments to count brackets and
+// dots outside them. Returns the place of the first bracket nested too deep, or of
+// the first line with too many dots.
+std::optional<Place> tooDeep(std::string_view text) {
+  enum class In { Code, Comment, Basic, Literal, MultiBasic, MultiLiteral };
+  In in = In::Code;
+  int depth = 0, dots = 0, line = 1, column = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    ++column;
+    if (c == '\n') {
+      ++line;
+      column = 0;
+      dots = 0;
+      if (in == In::Comment || in == In::Basic || in == In::Literal) in = In::Code;
+      continue;
+    }
+    const auto starts = [&](std::string_view s) { return text.substr(i, s.size()) == s; };
+    switch (in) {
+      case In::Comment: break;
+      case In::Basic:
+        if (c == '\\') {
+          if (i + 1 < text.size() && text[i + 1] != '\n') ++i, ++column;
+        } else if (c == '"') {
+          in = In::Code;
+        }
+        break;
+      case In::Literal:
+        if (c == '\'') in = In::Code;
+        break;
+      case In::MultiBasic:
+        if (c == '\\') {
+          if (i + 1 < text.size() && text[i + 1] != '\n') ++i, ++column;
+        } else if (starts("\"\"\"")) {
+          in = In::Code;
+          i += 2, column += 2;
+        }
+        break;
+      case In::MultiLiteral:
+        if (starts("'''")) {
+          in = In::Code;
+          i += 2, column += 2;
+        }
+        break;
+      case In::Code:
+        if (c == '#') {
+          in = In::Comment;
+        } else if (starts("\"\"\"")) {
+          in = In::MultiBasic;
+          i += 2, column += 2;
+        } else if (c == '"') {
+          in = In::Basic;
+        } else if (starts("'''")) {
+          in = In::MultiLiteral;
+          i += 2, column += 2;
+        } else if (c == '\'') {
+          in = In::Literal;
+        } else if (c == '[' || c == '{') {
+          if (++depth > kMaxNesting) return Place{line, column};
+        } else if (c == ']' || c == '}') {
+          depth = depth > 0 ? depth - 1 : 0;
+        } else if (c == '.') {
+          if (++dots > kMaxDotsPerLine) return Place{line, column};
+        }
+        break;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// toml11 formats a syntax error as
+//   [error] toml::parse_key_value_pair: missing value after key-value separator '='
+//    --> zetian.toml
+//      |
+//    2 | b =
+//      |     ^--- expected value, but got nothing
+// with one or more such snippets. The last snippet is the offending place.
+void syntaxError(const toml::syntax_error& e, Diagnostics& diag) {
+  std::istringstream in(e.what());
+  std::string headline, row;
+  std::getline(in, headline);
+  std::string_view head = trim(headline);
+  if (head.starts_with("[error]")) head = trim(head.substr(7));
+  if (head.starts_with("toml::")) {
+    const auto colon = head.find(": ");
+    if (colon != std::string_view::npos) head = head.substr(colon + 2);
+  }
+  while (!head.empty() && head.back() == '.') head.remove_suffix(1);
+
+  struct Snippet {
+    int line = 0, column = 0;
+    std::string note;
+  };
+  std::vector<Snippet> snippets;
+  int pending_line = 0;
+  while (std::getline(in, row)) {
+    const auto bar = row.find(" | ");
+    const auto bar_end = row.find(" |");
+    if (bar != std::string::npos) {
+      const std::string_view number = trim(std::string_view(row).substr(0, bar));
+      if (!number.empty() && std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        pending_line = std::stoi(std::string(number.substr(0, 9)));
+        continue;
+      }
+    }
+    if (pending_line > 0 && bar_end != std::string::npos && trim(std::string_view(row).substr(0, bar_end)).empty()) {
+      const std::size_t code_start = bar_end + 3;
+      const auto mark = row.find_first_of("^~", bar_end + 2);
+      if (mark != std::string::npos && mark >= code_start) {
+        std::string_view note = std::string_view(row).substr(mark);
+        while (!note.empty() && (note.front() == '^' || note.front() == '~' || note.front() == '-')) note.remove_prefix(1);
+        snippets.push_back({pending_line, static_cast<int>(mark - code_start) + 1, std::string(trim(note))});
+      }
+      pending_line = 0;
+    }
+  }
+  std::string message = "TOML syntax error: " + std::string(head);
+  if (snippets.empty()) {
+    diag.atPlace(static_cast<int>(e.location().line()), static_cast<int>(e.location().column()), message);
+    return;
+  }
+  const Snippet& last = snippets.back();
+  if (!last.note.empty() && last.note != "here") message += " (" + last.note + ")";
+  if (snippets.size() > 1 && snippets.front().line != last.line) {
+    message += "; see also line " + std::to_string(snippets.front().line);
+  }
+  diag.atPlace(last.line, last.column, message);
+}
+
+bool isBareKey(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
+// A TOML basic string holding `s`.
+std::string tomlString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// Parses `text` as the document "v = <text>" whose values carry the source name
+// "--set KEY"; returns its single value, or nothing when it is not exactly that.
+std::optional<toml::value> parseOverrideValue(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxConfigBytes || tooDeep(text)) return std::nullopt;
+  try {
+    std::istringstream in("v = " + text + "\n");
+    toml::value doc = toml::parse(in, source);
+    if (!doc.is_table() || doc.as_table().size() != 1 || !doc.contains("v")) return std::nullopt;
+    return doc.at("v");
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+void applyOverride(toml::value& root, const Override& o, Diagnostics& diag) {
+  const std::string source = std::string(kOverrideSource) + o.key;
+  std::vector<std::string> path;
+  for (std::size_t start = 0;;) {
+    const auto dot = o.key.find('.', start);
+    path.push_back(o.key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  if (!std::all_of(path.begin(), path.end(), isBareKey)) {
+    diag.atOverride(o.key, "not a key: write --set section.key=value, e.g. --set health.socket=/tmp/health.sock");
+    return;
+  }
+  // A value that parses as TOML is taken as such ("10", "true", "[\"a\"]"); anything
+  // else is the string it spells ("debug", "/tmp/h.sock", "10s").
+  auto value = parseOverrideValue(o.value, source);
+  if (!value) value = parseOverrideValue(tomlString(o.value), source);
+  if (!value) {
+    diag.atOverride(o.key, "the value is not valid UTF-8");
+    return;
+  }
+  toml::value* table = &root;
+  std::string walked;
+  for (std::size_t i = 0; i + 1 < path.size(); ++i) {
+    walked += (walked.empty() ? "" : ".") + path[i];
+    auto& t = table->as_table();
+    auto it = t.find(path[i]);
+    if (it == t.end()) {
+      auto empty = parseOverrideValue("{}", source);
+      it = t.emplace(path[i], empty ? *empty : toml::value(toml::table{})).first;
+    }
+    if (it->second.is_array() && !it->second.as_array().empty() && it->second.as_array().front().is_table()) {
+      diag.atOverride(o.key, backticked(walked) + " is an array of tables; --set cannot change one of its entries, edit the file");
+      return;
+    }
+    if (!it->second.is_table()) {
+      diag.atOverride(o.key, backticked(walked) + " is not a table, so it has no key `" + path[i + 1] + "`");
+      return;
+    }
+    table = &it->second;
+  }
+  table->as_table()[path.back()] = std::move(*value);
+}
+
+LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
+  LoadResult result;
+  result.errors = diag.take();
+  if (result.errors.empty()) result.config = std::move(config);
+  return result;
+}
+
+}  // namespace
+
+std::string ConfigError::format() const {
+  if (line <= 0) return file + ": " + message;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+LoadResult loadString(std::string_view text, const std::string& name, const std::vector<Override>& overrides) {
+  Diagnostics diag(name);
+  try {
+    if (text.size() > kMaxConfigBytes) {
+      diag.atFile("the configuration is larger than 1 MiB; is this the right file?");
+      return finish(diag, std::nullopt);
+    }
+    if (auto place = tooDeep(text)) {
+      diag.atPlace(place->line, place->column, "nested too deeply for a zetian configuration (at most " +
+                                                   std::to_string(kMaxNesting) + " levels of brackets, " +
+                                                   std::to_string(kMaxDotsPerLine) + " dots in a line)");
+      return finish(diag, std::nullopt);
+    }
+    toml::value root;
+    try {
+      std::istringstream in{std::string(text)};
+      root = toml::parse(in, name);
+    } catch (const toml::syntax_error& e) {
+      syntaxError(e, diag);
+      return finish(diag, std::nullopt);
+    }
+    std::vector<std::string> order;
+    for (const auto& o : overrides) order.push_back(o.key);
+    diag.setOverrideOrder(std::move(order));
+    for (const auto& o : overrides) applyOverride(root, o, diag);
+    checkSchema(root, diag);
+    Config config = buildConfig(root, diag);
+    config.source = name;
+    return finish(diag, std::move(config));
+  } catch (const std::exception& e) {
+    diag.atFile(std::string("internal error while reading the configuration: ") + e.what());
+  } catch (...) {
+    diag.atFile("internal error while reading the configuration");
+  }
+  return finish(diag, std::nullopt);
+}
+
+LoadResult loadFile(const std::string& path, const std::vector<Override>& overrides) {
+  auto fail = [&](std::string message) {
+    LoadResult result;
+    result.errors.push_back(ConfigError{path, 0, 0, std::move(message)});
+    return result;
+  };
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return fail("is a directory; give the path of the TOML file with -c FILE");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    if (err == ENOENT) {
+      return fail("no such file; give the path of your configuration with -c FILE, or start from the commented "
+                  "example (contrib/zetian.toml in the sources, installed as /etc/zetian/zetian.toml)");
+    }
+    if (err == EACCES) {
+      return fail("permission denied; make the file readable by the user zetian-milter is started as");
+    }
+    return fail(std::string("cannot open: ") + std::strerror(err));
+  }
+  std::string text(kMaxConfigBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) return fail(std::string("cannot read: ") + std::strerror(errno));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return loadString(text, path, overrides);
+}
+
+std::string_view embeddedDefaultText() { return kEmbeddedDefault; }
+
+LoadResult loadEmbeddedDefault(const std::vector<Override>& overrides) {
+  return loadString(kEmbeddedDefault, std::string(kEmbeddedName), overrides);
+}
+
+}  // namespace zetian::conf

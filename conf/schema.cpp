@@ -1,0 +1,113 @@
+#include "conf/schema.h"
+
+#include <array>
+
+namespace zetian::conf {
+namespace {
+
+using enum ValueType;
+
+constexpr std::array kKeys = std::to_array<KeySchema>({
+    {"node", Table},
+    {"node.id", String},
+    {"node.state_dir", String},
+
+    {"milter", Table},
+    {"milter.socket", String},
+    {"milter.timeout", Duration},
+    {"milter.default_action", String},
+    {"milter.user", String},
+    {"milter.group", String},
+    {"milter.umask", String},
+    {"milter.pid_file", String},
+
+    {"health", Table},
+    {"health.socket", String},
+    {"health.socket_mode", String},
+    {"health.listen", String},
+    {"health.admin_token", String},
+    {"health.admin_token_file", String},
+
+    {"log", Table},
+    {"log.level", String},
+    {"log.target", String},
+    {"log.file", String},
+
+    {"ratelimit", Table},
+    {"ratelimit.exempt", StringArray},
+    {"ratelimit.exempt_authenticated", Boolean},
+    {"ratelimit.max_keys", Integer},
+    {"ratelimit.rule", TableArray},
+    {"ratelimit.rule.name", String},
+    {"ratelimit.rule.key", String},
+    {"ratelimit.rule.prefix_v4", Integer},
+    {"ratelimit.rule.prefix_v6", Integer},
+    {"ratelimit.rule.stage", String},
+    {"ratelimit.rule.limit", Integer},
+    {"ratelimit.rule.period", Duration},
+    {"ratelimit.rule.burst", Integer},
+    {"ratelimit.rule.algorithm", String},
+    {"ratelimit.rule.scope", String},
+    {"ratelimit.rule.action", String},
+    {"ratelimit.rule.reply", String},
+    {"ratelimit.rule.senders", String},
+
+    {"cluster", Table},
+    {"cluster.enabled", Boolean},
+    {"cluster.bind", String},
+    {"cluster.advertise", String},
+    {"cluster.discovery", String},
+    {"cluster.seeds", StringArray},
+    {"cluster.dns_name", String},
+    {"cluster.multicast_group", String},
+    {"cluster.shared_secret", String},
+    {"cluster.shared_secret_file", String},
+    {"cluster.heartbeat_interval", Duration},
+    {"cluster.failure_threshold", Integer},
+    {"cluster.success_threshold", Integer},
+    {"cluster.failure_detection_timeout", Duration},
+    {"cluster.join_timeout", Duration},
+    {"cluster.region", String},
+    {"cluster.tls", Table},
+    {"cluster.tls.cert", String},
+    {"cluster.tls.key", String},
+    {"cluster.tls.ca", String},
+
+    {"redis", Table},
+    {"redis.enabled", Boolean},
+    {"redis.address", String},
+    {"redis.password", String},
+    {"redis.password_file", String},
+    {"redis.database", Integer},
+    {"redis.key_prefix", String},
+    {"redis.timeout", Duration},
+
+    {"events", Table},
+    {"events.exec", String},
+});
+
+}  // namespace
+
+std::span<const KeySchema> schemaKeys() { return kKeys; }
+
+const KeySchema* findSchemaKey(std::string_view path) {
+  for (const auto& key : kKeys) {
+    if (key.path == path) return &key;
+  }
+  return nullptr;
+}
+
+std::string_view valueTypeName(ValueType t) {
+  switch (t) {
+    case String: return "string";
+    case Integer: return "integer";
+    case Boolean: return "boolean";
+    case Duration: return "duration";
+    case StringArray: return "array of strings";
+    case Table: return "table";
+    case TableArray: return "array of tables";
+  }
+  return "?";
+}
+
+}  // namespace zetian::conf

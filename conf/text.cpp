@@ -1,0 +1,103 @@
+#include "conf/text.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace zetian::conf {
+namespace {
+
+std::string normalised(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c == '-') c = '_';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string quoteValue(std::string_view s) {
+  constexpr std::size_t kMax = 64;
+  std::string out = "\"";
+  std::size_t n = 0;
+  for (char c : s) {
+    if (n++ == kMax) {
+      out += "...";
+      break;
+    }
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string backticked(std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 2);
+  out += '`';
+  out += name;
+  out += '`';
+  return out;
+}
+
+std::size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string_view closestMatch(std::string_view word, std::span<const std::string_view> candidates) {
+  // Keys are short; anything past this is not a typo of one.
+  if (word.size() > 64) return {};
+  const std::string w = normalised(word);
+  std::string_view best;
+  std::size_t best_distance = 0;
+  for (std::string_view candidate : candidates) {
+    const std::size_t d = editDistance(w, normalised(candidate));
+    if (best.empty() || d < best_distance) {
+      best = candidate;
+      best_distance = d;
+    }
+  }
+  if (best.empty()) return {};
+  // One edit for short words, two from 5 letters, three from 10.
+  const std::size_t allowed = w.size() < 5 ? 1 : w.size() < 10 ? 2 : 3;
+  return best_distance <= allowed ? best : std::string_view{};
+}
+
+std::string joinNames(std::span<const std::string_view> names) {
+  std::string out;
+  for (std::string_view n : names) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out;
+}
+
+}  // namespace zetian::conf

@@ -1,0 +1,1164 @@
+"""Integration-test harness: a throwaway Postfix, an smtp-sink, a Dovecot-protocol SASL
+server, an SMTP client and the zetian-milter process, all on loopback.
+
+Everything here runs real processes on ports and in folders it picks itself, and stops
+what it starts: every start registers its stop with the caller's cleanup stack before
+the process exists, so a failing test cannot leave a Postfix, a sink or a milter behind.
+
+Rules kept throughout:
+- synchronisation is by polling a condition with a deadline (`wait_until`), never by a
+  fixed sleep;
+- Postfix runs as root from its own config folder (`postfix -c DIR start`), with every
+  service unchrooted, so Unix-socket paths mean the same to Postfix as to us;
+- Postfix's mail.log is checked for `fatal:`/`panic:` lines and its tail is put into
+  failure messages, together with the milter's own log.
+
+Environment:
+  ZETIAN_MILTER  path of the zetian-milter binary (default: search build folders)
+  ZETIAN_CTL     path of zetianctl
+  ZETIAN_KEEP_TMP=1  keep the temp folders (for debugging a failure by hand)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.parser
+import email.policy
+import email.utils
+import glob
+import http.client
+import json
+import os
+import pwd
+import random
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+POSTFIX = shutil.which("postfix", path="/usr/sbin:/usr/bin:/sbin:/bin") or ""
+POSTCONF = shutil.which("postconf", path="/usr/sbin:/usr/bin:/sbin:/bin") or ""
+SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or ""
+SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or ""
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Helpers wait at most this long for anything to happen (process start, delivery, ...).
+DEFAULT_DEADLINE_S = 20.0
+
+
+# --------------------------------------------------------------------------- basics
+
+
+class HarnessError(AssertionError):
+    """A failure of the environment (a process that did not start, a deadline passed).
+    Derives from AssertionError so unittest reports it as a failure with its text."""
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_DEADLINE_S,
+               interval: float = 0.02, what: str = "condition",
+               diagnostics: Callable[[], str] | None = None):
+    """Poll `predicate` until it returns a truthy value, which is returned. Raises
+    HarnessError naming `what` at the deadline. The interval backs off to 0.2 s."""
+    deadline = time.monotonic() + timeout
+    delay = interval
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = ""
+            if diagnostics is not None:
+                with contextlib.suppress(Exception):
+                    extra = "\n" + diagnostics()
+            raise HarnessError(f"timed out after {timeout:.1f}s waiting for {what}{extra}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+_port_lock = threading.Lock()
+_ports_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free now on `host`. Chosen at random below the kernel's
+    ephemeral range (32768+) so an outgoing connection cannot take it before the
+    server binds it, and never the same twice in one process."""
+    with _port_lock:
+        for _ in range(500):
+            port = random.randint(20000, 32000)
+            if port in _ports_handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _ports_handed_out.add(port)
+            return port
+    raise HarnessError("no free TCP port found")
+
+
+def tcp_accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, "r", errors="replace") as f:
+            content = f.read().splitlines()
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return "\n".join(content[-lines:])
+
+
+def make_workdir(prefix: str, cleanup: Callable[[Callable], None]) -> str:
+    """A temp folder the `postfix` user can traverse (mode 755), removed by `cleanup`
+    unless ZETIAN_KEEP_TMP=1."""
+    path = tempfile.mkdtemp(prefix=f"zetian-{prefix}-")
+    os.chmod(path, 0o755)
+    if os.environ.get("ZETIAN_KEEP_TMP") == "1":
+        print(f"[harness] keeping {path}", file=sys.stderr)
+    else:
+        cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    return path
+
+
+def _pids_in_session(sid: int) -> list[int]:
+    """Every live process whose session id is `sid` (Postfix's master is a session
+    leader; all its children stay in its session)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "r") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm can contain spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        # fields[0]=state, [1]=ppid, [2]=pgrp, [3]=session
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class ManagedProcess:
+    """A child process in its own process group; stop() signals the whole group and
+    escalates to SIGKILL after a deadline."""
+
+    def __init__(self, argv: Sequence[str], log_path: str, env: dict | None = None,
+                 cwd: str | None = None, name: str | None = None):
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.name = name or os.path.basename(argv[0])
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        if self.running():
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+        """Signal the process (only the leader with `sig`), wait up to `timeout`, then
+        SIGKILL the whole group. Returns the exit status, or None if it had to be
+        killed."""
+        status: Optional[int]
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+            try:
+                status = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                status = None
+        else:
+            status = self.proc.returncode
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+        self._log.close()
+        return status
+
+
+# --------------------------------------------------------------------------- smtp-sink
+
+
+@dataclass
+class SinkMessage:
+    path: str
+    raw: bytes
+    message: email.message.EmailMessage
+
+    @property
+    def client_addr(self) -> str:
+        return self.message.get("X-Client-Addr", "")
+
+    @property
+    def rcpt_args(self) -> list[str]:
+        return [str(v) for v in self.message.get_all("X-Rcpt-Args", [])]
+
+    def header(self, name: str) -> list[str]:
+        return [str(v) for v in self.message.get_all(name, [])]
+
+
+class SmtpSink:
+    """`smtp-sink` on 127.0.0.1:PORT. With dump=True each transaction is stored in its
+    own file under `dump_dir` (smtp-sink -d), readable with messages()."""
+
+    def __init__(self, workdir: str, cleanup: Callable[[Callable], None], dump: bool = True):
+        self.workdir = workdir
+        self.port = free_port()
+        self.dump_dir = os.path.join(workdir, "sink")
+        self.dump = dump
+        os.makedirs(self.dump_dir, exist_ok=True)
+        pw = pwd.getpwnam("postfix")
+        os.chown(self.dump_dir, pw.pw_uid, pw.pw_gid)
+        argv = [SMTP_SINK, "-4", "-u", "postfix", "-h", "smtp-sink.test", "-m", "512"]
+        if dump:
+            argv += ["-d", os.path.join(self.dump_dir, "msg.")]
+        argv += [f"127.0.0.1:{self.port}", "256"]
+        self.process = ManagedProcess(argv, os.path.join(workdir, "smtp-sink.log"),
+                                      name="smtp-sink")
+        cleanup(self.process.stop)
+        wait_until(lambda: tcp_accepts("127.0.0.1", self.port) or self._died(), 10,
+                   what=f"smtp-sink on port {self.port}")
+        if not self.process.running():
+            raise HarnessError("smtp-sink exited at start:\n" + tail(self.process.log_path))
+
+    def _died(self) -> bool:
+        return not self.process.running()
+
+    def messages(self) -> list[SinkMessage]:
+        """Every completely received message so far, oldest first. A dump file is
+        complete once it ends with the empty line smtp-sink writes after the data."""
+        out = []
+        paths = sorted(glob.glob(os.path.join(self.dump_dir, "msg.*")),
+                       key=lambda p: (os.stat(p).st_mtime_ns, p))
+        parser = email.parser.BytesParser(policy=email.policy.default)
+        for p in paths:
+            try:
+                with open(p, "rb") as f:
+                    raw = f.read()
+            except FileNotFoundError:
+                continue
+            if not raw.endswith(b"\n\n") and not raw.endswith(b"\r\n\r\n"):
+                continue
+            out.append(SinkMessage(p, raw, parser.parsebytes(raw)))
+        return out
+
+    def find(self, token: str) -> list[SinkMessage]:
+        needle = token.encode()
+        return [m for m in self.messages() if needle in m.raw]
+
+    def wait_for(self, token: str, count: int = 1, timeout: float = DEFAULT_DEADLINE_S,
+                 diagnostics: Callable[[], str] | None = None) -> list[SinkMessage]:
+        """Wait until at least `count` messages containing `token` have arrived."""
+        return wait_until(lambda: (lambda f: f if len(f) >= count else None)(self.find(token)),
+                          timeout, what=f"{count} message(s) with {token!r} at the sink",
+                          diagnostics=diagnostics)
+
+
+# --------------------------------------------------------------------------- SASL
+
+
+class DovecotAuthServer:
+    """A minimal server for the Dovecot authentication protocol (v1.2) on a Unix
+    socket, so Postfix's `smtpd_sasl_type = dovecot` can authenticate without Dovecot.
+    Accepts PLAIN and LOGIN for one user/password pair.
+
+    Server greeting: VERSION, MECH lines, SPID, CUID, COOKIE, DONE. The client (Postfix)
+    sends VERSION and CPID, then `AUTH <id> <mech> service=.. [resp=<base64>]`; we reply
+    `OK <id> user=<name>`, `FAIL <id> reason=..`, or `CONT <id> <base64 challenge>` and
+    the client answers `CONT <id> <base64>`."""
+
+    def __init__(self, path: str, cleanup: Callable[[Callable], None],
+                 user: str = "alice@example.org", password: str = "s3cret"):
+        self.path = path
+        self.user = user
+        self.password = password
+        self.attempts: list[tuple[str, bool]] = []  # (user, success), for assertions
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                outer._serve(self.rfile, self.wfile)
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.server = Server(path, Handler)
+        os.chmod(path, 0o666)  # smtpd connects as the postfix user
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       name="dovecot-auth")
+        self.thread.start()
+        cleanup(self.close)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _check(self, user: str, password: str) -> bool:
+        ok = user == self.user and password == self.password
+        self.attempts.append((user, ok))
+        return ok
+
+    def _serve(self, rfile, wfile):
+        def send(line: str):
+            wfile.write((line + "\n").encode())
+            wfile.flush()
+
+        send("VERSION\t1\t2")
+        send("MECH\tPLAIN\tplaintext")
+        send("MECH\tLOGIN\tplaintext")
+        send(f"SPID\t{os.getpid()}")
+        send("CUID\t1")
+        send("COOKIE\t" + uuid.uuid4().hex)
+        send("DONE")
+        pending: dict[str, dict] = {}  # request id -> state of a multi-step AUTH
+        for raw in rfile:
+            parts = raw.decode(errors="replace").rstrip("\r\n").split("\t")
+            cmd = parts[0]
+            if cmd == "AUTH" and len(parts) >= 3:
+                rid, mech = parts[1], parts[2].upper()
+                args = dict(p.split("=", 1) for p in parts[3:] if "=" in p)
+                resp = args.get("resp")
+                if mech == "PLAIN":
+                    if resp is None:
+                        pending[rid] = {"mech": "PLAIN"}
+                        send(f"CONT\t{rid}\t")
+                    else:
+                        send(self._finish_plain(rid, resp))
+                elif mech == "LOGIN":
+                    state = {"mech": "LOGIN"}
+                    pending[rid] = state
+                    if resp:
+                        state["user"] = _b64d(resp)
+                        send(f"CONT\t{rid}\t" + _b64e("Password:"))
+                    else:
+                        send(f"CONT\t{rid}\t" + _b64e("Username:"))
+                else:
+                    send(f"FAIL\t{rid}\treason=unsupported mechanism")
+            elif cmd == "CONT" and len(parts) >= 2:
+                rid = parts[1]
+                data = parts[2] if len(parts) > 2 else ""
+                state = pending.get(rid)
+                if state is None:
+                    send(f"FAIL\t{rid}\treason=unknown request")
+                elif state["mech"] == "PLAIN":
+                    del pending[rid]
+                    send(self._finish_plain(rid, data))
+                elif "user" not in state:
+                    state["user"] = _b64d(data)
+                    send(f"CONT\t{rid}\t" + _b64e("Password:"))
+                else:
+                    del pending[rid]
+                    user = state["user"]
+                    if self._check(user, _b64d(data)):
+                        send(f"OK\t{rid}\tuser={user}")
+                    else:
+                        send(f"FAIL\t{rid}\tuser={user}\treason=bad password")
+            # VERSION, CPID and anything unknown: nothing to answer
+
+    def _finish_plain(self, rid: str, resp: str) -> str:
+        try:
+            _authz, user, password = base64.b64decode(resp).decode().split("\0")
+        except Exception:
+            return f"FAIL\t{rid}\treason=malformed PLAIN response"
+        if self._check(user, password):
+            return f"OK\t{rid}\tuser={user}"
+        return f"FAIL\t{rid}\tuser={user}\treason=bad password"
+
+
+def _b64e(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def _b64d(s: str) -> str:
+    return base64.b64decode(s).decode(errors="replace")
+
+
+# --------------------------------------------------------------------------- Postfix
+
+
+MASTER_CF_SERVICES = """\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+@dataclass
+class Listener:
+    """One smtpd listener: its port and the `-o` overrides that make it differ from
+    main.cf (for example a different milter_default_action)."""
+    name: str
+    port: int
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+class Postfix:
+    """A throwaway Postfix instance relaying everything to `relay_port` (an smtp-sink).
+
+    `milter` is the value for smtpd_milters ("" for none); `listeners` maps extra
+    listener names to main.cf overrides, each on its own port (see `port(name)`); the
+    main listener is called "main". `sasl_path` enables SASL AUTH through a Dovecot
+    protocol socket. `main_cf` adds or replaces main.cf settings."""
+
+    FATAL_RE = re.compile(r"\b(fatal|panic):")
+
+    def __init__(self, workdir: str, cleanup: Callable[[Callable], None], relay_port: int,
+                 milter: str = "", default_action: str = "tempfail",
+                 listeners: dict[str, dict[str, str]] | None = None,
+                 sasl_path: str | None = None, main_cf: dict[str, str] | None = None,
+                 smtpd_maxproc: int = 20):
+        if not POSTFIX:
+            raise unittest.SkipTest("postfix is not installed (apt-get install postfix)")
+        self.workdir = workdir
+        self.config_dir = os.path.join(workdir, "etc")
+        self.queue_dir = os.path.join(workdir, "queue")
+        self.data_dir = os.path.join(workdir, "data")
+        self.maillog = os.path.join(workdir, "mail.log")
+        self.master_pid: Optional[int] = None
+        self.listeners = [Listener("main", free_port())]
+        for name, overrides in (listeners or {}).items():
+            self.listeners.append(Listener(name, free_port(), dict(overrides)))
+
+        for d in (self.config_dir, self.queue_dir, self.data_dir):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
+        pw = pwd.getpwnam("postfix")
+        os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+
+        settings = {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue_dir,
+            "data_directory": self.data_dir,
+            "maillog_file": self.maillog,
+            "maillog_file_prefixes": workdir,
+            "syslog_name": "postfix-zetian-test",
+            "myhostname": "mx.zetian.test",
+            "mydomain": "zetian.test",
+            "myorigin": "$myhostname",
+            "mydestination": "",
+            "relay_domains": "",
+            "local_recipient_maps": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "relayhost": f"[127.0.0.1]:{relay_port}",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, permit_sasl_authenticated, reject",
+            "smtpd_banner": "$myhostname ESMTP zetian-test",
+            # No DNS anywhere: the only next hop is a bracketed IP.
+            "smtp_dns_support_level": "disabled",
+            "smtp_host_lookup": "native",
+            "smtpd_peername_lookup": "no",
+            "smtp_tls_security_level": "none",
+            "smtpd_tls_security_level": "none",
+            # Deterministic and quick: no penalty sleeps, no flow throttling, errors do
+            # not end a test session early.
+            "smtpd_error_sleep_time": "0",
+            "smtpd_soft_error_limit": "1000",
+            "smtpd_hard_error_limit": "1000",
+            "smtpd_junk_command_limit": "100000",
+            "smtpd_client_connection_count_limit": "0",
+            "smtpd_recipient_limit": "1000",
+            "in_flow_delay": "0",
+            "queue_run_delay": "5s",
+            "minimal_backoff_time": "5s",
+            "maximal_backoff_time": "10s",
+            "smtp_connect_timeout": "5s",
+            "biff": "no",
+            "append_dot_mydomain": "no",
+            "readme_directory": "no",
+            "smtputf8_enable": "no",
+            # Milter: protocol 6, short timeouts so a hung milter fails a test quickly.
+            "smtpd_milters": milter,
+            "non_smtpd_milters": "",
+            "milter_default_action": default_action,
+            "milter_protocol": "6",
+            "milter_connect_timeout": "5s",
+            "milter_command_timeout": "10s",
+            "milter_content_timeout": "15s",
+        }
+        if sasl_path:
+            settings.update({
+                "smtpd_sasl_auth_enable": "yes",
+                "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": sasl_path,
+                "smtpd_sasl_security_options": "noanonymous",
+                "smtpd_tls_auth_only": "no",
+                "broken_sasl_auth_clients": "no",
+            })
+        settings.update(main_cf or {})
+        with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
+            for k, v in settings.items():
+                f.write(f"{k} = {v}\n")
+        with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
+            for lst in self.listeners:
+                f.write(f"127.0.0.1:{lst.port} inet n - n - {smtpd_maxproc} smtpd\n")
+                for k, v in lst.overrides.items():
+                    f.write(f"  -o {k}={v}\n")
+            f.write(MASTER_CF_SERVICES)
+
+        cleanup(self.stop)
+        self._run_postfix("start", timeout=60)
+        self.master_pid = self._read_master_pid()
+        if self.master_pid is None:
+            raise HarnessError("postfix start left no master.pid\n" + self.log_tail())
+        for lst in self.listeners:
+            wait_until(lambda: tcp_accepts("127.0.0.1", lst.port), 10,
+                       what=f"Postfix smtpd on port {lst.port}", diagnostics=self.log_tail)
+        self.assert_log_clean()
+
+    # -- control
+
+    def _run_postfix(self, command: str, timeout: float) -> subprocess.CompletedProcess:
+        env = dict(os.environ, MAIL_CONFIG=self.config_dir)
+        cp = subprocess.run([POSTFIX, "-c", self.config_dir, command], env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=timeout)
+        if cp.returncode != 0 and command == "start":
+            raise HarnessError(f"postfix start failed ({cp.returncode}):\n{cp.stdout}{cp.stderr}\n"
+                               + self.log_tail())
+        return cp
+
+    def _read_master_pid(self) -> Optional[int]:
+        try:
+            with open(os.path.join(self.queue_dir, "pid", "master.pid")) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self):
+        """`postfix stop`, then make sure no process of this instance is left."""
+        pid = self.master_pid or self._read_master_pid()
+        if pid is None:
+            return
+        if _pid_alive(pid):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._run_postfix("stop", timeout=30)
+        with contextlib.suppress(HarnessError):
+            wait_until(lambda: not _pids_in_session(pid), 10,
+                       what=f"Postfix processes of master {pid} to exit")
+        for leftover in _pids_in_session(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
+        wait_until(lambda: not _pids_in_session(pid), 5,
+                   what=f"killed Postfix processes of master {pid} to go")
+        self.master_pid = None
+
+    def running_pids(self) -> list[int]:
+        return _pids_in_session(self.master_pid) if self.master_pid else []
+
+    def port(self, listener: str = "main") -> int:
+        for lst in self.listeners:
+            if lst.name == listener:
+                return lst.port
+        raise KeyError(listener)
+
+    # -- logs
+
+    def log_text(self) -> str:
+        try:
+            with open(self.maillog, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return f"--- Postfix {self.maillog} (last {lines} lines) ---\n" + tail(self.maillog, lines)
+
+    def fatal_lines(self) -> list[str]:
+        return [line for line in self.log_text().splitlines() if self.FATAL_RE.search(line)]
+
+    def assert_log_clean(self):
+        bad = self.fatal_lines()
+        if bad:
+            raise HarnessError("Postfix logged fatal/panic errors:\n" + "\n".join(bad[-20:]))
+
+    def queue_is_empty(self) -> bool:
+        for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+            for _root, _dirs, files in os.walk(os.path.join(self.queue_dir, sub)):
+                if files:
+                    return False
+        return True
+
+
+# --------------------------------------------------------------------------- SMTP client
+
+
+@dataclass
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self):
+        return f"{self.code} {self.text}"
+
+
+@dataclass
+class MessageResult:
+    """What the server said to one message: MAIL, each RCPT, DATA (None when DATA was
+    not reached because MAIL or every RCPT was refused)."""
+    token: str
+    mail: Reply
+    rcpts: list[tuple[str, Reply]] = field(default_factory=list)
+    data: Optional[Reply] = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.data is not None and self.data.code == 250
+
+    def __str__(self):
+        parts = [f"MAIL {self.mail}"]
+        parts += [f"RCPT {r} {rep}" for r, rep in self.rcpts]
+        parts.append(f"DATA {self.data}" if self.data else "DATA (not sent)")
+        return f"<{self.token}: " + "; ".join(parts) + ">"
+
+
+def make_token(prefix: str = "zt") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def build_message(sender: str, rcpts: Sequence[str], token: str, subject: str = "") -> bytes:
+    lines = [
+        f"From: <{sender}>",
+        f"To: {', '.join(f'<{r}>' for r in rcpts)}",
+        f"Subject: {subject or 'zetian integration test'} {token}",
+        f"Message-ID: <{token}@zetian.test>",
+        f"Date: {email.utils.formatdate(localtime=True)}",
+        "",
+        f"Body of {token}.",
+        f"END-{token}",
+        "",
+    ]
+    return "\r\n".join(lines).encode()
+
+
+class SmtpSession:
+    """One SMTP session to Postfix from a chosen loopback source address.
+
+    with SmtpSession(port, source="127.0.0.2") as s:
+        r = s.send()              # one message, default sender/recipient
+        r = s.send(rcpts=[...])   # several recipients
+    """
+
+    def __init__(self, port: int, source: str = "127.0.0.1", host: str = "127.0.0.1",
+                 helo: str = "client.zetian.test", timeout: float = 30.0):
+        self.port = port
+        self.source = source
+        self.smtp = smtplib.SMTP(timeout=timeout, source_address=(source, 0))
+        self.smtp.set_debuglevel(0)
+        code, msg = self.smtp.connect(host, port)
+        self.banner = Reply(code, msg.decode(errors="replace"))
+        if code != 220:
+            self.close()
+            raise smtplib.SMTPConnectError(code, msg)
+        code, msg = self.smtp.ehlo(helo)
+        self.ehlo_reply = Reply(code, msg.decode(errors="replace"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def login(self, user: str, password: str) -> Reply:
+        try:
+            code, msg = self.smtp.login(user, password)
+        except smtplib.SMTPAuthenticationError as e:
+            code, msg = e.smtp_code, e.smtp_error
+        return Reply(code, msg.decode(errors="replace") if isinstance(msg, bytes) else str(msg))
+
+    def send(self, sender: str = "sender@example.org",
+             rcpts: Sequence[str] = ("rcpt@example.net",), token: str | None = None,
+             body: bytes | None = None) -> MessageResult:
+        token = token or make_token()
+        code, msg = self.smtp.mail(sender)
+        result = MessageResult(token, Reply(code, msg.decode(errors="replace")))
+        if code != 250:
+            self._rset()
+            return result
+        accepted = 0
+        for r in rcpts:
+            code, msg = self.smtp.rcpt(r)
+            result.rcpts.append((r, Reply(code, msg.decode(errors="replace"))))
+            accepted += code in (250, 251)
+        if not accepted:
+            self._rset()
+            return result
+        code, msg = self.smtp.data(body if body is not None else build_message(sender, rcpts, token))
+        result.data = Reply(code, msg.decode(errors="replace"))
+        return result
+
+    def noop(self) -> Reply:
+        code, msg = self.smtp.noop()
+        return Reply(code, msg.decode(errors="replace"))
+
+    def _rset(self):
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            self.smtp.rset()
+
+    def close(self):
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            self.smtp.quit()
+        with contextlib.suppress(Exception):
+            self.smtp.close()
+
+
+def send_messages(port: int, count: int, source: str = "127.0.0.1", one_session: bool = True,
+                  auth: tuple[str, str] | None = None, sender: str = "sender@example.org",
+                  rcpts: Sequence[str] = ("rcpt@example.net",)) -> list[MessageResult]:
+    """Send `count` messages from `source`, in one session or one session each; with
+    `auth`, log in first in every session (and raise if the login fails)."""
+    results = []
+    session: Optional[SmtpSession] = None
+    try:
+        for _ in range(count):
+            if session is None:
+                session = SmtpSession(port, source=source)
+                if auth:
+                    reply = session.login(*auth)
+                    if reply.code != 235:
+                        raise HarnessError(f"SMTP AUTH as {auth[0]} failed: {reply}")
+            results.append(session.send(sender=sender, rcpts=rcpts))
+            if not one_session:
+                session.close()
+                session = None
+    finally:
+        if session is not None:
+            session.close()
+    return results
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def to_toml(doc: dict) -> str:
+    """A small TOML writer for our config shape: top-level tables of scalars/arrays,
+    nested tables, and arrays of tables (lists of dicts, e.g. ratelimit.rule)."""
+    out: list[str] = []
+
+    def table(prefix: str, body: dict):
+        scalars = {k: v for k, v in body.items() if not isinstance(v, dict)
+                   and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))}
+        if prefix and (scalars or not body):
+            out.append(f"[{prefix}]")
+        for k, v in scalars.items():
+            out.append(f"{k} = {_toml_value(v)}")
+        if scalars:
+            out.append("")
+        for k, v in body.items():
+            name = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                table(name, v)
+            elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+                for item in v:
+                    out.append(f"[[{name}]]")
+                    for ik, iv in item.items():
+                        out.append(f"{ik} = {_toml_value(iv)}")
+                    out.append("")
+
+    table("", doc)
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- health HTTP
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 5.0):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def http_unix(path: str, method: str, target: str, body: bytes | None = None,
+              timeout: float = 5.0) -> tuple[int, str, dict]:
+    """One HTTP/1.1 request over a Unix socket: (status, body text, headers)."""
+    conn = _UnixHTTPConnection(path, timeout)
+    try:
+        conn.request(method, target, body=body,
+                     headers={"Content-Length": str(len(body or b""))} if method != "GET" else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace"), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- milter
+
+
+def _find_built(name: str, env: str) -> Optional[str]:
+    path = os.environ.get(env)
+    if path:
+        return path
+    for candidate in glob.glob(os.path.join(REPO_ROOT, "build*", "**", name), recursive=True):
+        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def milter_binary() -> str:
+    path = _find_built("zetian-milter", "ZETIAN_MILTER")
+    if not path:
+        raise unittest.SkipTest("zetian-milter not built and ZETIAN_MILTER not set")
+    if not os.access(path, os.X_OK):
+        raise HarnessError(f"ZETIAN_MILTER={path} is not an executable file")
+    return path
+
+
+def ctl_binary() -> str:
+    path = _find_built("zetianctl", "ZETIAN_CTL")
+    if not path:
+        raise unittest.SkipTest("zetianctl not built and ZETIAN_CTL not set")
+    return path
+
+
+def rule(name: str, limit: int, period: str = "1h", key: str = "client_ip",
+         stage: str = "mail", action: str = "tempfail", **extra) -> dict:
+    """A [[ratelimit.rule]] table."""
+    r = {"name": name, "key": key, "stage": stage, "limit": limit, "period": period,
+         "action": action}
+    r.update(extra)
+    return r
+
+
+class Milter:
+    """A zetian-milter process with a config written by the test.
+
+    The milter listens on `socket` (default inet on a free loopback port), its health
+    socket is in the workdir, it logs at debug to stderr (captured in `log_path`), and
+    nothing is exempt unless the test says so (the built-in default exempts loopback,
+    which would exempt every test client)."""
+
+    def __init__(self, workdir: str, cleanup: Callable[[Callable], None],
+                 rules: Iterable[dict] = (), exempt: Sequence[str] = (),
+                 exempt_authenticated: bool = False, port: int | None = None,
+                 socket_spec: str | None = None, node_id: str = "itest",
+                 extra: dict | None = None, name: str = "milter"):
+        self.binary = milter_binary()
+        self.workdir = os.path.join(workdir, name)
+        os.makedirs(self.workdir, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        self.cleanup = cleanup
+        self.port = port if port is not None else (None if socket_spec else free_port())
+        self.socket_spec = socket_spec or f"inet:{self.port}@127.0.0.1"
+        self.health_socket = os.path.join(self.workdir, "health.sock")
+        self.state_dir = os.path.join(self.workdir, "state")
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.config_path = os.path.join(self.workdir, "zetian.toml")
+        self.log_path = os.path.join(self.workdir, "milter.log")
+        self.node_id = node_id
+        self.extra = extra or {}
+        self.process: Optional[ManagedProcess] = None
+        self.write_config(rules, exempt, exempt_authenticated)
+
+    # -- config
+
+    def config_doc(self, rules: Iterable[dict], exempt: Sequence[str],
+                   exempt_authenticated: bool) -> dict:
+        doc = {
+            "node": {"id": self.node_id, "state_dir": self.state_dir},
+            "milter": {"socket": self.socket_spec},
+            "health": {"socket": self.health_socket},
+            "log": {"level": "debug", "target": "stderr"},
+            "ratelimit": {"exempt": list(exempt), "exempt_authenticated": exempt_authenticated,
+                          "rule": list(rules)},
+        }
+        for section, values in self.extra.items():
+            doc.setdefault(section, {}).update(values)
+        return doc
+
+    def write_config(self, rules: Iterable[dict] = (), exempt: Sequence[str] = (),
+                     exempt_authenticated: bool = False, text: str | None = None) -> str:
+        """Write the config file (from a policy, or verbatim `text`). Atomic rename, so
+        a reload never reads a half-written file."""
+        content = text if text is not None else to_toml(
+            self.config_doc(rules, exempt, exempt_authenticated))
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(content)
+        os.replace(tmp, self.config_path)
+        return content
+
+    # -- process
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = DEFAULT_DEADLINE_S) -> "Milter":
+        self.process = ManagedProcess([self.binary, "-c", self.config_path], self.log_path,
+                                      name="zetian-milter")
+        self.cleanup(self._cleanup_stop)
+        wait_until(lambda: self._ready() or not self.process.running(), timeout,
+                   what="zetian-milter GET /ready = 200", diagnostics=self.log_tail)
+        if not self.process.running():
+            raise HarnessError(f"zetian-milter exited with {self.process.proc.returncode} "
+                               f"at start\n{self.log_tail()}")
+        if self.port is not None:
+            # /ready should imply this; a milter socket that is not yet listening
+            # would make Postfix apply milter_default_action to the first session.
+            wait_until(lambda: tcp_accepts("127.0.0.1", self.port), timeout,
+                       what=f"milter socket 127.0.0.1:{self.port}", diagnostics=self.log_tail)
+        elif self.socket_spec.startswith("unix:"):
+            path = self.socket_spec[5:]
+            wait_until(lambda: os.path.exists(path), timeout, what=f"milter socket {path}",
+                       diagnostics=self.log_tail)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            status, _, _ = http_unix(self.health_socket, "GET", "/ready", timeout=1.0)
+            return status == 200
+        except OSError:
+            return False
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; raises unless it exits 0 within `timeout`."""
+        assert self.process is not None
+        status = self.process.stop(signal.SIGTERM, timeout)
+        if status is None:
+            raise HarnessError(f"zetian-milter did not exit within {timeout}s of SIGTERM "
+                               f"(killed)\n{self.log_tail()}")
+        if status != 0:
+            raise HarnessError(f"zetian-milter exited with {status} after SIGTERM\n{self.log_tail()}")
+        return status
+
+    def _cleanup_stop(self):
+        if self.process is not None and self.process.running():
+            self.stop()
+        elif self.process is not None:
+            self.process.stop()  # reap and close the log
+
+    # -- reload
+
+    def reload_count(self) -> int:
+        return len(re.findall(r"reload", self.log_text(), re.IGNORECASE))
+
+    def reload_with_signal(self, timeout: float = 10.0):
+        """SIGUSR1, then wait for the milter to log a new line mentioning `reload`."""
+        before = self.reload_count()
+        self.process.send_signal(signal.SIGUSR1)
+        wait_until(lambda: self.reload_count() > before or not self.running(), timeout,
+                   what="a log line about the reload after SIGUSR1", diagnostics=self.log_tail)
+        if not self.running():
+            raise HarnessError("zetian-milter died on SIGUSR1\n" + self.log_tail())
+
+    # -- health socket and CLI
+
+    def http(self, method: str, target: str, body: bytes | None = None) -> tuple[int, str, dict]:
+        return http_unix(self.health_socket, method, target, body)
+
+    def ctl(self, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess:
+        return subprocess.run([ctl_binary(), "-s", self.health_socket, *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def check_config(self, path: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, "-c", path or self.config_path, "--check-config"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=15)
+
+    # -- logs
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return f"--- zetian-milter {self.log_path} (last {lines} lines) ---\n" + tail(self.log_path, lines)
+
+
+# --------------------------------------------------------------------------- test bases
+
+
+class PostfixTestCase(unittest.TestCase):
+    """One Postfix + smtp-sink per test class (class attributes `postfix`, `sink`).
+
+    Subclasses set:
+      milter_address  smtpd_milters value; "auto" = inet on a port reserved for the
+                      class (`milter_port`), where tests start their own Milter
+      default_action  milter_default_action
+      listeners       extra smtpd listeners {name: {param: value}}
+      sasl            start the Dovecot-protocol auth server and enable AUTH
+    """
+
+    milter_address: str = ""
+    default_action: str = "tempfail"
+    listeners: dict[str, dict[str, str]] = {}
+    sasl: bool = False
+    sasl_user = "alice@example.org"
+    sasl_password = "s3cret"
+
+    postfix: Postfix
+    sink: SmtpSink
+    milter_port: Optional[int] = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not POSTFIX or not SMTP_SINK:
+            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
+                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        cls.workdir = make_workdir(cls.__name__.lower(), cls.addClassCleanup)
+        cls.sink = SmtpSink(cls.workdir, cls.addClassCleanup)
+        milter = cls.milter_address
+        if milter == "auto":
+            cls.milter_port = free_port()
+            milter = f"inet:127.0.0.1:{cls.milter_port}"
+        sasl_path = None
+        if cls.sasl:
+            sasl_path = os.path.join(cls.workdir, "auth.sock")
+            cls.auth_server = DovecotAuthServer(sasl_path, cls.addClassCleanup,
+                                                cls.sasl_user, cls.sasl_password)
+        cls.postfix = Postfix(cls.workdir, cls.addClassCleanup, cls.sink.port, milter=milter,
+                              default_action=cls.default_action, listeners=cls.listeners,
+                              sasl_path=sasl_path)
+
+    def setUp(self):
+        super().setUp()
+        self._milters: list[Milter] = []
+        self._fatal_before = len(self.postfix.fatal_lines())
+        self.addCleanup(self._check_postfix_log)
+
+    def _check_postfix_log(self):
+        new = self.postfix.fatal_lines()[self._fatal_before:]
+        if new:
+            self.fail("Postfix logged fatal/panic errors during the test:\n" + "\n".join(new))
+
+    def tearDown(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            sys.stderr.write("\n" + self.diagnostics(80) + "\n")
+        super().tearDown()
+
+    # -- helpers
+
+    def start_milter(self, rules: Iterable[dict] = (), **kwargs) -> Milter:
+        """Start a zetian-milter on the class's milter port (stopped and checked for a
+        clean exit at the end of the test)."""
+        kwargs.setdefault("port", self.milter_port)
+        m = Milter(self.workdir, self.addCleanup, rules=rules,
+                   name=f"milter-{self._testMethodName}-{len(self._milters)}", **kwargs)
+        self._milters.append(m)
+        m.start()
+        return m
+
+    def diagnostics(self, lines: int = 30) -> str:
+        parts = [self.postfix.log_tail(lines)]
+        for m in self._milters:
+            parts.append(m.log_tail(lines))
+        return "\n".join(parts)
+
+    def send(self, count: int = 1, source: str = "127.0.0.2", listener: str = "main",
+             **kwargs) -> list[MessageResult]:
+        return send_messages(self.postfix.port(listener), count, source=source, **kwargs)
+
+    def session(self, source: str = "127.0.0.2", listener: str = "main") -> SmtpSession:
+        s = SmtpSession(self.postfix.port(listener), source=source)
+        self.addCleanup(s.close)
+        return s
+
+    def assertReply(self, reply: Optional[Reply], code: int, enhanced: str | None = None,
+                    contains: str | None = None, what: str = "reply"):
+        msg = f"{what}: got {reply}, want {code}{' ' + enhanced if enhanced else ''}" \
+              f"{' containing ' + repr(contains) if contains else ''}\n" + self.diagnostics()
+        self.assertIsNotNone(reply, msg)
+        self.assertEqual(reply.code, code, msg)
+        if enhanced:
+            self.assertTrue(reply.text.startswith(enhanced), msg)
+        if contains:
+            self.assertIn(contains, reply.text, msg)
+
+    def assertAccepted(self, result: MessageResult, what: str = "message"):
+        self.assertTrue(result.accepted, f"{what} was not accepted: {result}\n" + self.diagnostics())
+
+    def assertDelivered(self, result: MessageResult, count: int = 1) -> list[SinkMessage]:
+        self.assertAccepted(result)
+        return self.sink.wait_for(result.token, count, diagnostics=self.diagnostics)

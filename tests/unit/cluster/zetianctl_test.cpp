@@ -1,0 +1,418 @@
+// zetianctl end to end: the real binary, run as a subprocess, against a real
+// HealthServer on a temp-dir Unix socket with a scripted engine behind it.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "tests/unit/cluster/test_support.h"
+
+#ifndef ZETIANCTL_PATH
+#error "ZETIANCTL_PATH must name the zetianctl binary under test"
+#endif
+
+namespace zetian::cluster {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FakeAdmin;
+using testing::ProcessResult;
+using testing::ServerHarness;
+using testing::TempDir;
+using testing::runProcess;
+
+constexpr const char* kHealth =
+    R"({"node_id":"mx1","status":"ok","version":"0.1.0","uptime_s":93784,"maintenance":false,)"
+    R"("members":[{"id":"mx1","address":"10.0.0.1:7946","status":"alive",)"
+    R"("load":{"sessions":12,"messages_per_s":3.25}},)"
+    R"({"id":"mx2","address":"10.0.0.2:7946","status":"suspect",)"
+    R"("load":{"sessions":0,"messages_per_s":0}}]})";
+
+constexpr const char* kLimits =
+    R"({"limits":[{"rule":"per-client-ip","key":"192.0.2.1","remaining":3,"retry_after_s":0,)"
+    R"("limit":100,"period":"1h"},{"rule":"per-sender","key":"user+tag@example.com",)"
+    R"("remaining":0,"retry_after_s":12.5,"limit":10,"period":"1m"}]})";
+
+ProcessResult ctlRaw(const std::vector<std::string>& args,
+                     const std::map<std::string, std::string>& env = {}) {
+  std::vector<std::string> argv = {ZETIANCTL_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return runProcess(argv, env);
+}
+
+class ZetianctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    api.set("health", {200, "application/json", kHealth});
+    api.set("limitsShow", {200, "application/json", kLimits});
+    api.set("reload", {200, "application/json", R"({"ok":true})"});
+    api.set("limitsReset", {200, "application/json", R"({"ok":true})"});
+    api.set("metrics", {200, "text/plain; version=0.0.4", "# TYPE zetian_sessions_total counter\n"
+                                                         "zetian_sessions_total 7\n"});
+    HealthServerOptions o;
+    o.unix_path = socket_path;
+    ASSERT_EQ(harness.start(o), "");
+  }
+  ProcessResult ctl(std::vector<std::string> args) {
+    args.insert(args.begin(), {"-s", socket_path});
+    return ctlRaw(args);
+  }
+
+  TempDir dir;
+  std::string socket_path = dir.file("health.sock");
+  FakeAdmin api;
+  ServerHarness harness{api};
+};
+
+// ---- command line ------------------------------------------------------------------
+
+TEST(ZetianctlCommandLine, PrintsItsVersion) {
+  const ProcessResult r = ctlRaw({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "zetianctl 0.1.0\n");
+}
+
+TEST(ZetianctlCommandLine, HelpListsTheCommands) {
+  const ProcessResult r = ctlRaw({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("Usage: zetianctl [-s SOCKET] [--json] COMMAND", 0), 0u) << r.out;
+  for (const char* word : {"status", "health", "members", "metrics", "reload", "limits show",
+                           "limits reset RULE KEY", "ZETIAN_HEALTH_SOCKET"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word;
+  }
+}
+
+TEST(ZetianctlCommandLine, UsageErrorsExitWith2) {
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"frobnicate"},
+      {"--frobnicate", "status"},
+      {"-s"},
+      {"status", "extra"},
+      {"limits"},
+      {"limits", "erase"},
+      {"limits", "reset", "only-rule"},
+      {"limits", "reset", "r", "k", "extra"},
+      {"--rule", "r", "status"},
+      {"limits", "reset", "r", "k", "--key", "k2"},
+      {"--timeout", "soon", "status"},
+      {"--timeout", "0", "status"},
+  };
+  for (const auto& args : cases) {
+    const ProcessResult r = ctlRaw(args);
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << joined << "\n" << r.err;
+    EXPECT_NE(r.err.find("Try `zetianctl --help`."), std::string::npos) << joined << "\n" << r.err;
+    EXPECT_EQ(r.out, "") << joined;
+  }
+}
+
+// ---- connecting ------------------------------------------------------------------
+
+TEST(ZetianctlConnect, AMissingSocketAsksWhetherTheMilterRuns) {
+  TempDir dir;
+  const std::string path = dir.file("missing.sock");
+  const ProcessResult r = ctlRaw({"-s", path, "status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: cannot connect to " + path +
+                       ": No such file or directory — is zetian-milter running? (use -s to "
+                       "choose another socket)\n");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(ZetianctlConnect, DefaultsToTheRunDirectorySocket) {
+  struct stat st {};
+  if (stat("/run/zetian/health.sock", &st) == 0) GTEST_SKIP() << "a real health socket exists here";
+  const ProcessResult r = ctlRaw({"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err,
+            "zetianctl: cannot connect to /run/zetian/health.sock: No such file or directory — is "
+            "zetian-milter running? (use -s to choose another socket)\n");
+}
+
+TEST(ZetianctlConnect, AStaleSocketFileIsRefusedWithTheSameHint) {
+  TempDir dir;
+  const std::string path = dir.file("stale.sock");
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  close(fd);
+  const ProcessResult r = ctlRaw({"-s", path, "health"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("Connection refused — is zetian-milter running?"), std::string::npos) << r.err;
+}
+
+TEST(ZetianctlConnect, AServerThatNeverAnswersTimesOut) {
+  TempDir dir;
+  const std::string path = dir.file("mute.sock");
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 8), 0);  // listens, never accepts
+  const auto before = std::chrono::steady_clock::now();
+  const ProcessResult r = ctlRaw({"-s", path, "--timeout", "0.5", "status"});
+  close(fd);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no answer from " + path + " within 0.5s"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 4s);
+}
+
+TEST(ZetianctlConnect, PermissionDeniedSaysToUseRootOrTheSocketGroup) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the CLI as another user";
+  if (access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv is not installed";
+  TempDir dir;
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);
+  FakeAdmin api;
+  ServerHarness harness(api);
+  HealthServerOptions o;
+  o.unix_path = dir.file("health.sock");
+  o.unix_mode = 0660;
+  ASSERT_EQ(harness.start(o), "");
+  // A copy of the binary that `nobody` may run, wherever the build tree lives.
+  const std::string binary = dir.file("zetianctl");
+  std::filesystem::copy_file(ZETIANCTL_PATH, binary);
+  ASSERT_EQ(chmod(binary.c_str(), 0755), 0);
+
+  const ProcessResult r = runProcess({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                      "--clear-groups", binary, "-s", o.unix_path, "status"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("cannot connect to " + o.unix_path + ": Permission denied — run as root or "
+                       "as a member of the socket's group (root)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(api.calls().empty());
+}
+
+TEST(ZetianctlConnect, TheEnvironmentChoosesTheSocket) {
+  FakeAdmin api;
+  api.set("health", {200, "application/json", kHealth});
+  TempDir dir;
+  ServerHarness harness(api);
+  HealthServerOptions o;
+  o.unix_path = dir.file("env.sock");
+  ASSERT_EQ(harness.start(o), "");
+  const ProcessResult r = ctlRaw({"status"}, {{"ZETIAN_HEALTH_SOCKET", o.unix_path}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("node:         mx1"), std::string::npos) << r.out;
+}
+
+// ---- commands ----------------------------------------------------------------------
+
+TEST_F(ZetianctlTest, StatusSummarisesHealth) {
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "node:         mx1\n"
+            "status:       ok\n"
+            "version:      0.1.0\n"
+            "uptime:       1d 2h 3m 4s\n"
+            "maintenance:  off\n"
+            "members:      2\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_F(ZetianctlTest, StatusFailsWhenHealthIsNotOk) {
+  api.set("health", {503, "application/json",
+                     R"({"node_id":"mx1","status":"draining","version":"0.1.0","uptime_s":5,)"
+                     R"("maintenance":true,"members":[]})"});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("status:       draining\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("uptime:       5s\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("maintenance:  on\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("503"), std::string::npos) << r.err;
+}
+
+TEST_F(ZetianctlTest, StatusJsonIsTheDocumentAsSent) {
+  const ProcessResult r = ctl({"--json", "status"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, std::string(kHealth) + "\n");
+}
+
+TEST_F(ZetianctlTest, HealthPrettyPrintsAndJsonIsRaw) {
+  ProcessResult r = ctl({"health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("{\n  \"node_id\": \"mx1\",\n  \"status\": \"ok\",\n", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("        \"messages_per_s\": 3.25\n"), std::string::npos) << r.out;
+
+  r = ctl({"health", "--json"});  // options may follow the command too
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, std::string(kHealth) + "\n");
+}
+
+TEST_F(ZetianctlTest, MembersIsATable) {
+  const ProcessResult r = ctl({"members"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "ID   ADDRESS        STATUS   SESSIONS  MSG/S\n"
+            "mx1  10.0.0.1:7946  alive    12        3.25\n"
+            "mx2  10.0.0.2:7946  suspect  0         0\n");
+}
+
+TEST_F(ZetianctlTest, MembersJsonIsTheMembersArray) {
+  const ProcessResult r = ctl({"--json", "members"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind(R"([{"id":"mx1","address":"10.0.0.1:7946")", 0), 0u) << r.out;
+}
+
+TEST_F(ZetianctlTest, MetricsIsTheRawText) {
+  const ProcessResult r = ctl({"metrics"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "# TYPE zetian_sessions_total counter\nzetian_sessions_total 7\n");
+}
+
+TEST_F(ZetianctlTest, ReloadSaysSo) {
+  ProcessResult r = ctl({"reload"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "policy reloaded\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"reload"}));
+
+  api.set("reload", {200, "application/json", R"({"ok":true,"policy_version":4,"rules":3})"});
+  r = ctl({"reload"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "policy reloaded: version 4, 3 rules\n");
+}
+
+TEST_F(ZetianctlTest, ARefusedReloadPrintsTheServersErrorsAndFails) {
+  api.set("reload", {422, "application/json",
+                     R"({"ok":false,"errors":["/etc/zetian/zetian.toml:12:3: unknown key `limt`; did you mean `limit`?",)"
+                     R"("/etc/zetian/zetian.toml:20:1: bad duration \"5x\""]})"});
+  const ProcessResult r = ctl({"reload"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err,
+            "zetianctl: reload refused; the running policy stays in force:\n"
+            "/etc/zetian/zetian.toml:12:3: unknown key `limt`; did you mean `limit`?\n"
+            "/etc/zetian/zetian.toml:20:1: bad duration \"5x\"\n");
+}
+
+TEST_F(ZetianctlTest, OkFalseIsARefusalEvenWithStatus200) {
+  api.set("reload", {200, "application/json", R"({"ok":false,"errors":["nope"]})"});
+  const ProcessResult r = ctl({"reload"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("\nnope\n"), std::string::npos) << r.err;
+}
+
+TEST_F(ZetianctlTest, ReloadJsonPrintsTheReplyAndKeepsTheExitCode) {
+  api.set("reload", {422, "application/json", R"({"ok":false,"errors":["x"]})"});
+  const ProcessResult r = ctl({"--json", "reload"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "{\"ok\":false,\"errors\":[\"x\"]}\n");
+}
+
+TEST_F(ZetianctlTest, LimitsShowIsATable) {
+  const ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "RULE           KEY                   REMAINING  LIMIT   RETRY_AFTER\n"
+            "per-client-ip  192.0.2.1             3          100/1h  -\n"
+            "per-sender     user+tag@example.com  0          10/1m   12.5s\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(|)"}));
+}
+
+TEST_F(ZetianctlTest, LimitsShowSendsItsFiltersIntact) {
+  const ProcessResult r =
+      ctl({"limits", "show", "--rule", "per-sender", "--key=a b&c=d+e@example.com/%"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(per-sender|a b&c=d+e@example.com/%)"}));
+}
+
+TEST_F(ZetianctlTest, LimitsShowJsonIsRaw) {
+  const ProcessResult r = ctl({"--json", "limits", "show", "--key", "<>"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, std::string(kLimits) + "\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(|<>)"}));
+}
+
+TEST_F(ZetianctlTest, LimitsShowSaysWhenNothingIsHeld) {
+  api.set("limitsShow", {200, "application/json", R"({"limits":[]})"});
+  ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "no counters held\n");
+  r = ctl({"limits", "show", "--rule", "x"});
+  EXPECT_EQ(r.out, "no counters match\n");
+}
+
+TEST_F(ZetianctlTest, HostileKeysCannotDriveTheTerminal) {
+  api.set("limitsShow", {200, "application/json",
+                         R"({"limits":[{"rule":"per-helo","key":"\u001b[2J\u001b]0;pwned\u0007\u009b",)"
+                         R"("remaining":1,"retry_after_s":0,"limit":5,"period":"1h"}]})"});
+  const ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+  EXPECT_EQ(r.out.find('\x07'), std::string::npos);
+  EXPECT_EQ(r.out.find("\xc2\x9b"), std::string::npos);
+  EXPECT_NE(r.out.find("\\x1b[2J\\x1b]0;pwned\\x07\\x9b"), std::string::npos) << r.out;
+}
+
+TEST_F(ZetianctlTest, LimitsResetSendsRuleAndKey) {
+  ProcessResult r = ctl({"limits", "reset", "per-sender", "user+tag@example.com"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "counter reset: rule per-sender, key user+tag@example.com\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsReset(per-sender|user+tag@example.com)"}));
+
+  api.set("limitsReset", {200, "application/json", R"({"ok":true,"reset":12})"});
+  r = ctl({"limits", "reset", "per-sender", "*"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "counter reset: rule per-sender, key * (12 counters cleared)\n");
+}
+
+TEST_F(ZetianctlTest, LimitsShowNotesATruncatedList) {
+  api.set("limitsShow", {200, "application/json",
+                         R"({"limits":[{"rule":"r","key":"k","remaining":1,"retry_after_s":0,)"
+                         R"("limit":5,"period":"1h"}],"truncated":true})"});
+  const ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(only the first 1 counters are listed; narrow with --rule and --key)\n"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(ZetianctlTest, ARefusedResetFails) {
+  api.set("limitsReset", {404, "application/json", R"({"ok":false,"errors":["no rule named `x`"]})"});
+  const ProcessResult r = ctl({"limits", "reset", "x", "k"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: reset refused:\nno rule named `x`\n");
+}
+
+TEST_F(ZetianctlTest, AServerErrorIsReported) {
+  api.set("health", {500, "text/plain", "oops\nmore"});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: GET /health: the server answered 500 Internal Server Error: oops\n");
+}
+
+TEST_F(ZetianctlTest, AJsonErrorFromTheServerIsShown) {
+  api.throwOn("metrics");
+  const ProcessResult r = ctl({"metrics"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: internal error: engine exploded\n");
+}
+
+TEST_F(ZetianctlTest, AReplyThatIsNotJsonIsReported) {
+  api.set("health", {200, "application/json", "{\"node_id\": "});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("the reply to GET /health is not valid JSON (at byte"), std::string::npos)
+      << r.err;
+}
+
+TEST_F(ZetianctlTest, MissingFieldsShowAsDashes) {
+  api.set("health", {200, "application/json", R"({"status":"ok","members":[{"id":"mx9"}]})"});
+  ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("node:         -\n"), std::string::npos) << r.out;
+  r = ctl({"members"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out,
+            "ID   ADDRESS  STATUS  SESSIONS  MSG/S\n"
+            "mx9  -        -       -         -\n");
+}
+
+}  // namespace
+}  // namespace zetian::cluster

@@ -8,9 +8,13 @@
 // - A syntax error's location() is where the parser gave up, often the start of the
 //   line; the exact place is only in the message it formats for humans, which is read
 //   back here (syntaxError).
+// - When a string holds invalid UTF-8 it computes the error's place from an iterator
+//   into another buffer (a heap overflow found by fuzzing): the text is checked to be
+//   UTF-8 first, as TOML requires anyway.
 // - It keeps the place of values, not of keys; see keyColumn in reader.cpp.
 #include "conf/load.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -226,7 +230,7 @@ std::string tomlString(std::string_view s) {
 // Parses `text` as the document "v = <text>" whose values carry the source name
 // "--set KEY"; returns its single value, or nothing when it is not exactly that.
 std::optional<toml::value> parseOverrideValue(const std::string& text, const std::string& source) {
-  if (text.size() > kMaxConfigBytes || tooDeep(text)) return std::nullopt;
+  if (text.size() > kMaxConfigBytes || firstInvalidUtf8(text) || tooDeep(text)) return std::nullopt;
   try {
     std::istringstream in("v = " + text + "\n");
     toml::value doc = toml::parse(in, source);
@@ -300,6 +304,16 @@ LoadResult loadString(std::string_view text, const std::string& name, const std:
   try {
     if (text.size() > kMaxConfigBytes) {
       diag.atFile("the configuration is larger than 1 MiB; is this the right file?");
+      return finish(diag, std::nullopt);
+    }
+    if (auto bad = firstInvalidUtf8(text)) {
+      // TOML documents are UTF-8; toml11 3.7 also misreads its own buffers when it
+      // reports invalid UTF-8 in a string, so it never gets to see any.
+      const std::string_view before = text.substr(0, *bad);
+      const auto line_start = before.rfind('\n');
+      const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+      const int column = static_cast<int>(*bad - (line_start == std::string_view::npos ? 0 : line_start + 1)) + 1;
+      diag.atPlace(line, column, "the file is not valid UTF-8 here; TOML files must be UTF-8");
       return finish(diag, std::nullopt);
     }
     if (auto place = tooDeep(text)) {

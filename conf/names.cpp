@@ -167,7 +167,11 @@ std::optional<Duration> parseDuration(std::string_view text, std::string* error)
     }
     if (!unit) {
       if (rest.empty()) return fail("a duration needs a unit after the last number (units: ms, s, m, h, d)");
-      return fail(quoteValue(text) + " has an unknown unit; units are ms, s, m, h, d");
+      const char c = rest.front();
+      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+        return fail(quoteValue(text) + " has an unknown unit; units are ms, s, m, h, d");
+      }
+      return fail(quoteValue(text) + " is not a duration; write e.g. " + std::string(kExamples));
     }
     rest.remove_prefix(unit->suffix.size());
     if (amount > kMaxDurationMs / unit->ms || total + amount * unit->ms > kMaxDurationMs) {

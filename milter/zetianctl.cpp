@@ -52,7 +52,7 @@ constexpr const char* kUsage =
     "  -s, --socket SOCKET  the health socket (default: $ZETIAN_HEALTH_SOCKET,\n"
     "                       else /run/zetian/health.sock)\n"
     "      --json           print the server's JSON instead of a summary or table\n"
-    "      --timeout SECONDS  give up on the server after this long (default 5)\n"
+    "      --timeout SECS   give up on the server after SECS seconds (default 5)\n"
     "  -h, --help           show this help\n"
     "      --version        show the version\n"
     "\n"

@@ -150,11 +150,7 @@ struct alignas(64) BucketStore::Shard {
   // The link that points at the entry for `key` (null if none): lets the caller unlink.
   Entry** findLink(std::uint64_t hash, std::string_view key) {
     Entry** link = &head(hash);
-    while (*link) {
-      const Entry& e = **link;
-      if (e.key_len == key.size() && std::memcmp(&e + 1, key.data(), key.size()) == 0) return link;
-      link = &(*link)->chain_next;
-    }
+    while (*link && (*link)->key() != key) link = &(*link)->chain_next;
     return link;
   }
   Entry* find(std::uint64_t hash, std::string_view key) { return *findLink(hash, key); }

@@ -10,7 +10,9 @@
 // A key is stored only once its bucket differs from a fresh one, and a key charged
 // with another algorithm than the one that wrote it starts fresh (a policy change).
 // Keys are arbitrary bytes, hashed with a per-store random SipHash key (keys come
-// from SMTP clients; see key_hash.h).
+// from SMTP clients; see key_hash.h). The hash table is sized for max_keys at
+// construction (8 to 16 bytes per key of address space, resident as it is touched);
+// entries live in huge-page slab chunks (slab.h), about 104 bytes for a 26-byte key.
 #pragma once
 
 #include <cstddef>

@@ -111,7 +111,7 @@ void* Slab::allocate(std::size_t bytes) {
 
 void Slab::release(void* p, std::size_t bytes) {
   if (bytes > kMaxBytes) {
-    ::operator delete(p, bytes);
+    ::operator delete(p);
     return;
   }
   const std::size_t cls = classOf(bytes);

@@ -2,6 +2,7 @@
 // 1,000,000 keys (the default ratelimit.max_keys), from one and two threads.
 // Figures and the commands that produced them: docs/BENCHMARKS.md, "Limiter store".
 #include <benchmark/benchmark.h>
+#include <sys/prctl.h>
 
 #include <algorithm>
 #include <charconv>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "state/bucket_store.h"
@@ -177,4 +179,21 @@ BENCHMARK(BM_ExpireIdleScan1M)->Unit(benchmark::kMillisecond);
 }  // namespace
 }  // namespace zetian::state
 
-BENCHMARK_MAIN();
+// `--thp=off` disables transparent huge pages for this process (prctl), to measure
+// what the store's huge-page mappings are worth; other flags go to Google Benchmark.
+int main(int argc, char** argv) {
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--thp=off") {
+      ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -5,8 +5,9 @@
 // stats().bytes. Does the same for the std::list + std::unordered_map layout in
 // baseline_store.h, for comparison.
 //
-//   store_memory [N]
+//   store_memory [N] [--thp=off]
 #include <malloc.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,7 +85,13 @@ void measure(const char* name, std::size_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::size_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1'000'000;
+  std::size_t n = 1'000'000;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--thp=off")
+      ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);  // to see the figures without huge pages
+    else
+      n = std::strtoull(argv[i], nullptr, 10);
+  }
   if (n == 0) return 2;
   measure<state::BucketStore>("BucketStore (intrusive)", n);
   measure<bench::BaselineStore>("std::list+unordered_map", n);

@@ -118,6 +118,22 @@ def tcp_accepts(host: str, port: int) -> bool:
         return False
 
 
+def tcp_listening(host: str, port: int) -> bool:
+    """True if some socket listens on host:port, checked in /proc/net/tcp without
+    connecting (a probe connection would show up in Postfix's log and reach milters)."""
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1] == want and fields[3] == "0A":
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def tail(path: str, lines: int = 40) -> str:
     try:
         with open(path, "r", errors="replace") as f:
@@ -127,15 +143,76 @@ def tail(path: str, lines: int = 40) -> str:
     return "\n".join(content[-lines:])
 
 
+_GUARD_CODE = r"""
+import os, shutil, signal, sys
+sids, dirs = set(), set()
+for line in sys.stdin:
+    op, kind, value = line[0], line[1:].split(" ", 1)[0], line.split(" ", 1)[1].strip()
+    target = sids if kind == "sid" else dirs
+    value = int(value) if kind == "sid" else value
+    (target.add if op == "+" else target.discard)(value)
+# The test process is gone (stdin closed) without stopping these: kill and remove.
+for sid in sids:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+                if int(stat[stat.rfind(")") + 2:].split()[3]) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+for d in dirs:
+    shutil.rmtree(d, ignore_errors=True)
+"""
+
+
+class _Guard:
+    """A watchdog process that outlives the test process: if the test process dies
+    without running its cleanups (CTest's TIMEOUT kills it, or SIGKILL), the guard
+    sees its stdin close and kills every process session and removes every temp
+    folder still registered. Normal cleanups unregister what they stopped."""
+
+    _instance: Optional["_Guard"] = None
+    _lock = threading.Lock()
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _GUARD_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, text=True)
+
+    @classmethod
+    def send(cls, line: str) -> None:
+        with cls._lock:
+            if cls._instance is None or cls._instance.proc.poll() is not None:
+                cls._instance = _Guard()
+            with contextlib.suppress(OSError):
+                cls._instance.proc.stdin.write(line + "\n")
+                cls._instance.proc.stdin.flush()
+
+
+def guard_session(sid: int) -> None:
+    _Guard.send(f"+sid {sid}")
+
+
+def unguard_session(sid: int) -> None:
+    _Guard.send(f"-sid {sid}")
+
+
 def make_workdir(prefix: str, cleanup: Callable[[Callable], None]) -> str:
     """A temp folder the `postfix` user can traverse (mode 755), removed by `cleanup`
     unless ZETIAN_KEEP_TMP=1."""
-    path = tempfile.mkdtemp(prefix=f"zetian-{prefix}-")
+    # Short: Unix socket paths (health socket, milter socket) must stay under 108 bytes.
+    path = tempfile.mkdtemp(prefix=f"zt-{prefix[:16]}-")
     os.chmod(path, 0o755)
     if os.environ.get("ZETIAN_KEEP_TMP") == "1":
         print(f"[harness] keeping {path}", file=sys.stderr)
     else:
-        cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+        _Guard.send(f"+dir {path}")
+
+        def remove():
+            shutil.rmtree(path, ignore_errors=True)
+            _Guard.send(f"-dir {path}")
+        cleanup(remove)
     return path
 
 
@@ -180,6 +257,7 @@ class ManagedProcess:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                      start_new_session=True)
+        guard_session(self.proc.pid)
 
     @property
     def pid(self) -> int:
@@ -192,14 +270,15 @@ class ManagedProcess:
         if self.running():
             os.kill(self.proc.pid, sig)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
-        """Signal the process (only the leader with `sig`), wait up to `timeout`, then
-        SIGKILL the whole group. Returns the exit status, or None if it had to be
-        killed."""
+    def stop(self, sig: Optional[int] = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+        """Signal the process (only the leader with `sig`; None: the caller already
+        did), wait up to `timeout`, then SIGKILL the whole group. Returns the exit
+        status, or None if it had to be killed."""
         status: Optional[int]
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, sig)
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, sig)
             try:
                 status = self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -210,6 +289,7 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait(5)
+        unguard_session(self.proc.pid)
         self._log.close()
         return status
 
@@ -557,14 +637,21 @@ class Postfix:
                 for k, v in lst.overrides.items():
                     f.write(f"  -o {k}={v}\n")
             f.write(MASTER_CF_SERVICES)
+        # Postfix re-reads a config file until its mtime is older than "now" (it
+        # guards against half-written files); a file written this second costs ~2 s
+        # of 300 ms retries at start. Back-date both files.
+        past = time.time() - 10
+        for name in ("main.cf", "master.cf"):
+            os.utime(os.path.join(self.config_dir, name), (past, past))
 
         cleanup(self.stop)
         self._run_postfix("start", timeout=60)
         self.master_pid = self._read_master_pid()
         if self.master_pid is None:
             raise HarnessError("postfix start left no master.pid\n" + self.log_tail())
+        guard_session(self.master_pid)
         for lst in self.listeners:
-            wait_until(lambda: tcp_accepts("127.0.0.1", lst.port), 10,
+            wait_until(lambda: tcp_listening("127.0.0.1", lst.port), 10,
                        what=f"Postfix smtpd on port {lst.port}", diagnostics=self.log_tail)
         self.assert_log_clean()
 
@@ -603,6 +690,7 @@ class Postfix:
                 os.kill(leftover, signal.SIGKILL)
         wait_until(lambda: not _pids_in_session(pid), 5,
                    what=f"killed Postfix processes of master {pid} to go")
+        unguard_session(pid)
         self.master_pid = None
 
     def running_pids(self) -> list[int]:
@@ -843,8 +931,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
+        try:
+            s.settimeout(self.timeout)
+            s.connect(self.unix_path)
+        except BaseException:
+            s.close()
+            raise
         self.sock = s
 
 
@@ -865,13 +957,41 @@ def http_unix(path: str, method: str, target: str, body: bytes | None = None,
 
 
 def _find_built(name: str, env: str) -> Optional[str]:
+    """The binary named by `env`, else the newest one under the repository's build*
+    folders (for running a test file by hand; CTest always sets the variable)."""
     path = os.environ.get(env)
     if path:
         return path
-    for candidate in glob.glob(os.path.join(REPO_ROOT, "build*", "**", name), recursive=True):
-        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
-            return candidate
-    return None
+    found = [c for c in glob.glob(os.path.join(REPO_ROOT, "build*", "**", name), recursive=True)
+             if os.path.isfile(c) and os.access(c, os.X_OK)]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def parse_metric(text: str, name: str) -> Optional[float]:
+    """Sum of every sample of `name` (any labels) in Prometheus text, None if absent."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m and m.group(1) == name:
+            seen = True
+            with contextlib.suppress(ValueError):
+                total += float(m.group(3))
+    return total if seen else None
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of `name` as (labels, value)."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        with contextlib.suppress(ValueError):
+            out.append((labels, float(m.group(3))))
+    return out
 
 
 def milter_binary() -> str:
@@ -927,6 +1047,7 @@ class Milter:
         self.node_id = node_id
         self.extra = extra or {}
         self.process: Optional[ManagedProcess] = None
+        self._stopped = False
         self.write_config(rules, exempt, exempt_authenticated)
 
     # -- config
@@ -938,9 +1059,11 @@ class Milter:
             "milter": {"socket": self.socket_spec},
             "health": {"socket": self.health_socket},
             "log": {"level": "debug", "target": "stderr"},
-            "ratelimit": {"exempt": list(exempt), "exempt_authenticated": exempt_authenticated,
-                          "rule": list(rules)},
+            "ratelimit": {"exempt": list(exempt), "exempt_authenticated": exempt_authenticated},
         }
+        rules = list(rules)
+        if rules:
+            doc["ratelimit"]["rule"] = rules
         for section, values in self.extra.items():
             doc.setdefault(section, {}).update(values)
         return doc
@@ -971,6 +1094,8 @@ class Milter:
         wait_until(lambda: self._ready() or not self.process.running(), timeout,
                    what="zetian-milter GET /ready = 200", diagnostics=self.log_tail)
         if not self.process.running():
+            self._stopped = True
+            self.process.stop()
             raise HarnessError(f"zetian-milter exited with {self.process.proc.returncode} "
                                f"at start\n{self.log_tail()}")
         if self.port is not None:
@@ -994,36 +1119,74 @@ class Milter:
     def running(self) -> bool:
         return self.process is not None and self.process.running()
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM and wait; raises unless it exits 0 within `timeout`."""
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or `sig`) and wait; raises unless it exits 0 within `timeout`."""
         assert self.process is not None
-        status = self.process.stop(signal.SIGTERM, timeout)
+        self._stopped = True
+        self.process.send_signal(sig)
+        if self.port is not None and self.process.running():
+            # libmilter's listener checks its stop flag only when its poll() returns,
+            # which times out every 5 s (MI_CHK_TIME); a connection wakes it at once.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.proc.wait(0.2)
+            if self.process.running():
+                tcp_accepts("127.0.0.1", self.port)
+        status = self.process.stop(None, timeout)
         if status is None:
-            raise HarnessError(f"zetian-milter did not exit within {timeout}s of SIGTERM "
-                               f"(killed)\n{self.log_tail()}")
+            raise HarnessError(f"zetian-milter did not exit within {timeout}s of "
+                               f"{signal.Signals(sig).name} (killed)\n{self.log_tail()}")
         if status != 0:
-            raise HarnessError(f"zetian-milter exited with {status} after SIGTERM\n{self.log_tail()}")
+            raise HarnessError(f"zetian-milter exited with {status} after "
+                               f"{signal.Signals(sig).name}\n{self.log_tail()}")
         return status
 
     def _cleanup_stop(self):
-        if self.process is not None and self.process.running():
+        if self.process is None or self._stopped:
+            return
+        if self.process.running():
             self.stop()
-        elif self.process is not None:
-            self.process.stop()  # reap and close the log
+            return
+        status = self.process.stop()  # reap and close the log
+        self._stopped = True
+        raise HarnessError(f"zetian-milter exited on its own during the test (status {status})\n"
+                           + self.log_tail())
 
     # -- reload
 
-    def reload_count(self) -> int:
-        return len(re.findall(r"reload", self.log_text(), re.IGNORECASE))
+    def metric(self, name: str) -> Optional[float]:
+        """Sum of a metric's samples in GET /metrics (None when it is not exported)."""
+        try:
+            status, body, _ = self.http("GET", "/metrics")
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        return parse_metric(body, name)
 
-    def reload_with_signal(self, timeout: float = 10.0):
-        """SIGUSR1, then wait for the milter to log a new line mentioning `reload`."""
-        before = self.reload_count()
+    def reload_outcomes(self) -> tuple[int, int]:
+        """(applied, refused) reloads so far: from the metrics zetian_reloads_total and
+        zetian_reload_failures_total, or, if those are not exported, from log lines
+        `reload ok` / `reload refused`."""
+        ok = self.metric("zetian_reloads_total")
+        failed = self.metric("zetian_reload_failures_total")
+        if ok is not None and failed is not None:
+            return int(ok), int(failed)
+        text = self.log_text()
+        return (len(re.findall(r"reload[ =_]?ok", text, re.IGNORECASE)),
+                len(re.findall(r"reload[ =_]?(refused|fail|error)", text, re.IGNORECASE)))
+
+    def reload_with_signal(self, timeout: float = 10.0) -> bool:
+        """SIGUSR1, then wait until the milter has finished that reload. Returns True
+        if it was applied, False if it was refused."""
+        ok0, failed0 = self.reload_outcomes()
         self.process.send_signal(signal.SIGUSR1)
-        wait_until(lambda: self.reload_count() > before or not self.running(), timeout,
-                   what="a log line about the reload after SIGUSR1", diagnostics=self.log_tail)
+        ok, failed = wait_until(
+            lambda: (lambda o: o if (o[0] > ok0 or o[1] > failed0 or not self.running()) else None)(
+                self.reload_outcomes()),
+            timeout, what="the reload after SIGUSR1 to finish", diagnostics=self.log_tail)
         if not self.running():
             raise HarnessError("zetian-milter died on SIGUSR1\n" + self.log_tail())
+        return ok > ok0
 
     # -- health socket and CLI
 
@@ -1077,6 +1240,7 @@ class PostfixTestCase(unittest.TestCase):
     postfix: Postfix
     sink: SmtpSink
     milter_port: Optional[int] = None
+    _milter_serial = 0
 
     @classmethod
     def setUpClass(cls):
@@ -1113,10 +1277,18 @@ class PostfixTestCase(unittest.TestCase):
             self.fail("Postfix logged fatal/panic errors during the test:\n" + "\n".join(new))
 
     def tearDown(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is not None and not getattr(outcome, "success", True):
+        if self._has_failed():
             sys.stderr.write("\n" + self.diagnostics(80) + "\n")
         super().tearDown()
+
+    def _has_failed(self) -> bool:
+        """Whether the test method has already failed or errored (the result records
+        it before tearDown runs), so the logs can be shown while they still exist."""
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        if result is None:
+            return False
+        return any(test is self for test, _ in list(getattr(result, "errors", []))
+                   + list(getattr(result, "failures", [])))
 
     # -- helpers
 
@@ -1124,8 +1296,11 @@ class PostfixTestCase(unittest.TestCase):
         """Start a zetian-milter on the class's milter port (stopped and checked for a
         clean exit at the end of the test)."""
         kwargs.setdefault("port", self.milter_port)
-        m = Milter(self.workdir, self.addCleanup, rules=rules,
-                   name=f"milter-{self._testMethodName}-{len(self._milters)}", **kwargs)
+        PostfixTestCase._milter_serial += 1
+        name = f"m{PostfixTestCase._milter_serial}"
+        m = Milter(self.workdir, self.addCleanup, rules=rules, name=name, **kwargs)
+        with open(os.path.join(m.workdir, "TEST"), "w") as f:
+            f.write(self.id() + "\n")
         self._milters.append(m)
         m.start()
         return m
@@ -1147,17 +1322,19 @@ class PostfixTestCase(unittest.TestCase):
 
     def assertReply(self, reply: Optional[Reply], code: int, enhanced: str | None = None,
                     contains: str | None = None, what: str = "reply"):
-        msg = f"{what}: got {reply}, want {code}{' ' + enhanced if enhanced else ''}" \
-              f"{' containing ' + repr(contains) if contains else ''}\n" + self.diagnostics()
-        self.assertIsNotNone(reply, msg)
-        self.assertEqual(reply.code, code, msg)
-        if enhanced:
-            self.assertTrue(reply.text.startswith(enhanced), msg)
-        if contains:
-            self.assertIn(contains, reply.text, msg)
+        """The reply has `code`, starts with the `enhanced` status code and contains
+        `contains`; on failure the message carries the Postfix and milter log tails."""
+        ok = (reply is not None and reply.code == code
+              and (enhanced is None or reply.text.startswith(enhanced))
+              and (contains is None or contains in reply.text))
+        if not ok:
+            want = f"{code}{' ' + enhanced if enhanced else ''}" \
+                   f"{' containing ' + repr(contains) if contains else ''}"
+            self.fail(f"{what}: got {reply}, want {want}\n{self.diagnostics()}")
 
     def assertAccepted(self, result: MessageResult, what: str = "message"):
-        self.assertTrue(result.accepted, f"{what} was not accepted: {result}\n" + self.diagnostics())
+        if not result.accepted:
+            self.fail(f"{what} was not accepted: {result}\n{self.diagnostics()}")
 
     def assertDelivered(self, result: MessageResult, count: int = 1) -> list[SinkMessage]:
         self.assertAccepted(result)

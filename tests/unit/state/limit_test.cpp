@@ -299,10 +299,10 @@ TEST(LimitAllAlgorithms, PeekAnswersLikeChargeWithoutCharging) {
     BucketState s;
     for (int i = 0; i < 5; ++i) {
       const BucketState before = s;
-      const Outcome peeked = peek(a, limit, s, i * 100 * kMs, 1);
+      const Outcome peeked = peek(a, limit, s, Nanos{i} * 100 * kMs, 1);
       EXPECT_EQ(s.count, before.count);
       EXPECT_EQ(s.stamp, before.stamp);
-      const Outcome charged = charge(a, limit, s, i * 100 * kMs, 1);
+      const Outcome charged = charge(a, limit, s, Nanos{i} * 100 * kMs, 1);
       EXPECT_EQ(peeked.allowed, charged.allowed);
       EXPECT_EQ(peeked.remaining, charged.remaining);
       EXPECT_EQ(peeked.retry_after_ns, charged.retry_after_ns);

@@ -1,0 +1,96 @@
+"""The health socket (HTTP over a Unix socket) and zetianctl: health, liveness,
+readiness, metrics, and seeing and clearing a counter so mail flows again."""
+
+import json
+import os
+import subprocess
+import unittest
+
+from harness import PostfixTestCase, ctl_binary, metric_samples, rule
+
+
+class HealthSocketAndCli(PostfixTestCase):
+    milter_address = "auto"
+    default_action = "tempfail"
+
+    def test_health_live_and_ready_answer_over_the_unix_socket(self):
+        milter = self.start_milter([rule("per-ip", 5)], node_id="itest-health")
+        status, body, headers = milter.http("GET", "/health")
+        self.assertEqual(status, 200, body)
+        doc = json.loads(body)
+        for field in ("node_id", "status", "uptime_s", "version", "maintenance", "members"):
+            self.assertIn(field, doc, f"/health lacks {field}: {body}")
+        self.assertEqual(doc["node_id"], "itest-health")
+        self.assertIsInstance(doc["members"], list)
+        self.assertFalse(doc["maintenance"])
+        for path in ("/live", "/ready"):
+            status, body, _ = milter.http("GET", path)
+            self.assertEqual(status, 200, f"GET {path}: {body}")
+
+    def test_metrics_count_decisions_by_rule_and_verdict(self):
+        milter = self.start_milter([rule("per-ip", 1)])
+        first, second = self.send(2, source="127.0.0.2")
+        self.assertAccepted(first)
+        self.assertReply(second.mail, 451, "4.7.1")
+        status, text, headers = milter.http("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers.get("Content-Type", "").startswith("text/plain"), headers)
+        samples = [(labels, v) for labels, v in metric_samples(text, "zetian_decisions_total")
+                   if labels.get("rule") == "per-ip"]
+        self.assertTrue(samples, "no zetian_decisions_total{rule=\"per-ip\",...} sample:\n" + text)
+        self.assertGreaterEqual(sum(v for _, v in samples), 2, samples)
+        self.assertGreaterEqual(len({labels.get("verdict") for labels, _ in samples}), 2,
+                                f"one accepting and one denying verdict: {samples}")
+
+    def test_zetianctl_status_health_and_metrics_succeed(self):
+        milter = self.start_milter([rule("per-ip", 5)], node_id="itest-ctl")
+        for args in (["status"], ["health"], ["metrics"]):
+            cp = milter.ctl(*args)
+            self.assertEqual(cp.returncode, 0, f"zetianctl {' '.join(args)}: {cp.stdout}{cp.stderr}")
+        self.assertIn("zetian_", milter.ctl("metrics").stdout)
+        cp = milter.ctl("--json", "health")
+        if cp.returncode == 0:
+            self.assertEqual(json.loads(cp.stdout)["node_id"], "itest-ctl")
+
+    def test_zetianctl_says_clearly_when_the_socket_is_missing(self):
+        milter = self.start_milter([rule("per-ip", 5)])
+        missing = os.path.join(self.workdir, "no-such.sock")
+        cp = subprocess.run([ctl_binary(), "-s", missing, "status"], capture_output=True,
+                            text=True, timeout=15)
+        self.assertNotEqual(cp.returncode, 0)
+        self.assertIn(missing, cp.stdout + cp.stderr, "the message names the socket")
+        self.assertTrue(milter.running())
+
+    def test_limits_show_lists_the_bucket_and_reset_lets_mail_flow_again(self):
+        milter = self.start_milter([rule("per-ip", 1)])
+        first, second = self.send(2, source="127.0.0.4")
+        self.assertAccepted(first)
+        self.assertReply(second.mail, 451, "4.7.1", what="MAIL FROM over the limit")
+
+        cp = milter.ctl("limits", "show", "--rule", "per-ip")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("127.0.0.4", cp.stdout, "the bucket of 127.0.0.4 is listed")
+        status, body, _ = milter.http("GET", "/limits?rule=per-ip&key=127.0.0.4")
+        self.assertEqual(status, 200, body)
+        self.assertIn("127.0.0.4", body)
+
+        cp = milter.ctl("limits", "reset", "per-ip", "127.0.0.4")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        [after] = self.send(1, source="127.0.0.4")
+        self.assertAccepted(after, "message after limits reset")
+
+    def test_limits_reset_over_http_clears_only_the_named_key(self):
+        milter = self.start_milter([rule("per-ip", 1)])
+        for source in ("127.0.0.4", "127.0.0.5"):
+            first, second = self.send(2, source=source)
+            self.assertAccepted(first)
+            self.assertReply(second.mail, 451, "4.7.1")
+        status, body, _ = milter.http("POST", "/limits/reset?rule=per-ip&key=127.0.0.4")
+        self.assertEqual(status, 200, body)
+        self.assertAccepted(self.send(1, source="127.0.0.4")[0], "reset key flows again")
+        self.assertReply(self.send(1, source="127.0.0.5")[0].mail, 451, "4.7.1",
+                         what="the other key is still limited")
+
+
+if __name__ == "__main__":
+    unittest.main()

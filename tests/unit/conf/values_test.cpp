@@ -1,0 +1,180 @@
+// Durations, names and the single-value syntaxes (sockets, endpoints, modes, replies).
+#include <gtest/gtest.h>
+
+#include "conf/config.h"
+#include "conf/names.h"
+#include "conf/syntax.h"
+#include "conf/text.h"
+#include "state/limit.h"
+
+namespace zetian::conf {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Duration, ParsesEveryUnitAndCompounds) {
+  EXPECT_EQ(parseDuration("250ms"), Duration(250));
+  EXPECT_EQ(parseDuration("5s"), Duration(5s));
+  EXPECT_EQ(parseDuration("10m"), Duration(10min));
+  EXPECT_EQ(parseDuration("1h"), Duration(1h));
+  EXPECT_EQ(parseDuration("1d"), Duration(24h));
+  EXPECT_EQ(parseDuration("1h30m"), Duration(90min));
+  EXPECT_EQ(parseDuration("1m500ms"), Duration(60500));
+  EXPECT_EQ(parseDuration("0s"), Duration(0));
+}
+
+TEST(Duration, BareNumberNeedsAUnit) {
+  std::string why;
+  EXPECT_FALSE(parseDuration("10", &why));
+  EXPECT_NE(why.find("needs a unit"), std::string::npos) << why;
+  EXPECT_NE(why.find("\"10s\""), std::string::npos) << why;
+}
+
+TEST(Duration, RefusesMalformedText) {
+  for (auto bad : {"", "s", "10x", "1.5h", "-5s", "5 s", " 5s", "5s ", "1h30", "ms", "5S", "99999999999999999999s", "3651d"}) {
+    std::string why;
+    EXPECT_FALSE(parseDuration(bad, &why).has_value()) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+}
+
+TEST(Duration, FormatsWithTheLargestWholeUnit) {
+  EXPECT_EQ(formatDuration(Duration(1h)), "1h");
+  EXPECT_EQ(formatDuration(Duration(24h)), "1d");
+  EXPECT_EQ(formatDuration(Duration(90min)), "90m");
+  EXPECT_EQ(formatDuration(Duration(250)), "250ms");
+  EXPECT_EQ(formatDuration(Duration(1500)), "1500ms");
+  EXPECT_EQ(formatDuration(Duration(10s)), "10s");
+  EXPECT_EQ(formatDuration(Duration(0)), "0s");
+  for (auto text : {"1h", "1d", "90m", "250ms", "10s"}) EXPECT_EQ(formatDuration(*parseDuration(text)), text);
+}
+
+TEST(Names, RoundTripEveryEnumValue) {
+  for (const auto& n : keyKindNames()) EXPECT_EQ(keyKindName(n.value), n.name);
+  for (const auto& n : stageNames()) EXPECT_EQ(stageName(n.value), n.name);
+  for (const auto& n : scopeNames()) EXPECT_EQ(scopeName(n.value), n.name);
+  for (const auto& n : actionNames()) EXPECT_EQ(actionName(n.value), n.name);
+  for (const auto& n : senderFilterNames()) EXPECT_EQ(senderFilterName(n.value), n.name);
+  for (const auto& n : defaultActionNames()) EXPECT_EQ(defaultActionName(n.value), n.name);
+  for (const auto& n : logLevelNames()) EXPECT_EQ(logLevelName(n.value), n.name);
+  for (const auto& n : logTargetNames()) EXPECT_EQ(logTargetName(n.value), n.name);
+  for (const auto& n : discoveryNames()) EXPECT_EQ(discoveryName(n.value), n.name);
+}
+
+TEST(Names, AlgorithmNamesAgreeWithTheStateModule) {
+  for (const auto& n : algorithmNames()) {
+    EXPECT_EQ(state::algorithmName(n.value), n.name);
+    EXPECT_EQ(state::parseAlgorithm(n.name), n.value);
+  }
+}
+
+TEST(Suggestions, FindCloseWordsOnly) {
+  const std::string_view keys[] = {"socket", "timeout", "default_action", "user", "group"};
+  EXPECT_EQ(closestMatch("tiemout", keys), "timeout");
+  EXPECT_EQ(closestMatch("Socket", keys), "socket");
+  EXPECT_EQ(closestMatch("default-action", keys), "default_action");
+  EXPECT_EQ(closestMatch("usr", keys), "user");
+  EXPECT_EQ(closestMatch("listen", keys), "");
+  EXPECT_EQ(closestMatch("x", keys), "");
+}
+
+TEST(HostPort, ParsesNamesAndAddresses) {
+  auto hp = parseHostPort("127.0.0.1:9187");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "127.0.0.1");
+  EXPECT_EQ(hp->port, 9187);
+  hp = parseHostPort("[::1]:9187");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "::1");
+  hp = parseHostPort("mx2.example.net:7946");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "mx2.example.net");
+  EXPECT_EQ(hp->port, 7946);
+}
+
+TEST(HostPort, RefusesWhatCannotBeReached) {
+  for (auto bad : {"127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:http", ":9187", "::1:9187", "[::1]", "[::1]9187",
+                   "[127.0.0.1]:80", "bad host:80", "-x.example:80", ""}) {
+    std::string why;
+    EXPECT_FALSE(parseHostPort(bad, &why).has_value()) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+}
+
+TEST(MilterSocket, AcceptsLibmilterSyntax) {
+  for (auto good : {"inet:8891@127.0.0.1", "inet:8891", "inet:8891@localhost", "inet6:8891@::1", "inet6:8891",
+                    "unix:/run/zetian/milter.sock", "local:/var/spool/postfix/zetian/milter"}) {
+    std::string why;
+    EXPECT_TRUE(checkMilterSocket(good, &why)) << good << ": " << why;
+  }
+}
+
+TEST(MilterSocket, RefusesOtherForms) {
+  for (auto bad : {"8891", "tcp:8891@127.0.0.1", "inet:0@127.0.0.1", "inet:70000@127.0.0.1", "inet:@127.0.0.1",
+                   "inet:8891@", "inet:8891@::1", "inet6:8891@[::1]", "inet6:8891@127.0.0.1", "unix:relative.sock",
+                   "unix:", "inet:8891@bad host"}) {
+    std::string why;
+    EXPECT_FALSE(checkMilterSocket(bad, &why)) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+  std::string why;
+  EXPECT_FALSE(checkMilterSocket("unix:/" + std::string(200, 'a'), &why));
+  EXPECT_NE(why.find("at most 107"), std::string::npos) << why;
+}
+
+TEST(OctalMode, ParsesPermissionBits) {
+  EXPECT_EQ(parseOctalMode("0660"), 0660u);
+  EXPECT_EQ(parseOctalMode("0007"), 07u);
+  EXPECT_EQ(parseOctalMode("755"), 0755u);
+  for (auto bad : {"", "0999", "rw-rw----", "01777", "12345", "0x1ff"}) EXPECT_FALSE(parseOctalMode(bad).has_value()) << bad;
+}
+
+TEST(Reply, AcceptsCodesThatMatchTheAction) {
+  std::string why;
+  EXPECT_TRUE(checkReply("451 4.7.1 Too many messages, try again later", Action::Tempfail, &why)) << why;
+  EXPECT_TRUE(checkReply("450 slow down", Action::Tempfail, &why)) << why;
+  EXPECT_TRUE(checkReply("550 5.7.1 Rule %{rule}: %{limit} per %{period} for %{key}; retry in %{retry_after}", Action::Reject, &why))
+      << why;
+  EXPECT_TRUE(checkReply("554 5.7.1 100% sure: too much", Action::Reject, &why)) << why;
+  EXPECT_TRUE(checkReply("451 4.7.1 tab\there", Action::Tempfail, &why)) << why;
+}
+
+struct BadReply {
+  const char* reply;
+  Action action;
+  const char* expect;
+};
+
+TEST(Reply, RefusesEachKindOfMistake) {
+  const BadReply cases[] = {
+      {"550 5.7.1 no", Action::Tempfail, "4xx"},
+      {"451 4.7.1 no", Action::Reject, "5xx"},
+      {"451 5.7.1 no", Action::Tempfail, "class 4"},
+      {"551 4.7.1 no", Action::Reject, "class 5"},
+      {"451 4.7 no", Action::Tempfail, "enhanced status code"},
+      {"451 4.7.1", Action::Tempfail, "needs a text"},
+      {"451", Action::Tempfail, "three-digit"},
+      {"45 too short", Action::Tempfail, "three-digit"},
+      {"4511 text", Action::Tempfail, "three-digit"},
+      {"491 4.7.1 text", Action::Tempfail, "not an SMTP code"},
+      {"451 4.7.1 two\r\nlines", Action::Tempfail, "carriage return"},
+      {"451 4.7.1 two\nlines", Action::Tempfail, "line feed"},
+      {"451 4.7.1 %{rules}", Action::Tempfail, "did you mean `%{rule}`"},
+      {"451 4.7.1 %{nope}", Action::Tempfail, "unknown placeholder %{nope}"},
+      {"451 4.7.1 %{rule", Action::Tempfail, "not closed"},
+      {"451 4.7.1 text", Action::Tag, "only used with action"},
+      {"451 4.7.1 text", Action::DryRun, "only used with action"},
+  };
+  for (const auto& c : cases) {
+    std::string why;
+    EXPECT_FALSE(checkReply(c.reply, c.action, &why)) << c.reply;
+    EXPECT_NE(why.find(c.expect), std::string::npos) << c.reply << " -> " << why;
+  }
+  std::string why;
+  EXPECT_FALSE(checkReply(std::string("451 4.7.1 nul\0byte", 18), Action::Tempfail, &why));
+  EXPECT_NE(why.find("NUL"), std::string::npos) << why;
+  EXPECT_FALSE(checkReply("451 4.7.1 " + std::string(500, 'x'), Action::Tempfail, &why));
+}
+
+}  // namespace
+}  // namespace zetian::conf

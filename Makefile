@@ -4,6 +4,8 @@
 BUILD_DIR   ?= build
 ASAN_DIR    ?= build-asan
 TSAN_DIR    ?= build-tsan
+FUZZ_DIR    ?= build-fuzz
+FUZZ_SECONDS ?= 30
 JOBS        ?= $(shell nproc)
 RUN_DIR     ?= $(CURDIR)/run
 CTEST_ARGS  ?=
@@ -13,7 +15,9 @@ PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-d
             libtoml11-dev libhiredis-dev libgtest-dev libbenchmark-dev python3 \
             postfix swaks curl
 
-.PHONY: all build run test test-asan test-tsan deps clean
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+
+.PHONY: all build run test test-asan test-tsan fuzz deps fuzz-deps clean
 
 all: build
 
@@ -26,6 +30,9 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "make: run as root, or install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps PACKAGES="$(FUZZ_PACKAGES)"
 
 $(BUILD_DIR)/build.ninja:
 	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
@@ -62,5 +69,13 @@ test-tsan: deps
 	cmake --build $(TSAN_DIR) -j $(JOBS)
 	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(TSAN_DIR) --output-on-failure -j $(JOBS) -L unit $(CTEST_ARGS)
 
+# libFuzzer (clang) builds of the fuzz targets: replay the seeds, then fuzz each
+# target for FUZZ_SECONDS. Longer campaigns: tests/fuzz/README.md.
+fuzz: deps fuzz-deps
+	CC=clang CXX=clang++ cmake -G Ninja -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_BENCH=OFF \
+	  -DZETIAN_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input
+	ctest --test-dir $(FUZZ_DIR) --output-on-failure -j $(JOBS) -L fuzz $(CTEST_ARGS)
+
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)

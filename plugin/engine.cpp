@@ -50,7 +50,21 @@ std::string optionOctal(const std::optional<unsigned>& v) {
   return buf;
 }
 
+// Snapshot ids are unique across every engine in the process, so a thread's cached
+// snapshot can never be mistaken for another engine's.
+std::atomic<std::uint64_t> g_next_snapshot_id{0};
+
 }  // namespace
+
+const PolicySnapshot* Engine::currentPolicy() const {
+  // std::atomic<std::shared_ptr> takes a lock and two reference-count updates per
+  // load: on the hot path each thread instead keeps its own reference, and swaps it
+  // only when a reload has published a newer snapshot (one relaxed-cost acquire load).
+  thread_local std::shared_ptr<const PolicySnapshot> cached;
+  const std::uint64_t id = policy_id_.load(std::memory_order_acquire);
+  if (!cached || cached->id != id) cached = policy_.load(std::memory_order_acquire);
+  return cached.get();
+}
 
 state::Nanos Engine::now() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -185,7 +199,10 @@ void Engine::publish(const conf::Policy& policy, const conf::Policy* previous) {
       }
     }
   }
-  policy_.store(compilePolicy(policy, metrics_, ++policy_version_), std::memory_order_release);
+  auto snap = compilePolicy(policy, metrics_, ++policy_version_, g_next_snapshot_id.fetch_add(1) + 1);
+  const std::uint64_t id = snap->id;
+  policy_.store(std::move(snap), std::memory_order_release);
+  policy_id_.store(id, std::memory_order_release);
 }
 
 bool Engine::reload(Errors* errors) {
@@ -221,7 +238,7 @@ bool Engine::reload(Errors* errors) {
 std::unique_ptr<Session> Engine::openSession(const char* client_addr, const char* client_name) {
   auto s = std::make_unique<Session>();
   s->id = next_session_id_.fetch_add(1, std::memory_order_relaxed);
-  if (client_addr && *client_addr) s->facts.client_ip = conf::IpAddress::parse(client_addr);
+  if (client_addr && *client_addr) setClientAddress(s->facts, client_addr);
   metrics_.sessions_total.fetch_add(1, std::memory_order_relaxed);
   metrics_.sessions_active.fetch_add(1, std::memory_order_relaxed);
   if (logger_->enabled(conf::LogLevel::Debug)) {
@@ -254,7 +271,7 @@ void Engine::internalFailure(const char* where, const char* what, zetian_verdict
   }
 }
 
-void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, const std::string& key,
+void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, std::string_view key,
                          const state::Outcome& outcome, Verdict verdict) {
   const bool denial = verdict != Verdict::Allow;
   const auto level = denial ? conf::LogLevel::Info : conf::LogLevel::Debug;
@@ -268,7 +285,7 @@ void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule
     line += " retry_after_ms=" + std::to_string(outcome.retry_after_ns / 1'000'000);
     line += " limit=" + std::to_string(c.rule.limit) + "/" + conf::formatDuration(c.rule.period);
   }
-  if (s.facts.client_ip) line += " client=" + s.facts.client_ip->toString();
+  if (s.facts.client_ip) line += " client=" + s.facts.client_ip_text;
   if (s.facts.sender) line += " sender=" + logValue(s.facts.sender->normalized());
   logger_->log(level, line);
 }
@@ -295,7 +312,7 @@ int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict
   }
   if (stage == conf::Stage::Helo && s.helo_passed) return ZETIAN_CONTINUE;
 
-  const auto snap = policy();
+  const PolicySnapshot* snap = currentPolicy();
   const auto& rule_indices = snap->by_stage[std::size_t(stage)];
   if (rule_indices.empty()) {
     if (stage == conf::Stage::Helo) s.helo_passed = true;
@@ -316,42 +333,56 @@ int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict
 
   // Charge each rule in order. The first blocking denial decides, and everything this
   // call charged before it is given back: a refused message or recipient costs nothing.
-  struct Charged {
-    const CompiledRule* rule;
-    std::string store_key;
-  };
-  std::vector<Charged> charged;
+  // The store keys ("rule\0value") are built in one per-thread buffer, so a check
+  // allocates nothing once the thread has warmed up.
+  thread_local std::string keys;                        // every charged key, back to back
+  thread_local std::vector<std::pair<const CompiledRule*, std::size_t>> charged;  // rule, end in `keys`
+  keys.clear();
+  charged.clear();
   const std::size_t marks_before = s.marks.size();
   constexpr std::uint64_t kCost = 1;
   for (std::size_t index : rule_indices) {
     const CompiledRule& c = snap->rules[index];
     if (!appliesToSender(c.rule, s.facts)) continue;
-    auto key = extractKey(c.rule, s.facts, rcpt ? &*rcpt : nullptr);
-    if (!key) continue;
-    std::string store_key = c.key_prefix + *key;
+    const std::size_t begin = keys.size();
+    keys += c.key_prefix;
+    if (!appendKey(c.rule, s.facts, rcpt ? &*rcpt : nullptr, keys)) {
+      keys.resize(begin);
+      continue;
+    }
+    const std::string_view store_key = std::string_view(keys).substr(begin);
+    const std::string_view key = store_key.substr(c.key_prefix.size());
     state::Outcome outcome = store_->charge(store_key, c.rule.algorithm, c.limit, started, kCost);
     if (outcome.allowed) {
       c.counters->count(Verdict::Allow);
-      logDecision(s, stage, c, *key, outcome, Verdict::Allow);
-      charged.push_back({&c, std::move(store_key)});
+      logDecision(s, stage, c, key, outcome, Verdict::Allow);
+      charged.emplace_back(&c, keys.size());
       continue;
     }
     const Verdict v = verdictFor(c.rule.action);
     c.counters->count(v);
-    logDecision(s, stage, c, *key, outcome, v);
+    logDecision(s, stage, c, key, outcome, v);
     if (v == Verdict::Tag || v == Verdict::Quarantine) {
       s.marks.push_back({c.rule.action, c.rule.name,
                          "rule=" + c.rule.name + "; limit=" + std::to_string(c.rule.limit) + "/" +
                              conf::formatDuration(c.rule.period),
-                         *key});
+                         std::string(key)});
+      keys.resize(begin);
       continue;
     }
-    if (v == Verdict::DryRun) continue;
+    if (v == Verdict::DryRun) {
+      keys.resize(begin);
+      continue;
+    }
 
-    for (const auto& done : charged)
-      store_->refund(done.store_key, done.rule->rule.algorithm, done.rule->limit, started, kCost);
+    std::size_t done_begin = 0;
+    for (const auto& [rule, end] : charged) {
+      store_->refund(std::string_view(keys).substr(done_begin, end - done_begin), rule->rule.algorithm, rule->limit,
+                     started, kCost);
+      done_begin = end;
+    }
     s.marks.resize(marks_before);
-    Reply reply = renderReply(c.rule, *key, outcome.retry_after_ns);
+    Reply reply = renderReply(c.rule, std::string(key), outcome.retry_after_ns);
     verdict->action = v == Verdict::Reject ? ZETIAN_REJECT : ZETIAN_TEMPFAIL;
     copyTruncated(verdict->rcode, sizeof verdict->rcode, reply.rcode);
     copyTruncated(verdict->xcode, sizeof verdict->xcode, reply.xcode);

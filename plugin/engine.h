@@ -69,6 +69,9 @@ class Engine final : public cluster::AdminApi {
   Metrics& counters() { return metrics_; }
   state::BucketStore& store() { return *store_; }
   std::shared_ptr<const PolicySnapshot> policy() const { return policy_.load(std::memory_order_acquire); }
+  // The current snapshot through a per-thread cache (the hot path). The pointer stays
+  // valid until this thread calls currentPolicy() again.
+  const PolicySnapshot* currentPolicy() const;
 
   std::unique_ptr<Session> openSession(const char* client_addr, const char* client_name);
   void closeSession(std::unique_ptr<Session> session);
@@ -96,7 +99,7 @@ class Engine final : public cluster::AdminApi {
   void publish(const conf::Policy& policy, const conf::Policy* previous);
   void startHousekeeping();
   static void onHousekeeping(int fd, short what, void* arg);
-  void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, const std::string& key,
+  void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,
                    const state::Outcome& outcome, Verdict verdict);
 
   conf::Config config_;  // node part fixed after open(); policy part as of the last good load
@@ -106,6 +109,7 @@ class Engine final : public cluster::AdminApi {
   Metrics metrics_;
   std::unique_ptr<state::BucketStore> store_;
   std::atomic<std::shared_ptr<const PolicySnapshot>> policy_;
+  std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, readable without the shared_ptr lock
   std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
   std::uint64_t policy_version_ = 0;
   std::map<std::string, std::string> options_;

@@ -56,40 +56,75 @@ std::string Address::domainKey() const {
   return domain;
 }
 
-std::optional<std::string> extractKey(const conf::Rule& rule, const SessionFacts& facts,
-                                      const Address* rcpt) {
+void setClientAddress(SessionFacts& facts, std::string_view text) {
+  facts.client_ip = conf::IpAddress::parse(text);
+  facts.client_ip_text = facts.client_ip ? facts.client_ip->toString() : std::string();
+}
+
+namespace {
+
+bool appendAddress(const Address& a, std::string& out) {
+  if (a.null) {
+    out += kNullSender;
+  } else {
+    out += a.local;
+    if (!a.domain.empty()) {
+      out += '@';
+      out += a.domain;
+    }
+  }
+  return true;
+}
+
+bool appendDomain(const Address& a, std::string& out) {
+  out += a.null ? kNullSender : std::string_view(a.domain);
+  return true;
+}
+
+}  // namespace
+
+bool appendKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt, std::string& out) {
   using conf::KeyKind;
   switch (rule.key) {
     case KeyKind::ClientIp:
-      if (!facts.client_ip) return std::nullopt;
-      return facts.client_ip->toString();
+      if (!facts.client_ip) return false;
+      out += facts.client_ip_text;
+      return true;
     case KeyKind::ClientNet: {
-      if (!facts.client_ip) return std::nullopt;
+      if (!facts.client_ip) return false;
       int prefix = facts.client_ip->v4 ? rule.prefix_v4 : rule.prefix_v6;
-      return facts.client_ip->masked(prefix).toString() + "/" + std::to_string(prefix);
+      out += facts.client_ip->masked(prefix).toString();
+      out += '/';
+      out += std::to_string(prefix);
+      return true;
     }
     case KeyKind::Helo:
-      if (facts.helo.empty()) return std::nullopt;
-      return facts.helo;
+      if (facts.helo.empty()) return false;
+      out += facts.helo;
+      return true;
     case KeyKind::Sender:
-      if (!facts.sender) return std::nullopt;
-      return facts.sender->normalized();
+      return facts.sender && appendAddress(*facts.sender, out);
     case KeyKind::SenderDomain:
-      if (!facts.sender) return std::nullopt;
-      return facts.sender->domainKey();
+      return facts.sender && appendDomain(*facts.sender, out);
     case KeyKind::SaslUser:
-      if (facts.sasl_user.empty()) return std::nullopt;
-      return facts.sasl_user;
+      if (facts.sasl_user.empty()) return false;
+      out += facts.sasl_user;
+      return true;
     case KeyKind::Rcpt:
-      if (!rcpt) return std::nullopt;
-      return rcpt->normalized();
+      return rcpt && appendAddress(*rcpt, out);
     case KeyKind::RcptDomain:
-      if (!rcpt) return std::nullopt;
-      return rcpt->domainKey();
+      return rcpt && appendDomain(*rcpt, out);
     case KeyKind::Global:
-      return std::string("*");
+      out += '*';
+      return true;
   }
-  return std::nullopt;
+  return false;
+}
+
+std::optional<std::string> extractKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt) {
+  std::string out;
+  if (!appendKey(rule, facts, rcpt, out)) return std::nullopt;
+  return out;
 }
 
 }  // namespace zetian::plugin

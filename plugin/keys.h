@@ -35,14 +35,23 @@ struct Address {
 // What is known of a session when a rule is evaluated.
 struct SessionFacts {
   std::optional<conf::IpAddress> client_ip;
+  std::string client_ip_text;       // client_ip in canonical form, made once per session
   std::string helo;                 // lower case
   std::optional<Address> sender;    // from MAIL FROM
   std::string sasl_user;            // empty: not authenticated
 };
 
-// The key value a rule is counted under, or nullopt when the rule does not apply
-// to this session (no client IP for client_ip, not authenticated for sasl_user...).
-// `rcpt` is the recipient being checked at the rcpt stage.
+// Set client_ip and client_ip_text from the MTA's text ("192.0.2.1", "IPv6:...").
+void setClientAddress(SessionFacts& facts, std::string_view text);
+
+// Append the key value a rule is counted under to `out`, or return false (leaving
+// `out` as it was) when the rule does not apply to this session (no client IP for
+// client_ip, not authenticated for sasl_user...). `rcpt` is the recipient being
+// checked at the rcpt stage. Appending lets the hot path build "rule\0value" in one
+// reused buffer.
+bool appendKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt, std::string& out);
+
+// The same as a value.
 std::optional<std::string> extractKey(const conf::Rule& rule, const SessionFacts& facts,
                                       const Address* rcpt);
 

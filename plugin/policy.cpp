@@ -98,8 +98,9 @@ const CompiledRule* PolicySnapshot::find(const std::string& name) const {
 }
 
 std::shared_ptr<const PolicySnapshot> compilePolicy(const conf::Policy& policy, Metrics& metrics,
-                                                    std::uint64_t version) {
+                                                    std::uint64_t version, std::uint64_t id) {
   auto snap = std::make_shared<PolicySnapshot>();
+  snap->id = id;
   snap->policy = policy;
   snap->version = version;
   snap->rules.reserve(policy.rules.size());

@@ -29,13 +29,14 @@ struct PolicySnapshot {
   // Indices into `rules` per stage, in file order.
   std::array<std::vector<std::size_t>, 5> by_stage;
   unsigned needs = 0;  // ZETIAN_NEED_* bits
-  std::uint64_t version = 0;
+  std::uint64_t version = 0;  // per engine: 1, 2, 3... one per reload
+  std::uint64_t id = 0;       // unique in the process
 
   const CompiledRule* find(const std::string& name) const;
 };
 
 std::shared_ptr<const PolicySnapshot> compilePolicy(const conf::Policy& policy, Metrics& metrics,
-                                                    std::uint64_t version);
+                                                    std::uint64_t version, std::uint64_t id);
 
 // An SMTP reply split the way libmilter wants it.
 struct Reply {

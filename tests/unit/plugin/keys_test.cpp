@@ -52,9 +52,9 @@ TEST(Address, QuotedLocalPartWithAtUsesLastAt) {
 
 TEST(ExtractKey, ClientIpV4AndV6) {
   SessionFacts f;
-  f.client_ip = conf::IpAddress::parse("192.0.2.7");
+  setClientAddress(f, "192.0.2.7");
   EXPECT_EQ(*extractKey(ruleWithKey(conf::KeyKind::ClientIp), f, nullptr), "192.0.2.7");
-  f.client_ip = conf::IpAddress::parse("2001:DB8::1");
+  setClientAddress(f, "2001:DB8::1");
   EXPECT_EQ(*extractKey(ruleWithKey(conf::KeyKind::ClientIp), f, nullptr), "2001:db8::1");
 }
 
@@ -63,9 +63,9 @@ TEST(ExtractKey, ClientNetUsesTheFamilysPrefix) {
   rule.prefix_v4 = 24;
   rule.prefix_v6 = 48;
   SessionFacts f;
-  f.client_ip = conf::IpAddress::parse("198.51.100.77");
+  setClientAddress(f, "198.51.100.77");
   EXPECT_EQ(*extractKey(rule, f, nullptr), "198.51.100.0/24");
-  f.client_ip = conf::IpAddress::parse("2001:db8:abcd:12::5");
+  setClientAddress(f, "2001:db8:abcd:12::5");
   EXPECT_EQ(*extractKey(rule, f, nullptr), "2001:db8:abcd::/48");
 }
 

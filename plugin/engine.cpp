@@ -57,12 +57,12 @@ std::atomic<std::uint64_t> g_next_snapshot_id{0};
 }  // namespace
 
 const PolicySnapshot* Engine::currentPolicy() const {
-  // std::atomic<std::shared_ptr> takes a lock and two reference-count updates per
-  // load: on the hot path each thread instead keeps its own reference, and swaps it
-  // only when a reload has published a newer snapshot (one relaxed-cost acquire load).
+  // Taking the shared_ptr costs a lock and two reference-count updates that every
+  // thread fights over: instead each thread keeps its own reference, and swaps it only
+  // when a reload has published a newer snapshot (one acquire load per check).
   thread_local std::shared_ptr<const PolicySnapshot> cached;
   const std::uint64_t id = policy_id_.load(std::memory_order_acquire);
-  if (!cached || cached->id != id) cached = policy_.load(std::memory_order_acquire);
+  if (!cached || cached->id != id) cached = policy();
   return cached.get();
 }
 
@@ -201,7 +201,10 @@ void Engine::publish(const conf::Policy& policy, const conf::Policy* previous) {
   }
   auto snap = compilePolicy(policy, metrics_, ++policy_version_, g_next_snapshot_id.fetch_add(1) + 1);
   const std::uint64_t id = snap->id;
-  policy_.store(std::move(snap), std::memory_order_release);
+  {
+    std::lock_guard lock(policy_mutex_);
+    policy_ = std::move(snap);
+  }
   policy_id_.store(id, std::memory_order_release);
 }
 

@@ -68,7 +68,10 @@ class Engine final : public cluster::AdminApi {
   Logger& logger() { return *logger_; }
   Metrics& counters() { return metrics_; }
   state::BucketStore& store() { return *store_; }
-  std::shared_ptr<const PolicySnapshot> policy() const { return policy_.load(std::memory_order_acquire); }
+  std::shared_ptr<const PolicySnapshot> policy() const {
+    std::lock_guard lock(policy_mutex_);
+    return policy_;
+  }
   // The current snapshot through a per-thread cache (the hot path). The pointer stays
   // valid until this thread calls currentPolicy() again.
   const PolicySnapshot* currentPolicy() const;
@@ -108,8 +111,13 @@ class Engine final : public cluster::AdminApi {
   std::unique_ptr<Logger> logger_;
   Metrics metrics_;
   std::unique_ptr<state::BucketStore> store_;
-  std::atomic<std::shared_ptr<const PolicySnapshot>> policy_;
-  std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, readable without the shared_ptr lock
+  // The current snapshot. Readers on the hot path go through currentPolicy(), which
+  // takes the mutex only when policy_id_ says a newer snapshot was published.
+  // (A mutex rather than std::atomic<std::shared_ptr>: libstdc++ 12 implements that
+  // with an internal lock TSan cannot see, and the hot path avoids both anyway.)
+  mutable std::mutex policy_mutex_;  // guards policy_
+  std::shared_ptr<const PolicySnapshot> policy_;
+  std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, published after policy_
   std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
   std::uint64_t policy_version_ = 0;
   std::map<std::string, std::string> options_;

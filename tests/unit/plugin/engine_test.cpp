@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 namespace zetian::plugin {
 namespace {
@@ -364,6 +365,44 @@ TEST_F(EngineTest, NeedsAskOnlyForWhatRulesUse) {
   EXPECT_EQ(needs & (ZETIAN_NEED_HELO | ZETIAN_NEED_RCPT | ZETIAN_NEED_DATA | ZETIAN_NEED_ADD_HEADER |
                      ZETIAN_NEED_CONNECT_REPLY | ZETIAN_NEED_SASL),
             0u);
+}
+
+TEST_F(EngineTest, ConcurrentSessionsNeverAdmitMoreThanTheLimitWhileReloadsRunBeside) {
+  auto e = open(R"(
+[ratelimit]
+exempt = []
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+limit = 50
+period = "1h"
+)");
+  std::atomic<int> allowed{0};
+  std::atomic<bool> done{false};
+  std::thread reloader([&] {
+    do {
+      Errors errors;
+      EXPECT_TRUE(e->reload(&errors)) << (errors.empty() ? "" : errors.front());
+    } while (!done.load());
+  });
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 8; ++t) {
+    senders.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) {
+        auto s = e->openSession("192.0.2.1", nullptr);
+        zetian_verdict v;
+        e->resetMessage(*s);
+        if (e->check(*s, conf::Stage::Mail, "<a@example.org>", &v) == ZETIAN_CONTINUE) ++allowed;
+        e->closeSession(std::move(s));
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  done.store(true);
+  reloader.join();
+  // Reloading the same rule keeps its bucket: exactly the limit got through.
+  EXPECT_EQ(allowed.load(), 50);
+  EXPECT_GT(e->policy()->version, 1u);
 }
 
 }  // namespace

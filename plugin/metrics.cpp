@@ -17,32 +17,46 @@ const char* verdictName(Verdict v) {
   return "unknown";
 }
 
+std::size_t stripeOfThisThread() {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t stripe = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
+  return stripe;
+}
+
 void LatencyHistogram::observe(std::int64_t nanos) {
   if (nanos < 0) nanos = 0;
   double seconds = double(nanos) / 1e9;
   std::size_t i = 0;
   while (i < kBoundsSeconds.size() && seconds > kBoundsSeconds[i]) ++i;
-  buckets_[i].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sum_nanos_.fetch_add(std::uint64_t(nanos), std::memory_order_relaxed);
+  Stripe& s = stripes_[stripeOfThisThread()].value;
+  s.buckets[i].fetch_add(1, std::memory_order_relaxed);
+  s.count.fetch_add(1, std::memory_order_relaxed);
+  s.sum_nanos.fetch_add(std::uint64_t(nanos), std::memory_order_relaxed);
 }
 
 void LatencyHistogram::render(std::string& out, const char* name, const char* help) const {
   char line[256];
   std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
   out += line;
+  std::array<std::uint64_t, kBoundsSeconds.size() + 1> buckets{};
+  std::uint64_t count = 0, sum_nanos = 0;
+  for (const auto& padded : stripes_) {
+    const Stripe& s = padded.value;
+    for (std::size_t i = 0; i < buckets.size(); ++i) buckets[i] += s.buckets[i].load(std::memory_order_relaxed);
+    count += s.count.load(std::memory_order_relaxed);
+    sum_nanos += s.sum_nanos.load(std::memory_order_relaxed);
+  }
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < kBoundsSeconds.size(); ++i) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    cumulative += buckets[i];
     std::snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %llu\n", name, kBoundsSeconds[i],
                   static_cast<unsigned long long>(cumulative));
     out += line;
   }
-  cumulative += buckets_[kBoundsSeconds.size()].load(std::memory_order_relaxed);
+  cumulative += buckets[kBoundsSeconds.size()];
   std::snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9f\n%s_count %llu\n", name,
                 static_cast<unsigned long long>(cumulative), name,
-                double(sum_nanos_.load(std::memory_order_relaxed)) / 1e9, name,
-                static_cast<unsigned long long>(count_.load(std::memory_order_relaxed)));
+                double(sum_nanos) / 1e9, name, static_cast<unsigned long long>(count));
   out += line;
 }
 
@@ -60,7 +74,7 @@ void Metrics::renderRules(std::string& out) const {
   for (const auto& [name, counters] : rules_) {
     for (std::size_t v = 0; v < std::size_t(Verdict::kCount); ++v) {
       out += "zetian_decisions_total{rule=\"" + promLabel(name) + "\",verdict=\"" + verdictName(Verdict(v)) +
-             "\"} " + std::to_string(counters->decisions[v].load(std::memory_order_relaxed)) + "\n";
+             "\"} " + std::to_string(counters->decisions[v].load()) + "\n";
     }
   }
 }

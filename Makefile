@@ -74,7 +74,7 @@ test-tsan: deps
 fuzz: deps fuzz-deps
 	CC=clang CXX=clang++ cmake -G Ninja -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_BENCH=OFF \
 	  -DZETIAN_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input fuzz_wire
 	ctest --test-dir $(FUZZ_DIR) --output-on-failure -j $(JOBS) -L fuzz $(CTEST_ARGS)
 
 clean:

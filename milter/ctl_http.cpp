@@ -208,24 +208,6 @@ bool parseHttpResponse(std::string_view raw, HttpResponse* response, std::string
   return parsePartial(raw, /*at_eof=*/true, response, &complete, error);
 }
 
-std::string percentEncode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
-    if (unreserved) {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-    }
-  }
-  return out;
-}
-
 bool httpRequest(const std::string& socket_path, std::string_view method, std::string_view target,
                  std::chrono::milliseconds timeout, HttpResponse* response, std::string* error) {
   const Clock::time_point deadline = Clock::now() + timeout;

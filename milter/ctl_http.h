@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "cluster/query_string.h"
+
 namespace zetian::milter {
 
 struct HttpResponse {
@@ -33,7 +35,7 @@ bool httpRequest(const std::string& socket_path, std::string_view method, std::s
 // chunked encoding, or up to the end). False with *error if malformed or truncated.
 bool parseHttpResponse(std::string_view raw, HttpResponse* response, std::string* error);
 
-// RFC 3986 percent-encoding of everything but unreserved characters (for query values).
-std::string percentEncode(std::string_view text);
+// RFC 3986 percent-encoding for query values: the server's own (cluster/query_string.h).
+using cluster::percentEncode;
 
 }  // namespace zetian::milter

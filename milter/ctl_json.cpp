@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <system_error>
 
+#include "cluster/json.h"
+
 namespace zetian::milter {
 namespace {
 
@@ -259,30 +261,6 @@ class Parser {
   std::string error_;
 };
 
-void appendQuoted(std::string& out, std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7F) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xF]);
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  out.push_back('"');
-}
-
 void write(std::string& out, const JsonValue& v, int indent, int level) {
   const auto newline = [&](int at) {
     if (indent <= 0) return;
@@ -293,7 +271,7 @@ void write(std::string& out, const JsonValue& v, int indent, int level) {
     case JsonValue::Type::kNull: out += "null"; return;
     case JsonValue::Type::kBool: out += v.boolean ? "true" : "false"; return;
     case JsonValue::Type::kNumber: out += v.text.empty() ? "0" : v.text; return;
-    case JsonValue::Type::kString: appendQuoted(out, v.text); return;
+    case JsonValue::Type::kString: cluster::appendJsonString(out, v.text); return;
     case JsonValue::Type::kArray:
     case JsonValue::Type::kObject: {
       const bool is_object = v.isObject();
@@ -302,7 +280,7 @@ void write(std::string& out, const JsonValue& v, int indent, int level) {
         if (i > 0) out.push_back(',');
         newline(level + 1);
         if (is_object) {
-          appendQuoted(out, i < v.keys.size() ? v.keys[i] : std::string_view{});
+          cluster::appendJsonString(out, i < v.keys.size() ? v.keys[i] : std::string_view{});
           out += indent > 0 ? ": " : ":";
         }
         write(out, v.items[i], indent, level + 1);

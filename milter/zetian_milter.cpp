@@ -145,10 +145,8 @@ sfsistat onHelo(SMFICTX* ctx, char* helo) { return check(ctx, ZETIAN_STAGE_HELO,
 
 sfsistat onEnvFrom(SMFICTX* ctx, char** argv) {
   Connection* c = connectionOf(ctx);
-  if (c && c->session) {
-    zetian_session_reset(c->session);
+  if (c && c->session)
     zetian_session_set_sasl_user(c->session, smfi_getsymval(ctx, const_cast<char*>("{auth_authen}")));
-  }
   return check(ctx, ZETIAN_STAGE_MAIL, argv && argv[0] ? argv[0] : "", SMFIP_NR_MAIL);
 }
 

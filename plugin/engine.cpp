@@ -368,8 +368,7 @@ int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict
     if (v == Verdict::Tag || v == Verdict::Quarantine) {
       s.marks.push_back({c.rule.action, c.rule.name,
                          "rule=" + c.rule.name + "; limit=" + std::to_string(c.rule.limit) + "/" +
-                             conf::formatDuration(c.rule.period),
-                         std::string(key)});
+                             conf::formatDuration(c.rule.period)});
       keys.resize(begin);
       continue;
     }

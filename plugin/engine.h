@@ -41,7 +41,6 @@ struct Mark {
   conf::Action action;
   std::string rule;
   std::string header_value;  // for tag: "rule=NAME; limit=N/PERIOD"
-  std::string key;
 };
 
 struct Session {

@@ -138,6 +138,7 @@ void writePayload(Writer& w, const Hello& m) {
   w.str(m.cluster_id, "cluster_id");
   w.str(m.region, "region");
   w.bytes(m.nonce.data(), m.nonce.size());
+  w.u64(m.incarnation);
 }
 
 void writePayload(Writer& w, const Challenge& m) {
@@ -176,6 +177,17 @@ void writePayload(Writer& w, const MemberList& m) {
   }
 }
 
+void writePayload(Writer& w, const ProbeRequest& m) {
+  w.u64(m.request_id);
+  w.str(m.target, "target");
+}
+
+void writePayload(Writer& w, const ProbeAck& m) {
+  w.u64(m.request_id);
+  w.str(m.target, "target");
+  w.u8(m.alive ? 1 : 0);
+}
+
 Hello readHello(Reader& r) {
   Hello m;
   m.node_id = r.str("node_id");
@@ -183,6 +195,7 @@ Hello readHello(Reader& r) {
   m.cluster_id = r.str("cluster_id");
   m.region = r.str("region");
   m.nonce = r.fixed<kNonceBytes>("nonce");
+  m.incarnation = r.u64();
   return m;
 }
 
@@ -204,6 +217,23 @@ Heartbeat readHeartbeat(Reader& r) {
 }
 
 Goodbye readGoodbye(Reader& r) { return Goodbye{r.str("reason")}; }
+
+ProbeRequest readProbeRequest(Reader& r) {
+  ProbeRequest m;
+  m.request_id = r.u64();
+  m.target = r.str("target");
+  return m;
+}
+
+ProbeAck readProbeAck(Reader& r) {
+  ProbeAck m;
+  m.request_id = r.u64();
+  m.target = r.str("target");
+  const std::uint8_t alive = r.u8();
+  if (r.ok() && alive > 1) r.fail(DecodeError::BadValue, "probe ack alive flag " + std::to_string(alive));
+  m.alive = alive == 1;
+  return m;
+}
 
 MemberList readMemberList(Reader& r) {
   MemberList m;
@@ -252,6 +282,8 @@ MessageType typeOf(const Message& message) {
         if constexpr (std::is_same_v<T, Heartbeat>) return MessageType::Heartbeat;
         if constexpr (std::is_same_v<T, Goodbye>) return MessageType::Goodbye;
         if constexpr (std::is_same_v<T, MemberList>) return MessageType::MemberList;
+        if constexpr (std::is_same_v<T, ProbeRequest>) return MessageType::ProbeRequest;
+        if constexpr (std::is_same_v<T, ProbeAck>) return MessageType::ProbeAck;
       },
       message);
 }
@@ -313,6 +345,8 @@ DecodeResult decode(std::string_view buffer) {
     case MessageType::Heartbeat: message = readHeartbeat(r); break;
     case MessageType::Goodbye: message = readGoodbye(r); break;
     case MessageType::MemberList: message = readMemberList(r); break;
+    case MessageType::ProbeRequest: message = readProbeRequest(r); break;
+    case MessageType::ProbeAck: message = readProbeAck(r); break;
     default: return failure(DecodeError::UnknownType, "message type " + std::to_string(type));
   }
   if (!r.ok()) return failure(r.error(), r.detail());

@@ -43,6 +43,8 @@ enum class MessageType : std::uint8_t {
   Heartbeat = 4,
   Goodbye = 5,
   MemberList = 6,
+  ProbeRequest = 7,
+  ProbeAck = 8,
 };
 
 // Spelled as in /health; the wire carries the numeric value.
@@ -57,12 +59,15 @@ enum class NodeStatus : std::uint8_t {
 inline constexpr std::uint8_t kMaxNodeStatus = static_cast<std::uint8_t>(NodeStatus::Maintenance);
 
 // First frame on a link, from each side; the nonce is the one the peer must MAC.
+// incarnation grows with every start of a node (its start time in ms), so a restarted
+// node is told apart from its previous life and from a second live node with its id.
 struct Hello {
   std::string node_id;
   std::string advertise_address;
   std::string cluster_id;
   std::string region;
   Nonce nonce{};
+  std::uint64_t incarnation = 0;
   bool operator==(const Hello&) const = default;
 };
 
@@ -107,7 +112,23 @@ struct MemberList {
   bool operator==(const MemberList&) const = default;
 };
 
-using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList>;
+// Indirect probe: "do you hear `target`?" asked of the other members when we suspect it;
+// each answers with a ProbeAck carrying the same request id.
+struct ProbeRequest {
+  std::uint64_t request_id = 0;
+  std::string target;
+  bool operator==(const ProbeRequest&) const = default;
+};
+
+struct ProbeAck {
+  std::uint64_t request_id = 0;
+  std::string target;
+  bool alive = false;  // the answering member heard `target` within its suspicion window
+  bool operator==(const ProbeAck&) const = default;
+};
+
+using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList,
+                             ProbeRequest, ProbeAck>;
 
 MessageType typeOf(const Message& message);
 

@@ -32,6 +32,7 @@ class MacInput {
     return *this;
   }
   MacInput& add(const Nonce& nonce) { return add(bytesOf(nonce)); }
+  MacInput& add(std::uint64_t number) { return add(std::to_string(number)); }
   std::string_view bytes() const { return bytes_; }
 
  private:
@@ -59,20 +60,27 @@ Mac acceptMac(std::string_view secret, const Nonce& nonce_i, const Nonce& nonce_
 }
 
 Mac initiateMac(std::string_view secret, const Nonce& nonce_i, const Nonce& nonce_a,
-                std::string_view initiator_id, std::string_view cluster_id) {
+                const Hello& initiator, std::string_view cluster_id) {
   return macOver(secret, MacInput{}.add(kInitiateLabel).add(nonce_i).add(nonce_a)
-                             .add(initiator_id).add(cluster_id));
+                             .add(initiator.node_id).add(cluster_id)
+                             .add(initiator.advertise_address).add(initiator.region)
+                             .add(initiator.incarnation));
 }
 
 Mac identifyMac(std::string_view secret, const Nonce& nonce_i, const Nonce& nonce_a,
                 const Hello& acceptor, std::string_view cluster_id) {
   return macOver(secret, MacInput{}.add(kIdentifyLabel).add(nonce_i).add(nonce_a)
                              .add(acceptor.node_id).add(acceptor.advertise_address)
-                             .add(cluster_id).add(acceptor.region));
+                             .add(cluster_id).add(acceptor.region).add(acceptor.incarnation));
 }
 
 SessionKey linkKey(std::string_view secret, const Nonce& nonce_i, const Nonce& nonce_a) {
   return macOver(secret, MacInput{}.add(kLinkLabel).add(nonce_i).add(nonce_a));
+}
+
+Hello helloOf(const NodeIdentity& self, const Nonce& nonce) {
+  return Hello{self.node_id, self.advertise_address, self.cluster_id, self.region, nonce,
+               self.incarnation};
 }
 
 void wipe(std::string& secret) {
@@ -125,8 +133,7 @@ HandshakeStep Initiator::start() {
   if (phase_ != Phase::NotStarted) return refuse(RefuseReason::UnexpectedMessage);
   nonce_i_ = nonces_();
   phase_ = Phase::AwaitChallenge;
-  Hello hello{self_.node_id, self_.advertise_address, self_.cluster_id, self_.region, nonce_i_};
-  return {{std::move(hello)}, state_};
+  return {{helloOf(self_, nonce_i_)}, state_};
 }
 
 HandshakeStep Initiator::receive(const Message& message) {
@@ -141,8 +148,8 @@ HandshakeStep Initiator::receive(const Message& message) {
       if (!macEquals(expected, challenge->mac)) return refuse(RefuseReason::BadMac);
       nonce_a_ = challenge->nonce;
       phase_ = Phase::AwaitIdentity;
-      Response response{nonce_a_,
-                        initiateMac(secret_, nonce_i_, nonce_a_, self_.node_id, self_.cluster_id)};
+      Response response{nonce_a_, initiateMac(secret_, nonce_i_, nonce_a_, helloOf(self_, nonce_i_),
+                                              self_.cluster_id)};
       return {{std::move(response)}, state_};
     }
     case Phase::AwaitIdentity: {
@@ -161,7 +168,7 @@ HandshakeStep Initiator::receive(const Message& message) {
       if (!macEquals(expected, proof->mac)) return refuse(RefuseReason::BadMac);
       if (peer_hello_.node_id == self_.node_id) return refuse(RefuseReason::SameNodeId);
       phase_ = Phase::Done;
-      state_ = Established{peer_hello_.node_id, linkKey(secret_, nonce_i_, nonce_a_)};
+      state_ = Established{peer_hello_.node_id, linkKey(secret_, nonce_i_, nonce_a_), peer_hello_};
       return {{}, state_};
     }
     case Phase::NotStarted:
@@ -193,25 +200,25 @@ HandshakeStep Acceptor::receive(const Message& message) {
       nonce_i_ = hello->nonce;
       nonce_a_ = nonces_();
       if (nonce_a_ == nonce_i_) return refuse(RefuseReason::EchoedNonce);
-      peer_id_ = hello->node_id;
+      peer_hello_ = *hello;
       phase_ = Phase::AwaitResponse;
-      Challenge challenge{nonce_a_,
-                          acceptMac(secret_, nonce_i_, nonce_a_, peer_id_, self_.cluster_id)};
+      Challenge challenge{nonce_a_, acceptMac(secret_, nonce_i_, nonce_a_, peer_hello_.node_id,
+                                              self_.cluster_id)};
       return {{std::move(challenge)}, state_};
     }
     case Phase::AwaitResponse: {
       const auto* response = std::get_if<Response>(&message);
       if (response == nullptr) return refuse(RefuseReason::UnexpectedMessage);
       if (response->nonce != nonce_a_) return refuse(RefuseReason::WrongNonce);
-      const Mac expected = initiateMac(secret_, nonce_i_, nonce_a_, peer_id_, self_.cluster_id);
+      const Mac expected =
+          initiateMac(secret_, nonce_i_, nonce_a_, peer_hello_, self_.cluster_id);
       if (!macEquals(expected, response->mac)) return refuse(RefuseReason::BadMac);
       // Only now, with the peer proven a member: telling it "that is my id" is no leak.
-      if (peer_id_ == self_.node_id) return refuse(RefuseReason::SameNodeId);
-      Hello identity{self_.node_id, self_.advertise_address, self_.cluster_id, self_.region,
-                     nonce_i_};
+      if (peer_hello_.node_id == self_.node_id) return refuse(RefuseReason::SameNodeId);
+      Hello identity = helloOf(self_, nonce_i_);
       Response proof{nonce_i_, identifyMac(secret_, nonce_i_, nonce_a_, identity, self_.cluster_id)};
       phase_ = Phase::Done;
-      state_ = Established{peer_id_, linkKey(secret_, nonce_i_, nonce_a_)};
+      state_ = Established{peer_hello_.node_id, linkKey(secret_, nonce_i_, nonce_a_), peer_hello_};
       return {{std::move(identity), std::move(proof)}, state_};
     }
     case Phase::Done:

@@ -3,10 +3,11 @@
 //
 //   1. I -> A  Hello{id_i, addr_i, cluster_id, region_i, nonce_i}
 //   2. A -> I  Challenge{nonce_a, HMAC(s, "zetian-v1 accept"   | nonce_i | nonce_a | id_i | cluster)}
-//   3. I -> A  Response {nonce_a, HMAC(s, "zetian-v1 initiate" | nonce_i | nonce_a | id_i | cluster)}
-//   4. A -> I  Hello{id_a, addr_a, cluster_id, region_a, nonce_i}
+//   3. I -> A  Response {nonce_a, HMAC(s, "zetian-v1 initiate" | nonce_i | nonce_a | id_i | cluster
+//                                                                | addr_i | region_i | inc_i)}
+//   4. A -> I  Hello{id_a, addr_a, cluster_id, region_a, nonce_i, inc_a}
 //              Response {nonce_i, HMAC(s, "zetian-v1 identify" | nonce_i | nonce_a | id_a | addr_a
-//                                                                | cluster | region_a)}
+//                                                                | cluster | region_a | inc_a)}
 //   link key = HMAC(s, "zetian-v1 link" | nonce_i | nonce_a)
 //
 // Why this shape:
@@ -62,6 +63,7 @@ struct InProgress {
 struct Established {
   std::string peer_id;
   SessionKey session_key{};
+  Hello peer;  // the peer's whole introduction, every field covered by a verified MAC
   bool operator==(const Established&) const = default;
 };
 struct Refused {
@@ -82,6 +84,7 @@ struct NodeIdentity {
   std::string advertise_address;
   std::string cluster_id;
   std::string region;
+  std::uint64_t incarnation = 0;
 };
 
 // The secret is copied and wiped from memory on destruction.
@@ -131,7 +134,7 @@ class Acceptor {
   Phase phase_ = Phase::AwaitHello;
   Nonce nonce_i_{};
   Nonce nonce_a_{};
-  std::string peer_id_;
+  Hello peer_hello_;
   HandshakeState state_ = InProgress{};
 };
 

@@ -13,8 +13,8 @@ namespace zetian::cluster::wire {
 namespace {
 
 const std::string kSecret = "correct horse battery staple, 32+";
-const NodeIdentity kNode1{"mx1", "10.0.0.1:7946", "prod", "eu-west"};
-const NodeIdentity kNode2{"mx2", "10.0.0.2:7946", "prod", "eu-north"};
+const NodeIdentity kNode1{"mx1", "10.0.0.1:7946", "prod", "eu-west", 1001};
+const NodeIdentity kNode2{"mx2", "10.0.0.2:7946", "prod", "eu-north", 2002};
 
 // Deterministic nonces: each draw differs from every other draw of every source.
 NonceSource nonceSource(std::uint8_t seed) {
@@ -211,7 +211,7 @@ TEST(Handshake, InitiatorRefusesItsOwnResponseMacReflectedAsIdentityProof) {
   auto challenge = only<Challenge>(acceptor.receive(hello).send);
   auto response = only<Response>(initiator.receive(challenge).send);
   // The attacker poses as the acceptor with a Hello answering the initiator's nonce.
-  initiator.receive(Hello{"mx9", "10.0.0.9:7946", "prod", "eu-west", hello.nonce});
+  initiator.receive(Hello{"mx9", "10.0.0.9:7946", "prod", "eu-west", hello.nonce, 9});
   auto step = initiator.receive(Response{hello.nonce, response.mac});
   EXPECT_EQ(refusal(step.state).reason, RefuseReason::BadMac);
 }
@@ -226,7 +226,7 @@ TEST(Handshake, ChallengeEchoingTheInitiatorNonceIsRefused) {
 
 TEST(Handshake, ZeroNoncesAreRefused) {
   Acceptor acceptor(kNode2, kSecret, nonceSource(2));
-  Hello hello{"mx1", "10.0.0.1:7946", "prod", "eu-west", Nonce{}};
+  Hello hello{"mx1", "10.0.0.1:7946", "prod", "eu-west", Nonce{}, 1};
   auto step = acceptor.receive(hello);
   EXPECT_TRUE(step.send.empty());
   EXPECT_EQ(refusal(step.state).reason, RefuseReason::ZeroNonce);
@@ -270,12 +270,13 @@ TEST(Handshake, MacsAndSessionKeyCoverTheDocumentedInputs) {
             hmacSha256(kSecret, macInput({"zetian-v1 accept", ni, na, "mx1", "prod"})));
   EXPECT_EQ(std::get<Response>(t.response).nonce, std::get<Challenge>(t.challenge).nonce);
   EXPECT_EQ(std::get<Response>(t.response).mac,
-            hmacSha256(kSecret, macInput({"zetian-v1 initiate", ni, na, "mx1", "prod"})));
-  EXPECT_EQ(std::get<Hello>(t.hello_a),
-            (Hello{"mx2", "10.0.0.2:7946", "prod", "eu-north", std::get<Hello>(t.hello_i).nonce}));
+            hmacSha256(kSecret, macInput({"zetian-v1 initiate", ni, na, "mx1", "prod",
+                                          "10.0.0.1:7946", "eu-west", "1001"})));
+  EXPECT_EQ(std::get<Hello>(t.hello_a), (Hello{"mx2", "10.0.0.2:7946", "prod", "eu-north",
+                                               std::get<Hello>(t.hello_i).nonce, 2002}));
   EXPECT_EQ(std::get<Response>(t.proof).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 identify", ni, na, "mx2", "10.0.0.2:7946",
-                                          "prod", "eu-north"})));
+                                          "prod", "eu-north", "2002"})));
   EXPECT_EQ(std::get<Established>(initiator.state()).session_key,
             hmacSha256(kSecret, macInput({"zetian-v1 link", ni, na})));
 }
@@ -287,11 +288,11 @@ TEST(Handshake, InitiatorRefusesAMemberClaimingItsOwnId) {
   auto hello = only<Hello>(initiator.start().send);
   auto challenge = only<Challenge>(acceptor.receive(hello).send);
   initiator.receive(challenge);
-  const Hello twin{"mx1", "10.0.0.9:7946", "prod", "eu-west", hello.nonce};
+  const Hello twin{"mx1", "10.0.0.9:7946", "prod", "eu-west", hello.nonce, 7};
   initiator.receive(twin);
   const Mac proof = hmacSha256(
       kSecret, macInput({"zetian-v1 identify", bytesOf(hello.nonce), bytesOf(challenge.nonce),
-                         twin.node_id, twin.advertise_address, "prod", twin.region}));
+                         twin.node_id, twin.advertise_address, "prod", twin.region, "7"}));
   auto step = initiator.receive(Response{hello.nonce, proof});
   EXPECT_TRUE(step.send.empty());
   EXPECT_EQ(refusal(step.state).reason, RefuseReason::SameNodeId);
@@ -383,6 +384,37 @@ TEST(Handshake, TamperedAcceptorIdentityIsRefused) {
   as<Hello>(accepted.send.at(0)).region = "us-east";
   initiator.receive(accepted.send.at(0));
   EXPECT_EQ(refusal(initiator.receive(accepted.send.at(1)).state).reason, RefuseReason::BadMac);
+}
+
+TEST(Handshake, TamperedInitiatorIdentityIsRefused) {
+  // A man in the middle rewrites the initiator's address or incarnation in its Hello:
+  // the Response MAC covers them, so the acceptor refuses.
+  for (int field = 0; field < 3; ++field) {
+    Initiator initiator(kNode1, kSecret, nonceSource(1));
+    Acceptor acceptor(kNode2, kSecret, nonceSource(2));
+    auto hello = only<Hello>(initiator.start().send);
+    Hello forged = hello;
+    if (field == 0) forged.advertise_address = "10.6.6.6:7946";
+    if (field == 1) forged.region = "elsewhere";
+    if (field == 2) forged.incarnation += 1;
+    auto challenge = only<Challenge>(acceptor.receive(forged).send);
+    auto response = only<Response>(initiator.receive(challenge).send);
+    EXPECT_EQ(refusal(acceptor.receive(response).state).reason, RefuseReason::BadMac) << field;
+  }
+}
+
+TEST(Handshake, EstablishedCarriesThePeersVerifiedIntroduction) {
+  Initiator initiator(kNode1, kSecret, nonceSource(1));
+  Acceptor acceptor(kNode2, kSecret, nonceSource(2));
+  runHandshake(initiator, acceptor);
+  const auto& at_initiator = std::get<Established>(initiator.state()).peer;
+  const auto& at_acceptor = std::get<Established>(acceptor.state()).peer;
+  EXPECT_EQ(at_initiator.node_id, "mx2");
+  EXPECT_EQ(at_initiator.advertise_address, "10.0.0.2:7946");
+  EXPECT_EQ(at_initiator.incarnation, 2002u);
+  EXPECT_EQ(at_acceptor.node_id, "mx1");
+  EXPECT_EQ(at_acceptor.region, "eu-west");
+  EXPECT_EQ(at_acceptor.incarnation, 1001u);
 }
 
 TEST(Handshake, NoMessageContainsTheSecret) {

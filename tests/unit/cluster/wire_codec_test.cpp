@@ -49,9 +49,9 @@ std::vector<Message> sampleMessages() {
                           static_cast<NodeStatus>(i % (kMaxNodeStatus + 1)), ~std::uint64_t{0} - i});
   }
   return {
-      Hello{"mx1", "10.0.0.1:7946", "prod", "eu-west", patternNonce(1)},
+      Hello{"mx1", "10.0.0.1:7946", "prod", "eu-west", patternNonce(1), 1'790'000'000'123},
       Hello{},
-      Hello{longest, longest, longest, longest, patternNonce(0xf0)},
+      Hello{longest, longest, longest, longest, patternNonce(0xf0), ~std::uint64_t{0}},
       Challenge{patternNonce(2), patternNonce(3)},
       Challenge{},
       Response{patternNonce(4), patternNonce(5)},
@@ -65,18 +65,26 @@ std::vector<Message> sampleMessages() {
       MemberList{{member("mx1", NodeStatus::Active, 3), member("mx2", NodeStatus::Suspect, 0),
                   member("mx3", NodeStatus::Maintenance, 9)}},
       MemberList{many},
+      ProbeRequest{7, "mx2"},
+      ProbeRequest{},
+      ProbeRequest{~std::uint64_t{0}, longest},
+      ProbeAck{7, "mx2", true},
+      ProbeAck{8, "mx3", false},
+      ProbeAck{~std::uint64_t{0}, longest, true},
   };
 }
 
 // A small frame of each type, for the byte-by-byte tests.
 std::vector<Message> smallMessages() {
   return {
-      Hello{"mx1", "10.0.0.1:7946", "prod", "eu", patternNonce(1)},
+      Hello{"mx1", "10.0.0.1:7946", "prod", "eu", patternNonce(1), 5},
       Challenge{patternNonce(2), patternNonce(3)},
       Response{patternNonce(4), patternNonce(5)},
       Heartbeat{42, 1'790'000'000'123, 17, 2'500},
       Goodbye{"bye"},
       MemberList{{member("mx1", NodeStatus::Active, 3), member("mx2", NodeStatus::Left, 1)}},
+      ProbeRequest{3, "mx2"},
+      ProbeAck{3, "mx2", true},
   };
 }
 
@@ -215,7 +223,7 @@ TEST(WireCodec, LengthAtTheBoundIsAcceptedAsIncomplete) {
 }
 
 TEST(WireCodec, UnknownMessageTypeIsRefused) {
-  for (std::uint8_t type : {0, 7, 0xff}) {
+  for (std::uint8_t type : {0, 9, 0xff}) {
     const DecodeResult r = decode(rawFrame(kProtocolVersion, type, ""));
     ASSERT_EQ(r.status, DecodeStatus::Error);
     EXPECT_EQ(r.error, DecodeError::UnknownType);

@@ -133,7 +133,9 @@ TickResult FailureDetector::tick(Millis now) {
       moveTo(id, peer, PeerStatus::suspect, now, result.transitions);
     }
     if (peer.status != PeerStatus::suspect) continue;
-    Millis quiet_since = std::max(peer.suspect_since, peer.last_heard + suspicionWindow());
+    // Measured from the last sign of life, not from the suspicion: an operator's
+    // failure_detection_timeout is "this long without news means failed".
+    Millis quiet_since = peer.last_heard;
     if (peer.last_indirect_ack) quiet_since = std::max(quiet_since, *peer.last_indirect_ack);
     if (now - quiet_since > config_.failure_detection_timeout) {
       moveTo(id, peer, PeerStatus::failed, now, result.transitions);

@@ -11,11 +11,11 @@
 //     failure_threshold * heartbeat_interval (checked by tick). While a peer is
 //     suspect, tick asks for an indirect probe about it once per heartbeat_interval.
 //   - suspect -> failed when more than failure_detection_timeout has passed since the
-//     latest of: the moment it became suspect, its last heartbeat + the suspicion
-//     window, its last indirect ack. Hence a peer cut off from us but vouched for by
-//     others stays suspect, and failed implies at least
-//     failure_threshold * interval + failure_detection_timeout of silence and
-//     failure_detection_timeout since the last indirect ack.
+//     later of its last heartbeat and its last indirect ack. Hence a peer cut off from
+//     us but vouched for by others stays suspect; a dead peer is failed
+//     failure_detection_timeout after its last heartbeat (plus the tick granularity),
+//     and never before it was suspect. (If failure_detection_timeout is shorter than
+//     the suspicion window, the peer goes suspect then failed in the same tick.)
 //   - goodbye -> left. left is final for that incarnation: only a heartbeat with a
 //     higher incarnation brings the peer back, as joining. Heartbeats and goodbyes
 //     with a lower incarnation than the known one are stale and ignored.

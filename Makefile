@@ -13,7 +13,7 @@ CTEST_ARGS  ?=
 # Build and test dependencies, all from Debian's archive.
 PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-dev \
             libtoml11-dev libhiredis-dev libgtest-dev libbenchmark-dev python3 \
-            postfix swaks curl
+            libc-ares-dev postfix swaks curl dnsmasq-base iproute2 openssl
 
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 
@@ -74,7 +74,7 @@ test-tsan: deps
 fuzz: deps fuzz-deps
 	CC=clang CXX=clang++ cmake -G Ninja -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_BENCH=OFF \
 	  -DZETIAN_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input fuzz_wire
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input fuzz_wire fuzz_handshake fuzz_beacon
 	ctest --test-dir $(FUZZ_DIR) --output-on-failure -j $(JOBS) -L fuzz $(CTEST_ARGS)
 
 clean:

@@ -9,9 +9,15 @@
 #include <atomic>
 #include <cstddef>
 #include <deque>
+#include <chrono>
+#include <exception>
 #include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <type_traits>
 
 struct event_base;
 struct event;
@@ -40,6 +46,28 @@ class Loop {
   // stop() comes first. Returns false (and drops fn) when the loop is not started yet,
   // is stopping, or its mailbox is full; the caller then falls back on its own.
   bool post(std::function<void()> fn);
+
+  // Run `fn` on the loop thread and wait for its result at most `deadline`. nullopt
+  // when it could not be posted or did not finish in time (it may still run later:
+  // it owns what it captured by value, and the caller's wait is over). An exception
+  // from fn is rethrown here. On the loop thread itself fn runs inline: waiting for a
+  // later turn of the loop from inside it would deadlock.
+  template <typename Fn>
+  auto call(Fn fn, std::chrono::milliseconds deadline) -> std::optional<std::invoke_result_t<Fn&>> {
+    using Result = std::invoke_result_t<Fn&>;
+    if (isThisThread()) return fn();
+    auto promise = std::make_shared<std::promise<Result>>();
+    auto future = promise->get_future();
+    const bool posted = post([promise, fn = std::move(fn)]() mutable {
+      try {
+        promise->set_value(fn());
+      } catch (...) {
+        promise->set_exception(std::current_exception());
+      }
+    });
+    if (!posted || future.wait_for(deadline) != std::future_status::ready) return std::nullopt;
+    return future.get();
+  }
 
   // True on the loop thread (only while it runs).
   bool isThisThread() const;

@@ -2,6 +2,9 @@
 // the cluster thread; everything it reads is atomic or taken under the store's
 // shard locks, one shard at a time.
 
+#include <cstdio>
+#include <ctime>
+
 #include "cluster/json.h"
 #include "plugin/engine.h"
 
@@ -44,11 +47,46 @@ void metric(std::string& out, const char* name, const char* type, const char* he
 
 }  // namespace
 
+namespace {
+
+// RFC 3339 UTC with milliseconds, "2026-11-27T05:20:01.123Z".
+std::string utcTime(std::int64_t unix_ms) {
+  const std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[96];  // generous: GCC cannot see that the fields are small
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(unix_ms % 1000));
+  return buf;
+}
+
+std::int64_t nowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
 cluster::AdminReply Engine::health() {
   const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_at_);
   const auto snap = policy();
   const auto stats = store_->stats();
-  const char* status = ready_.load() ? "active" : "joining";
+  std::vector<cluster::MemberInfo> members;
+  std::string cluster_state = "healthy";
+  std::size_t cluster_size = 1;
+  if (node_) {
+    members = node_->members();
+    cluster_state = std::string(cluster::membership::clusterStateName(node_->state()));
+    cluster_size = node_->size();
+  } else {
+    members.push_back(cluster::MemberInfo{
+        config_.node.id, config_.milter.socket, config_.cluster.region, ready_.load() ? "active" : "joining", true,
+        nowUnixMs(),
+        cluster::NodeLoad{static_cast<std::uint32_t>(metrics_.sessions_active.load(std::memory_order_relaxed)),
+                          messages_per_s_.load(std::memory_order_relaxed)},
+        0});
+  }
+  const std::string status = ready_.load() ? members.front().status : "joining";
   cluster::JsonWriter w;
   w.beginObject()
       .field("node_id", config_.node.id)
@@ -61,8 +99,8 @@ cluster::AdminReply Engine::health() {
       .key("cluster")
       .beginObject()
       .field("enabled", config_.cluster.enabled)
-      .field("state", "healthy")
-      .field("size", 1)
+      .field("state", cluster_state)
+      .field("size", cluster_size)
       .endObject()
       .key("policy")
       .beginObject()
@@ -77,21 +115,24 @@ cluster::AdminReply Engine::health() {
       .field("evictions", stats.evictions)
       .endObject()
       .key("members")
-      .beginArray()
-      .beginObject()
-      .field("id", config_.node.id)
-      .field("address", config_.milter.socket)
-      .field("region", config_.cluster.region)
-      .field("status", status)
-      .field("last_seen", 0)
-      .key("load")
-      .beginObject()
-      .field("sessions", metrics_.sessions_active.load(std::memory_order_relaxed))
-      .field("messages_per_s", messages_per_s_.load(std::memory_order_relaxed))
-      .endObject()
-      .endObject()
-      .endArray()
-      .endObject();
+      .beginArray();
+  for (const auto& m : members) {
+    w.beginObject()
+        .field("id", m.id)
+        .field("address", m.address)
+        .field("region", m.region)
+        .field("status", m.self ? status : m.status)
+        .field("self", m.self)
+        .field("last_seen", m.last_seen_unix_ms > 0 ? utcTime(m.last_seen_unix_ms) : std::string())
+        .field("incarnation", m.incarnation)
+        .key("load")
+        .beginObject()
+        .field("sessions", m.load.sessions)
+        .field("messages_per_s", m.load.messages_per_s)
+        .endObject()
+        .endObject();
+  }
+  w.endArray().endObject();
   return json(200, w.take());
 }
 
@@ -132,6 +173,51 @@ cluster::AdminReply Engine::metrics() {
     double(stats.evictions));
   m("zetian_limiter_expirations_total", "counter", "Idle keys dropped because their bucket was full again.",
     double(stats.expirations));
+  if (node_) {
+    const auto c = node_->counters();
+    std::size_t by_status[6] = {};
+    for (const auto& member : node_->members()) {
+      if (member.self) continue;
+      for (int i = 0; i < 6; ++i) {
+        if (member.status == cluster::membership::statusName(static_cast<cluster::membership::PeerStatus>(i))) {
+          ++by_status[i];
+        }
+      }
+    }
+    out += "# HELP zetian_cluster_members Peers in this node's view, by status (self not counted).\n"
+           "# TYPE zetian_cluster_members gauge\n";
+    for (int i = 0; i < 6; ++i) {
+      out += "zetian_cluster_members{status=\"" +
+             std::string(cluster::membership::statusName(static_cast<cluster::membership::PeerStatus>(i))) + "\"} " +
+             std::to_string(by_status[i]) + "\n";
+    }
+    m("zetian_cluster_size", "gauge", "Members not left, this node included.", double(node_->size()));
+    out += "# HELP zetian_cluster_state The cluster state as this node sees it (1 for the current one).\n"
+           "# TYPE zetian_cluster_state gauge\n";
+    for (auto st : {cluster::membership::ClusterState::forming, cluster::membership::ClusterState::healthy,
+                    cluster::membership::ClusterState::degraded, cluster::membership::ClusterState::no_quorum}) {
+      out += "zetian_cluster_state{state=\"" + std::string(cluster::membership::clusterStateName(st)) + "\"} " +
+             (node_->state() == st ? "1" : "0") + "\n";
+    }
+    out += "# HELP zetian_cluster_events_total Cluster events (node_joined, node_left, node_failed, node_recovered, "
+           "cluster_state_changed).\n# TYPE zetian_cluster_events_total counter\n";
+    for (const char* name : {"node_joined", "node_left", "node_failed", "node_recovered", "cluster_state_changed"}) {
+      auto it = c.events.find(name);
+      out += std::string("zetian_cluster_events_total{event=\"") + name + "\"} " +
+             std::to_string(it == c.events.end() ? 0 : it->second) + "\n";
+    }
+    m("zetian_cluster_links_established_total", "counter", "Node links that passed the handshake.",
+      double(c.links_established));
+    m("zetian_cluster_links_refused_total", "counter",
+      "Connections refused at the handshake (wrong secret, other cluster, untrusted certificate).",
+      double(c.links_refused));
+    m("zetian_cluster_links_rejected_total", "counter",
+      "Connections closed unheard (too many in their handshake) or refused as a duplicate node id.",
+      double(c.links_rejected));
+    m("zetian_cluster_links_closed_total", "counter", "Established node links that closed.", double(c.links_closed));
+    m("zetian_cluster_sent_bytes_total", "counter", "Bytes written to node links.", double(c.bytes_sent));
+    m("zetian_cluster_received_bytes_total", "counter", "Bytes read from node links.", double(c.bytes_received));
+  }
   metrics_.renderRules(out);
   metrics_.decision_latency.render(out, "zetian_decision_duration_seconds",
                                    "Time to evaluate one SMTP stage against the policy.");

@@ -112,12 +112,22 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
 Engine::~Engine() {
   if (loop_.base()) {
     // The health server and the timer belong to the loop thread: tear them down there.
+    // Leave the cluster first (a goodbye to every peer, flushed within a moment), so
+    // the others show this node as left, not failed.
     std::promise<void> done;
     if (loop_.post([this, &done] {
-          if (housekeeping_) event_free(housekeeping_);
-          housekeeping_ = nullptr;
-          health_.reset();
-          done.set_value();
+          auto teardown = [this, &done] {
+            node_.reset();
+            if (housekeeping_) event_free(housekeeping_);
+            housekeeping_ = nullptr;
+            health_.reset();
+            done.set_value();
+          };
+          if (node_) {
+            node_->leave(teardown);
+          } else {
+            teardown();
+          }
         })) {
       done.get_future().wait();
     }
@@ -147,6 +157,23 @@ bool Engine::start(Errors* errors) {
       return;
     }
     startHousekeeping();
+    if (config_.cluster.enabled) {
+      auto sink = [this](conf::LogLevel level, std::string_view line) {
+        if (logger_->enabled(level)) logger_->log(level, line);
+      };
+      auto load = [this] {
+        return cluster::NodeLoad{
+            static_cast<std::uint32_t>(metrics_.sessions_active.load(std::memory_order_relaxed)),
+            messages_per_s_.load(std::memory_order_relaxed)};
+      };
+      node_ = std::make_unique<cluster::ClusterNode>(loop_, cluster::nodeOptionsFrom(config_), sink, load);
+      std::string error;
+      if (!node_->start(&error)) {
+        node_.reset();
+        started.set_value(error);
+        return;
+      }
+    }
     started.set_value("");
   });
   if (!posted) {

@@ -21,6 +21,7 @@
 #include "cluster/admin_api.h"
 #include "cluster/health_server.h"
 #include "cluster/loop.h"
+#include "cluster/node.h"
 #include "conf/config.h"
 #include "conf/load.h"
 #include "plugin/keys.h"
@@ -128,6 +129,7 @@ class Engine final : public cluster::AdminApi {
   cluster::Loop loop_;
   // Owned by the loop thread: created and destroyed there.
   std::unique_ptr<cluster::HealthServer> health_;
+  std::unique_ptr<cluster::ClusterNode> node_;  // [cluster] enabled only
   event* housekeeping_ = nullptr;
   std::uint64_t last_messages_ = 0;
   std::atomic<double> messages_per_s_{0};

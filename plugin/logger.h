@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "cluster/log_sink.h"
 #include "conf/config.h"
 
 namespace zetian::plugin {
@@ -36,8 +37,7 @@ class Logger {
   std::FILE* file_ = nullptr;
 };
 
-// Quote a value for a key=value log line when it needs it (spaces, quotes, '=',
-// control characters); control characters are escaped so one event stays one line.
-std::string logValue(std::string_view value);
+// Quote a value for a key=value log line when it needs it: cluster/log_sink.h.
+using cluster::logValue;
 
 }  // namespace zetian::plugin

@@ -162,6 +162,8 @@ class FrameAuthenticator {
   };
   Tagged sign(std::string_view frame);
   bool verify(std::uint64_t sequence, std::string_view frame, const Mac& tag);
+  // The sequence the next incoming frame must carry (links over TCP need not send it).
+  std::uint64_t nextReceive() const { return next_receive_; }
 
  private:
   SessionKey key_;

@@ -1,0 +1,197 @@
+// This node's membership in the cluster: the listener for other nodes, one
+// authenticated link per peer, discovery, heartbeats, the failure detector's view,
+// gossip of the member list, events. Everything runs on the cluster thread (Loop);
+// every public method asserts it.
+//
+// How the mesh forms: a node dials its seeds (or what DNS or multicast discovery
+// found); after the handshake both sides know each other's id, address and
+// incarnation; each side then sends its member list, and every node dials the members
+// it has no link to. Both ends of a pair may dial at once: when two links to the same
+// peer are established, both ends keep the one opened by the node with the smaller id
+// and close the other, so they agree without talking about it.
+//
+// Who a peer is: its node id. A link from a known id with a higher incarnation is
+// that node restarted: it replaces the old entry (and address) if the old link is
+// gone or silent; if the old one is still alive, two live nodes claim the id, and the
+// newcomer is refused and logged. Members in /health come only from links that passed
+// the handshake (a refused node is never listed); gossip only tells whom to dial.
+//
+// Failure detection: heartbeats over each link feed membership::FailureDetector; for a
+// suspect, the node asks the other members (ProbeRequest) whether they still hear it,
+// and their "yes" keeps it from being declared failed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/log_sink.h"
+#include "cluster/loop.h"
+#include "cluster/membership/failure_detector.h"
+#include "cluster/transport/peer_link.h"
+#include "conf/config.h"
+
+struct event;
+struct evconnlistener;
+struct sockaddr;
+
+namespace zetian::cluster {
+
+class EventHook;
+namespace transport {
+class TlsContext;
+}
+namespace discovery {
+class Resolver;
+class MulticastDiscovery;
+}
+
+struct NodeLoad {
+  std::uint32_t sessions = 0;
+  double messages_per_s = 0;
+};
+
+struct NodeOptions {
+  std::string node_id;
+  std::string bind = "0.0.0.0:7946";
+  std::string advertise;  // "" or a wildcard address: this host's first non-loopback address
+  std::string region;
+  std::string cluster_id = "zetian";
+  std::string secret;
+  conf::Discovery discovery = conf::Discovery::Seeds;
+  std::vector<std::string> seeds;
+  std::string dns_name;
+  std::string multicast_group;
+  membership::FailureDetectorConfig detector;
+  std::chrono::milliseconds join_timeout{30000};
+  std::optional<conf::ClusterTls> tls;
+  std::string events_exec;
+  transport::LinkLimits link_limits;
+  std::size_t max_pending_links = 64;  // links still in their handshake
+};
+
+NodeOptions nodeOptionsFrom(const conf::Config& config);
+
+struct MemberInfo {
+  std::string id;
+  std::string address;
+  std::string region;
+  std::string status;  // joining, active, suspect, failed, left, maintenance
+  bool self = false;
+  std::int64_t last_seen_unix_ms = 0;
+  NodeLoad load;
+  std::uint64_t incarnation = 0;
+};
+
+struct ClusterCounters {
+  std::uint64_t links_established = 0;
+  std::uint64_t links_refused = 0;      // handshake failed: wrong secret, other CA...
+  std::uint64_t links_closed = 0;       // established links that closed
+  std::uint64_t links_rejected = 0;     // pending-link limit, duplicate node id
+  std::uint64_t bytes_sent = 0;         // closed links only; add the live ones
+  std::uint64_t bytes_received = 0;
+  std::map<std::string, std::uint64_t> events;  // node_joined, node_failed, ...
+};
+
+class ClusterNode final : public transport::PeerLink::Owner {
+ public:
+  ClusterNode(Loop& loop, NodeOptions options, LogSink log, std::function<NodeLoad()> load);
+  ~ClusterNode();
+  ClusterNode(const ClusterNode&) = delete;
+  ClusterNode& operator=(const ClusterNode&) = delete;
+
+  // Listen, start discovery and timers. False with *error saying what to do.
+  bool start(std::string* error);
+  // Graceful leave: a Goodbye to every peer, a short flush, then `done` (on the loop
+  // thread). The node does nothing more afterwards.
+  void leave(std::function<void()> done);
+
+  std::vector<MemberInfo> members() const;  // self first, then peers by id
+  membership::ClusterState state() const;
+  std::size_t size() const;  // members not left, self included
+  ClusterCounters counters() const;
+  const std::string& advertise() const { return advertise_; }
+  std::uint16_t boundPort() const;
+
+ private:
+  struct Link;
+  struct Peer;
+  struct Seed;
+
+  void assertLoopThread() const;
+  static void onAcceptCb(evconnlistener* listener, int fd, sockaddr* addr, int socklen, void* arg);
+  static void onTickCb(int fd, short what, void* arg);
+  static void onHeartbeatCb(int fd, short what, void* arg);
+  static void onReapCb(int fd, short what, void* arg);
+  void onAccept(int fd, const sockaddr* addr, int socklen);
+  void onTick();
+  void onHeartbeat();
+  void dial(const std::string& endpoint, Seed* seed, const std::string& expected_id);
+  void maintainDials(std::chrono::steady_clock::time_point now);
+  void resolveSeeds();
+  void scheduleReap();
+  void dropLink(Link* link);
+  bool isOwnEndpoint(const std::string& endpoint) const;
+
+  // PeerLink::Owner
+  void onLinkEstablished(transport::PeerLink& link) override;
+  void onLinkMessage(transport::PeerLink& link, const wire::Message& message) override;
+  void onLinkClosed(transport::PeerLink& link, const std::string& reason, bool refused) override;
+  void onLinkWritable(transport::PeerLink& link) override;
+
+  void adopt(Link* link);
+  void handleHeartbeat(Peer& peer, const wire::Heartbeat& heartbeat);
+  void handleMemberList(const wire::MemberList& list);
+  void handleProbeRequest(Link& link, const wire::ProbeRequest& request);
+  void applyTransitions(const std::vector<membership::Transition>& transitions);
+  void emit(const std::string& name, const std::string& node_id);
+  void gossip();
+  wire::MemberList memberList() const;
+  membership::Millis sinceStart() const;
+  membership::ClusterState currentState() const;
+  Link* findLink(const transport::PeerLink& link);
+  void logLine(conf::LogLevel level, const std::string& line) const;
+  void logRefusal(const std::string& line);
+
+  Loop& loop_;
+  NodeOptions options_;
+  LogSink log_;
+  std::function<NodeLoad()> load_;
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
+  const std::uint64_t incarnation_;
+  std::string advertise_;
+  std::vector<std::string> own_endpoints_;  // addresses that reach this very node
+
+  // All below: loop thread only.
+  membership::FailureDetector detector_;
+  std::unique_ptr<transport::TlsContext> tls_;
+  std::unique_ptr<EventHook> hook_;
+  std::unique_ptr<discovery::Resolver> resolver_;
+  std::unique_ptr<discovery::MulticastDiscovery> multicast_;
+  evconnlistener* listener_ = nullptr;
+  event* tick_ = nullptr;
+  event* heartbeat_ = nullptr;
+  event* reap_ = nullptr;
+  std::vector<std::unique_ptr<Link>> links_;
+  std::vector<std::unique_ptr<Link>> graveyard_;  // closed links, freed outside their callbacks
+  std::map<std::string, Peer> peers_;
+  std::vector<Seed> seeds_;
+  std::map<std::uint64_t, std::string> probes_;  // request id -> target
+  std::uint64_t next_probe_id_ = 1;
+  std::uint64_t heartbeat_sequence_ = 0;
+  std::uint64_t heartbeats_sent_ = 0;
+  membership::ClusterState last_state_ = membership::ClusterState::forming;
+  bool joined_ = false;  // self: active once a peer is active or join_timeout passed
+  bool leaving_ = false;
+  ClusterCounters counters_;
+  std::chrono::steady_clock::time_point refusal_window_start_{};
+  int refusals_logged_in_window_ = 0;
+  std::uint64_t refusals_suppressed_ = 0;
+};
+
+}  // namespace zetian::cluster

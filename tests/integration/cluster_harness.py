@@ -1,0 +1,183 @@
+"""Multi-process cluster tests: real zetian-milter processes on loopback forming a
+cluster, watched through their health sockets.
+
+Each node is a harness.Milter with a [cluster] section; nodes listen for each other
+on 127.0.0.1 with ports picked by free_port(). Timings are shortened (heartbeat 200 ms,
+failure_detection_timeout 2 s) so that failure and recovery take seconds; assertions
+are phrased in terms of those settings, never in fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+import unittest
+from typing import Iterable, Optional
+
+from harness import (HarnessError, Milter, ctl_binary, free_port, make_workdir, milter_binary,
+                     wait_until)
+
+HEARTBEAT_S = 0.2
+FAILURE_TIMEOUT_S = 2.0
+FAST_TIMING = {
+    "heartbeat_interval": "200ms",
+    "failure_threshold": 3,
+    "success_threshold": 2,
+    "failure_detection_timeout": "2s",
+    "join_timeout": "5s",
+}
+HERE = os.path.dirname(os.path.abspath(__file__))
+MAKE_CERTS = os.path.join(HERE, "..", "support", "make_test_certs.sh")
+
+
+class Node:
+    """One cluster node: a zetian-milter process and its view of the cluster."""
+
+    def __init__(self, case: "ClusterTestCase", node_id: str, cluster: dict, extra: dict | None = None):
+        self.case = case
+        self.id = node_id
+        self.port = cluster["bind"].rsplit(":", 1)[1]
+        doc = {"cluster": dict(cluster)}
+        for section, values in (extra or {}).items():
+            doc.setdefault(section, {}).update(values)
+        self.milter = Milter(case.workdir, case.addCleanup, node_id=node_id, extra=doc,
+                             name=f"{node_id}-{secrets.token_hex(2)}")
+        self.address = cluster.get("advertise") or cluster["bind"]
+
+    def start(self) -> "Node":
+        self.milter.start()
+        return self
+
+    def running(self) -> bool:
+        return self.milter.running()
+
+    def kill9(self) -> None:
+        """SIGKILL: no goodbye, no cleanup."""
+        self.milter.process.proc.send_signal(signal.SIGKILL)
+        self.milter.process.proc.wait(10)
+        self.milter.process.stop()  # reaps, closes the log
+        self.milter._stopped = True
+
+    def stop(self) -> None:
+        self.milter.stop()
+
+    def health(self) -> Optional[dict]:
+        try:
+            status, body, _ = self.milter.http("GET", "/health")
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        return json.loads(body)
+
+    def view(self) -> dict[str, str]:
+        """{member id: status} as this node sees it (itself included)."""
+        doc = self.health()
+        if doc is None:
+            return {}
+        return {m["id"]: m["status"] for m in doc["members"]}
+
+    def metric(self, name: str) -> float:
+        value = self.milter.metric(name)
+        return 0.0 if value is None else value
+
+    def log_text(self) -> str:
+        return self.milter.log_text()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.milter.log_tail(lines)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return self.milter.ctl(*args)
+
+
+class ClusterTestCase(unittest.TestCase):
+    """A temp folder, a shared secret, and helpers to start nodes and wait on views."""
+
+    timing = FAST_TIMING
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        milter_binary()
+        ctl_binary()
+
+    def setUp(self):
+        self.workdir = make_workdir(self.id().rsplit(".", 1)[-1][:16], self.addCleanup)
+        self.secret_file = self.write_secret("cluster.secret", secrets.token_hex(32))
+        self.nodes: list[Node] = []
+        self.ports: dict[str, int] = {}
+
+    def write_secret(self, name: str, value: str) -> str:
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(value + "\n")
+        os.chmod(path, 0o600)
+        return path
+
+    def endpoint(self, node_id: str) -> str:
+        if node_id not in self.ports:
+            self.ports[node_id] = free_port()
+        return f"127.0.0.1:{self.ports[node_id]}"
+
+    def node(self, node_id: str, seeds: Iterable[str] = (), secret_file: str | None = None,
+             cluster: dict | None = None, extra: dict | None = None, start: bool = True) -> Node:
+        settings = {"enabled": True, "bind": self.endpoint(node_id),
+                    "seeds": [self.endpoint(s) for s in seeds],
+                    "shared_secret_file": secret_file or self.secret_file}
+        settings.update(self.timing)
+        settings.update(cluster or {})
+        n = Node(self, node_id, settings, extra)
+        self.nodes.append(n)
+        return n.start() if start else n
+
+    def start_cluster(self, count: int, prefix: str = "n") -> list[Node]:
+        """`count` nodes, each seeded with the first one only (learning the rest is the
+        point), started at once."""
+        ids = [f"{prefix}{i + 1}" for i in range(count)]
+        for i in ids:
+            self.endpoint(i)
+        return [self.node(i, seeds=[ids[0]] if i != ids[0] else []) for i in ids]
+
+    def diagnostics(self, nodes: Iterable[Node]) -> str:
+        parts = []
+        for n in nodes:
+            parts.append(f"{n.id} view: {n.view()}")
+        for n in nodes:
+            parts.append(n.log_tail(25))
+        return "\n".join(parts)
+
+    def wait_views(self, nodes: list[Node], expected: dict[str, str], timeout: float = 20.0,
+                   what: str = "") -> float:
+        """Wait until every node in `nodes` sees exactly `expected` for those ids
+        (other ids may be present only if listed). Returns the seconds it took."""
+        start = time.monotonic()
+
+        def done():
+            for n in nodes:
+                view = n.view()
+                for member, status in expected.items():
+                    if view.get(member) != status:
+                        return False
+            return True
+        wait_until(done, timeout, what=what or f"views {expected}",
+                   diagnostics=lambda: self.diagnostics(nodes))
+        return time.monotonic() - start
+
+    def wait_full_view(self, nodes: list[Node], timeout: float = 20.0) -> float:
+        return self.wait_views(nodes, {n.id: "active" for n in nodes}, timeout,
+                               what=f"every node to see {[n.id for n in nodes]} active")
+
+
+def make_certs(workdir: str) -> str:
+    """CA, node and rogue certificates from tests/support/make_test_certs.sh."""
+    out = os.path.join(workdir, "certs")
+    os.makedirs(out, exist_ok=True)
+    cp = subprocess.run(["bash", MAKE_CERTS, out], capture_output=True, text=True, timeout=120)
+    if cp.returncode != 0:
+        raise HarnessError(f"make_test_certs.sh failed: {cp.stdout}{cp.stderr}")
+    return out

@@ -41,7 +41,8 @@ constexpr const char* kUsage =
     "Commands:\n"
     "  status                        node, status, version, uptime, maintenance, members\n"
     "  health                        the /health document (pretty; --json: as sent)\n"
-    "  members                       cluster members: id, address, status, load\n"
+    "  members                       cluster members: id, address, region, status, load,\n"
+    "                                last heartbeat (UTC)\n"
     "  metrics                       Prometheus metrics, as text\n"
     "  reload                        re-read the policy; refused if it has errors\n"
     "  limits show [--rule R] [--key K]\n"
@@ -313,11 +314,13 @@ int cmdMembers(const Options& options) {
   std::vector<std::vector<std::string>> rows;
   for (const JsonValue& m : members->items) {
     const JsonValue* load = m.find("load");
-    rows.push_back({cell(m.find("id")), cell(m.find("address")), cell(m.find("status")),
-                    cell(load != nullptr ? load->find("sessions") : nullptr),
-                    cell(load != nullptr ? load->find("messages_per_s") : nullptr)});
+    const JsonValue* region = m.find("region");
+    const bool no_region = region != nullptr && region->isString() && region->text.empty();
+    rows.push_back({cell(m.find("id")), cell(m.find("address")), no_region ? "-" : cell(region),
+                    cell(m.find("status")), cell(load != nullptr ? load->find("sessions") : nullptr),
+                    cell(load != nullptr ? load->find("messages_per_s") : nullptr), cell(m.find("last_seen"))});
   }
-  printTable({"ID", "ADDRESS", "STATUS", "SESSIONS", "MSG/S"}, rows);
+  printTable({"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "LAST SEEN"}, rows);
   return ex->success() ? kExitOk : kExitFailed;
 }
 

@@ -4,6 +4,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
 
 #include <cerrno>
@@ -258,6 +259,10 @@ void PeerLink::onEvent(short what) {
       reason = "connection error";
     }
   }
+  // OpenSSL's error queue is per thread and shared by every TLS link on the loop: an
+  // entry left behind would make libevent take the next link's healthy read for an
+  // error. lastError() drained it for an error; clear it for EOF and timeouts too.
+  if (tls_) ERR_clear_error();
   // A TLS failure during the handshake is a refusal too (untrusted certificate).
   fail(reason, tls_ && !established_ && (what & BEV_EVENT_ERROR));
 }

@@ -5,21 +5,9 @@
 
 #include <charconv>
 
+#include "cluster/log_sink.h"
+
 namespace zetian::cluster {
-
-namespace {
-
-// Built with append rather than "`" + string: GCC 12 gives a false -Wrestrict there.
-std::string backquoted(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  out.push_back('`');
-  out.append(text);
-  out.push_back('`');
-  return out;
-}
-
-}  // namespace
 
 std::optional<ListenAddress> parseListenAddress(std::string_view text, std::string* error) {
   const std::string quoted = backquoted(text);

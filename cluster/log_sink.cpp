@@ -29,4 +29,14 @@ std::string logValue(std::string_view value) {
   return out;
 }
 
+// Built with append rather than "`" + string: GCC 12 gives a false -Wrestrict there.
+std::string backquoted(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('`');
+  out.append(text);
+  out.push_back('`');
+  return out;
+}
+
 }  // namespace zetian::cluster

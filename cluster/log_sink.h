@@ -19,4 +19,7 @@ using LogSink = std::function<void(conf::LogLevel level, std::string_view line)>
 // logger (plugin/logger.h) uses this same function.
 std::string logValue(std::string_view value);
 
+// `text` in backquotes, for error messages that quote what the operator wrote.
+std::string backquoted(std::string_view text);
+
 }  // namespace zetian::cluster

@@ -52,6 +52,8 @@
 #include <thread>
 #include <utility>
 
+#include "cluster/log_sink.h"
+
 namespace zetian::cluster::discovery {
 namespace {
 
@@ -63,16 +65,6 @@ constexpr int kTries = 2;
 constexpr std::uint16_t kDnsPort = 53;
 constexpr std::size_t kMaxHostNameLength = 253;  // RFC 1035, written without the final dot
 constexpr std::size_t kMaxTargetsNamed = 5;      // in one error message
-
-// Built with append rather than "`" + string: GCC 12 gives a false -Wrestrict there.
-std::string backquoted(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  out.push_back('`');
-  out.append(text);
-  out.push_back('`');
-  return out;
-}
 
 // The canonical text of a numeric IPv4 or IPv6 address, or nullopt for anything else.
 std::optional<std::string> numericAddress(const std::string& host) {

@@ -356,6 +356,12 @@ TEST_F(EventHookTest, EmptyExecPathDoesNothing) {
 }
 
 TEST_F(EventHookTest, ChildStartsWithAnEmptySignalMaskAndDefaultDispositions) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer's posix_spawn interceptor starts the child with its own mask
+  // (nearly every signal blocked), whatever the spawn attributes ask; the unsanitized
+  // and ASan builds check this.
+  GTEST_SKIP() << "the child's signal mask is ThreadSanitizer's under TSan";
+#endif
   const std::string out = dir_.file("signals.out");
   const std::string hook = writeHook("grep -E '^Sig(Blk|Ign):' /proc/$$/status > '" + out + "'\n");
   EventHook hook_runner(base_, hook, sink());

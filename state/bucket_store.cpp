@@ -339,6 +339,12 @@ std::size_t BucketStore::expireIdle(Nanos now) {
   std::size_t expired = 0;
   for (std::size_t i = 0; i < shard_count_; ++i) {
     Shard& shard = shards_[i];
+    {
+      // An empty shard has nothing to expire: skip its table, which is sized for
+      // max_keys (an idle node would otherwise scan millions of empty slots a second).
+      std::lock_guard lock(shard.mu);
+      if (shard.size == 0) continue;
+    }
     const std::size_t n = shard.sweep([now](const Entry& e) { return e.idle_at <= now; });
     std::lock_guard lock(shard.mu);
     shard.expirations += n;

@@ -25,6 +25,9 @@ class AdminApi {
   virtual AdminReply limitsShow(const std::string& rule, const std::string& key) = 0;
   // POST /limits/reset?rule=R&key=K
   virtual AdminReply limitsReset(const std::string& rule, const std::string& key) = 0;
+  // POST /maintenance?state=on|off: drain this node (new SMTP sessions get 421 4.3.2,
+  // peers show it as `maintenance`) or bring it back
+  virtual AdminReply maintenance(bool enabled) = 0;
 };
 
 }  // namespace zetian::cluster

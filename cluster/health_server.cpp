@@ -120,7 +120,7 @@ struct Route {
 constexpr Route kRoutes[] = {
     {"/health", Method::kGet}, {"/live", Method::kGet},    {"/ready", Method::kGet},
     {"/metrics", Method::kGet}, {"/limits", Method::kGet}, {"/reload", Method::kPost},
-    {"/limits/reset", Method::kPost},
+    {"/limits/reset", Method::kPost}, {"/maintenance", Method::kPost},
 };
 
 }  // namespace
@@ -469,10 +469,17 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   if (path == "/metrics") return toReply(api.metrics());
   if (path == "/reload") return toReply(api.reload());
 
-  // /limits and /limits/reset take rule= and key=.
   std::string query_error;
   const auto params = parseQuery(query != nullptr ? query : "", &query_error);
   if (!params) return errorReply(400, query_error);
+  if (path == "/maintenance") {
+    const auto state = params->find("state");
+    if (params->size() != 1 || state == params->end() || (state->second != "on" && state->second != "off")) {
+      return errorReply(400, "expected POST /maintenance?state=on or ?state=off");
+    }
+    return toReply(api.maintenance(state->second == "on"));
+  }
+  // /limits and /limits/reset take rule= and key=.
   for (const auto& [name, value] : *params) {
     if (name != "rule" && name != "key") {
       return errorReply(400, "unknown query parameter `" + name + "` (expected rule, key)");

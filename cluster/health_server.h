@@ -5,7 +5,8 @@
 // need `Authorization: Bearer <admin_token>` and are refused (403) without it.
 //
 // Routes: GET /health /live /ready /metrics /limits?rule=R&key=K (filters optional);
-// POST /reload, POST /limits/reset?rule=R&key=K (rule required). HEAD works where GET
+// POST /reload, POST /limits/reset?rule=R&key=K (rule required),
+// POST /maintenance?state=on|off. HEAD works where GET
 // does. Unknown path: 404; known path, wrong method: 405 with Allow; bad query: 400.
 // Errors from the routing have the body {"error":"..."} (a request too broken to parse
 // gets evhttp's own 400, 413 or a closed connection instead). The server removes

@@ -639,7 +639,8 @@ void ClusterNode::adopt(Link* link) {
                                     logValue(hello.advertise_address) + " remote=" + logValue(link->link->remote()) +
                                     " direction=" + (link->link->role() == PeerLink::Role::Initiator ? "out" : "in"));
   // Say hello with a heartbeat at once (the peer's detector counts it) and our view.
-  link->link->send(wire::Heartbeat{heartbeat_sequence_, nowUnixMs(), 0, 0});
+  link->link->send(wire::Heartbeat{heartbeat_sequence_, nowUnixMs(), 0, 0,
+                                   maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}});
   link->link->send(memberList(), PeerLink::Priority::Bulk);
 }
 
@@ -674,12 +675,25 @@ void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
 }
 
 void ClusterNode::handleHeartbeat(Peer& peer, const wire::Heartbeat& heartbeat) {
+  const std::string& id = peer.link->peer_id;
   peer.last_heard = Clock::now();
   peer.last_seen_unix_ms = static_cast<std::int64_t>(nowUnixMs());
   peer.load.sessions = heartbeat.sessions;
   peer.load.messages_per_s = heartbeat.messages_per_s_milli / 1000.0;
   peer.in_view = true;
-  applyTransitions(detector_.onHeartbeat(peer.link->peer_id, peer.incarnation, sinceStart()));
+  applyTransitions(detector_.onHeartbeat(id, peer.incarnation, sinceStart()));
+  const bool draining = heartbeat.flags & wire::kHeartbeatMaintenance;
+  if (draining != (detector_.statusOf(id) == PeerStatus::maintenance)) {
+    applyTransitions(detector_.onMaintenance(id, draining, sinceStart()));
+  }
+}
+
+void ClusterNode::setMaintenance(bool enabled) {
+  assertLoopThread();
+  if (maintenance_ == enabled) return;
+  maintenance_ = enabled;
+  // Tell the peers now rather than at the next heartbeat.
+  onHeartbeat();
 }
 
 void ClusterNode::handleMemberList(const wire::MemberList& list) {
@@ -751,7 +765,8 @@ void ClusterNode::onHeartbeat() {
   if (leaving_) return;
   const NodeLoad load = load_ ? load_() : NodeLoad{};
   wire::Heartbeat hb{++heartbeat_sequence_, nowUnixMs(), load.sessions,
-                     static_cast<std::uint32_t>(std::min(4e9, load.messages_per_s * 1000.0))};
+                     static_cast<std::uint32_t>(std::min(4e9, load.messages_per_s * 1000.0)),
+                     maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}};
   for (auto& [id, peer] : peers_) {
     if (peer.link) peer.link->link->send(hb);
   }
@@ -767,7 +782,8 @@ void ClusterNode::gossip() {
 
 wire::MemberList ClusterNode::memberList() const {
   wire::MemberList list;
-  list.members.push_back(wire::Member{options_.node_id, advertise_, options_.region, wire::NodeStatus::Active,
+  list.members.push_back(wire::Member{options_.node_id, advertise_, options_.region,
+                                      maintenance_ ? wire::NodeStatus::Maintenance : wire::NodeStatus::Active,
                                       incarnation_});
   for (const auto& [id, peer] : peers_) {
     if (list.members.size() >= wire::kMaxMembers) break;
@@ -896,7 +912,8 @@ std::vector<MemberInfo> ClusterNode::members() const {
   assertLoopThread();
   std::vector<MemberInfo> out;
   const NodeLoad own = load_ ? load_() : NodeLoad{};
-  out.push_back(MemberInfo{options_.node_id, advertise_, options_.region, joined_ ? "active" : "joining", true,
+  out.push_back(MemberInfo{options_.node_id, advertise_, options_.region,
+                           maintenance_ ? "maintenance" : joined_ ? "active" : "joining", true,
                            static_cast<std::int64_t>(nowUnixMs()), own, incarnation_});
   for (const auto& view : detector_.peers()) {
     auto it = peers_.find(view.peer);

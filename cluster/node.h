@@ -107,6 +107,9 @@ class ClusterNode final : public transport::PeerLink::Owner {
 
   // Listen, start discovery and timers. False with *error saying what to do.
   bool start(std::string* error);
+  // Drain: heartbeats say so, and peers show this node as `maintenance`; off again:
+  // they see it joining, then active.
+  void setMaintenance(bool enabled);
   // Graceful leave: a Goodbye to every peer, a short flush, then `done` (on the loop
   // thread). The node does nothing more afterwards.
   void leave(std::function<void()> done);
@@ -188,6 +191,7 @@ class ClusterNode final : public transport::PeerLink::Owner {
   membership::ClusterState last_state_ = membership::ClusterState::forming;
   bool joined_ = false;  // self: active once a peer is active or join_timeout passed
   bool leaving_ = false;
+  bool maintenance_ = false;
   ClusterCounters counters_;
   std::chrono::steady_clock::time_point refusal_window_start_{};
   int refusals_logged_in_window_ = 0;

@@ -45,6 +45,8 @@ constexpr const char* kUsage =
     "                                last heartbeat (UTC)\n"
     "  metrics                       Prometheus metrics, as text\n"
     "  reload                        re-read the policy; refused if it has errors\n"
+    "  maintenance on|off            drain this node (new SMTP sessions get 421 4.3.2,\n"
+    "                                peers show it as maintenance) or end the drain\n"
     "  limits show [--rule R] [--key K]\n"
     "                                counters held: remaining tokens, retry-after\n"
     "  limits reset RULE KEY         forget the counter of KEY under RULE (KEY `*`: all)\n"
@@ -376,6 +378,19 @@ int cmdReload(const Options& options) {
   return mutation(options, "/reload", done, "reload refused; the running policy stays in force:");
 }
 
+int cmdMaintenance(const Options& options, bool enabled) {
+  const auto done = [enabled](const JsonValue& reply) {
+    const JsonValue* changed = reply.find("changed");
+    const bool was_change = changed == nullptr || !changed->isBool() || changed->boolean;
+    std::string line = enabled ? "maintenance on: new SMTP sessions get 421 4.3.2 (loopback exempt)"
+                               : "maintenance off: taking mail again";
+    if (!was_change) line += " (it already was)";
+    return line;
+  };
+  return mutation(options, enabled ? "/maintenance?state=on" : "/maintenance?state=off", done,
+                  "the node refused the maintenance change:");
+}
+
 int cmdLimitsShow(const Options& options) {
   std::string target = "/limits";
   std::string sep = "?";
@@ -517,6 +532,12 @@ int dispatch(const Options& options) {
       noArguments(1);
       return fn(options);
     }
+  }
+  if (command == "maintenance") {
+    if (w.size() != 2 || (w[1] != "on" && w[1] != "off")) {
+      throw UsageError{"usage: zetianctl maintenance on|off"};
+    }
+    return cmdMaintenance(options, w[1] == "on");
   }
   if (command == "limits") {
     if (w.size() < 2) throw UsageError{"`limits` needs `show` or `reset`"};

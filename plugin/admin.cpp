@@ -86,14 +86,15 @@ cluster::AdminReply Engine::health() {
                           messages_per_s_.load(std::memory_order_relaxed)},
         0});
   }
-  const std::string status = ready_.load() ? members.front().status : "joining";
+  const bool draining = maintenance_.load();
+  const std::string status = !ready_.load() ? "joining" : draining ? "maintenance" : members.front().status;
   cluster::JsonWriter w;
   w.beginObject()
       .field("node_id", config_.node.id)
       .field("status", status)
       .field("version", zetian_version())
       .field("uptime_s", uptime.count())
-      .field("maintenance", false)
+      .field("maintenance", draining)
       .field("leader", config_.node.id)
       .field("term", 0)
       .key("cluster")
@@ -136,6 +137,18 @@ cluster::AdminReply Engine::health() {
   return json(200, w.take());
 }
 
+cluster::AdminReply Engine::maintenance(bool enabled) {
+  const bool was = maintenance_.exchange(enabled);
+  if (node_) node_->setMaintenance(enabled);
+  if (was != enabled) {
+    logger_->log(conf::LogLevel::Info, std::string("maintenance state=") + (enabled ? "on" : "off") +
+                                           (enabled ? " effect=\"new SMTP sessions get 421 4.3.2; loopback exempt\"" : ""));
+  }
+  cluster::JsonWriter w;
+  w.beginObject().field("ok", true).field("maintenance", enabled).field("changed", was != enabled).endObject();
+  return json(200, w.take());
+}
+
 cluster::AdminReply Engine::live() { return json(200, R"({"live":true})"); }
 
 cluster::AdminReply Engine::ready() {
@@ -154,6 +167,9 @@ cluster::AdminReply Engine::metrics() {
     std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count());
   m("zetian_sessions_total", "counter", "SMTP sessions seen.", double(metrics_.sessions_total.load()));
   m("zetian_sessions_active", "gauge", "SMTP sessions open now.", double(metrics_.sessions_active.load()));
+  m("zetian_maintenance", "gauge", "1 while this node is in maintenance (draining).", maintenance_.load() ? 1.0 : 0.0);
+  m("zetian_maintenance_refusals_total", "counter", "SMTP sessions refused with 421 4.3.2 while in maintenance.",
+    double(metrics_.maintenance_refusals_total.load()));
   m("zetian_messages_total", "counter", "Messages seen (MAIL FROM commands).", double(metrics_.messages_total.load()));
   m("zetian_exempt_total", "counter", "Checks skipped because the client address is exempt.",
     double(metrics_.exempt_address_total.load()));

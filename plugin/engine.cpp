@@ -10,6 +10,9 @@ namespace zetian::plugin {
 
 namespace {
 
+const conf::Cidr kLoopback4 = *conf::Cidr::parse("127.0.0.0/8");
+const conf::Cidr kLoopback6 = *conf::Cidr::parse("::1/128");
+
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 
 void copyTruncated(char* dst, std::size_t size, std::string_view src) {
@@ -323,6 +326,23 @@ void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule
 int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict) {
   const state::Nanos started = now();
   fillContinue(verdict);
+  if (stage == conf::Stage::Connect && maintenance_.load(std::memory_order_relaxed) && s.facts.client_ip &&
+      !kLoopback4.contains(*s.facts.client_ip) && !kLoopback6.contains(*s.facts.client_ip)) {
+    // Draining: 421 closes the SMTP session at once and the client tries another MX.
+    // Loopback is spared: local submission, monitoring, and Postfix's non-SMTP mail
+    // (which must never be refused) all come from there.
+    verdict->action = ZETIAN_TEMPFAIL;
+    std::snprintf(verdict->rcode, sizeof verdict->rcode, "421");
+    std::snprintf(verdict->xcode, sizeof verdict->xcode, "4.3.2");
+    std::snprintf(verdict->text, sizeof verdict->text, "%s", "This server is in maintenance, please try another");
+    std::snprintf(verdict->rule, sizeof verdict->rule, "%s", "maintenance");
+    metrics_.maintenance_refusals_total.fetch_add(1, std::memory_order_relaxed);
+    if (logger_->enabled(conf::LogLevel::Debug)) {
+      logger_->log(conf::LogLevel::Debug, "maintenance_refused session=" + std::to_string(s.id) +
+                                              " client=" + s.facts.client_ip_text);
+    }
+    return ZETIAN_TEMPFAIL;
+  }
   std::optional<Address> rcpt;
   switch (stage) {
     case conf::Stage::Connect:

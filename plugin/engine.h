@@ -64,7 +64,11 @@ class Engine final : public cluster::AdminApi {
 
   const conf::Config& config() const { return config_; }
   const char* option(const std::string& key) const;
-  unsigned needs() const { return policy()->needs; }
+  // In maintenance every connection is asked for its connect reply (the drain's 421).
+  unsigned needs() const {
+    return policy()->needs | (maintenance_.load(std::memory_order_relaxed) ? unsigned{ZETIAN_NEED_CONNECT_REPLY} : 0u);
+  }
+  bool inMaintenance() const { return maintenance_.load(std::memory_order_relaxed); }
   Logger& logger() { return *logger_; }
   Metrics& counters() { return metrics_; }
   state::BucketStore& store() { return *store_; }
@@ -93,6 +97,7 @@ class Engine final : public cluster::AdminApi {
   cluster::AdminReply reload() override;
   cluster::AdminReply limitsShow(const std::string& rule, const std::string& key) override;
   cluster::AdminReply limitsReset(const std::string& rule, const std::string& key) override;
+  cluster::AdminReply maintenance(bool enabled) override;
 
   // Monotonic nanoseconds, the limiter's clock.
   static state::Nanos now();
@@ -125,6 +130,9 @@ class Engine final : public cluster::AdminApi {
   std::atomic<std::uint64_t> next_session_id_{1};
   const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   std::atomic<bool> ready_{false};
+  // Drain: new SMTP sessions from non-loopback clients get 421 4.3.2 at connect, and
+  // the cluster shows this node as `maintenance`. Set over the health socket only.
+  std::atomic<bool> maintenance_{false};
 
   cluster::Loop loop_;
   // Owned by the loop thread: created and destroyed there.

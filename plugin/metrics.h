@@ -71,6 +71,7 @@ class LatencyHistogram {
 struct Metrics {
   StripedCounter sessions_total;
   std::atomic<std::int64_t> sessions_active{0};
+  std::atomic<std::uint64_t> maintenance_refusals_total{0};
   StripedCounter messages_total;
   StripedCounter exempt_address_total;
   StripedCounter exempt_authenticated_total;

@@ -156,6 +156,8 @@ void writePayload(Writer& w, const Heartbeat& m) {
   w.u64(m.sender_time_ms);
   w.u32(m.sessions);
   w.u32(m.messages_per_s_milli);
+  if (m.flags & ~kHeartbeatFlagsKnown) throw std::invalid_argument("wire: unknown heartbeat flags");
+  w.u8(m.flags);
 }
 
 void writePayload(Writer& w, const Goodbye& m) { w.str(m.reason, "reason"); }
@@ -213,6 +215,10 @@ Heartbeat readHeartbeat(Reader& r) {
   m.sender_time_ms = r.u64();
   m.sessions = r.u32();
   m.messages_per_s_milli = r.u32();
+  m.flags = r.u8();
+  if (r.ok() && (m.flags & ~kHeartbeatFlagsKnown)) {
+    r.fail(DecodeError::BadValue, "unknown heartbeat flags " + std::to_string(m.flags));
+  }
   return m;
 }
 

@@ -85,11 +85,15 @@ struct Response {
   bool operator==(const Response&) const = default;
 };
 
+inline constexpr std::uint8_t kHeartbeatMaintenance = 1;  // the sender is draining
+inline constexpr std::uint8_t kHeartbeatFlagsKnown = kHeartbeatMaintenance;
+
 struct Heartbeat {
   std::uint64_t sequence = 0;
   std::uint64_t sender_time_ms = 0;
   std::uint32_t sessions = 0;
   std::uint32_t messages_per_s_milli = 0;  // messages per second times 1000
+  std::uint8_t flags = 0;                  // kHeartbeat* bits; unknown bits are refused
   bool operator==(const Heartbeat&) const = default;
 };
 

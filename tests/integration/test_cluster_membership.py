@@ -69,6 +69,28 @@ class Membership(ClusterTestCase):
             self.assertIn("event=node_recovered node=n2", n.log_text())
             self.assertEqual(n.health()["cluster"]["state"], "healthy")
 
+    def test_maintenance_is_seen_by_the_peers_and_ends_with_active(self):
+        nodes = self.start_cluster(3)
+        self.wait_full_view(nodes)
+        cp = nodes[0].ctl("maintenance", "on")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("maintenance on", cp.stdout)
+        # The peers hear it with the next heartbeat, sent at once.
+        self.wait_views(nodes, {"n1": "maintenance"}, timeout=HEARTBEAT_S * 10)
+        doc = nodes[0].health()
+        self.assertTrue(doc["maintenance"], doc)
+        self.assertEqual(doc["status"], "maintenance", doc)
+        self.assertEqual(nodes[0].metric("zetian_maintenance"), 1)
+        # No heartbeat is missed in maintenance: it is never suspect or failed.
+        time.sleep(FAILURE_TIMEOUT_S)
+        self.assertEqual(nodes[1].view()["n1"], "maintenance")
+        cp = nodes[0].ctl("maintenance", "off")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.wait_full_view(nodes, timeout=HEARTBEAT_S * 20)
+        self.assertFalse(nodes[0].health()["maintenance"])
+        for n in nodes[1:]:
+            self.assertNotIn("node_failed", n.log_text())
+
     def test_a_graceful_stop_shows_as_left(self):
         nodes = self.start_cluster(3)
         self.wait_full_view(nodes)

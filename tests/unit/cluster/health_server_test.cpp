@@ -138,6 +138,21 @@ TEST_F(HealthServerTest, LimitsResetNeedsARule) {
   EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsReset(per-ip|192.0.2.1)"}));
 }
 
+TEST_F(HealthServerTest, MaintenanceTakesStateOnOrOff) {
+  startOrFail(options());
+  for (const char* bad : {"/maintenance", "/maintenance?state=yes", "/maintenance?state=on&x=1",
+                          "/maintenance?mode=on"}) {
+    const RawReply r = overUnix("POST", bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("state=on"), std::string::npos) << r.body;
+  }
+  EXPECT_TRUE(api.calls().empty());
+  EXPECT_EQ(overUnix("GET", "/maintenance?state=on").status, 405);
+  EXPECT_EQ(overUnix("POST", "/maintenance?state=on").status, 200);
+  EXPECT_EQ(overUnix("POST", "/maintenance?state=off").status, 200);
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"maintenance(on)", "maintenance(off)"}));
+}
+
 TEST_F(HealthServerTest, UnknownPathIs404WithAJsonError) {
   startOrFail(options());
   for (const char* target : {"/", "/nope", "/health/", "/HEALTH", "/limits/reset/x"}) {

@@ -19,6 +19,7 @@ class NoEngine : public zetian::cluster::AdminApi {
   zetian::cluster::AdminReply reload() override { return {}; }
   zetian::cluster::AdminReply limitsShow(const std::string&, const std::string&) override { return {}; }
   zetian::cluster::AdminReply limitsReset(const std::string&, const std::string&) override { return {}; }
+  zetian::cluster::AdminReply maintenance(bool) override { return {}; }
 };
 
 }  // namespace

@@ -86,6 +86,7 @@ class FakeAdmin : public AdminApi {
   AdminReply limitsReset(const std::string& rule, const std::string& key) override {
     return reply("limitsReset", rule, key);
   }
+  AdminReply maintenance(bool enabled) override { return reply(enabled ? "maintenance(on)" : "maintenance(off)"); }
 
   void set(const std::string& method, AdminReply r) {
     std::lock_guard lock(mutex_);

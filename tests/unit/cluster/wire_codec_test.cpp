@@ -56,7 +56,8 @@ std::vector<Message> sampleMessages() {
       Challenge{},
       Response{patternNonce(4), patternNonce(5)},
       Heartbeat{42, 1'790'000'000'123, 17, 2'500},
-      Heartbeat{~std::uint64_t{0}, ~std::uint64_t{0}, ~std::uint32_t{0}, ~std::uint32_t{0}},
+      Heartbeat{~std::uint64_t{0}, ~std::uint64_t{0}, ~std::uint32_t{0}, ~std::uint32_t{0},
+                kHeartbeatMaintenance},
       Heartbeat{},
       Goodbye{"shutting down"},
       Goodbye{""},
@@ -125,12 +126,14 @@ TEST(WireCodec, FrameHeaderIsBigEndianLengthThenVersionThenType) {
   EXPECT_EQ(bytes, std::string("\x00\x00\x00\x06\x01\x05\x00\x02" "ab", 10));
 }
 
-TEST(WireCodec, HeartbeatIntegersAreBigEndian) {
-  const std::string bytes = encode(Heartbeat{0x0102030405060708, 0x1112131415161718, 0x21222324, 0x31323334});
+TEST(WireCodec, HeartbeatIntegersAreBigEndianThenTheFlagsByte) {
+  const std::string bytes =
+      encode(Heartbeat{0x0102030405060708, 0x1112131415161718, 0x21222324, 0x31323334, kHeartbeatMaintenance});
   const std::string payload = bytes.substr(kLengthPrefixBytes + 2);
   EXPECT_EQ(payload, std::string("\x01\x02\x03\x04\x05\x06\x07\x08"
                                  "\x11\x12\x13\x14\x15\x16\x17\x18"
-                                 "\x21\x22\x23\x24\x31\x32\x33\x34"));
+                                 "\x21\x22\x23\x24\x31\x32\x33\x34\x01",
+                                 25));
 }
 
 TEST(WireCodec, EveryStrictPrefixOfAValidFrameNeedsMoreBytes) {
@@ -220,6 +223,15 @@ TEST(WireCodec, LengthAtTheBoundIsAcceptedAsIncomplete) {
   const DecodeResult r = decode(frame(static_cast<std::uint32_t>(kMaxFrameBytes), "\x01\x05"));
   ASSERT_EQ(r.status, DecodeStatus::NeedMore);
   EXPECT_EQ(r.bytes_needed, kMaxFrameBytes - 2);
+}
+
+TEST(WireCodec, UnknownHeartbeatFlagsAreRefused) {
+  std::string bytes = encode(Heartbeat{1, 2, 3, 4, kHeartbeatMaintenance});
+  bytes.back() = static_cast<char>(0x80);
+  const DecodeResult r = decode(bytes);
+  ASSERT_EQ(r.status, DecodeStatus::Error);
+  EXPECT_EQ(r.error, DecodeError::BadValue);
+  EXPECT_THROW(encode(Heartbeat{1, 2, 3, 4, 0x02}), std::invalid_argument);
 }
 
 TEST(WireCodec, UnknownMessageTypeIsRefused) {

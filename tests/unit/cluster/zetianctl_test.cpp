@@ -246,6 +246,22 @@ TEST_F(ZetianctlTest, HealthPrettyPrintsAndJsonIsRaw) {
   EXPECT_EQ(r.out, std::string(kHealth) + "\n");
 }
 
+TEST_F(ZetianctlTest, MaintenanceOnAndOffPostToTheServer) {
+  api.set("maintenance(on)", {200, "application/json", R"({"ok":true,"maintenance":true,"changed":true})"});
+  ProcessResult r = ctl({"maintenance", "on"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "maintenance on: new SMTP sessions get 421 4.3.2 (loopback exempt)\n");
+  api.set("maintenance(off)", {200, "application/json", R"({"ok":true,"maintenance":false,"changed":false})"});
+  r = ctl({"maintenance", "off"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "maintenance off: taking mail again (it already was)\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"maintenance(on)", "maintenance(off)"}));
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"maintenance"}, {"maintenance", "yes"},
+                                                               {"maintenance", "on", "now"}}) {
+    EXPECT_EQ(ctl(bad).exit_code, 2);
+  }
+}
+
 TEST_F(ZetianctlTest, MembersIsATable) {
   const ProcessResult r = ctl({"members"});
   EXPECT_EQ(r.exit_code, 0) << r.err;

@@ -76,6 +76,38 @@ TEST_F(EngineTest, FiveMessagesPassAndTheSixthTempfailsWith451) {
   EXPECT_EQ(sendMessage(*e, *other, "<a@example.org>"), ZETIAN_CONTINUE);
 }
 
+TEST_F(EngineTest, MaintenanceAnswers421AtConnectExceptToLoopbackAndAsksForTheConnectReply) {
+  auto e = open(kPerIpFive);
+  EXPECT_FALSE(e->needs() & ZETIAN_NEED_CONNECT_REPLY);
+  auto before = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(check(*e, *before, conf::Stage::Connect, nullptr), ZETIAN_CONTINUE);
+
+  const auto on = e->maintenance(true);
+  EXPECT_EQ(on.status, 200);
+  EXPECT_NE(on.body.find(R"("maintenance":true)"), std::string::npos) << on.body;
+  EXPECT_TRUE(e->inMaintenance());
+  EXPECT_TRUE(e->needs() & ZETIAN_NEED_CONNECT_REPLY);
+  auto remote = e->openSession("192.0.2.1", nullptr);
+  zetian_verdict v;
+  EXPECT_EQ(check(*e, *remote, conf::Stage::Connect, nullptr, &v), ZETIAN_TEMPFAIL);
+  EXPECT_STREQ(v.rcode, "421");
+  EXPECT_STREQ(v.xcode, "4.3.2");
+  auto remote6 = e->openSession("2001:db8::1", nullptr);
+  EXPECT_EQ(check(*e, *remote6, conf::Stage::Connect, nullptr), ZETIAN_TEMPFAIL);
+  for (const char* local : {"127.0.0.1", "127.1.2.3", "::1"}) {
+    auto s = e->openSession(local, "localhost");
+    EXPECT_EQ(check(*e, *s, conf::Stage::Connect, nullptr), ZETIAN_CONTINUE) << local;
+  }
+  // A session already past connect is left to finish its mail.
+  EXPECT_EQ(sendMessage(*e, *before, "<a@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_NE(e->metrics().body.find("zetian_maintenance 1"), std::string::npos);
+
+  e->maintenance(false);
+  EXPECT_FALSE(e->needs() & ZETIAN_NEED_CONNECT_REPLY);
+  auto after = e->openSession("192.0.2.1", nullptr);
+  EXPECT_EQ(check(*e, *after, conf::Stage::Connect, nullptr), ZETIAN_CONTINUE);
+}
+
 TEST_F(EngineTest, TheLimitIsSharedByAllSessionsOfOneClient) {
   auto e = open(kPerIpFive);
   for (int i = 0; i < 5; ++i) {

@@ -30,6 +30,8 @@
 #include <exception>
 #include <thread>
 
+#include "cluster/clock.h"
+
 namespace zetian::cluster {
 namespace {
 
@@ -319,8 +321,7 @@ void EventHook::schedulePoll() {
         std::chrono::duration_cast<std::chrono::microseconds>(child_->started_at + timeout_ - Clock::now());
     delay = std::max(std::chrono::microseconds(0), std::min(delay, until_timeout));
   }
-  const timeval tv{static_cast<time_t>(delay.count() / 1000000),
-                   static_cast<suseconds_t>(delay.count() % 1000000)};
+  const timeval tv = toTimeval(delay);
   evtimer_add(poll_timer_, &tv);
 }
 

@@ -38,6 +38,7 @@
 #include <exception>
 #include <thread>
 
+#include "cluster/clock.h"
 #include "cluster/json.h"
 #include "cluster/listen_address.h"
 #include "cluster/query_string.h"
@@ -217,8 +218,7 @@ evhttp* HealthServer::Impl::newHttp(Listener* listener, std::string* error) {
   evhttp_set_gencb(http, &Impl::onRequest, listener);
   evhttp_set_max_headers_size(http, static_cast<ev_ssize_t>(options.max_header_bytes));
   evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(options.max_body_bytes));
-  const auto ms = options.io_timeout.count();
-  const timeval timeout{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>(ms % 1000 * 1000)};
+  const timeval timeout = toTimeval(options.io_timeout);
   evhttp_set_timeout_tv(http, &timeout);
   // Let every method through to onRequest so that a wrong one gets our 405, not 501.
   evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |

@@ -76,4 +76,27 @@ std::optional<ListenAddress> parseListenAddress(std::string_view text, std::stri
   return result;
 }
 
+std::optional<std::string> addressText(const sockaddr* addr) {
+  char text[INET6_ADDRSTRLEN];
+  if (addr == nullptr) return std::nullopt;
+  if (addr->sa_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(addr);
+    if (inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text) != nullptr) return text;
+  } else if (addr->sa_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    if (inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) != nullptr) return text;
+  }
+  return std::nullopt;
+}
+
+std::string endpointText(const sockaddr* addr) {
+  const auto host = addressText(addr);
+  if (!host) return "unknown";
+  const std::uint16_t port = addr->sa_family == AF_INET
+                                 ? ntohs(reinterpret_cast<const sockaddr_in*>(addr)->sin_port)
+                                 : ntohs(reinterpret_cast<const sockaddr_in6*>(addr)->sin6_port);
+  const std::string port_text = std::to_string(port);
+  return addr->sa_family == AF_INET6 ? "[" + *host + "]:" + port_text : *host + ":" + port_text;
+}
+
 }  // namespace zetian::cluster

@@ -22,4 +22,11 @@ struct ListenAddress {
 // is not a numeric IPv4 or bracketed IPv6 address with a port in 0..65535.
 std::optional<ListenAddress> parseListenAddress(std::string_view text, std::string* error);
 
+// The numeric address of an AF_INET/AF_INET6 sockaddr ("192.0.2.1", "2001:db8::1");
+// nullopt for other families.
+std::optional<std::string> addressText(const sockaddr* addr);
+// "HOST:PORT" or "[V6]:PORT" of an AF_INET/AF_INET6 sockaddr, for log lines;
+// "unknown" for other families.
+std::string endpointText(const sockaddr* addr);
+
 }  // namespace zetian::cluster

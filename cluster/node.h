@@ -131,10 +131,11 @@ class ClusterNode final : public transport::PeerLink::Owner {
   static void onTickCb(int fd, short what, void* arg);
   static void onHeartbeatCb(int fd, short what, void* arg);
   static void onReapCb(int fd, short what, void* arg);
+  static void onLeaveTimerCb(int fd, short what, void* arg);
   void onAccept(int fd, const sockaddr* addr, int socklen);
   void onTick();
   void onHeartbeat();
-  void dial(const std::string& endpoint, Seed* seed, const std::string& expected_id);
+  void dial(const std::string& endpoint, const std::string& expected_id);
   void maintainDials(std::chrono::steady_clock::time_point now);
   void resolveSeeds();
   void scheduleReap();
@@ -180,6 +181,9 @@ class ClusterNode final : public transport::PeerLink::Owner {
   event* tick_ = nullptr;
   event* heartbeat_ = nullptr;
   event* reap_ = nullptr;
+  event* leave_timer_ = nullptr;  // while leaving: polls until the goodbyes are written
+  std::function<void()> leave_done_;
+  std::chrono::steady_clock::time_point leave_deadline_{};
   std::vector<std::unique_ptr<Link>> links_;
   std::vector<std::unique_ptr<Link>> graveyard_;  // closed links, freed outside their callbacks
   std::map<std::string, Peer> peers_;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "cluster/clock.h"
 #include "cluster/json.h"
 #include "plugin/engine.h"
 
@@ -60,11 +61,6 @@ std::string utcTime(std::int64_t unix_ms) {
   return buf;
 }
 
-std::int64_t nowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 cluster::AdminReply Engine::health() {
@@ -81,7 +77,7 @@ cluster::AdminReply Engine::health() {
   } else {
     members.push_back(cluster::MemberInfo{
         config_.node.id, config_.milter.socket, config_.cluster.region, ready_.load() ? "active" : "joining", true,
-        nowUnixMs(),
+        static_cast<std::int64_t>(cluster::unixMillis()),
         cluster::NodeLoad{static_cast<std::uint32_t>(metrics_.sessions_active.load(std::memory_order_relaxed)),
                           messages_per_s_.load(std::memory_order_relaxed)},
         0});

@@ -30,6 +30,7 @@
 #include <utility>
 #include <variant>
 
+#include "cluster/clock.h"
 #include "cluster/discovery/beacon.h"
 
 namespace zetian::cluster::discovery {
@@ -41,12 +42,6 @@ constexpr int kReadBatch = 64;
 constexpr auto kLogQuietPeriod = std::chrono::minutes(1);
 
 std::string errnoText(int err) { return std::strerror(err); }
-
-std::uint64_t wallClockMs() {
-  const auto since_epoch = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::system_clock::now().time_since_epoch());
-  return since_epoch.count() > 0 ? static_cast<std::uint64_t>(since_epoch.count()) : 0;
-}
 
 std::string addressText(const in_addr& address) {
   char text[INET_ADDRSTRLEN] = {};
@@ -286,7 +281,7 @@ int MulticastDiscovery::sendBeacon() {
   beacon.cluster_id = options_.cluster_id;
   beacon.node_id = options_.node_id;
   beacon.address = options_.advertise;
-  beacon.sent_at_ms = wallClockMs();
+  beacon.sent_at_ms = unixMillis();
   // The nonce only keeps beacons distinct (nothing relies on it being unguessable), so if
   // OpenSSL's generator fails, a weaker one will do.
   if (RAND_bytes(beacon.nonce.data(), static_cast<int>(beacon.nonce.size())) != 1) {
@@ -306,8 +301,7 @@ void MulticastDiscovery::scheduleNext() {
   std::uniform_int_distribution<std::int64_t> pick(interval - interval / 5,
                                                    interval + interval / 5);
   const std::int64_t delay_ms = std::max<std::int64_t>(1, pick(jitter_));
-  const timeval delay{static_cast<time_t>(delay_ms / 1000),
-                      static_cast<suseconds_t>(delay_ms % 1000 * 1000)};
+  const timeval delay = toTimeval(std::chrono::milliseconds(delay_ms));
   evtimer_add(send_timer_, &delay);
 }
 
@@ -348,7 +342,7 @@ void MulticastDiscovery::readBatch() {
 
 void MulticastDiscovery::handleDatagram(std::string_view datagram, const sockaddr_in& source) {
   auto decoded = decodeBeacon(
-      datagram, options_.secret, options_.cluster_id, wallClockMs(),
+      datagram, options_.secret, options_.cluster_id, unixMillis(),
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, options_.max_skew.count())));
   if (const auto* error = std::get_if<BeaconError>(&decoded)) {
     refuse(source, nameOf(*error), conf::LogLevel::Debug);

@@ -52,6 +52,7 @@
 #include <thread>
 #include <utility>
 
+#include "cluster/listen_address.h"
 #include "cluster/log_sink.h"
 
 namespace zetian::cluster::discovery {
@@ -76,19 +77,6 @@ std::optional<std::string> numericAddress(const std::string& host) {
   in6_addr v6{};
   if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
     return std::string(inet_ntop(AF_INET6, &v6, text, sizeof text));
-  }
-  return std::nullopt;
-}
-
-std::optional<std::string> addressText(const sockaddr* addr) {
-  char text[INET6_ADDRSTRLEN];
-  if (addr == nullptr) return std::nullopt;
-  if (addr->sa_family == AF_INET) {
-    const auto* v4 = reinterpret_cast<const sockaddr_in*>(addr);
-    if (inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text) != nullptr) return text;
-  } else if (addr->sa_family == AF_INET6) {
-    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(addr);
-    if (inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) != nullptr) return text;
   }
   return std::nullopt;
 }

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "cluster/clock.h"
 #include "cluster/transport/tls.h"
 
 namespace zetian::cluster::transport {
@@ -60,8 +61,7 @@ void PeerLink::start() {
 }
 
 void PeerLink::setTimeouts(std::chrono::milliseconds timeout) {
-  timeval tv{static_cast<time_t>(timeout.count() / 1000),
-             static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+  const timeval tv = toTimeval(timeout);
   bufferevent_set_timeouts(bev_, &tv, &tv);
 }
 

@@ -1,0 +1,329 @@
+// ClusterNode, part two: the listener, discovery and dialing, and the life of each
+// link (admission, the one-link-per-pair rule, restarts and duplicate ids, closing).
+// The design notes are in node.h; membership is in node.cpp.
+#include "cluster/node.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <utility>
+
+#include "cluster/clock.h"
+#include "cluster/discovery/resolver.h"
+#include "cluster/listen_address.h"
+#include "cluster/node_state.h"
+#include "cluster/transport/tls.h"
+
+namespace zetian::cluster {
+
+using transport::PeerLink;
+
+namespace {
+
+constexpr auto kMinBackoff = std::chrono::milliseconds(200);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+constexpr auto kSeedResolveInterval = std::chrono::seconds(30);
+
+std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> factor(0.8, 1.2);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(double(base.count()) * factor(rng)));
+}
+
+// "HOST:PORT" -> its port (the bind and advertise addresses were checked at load).
+std::uint16_t portOf(const std::string& endpoint) {
+  return static_cast<std::uint16_t>(std::atoi(endpoint.substr(endpoint.rfind(':') + 1).c_str()));
+}
+
+}  // namespace
+
+// ---- Discovery and dialing -----------------------------------------------------------
+
+void ClusterNode::resolveSeeds() {
+  if (!resolver_) return;
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < seeds_.size(); ++i) {
+    Seed& seed = seeds_[i];
+    if (seed.resolving || now < seed.next_resolve) continue;
+    seed.resolving = true;
+    auto done = [this, i](std::vector<discovery::Endpoint> endpoints, std::string error) {
+      Seed& s = seeds_[i];
+      s.resolving = false;
+      if (!error.empty()) {
+        logLine(conf::LogLevel::Warn, "cluster_discovery_failed name=" + logValue(s.text) + " error=" + logValue(error));
+        s.next_resolve = Clock::now() + std::chrono::seconds(5);
+        return;
+      }
+      std::vector<std::string> resolved;
+      for (const auto& e : endpoints) resolved.push_back(discovery::formatEndpoint(e));
+      if (resolved != s.endpoints) {
+        logLine(conf::LogLevel::Debug, "cluster_discovery name=" + logValue(s.text) + " endpoints=" +
+                                           std::to_string(resolved.size()));
+      }
+      s.endpoints = std::move(resolved);
+      s.next_resolve = Clock::now() + kSeedResolveInterval;
+    };
+    const std::uint16_t default_port = portOf(advertise_);
+    if (options_.discovery == conf::Discovery::Dns) {
+      resolver_->resolveService(seed.text, default_port, done);
+    } else {
+      std::string host, error;
+      std::uint16_t port = 0;
+      if (!discovery::splitHostPort(seed.text, default_port, &host, &port, &error)) {
+        seed.resolving = false;
+        seed.next_resolve = now + std::chrono::hours(24 * 365);
+        logLine(conf::LogLevel::Error, "cluster_seed_invalid seed=" + logValue(seed.text) + " error=" + logValue(error));
+        continue;
+      }
+      resolver_->resolveHost(host, port, done);
+    }
+  }
+}
+
+bool ClusterNode::isOwnEndpoint(const std::string& endpoint) const {
+  return std::find(own_endpoints_.begin(), own_endpoints_.end(), endpoint) != own_endpoints_.end();
+}
+
+void ClusterNode::maintainDials(Clock::time_point now) {
+  // Known peers without a link: redial with jittered exponential backoff.
+  for (auto& [id, peer] : peers_) {
+    if (peer.link || peer.dialing || peer.said_goodbye || peer.address.empty()) continue;
+    if (now < peer.next_dial) continue;
+    peer.backoff = peer.backoff.count() == 0 ? kMinBackoff : std::min(kMaxBackoff, peer.backoff * 2);
+    peer.next_dial = now + jittered(peer.backoff);
+    peer.dialing = true;
+    dial(peer.address, id);
+  }
+  // Seeds no established peer or live link already covers.
+  for (auto& seed : seeds_) {
+    for (const auto& endpoint : seed.endpoints) {
+      if (isOwnEndpoint(endpoint)) continue;
+      bool covered = false;
+      for (const auto& [id, peer] : peers_) {
+        if (peer.link && peer.address == endpoint) covered = true;
+      }
+      for (const auto& l : links_) {
+        if (l->dialed == endpoint && !l->link->closed()) covered = true;
+      }
+      if (covered) continue;
+      auto& next = seed.next_dial[endpoint];
+      if (now < next) continue;
+      auto& backoff = seed.backoff[endpoint];
+      backoff = backoff.count() == 0 ? kMinBackoff : std::min(kMaxBackoff, backoff * 2);
+      next = now + jittered(backoff);
+      dial(endpoint, "");
+    }
+  }
+}
+
+void ClusterNode::dial(const std::string& endpoint, const std::string& expected_id) {
+  std::string error;
+  auto address = parseListenAddress(endpoint, &error);
+  auto giveUp = [&](const std::string& why) {
+    logLine(conf::LogLevel::Debug, "cluster_dial_failed address=" + logValue(endpoint) + " error=" + logValue(why));
+    if (!expected_id.empty()) {
+      if (auto it = peers_.find(expected_id); it != peers_.end()) it->second.dialing = false;
+    }
+  };
+  if (!address) return giveUp(error);
+  event_base* base = loop_.base();
+  bufferevent* bev = tls_ ? tls_->wrapConnecting(base, -1)
+                          : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+  if (!bev) return giveUp("cannot create a connection");
+  if (bufferevent_socket_connect(bev, reinterpret_cast<const sockaddr*>(&address->addr),
+                                 static_cast<int>(address->length)) != 0) {
+    bufferevent_free(bev);
+    return giveUp(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+  }
+  if (int fd = bufferevent_getfd(bev); fd >= 0) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  auto link = std::make_unique<Link>();
+  link->dialed = endpoint;
+  link->peer_id = expected_id;  // a hint until the handshake says who it really is
+  wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_};
+  link->link = std::make_unique<PeerLink>(bev, PeerLink::Role::Initiator, tls_ != nullptr, endpoint,
+                                          std::move(self), options_.secret, *this, options_.link_limits);
+  link->link->start();
+  links_.push_back(std::move(link));
+}
+
+void ClusterNode::onAcceptCb(evconnlistener*, int fd, sockaddr* addr, int, void* arg) {
+  static_cast<ClusterNode*>(arg)->onAccept(fd, addr, 0);
+}
+
+void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
+  const std::string remote = endpointText(addr);
+  std::size_t pending = 0;
+  for (const auto& l : links_) {
+    if (!l->link->established() && !l->link->closed() && l->dialed.empty()) ++pending;
+  }
+  if (leaving_ || pending >= options_.max_pending_links) {
+    evutil_closesocket(fd);
+    ++counters_.links_rejected;
+    logRefusal("cluster_link_rejected remote=" + logValue(remote) +
+               " reason=\"too many connections still in their handshake\"");
+    return;
+  }
+  evutil_make_socket_nonblocking(fd);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  bufferevent* bev = tls_ ? tls_->wrapAccepted(loop_.base(), fd)
+                          : bufferevent_socket_new(loop_.base(), fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+  if (!bev) {
+    if (!tls_) evutil_closesocket(fd);  // TlsContext owns fd either way
+    return;
+  }
+  auto link = std::make_unique<Link>();
+  wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_};
+  link->link = std::make_unique<PeerLink>(bev, PeerLink::Role::Acceptor, tls_ != nullptr, remote, std::move(self),
+                                          options_.secret, *this, options_.link_limits);
+  link->link->start();
+  links_.push_back(std::move(link));
+}
+
+// ---- Links ---------------------------------------------------------------------------
+
+ClusterNode::Link* ClusterNode::findLink(const PeerLink& link) {
+  for (auto& l : links_) {
+    if (l->link.get() == &link) return l.get();
+  }
+  return nullptr;
+}
+
+void ClusterNode::scheduleReap() {
+  if (reap_ && !event_pending(reap_, EV_TIMEOUT, nullptr)) {
+    const timeval zero{0, 0};
+    event_add(reap_, &zero);
+  }
+}
+
+void ClusterNode::onReapCb(int, short, void* arg) {
+  auto* self = static_cast<ClusterNode*>(arg);
+  self->graveyard_.clear();
+}
+
+// Moves a link (closed or to be closed) out of links_; frees it after the callback.
+void ClusterNode::dropLink(Link* link) {
+  link->link->close();
+  counters_.bytes_sent += link->link->bytesSent();
+  counters_.bytes_received += link->link->bytesReceived();
+  for (auto& [id, peer] : peers_) {
+    if (peer.link == link) peer.link = nullptr;
+  }
+  if (!link->dialed.empty() && !link->peer_id.empty()) {
+    if (auto it = peers_.find(link->peer_id); it != peers_.end() && it->second.address == link->dialed) {
+      it->second.dialing = false;
+    }
+  }
+  auto it = std::find_if(links_.begin(), links_.end(), [&](const auto& l) { return l.get() == link; });
+  if (it != links_.end()) {
+    graveyard_.push_back(std::move(*it));
+    links_.erase(it);
+  }
+  scheduleReap();
+}
+
+void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool refused) {
+  Link* link = findLink(pl);
+  if (!link) return;
+  const bool was_chosen = !link->peer_id.empty() && peers_.count(link->peer_id) &&
+                          peers_[link->peer_id].link == link;
+  const bool admitted = !pl.peer().node_id.empty();
+  if (refused || (!admitted && pl.connected())) {
+    // Refused by us (bad MAC...), or a connection that never finished its handshake:
+    // a stranger, garbage, a half-open connection, or a peer that found our MAC wrong
+    // (the mismatch is then logged on its side as well).
+    ++counters_.links_refused;
+    std::string hint;
+    if (reason == "bad MAC") hint = " hint=\"wrong shared secret or another cluster\"";
+    if (!refused) hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
+    logRefusal("cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" + logValue(reason) + hint);
+  } else if (was_chosen) {
+    ++counters_.links_closed;
+    logLine(conf::LogLevel::Info, "cluster_link_closed peer=" + logValue(link->peer_id) +
+                                      " remote=" + logValue(pl.remote()) + " reason=" + logValue(reason));
+  } else {
+    logLine(conf::LogLevel::Debug, "cluster_link_closed remote=" + logValue(pl.remote()) + " reason=" + logValue(reason));
+  }
+  dropLink(link);
+}
+
+void ClusterNode::onLinkWritable(PeerLink&) {}
+
+void ClusterNode::onLinkEstablished(PeerLink& pl) {
+  Link* link = findLink(pl);
+  if (!link) return;
+  const wire::Hello& hello = pl.peer();
+  link->peer_id = hello.node_id;
+  ++counters_.links_established;
+  if (leaving_) {
+    dropLink(link);
+    return;
+  }
+  auto [it, inserted] = peers_.try_emplace(hello.node_id);
+  Peer& peer = it->second;
+  Link* existing = peer.link;
+  if (existing && existing != link) {
+    const std::uint64_t old_incarnation = existing->link->peer().incarnation;
+    if (hello.incarnation == old_incarnation) {
+      // Both ends dialed at once: keep the link opened by the smaller id.
+      auto opener = [&](const Link* l) {
+        return l->link->role() == PeerLink::Role::Initiator ? options_.node_id : hello.node_id;
+      };
+      const bool keep_new = opener(link) < opener(existing);
+      Link* loser = keep_new ? existing : link;
+      logLine(conf::LogLevel::Debug, "cluster_link_duplicate peer=" + logValue(hello.node_id));
+      if (keep_new) peer.link = nullptr;
+      dropLink(loser);
+      if (!keep_new) return;
+    } else {
+      const bool old_alive = Clock::now() - peer.last_heard < 2 * options_.detector.heartbeat_interval;
+      if (hello.incarnation < old_incarnation || old_alive) {
+        ++counters_.links_rejected;
+        logRefusal("cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
+                   logValue(hello.advertise_address) + " live_address=" + logValue(peer.address) +
+                   " action=\"refused the newcomer: two live nodes cannot share a node id\"");
+        dropLink(link);
+        return;
+      }
+      logLine(conf::LogLevel::Info, "cluster_member_restarted id=" + logValue(hello.node_id) +
+                                        " address=" + logValue(hello.advertise_address));
+      Link* old = existing;
+      peer.link = nullptr;
+      dropLink(old);
+    }
+  }
+  adopt(link);
+}
+
+void ClusterNode::adopt(Link* link) {
+  const wire::Hello& hello = link->link->peer();
+  Peer& peer = peers_[hello.node_id];
+  if (hello.incarnation > peer.incarnation) peer.said_goodbye = false;
+  peer.link = link;
+  peer.address = hello.advertise_address;
+  peer.region = hello.region;
+  peer.incarnation = hello.incarnation;
+  peer.dialing = false;
+  peer.backoff = std::chrono::milliseconds(0);
+  peer.next_dial = Clock::now();
+  logLine(conf::LogLevel::Info, "cluster_link_up peer=" + logValue(hello.node_id) + " address=" +
+                                    logValue(hello.advertise_address) + " remote=" + logValue(link->link->remote()) +
+                                    " direction=" + (link->link->role() == PeerLink::Role::Initiator ? "out" : "in"));
+  // Say hello with a heartbeat at once (the peer's detector counts it) and our view.
+  link->link->send(wire::Heartbeat{heartbeat_sequence_, unixMillis(), 0, 0,
+                                   maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}});
+  link->link->send(memberList(), PeerLink::Priority::Bulk);
+}
+
+}  // namespace zetian::cluster

@@ -96,9 +96,8 @@ class TlsTest : public ::testing::Test {
     // The cluster's loop thread blocks SIGPIPE for the same reason.
     signal(SIGPIPE, SIG_IGN);
     pki_ = new cluster::testing::TempDir();
-    const auto script = (std::filesystem::path(__FILE__).parent_path() /
-                         "../../support/make_test_certs.sh").lexically_normal();
-    const std::string command = "/bin/sh '" + script.string() + "' '" + pki_->path() + "'";
+    const std::string command =
+        std::string("/bin/sh '") + MAKE_TEST_CERTS_PATH + "' '" + pki_->path() + "'";
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
   }
   static void TearDownTestSuite() {

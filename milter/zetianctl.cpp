@@ -1,37 +1,67 @@
 // zetianctl: the operator's view of a running zetian-milter, through its health socket.
 //
-// Every command is one HTTP request (ctl_http) whose JSON reply (ctl_json) becomes a
-// short human summary or table, or is printed as sent with --json. Text that came
-// from SMTP clients (keys: HELO names, addresses) is printed with control characters
-// escaped, so a hostile key cannot drive the operator's terminal.
+// Every command is one HTTP request (libcurl, over the Unix socket) whose JSON reply
+// (nlohmann-json) becomes a short human summary or table, or is printed as sent with
+// --json. Text that came from SMTP clients (keys: HELO names, addresses) is printed
+// with control characters escaped, so a hostile key cannot drive the operator's
+// terminal.
+//
+// Deliberately standalone: it links neither libzetian nor anything of cluster/, so it
+// still works when the thing being diagnosed is the daemon's own library setup.
+// curl's failures are translated into what the operator should do next (is the daemon
+// running, which group may use the socket, is it stuck); a curl error code alone
+// tells an operator nothing.
 //
 // Exit status: 0 success, 1 the server refused or something failed, 2 usage error.
+#include <curl/curl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <functional>
+#include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include "milter/ctl_http.h"
-#include "milter/ctl_json.h"
+#include <nlohmann/json.hpp>
 
 #ifndef ZETIAN_VERSION
-#define ZETIAN_VERSION "0.1.0"
+#error "ZETIAN_VERSION must be defined by the build (CMake's PROJECT_VERSION)"
 #endif
 
 namespace zetian::milter {
 namespace {
 
+// Keeps object members in the order the server wrote them: `health` and
+// `members --json` print documents back, and operators read them top-down.
+using Json = nlohmann::ordered_json;
+
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr std::chrono::milliseconds kDefaultTimeout{5000};
+// A Unix-socket connect only waits when the daemon's accept backlog is full, that is
+// when it has stopped accepting: no point waiting as long as for a slow answer.
+constexpr std::chrono::milliseconds kConnectTimeout{2000};
 constexpr const char* kDefaultSocket = "/run/zetian/health.sock";
+// Far above any real reply (a full /limits page is a few MiB); stops a wrong socket
+// from filling memory.
+constexpr std::size_t kMaxReplyBytes = 64u << 20;
+// The server nests four levels deep; the cap keeps printing (recursive) off the
+// end of the stack whatever arrives.
+constexpr int kMaxJsonDepth = 64;
 
 constexpr const char* kUsage =
     "Usage: zetianctl [-s SOCKET] [--json] COMMAND\n"
@@ -55,7 +85,8 @@ constexpr const char* kUsage =
     "  -s, --socket SOCKET  the health socket (default: $ZETIAN_HEALTH_SOCKET,\n"
     "                       else /run/zetian/health.sock)\n"
     "      --json           print the server's JSON instead of a summary or table\n"
-    "      --timeout SECS   give up on the server after SECS seconds (default 5)\n"
+    "      --timeout SECS   give up on the server after SECS seconds (default 5);\n"
+    "                       connecting gives up after 2 seconds, or SECS if shorter\n"
     "  -h, --help           show this help\n"
     "      --version        show the version\n"
     "\n"
@@ -97,14 +128,47 @@ std::string displayText(std::string_view text) {
   return out;
 }
 
-std::string formatNumber(const JsonValue& v) {
-  if (v.text.find_first_of(".eE") == std::string::npos) return v.text;
-  if (v.number == static_cast<double>(static_cast<long long>(v.number)) && v.number < 1e15 &&
-      v.number > -1e15) {
-    return std::to_string(static_cast<long long>(v.number));
+// `value` as JSON text for a terminal: pretty with `indent` > 0, compact with -1.
+// nlohmann escapes C0 controls but writes DEL and C1 (U+0080-U+009F) as they are;
+// those can only occur inside strings, where \u escapes mean the same.
+std::string jsonText(const Json& value, int indent) {
+  const std::string raw = value.dump(indent, ' ', false, Json::error_handler_t::replace);
+  std::string out;
+  out.reserve(raw.size());
+  char escape[8];
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const auto c = static_cast<unsigned char>(raw[i]);
+    if (c == 0x7F) {
+      out += "\\u007f";
+    } else if (c == 0xC2 && i + 1 < raw.size() && static_cast<unsigned char>(raw[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(raw[i + 1]) <= 0x9F) {
+      std::snprintf(escape, sizeof escape, "\\u%04x", static_cast<unsigned char>(raw[++i]));
+      out += escape;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+// The member `key` of an object, or nullptr (also when `value` is not an object).
+const Json* member(const Json& value, const char* key) {
+  if (!value.is_object()) return nullptr;
+  const auto it = value.find(key);
+  return it == value.end() ? nullptr : &*it;
+}
+
+const std::string& textOf(const Json& value) { return value.get_ref<const std::string&>(); }
+
+std::string formatNumber(const Json& v) {
+  if (v.is_number_integer()) return v.dump();  // int64 or uint64, exact
+  const double number = v.get<double>();
+  if (number < 1e15 && number > -1e15 &&
+      number == static_cast<double>(static_cast<long long>(number))) {
+    return std::to_string(static_cast<long long>(number));
   }
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f", v.number);
+  std::snprintf(buf, sizeof buf, "%.2f", number);
   std::string s = buf;
   while (!s.empty() && s.back() == '0') s.pop_back();
   if (!s.empty() && s.back() == '.') s.pop_back();
@@ -112,17 +176,17 @@ std::string formatNumber(const JsonValue& v) {
 }
 
 // A member for a table cell: strings (escaped), numbers, booleans; "-" if absent.
-std::string cell(const JsonValue* v) {
-  if (v == nullptr || v->isNull()) return "-";
-  if (v->isString()) return v->text.empty() ? "\"\"" : displayText(v->text);
-  if (v->isNumber()) return formatNumber(*v);
-  if (v->isBool()) return v->boolean ? "true" : "false";
-  return displayText(toJson(*v, 0));
+std::string cell(const Json* v) {
+  if (v == nullptr || v->is_null()) return "-";
+  if (v->is_string()) return textOf(*v).empty() ? "\"\"" : displayText(textOf(*v));
+  if (v->is_number()) return formatNumber(*v);
+  if (v->is_boolean()) return v->get<bool>() ? "true" : "false";
+  return displayText(jsonText(*v, -1));
 }
 
-std::string uptimeText(const JsonValue* v) {
-  if (v == nullptr || !v->isNumber() || v->number < 0) return cell(v);
-  auto total = static_cast<long long>(v->number);
+std::string uptimeText(const Json* v) {
+  if (v == nullptr || !v->is_number() || v->get<double>() < 0) return cell(v);
+  auto total = static_cast<long long>(v->get<double>());
   const long long days = total / 86400;
   const long long hours = total / 3600 % 24;
   const long long minutes = total / 60 % 60;
@@ -135,9 +199,9 @@ std::string uptimeText(const JsonValue* v) {
   return out;
 }
 
-std::string retryAfterText(const JsonValue* v) {
-  if (v == nullptr || !v->isNumber()) return cell(v);
-  if (v->number <= 0) return "-";
+std::string retryAfterText(const Json* v) {
+  if (v == nullptr || !v->is_number()) return cell(v);
+  if (v->get<double>() <= 0) return "-";
   return formatNumber(*v) + "s";
 }
 
@@ -176,14 +240,275 @@ void printRaw(const std::string& body) {
   if (body.empty() || body.back() != '\n') std::fputc('\n', stdout);
 }
 
+// ---- JSON ---------------------------------------------------------------------------
+
+struct NestedTooDeeply {};
+
+// One JSON document, or nullopt with *error = "at byte N: what was wrong".
+std::optional<Json> parseDocument(const std::string& text, std::string* error) {
+  const Json::parser_callback_t limitDepth = [](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxJsonDepth) throw NestedTooDeeply{};
+    return true;
+  };
+  try {
+    return Json::parse(text, limitDepth);
+  } catch (const NestedTooDeeply&) {
+    *error = "nested more than " + std::to_string(kMaxJsonDepth) + " levels deep";
+  } catch (const Json::parse_error& e) {
+    // what(): "[json.exception.parse_error.101] parse error at line 1, column 13: why"
+    std::string_view why = e.what();
+    if (const std::size_t colon = why.find(": "); colon != std::string_view::npos) {
+      why.remove_prefix(colon + 2);
+    }
+    *error = "at byte " + std::to_string(e.byte) + ": " + displayText(why);
+  } catch (const Json::exception& e) {
+    // Numbers out of double range: "[json.exception.out_of_range.406] number overflow ..."
+    std::string_view why = e.what();
+    if (const std::size_t bracket = why.find("] "); bracket != std::string_view::npos) {
+      why.remove_prefix(bracket + 2);
+    }
+    *error = displayText(why);
+  }
+  return std::nullopt;
+}
+
 // ---- talking to the server ----------------------------------------------------------
+
+struct Reply {
+  long status = 0;
+  std::string reason;  // from the status line, e.g. "Internal Server Error"
+  std::string body;
+};
+
+// "5s" or "0.5s", as the operator wrote the timeout.
+std::string secondsText(std::chrono::milliseconds ms) {
+  char buf[32];
+  if (ms.count() % 1000 == 0) {
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(ms.count() / 1000));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms.count()) / 1000);
+  }
+  return buf;
+}
+
+// What a failed connect() means for the operator, and what to do about it.
+std::string connectError(const std::string& path, int err,
+                         std::chrono::milliseconds connect_timeout) {
+  struct stat st {};
+  const bool exists = stat(path.c_str(), &st) == 0;
+  // Linux refuses a connect() to a file that is not a socket with ECONNREFUSED, as if
+  // a daemon had died; say what it really is.
+  if (err == ENOTSOCK || (err == ECONNREFUSED && exists && !S_ISSOCK(st.st_mode))) {
+    return "cannot connect to " + path + ": it is not a socket (use -s to choose the health socket)";
+  }
+  if (err == EAGAIN || err == ETIMEDOUT || err == EINPROGRESS) {
+    return "cannot connect to " + path + " within " + secondsText(connect_timeout) +
+           " — zetian-milter is not accepting connections (overloaded or stuck?)";
+  }
+  std::string message = "cannot connect to " + path + ": " + std::strerror(err);
+  if (err == ENOENT || err == ECONNREFUSED) {
+    message += " — is zetian-milter running? (use -s to choose another socket)";
+  } else if (err == EACCES || err == EPERM) {
+    std::string group_name;
+    if (exists) {
+      if (const struct group* gr = getgrgid(st.st_gid); gr != nullptr && gr->gr_name != nullptr) {
+        group_name = gr->gr_name;
+      } else {
+        group_name = std::to_string(st.st_gid);
+      }
+    }
+    message += " — run as root or as a member of the socket's group";
+    if (!group_name.empty()) message += " (" + group_name + ")";
+  } else if (err == ENOTDIR) {
+    message += " — that path is not a socket (use -s to choose the health socket)";
+  }
+  return message;
+}
+
+// The state one request's curl callbacks fill in.
+struct Transfer {
+  std::chrono::milliseconds connect_timeout{};
+  Reply reply;
+  bool too_large = false;
+};
+
+std::size_t onBody(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  if (t->reply.body.size() + n > kMaxReplyBytes) {
+    t->too_large = true;
+    return 0;  // makes curl stop with CURLE_WRITE_ERROR
+  }
+  t->reply.body.append(data, n);
+  return n;
+}
+
+// Keeps the reason phrase, which curl does not report; the last status line wins
+// (an interim 1xx comes before the real one).
+std::size_t onHeader(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  std::string_view line(data, n);
+  if (line.substr(0, 5) == "HTTP/") {
+    while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
+    const std::size_t code = line.find(' ');
+    const std::size_t reason = code == std::string_view::npos ? code : line.find(' ', code + 1);
+    t->reply.reason = reason == std::string_view::npos ? "" : std::string(line.substr(reason + 1));
+  }
+  return n;
+}
+
+// Turns a failed transfer into a sentence that says what went wrong and what to try.
+std::string describeFailure(CURLcode code, const Transfer& t, int os_errno, const char* detail,
+                            const Options& options) {
+  const std::string& path = options.socket;
+  const std::string curl_says = detail[0] != '\0' ? detail : curl_easy_strerror(code);
+  switch (code) {
+    case CURLE_COULDNT_CONNECT:
+      // No errno: the accept backlog stayed full (see httpRequest).
+      return connectError(path, os_errno != 0 ? os_errno : EAGAIN, t.connect_timeout);
+    case CURLE_OPERATION_TIMEDOUT:
+      if (t.reply.status == 0) {
+        return "no answer from " + path + " within " + secondsText(options.timeout) +
+               " — zetian-milter may be overloaded or stuck";
+      }
+      return "the reply from " + path + " did not complete within " + secondsText(options.timeout) +
+             " — zetian-milter may be overloaded or stuck";
+    case CURLE_GOT_NOTHING:
+      return "bad reply from " + path + ": the server closed the connection without answering";
+    case CURLE_PARTIAL_FILE:
+      return "bad reply from " + path + ": the reply was cut short";
+    case CURLE_WRITE_ERROR:
+    case CURLE_FILESIZE_EXCEEDED:
+      if (t.too_large || code == CURLE_FILESIZE_EXCEEDED) {
+        return "bad reply from " + path + ": larger than " + std::to_string(kMaxReplyBytes >> 20) +
+               " MiB";
+      }
+      return "cannot write the reply: " + curl_says;
+    case CURLE_UNSUPPORTED_PROTOCOL:  // HTTP/0.9, i.e. no status line at all
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_BAD_CONTENT_ENCODING:
+      return "bad reply from " + path + ": not an HTTP reply (" + displayText(curl_says) +
+             ") — is this zetian-milter's health socket? (use -s to choose it)";
+    case CURLE_SEND_ERROR:
+      return "cannot send to " + path + ": " +
+             (os_errno != 0 ? std::string(std::strerror(os_errno)) : curl_says);
+    case CURLE_RECV_ERROR:
+      if (os_errno != 0) return "cannot read from " + path + ": " + std::strerror(os_errno);
+      return "bad reply from " + path + ": " + displayText(curl_says);  // e.g. broken chunks
+    case CURLE_OUT_OF_MEMORY:
+      return "out of memory";
+    default:
+      return "the request to " + path + " failed: " + displayText(curl_says);
+  }
+}
+
+// One request over the health socket. False with *error set to a message for the
+// operator; an HTTP error status is a reply, not a failure.
+bool httpRequest(const Options& options, std::string_view method, const std::string& target,
+                 Reply* reply, std::string* error) {
+  const std::string& path = options.socket;
+  // curl treats an empty path as "no Unix socket" and would dial TCP port 80 instead.
+  if (path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    *error = "cannot connect to " + path + ": the path is " +
+             (path.empty() ? "empty" : "too long for a Unix socket");
+    return false;
+  }
+  const std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
+                                                                 &curl_easy_cleanup);
+  if (!curl) {
+    *error = "cannot start libcurl (out of memory?)";
+    return false;
+  }
+  CURL* h = curl.get();
+  Transfer transfer;
+  transfer.connect_timeout = std::min(kConnectTimeout, options.timeout);
+  char detail[CURL_ERROR_SIZE] = "";
+  const std::string url = "http://localhost" + target;
+  curl_slist* headers = nullptr;
+  const std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(
+      method == "POST" ? headers = curl_slist_append(nullptr, "Content-Type:") : nullptr,
+      &curl_slist_free_all);
+
+  bool set = true;
+  const auto opt = [&](CURLoption option, auto value) {
+    set = set && curl_easy_setopt(h, option, value) == CURLE_OK;
+  };
+  opt(CURLOPT_UNIX_SOCKET_PATH, path.c_str());
+  opt(CURLOPT_URL, url.c_str());
+  opt(CURLOPT_PROTOCOLS_STR, "http");
+  opt(CURLOPT_PROXY, "");  // http_proxy in the environment must not reroute us
+  opt(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+  opt(CURLOPT_USERAGENT, "zetianctl");
+  opt(CURLOPT_NOSIGNAL, 1L);
+  opt(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(kMaxReplyBytes));
+  opt(CURLOPT_ERRORBUFFER, detail);
+  opt(CURLOPT_WRITEFUNCTION, &onBody);
+  opt(CURLOPT_WRITEDATA, &transfer);
+  opt(CURLOPT_HEADERFUNCTION, &onHeader);
+  opt(CURLOPT_HEADERDATA, &transfer);
+  if (method == "POST") {
+    opt(CURLOPT_POST, 1L);
+    opt(CURLOPT_POSTFIELDS, "");
+    opt(CURLOPT_POSTFIELDSIZE, 0L);
+    opt(CURLOPT_HTTPHEADER, headers);  // no form Content-Type for an empty body
+  } else {
+    opt(CURLOPT_HTTPGET, 1L);
+  }
+  if (!set || (method == "POST" && headers == nullptr)) {
+    *error = "this libcurl lacks a feature zetianctl needs (Unix sockets, HTTP); version " +
+             std::string(curl_version_info(CURLVERSION_NOW)->version);
+    return false;
+  }
+
+  // curl connects without blocking; on a Unix socket whose accept backlog is full,
+  // connect() then fails at once with EAGAIN, which curl 7.88 reports with no errno
+  // (curl issue #18748). A blocking client would wait for room: so does this loop,
+  // up to the connect timeout, as the server may just be busy for a moment.
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point connect_deadline = start + transfer.connect_timeout;
+  const Clock::time_point deadline = start + options.timeout;
+  const auto msUntil = [](Clock::time_point when) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(when - Clock::now()).count();
+    return static_cast<long>(std::max<decltype(left)>(left, 1));
+  };
+  constexpr int kConnectRetryPauseMs = 20;
+  while (true) {
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, msUntil(connect_deadline));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, msUntil(deadline));
+    const CURLcode code = curl_easy_perform(h);
+    long os_errno = 0;
+    curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &transfer.reply.status);
+    if (code == CURLE_COULDNT_CONNECT && (os_errno == 0 || os_errno == EAGAIN) &&
+        Clock::now() + std::chrono::milliseconds(kConnectRetryPauseMs) < connect_deadline) {
+      poll(nullptr, 0, kConnectRetryPauseMs);
+      continue;
+    }
+    if (code != CURLE_OK) {
+      *error = describeFailure(code, transfer, static_cast<int>(os_errno), detail, options);
+      return false;
+    }
+    *reply = std::move(transfer.reply);
+    return true;
+  }
+}
+
+// RFC 3986 percent-encoding of a query value: everything but unreserved characters.
+std::string percentEncode(const std::string& text) {
+  const std::unique_ptr<char, decltype(&curl_free)> encoded(
+      curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size())), &curl_free);
+  if (!encoded) throw std::bad_alloc();
+  return encoded.get();
+}
 
 struct Exchange {
   std::string what;  // "GET /health", for messages
-  HttpResponse response;
-  std::optional<JsonValue> doc;  // the body, if it is JSON
+  Reply reply;
+  std::optional<Json> doc;  // the body, if it is JSON
   std::string parse_error;
-  bool success() const { return response.status >= 200 && response.status < 300; }
+  bool success() const { return reply.status >= 200 && reply.status < 300; }
 };
 
 std::optional<Exchange> request(const Options& options, std::string_view method,
@@ -191,11 +516,11 @@ std::optional<Exchange> request(const Options& options, std::string_view method,
   Exchange ex;
   ex.what = std::string(method) + " " + target;
   std::string error;
-  if (!httpRequest(options.socket, method, target, options.timeout, &ex.response, &error)) {
+  if (!httpRequest(options, method, target, &ex.reply, &error)) {
     std::fprintf(stderr, "zetianctl: %s\n", error.c_str());
     return std::nullopt;
   }
-  ex.doc = parseJson(ex.response.body, &ex.parse_error);
+  ex.doc = parseDocument(ex.reply.body, &ex.parse_error);
   return ex;
 }
 
@@ -204,29 +529,29 @@ std::optional<Exchange> request(const Options& options, std::string_view method,
 void printServerErrors(const Exchange& ex) {
   bool printed = false;
   if (ex.doc) {
-    if (const JsonValue* e = ex.doc->find("error"); e != nullptr && e->isString()) {
-      std::fprintf(stderr, "zetianctl: %s\n", displayText(e->text).c_str());
+    if (const Json* e = member(*ex.doc, "error"); e != nullptr && e->is_string()) {
+      std::fprintf(stderr, "zetianctl: %s\n", displayText(textOf(*e)).c_str());
       printed = true;
     }
-    if (const JsonValue* list = ex.doc->find("errors"); list != nullptr && list->isArray()) {
-      for (const JsonValue& line : list->items) {
-        std::fprintf(stderr, "%s\n", line.isString() ? displayText(line.text).c_str()
-                                                     : displayText(toJson(line, 0)).c_str());
+    if (const Json* list = member(*ex.doc, "errors"); list != nullptr && list->is_array()) {
+      for (const Json& line : *list) {
+        std::fprintf(stderr, "%s\n", line.is_string() ? displayText(textOf(line)).c_str()
+                                                      : displayText(jsonText(line, -1)).c_str());
         printed = true;
       }
     }
   }
   if (!printed) {
-    std::string first_line = ex.response.body.substr(0, ex.response.body.find('\n'));
+    std::string first_line = ex.reply.body.substr(0, ex.reply.body.find('\n'));
     if (first_line.size() > 200) first_line.resize(200);
-    std::fprintf(stderr, "zetianctl: %s: the server answered %d %s%s%s\n", ex.what.c_str(),
-                 ex.response.status, displayText(ex.response.reason).c_str(),
+    std::fprintf(stderr, "zetianctl: %s: the server answered %ld %s%s%s\n", ex.what.c_str(),
+                 ex.reply.status, displayText(ex.reply.reason).c_str(),
                  first_line.empty() ? "" : ": ", displayText(first_line).c_str());
   }
 }
 
 // The JSON object a command needs, or nullptr after saying why there is none.
-const JsonValue* requireObject(const Exchange& ex) {
+const Json* requireObject(const Exchange& ex) {
   if (!ex.doc) {
     if (!ex.success()) {
       printServerErrors(ex);
@@ -236,7 +561,7 @@ const JsonValue* requireObject(const Exchange& ex) {
     }
     return nullptr;
   }
-  if (!ex.doc->isObject()) {
+  if (!ex.doc->is_object()) {
     std::fprintf(stderr, "zetianctl: the reply to %s is not a JSON object\n", ex.what.c_str());
     return nullptr;
   }
@@ -249,30 +574,30 @@ int cmdStatus(const Options& options) {
   const auto ex = request(options, "GET", "/health");
   if (!ex) return kExitFailed;
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
     return ex->success() ? kExitOk : kExitFailed;
   }
-  const JsonValue* health = requireObject(*ex);
+  const Json* health = requireObject(*ex);
   if (health == nullptr) return kExitFailed;
-  if (!ex->success() && health->find("status") == nullptr) {
+  if (!ex->success() && member(*health, "status") == nullptr) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  const JsonValue* maintenance = health->find("maintenance");
-  const JsonValue* members = health->find("members");
-  std::printf("node:         %s\n", cell(health->find("node_id")).c_str());
-  std::printf("status:       %s\n", cell(health->find("status")).c_str());
-  std::printf("version:      %s\n", cell(health->find("version")).c_str());
-  std::printf("uptime:       %s\n", uptimeText(health->find("uptime_s")).c_str());
-  std::printf("maintenance:  %s\n", maintenance != nullptr && maintenance->isBool()
-                                        ? (maintenance->boolean ? "on" : "off")
+  const Json* maintenance = member(*health, "maintenance");
+  const Json* members = member(*health, "members");
+  std::printf("node:         %s\n", cell(member(*health, "node_id")).c_str());
+  std::printf("status:       %s\n", cell(member(*health, "status")).c_str());
+  std::printf("version:      %s\n", cell(member(*health, "version")).c_str());
+  std::printf("uptime:       %s\n", uptimeText(member(*health, "uptime_s")).c_str());
+  std::printf("maintenance:  %s\n", maintenance != nullptr && maintenance->is_boolean()
+                                        ? (maintenance->get<bool>() ? "on" : "off")
                                         : cell(maintenance).c_str());
-  std::printf("members:      %s\n", members != nullptr && members->isArray()
-                                        ? std::to_string(members->items.size()).c_str()
+  std::printf("members:      %s\n", members != nullptr && members->is_array()
+                                        ? std::to_string(members->size()).c_str()
                                         : cell(members).c_str());
   if (!ex->success()) {
-    std::fprintf(stderr, "zetianctl: /health answered %d %s\n", ex->response.status,
-                 displayText(ex->response.reason).c_str());
+    std::fprintf(stderr, "zetianctl: /health answered %ld %s\n", ex->reply.status,
+                 displayText(ex->reply.reason).c_str());
     return kExitFailed;
   }
   return kExitOk;
@@ -282,9 +607,9 @@ int cmdHealth(const Options& options) {
   const auto ex = request(options, "GET", "/health");
   if (!ex) return kExitFailed;
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
   } else if (ex->doc) {
-    std::printf("%s\n", toJson(*ex->doc, 2).c_str());
+    std::printf("%s\n", jsonText(*ex->doc, 2).c_str());
   } else if (ex->success()) {
     std::fprintf(stderr, "zetianctl: the reply to %s is not valid JSON (%s)\n", ex->what.c_str(),
                  ex->parse_error.c_str());
@@ -298,29 +623,31 @@ int cmdHealth(const Options& options) {
 int cmdMembers(const Options& options) {
   const auto ex = request(options, "GET", "/health");
   if (!ex) return kExitFailed;
-  const JsonValue* health = requireObject(*ex);
+  const Json* health = requireObject(*ex);
   if (health == nullptr) return kExitFailed;
-  if (!ex->success() && health->find("members") == nullptr) {
+  if (!ex->success() && member(*health, "members") == nullptr) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  const JsonValue* members = health->find("members");
-  if (members == nullptr || !members->isArray()) {
+  const Json* members = member(*health, "members");
+  if (members == nullptr || !members->is_array()) {
     std::fprintf(stderr, "zetianctl: the /health reply has no members list\n");
     return kExitFailed;
   }
   if (options.json) {
-    std::printf("%s\n", toJson(*members, 0).c_str());
+    std::printf("%s\n", jsonText(*members, -1).c_str());
     return ex->success() ? kExitOk : kExitFailed;
   }
   std::vector<std::vector<std::string>> rows;
-  for (const JsonValue& m : members->items) {
-    const JsonValue* load = m.find("load");
-    const JsonValue* region = m.find("region");
-    const bool no_region = region != nullptr && region->isString() && region->text.empty();
-    rows.push_back({cell(m.find("id")), cell(m.find("address")), no_region ? "-" : cell(region),
-                    cell(m.find("status")), cell(load != nullptr ? load->find("sessions") : nullptr),
-                    cell(load != nullptr ? load->find("messages_per_s") : nullptr), cell(m.find("last_seen"))});
+  for (const Json& m : *members) {
+    const Json* load = member(m, "load");
+    const Json* region = member(m, "region");
+    const bool no_region = region != nullptr && region->is_string() && textOf(*region).empty();
+    rows.push_back({cell(member(m, "id")), cell(member(m, "address")), no_region ? "-" : cell(region),
+                    cell(member(m, "status")),
+                    cell(load != nullptr ? member(*load, "sessions") : nullptr),
+                    cell(load != nullptr ? member(*load, "messages_per_s") : nullptr),
+                    cell(member(m, "last_seen"))});
   }
   printTable({"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "LAST SEEN"}, rows);
   return ex->success() ? kExitOk : kExitFailed;
@@ -333,20 +660,20 @@ int cmdMetrics(const Options& options) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  std::fwrite(ex->response.body.data(), 1, ex->response.body.size(), stdout);
+  std::fwrite(ex->reply.body.data(), 1, ex->reply.body.size(), stdout);
   return kExitOk;
 }
 
 // reload and limits reset: {"ok":true,...} or {"ok":false,"errors":[...]}. `done`
 // turns the accepted reply into the line to print.
 int mutation(const Options& options, const std::string& target,
-             const std::function<std::string(const JsonValue&)>& done, const std::string& refused) {
+             const std::function<std::string(const Json&)>& done, const std::string& refused) {
   const auto ex = request(options, "POST", target);
   if (!ex) return kExitFailed;
-  const JsonValue* ok = ex->doc ? ex->doc->find("ok") : nullptr;
-  const bool accepted = ex->success() && (ok == nullptr || !ok->isBool() || ok->boolean);
+  const Json* ok = ex->doc ? member(*ex->doc, "ok") : nullptr;
+  const bool accepted = ex->success() && (ok == nullptr || !ok->is_boolean() || ok->get<bool>());
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
     return accepted ? kExitOk : kExitFailed;
   }
   if (accepted) {
@@ -364,14 +691,15 @@ int mutation(const Options& options, const std::string& target,
 }
 
 int cmdReload(const Options& options) {
-  const auto done = [](const JsonValue& reply) {
+  const auto done = [](const Json& reply) {
     std::string line = "policy reloaded";
-    const JsonValue* version = reply.find("policy_version");
-    const JsonValue* rules = reply.find("rules");
-    if (version != nullptr && version->isNumber()) line += ": version " + formatNumber(*version);
-    if (rules != nullptr && rules->isNumber()) {
-      line += (version != nullptr && version->isNumber() ? ", " : ": ") + formatNumber(*rules) +
-              (rules->text == "1" ? " rule" : " rules");
+    const Json* version = member(reply, "policy_version");
+    const Json* rules = member(reply, "rules");
+    if (version != nullptr && version->is_number()) line += ": version " + formatNumber(*version);
+    if (rules != nullptr && rules->is_number()) {
+      const std::string count = formatNumber(*rules);
+      line += (version != nullptr && version->is_number() ? ", " : ": ") + count +
+              (count == "1" ? " rule" : " rules");
     }
     return line;
   };
@@ -379,9 +707,9 @@ int cmdReload(const Options& options) {
 }
 
 int cmdMaintenance(const Options& options, bool enabled) {
-  const auto done = [enabled](const JsonValue& reply) {
-    const JsonValue* changed = reply.find("changed");
-    const bool was_change = changed == nullptr || !changed->isBool() || changed->boolean;
+  const auto done = [enabled](const Json& reply) {
+    const Json* changed = member(reply, "changed");
+    const bool was_change = changed == nullptr || !changed->is_boolean() || changed->get<bool>();
     std::string line = enabled ? "maintenance on: new SMTP sessions get 421 4.3.2 (loopback exempt)"
                                : "maintenance off: taking mail again";
     if (!was_change) line += " (it already was)";
@@ -403,48 +731,49 @@ int cmdLimitsShow(const Options& options) {
   const auto ex = request(options, "GET", target);
   if (!ex) return kExitFailed;
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
     return ex->success() ? kExitOk : kExitFailed;
   }
   if (!ex->success()) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  const JsonValue* doc = requireObject(*ex);
+  const Json* doc = requireObject(*ex);
   if (doc == nullptr) return kExitFailed;
-  const JsonValue* limits = doc->find("limits");
-  if (limits == nullptr || !limits->isArray()) {
+  const Json* limits = member(*doc, "limits");
+  if (limits == nullptr || !limits->is_array()) {
     std::fprintf(stderr, "zetianctl: the /limits reply has no limits list\n");
     return kExitFailed;
   }
-  if (limits->items.empty()) {
+  if (limits->empty()) {
     std::fputs(options.rule || options.key ? "no counters match\n" : "no counters held\n", stdout);
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
-  for (const JsonValue& l : limits->items) {
-    std::string limit = cell(l.find("limit"));
-    if (const JsonValue* period = l.find("period"); period != nullptr && !period->isNull()) {
-      limit += "/" + (period->isNumber() ? formatNumber(*period) + "s" : cell(period));
+  for (const Json& l : *limits) {
+    std::string limit = cell(member(l, "limit"));
+    if (const Json* period = member(l, "period"); period != nullptr && !period->is_null()) {
+      limit += "/" + (period->is_number() ? formatNumber(*period) + "s" : cell(period));
     }
-    rows.push_back({cell(l.find("rule")), cell(l.find("key")), cell(l.find("remaining")), limit,
-                    retryAfterText(l.find("retry_after_s"))});
+    rows.push_back({cell(member(l, "rule")), cell(member(l, "key")), cell(member(l, "remaining")),
+                    limit, retryAfterText(member(l, "retry_after_s"))});
   }
   printTable({"RULE", "KEY", "REMAINING", "LIMIT", "RETRY_AFTER"}, rows);
-  if (const JsonValue* truncated = doc->find("truncated"); truncated != nullptr && truncated->isBool() &&
-                                                          truncated->boolean) {
+  if (const Json* truncated = member(*doc, "truncated");
+      truncated != nullptr && truncated->is_boolean() && truncated->get<bool>()) {
     std::printf("(only the first %zu counters are listed; narrow with --rule and --key)\n",
-                limits->items.size());
+                limits->size());
   }
   return kExitOk;
 }
 
 int cmdLimitsReset(const Options& options, const std::string& rule, const std::string& key) {
   const std::string target = "/limits/reset?rule=" + percentEncode(rule) + "&key=" + percentEncode(key);
-  const auto done = [&](const JsonValue& reply) {
+  const auto done = [&](const Json& reply) {
     std::string line = "counter reset: rule " + displayText(rule) + ", key " + displayText(key);
-    if (const JsonValue* n = reply.find("reset"); n != nullptr && n->isNumber()) {
-      line += " (" + formatNumber(*n) + (n->text == "1" ? " counter" : " counters") + " cleared)";
+    if (const Json* n = member(reply, "reset"); n != nullptr && n->is_number()) {
+      const std::string count = formatNumber(*n);
+      line += " (" + count + (count == "1" ? " counter" : " counters") + " cleared)";
     }
     return line;
   };
@@ -567,10 +896,21 @@ int run(int argc, char** argv) {
       std::printf("zetianctl %s\n", ZETIAN_VERSION);
       return kExitOk;
     }
-    return dispatch(options);
+    // Once, before any handle: libcurl's global set-up is not thread-safe and not
+    // free, so it is not left to the first curl_easy_init().
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      std::fprintf(stderr, "zetianctl: cannot initialise libcurl\n");
+      return kExitFailed;
+    }
+    const int status = dispatch(options);
+    curl_global_cleanup();
+    return status;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "zetianctl: %s\nTry `zetianctl --help`.\n", e.message.c_str());
     return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "zetianctl: %s\n", e.what());
+    return kExitFailed;
   }
 }
 

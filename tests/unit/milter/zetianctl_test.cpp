@@ -165,7 +165,9 @@ TEST(ZetianctlCommandLine, HelpListsTheCommands) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out.rfind("Usage: zetianctl [-s SOCKET] [--json] COMMAND", 0), 0u) << r.out;
   for (const char* word : {"status", "health", "members", "metrics", "reload", "limits show",
-                           "limits reset RULE KEY", "ZETIAN_HEALTH_SOCKET"}) {
+                           "limits reset RULE KEY", "ZETIAN_HEALTH_SOCKET",
+                           "--timeout SECS   give up on the server after SECS seconds (default 5)",
+                           "connecting gives up after 2 seconds, or SECS if shorter"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word;
   }
 }

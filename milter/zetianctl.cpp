@@ -399,8 +399,8 @@ int cmdMembers(const Options& options) {
     const Json* load = member(m, "load");
     const Json* region = member(m, "region");
     const bool no_region = region != nullptr && region->is_string() && textOf(*region).empty();
-    rows.push_back({cell(member(m, "id")), cell(member(m, "address")), no_region ? "-" : cell(region),
-                    cell(member(m, "status")),
+    rows.push_back({cell(member(m, "id")), cell(member(m, "address")),
+                    no_region ? "-" : cell(region), cell(member(m, "status")),
                     cell(load != nullptr ? member(*load, "sessions") : nullptr),
                     cell(load != nullptr ? member(*load, "messages_per_s") : nullptr),
                     cell(member(m, "last_seen"))});

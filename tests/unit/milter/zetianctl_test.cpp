@@ -456,6 +456,14 @@ TEST_F(ZetianctlScripted, AHugeReplyIsRefusedUnread) {
   EXPECT_EQ(r.err, "zetianctl: bad reply from " + socket_path + ": larger than 64 MiB\n");
 }
 
+TEST_F(ZetianctlScripted, AReplyWithoutALengthIsCutAt64MiB) {
+  const ProcessResult r =
+      ctl("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + std::string((65u << 20), ' '),
+          {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: bad reply from " + socket_path + ": larger than 64 MiB\n");
+}
+
 TEST_F(ZetianctlScripted, DeeplyNestedJsonIsRefusedNotFollowed) {
   const std::string body(1'000'000, '[');
   const ProcessResult r = ctl("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +

@@ -149,9 +149,13 @@ bool healthRequest(const std::string& path, std::string_view method, const std::
              (path.empty() ? "empty" : "too long for a Unix socket");
     return false;
   }
+  // "Name:" with no value removes a header curl would add on its own. Declared first:
+  // the handle refers to the list until it is cleaned up.
+  const std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> no_form_type(
+      curl_slist_append(nullptr, "Content-Type:"), &curl_slist_free_all);
   const std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
                                                                  &curl_easy_cleanup);
-  if (!curl) {
+  if (!curl || !no_form_type) {
     *error = "cannot start libcurl (out of memory?)";
     return false;
   }
@@ -160,10 +164,6 @@ bool healthRequest(const std::string& path, std::string_view method, const std::
   transfer.connect_timeout = std::min(kConnectTimeout, timeout);
   char detail[CURL_ERROR_SIZE] = "";
   const std::string url = "http://localhost" + target;
-  curl_slist* headers = nullptr;
-  const std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(
-      method == "POST" ? headers = curl_slist_append(nullptr, "Content-Type:") : nullptr,
-      &curl_slist_free_all);
 
   bool set = true;
   const auto opt = [&](CURLoption option, auto value) {
@@ -186,11 +186,11 @@ bool healthRequest(const std::string& path, std::string_view method, const std::
     opt(CURLOPT_POST, 1L);
     opt(CURLOPT_POSTFIELDS, "");
     opt(CURLOPT_POSTFIELDSIZE, 0L);
-    opt(CURLOPT_HTTPHEADER, headers);  // no form Content-Type for an empty body
+    opt(CURLOPT_HTTPHEADER, no_form_type.get());  // an empty body is no form
   } else {
     opt(CURLOPT_HTTPGET, 1L);
   }
-  if (!set || (method == "POST" && headers == nullptr)) {
+  if (!set) {
     *error = "this libcurl lacks a feature zetianctl needs (Unix sockets, HTTP); version " +
              std::string(curl_version_info(CURLVERSION_NOW)->version);
     return false;

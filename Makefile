@@ -13,7 +13,8 @@ CTEST_ARGS  ?=
 # Build and test dependencies, all from Debian's archive.
 PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-dev \
             libtoml11-dev libhiredis-dev libgtest-dev libbenchmark-dev python3 \
-            libc-ares-dev postfix swaks curl dnsmasq-base iproute2 openssl
+            libc-ares-dev libcurl4-openssl-dev nlohmann-json3-dev postfix swaks curl \
+            dnsmasq-base iproute2 openssl
 
 # A locale with a decimal comma, for the test that JSON numbers ignore the locale.
 PACKAGES += locales

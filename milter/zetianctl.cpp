@@ -1,15 +1,20 @@
 // zetianctl: the operator's view of a running zetian-milter, through its health socket.
 //
-// Every command is one HTTP request (ctl_http) whose JSON reply (ctl_json) becomes a
-// short human summary or table, or is printed as sent with --json. Text that came
-// from SMTP clients (keys: HELO names, addresses) is printed with control characters
-// escaped, so a hostile key cannot drive the operator's terminal.
+// Every command is one HTTP request (ctl_client: libcurl over the Unix socket) whose
+// JSON reply (nlohmann-json) becomes a short human summary or table, or is printed as
+// sent with --json. Text that came from SMTP clients (keys: HELO names, addresses) is
+// printed with control characters escaped, so a hostile key cannot drive the
+// operator's terminal.
+//
+// Deliberately standalone: it links neither libzetian nor anything of cluster/, so it
+// still works when the thing being diagnosed is the daemon's own library set-up.
 //
 // Exit status: 0 success, 1 the server refused or something failed, 2 usage error.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
@@ -17,21 +22,29 @@
 #include <utility>
 #include <vector>
 
-#include "milter/ctl_http.h"
-#include "milter/ctl_json.h"
+#include <nlohmann/json.hpp>
+
+#include "milter/ctl_client.h"
 
 #ifndef ZETIAN_VERSION
-#define ZETIAN_VERSION "0.1.0"
+#error "ZETIAN_VERSION must be defined by the build (CMake's PROJECT_VERSION)"
 #endif
 
 namespace zetian::milter {
 namespace {
+
+// Keeps object members in the order the server wrote them: `health` and
+// `members --json` print documents back, and operators read them top-down.
+using Json = nlohmann::ordered_json;
 
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr std::chrono::milliseconds kDefaultTimeout{5000};
 constexpr const char* kDefaultSocket = "/run/zetian/health.sock";
+// The server nests four levels deep; the cap keeps printing, which recurses, from
+// running off the stack whatever arrives.
+constexpr int kMaxJsonDepth = 64;
 
 constexpr const char* kUsage =
     "Usage: zetianctl [-s SOCKET] [--json] COMMAND\n"
@@ -55,11 +68,14 @@ constexpr const char* kUsage =
     "  -s, --socket SOCKET  the health socket (default: $ZETIAN_HEALTH_SOCKET,\n"
     "                       else /run/zetian/health.sock)\n"
     "      --json           print the server's JSON instead of a summary or table\n"
-    "      --timeout SECS   give up on the server after SECS seconds (default 5)\n"
+    "      --timeout SECS   give up on the server after SECS seconds (default 5);\n"
+    "                       connecting gives up after 2 seconds, or SECS if shorter\n"
     "  -h, --help           show this help\n"
     "      --version        show the version\n"
     "\n"
     "Exit status: 0 success, 1 refused by the server or failed, 2 usage error.\n";
+
+static_assert(kConnectTimeout == std::chrono::seconds(2), "--help names the connect timeout");
 
 struct UsageError {
   std::string message;
@@ -97,14 +113,47 @@ std::string displayText(std::string_view text) {
   return out;
 }
 
-std::string formatNumber(const JsonValue& v) {
-  if (v.text.find_first_of(".eE") == std::string::npos) return v.text;
-  if (v.number == static_cast<double>(static_cast<long long>(v.number)) && v.number < 1e15 &&
-      v.number > -1e15) {
-    return std::to_string(static_cast<long long>(v.number));
+// `value` as JSON text for a terminal: pretty with `indent` > 0, compact with -1.
+// nlohmann escapes C0 controls but writes DEL and C1 (U+0080-U+009F) as they are;
+// those can only occur inside strings, where \u escapes mean the same.
+std::string jsonText(const Json& value, int indent) {
+  const std::string raw = value.dump(indent, ' ', false, Json::error_handler_t::replace);
+  std::string out;
+  out.reserve(raw.size());
+  char escape[8];
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const auto c = static_cast<unsigned char>(raw[i]);
+    if (c == 0x7F) {
+      out += "\\u007f";
+    } else if (c == 0xC2 && i + 1 < raw.size() && static_cast<unsigned char>(raw[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(raw[i + 1]) <= 0x9F) {
+      std::snprintf(escape, sizeof escape, "\\u%04x", static_cast<unsigned char>(raw[++i]));
+      out += escape;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+// The member `key` of an object, or nullptr (also when `value` is not an object).
+const Json* member(const Json& value, const char* key) {
+  if (!value.is_object()) return nullptr;
+  const auto it = value.find(key);
+  return it == value.end() ? nullptr : &*it;
+}
+
+const std::string& textOf(const Json& value) { return value.get_ref<const std::string&>(); }
+
+std::string formatNumber(const Json& v) {
+  if (v.is_number_integer()) return v.dump();  // int64 or uint64, exact
+  const double number = v.get<double>();
+  if (number < 1e15 && number > -1e15 &&
+      number == static_cast<double>(static_cast<long long>(number))) {
+    return std::to_string(static_cast<long long>(number));
   }
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f", v.number);
+  std::snprintf(buf, sizeof buf, "%.2f", number);
   std::string s = buf;
   while (!s.empty() && s.back() == '0') s.pop_back();
   if (!s.empty() && s.back() == '.') s.pop_back();
@@ -112,17 +161,17 @@ std::string formatNumber(const JsonValue& v) {
 }
 
 // A member for a table cell: strings (escaped), numbers, booleans; "-" if absent.
-std::string cell(const JsonValue* v) {
-  if (v == nullptr || v->isNull()) return "-";
-  if (v->isString()) return v->text.empty() ? "\"\"" : displayText(v->text);
-  if (v->isNumber()) return formatNumber(*v);
-  if (v->isBool()) return v->boolean ? "true" : "false";
-  return displayText(toJson(*v, 0));
+std::string cell(const Json* v) {
+  if (v == nullptr || v->is_null()) return "-";
+  if (v->is_string()) return textOf(*v).empty() ? "\"\"" : displayText(textOf(*v));
+  if (v->is_number()) return formatNumber(*v);
+  if (v->is_boolean()) return v->get<bool>() ? "true" : "false";
+  return displayText(jsonText(*v, -1));
 }
 
-std::string uptimeText(const JsonValue* v) {
-  if (v == nullptr || !v->isNumber() || v->number < 0) return cell(v);
-  auto total = static_cast<long long>(v->number);
+std::string uptimeText(const Json* v) {
+  if (v == nullptr || !v->is_number() || v->get<double>() < 0) return cell(v);
+  auto total = static_cast<long long>(v->get<double>());
   const long long days = total / 86400;
   const long long hours = total / 3600 % 24;
   const long long minutes = total / 60 % 60;
@@ -135,9 +184,9 @@ std::string uptimeText(const JsonValue* v) {
   return out;
 }
 
-std::string retryAfterText(const JsonValue* v) {
-  if (v == nullptr || !v->isNumber()) return cell(v);
-  if (v->number <= 0) return "-";
+std::string retryAfterText(const Json* v) {
+  if (v == nullptr || !v->is_number()) return cell(v);
+  if (v->get<double>() <= 0) return "-";
   return formatNumber(*v) + "s";
 }
 
@@ -176,14 +225,46 @@ void printRaw(const std::string& body) {
   if (body.empty() || body.back() != '\n') std::fputc('\n', stdout);
 }
 
+// ---- JSON ---------------------------------------------------------------------------
+
+struct NestedTooDeeply {};
+
+// One JSON document, or nullopt with *error = "at byte N: what was wrong".
+std::optional<Json> parseDocument(const std::string& text, std::string* error) {
+  const Json::parser_callback_t limitDepth = [](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxJsonDepth) throw NestedTooDeeply{};
+    return true;
+  };
+  try {
+    return Json::parse(text, limitDepth);
+  } catch (const NestedTooDeeply&) {
+    *error = "nested more than " + std::to_string(kMaxJsonDepth) + " levels deep";
+  } catch (const Json::parse_error& e) {
+    // what(): "[json.exception.parse_error.101] parse error at line 1, column 13: why"
+    std::string_view why = e.what();
+    if (const std::size_t colon = why.find(": "); colon != std::string_view::npos) {
+      why.remove_prefix(colon + 2);
+    }
+    *error = "at byte " + std::to_string(e.byte) + ": " + displayText(why);
+  } catch (const Json::exception& e) {
+    // Numbers out of double range: "[json.exception.out_of_range.406] number overflow ..."
+    std::string_view why = e.what();
+    if (const std::size_t bracket = why.find("] "); bracket != std::string_view::npos) {
+      why.remove_prefix(bracket + 2);
+    }
+    *error = displayText(why);
+  }
+  return std::nullopt;
+}
+
 // ---- talking to the server ----------------------------------------------------------
 
 struct Exchange {
   std::string what;  // "GET /health", for messages
-  HttpResponse response;
-  std::optional<JsonValue> doc;  // the body, if it is JSON
+  HttpReply reply;
+  std::optional<Json> doc;  // the body, if it is JSON
   std::string parse_error;
-  bool success() const { return response.status >= 200 && response.status < 300; }
+  bool success() const { return reply.status >= 200 && reply.status < 300; }
 };
 
 std::optional<Exchange> request(const Options& options, std::string_view method,
@@ -191,11 +272,11 @@ std::optional<Exchange> request(const Options& options, std::string_view method,
   Exchange ex;
   ex.what = std::string(method) + " " + target;
   std::string error;
-  if (!httpRequest(options.socket, method, target, options.timeout, &ex.response, &error)) {
-    std::fprintf(stderr, "zetianctl: %s\n", error.c_str());
+  if (!healthRequest(options.socket, method, target, options.timeout, &ex.reply, &error)) {
+    std::fprintf(stderr, "zetianctl: %s\n", displayText(error).c_str());
     return std::nullopt;
   }
-  ex.doc = parseJson(ex.response.body, &ex.parse_error);
+  ex.doc = parseDocument(ex.reply.body, &ex.parse_error);
   return ex;
 }
 
@@ -204,29 +285,29 @@ std::optional<Exchange> request(const Options& options, std::string_view method,
 void printServerErrors(const Exchange& ex) {
   bool printed = false;
   if (ex.doc) {
-    if (const JsonValue* e = ex.doc->find("error"); e != nullptr && e->isString()) {
-      std::fprintf(stderr, "zetianctl: %s\n", displayText(e->text).c_str());
+    if (const Json* e = member(*ex.doc, "error"); e != nullptr && e->is_string()) {
+      std::fprintf(stderr, "zetianctl: %s\n", displayText(textOf(*e)).c_str());
       printed = true;
     }
-    if (const JsonValue* list = ex.doc->find("errors"); list != nullptr && list->isArray()) {
-      for (const JsonValue& line : list->items) {
-        std::fprintf(stderr, "%s\n", line.isString() ? displayText(line.text).c_str()
-                                                     : displayText(toJson(line, 0)).c_str());
+    if (const Json* list = member(*ex.doc, "errors"); list != nullptr && list->is_array()) {
+      for (const Json& line : *list) {
+        std::fprintf(stderr, "%s\n", line.is_string() ? displayText(textOf(line)).c_str()
+                                                      : displayText(jsonText(line, -1)).c_str());
         printed = true;
       }
     }
   }
   if (!printed) {
-    std::string first_line = ex.response.body.substr(0, ex.response.body.find('\n'));
+    std::string first_line = ex.reply.body.substr(0, ex.reply.body.find('\n'));
     if (first_line.size() > 200) first_line.resize(200);
-    std::fprintf(stderr, "zetianctl: %s: the server answered %d %s%s%s\n", ex.what.c_str(),
-                 ex.response.status, displayText(ex.response.reason).c_str(),
+    std::fprintf(stderr, "zetianctl: %s: the server answered %ld %s%s%s\n", ex.what.c_str(),
+                 ex.reply.status, displayText(ex.reply.reason).c_str(),
                  first_line.empty() ? "" : ": ", displayText(first_line).c_str());
   }
 }
 
 // The JSON object a command needs, or nullptr after saying why there is none.
-const JsonValue* requireObject(const Exchange& ex) {
+const Json* requireObject(const Exchange& ex) {
   if (!ex.doc) {
     if (!ex.success()) {
       printServerErrors(ex);
@@ -236,7 +317,7 @@ const JsonValue* requireObject(const Exchange& ex) {
     }
     return nullptr;
   }
-  if (!ex.doc->isObject()) {
+  if (!ex.doc->is_object()) {
     std::fprintf(stderr, "zetianctl: the reply to %s is not a JSON object\n", ex.what.c_str());
     return nullptr;
   }
@@ -249,30 +330,30 @@ int cmdStatus(const Options& options) {
   const auto ex = request(options, "GET", "/health");
   if (!ex) return kExitFailed;
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
     return ex->success() ? kExitOk : kExitFailed;
   }
-  const JsonValue* health = requireObject(*ex);
+  const Json* health = requireObject(*ex);
   if (health == nullptr) return kExitFailed;
-  if (!ex->success() && health->find("status") == nullptr) {
+  if (!ex->success() && member(*health, "status") == nullptr) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  const JsonValue* maintenance = health->find("maintenance");
-  const JsonValue* members = health->find("members");
-  std::printf("node:         %s\n", cell(health->find("node_id")).c_str());
-  std::printf("status:       %s\n", cell(health->find("status")).c_str());
-  std::printf("version:      %s\n", cell(health->find("version")).c_str());
-  std::printf("uptime:       %s\n", uptimeText(health->find("uptime_s")).c_str());
-  std::printf("maintenance:  %s\n", maintenance != nullptr && maintenance->isBool()
-                                        ? (maintenance->boolean ? "on" : "off")
+  const Json* maintenance = member(*health, "maintenance");
+  const Json* members = member(*health, "members");
+  std::printf("node:         %s\n", cell(member(*health, "node_id")).c_str());
+  std::printf("status:       %s\n", cell(member(*health, "status")).c_str());
+  std::printf("version:      %s\n", cell(member(*health, "version")).c_str());
+  std::printf("uptime:       %s\n", uptimeText(member(*health, "uptime_s")).c_str());
+  std::printf("maintenance:  %s\n", maintenance != nullptr && maintenance->is_boolean()
+                                        ? (maintenance->get<bool>() ? "on" : "off")
                                         : cell(maintenance).c_str());
-  std::printf("members:      %s\n", members != nullptr && members->isArray()
-                                        ? std::to_string(members->items.size()).c_str()
+  std::printf("members:      %s\n", members != nullptr && members->is_array()
+                                        ? std::to_string(members->size()).c_str()
                                         : cell(members).c_str());
   if (!ex->success()) {
-    std::fprintf(stderr, "zetianctl: /health answered %d %s\n", ex->response.status,
-                 displayText(ex->response.reason).c_str());
+    std::fprintf(stderr, "zetianctl: /health answered %ld %s\n", ex->reply.status,
+                 displayText(ex->reply.reason).c_str());
     return kExitFailed;
   }
   return kExitOk;
@@ -282,9 +363,9 @@ int cmdHealth(const Options& options) {
   const auto ex = request(options, "GET", "/health");
   if (!ex) return kExitFailed;
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
   } else if (ex->doc) {
-    std::printf("%s\n", toJson(*ex->doc, 2).c_str());
+    std::printf("%s\n", jsonText(*ex->doc, 2).c_str());
   } else if (ex->success()) {
     std::fprintf(stderr, "zetianctl: the reply to %s is not valid JSON (%s)\n", ex->what.c_str(),
                  ex->parse_error.c_str());
@@ -298,29 +379,31 @@ int cmdHealth(const Options& options) {
 int cmdMembers(const Options& options) {
   const auto ex = request(options, "GET", "/health");
   if (!ex) return kExitFailed;
-  const JsonValue* health = requireObject(*ex);
+  const Json* health = requireObject(*ex);
   if (health == nullptr) return kExitFailed;
-  if (!ex->success() && health->find("members") == nullptr) {
+  if (!ex->success() && member(*health, "members") == nullptr) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  const JsonValue* members = health->find("members");
-  if (members == nullptr || !members->isArray()) {
+  const Json* members = member(*health, "members");
+  if (members == nullptr || !members->is_array()) {
     std::fprintf(stderr, "zetianctl: the /health reply has no members list\n");
     return kExitFailed;
   }
   if (options.json) {
-    std::printf("%s\n", toJson(*members, 0).c_str());
+    std::printf("%s\n", jsonText(*members, -1).c_str());
     return ex->success() ? kExitOk : kExitFailed;
   }
   std::vector<std::vector<std::string>> rows;
-  for (const JsonValue& m : members->items) {
-    const JsonValue* load = m.find("load");
-    const JsonValue* region = m.find("region");
-    const bool no_region = region != nullptr && region->isString() && region->text.empty();
-    rows.push_back({cell(m.find("id")), cell(m.find("address")), no_region ? "-" : cell(region),
-                    cell(m.find("status")), cell(load != nullptr ? load->find("sessions") : nullptr),
-                    cell(load != nullptr ? load->find("messages_per_s") : nullptr), cell(m.find("last_seen"))});
+  for (const Json& m : *members) {
+    const Json* load = member(m, "load");
+    const Json* region = member(m, "region");
+    const bool no_region = region != nullptr && region->is_string() && textOf(*region).empty();
+    rows.push_back({cell(member(m, "id")), cell(member(m, "address")),
+                    no_region ? "-" : cell(region), cell(member(m, "status")),
+                    cell(load != nullptr ? member(*load, "sessions") : nullptr),
+                    cell(load != nullptr ? member(*load, "messages_per_s") : nullptr),
+                    cell(member(m, "last_seen"))});
   }
   printTable({"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "LAST SEEN"}, rows);
   return ex->success() ? kExitOk : kExitFailed;
@@ -333,20 +416,20 @@ int cmdMetrics(const Options& options) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  std::fwrite(ex->response.body.data(), 1, ex->response.body.size(), stdout);
+  std::fwrite(ex->reply.body.data(), 1, ex->reply.body.size(), stdout);
   return kExitOk;
 }
 
 // reload and limits reset: {"ok":true,...} or {"ok":false,"errors":[...]}. `done`
 // turns the accepted reply into the line to print.
 int mutation(const Options& options, const std::string& target,
-             const std::function<std::string(const JsonValue&)>& done, const std::string& refused) {
+             const std::function<std::string(const Json&)>& done, const std::string& refused) {
   const auto ex = request(options, "POST", target);
   if (!ex) return kExitFailed;
-  const JsonValue* ok = ex->doc ? ex->doc->find("ok") : nullptr;
-  const bool accepted = ex->success() && (ok == nullptr || !ok->isBool() || ok->boolean);
+  const Json* ok = ex->doc ? member(*ex->doc, "ok") : nullptr;
+  const bool accepted = ex->success() && (ok == nullptr || !ok->is_boolean() || ok->get<bool>());
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
     return accepted ? kExitOk : kExitFailed;
   }
   if (accepted) {
@@ -364,14 +447,15 @@ int mutation(const Options& options, const std::string& target,
 }
 
 int cmdReload(const Options& options) {
-  const auto done = [](const JsonValue& reply) {
+  const auto done = [](const Json& reply) {
     std::string line = "policy reloaded";
-    const JsonValue* version = reply.find("policy_version");
-    const JsonValue* rules = reply.find("rules");
-    if (version != nullptr && version->isNumber()) line += ": version " + formatNumber(*version);
-    if (rules != nullptr && rules->isNumber()) {
-      line += (version != nullptr && version->isNumber() ? ", " : ": ") + formatNumber(*rules) +
-              (rules->text == "1" ? " rule" : " rules");
+    const Json* version = member(reply, "policy_version");
+    const Json* rules = member(reply, "rules");
+    if (version != nullptr && version->is_number()) line += ": version " + formatNumber(*version);
+    if (rules != nullptr && rules->is_number()) {
+      const std::string count = formatNumber(*rules);
+      line += (version != nullptr && version->is_number() ? ", " : ": ") + count +
+              (count == "1" ? " rule" : " rules");
     }
     return line;
   };
@@ -379,9 +463,9 @@ int cmdReload(const Options& options) {
 }
 
 int cmdMaintenance(const Options& options, bool enabled) {
-  const auto done = [enabled](const JsonValue& reply) {
-    const JsonValue* changed = reply.find("changed");
-    const bool was_change = changed == nullptr || !changed->isBool() || changed->boolean;
+  const auto done = [enabled](const Json& reply) {
+    const Json* changed = member(reply, "changed");
+    const bool was_change = changed == nullptr || !changed->is_boolean() || changed->get<bool>();
     std::string line = enabled ? "maintenance on: new SMTP sessions get 421 4.3.2 (loopback exempt)"
                                : "maintenance off: taking mail again";
     if (!was_change) line += " (it already was)";
@@ -403,48 +487,49 @@ int cmdLimitsShow(const Options& options) {
   const auto ex = request(options, "GET", target);
   if (!ex) return kExitFailed;
   if (options.json) {
-    printRaw(ex->response.body);
+    printRaw(ex->reply.body);
     return ex->success() ? kExitOk : kExitFailed;
   }
   if (!ex->success()) {
     printServerErrors(*ex);
     return kExitFailed;
   }
-  const JsonValue* doc = requireObject(*ex);
+  const Json* doc = requireObject(*ex);
   if (doc == nullptr) return kExitFailed;
-  const JsonValue* limits = doc->find("limits");
-  if (limits == nullptr || !limits->isArray()) {
+  const Json* limits = member(*doc, "limits");
+  if (limits == nullptr || !limits->is_array()) {
     std::fprintf(stderr, "zetianctl: the /limits reply has no limits list\n");
     return kExitFailed;
   }
-  if (limits->items.empty()) {
+  if (limits->empty()) {
     std::fputs(options.rule || options.key ? "no counters match\n" : "no counters held\n", stdout);
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
-  for (const JsonValue& l : limits->items) {
-    std::string limit = cell(l.find("limit"));
-    if (const JsonValue* period = l.find("period"); period != nullptr && !period->isNull()) {
-      limit += "/" + (period->isNumber() ? formatNumber(*period) + "s" : cell(period));
+  for (const Json& l : *limits) {
+    std::string limit = cell(member(l, "limit"));
+    if (const Json* period = member(l, "period"); period != nullptr && !period->is_null()) {
+      limit += "/" + (period->is_number() ? formatNumber(*period) + "s" : cell(period));
     }
-    rows.push_back({cell(l.find("rule")), cell(l.find("key")), cell(l.find("remaining")), limit,
-                    retryAfterText(l.find("retry_after_s"))});
+    rows.push_back({cell(member(l, "rule")), cell(member(l, "key")), cell(member(l, "remaining")),
+                    limit, retryAfterText(member(l, "retry_after_s"))});
   }
   printTable({"RULE", "KEY", "REMAINING", "LIMIT", "RETRY_AFTER"}, rows);
-  if (const JsonValue* truncated = doc->find("truncated"); truncated != nullptr && truncated->isBool() &&
-                                                          truncated->boolean) {
+  if (const Json* truncated = member(*doc, "truncated");
+      truncated != nullptr && truncated->is_boolean() && truncated->get<bool>()) {
     std::printf("(only the first %zu counters are listed; narrow with --rule and --key)\n",
-                limits->items.size());
+                limits->size());
   }
   return kExitOk;
 }
 
 int cmdLimitsReset(const Options& options, const std::string& rule, const std::string& key) {
   const std::string target = "/limits/reset?rule=" + percentEncode(rule) + "&key=" + percentEncode(key);
-  const auto done = [&](const JsonValue& reply) {
+  const auto done = [&](const Json& reply) {
     std::string line = "counter reset: rule " + displayText(rule) + ", key " + displayText(key);
-    if (const JsonValue* n = reply.find("reset"); n != nullptr && n->isNumber()) {
-      line += " (" + formatNumber(*n) + (n->text == "1" ? " counter" : " counters") + " cleared)";
+    if (const Json* n = member(reply, "reset"); n != nullptr && n->is_number()) {
+      const std::string count = formatNumber(*n);
+      line += " (" + count + (count == "1" ? " counter" : " counters") + " cleared)";
     }
     return line;
   };
@@ -567,10 +652,18 @@ int run(int argc, char** argv) {
       std::printf("zetianctl %s\n", ZETIAN_VERSION);
       return kExitOk;
     }
+    const CurlLibrary curl;
+    if (!curl.ready()) {
+      std::fprintf(stderr, "zetianctl: cannot initialise libcurl (out of memory?)\n");
+      return kExitFailed;
+    }
     return dispatch(options);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "zetianctl: %s\nTry `zetianctl --help`.\n", e.message.c_str());
     return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "zetianctl: %s\n", e.what());
+    return kExitFailed;
   }
 }
 

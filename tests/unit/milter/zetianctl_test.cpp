@@ -1,10 +1,14 @@
 // zetianctl end to end: the real binary, run as a subprocess, against a real
-// HealthServer on a temp-dir Unix socket with a scripted engine behind it.
+// HealthServer on a temp-dir Unix socket with a scripted engine behind it, or against
+// a ScriptedServer for the replies and failures a healthy server never produces.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
+#include "plugin/zetian.h"
 #include "tests/unit/cluster/test_support.h"
 
 #ifndef ZETIANCTL_PATH
@@ -33,6 +37,89 @@ constexpr const char* kLimits =
     R"({"limits":[{"rule":"per-client-ip","key":"192.0.2.1","remaining":3,"retry_after_s":0,)"
     R"("limit":100,"period":"1h"},{"rule":"per-sender","key":"user+tag@example.com",)"
     R"("remaining":0,"retry_after_s":12.5,"limit":10,"period":"1m"}]})";
+
+// A listening Unix socket at `path` that nobody accepts on unless the test does.
+int listenUnix(const std::string& path, int backlog) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, backlog) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Answers every connection on a Unix socket with the same bytes, sent as they are:
+// replies with framing, faults or timing that HealthServer never produces. It keeps
+// each connection open after answering while `hold_open`, so the client sees no end.
+class ScriptedServer {
+ public:
+  ScriptedServer(const std::string& path, std::string reply, bool hold_open = false)
+      : path_(path), reply_(std::move(reply)), hold_open_(hold_open),
+        listener_(listenUnix(path, 8)) {
+    if (listener_ < 0 || pipe2(stop_, O_CLOEXEC) != 0) throw std::runtime_error("ScriptedServer");
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~ScriptedServer() {
+    const char byte = 0;
+    (void)!write(stop_[1], &byte, 1);
+    thread_.join();
+    close(listener_);
+    unlink(path_.c_str());
+    close(stop_[0]);
+    close(stop_[1]);
+  }
+  // The request heads received so far, in order.
+  std::vector<std::string> requests() {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
+
+ private:
+  // Waits for `fd` to be readable; false once the test stops the server.
+  bool waitFor(int fd) {
+    pollfd p[2] = {{fd, POLLIN, 0}, {stop_[0], POLLIN, 0}};
+    while (true) {
+      if (poll(p, 2, -1) < 0) return false;
+      if (p[1].revents != 0) return false;
+      if (p[0].revents != 0) return true;
+    }
+  }
+  void serve() {
+    while (waitFor(listener_)) {
+      const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      std::string head;
+      char buf[4096];
+      while (head.find("\r\n\r\n") == std::string::npos && waitFor(fd)) {
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        head.append(buf, static_cast<std::size_t>(n));
+      }
+      {
+        std::lock_guard lock(mutex_);
+        requests_.push_back(head);
+      }
+      testing::sendAll(fd, reply_);
+      if (hold_open_) {
+        pollfd p{stop_[0], POLLIN, 0};
+        (void)poll(&p, 1, -1);
+      }
+      close(fd);
+    }
+  }
+
+  const std::string path_;
+  const std::string reply_;
+  const bool hold_open_;
+  const int listener_;
+  int stop_[2] = {-1, -1};
+  std::mutex mutex_;
+  std::vector<std::string> requests_;  // guarded by mutex_
+  std::thread thread_;
+};
 
 ProcessResult ctlRaw(const std::vector<std::string>& args,
                      const std::map<std::string, std::string>& env = {}) {
@@ -67,10 +154,10 @@ class ZetianctlTest : public ::testing::Test {
 
 // ---- command line ------------------------------------------------------------------
 
-TEST(ZetianctlCommandLine, PrintsItsVersion) {
+TEST(ZetianctlCommandLine, PrintsTheEnginesVersion) {
   const ProcessResult r = ctlRaw({"--version"});
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_EQ(r.out, "zetianctl 0.1.0\n");
+  EXPECT_EQ(r.out, std::string("zetianctl ") + zetian_version() + "\n");
 }
 
 TEST(ZetianctlCommandLine, HelpListsTheCommands) {
@@ -78,7 +165,9 @@ TEST(ZetianctlCommandLine, HelpListsTheCommands) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out.rfind("Usage: zetianctl [-s SOCKET] [--json] COMMAND", 0), 0u) << r.out;
   for (const char* word : {"status", "health", "members", "metrics", "reload", "limits show",
-                           "limits reset RULE KEY", "ZETIAN_HEALTH_SOCKET"}) {
+                           "limits reset RULE KEY", "ZETIAN_HEALTH_SOCKET",
+                           "--timeout SECS   give up on the server after SECS seconds (default 5)",
+                           "connecting gives up after 2 seconds, or SECS if shorter"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word;
   }
 }
@@ -189,6 +278,74 @@ TEST(ZetianctlConnect, PermissionDeniedSaysToUseRootOrTheSocketGroup) {
   EXPECT_TRUE(api.calls().empty());
 }
 
+TEST(ZetianctlConnect, AFullBacklogGivesUpAfterTheConnectTimeout) {
+  TempDir dir;
+  const std::string path = dir.file("full.sock");
+  const int listener = listenUnix(path, 0);
+  ASSERT_GE(listener, 0);
+  // Linux queues backlog + 1 connections; then a connect() waits for room.
+  std::vector<int> queued;
+  for (int i = 0; i < 8; ++i) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    const bool queued_one = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    const int err = errno;
+    if (!queued_one) {
+      close(fd);
+      ASSERT_EQ(err, EAGAIN) << std::strerror(err);
+      break;
+    }
+    queued.push_back(fd);
+  }
+  ASSERT_FALSE(queued.empty());
+  const auto before = std::chrono::steady_clock::now();
+  const ProcessResult r = ctlRaw({"-s", path, "--timeout", "0.5", "status"});
+  const auto took = std::chrono::steady_clock::now() - before;
+  for (const int fd : queued) close(fd);
+  close(listener);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: cannot connect to " + path +
+                       " within 0.5s — zetian-milter is not accepting connections (overloaded or "
+                       "stuck?)\n");
+  EXPECT_GE(took, 450ms) << "it waited for room in the backlog";
+  EXPECT_LT(took, 4s);
+}
+
+TEST(ZetianctlConnect, AFileThatIsNotASocketIsNamedAsSuch) {
+  TempDir dir;
+  const std::string path = dir.file("zetian.toml");
+  std::ofstream(path) << "[node]\n";
+  const ProcessResult r = ctlRaw({"-s", path, "status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: cannot connect to " + path +
+                       ": it is not a socket (use -s to choose the health socket)\n");
+}
+
+TEST(ZetianctlConnect, APathTooLongForASocketIsRefusedBeforeConnecting) {
+  const std::string path = "/tmp/" + std::string(120, 'x');
+  const ProcessResult r = ctlRaw({"-s", path, "status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: cannot connect to " + path + ": the path is too long for a Unix socket\n");
+}
+
+TEST(ZetianctlConnect, AProxyInTheEnvironmentIsIgnored) {
+  FakeAdmin api;
+  api.set("health", {200, "application/json", kHealth});
+  TempDir dir;
+  ServerHarness harness(api);
+  HealthServerOptions o;
+  o.unix_path = dir.file("health.sock");
+  ASSERT_EQ(harness.start(o), "");
+  const ProcessResult r = ctlRaw({"-s", o.unix_path, "status"},
+                                 {{"http_proxy", "http://127.0.0.1:9"},
+                                  {"HTTP_PROXY", "http://127.0.0.1:9"},
+                                  {"ALL_PROXY", "http://127.0.0.1:9"}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"health"}));
+}
+
 TEST(ZetianctlConnect, TheEnvironmentChoosesTheSocket) {
   FakeAdmin api;
   api.set("health", {200, "application/json", kHealth});
@@ -200,6 +357,130 @@ TEST(ZetianctlConnect, TheEnvironmentChoosesTheSocket) {
   const ProcessResult r = ctlRaw({"status"}, {{"ZETIAN_HEALTH_SOCKET", o.unix_path}});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("node:         mx1"), std::string::npos) << r.out;
+}
+
+// ---- replies a healthy server never sends ------------------------------------------
+
+class ZetianctlScripted : public ::testing::Test {
+ protected:
+  ProcessResult ctl(const std::string& reply, std::vector<std::string> args,
+                    bool hold_open = false) {
+    ScriptedServer server(socket_path, reply, hold_open);
+    args.insert(args.begin(), {"-s", socket_path});
+    ProcessResult r = ctlRaw(args);
+    requests = server.requests();
+    return r;
+  }
+
+  TempDir dir;
+  std::string socket_path = dir.file("scripted.sock");
+  std::vector<std::string> requests;
+};
+
+TEST_F(ZetianctlScripted, SendsOneHttp11RequestWithoutABodyOrFormHeaders) {
+  ProcessResult r = ctl("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}", {"reload"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(requests.size(), 1u);
+  const std::string& post = requests[0];
+  EXPECT_EQ(post.rfind("POST /reload HTTP/1.1\r\n", 0), 0u) << post;
+  EXPECT_NE(post.find("\r\nHost: localhost\r\n"), std::string::npos) << post;
+  EXPECT_NE(post.find("\r\nUser-Agent: zetianctl\r\n"), std::string::npos) << post;
+  EXPECT_NE(post.find("\r\nContent-Length: 0\r\n"), std::string::npos) << post;
+  EXPECT_EQ(post.find("Content-Type"), std::string::npos) << post;
+  EXPECT_EQ(post.find("Expect"), std::string::npos) << post;
+
+  r = ctl("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"limits\":[]}",
+          {"limits", "show", "--rule", "r 1", "--key", "a+b@c"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].rfind("GET /limits?rule=r%201&key=a%2Bb%40c HTTP/1.1\r\n", 0), 0u)
+      << requests[0];
+}
+
+TEST_F(ZetianctlScripted, AChunkedReplyIsDecoded) {
+  const ProcessResult r = ctl("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "d\r\n{\"node_id\":\"m\r\n"
+                              "1f;ext=1\r\nx7\",\"status\":\"ok\",\"members\":[]}\r\n"
+                              "0\r\n\r\n",
+                              {"status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("node:         mx7\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("members:      0\n"), std::string::npos) << r.out;
+}
+
+TEST_F(ZetianctlScripted, AServerThatHangsUpWithoutAnsweringIsReported) {
+  const ProcessResult r = ctl("", {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: bad reply from " + socket_path +
+                       ": the server closed the connection without answering\n");
+}
+
+TEST_F(ZetianctlScripted, SomethingOtherThanHttpIsNamed) {
+  const ProcessResult r = ctl("SSH-2.0-OpenSSH_9.2\r\n\r\n", {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.rfind("zetianctl: bad reply from " + socket_path + ": not an HTTP reply (", 0), 0u)
+      << r.err;
+  EXPECT_NE(r.err.find("is this zetian-milter's health socket?"), std::string::npos) << r.err;
+}
+
+TEST_F(ZetianctlScripted, AReplyCutShortIsReported) {
+  const ProcessResult r =
+      ctl("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"status\":", {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: bad reply from " + socket_path + ": the reply was cut short\n");
+}
+
+TEST_F(ZetianctlScripted, BrokenChunksAreReported) {
+  const ProcessResult r =
+      ctl("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+          {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.rfind("zetianctl: bad reply from " + socket_path + ": ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("chunk"), std::string::npos) << r.err;
+}
+
+TEST_F(ZetianctlScripted, AReplyThatNeverEndsTimesOut) {
+  const auto before = std::chrono::steady_clock::now();
+  const ProcessResult r = ctl("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"status\":",
+                              {"--timeout", "0.5", "status"}, /*hold_open=*/true);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: the reply from " + socket_path +
+                       " did not complete within 0.5s — zetian-milter may be overloaded or stuck\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 4s);
+}
+
+TEST_F(ZetianctlScripted, AHugeReplyIsRefusedUnread) {
+  const ProcessResult r =
+      ctl("HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n{", {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: bad reply from " + socket_path + ": larger than 64 MiB\n");
+}
+
+TEST_F(ZetianctlScripted, AReplyWithoutALengthIsCutAt64MiB) {
+  const ProcessResult r =
+      ctl("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + std::string((65u << 20), ' '),
+          {"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: bad reply from " + socket_path + ": larger than 64 MiB\n");
+}
+
+TEST_F(ZetianctlScripted, DeeplyNestedJsonIsRefusedNotFollowed) {
+  const std::string body(1'000'000, '[');
+  const ProcessResult r = ctl("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                                  "\r\n\r\n" + body,
+                              {"health"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: the reply to GET /health is not valid JSON (nested more than 64 "
+                   "levels deep)\n");
+}
+
+TEST_F(ZetianctlScripted, PrettyJsonEscapesDelAndC1ControlsAndKeepsOtherUtf8) {
+  const std::string body = "{\"node_id\":\"a\x7f" "b\xc2\x9b" "c\u00e9\"}";
+  const ProcessResult r = ctl("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                                  "\r\n\r\n" + body,
+                              {"health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "{\n  \"node_id\": \"a\\u007fb\\u009bc\u00e9\"\n}\n");
 }
 
 // ---- commands ----------------------------------------------------------------------

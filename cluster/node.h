@@ -16,6 +16,12 @@
 // newcomer is refused and logged. Members in /health come only from links that passed
 // the handshake (a refused node is never listed); gossip only tells whom to dial.
 //
+// Admission: an accepted connection holds one of max_pending_links handshake slots
+// until its handshake ends (transport/handshake_slots.h: strangers are capped per address
+// and give way oldest first; a member's address always gets a slot). The incarnation is
+// kept in state_dir so that it only grows (incarnation.h). Refusal log lines have one
+// budget per kind (RefusalBudget), so a stranger's noise never hides a member's.
+//
 // Failure detection: heartbeats over each link feed membership::FailureDetector; for a
 // suspect, the node asks the other members (ProbeRequest) whether they still hear it,
 // and their "yes" keeps it from being declared failed.

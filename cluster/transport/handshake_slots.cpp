@@ -15,12 +15,10 @@ std::size_t HandshakeSlots::pendingFrom(std::string_view source) const {
   return it == per_source_.end() ? 0 : it->second;
 }
 
-// The oldest slot, among strangers only or all, from `from_source` or (nullptr) any.
-std::optional<HandshakeSlots::Id> HandshakeSlots::oldest(bool strangers_only, const std::string* from_source) const {
+// The oldest pending slot, among strangers only or among all.
+std::optional<HandshakeSlots::Id> HandshakeSlots::oldest(bool strangers_only) const {
   for (const auto& [id, slot] : slots_) {
-    if (strangers_only && slot.member) continue;
-    if (from_source && slot.source != *from_source) continue;
-    return id;
+    if (!strangers_only || !slot.member) return id;
   }
   return std::nullopt;
 }
@@ -34,24 +32,13 @@ HandshakeSlots::Decision HandshakeSlots::grant(const std::string& source, bool m
 }
 
 HandshakeSlots::Decision HandshakeSlots::admit(const std::string& source, bool member) {
-  const bool source_full = pendingFrom(source) >= limits_.max_per_source;
-  const bool table_full = slots_.size() >= limits_.max_pending;
-  if (!member) {
-    if (source_full) return Decision{Outcome::refused_source_full, 0, std::nullopt};
-    if (!table_full) return grant(source, member, std::nullopt);
-    auto victim = oldest(true, nullptr);
-    if (!victim) return Decision{Outcome::refused_table_full, 0, std::nullopt};
-    return grant(source, member, victim);
+  if (!member && pendingFrom(source) >= limits_.max_per_source) {
+    return Decision{Outcome::refused_source_full, 0, std::nullopt};
   }
-  if (source_full) {
-    // Strangers first, even from a member's address (another process on its host).
-    auto victim = oldest(true, &source);
-    if (!victim) victim = oldest(false, &source);
-    return grant(source, member, victim);
-  }
-  if (!table_full) return grant(source, member, std::nullopt);
-  auto victim = oldest(true, nullptr);
-  if (!victim) victim = oldest(false, nullptr);
+  if (slots_.size() < limits_.max_pending) return grant(source, member, std::nullopt);
+  auto victim = oldest(true);
+  if (!victim && member) victim = oldest(false);
+  if (!victim) return Decision{Outcome::refused_table_full, 0, std::nullopt};
   return grant(source, member, victim);
 }
 

@@ -7,16 +7,19 @@
 // handshake_timeout. Without a policy, a stranger holding max_pending idle connections
 // (re-opening each one as it times out) blocks every member: a restarted node cannot
 // rejoin and ends up running alone after join_timeout. So:
-//   - a source address holds at most max_per_source pending handshakes;
+//   - a stranger's address holds at most max_per_source pending handshakes;
 //   - when the table is full, a newcomer takes the slot of the oldest pending
 //     stranger (a held connection is worth nothing, so holding many buys no more
 //     than connecting fast, and the per-source cap bounds that);
 //   - a connection from a known member's address (a configured seed, an address in the
-//     member list) always gets a slot: at its own address's cap it takes the slot of
-//     the oldest connection from that address, and in a full table that of the oldest
-//     stranger, or if only members are pending, of the oldest of them.
+//     member list) always gets a slot, in a full table that of the oldest stranger, or
+//     if only members' addresses are pending, of the oldest of them. Members' addresses
+//     have no per-source cap: several nodes may share one host (and its address), and
+//     a burst from there must not make them evict one another.
 // A "member address" is only a hint for the slot, never for admission: the handshake
-// still decides who is a member.
+// still decides who is a member. A hostile process on a member's host therefore
+// competes with strangers for slots, never with a member (whose connection, the newest,
+// finishes its handshake long before 64 newer ones could push it out).
 #pragma once
 
 #include <cstddef>
@@ -30,7 +33,7 @@ namespace zetian::cluster::transport {
 
 struct HandshakeSlotLimits {
   std::size_t max_pending = 64;    // handshakes in progress, all sources together
-  std::size_t max_per_source = 8;  // from one source address
+  std::size_t max_per_source = 8;  // from one stranger's source address
 };
 
 class HandshakeSlots {
@@ -51,7 +54,8 @@ class HandshakeSlots {
   explicit HandshakeSlots(HandshakeSlotLimits limits);
 
   // A new connection from `source` (a numeric address, without the port); `member`:
-  // that address is a known member's. An evicted slot is released already.
+  // that address is a known member's. An evicted slot is released already. A member's
+  // address is never refused.
   Decision admit(const std::string& source, bool member);
   // The connection left its handshake: established, closed or evicted. Unknown ids
   // (released already, or 0) are ignored.
@@ -66,7 +70,7 @@ class HandshakeSlots {
     std::string source;
     bool member = false;
   };
-  std::optional<Id> oldest(bool strangers_only, const std::string* from_source) const;
+  std::optional<Id> oldest(bool strangers_only) const;
   Decision grant(const std::string& source, bool member, std::optional<Id> evicted);
 
   HandshakeSlotLimits limits_;

@@ -39,6 +39,8 @@ MAKE_CERTS = os.path.join(HERE, "..", "support", "make_test_certs.sh")
 class Node:
     """One cluster node: a zetian-milter process and its view of the cluster."""
 
+    env: dict | None = None  # variables added to the process's environment (test hooks)
+
     def __init__(self, case: "ClusterTestCase", node_id: str, cluster: dict, extra: dict | None = None,
                  env: dict | None = None):
         self.case = case
@@ -53,7 +55,10 @@ class Node:
         self.address = cluster.get("advertise") or cluster["bind"]
 
     def start(self) -> "Node":
-        self.milter.start(env=self.env)
+        if self.env:
+            self.milter.start(env=self.env)
+        else:
+            self.milter.start()
         return self
 
     def running(self) -> bool:

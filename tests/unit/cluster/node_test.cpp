@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -252,6 +253,59 @@ TEST(ClusterNode, ANodeJoinsWhileStrangersHoldEveryHandshakeSlot) {
   }
   EXPECT_GE(rejected(a, "evicted"), 37u);  // b took the oldest stranger's slot
   for (int fd : strangers) ::close(fd);
+}
+
+// Garbage from strangers uses up its own log budget only: the refusal of a node with a
+// wrong secret that comes afterwards is still logged.
+TEST(ClusterNode, StrangerGarbageDoesNotUseUpTheLogBudgetOfOtherRefusals) {
+  TestNode a("a", {});
+  const auto port = static_cast<std::uint16_t>(std::stoi(a.endpoint.substr(a.endpoint.rfind(':') + 1)));
+  for (int i = 0; i < 30; ++i) {
+    const int fd = idleConnectionFrom("127.0.0." + std::to_string(2 + i % 5), port);
+    ASSERT_GE(fd, 0);
+    const char oversized[] = "\xff\xff\xff\xff\x01\x01garbage";
+    ASSERT_EQ(::send(fd, oversized, sizeof oversized - 1, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof oversized - 1));
+    ::close(fd);
+  }
+  auto refusedOf = [&](const std::string& kind) {
+    return a.loop->call([&] { return a.node->counters().links_refused_by_kind[kind]; }, 5s).value_or(0);
+  };
+  ASSERT_TRUE(waitFor([&] { return refusedOf("garbage") >= 30; }, 5s)) << refusedOf("garbage");
+  auto linesWith = [&](const std::string& text) {
+    std::lock_guard lock(a.log_mutex);
+    return std::count_if(a.log.begin(), a.log.end(), [&](const std::string& l) { return l.find(text) != l.npos; });
+  };
+  EXPECT_EQ(linesWith("kind=garbage"), 20);  // the budget of a minute, the rest counted
+
+  // A node with another secret: it refuses our MAC and hangs up, which we log as its
+  // giving up (the bad MAC line is on its side).
+  testing::TempDir intruder_state;
+  Loop loop;
+  loop.start();
+  std::unique_ptr<ClusterNode> intruder;
+  ASSERT_TRUE(loop.call(
+                      [&] {
+                        NodeOptions o;
+                        o.node_id = "intruder";
+                        o.state_dir = intruder_state.path();
+                        o.bind = "127.0.0.1:0";
+                        o.secret = "some-other-secret-0123456789abcdef";
+                        o.seeds = {a.endpoint};
+                        intruder = std::make_unique<ClusterNode>(loop, o, nullptr, nullptr);
+                        std::string error;
+                        return intruder->start(&error);
+                      },
+                      5s)
+                  .value_or(false));
+  EXPECT_TRUE(waitFor([&] { return linesWith("kind=gave_up") >= 1; }, 5s));
+  EXPECT_EQ(linesWith("kind=garbage"), 20);
+  std::promise<void> gone;
+  loop.post([&] {
+    intruder.reset();
+    gone.set_value();
+  });
+  gone.get_future().wait();
+  loop.stop();
 }
 
 TEST(ClusterNode, StartFailsWithAClearErrorWhenStateDirCannotHoldTheIncarnation) {

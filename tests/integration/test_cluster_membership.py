@@ -10,7 +10,7 @@ import time
 import unittest
 
 from cluster_harness import FAILURE_TIMEOUT_S, HEARTBEAT_S, ClusterTestCase, Node, StrangerFlood
-from harness import metric_samples, wait_until
+from harness import HarnessError, metric_samples, wait_until
 
 
 def rejected(node: Node, reason: str) -> float:
@@ -274,6 +274,16 @@ class Membership(ClusterTestCase):
             self.assertNotIn("cluster_duplicate_node_id", n.log_text())
         with open(os.path.join(member.milter.state_dir, "incarnation")) as f:
             self.assertEqual(f.read(), f"{before + 1}\n")
+
+    def test_a_state_dir_that_cannot_hold_the_incarnation_stops_the_start(self):
+        missing = os.path.join(self.workdir, "no-such-state-dir")
+        n = self.node("n1", extra={"node": {"state_dir": missing}}, start=False)
+        with self.assertRaises(HarnessError) as raised:
+            n.start()
+        self.assertIn(f"node.state_dir {missing}: cannot create", str(raised.exception))
+        self.assertIn("writable by the user zetian-milter runs as", n.log_text())
+        self.assertFalse(os.path.exists(missing))
+        self.assertNotIn("cluster_started", n.log_text())
 
     def test_events_run_the_hook_with_the_event_in_the_environment(self):
         out = os.path.join(self.workdir, "events.txt")

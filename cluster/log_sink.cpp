@@ -1,6 +1,56 @@
 #include "cluster/log_sink.h"
 
+#include <cstddef>
+
 namespace zetian::cluster {
+
+namespace {
+
+// Length of the well-formed UTF-8 sequence at value[i] (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or 0 if the bytes there are not one.
+std::size_t utf8SequenceLength(std::string_view value, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(value[k]); };
+  const unsigned char lead = byte(i);
+  std::size_t length = 0;
+  unsigned char second_min = 0x80, second_max = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) second_min = 0xa0;  // overlong below U+0800
+    if (lead == 0xed) second_max = 0x9f;  // UTF-16 surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) second_min = 0x90;  // overlong below U+10000
+    if (lead == 0xf4) second_max = 0x8f;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (value.size() - i < length) return 0;
+  if (byte(i + 1) < second_min || byte(i + 1) > second_max) return 0;
+  for (std::size_t k = 2; k < length; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) return 0;
+  }
+  return length;
+}
+
+// Valid characters that still break "one event, one line" in some viewers: the C1
+// controls (U+0080..U+009F: NEL, CSI...) and the Unicode line and paragraph separators.
+bool isInvisibleBreak(std::string_view sequence) {
+  const auto b0 = static_cast<unsigned char>(sequence[0]);
+  if (sequence.size() == 2) return b0 == 0xc2 && static_cast<unsigned char>(sequence[1]) <= 0x9f;
+  return sequence.size() == 3 && b0 == 0xe2 && static_cast<unsigned char>(sequence[1]) == 0x80 &&
+         (static_cast<unsigned char>(sequence[2]) == 0xa8 || static_cast<unsigned char>(sequence[2]) == 0xa9);
+}
+
+void appendHex(std::string& out, unsigned char c) {
+  static const char* hex = "0123456789abcdef";
+  out += "\\x";
+  out += hex[c >> 4];
+  out += hex[c & 15];
+}
+
+}  // namespace
 
 std::string logValue(std::string_view value) {
   bool needs_quotes = value.empty();
@@ -12,18 +62,33 @@ std::string logValue(std::string_view value) {
   }
   if (!needs_quotes) return std::string(value);
   std::string out = "\"";
-  for (unsigned char c : value) {
+  for (std::size_t i = 0; i < value.size();) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x80) {
+      const std::size_t length = utf8SequenceLength(value, i);
+      if (length == 0) {
+        appendHex(out, c);  // one byte at a time: the next one may start a valid character
+        ++i;
+      } else {
+        const std::string_view sequence = value.substr(i, length);
+        if (isInvisibleBreak(sequence)) {
+          for (unsigned char b : sequence) appendHex(out, b);
+        } else {
+          out.append(sequence);
+        }
+        i += length;
+      }
+      continue;
+    }
     if (c == '"' || c == '\\') {
       out += '\\';
       out += char(c);
     } else if (c < ' ' || c == 0x7f) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
+      appendHex(out, c);
     } else {
       out += char(c);
     }
+    ++i;
   }
   out += '"';
   return out;
@@ -36,6 +101,59 @@ std::string backquoted(std::string_view text) {
   out.push_back('`');
   out.append(text);
   out.push_back('`');
+  return out;
+}
+
+std::string_view nameOf(RefusalKind kind) {
+  switch (kind) {
+    case RefusalKind::garbage: return "garbage";
+    case RefusalKind::handshake_timeout: return "handshake_timeout";
+    case RefusalKind::gave_up: return "gave_up";
+    case RefusalKind::bad_mac: return "bad_mac";
+    case RefusalKind::duplicate_id: return "duplicate_id";
+    case RefusalKind::tls: return "tls";
+    case RefusalKind::admission: return "admission";
+  }
+  return "unknown";
+}
+
+RefusalBudget::RefusalBudget(std::size_t lines_per_window, Clock::duration window)
+    : lines_per_window_(lines_per_window), window_(window) {}
+
+void RefusalBudget::closeWindowIfOver(RefusalKind kind, Clock::time_point now, std::vector<std::string>* out) {
+  Budget& b = budgets_[index(kind)];
+  if (!b.open || now - b.window_start < window_) return;
+  if (b.suppressed > 0) {
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(window_).count();
+    out->push_back("cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) +
+                   " count=" + std::to_string(b.suppressed) + " window=" + std::to_string(seconds) + "s");
+  }
+  b.open = false;
+  b.logged = 0;
+  b.suppressed = 0;
+}
+
+std::vector<std::string> RefusalBudget::record(RefusalKind kind, std::string line, Clock::time_point now) {
+  std::vector<std::string> out;
+  closeWindowIfOver(kind, now, &out);
+  Budget& b = budgets_[index(kind)];
+  if (!b.open) {
+    b.open = true;
+    b.window_start = now;
+  }
+  if (b.logged < lines_per_window_) {
+    ++b.logged;
+    out.push_back(std::move(line));
+  } else {
+    ++b.suppressed;
+    ++b.suppressed_total;
+  }
+  return out;
+}
+
+std::vector<std::string> RefusalBudget::flush(Clock::time_point now) {
+  std::vector<std::string> out;
+  for (RefusalKind kind : kRefusalKinds) closeWindowIfOver(kind, now, &out);
   return out;
 }
 

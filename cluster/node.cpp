@@ -16,6 +16,7 @@
 #include "cluster/discovery/multicast.h"
 #include "cluster/discovery/resolver.h"
 #include "cluster/events.h"
+#include "cluster/incarnation.h"
 #include "cluster/listen_address.h"
 #include "cluster/node_state.h"
 #include "cluster/transport/tls.h"
@@ -71,6 +72,7 @@ NodeOptions nodeOptionsFrom(const conf::Config& config) {
   const auto& c = config.cluster;
   NodeOptions o;
   o.node_id = config.node.id;
+  o.state_dir = config.node.state_dir;
   o.bind = c.bind;
   o.advertise = c.advertise;
   o.region = c.region;
@@ -99,8 +101,9 @@ ClusterNode::ClusterNode(Loop& loop, NodeOptions options, LogSink log, std::func
       options_(std::move(options)),
       log_(std::move(log)),
       load_(std::move(load)),
-      incarnation_(unixMillis()),
-      detector_(options_.detector) {}
+      detector_(options_.detector),
+      refusals_(kRefusalLinesPerMinute, std::chrono::minutes(1)),
+      handshake_slots_({options_.max_pending_links, options_.max_pending_per_address}) {}
 
 ClusterNode::~ClusterNode() {
   assertLoopThread();
@@ -126,23 +129,9 @@ void ClusterNode::logLine(conf::LogLevel level, const std::string& line) const {
   if (log_) log_(level, line);
 }
 
-// Strangers can make us refuse as often as they like: cap those lines.
-void ClusterNode::logRefusal(const std::string& line) {
-  const auto now = Clock::now();
-  if (now - refusal_window_start_ > std::chrono::minutes(1)) {
-    if (refusals_suppressed_ > 0) {
-      logLine(conf::LogLevel::Warn, "cluster_refusals_suppressed count=" + std::to_string(refusals_suppressed_));
-    }
-    refusal_window_start_ = now;
-    refusals_logged_in_window_ = 0;
-    refusals_suppressed_ = 0;
-  }
-  if (refusals_logged_in_window_ < kRefusalLinesPerMinute) {
-    ++refusals_logged_in_window_;
-    logLine(conf::LogLevel::Warn, line);
-  } else {
-    ++refusals_suppressed_;
-  }
+// Strangers can make us refuse as often as they like: cap those lines, per kind.
+void ClusterNode::logRefusal(RefusalKind kind, const std::string& line) {
+  for (const auto& out : refusals_.record(kind, line, Clock::now())) logLine(conf::LogLevel::Warn, out);
 }
 
 membership::Millis ClusterNode::sinceStart() const {
@@ -162,6 +151,34 @@ std::uint16_t ClusterNode::boundPort() const {
 bool ClusterNode::start(std::string* error) {
   assertLoopThread();
   event_base* base = loop_.base();
+  // Before the listener opens, so that no handshake ever carries another value. The
+  // fsync blocks the loop thread once, at start-up, before any peer depends on it.
+  if (options_.state_dir.empty()) {
+    *error = "node.state_dir is not set: the cluster keeps the node's incarnation there";
+    return false;
+  }
+  std::string offset_error;
+  const auto clock_offset = testClockOffsetMs(std::getenv(kTestClockOffsetVariable), &offset_error);
+  if (!offset_error.empty()) {
+    *error = offset_error;
+    return false;
+  }
+  std::uint64_t wall_clock_ms = unixMillis();
+  if (clock_offset) {
+    const std::int64_t shifted = static_cast<std::int64_t>(wall_clock_ms) + *clock_offset;
+    wall_clock_ms = shifted > 0 ? static_cast<std::uint64_t>(shifted) : 0;
+    logLine(conf::LogLevel::Warn, "cluster_test_clock_offset offset_ms=" + std::to_string(*clock_offset) +
+                                      " note=\"" + kTestClockOffsetVariable +
+                                      " is set: a test hook that moves the clock of the incarnation; never set it "
+                                      "in production\"");
+  }
+  const IncarnationOutcome incarnation = advanceIncarnation(options_.state_dir, wall_clock_ms);
+  if (!incarnation.error.empty()) {
+    *error = incarnation.error;
+    return false;
+  }
+  if (!incarnation.warning.empty()) logLine(conf::LogLevel::Warn, incarnation.warning);
+  incarnation_ = incarnation.value;
   std::string parse_error;
   auto bind = parseListenAddress(options_.bind, &parse_error);
   if (!bind) {
@@ -382,6 +399,7 @@ void ClusterNode::onTick() {
                                       "the shared secret and the firewall\"");
     applyTransitions({});
   }
+  for (const auto& line : refusals_.flush(now)) logLine(conf::LogLevel::Warn, line);
   resolveSeeds();
   maintainDials(now);
 }

@@ -16,6 +16,12 @@
 // newcomer is refused and logged. Members in /health come only from links that passed
 // the handshake (a refused node is never listed); gossip only tells whom to dial.
 //
+// Admission: an accepted connection holds one of max_pending_links handshake slots
+// until its handshake ends (transport/handshake_slots.h: strangers are capped per address
+// and give way oldest first; a member's address always gets a slot). The incarnation is
+// kept in state_dir so that it only grows (incarnation.h). Refusal log lines have one
+// budget per kind (RefusalBudget), so a stranger's noise never hides a member's.
+//
 // Failure detection: heartbeats over each link feed membership::FailureDetector; for a
 // suspect, the node asks the other members (ProbeRequest) whether they still hear it,
 // and their "yes" keeps it from being declared failed.
@@ -33,6 +39,7 @@
 #include "cluster/log_sink.h"
 #include "cluster/loop.h"
 #include "cluster/membership/failure_detector.h"
+#include "cluster/transport/handshake_slots.h"
 #include "cluster/transport/peer_link.h"
 #include "conf/config.h"
 
@@ -58,6 +65,7 @@ struct NodeLoad {
 
 struct NodeOptions {
   std::string node_id;
+  std::string state_dir;  // node.state_dir: the incarnation is kept there (incarnation.h)
   std::string bind = "0.0.0.0:7946";
   std::string advertise;  // "" or a wildcard address: this host's first non-loopback address
   std::string region;
@@ -73,6 +81,7 @@ struct NodeOptions {
   std::string events_exec;
   transport::LinkLimits link_limits;
   std::size_t max_pending_links = 64;  // links still in their handshake
+  std::size_t max_pending_per_address = 8;  // of those, from one source address
 };
 
 NodeOptions nodeOptionsFrom(const conf::Config& config);
@@ -92,7 +101,11 @@ struct ClusterCounters {
   std::uint64_t links_established = 0;
   std::uint64_t links_refused = 0;      // handshake failed: wrong secret, other CA...
   std::uint64_t links_closed = 0;       // established links that closed
-  std::uint64_t links_rejected = 0;     // pending-link limit, duplicate node id
+  std::uint64_t links_rejected = 0;     // no handshake slot, duplicate node id
+  // The same two, by kind: nameOf(RefusalKind), and for rejections
+  // per_source_limit, table_full, evicted, duplicate_node_id, leaving.
+  std::map<std::string, std::uint64_t> links_refused_by_kind;
+  std::map<std::string, std::uint64_t> links_rejected_by_reason;
   std::uint64_t bytes_sent = 0;         // closed links only; add the live ones
   std::uint64_t bytes_received = 0;
   std::map<std::string, std::uint64_t> events;  // node_joined, node_failed, ...
@@ -160,14 +173,16 @@ class ClusterNode final : public transport::PeerLink::Owner {
   membership::ClusterState currentState() const;
   Link* findLink(const transport::PeerLink& link);
   void logLine(conf::LogLevel level, const std::string& line) const;
-  void logRefusal(const std::string& line);
+  void logRefusal(RefusalKind kind, const std::string& line);
+  void reject(const std::string& reason);
+  bool isMemberAddress(const std::string& source) const;
 
   Loop& loop_;
   NodeOptions options_;
   LogSink log_;
   std::function<NodeLoad()> load_;
   const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
-  const std::uint64_t incarnation_;
+  std::uint64_t incarnation_ = 0;  // set by start(), before the listener opens
   std::string advertise_;
   std::vector<std::string> own_endpoints_;  // addresses that reach this very node
 
@@ -197,9 +212,8 @@ class ClusterNode final : public transport::PeerLink::Owner {
   bool leaving_ = false;
   bool maintenance_ = false;
   ClusterCounters counters_;
-  std::chrono::steady_clock::time_point refusal_window_start_{};
-  int refusals_logged_in_window_ = 0;
-  std::uint64_t refusals_suppressed_ = 0;
+  RefusalBudget refusals_;
+  transport::HandshakeSlots handshake_slots_;  // accepted links in their handshake
 };
 
 }  // namespace zetian::cluster

@@ -43,6 +43,42 @@ std::uint16_t portOf(const std::string& endpoint) {
   return static_cast<std::uint16_t>(std::atoi(endpoint.substr(endpoint.rfind(':') + 1).c_str()));
 }
 
+// The address a connection comes from, as handshake slots count it: numeric, without
+// the port, and an IPv4 peer on a dual-stack listener (::ffff:192.0.2.1) as plain IPv4,
+// so that it compares equal to the member's configured address.
+std::string sourceAddress(const sockaddr* addr) {
+  if (addr && addr->sa_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+      sockaddr_in v4{};
+      v4.sin_family = AF_INET;
+      std::memcpy(&v4.sin_addr, v6->sin6_addr.s6_addr + 12, 4);
+      return addressText(reinterpret_cast<const sockaddr*>(&v4)).value_or("unknown");
+    }
+  }
+  return addressText(addr).value_or("unknown");
+}
+
+// The host part of a member's "HOST:PORT" in the form sourceAddress() gives, or "".
+std::string sourceAddressOf(const std::string& endpoint) {
+  std::string ignored;
+  const auto parsed = parseListenAddress(endpoint, &ignored);
+  return parsed ? sourceAddress(reinterpret_cast<const sockaddr*>(&parsed->addr)) : std::string();
+}
+
+RefusalKind refusalKindOf(PeerLink::HandshakeFailure failure) {
+  switch (failure) {
+    case PeerLink::HandshakeFailure::timeout: return RefusalKind::handshake_timeout;
+    case PeerLink::HandshakeFailure::garbage: return RefusalKind::garbage;
+    case PeerLink::HandshakeFailure::bad_mac: return RefusalKind::bad_mac;
+    case PeerLink::HandshakeFailure::same_node_id: return RefusalKind::duplicate_id;
+    case PeerLink::HandshakeFailure::tls: return RefusalKind::tls;
+    case PeerLink::HandshakeFailure::closed:
+    case PeerLink::HandshakeFailure::none: break;
+  }
+  return RefusalKind::gave_up;
+}
+
 }  // namespace
 
 // ---- Discovery and dialing -----------------------------------------------------------
@@ -161,18 +197,60 @@ void ClusterNode::onAcceptCb(evconnlistener*, int fd, sockaddr* addr, int, void*
   static_cast<ClusterNode*>(arg)->onAccept(fd, addr, 0);
 }
 
+// A seed's or a member's address (any status: a member that left may be the one
+// coming back). Only a hint for a handshake slot; the handshake decides admission.
+bool ClusterNode::isMemberAddress(const std::string& source) const {
+  for (const auto& [id, peer] : peers_) {
+    if (!peer.address.empty() && sourceAddressOf(peer.address) == source) return true;
+  }
+  for (const auto& seed : seeds_) {
+    for (const auto& endpoint : seed.endpoints) {
+      if (sourceAddressOf(endpoint) == source) return true;
+    }
+  }
+  return false;
+}
+
+void ClusterNode::reject(const std::string& reason) {
+  ++counters_.links_rejected;
+  ++counters_.links_rejected_by_reason[reason];
+}
+
 void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
   const std::string remote = endpointText(addr);
-  std::size_t pending = 0;
-  for (const auto& l : links_) {
-    if (!l->link->established() && !l->link->closed() && l->dialed.empty()) ++pending;
-  }
-  if (leaving_ || pending >= options_.max_pending_links) {
+  if (leaving_) {
     evutil_closesocket(fd);
-    ++counters_.links_rejected;
-    logRefusal("cluster_link_rejected remote=" + logValue(remote) +
-               " reason=\"too many connections still in their handshake\"");
+    reject("leaving");
     return;
+  }
+  const std::string source = sourceAddress(addr);
+  const bool member = isMemberAddress(source);
+  const auto decision = handshake_slots_.admit(source, member);
+  if (decision.outcome != transport::HandshakeSlots::Outcome::admitted) {
+    evutil_closesocket(fd);
+    const std::string reason(transport::nameOf(decision.outcome));
+    reject(reason);
+    logRefusal(RefusalKind::admission,
+               "cluster_link_rejected remote=" + logValue(remote) + " reason=" + reason +
+                   (decision.outcome == transport::HandshakeSlots::Outcome::refused_source_full
+                        ? " detail=\"" + std::to_string(handshake_slots_.limits().max_per_source) +
+                              " connections from this address are still in their handshake\""
+                        : " detail=\"every handshake slot is held by a member's address\""));
+    return;
+  }
+  if (decision.evicted) {
+    // Its slot is released already: the link closes without a second release.
+    for (const auto& l : links_) {
+      if (l->handshake_slot != *decision.evicted) continue;
+      l->handshake_slot = 0;
+      reject("evicted");
+      logRefusal(RefusalKind::admission, "cluster_link_evicted remote=" + logValue(l->link->remote()) +
+                                             " for=" + logValue(remote) + " member=" + (member ? "yes" : "no") +
+                                             " reason=\"the oldest connection still in its handshake, to make "
+                                             "room\"");
+      dropLink(l.get());
+      break;
+    }
   }
   evutil_make_socket_nonblocking(fd);
   int one = 1;
@@ -187,6 +265,7 @@ void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
   wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_};
   link->link = std::make_unique<PeerLink>(bev, PeerLink::Role::Acceptor, tls_ != nullptr, remote, std::move(self),
                                           options_.secret, *this, options_.link_limits);
+  link->handshake_slot = decision.slot;
   link->link->start();
   links_.push_back(std::move(link));
 }
@@ -215,6 +294,8 @@ void ClusterNode::onReapCb(int, short, void* arg) {
 // Moves a link (closed or to be closed) out of links_; frees it after the callback.
 void ClusterNode::dropLink(Link* link) {
   link->link->close();
+  handshake_slots_.release(link->handshake_slot);
+  link->handshake_slot = 0;
   counters_.bytes_sent += link->link->bytesSent();
   counters_.bytes_received += link->link->bytesReceived();
   for (auto& [id, peer] : peers_) {
@@ -243,11 +324,16 @@ void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool ref
     // Refused by us (bad MAC...), or a connection that never finished its handshake:
     // a stranger, garbage, a half-open connection, or a peer that found our MAC wrong
     // (the mismatch is then logged on its side as well).
+    const RefusalKind kind = refusalKindOf(pl.handshakeFailure());
     ++counters_.links_refused;
+    ++counters_.links_refused_by_kind[std::string(nameOf(kind))];
     std::string hint;
-    if (reason == "bad MAC") hint = " hint=\"wrong shared secret or another cluster\"";
-    if (!refused) hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
-    logRefusal("cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" + logValue(reason) + hint);
+    if (kind == RefusalKind::bad_mac) hint = " hint=\"wrong shared secret or another cluster\"";
+    if (kind == RefusalKind::gave_up) {
+      hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
+    }
+    logRefusal(kind, "cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" + logValue(reason) +
+                         " kind=" + std::string(nameOf(kind)) + hint);
   } else if (was_chosen) {
     ++counters_.links_closed;
     logLine(conf::LogLevel::Info, "cluster_link_closed peer=" + logValue(link->peer_id) +
@@ -265,6 +351,8 @@ void ClusterNode::onLinkEstablished(PeerLink& pl) {
   if (!link) return;
   const wire::Hello& hello = pl.peer();
   link->peer_id = hello.node_id;
+  handshake_slots_.release(link->handshake_slot);
+  link->handshake_slot = 0;
   ++counters_.links_established;
   if (leaving_) {
     dropLink(link);
@@ -289,8 +377,8 @@ void ClusterNode::onLinkEstablished(PeerLink& pl) {
     } else {
       const bool old_alive = Clock::now() - peer.last_heard < 2 * options_.detector.heartbeat_interval;
       if (hello.incarnation < old_incarnation || old_alive) {
-        ++counters_.links_rejected;
-        logRefusal("cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
+        reject("duplicate_node_id");
+        logRefusal(RefusalKind::duplicate_id, "cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
                    logValue(hello.advertise_address) + " live_address=" + logValue(peer.address) +
                    " action=\"refused the newcomer: two live nodes cannot share a node id\"");
         dropLink(link);

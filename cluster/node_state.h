@@ -22,6 +22,7 @@ struct ClusterNode::Link {
   std::unique_ptr<transport::PeerLink> link;
   std::string dialed;   // the endpoint we dialed ("" for an accepted link)
   std::string peer_id;  // once established
+  transport::HandshakeSlots::Id handshake_slot = 0;  // accepted and in its handshake; 0: none
 };
 
 struct ClusterNode::Peer {

@@ -220,12 +220,29 @@ cluster::AdminReply Engine::metrics() {
     }
     m("zetian_cluster_links_established_total", "counter", "Node links that passed the handshake.",
       double(c.links_established));
-    m("zetian_cluster_links_refused_total", "counter",
-      "Connections refused at the handshake (wrong secret, other cluster, untrusted certificate).",
-      double(c.links_refused));
-    m("zetian_cluster_links_rejected_total", "counter",
-      "Connections closed unheard (too many in their handshake) or refused as a duplicate node id.",
-      double(c.links_rejected));
+    // By kind and reason, every label always present, so that a rate() never starts late.
+    auto labelled = [&out](const char* name, const char* help, const char* label,
+                           const std::vector<std::string>& values, const std::map<std::string, std::uint64_t>& counts) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
+      for (const auto& value : values) {
+        auto it = counts.find(value);
+        out += std::string(name) + "{" + label + "=\"" + value + "\"} " +
+               std::to_string(it == counts.end() ? 0 : it->second) + "\n";
+      }
+    };
+    std::vector<std::string> kinds;
+    for (auto kind : cluster::kRefusalKinds) {
+      if (kind != cluster::RefusalKind::admission) kinds.emplace_back(cluster::nameOf(kind));
+    }
+    labelled("zetian_cluster_links_refused_total",
+             "Connections refused at the handshake, by kind (bad_mac: wrong secret or other cluster; tls; garbage; "
+             "handshake_timeout; gave_up; duplicate_id).",
+             "kind", kinds, c.links_refused_by_kind);
+    labelled("zetian_cluster_links_rejected_total",
+             "Connections closed without a handshake slot (per_source_limit, table_full, evicted: the oldest "
+             "pending stranger made room), refused as a duplicate node id, or arriving while leaving.",
+             "reason", {"per_source_limit", "table_full", "evicted", "duplicate_node_id", "leaving"},
+             c.links_rejected_by_reason);
     m("zetian_cluster_links_closed_total", "counter", "Established node links that closed.", double(c.links_closed));
     m("zetian_cluster_sent_bytes_total", "counter", "Bytes written to node links.", double(c.bytes_sent));
     m("zetian_cluster_received_bytes_total", "counter", "Bytes read from node links.", double(c.bytes_received));

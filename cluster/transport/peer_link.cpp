@@ -101,6 +101,13 @@ void PeerLink::fail(std::string reason, bool refused) {
   owner_.onLinkClosed(*this, reason, refused);
 }
 
+// A failure before establishment, with its kind recorded for the owner; after
+// establishment, an ordinary failure.
+void PeerLink::failHandshake(HandshakeFailure kind, std::string reason, bool refused) {
+  if (!established_ && !closed_) handshake_failure_ = kind;
+  fail(std::move(reason), refused);
+}
+
 void PeerLink::writeFrame(const std::string& frame) {
   bytes_sent_ += frame.size();
   bufferevent_write(bev_, frame.data(), frame.size());
@@ -145,8 +152,9 @@ void PeerLink::onRead() {
     const std::size_t length = lengthPrefix(prefix);
     const std::size_t limit = established_ ? wire::kMaxFrameBytes : kMaxHandshakeFrameBytes;
     if (length > limit) {
-      fail("frame of " + std::to_string(length) + " bytes is above the limit of " +
-           std::to_string(limit) + (established_ ? "" : " before admission"));
+      failHandshake(HandshakeFailure::garbage, "frame of " + std::to_string(length) +
+                                                   " bytes is above the limit of " + std::to_string(limit) +
+                                                   (established_ ? "" : " before admission"));
       return;
     }
     const std::size_t tag_bytes = authenticator_ ? wire::kMacBytes : 0;
@@ -157,8 +165,9 @@ void PeerLink::onRead() {
                                  wire::kLengthPrefixBytes + length);
     wire::DecodeResult decoded = wire::decode(frame);
     if (decoded.status != wire::DecodeStatus::Ok) {
-      fail("undecodable frame (" + std::string(wire::nameOf(decoded.error)) + ": " +
-           decoded.detail + ")");
+      failHandshake(HandshakeFailure::garbage, "undecodable frame (" +
+                                                   std::string(wire::nameOf(decoded.error)) + ": " +
+                                                   decoded.detail + ")");
       return;
     }
     if (authenticator_) {
@@ -200,7 +209,11 @@ void PeerLink::handleHandshake(const wire::Message& message) {
   }
   for (const auto& reply : step.send) writeFrame(wire::encode(reply));
   if (const auto* refused = std::get_if<wire::Refused>(&step.state)) {
-    fail(std::string(wire::nameOf(refused->reason)), true);
+    const HandshakeFailure kind = refused->reason == wire::RefuseReason::BadMac ? HandshakeFailure::bad_mac
+                                  : refused->reason == wire::RefuseReason::SameNodeId
+                                      ? HandshakeFailure::same_node_id
+                                      : HandshakeFailure::garbage;
+    failHandshake(kind, std::string(wire::nameOf(refused->reason)), true);
     return;
   }
   if (const auto* done = std::get_if<wire::Established>(&step.state)) {
@@ -243,7 +256,9 @@ void PeerLink::onEvent(short what) {
     return;
   }
   std::string reason;
+  HandshakeFailure kind = HandshakeFailure::closed;
   if (what & BEV_EVENT_TIMEOUT) {
+    kind = HandshakeFailure::timeout;
     reason = established_ ? "nothing received for " + seconds(limits_.idle_timeout)
                           : "no handshake within " + seconds(limits_.handshake_timeout);
   } else if (what & BEV_EVENT_EOF) {
@@ -252,6 +267,7 @@ void PeerLink::onEvent(short what) {
     const int err = EVUTIL_SOCKET_ERROR();
     std::string tls_error = tls_ ? TlsContext::lastError(bev_) : std::string();
     if (!tls_error.empty()) {
+      kind = HandshakeFailure::tls;
       reason = "TLS: " + tls_error;
     } else if (err != 0) {
       reason = evutil_socket_error_to_string(err);
@@ -264,7 +280,7 @@ void PeerLink::onEvent(short what) {
   // error. lastError() drained it for an error; clear it for EOF and timeouts too.
   if (tls_) ERR_clear_error();
   // A TLS failure during the handshake is a refusal too (untrusted certificate).
-  fail(reason, tls_ && !established_ && (what & BEV_EVENT_ERROR));
+  failHandshake(kind, reason, tls_ && !established_ && (what & BEV_EVENT_ERROR));
 }
 
 }  // namespace zetian::cluster::transport

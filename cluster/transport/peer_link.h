@@ -60,6 +60,17 @@ class PeerLink {
   enum class Role { Initiator, Acceptor };
   enum class Priority { Control, Bulk };
 
+  // Why a handshake failed, for the owner's counters and log budgets.
+  enum class HandshakeFailure {
+    none,          // in progress, succeeded, or closed by the owner
+    timeout,       // no handshake within handshake_timeout
+    garbage,       // an undecodable or oversized frame, or a message out of order
+    bad_mac,       // the peer does not know the secret (or is of another cluster)
+    same_node_id,  // the peer claims this node's own id
+    tls,           // the TLS handshake failed (certificate, protocol)
+    closed,        // the other end closed or reset the connection
+  };
+
   class Owner {
    public:
     virtual void onLinkEstablished(PeerLink& link) = 0;
@@ -106,6 +117,8 @@ class PeerLink {
   const std::string& remote() const { return remote_; }
   // The peer's verified introduction; empty until established.
   const wire::Hello& peer() const { return peer_; }
+  // Set when the link failed before it was established.
+  HandshakeFailure handshakeFailure() const { return handshake_failure_; }
   std::size_t queuedBytes() const;
   std::uint64_t bytesSent() const { return bytes_sent_; }
   std::uint64_t bytesReceived() const { return bytes_received_; }
@@ -121,6 +134,7 @@ class PeerLink {
   void handleHandshake(const wire::Message& message);
   void writeFrame(const std::string& frame);
   void fail(std::string reason, bool refused = false);
+  void failHandshake(HandshakeFailure kind, std::string reason, bool refused = false);
   void setTimeouts(std::chrono::milliseconds timeout);
 
   bufferevent* bev_;  // owned; nullptr once closed
@@ -138,6 +152,7 @@ class PeerLink {
   bool closed_ = false;
   bool congested_ = false;
   bool flushing_ = false;
+  HandshakeFailure handshake_failure_ = HandshakeFailure::none;
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
 };

@@ -13,7 +13,9 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
+import threading
 import time
 import unittest
 from typing import Iterable, Optional
@@ -37,8 +39,12 @@ MAKE_CERTS = os.path.join(HERE, "..", "support", "make_test_certs.sh")
 class Node:
     """One cluster node: a zetian-milter process and its view of the cluster."""
 
-    def __init__(self, case: "ClusterTestCase", node_id: str, cluster: dict, extra: dict | None = None):
+    env: dict | None = None  # variables added to the process's environment (test hooks)
+
+    def __init__(self, case: "ClusterTestCase", node_id: str, cluster: dict, extra: dict | None = None,
+                 env: dict | None = None):
         self.case = case
+        self.env = env
         self.id = node_id
         self.port = cluster["bind"].rsplit(":", 1)[1]
         doc = {"cluster": dict(cluster)}
@@ -49,7 +55,10 @@ class Node:
         self.address = cluster.get("advertise") or cluster["bind"]
 
     def start(self) -> "Node":
-        self.milter.start()
+        if self.env:
+            self.milter.start(env=self.env)
+        else:
+            self.milter.start()
         return self
 
     def running(self) -> bool:
@@ -125,23 +134,24 @@ class ClusterTestCase(unittest.TestCase):
         return f"127.0.0.1:{self.ports[node_id]}"
 
     def node(self, node_id: str, seeds: Iterable[str] = (), secret_file: str | None = None,
-             cluster: dict | None = None, extra: dict | None = None, start: bool = True) -> Node:
+             cluster: dict | None = None, extra: dict | None = None, start: bool = True,
+             env: dict | None = None) -> Node:
         settings = {"enabled": True, "bind": self.endpoint(node_id),
                     "seeds": [self.endpoint(s) for s in seeds],
                     "shared_secret_file": secret_file or self.secret_file}
         settings.update(self.timing)
         settings.update(cluster or {})
-        n = Node(self, node_id, settings, extra)
+        n = Node(self, node_id, settings, extra, env)
         self.nodes.append(n)
         return n.start() if start else n
 
-    def start_cluster(self, count: int, prefix: str = "n") -> list[Node]:
+    def start_cluster(self, count: int, prefix: str = "n", cluster: dict | None = None) -> list[Node]:
         """`count` nodes, each seeded with the first one only (learning the rest is the
-        point), started at once."""
+        point), started at once; `cluster`: settings for all of them."""
         ids = [f"{prefix}{i + 1}" for i in range(count)]
         for i in ids:
             self.endpoint(i)
-        return [self.node(i, seeds=[ids[0]] if i != ids[0] else []) for i in ids]
+        return [self.node(i, seeds=[ids[0]] if i != ids[0] else [], cluster=cluster) for i in ids]
 
     def diagnostics(self, nodes: Iterable[Node]) -> str:
         parts = []
@@ -171,6 +181,68 @@ class ClusterTestCase(unittest.TestCase):
     def wait_full_view(self, nodes: list[Node], timeout: float = 20.0) -> float:
         return self.wait_views(nodes, {n.id: "active" for n in nodes}, timeout,
                                what=f"every node to see {[n.id for n in nodes]} active")
+
+
+class StrangerFlood:
+    """Holds `count` idle TCP connections to 127.0.0.1:`port` that never say a word,
+    from the loopback addresses 127.0.0.2 ... 127.0.0.(1 + `sources`) in turn, and opens
+    a new one for each that the node closes (as a hostile client would, to keep the
+    handshake slots taken). Runs on its own thread until stop()."""
+
+    def __init__(self, port: int, count: int = 100, sources: int = 13, every: float = 0.1):
+        self.port = port
+        self.count = count
+        self.sources = [f"127.0.0.{2 + i}" for i in range(sources)]
+        self.every = every
+        self.opened = 0
+        self.closed_by_node = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stranger-flood", daemon=True)
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> "StrangerFlood":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        for s in self._sockets:
+            s.close()
+        self._sockets = []
+
+    def _open(self) -> None:
+        source = self.sources[self.opened % len(self.sources)]
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=2,
+                                         source_address=(source, 0))
+        except OSError:
+            return  # refused at once (listen backlog): try again next round
+        s.setblocking(False)
+        self._sockets.append(s)
+        self.opened += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            alive = []
+            for s in self._sockets:
+                try:
+                    data = s.recv(4096)
+                except BlockingIOError:
+                    alive.append(s)  # still held open by the node
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    alive.append(s)  # a handshake byte or two: still held
+                    continue
+                s.close()
+                self.closed_by_node += 1
+            self._sockets = alive
+            while len(self._sockets) < self.count and not self._stop.is_set():
+                self._open()
+            self._stop.wait(self.every)
 
 
 def make_certs(workdir: str) -> str:

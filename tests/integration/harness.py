@@ -1087,8 +1087,10 @@ class Milter:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = DEFAULT_DEADLINE_S) -> "Milter":
+    def start(self, timeout: float = DEFAULT_DEADLINE_S, env: dict | None = None) -> "Milter":
+        """`env`: variables added to the inherited environment (test hooks)."""
         self.process = ManagedProcess([self.binary, "-c", self.config_path], self.log_path,
+                                      env=dict(os.environ, **env) if env else None,
                                       name="zetian-milter")
         self.cleanup(self._cleanup_stop)
         wait_until(lambda: self._ready() or not self.process.running(), timeout,

@@ -9,8 +9,21 @@ import stat
 import time
 import unittest
 
-from cluster_harness import FAILURE_TIMEOUT_S, HEARTBEAT_S, ClusterTestCase
-from harness import metric_samples, wait_until
+from cluster_harness import FAILURE_TIMEOUT_S, HEARTBEAT_S, ClusterTestCase, Node, StrangerFlood
+from harness import HarnessError, metric_samples, wait_until
+
+
+def rejected(node: Node, reason: str) -> float:
+    """zetian_cluster_links_rejected_total{reason=...} of a node."""
+    status, body, _ = node.milter.http("GET", "/metrics")
+    if status != 200:
+        return 0.0
+    return sum(v for labels, v in metric_samples(body, "zetian_cluster_links_rejected_total")
+               if labels.get("reason") == reason)
+
+
+def incarnation(viewer: Node, member: str) -> int:
+    return {m["id"]: m for m in viewer.health()["members"]}[member]["incarnation"]
 
 
 def read(path: str) -> str:
@@ -179,6 +192,98 @@ class Membership(ClusterTestCase):
         self.assertGreaterEqual(nodes[0].metric("zetian_cluster_links_refused_total"), 20)
         for n in nodes:
             self.assertTrue(n.running())
+
+    def test_a_member_rejoins_at_once_while_strangers_hold_the_handshake_slots(self):
+        # join_timeout far above the bound below: a node that joins only through the
+        # timeout (running alone, counting itself a cluster) fails the test.
+        join_timeout_s = 30
+        nodes = self.start_cluster(3, cluster={"join_timeout": f"{join_timeout_s}s"})
+        self.wait_full_view(nodes)
+        first, member, third = nodes
+        # ~100 idle unauthenticated connections held against n1 (more than its 64
+        # handshake slots), each re-opened as soon as n1 closes it.
+        flood = StrangerFlood(int(first.port), count=100).start()
+        self.addCleanup(flood.stop)
+        wait_until(lambda: rejected(first, "evicted") >= 36, 10,
+                   what="the strangers to fill n1's handshake slots",
+                   diagnostics=lambda: first.log_tail())
+        # A clean stop: the others remember it as left and do not dial it, so it must
+        # come back in through n1's listener, the one under the flood.
+        member.stop()
+        self.wait_views([first, third], {member.id: "left"}, timeout=FAILURE_TIMEOUT_S)
+        evicted_before = rejected(first, "evicted")
+        again = self.node(member.id, seeds=[first.id], cluster={"join_timeout": f"{join_timeout_s}s"})
+        restarted_at = time.monotonic()
+        everyone = [first, again, third]
+
+        def rejoined():
+            own = again.view()
+            # Never alone: active only once a peer is active in its own view.
+            if own.get(again.id) == "active":
+                self.assertTrue(any(s == "active" for i, s in own.items() if i != again.id),
+                                f"{again.id} runs alone: {own}")
+            return all(n.view() == {m.id: "active" for m in everyone} for n in everyone)
+        wait_until(rejoined, 8, what="the restarted member active everywhere under the flood",
+                   diagnostics=lambda: self.diagnostics(everyone))
+        took = time.monotonic() - restarted_at
+        self.assertLess(took, join_timeout_s / 3, took)
+        self.assertNotIn("cluster_join_timeout", again.log_text())
+        # The flood was still on: strangers kept being turned away while it rejoined.
+        self.assertGreater(rejected(first, "evicted"), evicted_before)
+        self.assertGreater(flood.closed_by_node, 36)
+        # Its lines stay within the admission budget (20 a minute), whatever the flood.
+        self.assertLessEqual(first.log_text().count("cluster_link_evicted"), 20)
+        for n in everyone:
+            self.assertEqual(n.health()["cluster"]["state"], "healthy")
+
+    def test_a_node_restarted_with_its_clock_set_back_an_hour_is_active_again(self):
+        nodes = self.start_cluster(3)
+        self.wait_full_view(nodes)
+        first, member, third = nodes
+        before = incarnation(first, member.id)
+        self.assertEqual(incarnation(third, member.id), before)
+        member.stop()
+        self.wait_views([first, third], {member.id: "left"}, timeout=FAILURE_TIMEOUT_S)
+        hour_back = {"ZETIAN_TEST_CLOCK_OFFSET_MS": str(-3600 * 1000)}
+
+        # Without its state_dir (a fresh one) the node's incarnation is its clock, an
+        # hour behind the one the peers remember: they never count it active again.
+        # That is the fault this test is about; it shows the hook reproduces it.
+        amnesiac = self.node(member.id, seeds=[first.id], env=hour_back)
+        self.assertIn("cluster_test_clock_offset offset_ms=-3600000", amnesiac.log_text())
+        wait_until(lambda: amnesiac.view().get(first.id) == "active", 10,
+                   what="the amnesiac node to hear n1", diagnostics=lambda: amnesiac.log_tail())
+        # It heard success_threshold heartbeats of n1, so n1 heard as many of its; a few
+        # more heartbeats, and n1 still holds it for stale.
+        deadline = time.monotonic() + HEARTBEAT_S * 6
+        while time.monotonic() < deadline:
+            self.assertEqual(first.view().get(member.id), "left", first.log_tail())
+            time.sleep(HEARTBEAT_S / 2)
+        amnesiac.stop()
+
+        # With its state_dir: the incarnation is the last one plus one, clock or not.
+        again = self.node(member.id, seeds=[first.id], env=hour_back,
+                          extra={"node": {"state_dir": member.milter.state_dir}})
+        everyone = [first, again, third]
+        self.wait_full_view(everyone)
+        self.assertEqual(incarnation(again, member.id), before + 1)
+        self.assertEqual(incarnation(first, member.id), before + 1)
+        self.assertEqual(incarnation(third, member.id), before + 1)
+        for n in (first, third):
+            self.assertIn(f"event=node_joined node={member.id}", n.log_text())
+            self.assertNotIn("cluster_duplicate_node_id", n.log_text())
+        with open(os.path.join(member.milter.state_dir, "incarnation")) as f:
+            self.assertEqual(f.read(), f"{before + 1}\n")
+
+    def test_a_state_dir_that_cannot_hold_the_incarnation_stops_the_start(self):
+        missing = os.path.join(self.workdir, "no-such-state-dir")
+        n = self.node("n1", extra={"node": {"state_dir": missing}}, start=False)
+        with self.assertRaises(HarnessError) as raised:
+            n.start()
+        self.assertIn(f"node.state_dir {missing}: cannot create", str(raised.exception))
+        self.assertIn("writable by the user zetian-milter runs as", n.log_text())
+        self.assertFalse(os.path.exists(missing))
+        self.assertNotIn("cluster_started", n.log_text())
 
     def test_events_run_the_hook_with_the_event_in_the_environment(self):
         out = os.path.join(self.workdir, "events.txt")

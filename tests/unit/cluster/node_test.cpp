@@ -6,9 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -18,6 +25,7 @@
 #include <vector>
 
 #include "cluster/loop.h"
+#include "test_support.h"
 
 namespace zetian::cluster {
 namespace {
@@ -25,6 +33,7 @@ namespace {
 using namespace std::chrono_literals;
 
 struct TestNode {
+  testing::TempDir state_dir;
   std::unique_ptr<Loop> loop = std::make_unique<Loop>();
   std::unique_ptr<ClusterNode> node;  // created and destroyed on the loop thread
   std::string endpoint;
@@ -35,6 +44,7 @@ struct TestNode {
     loop->start();
     NodeOptions o;
     o.node_id = id;
+    o.state_dir = state_dir.path();
     o.bind = "127.0.0.1:0";
     o.secret = "unit-test-secret-0123456789abcdef";
     o.seeds = seeds;
@@ -154,6 +164,7 @@ TEST(ClusterNode, AWrongSecretIsRefusedAndNeverListed) {
   TestNode b("b", {a.endpoint});
   ASSERT_TRUE(waitFor([&] { return a.view()["b"] == "active"; }, 10s));
   // A third node whose secret differs: same code path, different key.
+  testing::TempDir intruder_state;
   Loop loop;
   loop.start();
   std::unique_ptr<ClusterNode> intruder;
@@ -162,6 +173,7 @@ TEST(ClusterNode, AWrongSecretIsRefusedAndNeverListed) {
       [&] {
         NodeOptions o;
         o.node_id = "intruder";
+        o.state_dir = intruder_state.path();
         o.bind = "127.0.0.1:0";
         o.secret = "some-other-secret-0123456789abcdef";
         o.seeds = {a.endpoint, b.endpoint};
@@ -187,6 +199,167 @@ TEST(ClusterNode, AWrongSecretIsRefusedAndNeverListed) {
   });
   gone.get_future().wait();
   loop.stop();
+}
+
+// An idle connection to `port` from the loopback address `source` (127.0.0.x), so that
+// the node sees strangers at addresses of their own.
+int idleConnectionFrom(const std::string& source, std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::uint64_t rejected(TestNode& n, const std::string& reason) {
+  return n.loop->call([&] { return n.node->counters().links_rejected_by_reason[reason]; }, 5s).value_or(0);
+}
+
+// The stranger flood of issue 7: more idle unauthenticated connections than there are
+// handshake slots. A node that dials in afterwards still joins at once, long before the
+// strangers' handshake timeout (5 s) would free their slots, and before join_timeout (3 s).
+TEST(ClusterNode, ANodeJoinsWhileStrangersHoldEveryHandshakeSlot) {
+  TestNode a("a", {});
+  const auto port = static_cast<std::uint16_t>(std::stoi(a.endpoint.substr(a.endpoint.rfind(':') + 1)));
+  std::vector<int> strangers;
+  for (int i = 0; i < 100; ++i) {
+    // 13 addresses, at most 8 connections each: the per-address cap is not what stops them.
+    const int fd = idleConnectionFrom("127.0.0." + std::to_string(2 + i % 13), port);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    strangers.push_back(fd);
+  }
+  // Every slot is taken (and 36 strangers made room for newer ones) before b starts.
+  ASSERT_TRUE(waitFor([&] { return rejected(a, "evicted") >= 36; }, 5s)) << rejected(a, "evicted");
+  EXPECT_EQ(rejected(a, "per_source_limit"), 0u);
+  const auto started = std::chrono::steady_clock::now();
+  TestNode b("b", {a.endpoint});
+  EXPECT_TRUE(waitFor([&] { return b.view()["a"] == "active" && a.view()["b"] == "active"; }, 2500ms))
+      << "b sees " << b.view()["a"] << " after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()
+      << " ms";
+  {
+    std::lock_guard lock(b.log_mutex);
+    for (const auto& line : b.log) EXPECT_EQ(line.find("cluster_join_timeout"), std::string::npos) << line;
+  }
+  EXPECT_GE(rejected(a, "evicted"), 37u);  // b took the oldest stranger's slot
+  for (int fd : strangers) ::close(fd);
+}
+
+// Garbage from strangers uses up its own log budget only: the refusal of a node with a
+// wrong secret that comes afterwards is still logged.
+TEST(ClusterNode, StrangerGarbageDoesNotUseUpTheLogBudgetOfOtherRefusals) {
+  TestNode a("a", {});
+  const auto port = static_cast<std::uint16_t>(std::stoi(a.endpoint.substr(a.endpoint.rfind(':') + 1)));
+  for (int i = 0; i < 30; ++i) {
+    const int fd = idleConnectionFrom("127.0.0." + std::to_string(2 + i % 5), port);
+    ASSERT_GE(fd, 0);
+    const char oversized[] = "\xff\xff\xff\xff\x01\x01garbage";
+    ASSERT_EQ(::send(fd, oversized, sizeof oversized - 1, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof oversized - 1));
+    ::close(fd);
+  }
+  auto refusedOf = [&](const std::string& kind) {
+    return a.loop->call([&] { return a.node->counters().links_refused_by_kind[kind]; }, 5s).value_or(0);
+  };
+  ASSERT_TRUE(waitFor([&] { return refusedOf("garbage") >= 30; }, 5s)) << refusedOf("garbage");
+  auto linesWith = [&](const std::string& text) {
+    std::lock_guard lock(a.log_mutex);
+    return std::count_if(a.log.begin(), a.log.end(), [&](const std::string& l) { return l.find(text) != l.npos; });
+  };
+  EXPECT_EQ(linesWith("kind=garbage"), 20);  // the budget of a minute, the rest counted
+
+  // A node with another secret: it refuses our MAC and hangs up, which we log as its
+  // giving up (the bad MAC line is on its side).
+  testing::TempDir intruder_state;
+  Loop loop;
+  loop.start();
+  std::unique_ptr<ClusterNode> intruder;
+  ASSERT_TRUE(loop.call(
+                      [&] {
+                        NodeOptions o;
+                        o.node_id = "intruder";
+                        o.state_dir = intruder_state.path();
+                        o.bind = "127.0.0.1:0";
+                        o.secret = "some-other-secret-0123456789abcdef";
+                        o.seeds = {a.endpoint};
+                        intruder = std::make_unique<ClusterNode>(loop, o, nullptr, nullptr);
+                        std::string error;
+                        return intruder->start(&error);
+                      },
+                      5s)
+                  .value_or(false));
+  EXPECT_TRUE(waitFor([&] { return linesWith("kind=gave_up") >= 1; }, 5s));
+  EXPECT_EQ(linesWith("kind=garbage"), 20);
+  std::promise<void> gone;
+  loop.post([&] {
+    intruder.reset();
+    gone.set_value();
+  });
+  gone.get_future().wait();
+  loop.stop();
+}
+
+TEST(ClusterNode, StartFailsWithAClearErrorWhenStateDirCannotHoldTheIncarnation) {
+  testing::TempDir parent;
+  Loop loop;
+  loop.start();
+  auto error = loop.call(
+      [&] {
+        NodeOptions o;
+        o.node_id = "a";
+        o.state_dir = parent.file("missing");
+        o.bind = "127.0.0.1:0";
+        o.secret = "unit-test-secret-0123456789abcdef";
+        ClusterNode node(loop, o, nullptr, nullptr);
+        std::string e;
+        EXPECT_FALSE(node.start(&e));
+        EXPECT_EQ(node.boundPort(), 0) << "the listener opened before the incarnation was stored";
+        return e;
+      },
+      5s);
+  loop.stop();
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->find("node.state_dir " + parent.file("missing")), std::string::npos) << *error;
+  EXPECT_NE(error->find("incarnation"), std::string::npos) << *error;
+}
+
+TEST(ClusterNode, ARestartOnTheSameStateDirComesBackWithAHigherIncarnation) {
+  testing::TempDir state;
+  auto incarnationOf = [&] {
+    Loop loop;
+    loop.start();
+    auto value = loop.call(
+        [&] {
+          NodeOptions o;
+          o.node_id = "a";
+          o.state_dir = state.path();
+          o.bind = "127.0.0.1:0";
+          o.secret = "unit-test-secret-0123456789abcdef";
+          ClusterNode node(loop, o, nullptr, nullptr);
+          std::string e;
+          EXPECT_TRUE(node.start(&e)) << e;
+          return node.members().front().incarnation;
+        },
+        5s);
+    loop.stop();
+    return value.value_or(0);
+  };
+  const std::uint64_t first = incarnationOf();
+  // Back-dated in the file: the next start must still exceed what the file says.
+  {
+    std::ofstream out(state.file("incarnation"), std::ios::trunc);
+    out << first + 3'600'000 << "\n";
+  }
+  EXPECT_EQ(incarnationOf(), first + 3'600'001);
 }
 
 }  // namespace

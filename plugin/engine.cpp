@@ -6,6 +6,8 @@
 #include <cstring>
 #include <future>
 
+#include "plugin/accounts.h"
+
 namespace zetian::plugin {
 
 namespace {
@@ -76,8 +78,8 @@ state::Nanos Engine::now() {
 
 std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std::vector<conf::Override> overrides,
                                      Errors* errors) {
-  conf::LoadResult loaded =
-      config_path ? conf::loadFile(*config_path, overrides) : conf::loadEmbeddedDefault(overrides);
+  const conf::LoadOptions options{overrides, lookupSystemAccount};
+  conf::LoadResult loaded = config_path ? conf::loadFile(*config_path, options) : conf::loadEmbeddedDefault(options);
   if (!loaded.ok()) {
     for (const auto& e : loaded.errors) errors->push_back(e.format());
     return nullptr;
@@ -87,6 +89,9 @@ std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std
   if (!engine->logger_->open(&error)) {
     errors->push_back(error);
     return nullptr;
+  }
+  for (const auto& w : loaded.warnings) {
+    engine->logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   return engine;
 }

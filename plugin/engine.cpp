@@ -1,7 +1,5 @@
 #include "plugin/engine.h"
 
-#include <event2/event.h>
-
 #include <algorithm>
 #include <cstring>
 #include <future>
@@ -121,8 +119,7 @@ Engine::~Engine() {
     if (loop_.post([this, &done] {
           auto teardown = [this, &done] {
             node_.reset();
-            if (housekeeping_) event_free(housekeeping_);
-            housekeeping_ = nullptr;
+            housekeeping_.cancel();
             health_.reset();
             done.set_value();
           };
@@ -197,13 +194,10 @@ bool Engine::start(Errors* errors) {
 }
 
 void Engine::startHousekeeping() {
-  housekeeping_ = event_new(loop_.base(), -1, EV_PERSIST, &Engine::onHousekeeping, this);
-  timeval tv{std::chrono::duration_cast<std::chrono::seconds>(kHousekeepingInterval).count(), 0};
-  event_add(housekeeping_, &tv);
+  housekeeping_ = loop_.every(kHousekeepingInterval, [this] { onHousekeeping(this); });
 }
 
-void Engine::onHousekeeping(int, short, void* arg) {
-  auto* self = static_cast<Engine*>(arg);
+void Engine::onHousekeeping(Engine* self) {
   self->store_->expireIdle(now());
   // Messages per second, smoothed over roughly the last ten seconds.
   std::uint64_t messages = self->metrics_.messages_total.load(std::memory_order_relaxed);

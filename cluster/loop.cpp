@@ -116,6 +116,10 @@ void Loop::start() {
   // Accepting before the thread exists is fine: what is posted waits in the mailbox,
   // and the eventfd stays readable until the thread's first drain.
   thread_ = std::thread([this] { run(); });
+  // Also stored here, not only by run(): a check made before the thread got going
+  // must name it, not call the loop "not running". It cannot exit (and clear the id)
+  // before we release mailbox_mutex_.
+  loop_thread_id_.store(thread_.get_id());
   accepting_ = true;
 }
 

@@ -158,10 +158,6 @@ bool Loop::post(std::function<void()> fn) {
   return true;
 }
 
-bool Loop::isThisThread() const {
-  return loop_thread_id_.load() == std::this_thread::get_id();
-}
-
 void Loop::abortOffLoop(const std::source_location& where) const {
   const std::thread::id owner = loop_thread_id_.load();
   abortWrongThread(where, owner,

@@ -6,8 +6,8 @@
 // and sockets. Objects that belong to the loop check their thread in every method
 // (checkThisThread() here, or OwnerThread in cluster/owner_thread.h), in every build.
 //
-// Timers (after(), every()) are the one way code outside cluster/ schedules work on the
-// loop: nothing outside cluster/ includes libevent.
+// Code outside cluster/ schedules timed work with after() and every(), never with
+// libevent directly: nothing outside cluster/ includes a libevent header.
 #pragma once
 
 #include <atomic>
@@ -148,8 +148,9 @@ class Loop {
   [[nodiscard]] Timer after(std::chrono::milliseconds delay, std::function<void()> fn);
   [[nodiscard]] Timer every(std::chrono::milliseconds interval, std::function<void()> fn);
 
-  // True on the loop thread (only while it runs).
-  bool isThisThread() const;
+  // True on the loop thread (only while it runs). Inline: every ownership check of a
+  // loop-owned object goes through it.
+  bool isThisThread() const { return loop_thread_id_.load() == std::this_thread::get_id(); }
   // Aborts with a message naming the calling method unless on the loop thread: the
   // ownership check of objects that belong to this loop (cluster/owner_thread.h).
   void checkThisThread(std::source_location where = std::source_location::current()) const {

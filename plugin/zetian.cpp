@@ -190,9 +190,9 @@ void closeEngine(zetian_engine* e, std::chrono::milliseconds drain_timeout) {
   if (engine) return;  // freed here, every session gone
   try {
     e->engine->logger().log(conf::LogLevel::Warn,
-                            "close: " + std::to_string(still_open) + " sessions still open after " +
+                            "close: " + std::to_string(still_open) + " sessions (or calls) still open after " +
                                 std::to_string(drain_timeout.count()) +
-                                " ms; the engine stays allocated until the last one closes");
+                                " ms; the engine stays allocated until the last one ends");
   } catch (...) {
   }
   // Stop the threads and sockets now; the memory stays for the sessions. Their

@@ -201,7 +201,8 @@ bool HealthServer::Impl::start(std::string* error) {
 
 void HealthServer::Impl::teardown() {
   // A request whose client hung up is no longer on any connection: only an answer
-  // frees it (and one on a live connection is sent before evhttp_free closes it).
+  // frees it. On a live connection the answer is queued and the connection closed
+  // right after by evhttp_free (the client may see only the close).
   const std::vector<evhttp_request*> unanswered = std::exchange(deferred, {});
   for (evhttp_request* req : unanswered) send(req, errorReply(503, "the server is stopping"));
   // evhttp_free closes the listeners and every open connection.

@@ -265,6 +265,79 @@ TEST_F(EngineReloadTest, PostReloadOfABrokenFileAnswers422AndKeepsThePolicy) {
   EXPECT_EQ(e->policy()->rules.at(0).rule.limit, 5u);
 }
 
+// An engine that keeps POST /reload's responder for the test to call (or not).
+class HeldReload : public cluster::testing::FakeAdmin {
+ public:
+  void reloadAsync(std::function<void(cluster::AdminReply)> respond) override {
+    std::lock_guard lock(mutex_);
+    held_ = std::move(respond);
+    cv_.notify_all();
+  }
+  bool waitHeld() {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 10s, [this] { return static_cast<bool>(held_); });
+  }
+  std::function<void(cluster::AdminReply)> take() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(held_, nullptr);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::function<void(cluster::AdminReply)> held_;
+};
+
+TEST_F(EngineReloadTest, AdminServerClosesAPendingReloadWhenItStopsAndDropsTheLateAnswer) {
+  HeldReload api;
+  cluster::testing::ServerHarness harness(api);
+  cluster::HealthServerOptions options;
+  options.unix_path = dir_ + "/health.sock";
+  ASSERT_EQ(harness.start(options), "");
+  const int fd = cluster::testing::connectUnix(options.unix_path);
+  ASSERT_GE(fd, 0);
+  cluster::testing::sendAll(fd, cluster::testing::simpleRequest("POST", "/reload"));
+  ASSERT_TRUE(api.waitHeld());
+  auto respond = api.take();
+  harness.destroyServer();
+  bool closed = false;
+  const std::string raw = cluster::testing::readUntilClose(fd, 10s, &closed);
+  close(fd);
+  EXPECT_TRUE(closed) << "the client of a pending reload was left hanging";
+  const auto reply = cluster::testing::parseRaw(raw);
+  EXPECT_TRUE(reply.status == 0 || reply.status == 503) << raw;
+  // The engine answers after the server is gone: dropped, nothing touched.
+  cluster::testing::runOnLoop(harness.loop(), [&] {
+    respond(cluster::AdminReply{200, "application/json", "{}"});
+    return 0;
+  });
+}
+
+TEST_F(EngineReloadTest, AdminServerSurvivesAClientThatHangsUpBeforeTheReloadAnswers) {
+  HeldReload api;
+  cluster::testing::ServerHarness harness(api);
+  cluster::HealthServerOptions options;
+  options.unix_path = dir_ + "/health.sock";
+  ASSERT_EQ(harness.start(options), "");
+  const int fd = cluster::testing::connectUnix(options.unix_path);
+  ASSERT_GE(fd, 0);
+  cluster::testing::sendAll(fd, cluster::testing::simpleRequest("POST", "/reload"));
+  ASSERT_TRUE(api.waitHeld());
+  close(fd);
+  // The server notices the hang-up on its next turn; /live proves it had that turn.
+  const auto live = cluster::testing::roundTrip(cluster::testing::connectUnix(options.unix_path),
+                                                cluster::testing::simpleRequest("GET", "/live"));
+  EXPECT_EQ(live.status, 200);
+  auto respond = api.take();
+  cluster::testing::runOnLoop(harness.loop(), [&] {
+    respond(cluster::AdminReply{200, "application/json", "{}"});
+    return 0;
+  });
+  const auto again = cluster::testing::roundTrip(cluster::testing::connectUnix(options.unix_path),
+                                                 cluster::testing::simpleRequest("GET", "/live"));
+  EXPECT_EQ(again.status, 200);
+}
+
 TEST_F(EngineReloadTest, HealthShowsNoLeaderAndNoTermWithoutRaft) {
   auto e = open("[log]\nlevel = \"error\"\ntarget = \"stderr\"\n" + std::string(kRule));
   ASSERT_TRUE(e);

@@ -136,23 +136,31 @@ std::mutex g_handles_mutex;
 std::vector<std::unique_ptr<zetian_engine>>* g_handles = new std::vector<std::unique_ptr<zetian_engine>>;
 
 // Pins the engine for one call; false when it is closed (the call falls back).
-bool pinCall(zetian_engine* e) {
-  std::lock_guard lock(e->mutex);
-  if (e->stopped) return false;
-  ++e->pins;
-  return true;
+// Neither lets an exception out: they run outside the exported functions' try blocks.
+bool pinCall(zetian_engine* e) noexcept {
+  try {
+    std::lock_guard lock(e->mutex);
+    if (e->stopped) return false;
+    ++e->pins;
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
-void unpin(zetian_engine* e) {
-  std::unique_ptr<Engine> last;
-  {
-    std::lock_guard lock(e->mutex);
-    --e->pins;
-    if (e->abandoned && e->pins == 0) last = std::move(e->engine);
-    e->drained.notify_all();
+void unpin(zetian_engine* e) noexcept {
+  try {
+    std::unique_ptr<Engine> last;
+    {
+      std::lock_guard lock(e->mutex);
+      --e->pins;
+      if (e->abandoned && e->pins == 0) last = std::move(e->engine);
+      e->drained.notify_all();
+    }
+    // zetian_engine_close() gave up waiting for this one and left the engine to it.
+    last.reset();
+  } catch (...) {
   }
-  // zetian_engine_close() gave up waiting for this one and left the engine to it.
-  last.reset();
 }
 
 struct CallPin {
@@ -418,13 +426,17 @@ void zetian_session_eom(zetian_session* s, zetian_header_fn add_header, zetian_q
   if (!s || !s->owner || !s->session) return;
   Engine& engine = *s->owner->engine;
   try {
-    engine.eom(*s->session, add_header, quarantine, ctx);
-  } catch (const std::exception& e) {
-    zetian_verdict ignored = ZETIAN_VERDICT_INIT;
-    engine.internalFailure("eom", e.what(), &ignored);
+    try {
+      engine.eom(*s->session, add_header, quarantine, ctx);
+    } catch (const std::exception& e) {
+      zetian_verdict ignored = ZETIAN_VERDICT_INIT;
+      engine.internalFailure("eom", e.what(), &ignored);
+    } catch (...) {
+      zetian_verdict ignored = ZETIAN_VERDICT_INIT;
+      engine.internalFailure("eom", "unknown exception", &ignored);
+    }
   } catch (...) {
-    zetian_verdict ignored = ZETIAN_VERDICT_INIT;
-    engine.internalFailure("eom", "unknown exception", &ignored);
+    // Even the failure could not be logged (no memory): nothing more to do.
   }
 }
 

@@ -210,7 +210,7 @@ TEST_F(EngineReloadTest, PostReloadRunsOffTheLoopSoLiveAnswersMeanwhile) {
   ASSERT_TRUE(e->start(&errors)) << errors.front();
 
   std::string large = head + "[ratelimit]\nexempt = [\n";
-  for (int i = 0; i < 20000; ++i) {
+  for (int i = 0; i < 10000; ++i) {
     large += "  \"10." + std::to_string(i / 256 % 256) + "." + std::to_string(i % 256) + ".0/24\",\n";
   }
   large += "]\n[[ratelimit.rule]]\nname = \"per-ip\"\nkey = \"client_ip\"\nlimit = 9\nperiod = \"1h\"\n";
@@ -226,9 +226,13 @@ TEST_F(EngineReloadTest, PostReloadRunsOffTheLoopSoLiveAnswersMeanwhile) {
     cv.notify_all();
     cv.wait(lock, [&] { return released; });
   });
+  // A generous wait for the answer: a sanitizer build parses the file slowly.
   auto reload = std::async(std::launch::async, [&] {
-    return cluster::testing::roundTrip(cluster::testing::connectUnix(socket),
-                                       cluster::testing::simpleRequest("POST", "/reload"));
+    const int fd = cluster::testing::connectUnix(socket);
+    cluster::testing::sendAll(fd, cluster::testing::simpleRequest("POST", "/reload"));
+    const std::string raw = cluster::testing::readUntilClose(fd, 120s);
+    close(fd);
+    return cluster::testing::parseRaw(raw);
   });
   {
     std::unique_lock lock(mutex);
@@ -247,7 +251,7 @@ TEST_F(EngineReloadTest, PostReloadRunsOffTheLoopSoLiveAnswersMeanwhile) {
   EXPECT_EQ(reply.status, 200) << reply.body;
   EXPECT_NE(reply.body.find("\"ok\":true"), std::string::npos) << reply.body;
   EXPECT_EQ(e->policy()->rules.at(0).rule.limit, 9u);
-  EXPECT_EQ(e->policy()->policy.exempt.size(), 20000u);
+  EXPECT_EQ(e->policy()->policy.exempt.size(), 10000u);
 }
 
 TEST_F(EngineReloadTest, PostReloadOfABrokenFileAnswers422AndKeepsThePolicy) {

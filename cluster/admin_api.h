@@ -3,6 +3,7 @@
 // called on the cluster thread and must not block for long.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace zetian::cluster {
@@ -21,6 +22,11 @@ class AdminApi {
   virtual AdminReply ready() = 0;    // GET /ready: 200 once it can take mail
   virtual AdminReply metrics() = 0;  // GET /metrics: Prometheus text format 0.0.4
   virtual AdminReply reload() = 0;   // POST /reload: re-read the policy file
+  // What the server calls for POST /reload. `respond` must be called exactly once, on
+  // the loop thread, now or later: an engine whose reload is slow runs it elsewhere and
+  // answers when done, so the loop keeps serving meanwhile. The server drops the
+  // answer if it was destroyed in between.
+  virtual void reloadAsync(std::function<void(AdminReply)> respond) { respond(reload()); }
   // GET /limits?rule=R&key=K: held buckets (both filters optional)
   virtual AdminReply limitsShow(const std::string& rule, const std::string& key) = 0;
   // POST /limits/reset?rule=R&key=K

@@ -35,6 +35,9 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "cluster/clock.h"
 #include "cluster/json.h"
@@ -104,6 +107,7 @@ struct Reply {
   std::string content_type = "application/json";
   std::string body;
   std::string allow;  // for 405
+  bool deferred = false;  // POST /reload: answered later, through reloadLater()
 };
 
 Reply errorReply(int status, std::string_view message) {
@@ -147,6 +151,7 @@ struct HealthServer::Impl {
   Reply handle(evhttp_request* req, bool trusted);
   Reply handleRoute(const std::string& path, bool is_post, const char* query);
   void send(evhttp_request* req, const Reply& reply);
+  void reloadLater(evhttp_request* req);
 
   // All members are used on the loop thread only (owner), like every libevent object.
   event_base* base;
@@ -157,6 +162,9 @@ struct HealthServer::Impl {
   Listener tcp_listener{this, false};
   evhttp* unix_http = nullptr;
   evhttp* tcp_http = nullptr;
+  // Expires with the server: a deferred answer arriving later is dropped.
+  std::shared_ptr<char> alive = std::make_shared<char>();
+  std::vector<evhttp_request*> deferred;  // POST /reload requests not answered yet
   bool started = false;
   // Identity of the socket file we created, so that we only ever remove our own.
   bool created_socket_file = false;
@@ -195,6 +203,11 @@ bool HealthServer::Impl::start(std::string* error) {
 }
 
 void HealthServer::Impl::teardown() {
+  // A request whose client hung up is no longer on any connection: only an answer
+  // frees it. On a live connection the answer is queued and the connection closed
+  // right after by evhttp_free (the client may see only the close).
+  const std::vector<evhttp_request*> unanswered = std::exchange(deferred, {});
+  for (evhttp_request* req : unanswered) send(req, errorReply(503, "the server is stopping"));
   // evhttp_free closes the listeners and every open connection.
   if (unix_http != nullptr) evhttp_free(unix_http);
   if (tcp_http != nullptr) evhttp_free(tcp_http);
@@ -407,6 +420,10 @@ void HealthServer::Impl::onRequest(evhttp_request* req, void* arg) {
   Reply reply;
   try {
     reply = self->handle(req, listener->trusted);
+    if (reply.deferred) {
+      self->reloadLater(req);
+      return;
+    }
   } catch (const std::exception& e) {
     reply = errorReply(500, std::string("internal error: ") + e.what());
   } catch (...) {
@@ -469,7 +486,11 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   if (path == "/live") return toReply(api.live());
   if (path == "/ready") return toReply(api.ready());
   if (path == "/metrics") return toReply(api.metrics());
-  if (path == "/reload") return toReply(api.reload());
+  if (path == "/reload") {
+    Reply later;
+    later.deferred = true;
+    return later;
+  }
 
   std::string query_error;
   const auto params = parseQuery(query != nullptr ? query : "", &query_error);
@@ -496,6 +517,34 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   if (!is_post) return toReply(api.limitsShow(rule, key));
   if (rule.empty()) return errorReply(400, "rule is required: POST /limits/reset?rule=RULE&key=KEY");
   return toReply(api.limitsReset(rule, key));
+}
+
+// evhttp keeps a request we have not answered: when its client hangs up first, the
+// request is detached from the connection and evhttp_send_reply() frees it. teardown()
+// answers what is still pending; an answer arriving after the server is gone is
+// dropped (the liveness token).
+void HealthServer::Impl::reloadLater(evhttp_request* req) {
+  std::weak_ptr<char> server_alive = alive;
+  deferred.push_back(req);
+  auto respond = [this, req, server_alive](AdminReply r) {
+    if (server_alive.expired()) return;
+    const auto it = std::find(deferred.begin(), deferred.end(), req);
+    if (it == deferred.end()) return;  // answered by teardown()
+    deferred.erase(it);
+    Reply reply;
+    reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
+    reply.content_type = std::move(r.content_type);
+    reply.body = std::move(r.body);
+    send(req, reply);
+  };
+  try {
+    api.reloadAsync(std::move(respond));
+  } catch (...) {
+    // onRequest() answers with a 500 itself; teardown() must not answer again.
+    const auto it = std::find(deferred.begin(), deferred.end(), req);
+    if (it != deferred.end()) deferred.erase(it);
+    throw;
+  }
 }
 
 void HealthServer::Impl::send(evhttp_request* req, const Reply& reply) {

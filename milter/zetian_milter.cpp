@@ -83,7 +83,7 @@ sfsistat answer(SMFICTX* ctx, const zetian_verdict& v, unsigned long no_reply_bi
 sfsistat check(SMFICTX* ctx, zetian_stage stage, const char* arg, unsigned long no_reply_bit) {
   Connection* c = connectionOf(ctx);
   if (!c || !c->session) return (c && (c->protocol & no_reply_bit)) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
-  zetian_verdict verdict;
+  zetian_verdict verdict = ZETIAN_VERDICT_INIT;
   zetian_session_check(c->session, stage, arg, &verdict);
   return answer(ctx, verdict, no_reply_bit);
 }

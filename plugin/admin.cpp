@@ -91,8 +91,10 @@ cluster::AdminReply Engine::health() {
       .field("version", zetian_version())
       .field("uptime_s", uptime.count())
       .field("maintenance", draining)
-      .field("leader", config_.node.id)
-      .field("term", 0)
+      // No Raft yet, so no leader and no term: a field shown to operators is measured
+      // or absent. `leader` stays in the document (the contract names it) as null.
+      .key("leader")
+      .null()
       .key("cluster")
       .beginObject()
       .field("enabled", config_.cluster.enabled)
@@ -260,6 +262,47 @@ cluster::AdminReply Engine::reload() {
   w.beginObject().field("ok", true).field("policy_version", policy()->version).field("rules", policy()->rules.size());
   w.endObject();
   return json(200, w.take());
+}
+
+// POST /reload: reading and compiling a large file takes long (seconds for a very
+// large one), and the loop thread must keep answering heartbeats and /live meanwhile.
+// The reload runs on the reload worker; its answer comes back through the loop.
+void Engine::reloadAsync(std::function<void(cluster::AdminReply)> respond) {
+  auto job = [this, respond = std::move(respond)]() mutable {
+    if (reload_gate_for_test_) reload_gate_for_test_();
+    cluster::AdminReply reply;
+    try {
+      reply = reload();
+    } catch (const std::exception& e) {
+      reply = json(500, cluster::jsonError(std::string("internal error: ") + e.what()));
+    }
+    // Refused only when the loop is stopping: the health server, and the request
+    // with it, is then being torn down and nobody waits for the answer.
+    loop_.post([respond = std::move(respond), reply = std::move(reply)]() mutable { respond(std::move(reply)); });
+  };
+  {
+    std::lock_guard lock(reload_jobs_mutex_);
+    if (reload_worker_stopping_) {
+      respond(json(503, cluster::jsonError("the engine is stopping")));
+      return;
+    }
+    reload_jobs_.push_back(std::move(job));
+    if (!reload_worker_.joinable()) reload_worker_ = std::thread([this] { reloadWorker(); });
+  }
+  reload_jobs_cv_.notify_one();
+}
+
+void Engine::reloadWorker() {
+  std::unique_lock lock(reload_jobs_mutex_);
+  for (;;) {
+    reload_jobs_cv_.wait(lock, [this] { return reload_worker_stopping_ || !reload_jobs_.empty(); });
+    if (reload_jobs_.empty()) return;  // stopping, and every queued reload answered
+    auto job = std::move(reload_jobs_.front());
+    reload_jobs_.pop_front();
+    lock.unlock();
+    job();
+    lock.lock();
+  }
 }
 
 cluster::AdminReply Engine::limitsShow(const std::string& rule, const std::string& key) {

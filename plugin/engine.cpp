@@ -5,6 +5,7 @@
 #include <future>
 
 #include "plugin/accounts.h"
+#include "plugin/reload_settings.h"
 
 namespace zetian::plugin {
 
@@ -60,17 +61,62 @@ std::string optionOctal(const std::optional<unsigned>& v) {
 // snapshot can never be mistaken for another engine's.
 std::atomic<std::uint64_t> g_next_snapshot_id{0};
 
+// Which snapshot each checking thread is using right now (0: none), so publish() can
+// wait for the checks still on the snapshot it replaced (a hazard pointer per thread).
+// Without that wait a check that took the old snapshot just before the swap could
+// charge, after the sweep, a bucket under the old rule's meaning, which the new rule
+// would then read.
+struct CheckSlot;
+struct CheckSlots {
+  std::mutex mutex;  // guards list; held by publish() while it waits
+  std::vector<CheckSlot*> list;
+};
+CheckSlots& checkSlots() {
+  static auto* slots = new CheckSlots;  // never freed: threads may outlive static destruction
+  return *slots;
+}
+struct CheckSlot {
+  std::atomic<std::uint64_t> pinned{0};
+  CheckSlot() {
+    std::lock_guard lock(checkSlots().mutex);
+    checkSlots().list.push_back(this);
+  }
+  ~CheckSlot() {
+    std::lock_guard lock(checkSlots().mutex);
+    auto& list = checkSlots().list;
+    list.erase(std::find(list.begin(), list.end(), this));
+  }
+};
+thread_local CheckSlot t_check_slot;
+
+void waitForChecksOn(std::uint64_t snapshot_id) {
+  std::lock_guard lock(checkSlots().mutex);
+  for (CheckSlot* slot : checkSlots().list) {
+    // A check holds its snapshot for microseconds (it never blocks while pinned).
+    while (slot->pinned.load(std::memory_order_seq_cst) == snapshot_id) std::this_thread::yield();
+  }
+}
+
 }  // namespace
 
-const PolicySnapshot* Engine::currentPolicy() const {
+const PolicySnapshot* Engine::pinPolicy() const {
   // Taking the shared_ptr costs a lock and two reference-count updates that every
   // thread fights over: instead each thread keeps its own reference, and swaps it only
-  // when a reload has published a newer snapshot (one acquire load per check).
+  // when a reload has published a newer snapshot. The pin is a store to this thread's
+  // own slot, then a check that the snapshot is still current (publish() stores the
+  // new id before it looks at the slots, so one of the two sees the other).
   thread_local std::shared_ptr<const PolicySnapshot> cached;
-  const std::uint64_t id = policy_id_.load(std::memory_order_acquire);
-  if (!cached || cached->id != id) cached = policy();
-  return cached.get();
+  CheckSlot& slot = t_check_slot;
+  for (;;) {
+    const std::uint64_t id = policy_id_.load(std::memory_order_acquire);
+    if (!cached || cached->id != id) cached = policy();
+    slot.pinned.store(cached->id, std::memory_order_seq_cst);
+    if (policy_id_.load(std::memory_order_seq_cst) == cached->id) return cached.get();
+    slot.pinned.store(0, std::memory_order_release);
+  }
 }
+
+void Engine::unpinPolicy() { t_check_slot.pinned.store(0, std::memory_order_release); }
 
 state::Nanos Engine::now() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -98,7 +144,11 @@ std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std
 }
 
 Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides)
-    : config_(std::move(config)), config_path_(std::move(path)), overrides_(std::move(overrides)) {
+    : config_(std::move(config)),
+      config_path_(std::move(path)),
+      overrides_(std::move(overrides)),
+      running_(config_),
+      default_action_(config_.milter.default_action) {
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
   store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
   publish(config_.policy, nullptr);
@@ -107,7 +157,6 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
   options_ = {
       {"milter.socket", m.socket},
       {"milter.timeout_s", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(m.timeout).count())},
-      {"milter.default_action", m.default_action == conf::DefaultAction::Accept ? "accept" : "tempfail"},
       {"milter.user", m.user},
       {"milter.group", m.group},
       {"milter.umask", optionOctal(m.umask)},
@@ -118,7 +167,18 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
   };
 }
 
-Engine::~Engine() {
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
+  if (shut_down_.exchange(true)) return;
+  // The worker first: a POST /reload it is running posts its answer to the loop,
+  // which must still be there to send it.
+  {
+    std::lock_guard lock(reload_jobs_mutex_);
+    reload_worker_stopping_ = true;
+  }
+  reload_jobs_cv_.notify_all();
+  if (reload_worker_.joinable()) reload_worker_.join();
   if (loop_.base()) {
     // The health server and the timer belong to the loop thread: tear them down there.
     // Leave the cluster first (a goodbye to every peer, flushed within a moment), so
@@ -144,6 +204,9 @@ Engine::~Engine() {
 }
 
 const char* Engine::option(const std::string& key) const {
+  // Reloads apply it live; string literals keep every pointer handed out valid.
+  if (key == "milter.default_action")
+    return default_action_.load(std::memory_order_relaxed) == conf::DefaultAction::Accept ? "accept" : "tempfail";
   auto it = options_.find(key);
   return it == options_.end() ? nullptr : it->second.c_str();
 }
@@ -217,27 +280,32 @@ void Engine::onHousekeeping(Engine* self) {
 }
 
 void Engine::publish(const conf::Policy& policy, const conf::Policy* previous) {
-  if (previous) {
-    // A rule whose algorithm or period changed would read old state with the wrong
-    // meaning: start it afresh. A new limit or burst keeps the counts.
-    for (const auto& old_rule : previous->rules) {
-      auto it = std::find_if(policy.rules.begin(), policy.rules.end(),
-                             [&](const conf::Rule& r) { return r.name == old_rule.name; });
-      bool gone = it == policy.rules.end();
-      if (gone || it->algorithm != old_rule.algorithm || it->period != old_rule.period) {
-        std::string prefix = old_rule.name;
-        prefix.push_back('\0');
-        store_->erasePrefix(prefix);
-      }
-    }
-  }
   auto snap = compilePolicy(policy, metrics_, ++policy_version_, g_next_snapshot_id.fetch_add(1) + 1);
   const std::uint64_t id = snap->id;
+  std::uint64_t replaced = 0;
   {
     std::lock_guard lock(policy_mutex_);
+    if (policy_) replaced = policy_->id;
     policy_ = std::move(snap);
   }
-  policy_id_.store(id, std::memory_order_release);
+  policy_id_.store(id, std::memory_order_seq_cst);
+  if (!previous) return;
+  // Swap first, then sweep, and only once no check is left on the old snapshot: a
+  // check still using it would re-create a swept bucket under the old rule.
+  waitForChecksOn(replaced);
+  // A rule whose algorithm, period or key changed would read old state with the wrong
+  // meaning: start it afresh. A new limit or burst keeps the counts.
+  for (const auto& old_rule : previous->rules) {
+    auto it = std::find_if(policy.rules.begin(), policy.rules.end(),
+                           [&](const conf::Rule& r) { return r.name == old_rule.name; });
+    bool gone = it == policy.rules.end();
+    if (gone || it->algorithm != old_rule.algorithm || it->period != old_rule.period || it->key != old_rule.key ||
+        it->prefix_v4 != old_rule.prefix_v4 || it->prefix_v6 != old_rule.prefix_v6) {
+      std::string prefix = old_rule.name;
+      prefix.push_back('\0');
+      store_->erasePrefix(prefix);
+    }
+  }
 }
 
 bool Engine::reload(Errors* errors) {
@@ -253,12 +321,24 @@ bool Engine::reload(Errors* errors) {
     return false;
   }
   const conf::Config& next = *loaded.config;
-  if (next.policy.max_keys != config_.policy.max_keys)
-    logger_->log(conf::LogLevel::Warn, "reload ratelimit.max_keys changed; it takes effect after a restart");
-  if (next.milter.socket != config_.milter.socket || next.health.socket != config_.health.socket ||
-      next.health.listen != config_.health.listen || next.node.id != config_.node.id)
-    logger_->log(conf::LogLevel::Warn,
-                 "reload node settings ([node], [milter], [health], [log]) changed; they take effect after a restart");
+  const std::vector<std::string_view> restart = settingsNeedingRestart(running_, next);
+  if (!restart.empty()) {
+    std::string keys;
+    for (std::string_view key : restart) {
+      if (!keys.empty()) keys += ", ";
+      keys += key;
+    }
+    logger_->log(conf::LogLevel::Warn, "reload: these settings need a restart and were not applied: " + keys);
+  }
+  // The node settings a reload applies live (see reload_settings.cpp).
+  if (next.log.level != running_.log.level) {
+    running_.log.level = next.log.level;
+    logger_->setLevel(next.log.level);
+  }
+  if (next.milter.default_action != running_.milter.default_action) {
+    running_.milter.default_action = next.milter.default_action;
+    default_action_.store(next.milter.default_action, std::memory_order_relaxed);
+  }
   conf::Policy previous = config_.policy;
   config_.policy = next.policy;
   config_.policy.max_keys = previous.max_keys;
@@ -298,7 +378,7 @@ void Engine::internalFailure(const char* where, const char* what, zetian_verdict
   logger_->log(conf::LogLevel::Error, std::string("internal_error where=") + where + " error=" + logValue(what) +
                                           " action=" + option("milter.default_action"));
   fillContinue(verdict);
-  if (config_.milter.default_action == conf::DefaultAction::Tempfail) {
+  if (default_action_.load(std::memory_order_relaxed) == conf::DefaultAction::Tempfail) {
     verdict->action = ZETIAN_TEMPFAIL;
     copyTruncated(verdict->rcode, sizeof verdict->rcode, "451");
     copyTruncated(verdict->xcode, sizeof verdict->xcode, "4.3.0");
@@ -364,7 +444,10 @@ int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict
   }
   if (stage == conf::Stage::Helo && s.helo_passed) return ZETIAN_CONTINUE;
 
-  const PolicySnapshot* snap = currentPolicy();
+  const PolicySnapshot* snap = pinPolicy();
+  struct Unpin {
+    ~Unpin() { unpinPolicy(); }
+  } unpin;
   const auto& rule_indices = snap->by_stage[std::size_t(stage)];
   if (rule_indices.empty()) {
     if (stage == conf::Stage::Helo) s.helo_passed = true;

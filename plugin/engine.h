@@ -5,17 +5,24 @@
 // current policy snapshot (one reference per call) and charge the sharded store;
 // they never touch libevent. The cluster thread (loop_) runs the health server and
 // the periodic housekeeping (idle-key expiry, load figures). reload() may run on any
-// thread; it builds a new snapshot and publishes it atomically.
+// thread but the loop's (POST /reload hands it to the reload worker thread, so a slow
+// parse never stalls heartbeats); it builds a new snapshot and publishes it
+// atomically, then waits for the checks still on the old snapshot before it sweeps
+// the buckets of changed rules.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/admin_api.h"
@@ -59,6 +66,11 @@ class Engine final : public cluster::AdminApi {
 
   bool start(Errors* errors);
   bool reload(Errors* errors);
+  // Stop the reload worker, leave the cluster, close the health server and stop the
+  // cluster thread. Idempotent; the destructor calls it. Checks keep answering from
+  // the node's own state afterwards (zetian_engine_close() relies on it when it must
+  // keep the engine for sessions that outlive the close).
+  void shutdown();
 
   const conf::Config& config() const { return config_; }
   const char* option(const std::string& key) const;
@@ -74,9 +86,6 @@ class Engine final : public cluster::AdminApi {
     std::lock_guard lock(policy_mutex_);
     return policy_;
   }
-  // The current snapshot through a per-thread cache (the hot path). The pointer stays
-  // valid until this thread calls currentPolicy() again.
-  const PolicySnapshot* currentPolicy() const;
 
   std::unique_ptr<Session> openSession(const char* client_addr, const char* client_name);
   void closeSession(std::unique_ptr<Session> session);
@@ -93,6 +102,7 @@ class Engine final : public cluster::AdminApi {
   cluster::AdminReply ready() override;
   cluster::AdminReply metrics() override;
   cluster::AdminReply reload() override;
+  void reloadAsync(std::function<void(cluster::AdminReply)> respond) override;
   cluster::AdminReply limitsShow(const std::string& rule, const std::string& key) override;
   cluster::AdminReply limitsReset(const std::string& rule, const std::string& key) override;
   cluster::AdminReply maintenance(bool enabled) override;
@@ -100,7 +110,16 @@ class Engine final : public cluster::AdminApi {
   // Monotonic nanoseconds, the limiter's clock.
   static state::Nanos now();
 
+  // Tests: called on the reload worker before it reads the file, to hold a POST
+  // /reload in progress while the test looks at the loop.
+  void setReloadGateForTest(std::function<void()> gate) { reload_gate_for_test_ = std::move(gate); }
+
  private:
+  // The current snapshot, pinned for one check: publish() waits until no check still
+  // uses the snapshot it replaced. The pointer stays valid until unpinPolicy().
+  const PolicySnapshot* pinPolicy() const;
+  static void unpinPolicy();
+  void reloadWorker();
   Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides);
   void publish(const conf::Policy& policy, const conf::Policy* previous);
   void startHousekeeping();
@@ -121,8 +140,22 @@ class Engine final : public cluster::AdminApi {
   mutable std::mutex policy_mutex_;  // guards policy_
   std::shared_ptr<const PolicySnapshot> policy_;
   std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, published after policy_
-  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
+  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy, running_ and policy_version_
   std::uint64_t policy_version_ = 0;
+  // The node settings in force (config_ as opened, plus what reloads applied live):
+  // what the next reload compares against.
+  conf::Config running_;
+  // milter.default_action, applied live by reloads; read by internalFailure().
+  std::atomic<conf::DefaultAction> default_action_;
+
+  // POST /reload runs here, off the loop thread. Started on the first POST /reload.
+  std::mutex reload_jobs_mutex_;  // guards reload_jobs_, reload_worker_ and reload_worker_stopping_
+  std::condition_variable reload_jobs_cv_;
+  std::deque<std::function<void()>> reload_jobs_;
+  std::thread reload_worker_;
+  bool reload_worker_stopping_ = false;
+  std::function<void()> reload_gate_for_test_;  // set before the first POST /reload
+  std::atomic<bool> shut_down_{false};
   std::map<std::string, std::string> options_;
 
   std::atomic<std::uint64_t> next_session_id_{1};

@@ -2,6 +2,7 @@
 // stderr or a file, as [log] says. Safe from any thread; a line is written whole.
 #pragma once
 
+#include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -20,14 +21,16 @@ class Logger {
   Logger(const Logger&) = delete;
   Logger& operator=(const Logger&) = delete;
 
-  bool enabled(conf::LogLevel level) const { return level <= level_; }
+  bool enabled(conf::LogLevel level) const { return level <= level_.load(std::memory_order_relaxed); }
+  // A reload applies a new [log] level live; lines already being written keep theirs.
+  void setLevel(conf::LogLevel level) { level_.store(level, std::memory_order_relaxed); }
   void log(conf::LogLevel level, std::string_view line);
 
   // Open the file target; false with *error set when it cannot be opened.
   bool open(std::string* error);
 
  private:
-  conf::LogLevel level_;
+  std::atomic<conf::LogLevel> level_;
   conf::LogTarget target_;
   std::string file_path_;
   std::string ident_;

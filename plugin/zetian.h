@@ -19,11 +19,20 @@
  *     zetian_session_reset() when a message ends or is aborted (RSET)
  *     zetian_session_close() when the connection ends
  *   zetian_engine_reload()   re-read the policy (any thread)
- *   zetian_engine_close()    stop everything; no session may be open any more.
+ *   zetian_engine_close()    refuse new sessions, wait (at most 5 s) for the open ones
+ *                            to close, stop everything and free the engine.
  *
  * Threads: every function may be called from any thread. A session is used by one
  * thread at a time (libmilter guarantees this per connection). Checks never block on
  * the network for longer than the configured deadline.
+ *
+ * Arguments: no function crashes on a NULL engine, session or verdict; each says what
+ * it does then. No function lets an exception out (the library is C++ inside).
+ *
+ * Versions: ZETIAN_ABI_VERSION is the ABI this header describes; zetian_abi_version()
+ * the one the loaded library implements. A host checks that they are equal before
+ * it opens an engine. Structures the engine fills start with their size, set by the
+ * caller, so they can grow without breaking hosts built against an older header.
  *
  * Errors: functions that can fail return 0 on success and -1 on failure; failures are
  * described through the error callback given to zetian_engine_open(), one call per
@@ -41,7 +50,8 @@
 extern "C" {
 #endif
 
-#define ZETIAN_ABI_VERSION 1
+/* 2: zetian_verdict starts with its size; zetian_abi_version(). */
+#define ZETIAN_ABI_VERSION 2
 
 typedef struct zetian_engine zetian_engine;
 typedef struct zetian_session zetian_session;
@@ -65,13 +75,20 @@ typedef enum zetian_action {
   ZETIAN_REJECT = 2    /* answer with the 5xx reply in the verdict */
 } zetian_action;
 
+/* Set `size` to sizeof(zetian_verdict) before a check (ZETIAN_VERDICT_INIT does it);
+ * the engine writes only the fields that lie entirely within `size`, so a host built
+ * against an older, shorter zetian_verdict stays correct when fields are added at the
+ * end. Fields are never moved or removed within one ABI version. */
 typedef struct zetian_verdict {
+  size_t size;      /* set by the caller: sizeof(zetian_verdict) */
   int action;       /* a zetian_action */
   char rcode[4];    /* "451", "550", "421" when action != ZETIAN_CONTINUE */
   char xcode[16];   /* enhanced status code: "4.7.1" */
   char text[512];   /* reply text: no CR/LF; may contain '%' as a literal character */
   char rule[128];   /* the rule that decided, for the host's own logs */
 } zetian_verdict;
+
+#define ZETIAN_VERDICT_INIT { sizeof(zetian_verdict), ZETIAN_CONTINUE, "", "", "", "" }
 
 /* Bits of zetian_engine_needs(): what the current policy needs from the host, so it
  * can ask the MTA to skip the rest. The answer can change after a reload; hosts ask
@@ -90,9 +107,9 @@ enum {
 };
 
 /* Open an engine from a configuration file (NULL: the embedded default).
- * `overrides` are "key=value" strings applied on top ("health.socket=/tmp/h.sock").
- * Returns NULL and reports every error through `on_error` when the configuration is
- * not valid. */
+ * `overrides` are "key=value" strings applied on top ("health.socket=/tmp/h.sock");
+ * a NULL entry is an error. Returns NULL and reports every error through `on_error`
+ * (may be NULL) when the configuration is not valid. */
 zetian_engine* zetian_engine_open(const char* config_path, const char* const* overrides,
                                   size_t override_count, zetian_error_fn on_error, void* ctx);
 
@@ -104,14 +121,23 @@ int zetian_config_check(const char* config_path, const char* const* overrides,
                         size_t override_count, zetian_error_fn on_error, void* ctx);
 
 /* Start the cluster thread and the health socket. Call with the signals the host
- * wants handled elsewhere already blocked: the new threads inherit the mask. */
+ * wants handled elsewhere already blocked: the new threads inherit the mask.
+ * NULL engine: -1 (reported through on_error). */
 int zetian_engine_start(zetian_engine* engine, zetian_error_fn on_error, void* ctx);
 
 /* Re-read the configuration file and swap in its policy. A file with errors is
- * refused (every error reported) and the running policy stays. */
+ * refused (every error reported) and the running policy stays. Settings that cannot
+ * change while running are logged as needing a restart. NULL engine: -1. */
 int zetian_engine_reload(zetian_engine* engine, zetian_error_fn on_error, void* ctx);
 
-/* Stop the cluster thread and free the engine. */
+/* Close the engine. New sessions are refused from now on, and checks on sessions
+ * still open answer with milter.default_action. It waits at most 5 seconds for the
+ * open sessions to be closed, then stops the cluster thread and the health socket.
+ * The engine is freed at once if every session was closed; otherwise it logs how many
+ * were still open and the last zetian_session_close() frees it, so a session thread
+ * still inside a call never runs on freed memory. The handle's own few bytes are kept:
+ * a call racing with the close (or after it) gets the closed-engine result (start and
+ * reload -1, option NULL, needs 0, log to stderr, a refused session). NULL: nothing. */
 void zetian_engine_close(zetian_engine* engine);
 
 /* A node option as text, for the host: "milter.socket", "milter.timeout_s",
@@ -120,42 +146,54 @@ void zetian_engine_close(zetian_engine* engine);
  * key. The pointer stays valid until the engine is closed. */
 const char* zetian_engine_option(zetian_engine* engine, const char* key);
 
-/* ZETIAN_NEED_* bits for the current policy. */
+/* ZETIAN_NEED_* bits for the current policy; 0 for a NULL engine. */
 unsigned zetian_engine_needs(zetian_engine* engine);
 
 /* Log through the engine's logger (syslog facility mail, stderr or a file, as
- * configured). level: 0 error, 1 warning, 2 info, 3 debug. */
+ * configured). level: 0 error, 1 warning, 2 info, 3 debug. NULL engine: to stderr. */
 void zetian_log(zetian_engine* engine, int level, const char* message);
 
-/* The engine's version, "0.1.0". */
+/* The engine's version, e.g. "0.1.0": the project's version, the same string as
+ * zetian-milter --version, zetianctl --version and zetian_build_info. */
 const char* zetian_version(void);
+
+/* The ABI the loaded library implements: compare with ZETIAN_ABI_VERSION. */
+int zetian_abi_version(void);
 
 /* A new session for a connection. `client_addr` is the textual IP address ("192.0.2.1",
  * "2001:db8::1"), or NULL/"" when unknown (a local submission, a Unix socket);
- * `client_name` is the host name the MTA resolved, or NULL. Never returns NULL. */
+ * `client_name` is the host name the MTA resolved, or NULL. Never returns NULL: with
+ * a NULL engine, one that is closing, or no memory, the session is a refused one
+ * whose checks answer with the default action (accept for a NULL engine) and which
+ * must still be closed. */
 zetian_session* zetian_session_open(zetian_engine* engine, const char* client_addr,
                                     const char* client_name);
 
-/* Tell the session who authenticated (the MTA's {auth_authen}); NULL or "" clears. */
+/* Tell the session who authenticated (the MTA's {auth_authen}); NULL or "" clears.
+ * NULL session: nothing. */
 void zetian_session_set_sasl_user(zetian_session* session, const char* login);
 
 /* Check a stage. `arg` is the HELO name, the sender (as the MTA gives it, with or
  * without angle brackets; "<>" is the null sender), or one recipient; NULL for
- * connect and data. Fills `verdict`; returns verdict->action. */
+ * connect and data. Fills `verdict` (within verdict->size); returns the action.
+ * NULL session: ZETIAN_CONTINUE. NULL verdict: the check runs, only the action is
+ * returned. After zetian_engine_close() began: milter.default_action. */
 int zetian_session_check(zetian_session* session, zetian_stage stage, const char* arg,
                          zetian_verdict* verdict);
 
 /* End of message: call `add_header` for each header a tag rule asks for, and
- * `quarantine` once when a quarantine rule matched. Either callback may be NULL. */
+ * `quarantine` once when a quarantine rule matched. Either callback may be NULL, and
+ * so may the session (nothing happens). */
 typedef void (*zetian_header_fn)(void* ctx, const char* name, const char* value);
 typedef void (*zetian_quarantine_fn)(void* ctx, const char* reason);
 void zetian_session_eom(zetian_session* session, zetian_header_fn add_header,
                         zetian_quarantine_fn quarantine, void* ctx);
 
 /* The message is over (delivered, rejected or aborted): forget its sender, recipients
- * and tags; the connection and its HELO stay. */
+ * and tags; the connection and its HELO stay. NULL: nothing. */
 void zetian_session_reset(zetian_session* session);
 
+/* Free the session (every session zetian_session_open() returned). NULL: nothing. */
 void zetian_session_close(zetian_session* session);
 
 #ifdef __cplusplus

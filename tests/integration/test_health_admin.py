@@ -23,6 +23,10 @@ class HealthSocketAndCli(PostfixTestCase):
         self.assertEqual(doc["node_id"], "itest-health")
         self.assertIsInstance(doc["members"], list)
         self.assertFalse(doc["maintenance"])
+        # No Raft yet: no leader (null, never a stand-in id) and no term at all.
+        self.assertIn("leader", doc)
+        self.assertIsNone(doc["leader"], body)
+        self.assertNotIn("term", doc, body)
         for path in ("/live", "/ready"):
             status, body, _ = milter.http("GET", path)
             self.assertEqual(status, 200, f"GET {path}: {body}")

@@ -1,0 +1,96 @@
+#include "plugin/reload_settings.h"
+
+#include <array>
+#include <string>
+
+namespace zetian::plugin {
+namespace {
+
+using enum ReloadEffect;
+
+#define ZETIAN_SAME(expr) [](const conf::Config& a, const conf::Config& b) { return a.expr == b.expr; }
+
+std::string tlsField(const conf::Config& c, std::string conf::ClusterTls::*field) {
+  return c.cluster.tls ? (*c.cluster.tls).*field : std::string();
+}
+
+constexpr std::array kSettings = std::to_array<ReloadSetting>({
+    {"node.id", "", Restart, ZETIAN_SAME(node.id)},
+    {"node.state_dir", "", Restart, ZETIAN_SAME(node.state_dir)},
+
+    {"milter.socket", "", Restart, ZETIAN_SAME(milter.socket)},
+    {"milter.timeout", "", Restart, ZETIAN_SAME(milter.timeout)},
+    {"milter.default_action", "", Live, ZETIAN_SAME(milter.default_action)},
+    {"milter.user", "", Restart, ZETIAN_SAME(milter.user)},
+    {"milter.group", "", Restart, ZETIAN_SAME(milter.group)},
+    {"milter.umask", "", Restart, ZETIAN_SAME(milter.umask)},
+    {"milter.pid_file", "", Restart, ZETIAN_SAME(milter.pid_file)},
+
+    {"health.socket", "", Restart, ZETIAN_SAME(health.socket)},
+    {"health.socket_mode", "", Restart, ZETIAN_SAME(health.socket_mode)},
+    {"health.listen", "", Restart, ZETIAN_SAME(health.listen)},
+    {"health.admin_token", "health.admin_token_file", Restart, ZETIAN_SAME(health.admin_token)},
+
+    {"log.level", "", Live, ZETIAN_SAME(log.level)},
+    {"log.target", "", Restart, ZETIAN_SAME(log.target)},
+    {"log.file", "", Restart, ZETIAN_SAME(log.file)},
+
+    {"ratelimit.exempt", "", Live, nullptr},
+    {"ratelimit.exempt_authenticated", "", Live, nullptr},
+    // The store is sized for it at start (its hash table and shards).
+    {"ratelimit.max_keys", "", Restart, ZETIAN_SAME(policy.max_keys)},
+    {"ratelimit.rule", "", Live, nullptr},
+
+    {"cluster.enabled", "", Restart, ZETIAN_SAME(cluster.enabled)},
+    {"cluster.bind", "", Restart, ZETIAN_SAME(cluster.bind)},
+    {"cluster.advertise", "", Restart, ZETIAN_SAME(cluster.advertise)},
+    {"cluster.discovery", "", Restart, ZETIAN_SAME(cluster.discovery)},
+    {"cluster.seeds", "", Restart, ZETIAN_SAME(cluster.seeds)},
+    {"cluster.dns_name", "", Restart, ZETIAN_SAME(cluster.dns_name)},
+    {"cluster.multicast_group", "", Restart, ZETIAN_SAME(cluster.multicast_group)},
+    {"cluster.shared_secret", "cluster.shared_secret_file", Restart, ZETIAN_SAME(cluster.shared_secret)},
+    {"cluster.heartbeat_interval", "", Restart, ZETIAN_SAME(cluster.heartbeat_interval)},
+    {"cluster.failure_threshold", "", Restart, ZETIAN_SAME(cluster.failure_threshold)},
+    {"cluster.success_threshold", "", Restart, ZETIAN_SAME(cluster.success_threshold)},
+    {"cluster.failure_detection_timeout", "", Restart, ZETIAN_SAME(cluster.failure_detection_timeout)},
+    {"cluster.join_timeout", "", Restart, ZETIAN_SAME(cluster.join_timeout)},
+    {"cluster.region", "", Restart, ZETIAN_SAME(cluster.region)},
+    {"cluster.tls.cert", "", Restart,
+     [](const conf::Config& a, const conf::Config& b) {
+       return tlsField(a, &conf::ClusterTls::cert) == tlsField(b, &conf::ClusterTls::cert) &&
+              a.cluster.tls.has_value() == b.cluster.tls.has_value();
+     }},
+    {"cluster.tls.key", "", Restart,
+     [](const conf::Config& a, const conf::Config& b) {
+       return tlsField(a, &conf::ClusterTls::key) == tlsField(b, &conf::ClusterTls::key);
+     }},
+    {"cluster.tls.ca", "", Restart,
+     [](const conf::Config& a, const conf::Config& b) {
+       return tlsField(a, &conf::ClusterTls::ca) == tlsField(b, &conf::ClusterTls::ca);
+     }},
+
+    {"redis.enabled", "", Restart, ZETIAN_SAME(redis.enabled)},
+    {"redis.address", "", Restart, ZETIAN_SAME(redis.address)},
+    {"redis.password", "redis.password_file", Restart, ZETIAN_SAME(redis.password)},
+    {"redis.database", "", Restart, ZETIAN_SAME(redis.database)},
+    {"redis.key_prefix", "", Restart, ZETIAN_SAME(redis.key_prefix)},
+    {"redis.timeout", "", Restart, ZETIAN_SAME(redis.timeout)},
+
+    {"events.exec", "", Restart, ZETIAN_SAME(events.exec)},
+});
+
+#undef ZETIAN_SAME
+
+}  // namespace
+
+std::span<const ReloadSetting> reloadSettings() { return kSettings; }
+
+std::vector<std::string_view> settingsNeedingRestart(const conf::Config& running, const conf::Config& next) {
+  std::vector<std::string_view> changed;
+  for (const auto& s : kSettings) {
+    if (s.effect == Restart && s.same != nullptr && !s.same(running, next)) changed.push_back(s.key);
+  }
+  return changed;
+}
+
+}  // namespace zetian::plugin

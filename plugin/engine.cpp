@@ -310,8 +310,10 @@ void Engine::publish(const conf::Policy& policy, const conf::Policy* previous) {
 
 bool Engine::reload(Errors* errors) {
   std::lock_guard lock(reload_mutex_);
+  // The same checks as --check-config and start-up, so a file is valid or not everywhere.
+  const conf::LoadOptions options{overrides_, lookupSystemAccount};
   conf::LoadResult loaded =
-      config_path_ ? conf::loadFile(*config_path_, overrides_) : conf::loadEmbeddedDefault(overrides_);
+      config_path_ ? conf::loadFile(*config_path_, options) : conf::loadEmbeddedDefault(options);
   if (!loaded.ok()) {
     for (const auto& e : loaded.errors) errors->push_back(e.format());
     metrics_.reloads_failed_total.fetch_add(1, std::memory_order_relaxed);
@@ -319,6 +321,9 @@ bool Engine::reload(Errors* errors) {
                                             std::to_string(errors->size()) + " first=" + logValue(errors->front()) +
                                             " policy=kept");
     return false;
+  }
+  for (const auto& w : loaded.warnings) {
+    logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   const conf::Config& next = *loaded.config;
   const std::vector<std::string_view> restart = settingsNeedingRestart(running_, next);

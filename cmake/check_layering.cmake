@@ -4,7 +4,8 @@
 #
 #   state/, conf/  pure: no I/O library or socket header, nothing from the folders above
 #   cluster/       nothing from plugin/ or milter/
-#   plugin/        nothing from milter/
+#   plugin/        nothing from milter/, and no event loop, Redis, milter or DNS library:
+#                  only cluster/ runs I/O (the engine reaches it through cluster::Loop)
 #   milter/        only plugin/zetian.h (the C ABI) and its own files
 #
 # Per-target include folders (CMakeLists.txt) make most of these unbuildable anyway;
@@ -49,6 +50,8 @@ function(check_folder folder rule)
       elseif(rule STREQUAL "plugin")
         if(target MATCHES "^milter/")
           set(bad "plugin/ includes milter/")
+        elseif(target MATCHES "^(event2/|hiredis/|libmilter/|ares|curl/)")
+          set(bad "plugin/ includes an I/O library (only cluster/ does I/O)")
         endif()
       elseif(rule STREQUAL "milter")
         if(target MATCHES "^(state|conf|cluster|plugin|tests)/" AND NOT target STREQUAL "plugin/zetian.h")

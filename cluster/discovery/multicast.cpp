@@ -32,6 +32,7 @@
 
 #include "cluster/clock.h"
 #include "cluster/discovery/beacon.h"
+#include "conf/text.h"
 
 namespace zetian::cluster::discovery {
 namespace {
@@ -41,7 +42,7 @@ namespace {
 constexpr int kReadBatch = 64;
 constexpr auto kLogQuietPeriod = std::chrono::minutes(1);
 
-std::string errnoText(int err) { return std::strerror(err); }
+using conf::errnoText;
 
 std::string addressText(const in_addr& address) {
   char text[INET_ADDRSTRLEN] = {};

@@ -1,6 +1,12 @@
 // Durations, names and the single-value syntaxes (sockets, endpoints, modes, replies).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cerrno>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "conf/config.h"
 #include "conf/names.h"
 #include "conf/syntax.h"
@@ -99,6 +105,43 @@ TEST(HostPort, RefusesWhatCannotBeReached) {
     EXPECT_FALSE(parseHostPort(bad, &why).has_value()) << bad;
     EXPECT_FALSE(why.empty()) << bad;
   }
+}
+
+TEST(HexEscape, AppendsThePrefixAndTwoHexDigits) {
+  std::string out = "a";
+  appendHexEscape(out, "\\x", 0x1b);
+  EXPECT_EQ(out, "a\\x1b");
+  out.clear();
+  appendHexEscape(out, "\\x", 0x00);
+  appendHexEscape(out, "\\u00", 0x7f);
+  appendHexEscape(out, "%", 0xfe, HexDigits::upper);
+  appendHexEscape(out, "%", 0xab);
+  EXPECT_EQ(out, "\\x00\\u007f%FE%ab");
+  EXPECT_EQ(quoteValue(std::string("a\x01\x7f", 3)), "\"a\\x01\\x7f\"");
+}
+
+TEST(ErrnoText, GivesTheCLibrarysMessage) {
+  EXPECT_EQ(errnoText(ENOENT), "No such file or directory");
+  EXPECT_EQ(errnoText(EACCES), "Permission denied");
+  const std::string unknown = errnoText(98765);
+  EXPECT_NE(unknown.find("98765"), std::string::npos) << unknown;
+}
+
+TEST(ErrnoText, EachThreadGetsItsOwnMessage) {
+  // Unknown values are formatted with their number: a buffer shared between threads
+  // would hand one thread another's number.
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &wrong] {
+      const int err = 20000 + t;
+      for (int i = 0; i < 20000; ++i) {
+        if (errnoText(err).find(std::to_string(err)) == std::string::npos) ++wrong;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(MilterSocket, AcceptsLibmilterSyntax) {

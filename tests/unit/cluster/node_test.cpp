@@ -332,9 +332,14 @@ TEST(ClusterNode, StartFailsWithAClearErrorWhenStateDirCannotHoldTheIncarnation)
   EXPECT_NE(error->find("incarnation"), std::string::npos) << *error;
 }
 
-// Starts a node on 127.0.0.1:0 advertising `advertise`; returns "" and the advertised
-// endpoint with the bound port, or the start error.
-std::pair<std::string, std::string> startAdvertising(const std::string& advertise) {
+struct AdvertiseOutcome {
+  std::string error;       // of start(); "" when it started
+  std::string advertised;  // what the node tells its peers
+  std::uint16_t bound_port = 0;
+};
+
+// Starts a node listening on 127.0.0.1:0 with cluster.advertise = `advertise`.
+AdvertiseOutcome startAdvertising(const std::string& advertise) {
   testing::TempDir state;
   Loop loop;
   loop.start();
@@ -347,35 +352,35 @@ std::pair<std::string, std::string> startAdvertising(const std::string& advertis
         o.advertise = advertise;
         o.secret = "unit-test-secret-0123456789abcdef";
         ClusterNode node(loop, o, nullptr, nullptr);
-        std::string e;
-        if (!node.start(&e)) return std::make_pair(e, std::string());
-        return std::make_pair(std::string(), node.advertise() + " " + std::to_string(node.boundPort()));
+        AdvertiseOutcome out;
+        if (node.start(&out.error)) out.advertised = node.advertise();
+        out.bound_port = node.boundPort();
+        return out;
       },
       5s);
   loop.stop();
-  return outcome.value_or(std::make_pair(std::string("timeout"), std::string()));
+  if (!outcome) outcome.emplace().error = "start() did not finish in time";
+  return *outcome;
 }
 
 TEST(ClusterNode, AnAdvertiseAddressWithoutAPortOrWithPortZeroGetsTheBoundPort) {
-  for (const std::string advertise : {"127.0.0.1", "127.0.0.1:0", "[::1]", "mx1.example.net"}) {
-    const auto [error, advertised] = startAdvertising(advertise);
-    ASSERT_EQ(error, "") << advertise;
-    const auto space = advertised.find(' ');
-    ASSERT_NE(space, std::string::npos) << advertised;
-    const std::string port = advertised.substr(space + 1);
-    EXPECT_NE(port, "0");
-    const std::string host = advertise.substr(0, advertise.find(":0"));
-    EXPECT_EQ(advertised.substr(0, space), host + ":" + port) << advertise;
+  for (const std::string host : {"127.0.0.1", "[::1]", "mx1.example.net"}) {
+    for (const std::string& advertise : {host, host + ":0"}) {
+      const auto outcome = startAdvertising(advertise);
+      ASSERT_EQ(outcome.error, "") << advertise;
+      ASSERT_NE(outcome.bound_port, 0);
+      EXPECT_EQ(outcome.advertised, host + ":" + std::to_string(outcome.bound_port)) << advertise;
+    }
   }
-  const auto [error, advertised] = startAdvertising("127.0.0.2:7946");
-  ASSERT_EQ(error, "");
-  EXPECT_EQ(advertised.substr(0, advertised.find(' ')), "127.0.0.2:7946");
+  const auto outcome = startAdvertising("127.0.0.2:7946");
+  ASSERT_EQ(outcome.error, "");
+  EXPECT_EQ(outcome.advertised, "127.0.0.2:7946");
 }
 
 TEST(ClusterNode, StartRefusesAnAdvertiseAddressThatIsNotHostPort) {
   for (const std::string advertise : {"::1:7946", "127.0.0.1:65536", "[mx1]:7946", "mx1 .example:7946"}) {
-    const auto [error, advertised] = startAdvertising(advertise);
-    EXPECT_NE(error.find("cluster.advertise " + advertise + ": "), std::string::npos) << error;
+    const auto outcome = startAdvertising(advertise);
+    EXPECT_NE(outcome.error.find("cluster.advertise " + advertise + ": "), std::string::npos) << outcome.error;
   }
 }
 

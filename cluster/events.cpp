@@ -24,10 +24,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <thread>
 
 #include "cluster/clock.h"
@@ -165,7 +165,7 @@ EventHook::EventHook(event_base* base, std::string exec_path, LogSink log,
       timeout_(timeout),
       max_queued_(max_queued) {
   if (exec_path_.empty()) return;
-  assert(base != nullptr);
+  if (base == nullptr) throw std::invalid_argument("EventHook needs an event_base to run a hook");
   poll_timer_ = evtimer_new(base, &EventHook::onPollTimer, this);
   if (poll_timer_ == nullptr) {
     // Without the timer no child could be reaped: refuse to start any.
@@ -175,6 +175,7 @@ EventHook::EventHook(event_base* base, std::string exec_path, LogSink log,
 }
 
 EventHook::~EventHook() {
+  owner_.check();
   if (poll_timer_ != nullptr) event_free(poll_timer_);
   if (!queue_.empty()) {
     log(conf::LogLevel::Warn,
@@ -192,6 +193,7 @@ EventHook::~EventHook() {
 }
 
 void EventHook::emit(ClusterEvent event) {
+  owner_.check();
   if (exec_path_.empty()) return;
   if (child_) {
     if (queue_.size() >= max_queued_) {
@@ -233,8 +235,12 @@ void EventHook::spawn(const ClusterEvent& event) {
   std::vector<std::string> argv_strings{exec_path_, event.name};
   std::vector<std::string> env_strings{"ZETIAN_EVENT=" + event.name};
   for (const auto& [name, value] : event.env) {
-    assert(validVariableName(name));
-    if (validVariableName(name)) env_strings.push_back(name + "=" + value);
+    if (validVariableName(name)) {
+      env_strings.push_back(name + "=" + value);
+    } else {
+      log(conf::LogLevel::Warn, "event_hook_variable_skipped event=" + logValue(event.name) + " name=" +
+                                    logValue(name) + " reason=" + logValue("not a variable name the hook may get"));
+    }
   }
   env_strings.emplace_back(kPathVariable);
   const auto pointers = [](std::vector<std::string>& strings) {
@@ -267,7 +273,8 @@ void EventHook::spawn(const ClusterEvent& event) {
 void EventHook::onPollTimer(int, short, void* arg) { static_cast<EventHook*>(arg)->poll(); }
 
 void EventHook::poll() {
-  assert(child_);
+  owner_.check();
+  if (!child_) return;  // the timer is armed only while a child runs; nothing to reap
   int status = 0;
   const pid_t rc = waitpid(child_->pid, &status, WNOHANG);
   if (rc == 0 || (rc < 0 && errno == EINTR)) {

@@ -33,7 +33,7 @@
 //   shell alone; each hook gets its own process group, and a timeout kills the group.
 //
 // Not thread-safe: construction, every method and destruction happen on the loop
-// thread that runs `base` (loop thread only).
+// thread that runs `base` (loop thread only); a call from another thread aborts.
 #pragma once
 
 #include <sys/types.h>
@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "cluster/log_sink.h"
+#include "cluster/owner_thread.h"
 
 struct event_base;
 struct event;
@@ -59,7 +60,7 @@ struct ClusterEvent {
   std::string name;
   // Extra variables for the hook, e.g. {"ZETIAN_NODE_ID", "mx2"}. Names must be
   // non-empty, without '=', and not ZETIAN_EVENT or PATH (those are set here);
-  // a pair that breaks this is left out.
+  // a pair that breaks this is left out, with a warning line.
   std::vector<std::pair<std::string, std::string>> env;
 };
 
@@ -111,7 +112,8 @@ class EventHook {
   void schedulePoll();
   void log(conf::LogLevel level, const std::string& line) const;
 
-  // All members: loop thread only.
+  // All members: loop thread only (owner_, the constructing thread).
+  const OwnerThread owner_;
   const std::string exec_path_;
   const LogSink log_;
   const std::chrono::milliseconds timeout_;

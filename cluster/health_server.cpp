@@ -31,16 +31,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <thread>
 
 #include "cluster/clock.h"
 #include "cluster/json.h"
 #include "cluster/listen_address.h"
+#include "cluster/owner_thread.h"
 #include "cluster/query_string.h"
 #include "conf/text.h"
 
@@ -135,7 +134,7 @@ struct HealthServer::Impl {
   };
 
   Impl(event_base* b, AdminApi& a, HealthServerOptions o)
-      : base(b), api(a), options(std::move(o)), owner(std::this_thread::get_id()) {}
+      : base(b), api(a), options(std::move(o)) {}
   ~Impl() { teardown(); }
 
   bool start(std::string* error);
@@ -154,7 +153,7 @@ struct HealthServer::Impl {
   event_base* base;
   AdminApi& api;
   const HealthServerOptions options;
-  const std::thread::id owner;
+  const OwnerThread owner;
   Listener unix_listener{this, true};
   Listener tcp_listener{this, false};
   evhttp* unix_http = nullptr;
@@ -170,15 +169,18 @@ struct HealthServer::Impl {
 HealthServer::HealthServer(event_base* base, AdminApi& api, HealthServerOptions options)
     : impl_(std::make_unique<Impl>(base, api, std::move(options))) {}
 
-HealthServer::~HealthServer() { assert(impl_->owner == std::this_thread::get_id()); }
+HealthServer::~HealthServer() { impl_->owner.check(); }
 
 bool HealthServer::start(std::string* error) {
-  assert(impl_->owner == std::this_thread::get_id());
+  impl_->owner.check();
   std::string ignored;
   return impl_->start(error != nullptr ? error : &ignored);
 }
 
-std::uint16_t HealthServer::tcpPort() const { return impl_->tcp_port; }
+std::uint16_t HealthServer::tcpPort() const {
+  impl_->owner.check();
+  return impl_->tcp_port;
+}
 
 bool HealthServer::Impl::start(std::string* error) {
   if (started) {
@@ -402,7 +404,7 @@ bool HealthServer::Impl::openTcp(std::string* error) {
 void HealthServer::Impl::onRequest(evhttp_request* req, void* arg) {
   auto* listener = static_cast<Listener*>(arg);
   Impl* self = listener->impl;
-  assert(self->owner == std::this_thread::get_id());
+  self->owner.check();
   Reply reply;
   try {
     reply = self->handle(req, listener->trusted);

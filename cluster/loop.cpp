@@ -10,6 +10,12 @@
 // - The eventfd is only ever written under mailbox_mutex_. That is what makes stop()
 //   plus the destructor safe against a racing post(): once stop() has run no post
 //   writes the fd again, so the destructor can close it after joining.
+//
+// Timers: each armed timer is a Timer::State, shared by its handle and the loop's
+// registry (timers_), which keeps it alive while its libevent event exists: a handle
+// dropped on another thread or a loop that stops with timers still armed must not
+// leave an event whose argument is freed. The callback is never destroyed while it
+// runs: a cancel from inside it only marks it, and the trampoline frees it on return.
 #include "cluster/loop.h"
 
 #include <event2/event.h>
@@ -29,7 +35,22 @@
 #include <system_error>
 #include <vector>
 
+#include "cluster/clock.h"
+#include "cluster/owner_thread.h"
+
 namespace zetian::cluster {
+
+struct Timer::State {
+  Loop* loop = nullptr;  // null once the loop was destroyed; set before the handle exists
+  event* ev = nullptr;   // loop thread only; null once released
+  std::function<void()> fn;  // loop thread only (and the Loop's destructor)
+  bool repeat = false;
+  bool running = false;  // loop thread only: inside fn
+  // Set by cancel() on any thread, and when the loop releases the timer: once seen,
+  // fn is never started again.
+  std::atomic<bool> cancelled{false};
+};
+
 namespace {
 
 void useLibeventThreads() {
@@ -70,6 +91,17 @@ Loop::~Loop() {
     std::lock_guard lock(lifecycle_mutex_);
     if (thread_.joinable()) thread_.join();
   }
+  // Joined: timers still armed die here, and their handles then do nothing.
+  std::vector<std::function<void()>> callbacks;  // destroyed after the registry is consistent
+  for (auto& [raw, state] : timers_) {
+    event_free(state->ev);
+    state->ev = nullptr;
+    state->loop = nullptr;
+    state->cancelled.store(true, std::memory_order_release);
+    callbacks.push_back(std::move(state->fn));
+  }
+  timers_.clear();
+  callbacks.clear();
   event_free(wake_event_);
   event_base_free(base_);
   close(wake_fd_);
@@ -84,6 +116,10 @@ void Loop::start() {
   // Accepting before the thread exists is fine: what is posted waits in the mailbox,
   // and the eventfd stays readable until the thread's first drain.
   thread_ = std::thread([this] { run(); });
+  // Also stored here, not only by run(): a check made before the thread got going
+  // must name it, not call the loop "not running". It cannot exit (and clear the id)
+  // before we release mailbox_mutex_.
+  loop_thread_id_.store(thread_.get_id());
   accepting_ = true;
 }
 
@@ -122,8 +158,100 @@ bool Loop::post(std::function<void()> fn) {
   return true;
 }
 
-bool Loop::isThisThread() const {
-  return loop_thread_id_.load() == std::this_thread::get_id();
+void Loop::abortOffLoop(const std::source_location& where) const {
+  const std::thread::id owner = loop_thread_id_.load();
+  abortWrongThread(where, owner,
+                   owner == std::thread::id{} ? "the cluster thread (not running)" : nullptr);
+}
+
+Timer Loop::after(std::chrono::milliseconds delay, std::function<void()> fn) {
+  checkThisThread();
+  if (delay.count() < 0) throw std::invalid_argument("Loop::after: negative delay");
+  return arm(delay, false, std::move(fn));
+}
+
+Timer Loop::every(std::chrono::milliseconds interval, std::function<void()> fn) {
+  checkThisThread();
+  // A zero interval would make a persistent event due on every turn of the loop.
+  if (interval.count() <= 0) throw std::invalid_argument("Loop::every: the interval must be more than 0");
+  return arm(interval, true, std::move(fn));
+}
+
+Timer Loop::arm(std::chrono::milliseconds period, bool repeat, std::function<void()> fn) {
+  if (!fn) throw std::invalid_argument("Loop timer: empty callback");
+  auto state = std::make_shared<Timer::State>();
+  state->loop = this;
+  state->fn = std::move(fn);
+  state->repeat = repeat;
+  state->ev = event_new(base_, -1, repeat ? EV_PERSIST : 0, &Loop::onTimer, state.get());
+  if (state->ev == nullptr) throw std::runtime_error("cannot create a timer event (out of memory?)");
+  const timeval tv = toTimeval(period);
+  if (event_add(state->ev, &tv) != 0) {
+    event_free(state->ev);
+    throw std::runtime_error("cannot arm a timer event");
+  }
+  timers_.emplace(state.get(), state);
+  return Timer(std::move(state));
+}
+
+void Loop::onTimer(int /*fd*/, short /*what*/, void* arg) {
+  auto* state = static_cast<Timer::State*>(arg);
+  Loop* loop = state->loop;
+  loop->checkThisThread();
+  // Cancelled from another thread: the release is posted and on its way.
+  if (state->cancelled.load(std::memory_order_acquire)) return;
+  state->running = true;
+  // Like a posted closure, a callback must not throw across libevent's C frames.
+  try {
+    state->fn();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "zetian: a timer on the cluster thread threw: %s\n", e.what());
+  } catch (...) {
+    std::fputs("zetian: a timer on the cluster thread threw a non-standard exception\n", stderr);
+  }
+  state->running = false;
+  if (!state->repeat || state->cancelled.load(std::memory_order_acquire)) loop->release(state);
+}
+
+void Loop::release(Timer::State* state) {
+  const auto it = timers_.find(state);
+  if (it == timers_.end()) return;  // released already
+  std::shared_ptr<Timer::State> keep = std::move(it->second);
+  timers_.erase(it);
+  // Inside the timer's own callback too: libevent does not touch the event after the
+  // callback returns.
+  event_free(keep->ev);
+  keep->ev = nullptr;
+  keep->cancelled.store(true, std::memory_order_release);
+  // Destroyed last: what it captured may cancel other timers from its destructor.
+  std::function<void()> fn = std::move(keep->fn);
+}
+
+Timer& Timer::operator=(Timer&& other) noexcept {
+  if (this != &other) {
+    cancel();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+bool Timer::active() const {
+  return state_ != nullptr && !state_->cancelled.load(std::memory_order_acquire);
+}
+
+void Timer::cancel() {
+  if (!state_) return;
+  std::shared_ptr<State> state = std::move(state_);
+  // Fired (one-shot), cancelled before, or its loop is gone.
+  if (state->cancelled.exchange(true, std::memory_order_acq_rel)) return;
+  Loop* loop = state->loop;
+  if (loop->isThisThread()) {
+    if (!state->running) loop->release(state.get());  // else onTimer releases it on return
+    return;
+  }
+  // The flag above keeps fn from starting again; the event and fn are the loop
+  // thread's to free. A loop that refuses the post is stopping: its destructor frees them.
+  loop->post([state] { state->loop->release(state.get()); });
 }
 
 void Loop::wakeLocked() {

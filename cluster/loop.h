@@ -3,7 +3,11 @@
 // Everything network-facing lives on this thread. Other threads reach it only through
 // post(), which queues a closure in a mutex-guarded, bounded mailbox and wakes the loop;
 // the loop drains a bounded batch per wake-up so a flood of posts cannot starve timers
-// and sockets. Objects that belong to the loop assert isThisThread() in every method.
+// and sockets. Objects that belong to the loop check their thread in every method
+// (checkThisThread() here, or OwnerThread in cluster/owner_thread.h), in every build.
+//
+// Code outside cluster/ schedules timed work with after() and every(), never with
+// libevent directly: nothing outside cluster/ includes a libevent header.
 #pragma once
 
 #include <atomic>
@@ -16,13 +20,50 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <source_location>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 
 struct event_base;
 struct event;
 
 namespace zetian::cluster {
+
+class Loop;
+
+// The handle of a timer from Loop::after() or Loop::every(). Destroying it, or
+// assigning another timer to it, cancels the timer (RAII). Moving it keeps the timer.
+//
+// cancel() on the loop thread: the callback never runs again, and it is destroyed at
+// once, or right after it returns when cancel() comes from inside the callback itself
+// (which is safe). cancel() on another thread: the callback never starts again once
+// cancel() has returned, but one already running finishes; the callback is destroyed
+// later on the loop thread (or by the Loop's destructor when the loop is stopping).
+// Either way, what the callback captures must stay valid until cancel() has returned,
+// and for a cancel from another thread until a running callback has finished.
+//
+// Timers die with their Loop: the loop's destructor frees those still armed, and their
+// handles then do nothing. A handle must not be used while its Loop is being destroyed.
+class Timer {
+ public:
+  Timer() = default;  // holds no timer
+  ~Timer() { cancel(); }
+  Timer(Timer&& other) noexcept = default;
+  Timer& operator=(Timer&& other) noexcept;
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  void cancel();
+  // Armed: neither cancelled nor (a one-shot) fired, and the loop still exists.
+  bool active() const;
+
+ private:
+  friend class Loop;
+  struct State;
+  explicit Timer(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
+};
 
 class Loop {
  public:
@@ -47,33 +88,82 @@ class Loop {
   // is stopping, or its mailbox is full; the caller then falls back on its own.
   bool post(std::function<void()> fn);
 
-  // Run `fn` on the loop thread and wait for its result at most `deadline`. nullopt
-  // when it could not be posted or did not finish in time (it may still run later:
-  // it owns what it captured by value, and the caller's wait is over). An exception
-  // from fn is rethrown here. On the loop thread itself fn runs inline: waiting for a
-  // later turn of the loop from inside it would deadlock.
+  // Run `fn` on the loop thread and wait for its result at most `deadline`.
+  //
+  // When call() returns, fn has either run to its end or will never run, and fn itself
+  // (everything it captured) has been destroyed: a closure may capture the caller's
+  // locals by reference. nullopt when fn could not be posted (see post()) or the loop
+  // had not started it when the deadline passed; it is then dropped unrun. If fn is
+  // already running at the deadline, call() waits for it and returns its result: the
+  // wait past the deadline is one closure's run time, which on the loop thread must be
+  // short anyway. An exception from fn is rethrown here. On the loop thread itself fn
+  // runs inline: waiting for a later turn of the loop from inside it would deadlock.
   template <typename Fn>
   auto call(Fn fn, std::chrono::milliseconds deadline) -> std::optional<std::invoke_result_t<Fn&>> {
     using Result = std::invoke_result_t<Fn&>;
+    static_assert(!std::is_void_v<Result>, "Loop::call needs a result (return e.g. true), or use post()");
     if (isThisThread()) return fn();
-    auto promise = std::make_shared<std::promise<Result>>();
-    auto future = promise->get_future();
-    const bool posted = post([promise, fn = std::move(fn)]() mutable {
+    // Who runs fn is decided once, by compare-and-swap on `stage`: the loop thread
+    // (queued -> running) or the caller giving up (queued -> abandoned).
+    enum Stage : int { kQueued, kRunning, kAbandoned };
+    struct Pending {
+      std::atomic<int> stage{kQueued};
+      std::optional<Fn> fn;  // touched only by the side that won `stage`
+      std::promise<Result> done;
+    };
+    auto pending = std::make_shared<Pending>();
+    pending->fn.emplace(std::move(fn));
+    auto future = pending->done.get_future();
+    const bool posted = post([pending] {
+      int queued = kQueued;
+      if (!pending->stage.compare_exchange_strong(queued, kRunning)) return;  // the caller gave up
+      std::optional<Result> result;
+      std::exception_ptr error;
       try {
-        promise->set_value(fn());
+        result.emplace((*pending->fn)());
       } catch (...) {
-        promise->set_exception(std::current_exception());
+        error = std::current_exception();
+      }
+      pending->fn.reset();  // before the caller wakes up
+      if (error) {
+        pending->done.set_exception(error);
+      } else {
+        pending->done.set_value(std::move(*result));
       }
     });
-    if (!posted || future.wait_for(deadline) != std::future_status::ready) return std::nullopt;
-    return future.get();
+    if (posted && future.wait_for(deadline) == std::future_status::ready) return future.get();
+    int queued = kQueued;
+    if (!posted || pending->stage.compare_exchange_strong(queued, kAbandoned)) {
+      pending->fn.reset();
+      return std::nullopt;
+    }
+    return future.get();  // running right now: it ends soon
   }
 
-  // True on the loop thread (only while it runs).
-  bool isThisThread() const;
+  // Run `fn` once on the loop thread after `delay` (0: on the next turn of the loop), or
+  // every `interval` (more than 0) until cancelled. Call on the loop thread only (it
+  // aborts elsewhere, like every loop-owned object); the handle may then travel (see
+  // Timer). fn must not be empty; an exception from fn is logged to stderr and the timer
+  // goes on. A timer that is not kept (the handle discarded) is cancelled at once.
+  [[nodiscard]] Timer after(std::chrono::milliseconds delay, std::function<void()> fn);
+  [[nodiscard]] Timer every(std::chrono::milliseconds interval, std::function<void()> fn);
+
+  // True on the loop thread (only while it runs). Inline: every ownership check of a
+  // loop-owned object goes through it.
+  bool isThisThread() const { return loop_thread_id_.load() == std::this_thread::get_id(); }
+  // Aborts with a message naming the calling method unless on the loop thread: the
+  // ownership check of objects that belong to this loop (cluster/owner_thread.h).
+  void checkThisThread(std::source_location where = std::source_location::current()) const {
+    if (!isThisThread()) [[unlikely]] abortOffLoop(where);
+  }
   event_base* base() const { return base_; }
 
  private:
+  friend class Timer;
+  [[noreturn]] void abortOffLoop(const std::source_location& where) const;
+  Timer arm(std::chrono::milliseconds period, bool repeat, std::function<void()> fn);
+  void release(Timer::State* state);
+  static void onTimer(int fd, short what, void* arg);
   static void onWake(int fd, short what, void* arg);
   void run();
   void drain();
@@ -100,6 +190,10 @@ class Loop {
   bool accepting_ = false;     // started and not stopping: post() may queue
   bool stopping_ = false;      // the loop exits once mailbox_ is empty
   const std::size_t mailbox_capacity_;
+
+  // Armed timers, so that they die with the loop. Loop thread only (and the destructor,
+  // after the join).
+  std::unordered_map<Timer::State*, std::shared_ptr<Timer::State>> timers_;
 };
 
 }  // namespace zetian::cluster

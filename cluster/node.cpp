@@ -106,12 +106,7 @@ ClusterNode::~ClusterNode() {
   hook_.reset();
 }
 
-void ClusterNode::assertLoopThread() const {
-  if (!loop_.isThisThread()) {
-    std::fputs("zetian: ClusterNode used off the cluster thread\n", stderr);
-    std::abort();
-  }
-}
+void ClusterNode::assertLoopThread(std::source_location where) const { loop_.checkThisThread(where); }
 
 void ClusterNode::logLine(conf::LogLevel level, const std::string& line) const {
   if (log_) log_(level, line);
@@ -127,6 +122,7 @@ membership::Millis ClusterNode::sinceStart() const {
 }
 
 std::uint16_t ClusterNode::boundPort() const {
+  assertLoopThread();
   if (!listener_) return 0;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

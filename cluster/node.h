@@ -1,7 +1,7 @@
 // This node's membership in the cluster: the listener for other nodes, one
 // authenticated link per peer, discovery, heartbeats, the failure detector's view,
 // gossip of the member list, events. Everything runs on the cluster thread (Loop);
-// every public method asserts it.
+// every public method checks it, and aborts elsewhere (Loop::checkThisThread).
 //
 // How the mesh forms: a node dials its seeds (or what DNS or multicast discovery
 // found); after the handshake both sides know each other's id, address and
@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <vector>
 
@@ -139,7 +140,8 @@ class ClusterNode final : public transport::PeerLink::Owner {
   struct Peer;
   struct Seed;
 
-  void assertLoopThread() const;
+  // Aborts with a message naming the caller unless on the loop thread, in every build.
+  void assertLoopThread(std::source_location where = std::source_location::current()) const;
   static void onAcceptCb(evconnlistener* listener, int fd, sockaddr* addr, int socklen, void* arg);
   static void onTickCb(int fd, short what, void* arg);
   static void onHeartbeatCb(int fd, short what, void* arg);

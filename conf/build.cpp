@@ -14,7 +14,74 @@
 namespace zetian::conf {
 namespace {
 
-constexpr Duration kPositive{1};  // "longer than 0s"
+using namespace std::chrono_literals;
+
+// The bounds of the timing keys; docs/configuration.md gives the same reasons.
+// smfi_settimeout() takes whole seconds: 500ms would become 0.
+constexpr Duration kMinMilterTimeout = 1s;
+// Each interval a heartbeat goes to every peer and the loop ticks four times: below
+// 100ms that is load for nothing; above a minute a dead node goes unseen for minutes.
+constexpr Duration kMinHeartbeat = 100ms;
+constexpr Duration kMaxHeartbeat = 1min;
+// One late or lost heartbeat must never fail a node: at least two intervals, and 1s.
+constexpr Duration kMinFailureDetection = 1s;
+// A join needs a connection, a handshake and a first heartbeat from a peer.
+constexpr Duration kMinJoinTimeout = 1s;
+// A Redis request that must answer within 1ms fails whenever the server is busy.
+constexpr Duration kMinRedisTimeout = 10ms;
+
+// A duration within [min, max] (max 0: no upper bound); `why` explains the bounds.
+std::optional<Duration> boundedDuration(TableReader& r, std::string_view key, Duration min, Duration max,
+                                        std::string_view why) {
+  auto d = r.duration(key, Duration(0));
+  if (!d) return std::nullopt;
+  if (*d < min || (max.count() > 0 && *d > max)) {
+    const std::string range = max.count() > 0 ? "from " + formatDuration(min) + " to " + formatDuration(max)
+                                              : "at least " + formatDuration(min);
+    r.error(key, backticked(r.path(key)) + " must be " + range + ", not " + formatDuration(*d) + " (" +
+                     std::string(why) + ")");
+    return std::nullopt;
+  }
+  return d;
+}
+
+// A mode that leaves the owner (the user zetian runs as) unable to read and write what
+// it creates makes the socket useless.
+bool ownerCanReadWrite(unsigned mode) { return (mode & 0600) == 0600; }
+
+// What can never match an Authorization header: HTTP trims the spaces around a field
+// value and a field holds no control characters, so such a token is refused.
+std::string tokenProblem(std::string_view token) {
+  for (std::size_t i = 0; i < token.size(); ++i) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    if (c < 0x20 || c == 0x7f) {
+      const char* what = c == '\r' ? "a carriage return (CR)" : c == '\n' ? "a line feed (LF)" : c == '\t' ? "a tab" : "a control character";
+      return std::string("contains ") + what + " at character " + std::to_string(i + 1) +
+             ", which no HTTP Authorization header can carry";
+    }
+  }
+  if (!token.empty() && (token.front() == ' ' || token.back() == ' ')) {
+    return "starts or ends with a space, which HTTP strips from the Authorization header";
+  }
+  return {};
+}
+
+// `milter.user` or `milter.group`: "" keeps what zetian was started with; a name must
+// exist here, or the start fails after --check-config said the file was fine.
+void checkAccount(TableReader& r, std::string_view key, const std::string& name, AccountKind kind,
+                  const AccountLookupFn& lookup) {
+  if (name.empty() || !lookup) return;
+  const AccountLookup found = lookup(kind, name);
+  const char* what = kind == AccountKind::User ? "user" : "group";
+  if (!found.error.empty()) {
+    r.error(key, "cannot look up the " + std::string(what) + " " + quoteValue(name) + " of " + backticked(r.path(key)) +
+                     ": " + found.error);
+  } else if (!found.exists) {
+    r.error(key, backticked(r.path(key)) + ": no " + what + " " + quoteValue(name) + " on this machine; " +
+                     (kind == AccountKind::User ? "create it (adduser --system " + name + ") or set \"\" to keep the user zetian starts as"
+                                                : "create it (addgroup --system " + name + ") or set \"\" for the user's primary group"));
+  }
+}
 
 bool isNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
@@ -63,7 +130,7 @@ void buildNode(TableReader r, Diagnostics& diag, NodeSection& node) {
   }
 }
 
-void buildMilter(TableReader r, MilterSection& milter) {
+void buildMilter(TableReader r, MilterSection& milter, const AccountLookupFn& account_lookup) {
   if (auto socket = r.string("socket")) {
     std::string why;
     if (checkMilterSocket(*socket, &why)) {
@@ -72,14 +139,34 @@ void buildMilter(TableReader r, MilterSection& milter) {
       r.error("socket", "`milter.socket`: " + why);
     }
   }
-  if (auto t = r.duration("timeout", kPositive)) milter.timeout = *t;
+  if (auto t = boundedDuration(r, "timeout", kMinMilterTimeout, Duration(0),
+                               "libmilter counts it in whole seconds; less would become 0")) {
+    if (t->count() % 1000 != 0) {
+      r.error("timeout", "`milter.timeout` must be whole seconds (libmilter counts it in seconds), not " +
+                             formatDuration(*t) + "; write e.g. \"" + std::to_string(t->count() / 1000) + "s\"");
+    } else {
+      milter.timeout = *t;
+    }
+  }
   if (auto a = r.choice("default_action", defaultActionNames())) milter.default_action = *a;
-  if (auto user = r.string("user")) milter.user = *user;
-  if (auto group = r.string("group")) milter.group = *group;
+  if (auto user = r.string("user")) {
+    milter.user = *user;
+    checkAccount(r, "user", *user, AccountKind::User, account_lookup);
+  }
+  if (auto group = r.string("group")) {
+    milter.group = *group;
+    checkAccount(r, "group", *group, AccountKind::Group, account_lookup);
+  }
   if (auto umask = r.string("umask")) {
     std::string why;
     if (auto mode = parseOctalMode(*umask, &why)) {
-      milter.umask = *mode;
+      if ((*mode & 0600) != 0) {
+        r.error("umask", "`milter.umask` " + quoteValue(*umask) +
+                             " takes read or write away from the owner of the sockets and files zetian creates; "
+                             "mask only group and other bits, e.g. \"0007\" or \"0027\"");
+      } else {
+        milter.umask = *mode;
+      }
     } else {
       r.error("umask", "`milter.umask`: " + why);
     }
@@ -99,16 +186,31 @@ void buildHealth(TableReader r, HealthSection& health) {
   if (auto mode = r.string("socket_mode")) {
     std::string why;
     if (auto m = parseOctalMode(*mode, &why)) {
-      health.socket_mode = *m;
+      if (!ownerCanReadWrite(*m)) {
+        // Connecting to a Unix socket needs write permission on it: without the owner's
+        // rw, only root could use the socket, and zetianctl run as zetian could not.
+        r.error("socket_mode", "`health.socket_mode` " + quoteValue(*mode) +
+                                   " leaves the socket's owner without read and write, so nobody but root can use it; "
+                                   "give the owner rw, e.g. \"0660\" (owner and group) or \"0600\" (owner only)");
+      } else {
+        health.socket_mode = *m;
+        if ((*m & 0002) != 0) {
+          r.warning("socket_mode", "`health.socket_mode` " + quoteValue(*mode) +
+                                       " lets every local user connect, and the Unix socket allows changes (reload, "
+                                       "maintenance) without a token; prefer \"0660\"");
+        }
+      }
     } else {
       r.error("socket_mode", "`health.socket_mode`: " + why);
     }
   }
   readHostPort(r, "listen", health.listen, true);
   if (auto token = r.secret("admin_token", "admin_token_file")) {
+    const char* key = r.has("admin_token_file") ? "admin_token_file" : "admin_token";
     if (token->size() < 16) {
-      r.error(r.has("admin_token_file") ? "admin_token_file" : "admin_token",
-              "the admin token is too short: use at least 16 characters");
+      r.error(key, "the admin token is too short: use at least 16 characters");
+    } else if (const std::string problem = tokenProblem(*token); !problem.empty()) {
+      r.error(key, "the admin token " + problem + "; it could never match");
     } else {
       health.admin_token = std::move(*token);
     }
@@ -120,7 +222,11 @@ void buildLog(TableReader r, LogSection& log) {
   if (auto target = r.choice("target", logTargetNames())) log.target = *target;
   if (auto file = r.string("file")) log.file = *file;
   if (log.target == LogTarget::File && log.file.empty()) {
-    r.error("target", "`log.target` = \"file\" needs `log.file`, the path of the log file");
+    if (r.has("file")) {
+      r.error("file", "`log.file` is empty; `log.target` = \"file\" needs `log.file`, the path of the log file");
+    } else {
+      r.error("target", "`log.target` = \"file\" needs `log.file`, the path of the log file");
+    }
   }
 }
 
@@ -128,7 +234,9 @@ void buildTls(TableReader r, ClusterTls& tls) {
   for (auto [key, field] : {std::pair{"cert", &tls.cert}, std::pair{"key", &tls.key}, std::pair{"ca", &tls.ca}}) {
     if (auto path = r.string(key); path && !path->empty()) {
       *field = *path;
-    } else if (!r.has(key) || path) {
+    } else if (path) {
+      r.error(key, "`cluster.tls." + std::string(key) + "` is empty; [cluster.tls] needs the path of a PEM file");
+    } else if (!r.has(key)) {
       r.errorAtTable("[cluster.tls] needs `cluster.tls." + std::string(key) + "`, the path of a PEM file");
     }
   }
@@ -199,18 +307,27 @@ void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster) {
   } else if (cluster.enabled && !secret_given) {
     r.error("enabled", "a cluster needs a shared secret: set `cluster.shared_secret_file` (or `cluster.shared_secret`)");
   }
-  if (auto d = r.duration("heartbeat_interval", kPositive)) cluster.heartbeat_interval = *d;
+  if (auto d = boundedDuration(r, "heartbeat_interval", kMinHeartbeat, kMaxHeartbeat,
+                               "each interval a heartbeat goes to every peer")) {
+    cluster.heartbeat_interval = *d;
+  }
   if (auto n = r.integer("failure_threshold", 1, 1000)) cluster.failure_threshold = static_cast<int>(*n);
   if (auto n = r.integer("success_threshold", 1, 1000)) cluster.success_threshold = static_cast<int>(*n);
-  if (auto d = r.duration("failure_detection_timeout", kPositive)) {
-    if (*d < cluster.heartbeat_interval) {
-      r.error("failure_detection_timeout", "`cluster.failure_detection_timeout` must be at least `cluster.heartbeat_interval` (" +
-                                               formatDuration(cluster.heartbeat_interval) + ")");
+  if (auto d = boundedDuration(r, "failure_detection_timeout", kMinFailureDetection, Duration(0),
+                               "a node is failed after this long without news")) {
+    if (*d < 2 * cluster.heartbeat_interval) {
+      r.error("failure_detection_timeout", "`cluster.failure_detection_timeout` must be at least twice "
+                                           "`cluster.heartbeat_interval` (" +
+                                               formatDuration(2 * cluster.heartbeat_interval) +
+                                               "), so that one late heartbeat never fails a node");
     } else {
       cluster.failure_detection_timeout = *d;
     }
   }
-  if (auto d = r.duration("join_timeout", kPositive)) cluster.join_timeout = *d;
+  if (auto d = boundedDuration(r, "join_timeout", kMinJoinTimeout, Duration(0),
+                               "a join needs a connection, a handshake and a heartbeat")) {
+    cluster.join_timeout = *d;
+  }
   if (auto region = r.string("region")) {
     if (region->empty() || checkName(r, "region", *region)) cluster.region = *region;
   }
@@ -219,8 +336,14 @@ void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster) {
     buildTls(TableReader(diag, tls, "cluster.tls"), paths);
     cluster.tls = paths;
   }
-  if (cluster.enabled && cluster.discovery == Discovery::Dns && cluster.dns_name.empty() && !r.has("dns_name")) {
-    r.error("discovery", "`cluster.discovery` = \"dns\" needs `cluster.dns_name`");
+  // An empty dns_name is the same mistake as a missing one, reported where it is.
+  if (cluster.discovery == Discovery::Dns && cluster.dns_name.empty()) {
+    if (const toml::value* name = r.find("dns_name"); name && name->is_string()) {
+      r.error("dns_name", "`cluster.dns_name` is empty; `cluster.discovery` = \"dns\" needs the name to look up, e.g. "
+                          "\"_zetian._tcp.example.net\"");
+    } else if (!name) {
+      r.error("discovery", "`cluster.discovery` = \"dns\" needs `cluster.dns_name`");
+    }
   }
 }
 
@@ -251,7 +374,9 @@ void buildRedis(TableReader r, RedisSection& redis) {
       redis.key_prefix = *prefix;
     }
   }
-  if (auto t = r.duration("timeout", kPositive)) redis.timeout = *t;
+  if (auto t = boundedDuration(r, "timeout", kMinRedisTimeout, Duration(0), "a busy server takes milliseconds to answer")) {
+    redis.timeout = *t;
+  }
 }
 
 void buildEvents(TableReader r, EventsSection& events) {
@@ -266,11 +391,11 @@ void buildEvents(TableReader r, EventsSection& events) {
 
 }  // namespace
 
-Config buildConfig(const toml::value& root, Diagnostics& diag) {
+Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLookupFn& account_lookup) {
   Config config;
   TableReader top(diag, &root, "");
   buildNode(TableReader(diag, top.subtable("node"), "node"), diag, config.node);
-  buildMilter(TableReader(diag, top.subtable("milter"), "milter"), config.milter);
+  buildMilter(TableReader(diag, top.subtable("milter"), "milter"), config.milter, account_lookup);
   buildHealth(TableReader(diag, top.subtable("health"), "health"), config.health);
   buildLog(TableReader(diag, top.subtable("log"), "log"), config.log);
   buildCluster(TableReader(diag, top.subtable("cluster"), "cluster"), diag, config.cluster);

@@ -9,8 +9,9 @@
 
 namespace zetian::conf {
 
-// Errors go to `diag`; the Config is meaningful only when there are none.
-Config buildConfig(const toml::value& root, Diagnostics& diag);
+// Errors go to `diag`; the Config is meaningful only when there are none. With an
+// `account_lookup`, milter.user and milter.group must exist.
+Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLookupFn& account_lookup);
 
 // [ratelimit] and its rules (rules.cpp).
 Policy buildPolicy(TableReader& ratelimit, Diagnostics& diag);

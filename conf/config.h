@@ -44,8 +44,11 @@ std::string_view discoveryName(Discovery d);
 
 // "1h", "10m", "5s", "250ms", "1d"; the largest unit that divides the duration.
 std::string formatDuration(Duration d);
-// The inverse: "250ms", "5s", "10m", "1h", "1d" and compounds such as "1h30m". A bare
-// number is refused (the unit is never guessed). On failure `error` says why.
+// The inverse: "250ms", "5s", "10m", "1h", "1d" and compounds such as "1h30m".
+// Grammar: one or more NUMBER UNIT parts, no spaces; UNIT is d, h, m, s or ms; the
+// units go from the largest to the smallest, each at most once ("1h30m", never
+// "30m1h" or "1h1h"); NUMBER is decimal without leading zeros ("0" alone is fine).
+// A bare number is refused (the unit is never guessed). On failure `error` says why.
 std::optional<Duration> parseDuration(std::string_view text, std::string* error = nullptr);
 
 struct Rule {

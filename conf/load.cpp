@@ -2,9 +2,9 @@
 //
 // Traps in toml11 v3 that this file works around:
 // - Its parser recurses once per nested array or inline table and has no depth limit:
-//   "a = [[[[..." a few ten thousand deep overflows the stack. The text is scanned for
-//   nesting before it is parsed (tooDeep), and very long dotted keys, which it handles
-//   in quadratic time, are bounded the same way.
+//   "a = [[[[..." a few ten thousand deep overflows the stack; it handles very long
+//   dotted keys in quadratic time; and each value costs it the length of its line.
+//   The text goes through prepareSource (source.h) before it is parsed.
 // - A syntax error's location() is where the parser gave up, often the start of the
 //   line; the exact place is only in the message it formats for humans, which is read
 //   back here (syntaxError).
@@ -29,8 +29,6 @@ namespace zetian::conf {
 namespace {
 
 constexpr std::size_t kMaxConfigBytes = 1 << 20;
-constexpr int kMaxNesting = 32;
-constexpr int kMaxDotsPerLine = 64;
 
 constexpr std::string_view kEmbeddedName = "<embedded default>";
 
@@ -62,81 +60,6 @@ period = "1h"
 action = "tempfail"
 )toml";
 
-struct Place {
-  int line = 0;
-  int column = 0;
-};
-
-// A conservative lexer: enough of TOML's strings and comments to count brackets and
-// dots outside them. Returns the place of the first bracket nested too deep, or of
-// the first line with too many dots.
-std::optional<Place> tooDeep(std::string_view text) {
-  enum class In { Code, Comment, Basic, Literal, MultiBasic, MultiLiteral };
-  In in = In::Code;
-  int depth = 0, dots = 0, line = 1, column = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    ++column;
-    if (c == '\n') {
-      ++line;
-      column = 0;
-      dots = 0;
-      if (in == In::Comment || in == In::Basic || in == In::Literal) in = In::Code;
-      continue;
-    }
-    const auto starts = [&](std::string_view s) { return text.substr(i, s.size()) == s; };
-    switch (in) {
-      case In::Comment: break;
-      case In::Basic:
-        if (c == '\\') {
-          if (i + 1 < text.size() && text[i + 1] != '\n') ++i, ++column;
-        } else if (c == '"') {
-          in = In::Code;
-        }
-        break;
-      case In::Literal:
-        if (c == '\'') in = In::Code;
-        break;
-      case In::MultiBasic:
-        if (c == '\\') {
-          if (i + 1 < text.size() && text[i + 1] != '\n') ++i, ++column;
-        } else if (starts("\"\"\"")) {
-          in = In::Code;
-          i += 2, column += 2;
-        }
-        break;
-      case In::MultiLiteral:
-        if (starts("'''")) {
-          in = In::Code;
-          i += 2, column += 2;
-        }
-        break;
-      case In::Code:
-        if (c == '#') {
-          in = In::Comment;
-        } else if (starts("\"\"\"")) {
-          in = In::MultiBasic;
-          i += 2, column += 2;
-        } else if (c == '"') {
-          in = In::Basic;
-        } else if (starts("'''")) {
-          in = In::MultiLiteral;
-          i += 2, column += 2;
-        } else if (c == '\'') {
-          in = In::Literal;
-        } else if (c == '[' || c == '{') {
-          if (++depth > kMaxNesting) return Place{line, column};
-        } else if (c == ']' || c == '}') {
-          depth = depth > 0 ? depth - 1 : 0;
-        } else if (c == '.') {
-          if (++dots > kMaxDotsPerLine) return Place{line, column};
-        }
-        break;
-    }
-  }
-  return std::nullopt;
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
@@ -150,7 +73,7 @@ std::string_view trim(std::string_view s) {
 //    2 | b =
 //      |     ^--- expected value, but got nothing
 // with one or more such snippets. The last snippet is the offending place.
-void syntaxError(const toml::syntax_error& e, Diagnostics& diag) {
+void syntaxError(const toml::syntax_error& e, const SourceMap& source, Diagnostics& diag) {
   std::istringstream in(e.what());
   std::string headline, row;
   std::getline(in, headline);
@@ -190,16 +113,19 @@ void syntaxError(const toml::syntax_error& e, Diagnostics& diag) {
     }
   }
   std::string message = "TOML syntax error: " + std::string(head);
+  // toml11's places are in the text it parsed, which may have more line breaks than
+  // the file (see source.h).
   if (snippets.empty()) {
-    diag.atPlace(static_cast<int>(e.location().line()), static_cast<int>(e.location().column()), message);
+    const SourcePlace at = source.fromParsed(static_cast<int>(e.location().line()), static_cast<int>(e.location().column()));
+    diag.atPlace(at.line, at.column, message);
     return;
   }
   const Snippet& last = snippets.back();
+  const SourcePlace at = source.fromParsed(last.line, last.column);
+  const SourcePlace first = source.fromParsed(snippets.front().line, snippets.front().column);
   if (!last.note.empty() && last.note != "here") message += " (" + last.note + ")";
-  if (snippets.size() > 1 && snippets.front().line != last.line) {
-    message += "; see also line " + std::to_string(snippets.front().line);
-  }
-  diag.atPlace(last.line, last.column, message);
+  if (snippets.size() > 1 && first.line != at.line) message += "; see also line " + std::to_string(first.line);
+  diag.atPlace(at.line, at.column, message);
 }
 
 bool isBareKey(std::string_view s) {
@@ -230,9 +156,11 @@ std::string tomlString(std::string_view s) {
 // Parses `text` as the document "v = <text>" whose values carry the source name
 // "--set KEY"; returns its single value, or nothing when it is not exactly that.
 std::optional<toml::value> parseOverrideValue(const std::string& text, const std::string& source) {
-  if (text.size() > kMaxConfigBytes || firstInvalidUtf8(text) || tooDeep(text)) return std::nullopt;
+  if (text.size() > kMaxConfigBytes || firstInvalidUtf8(text)) return std::nullopt;
+  PreparedSource prepared = prepareSource("v = " + text + "\n");
+  if (prepared.refused_at) return std::nullopt;
   try {
-    std::istringstream in("v = " + text + "\n");
+    std::istringstream in(std::move(prepared.text));
     toml::value doc = toml::parse(in, source);
     if (!doc.is_table() || doc.as_table().size() != 1 || !doc.contains("v")) return std::nullopt;
     return doc.at("v");
@@ -288,6 +216,7 @@ void applyOverride(toml::value& root, const Override& o, Diagnostics& diag) {
 LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
   LoadResult result;
   result.errors = diag.take();
+  result.warnings = diag.takeWarnings();
   if (result.errors.empty()) result.config = std::move(config);
   return result;
 }
@@ -299,7 +228,7 @@ std::string ConfigError::format() const {
   return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
 }
 
-LoadResult loadString(std::string_view text, const std::string& name, const std::vector<Override>& overrides) {
+LoadResult loadString(std::string_view text, const std::string& name, const LoadOptions& options) {
   Diagnostics diag(name);
   try {
     if (text.size() > kMaxConfigBytes) {
@@ -316,26 +245,26 @@ LoadResult loadString(std::string_view text, const std::string& name, const std:
       diag.atPlace(line, column, "the file is not valid UTF-8 here; TOML files must be UTF-8");
       return finish(diag, std::nullopt);
     }
-    if (auto place = tooDeep(text)) {
-      diag.atPlace(place->line, place->column, "nested too deeply for a zetian configuration (at most " +
-                                                   std::to_string(kMaxNesting) + " levels of brackets, " +
-                                                   std::to_string(kMaxDotsPerLine) + " dots in a line)");
+    PreparedSource prepared = prepareSource(text);
+    if (prepared.refused_at) {
+      diag.atPlace(prepared.refused_at->line, prepared.refused_at->column, std::move(prepared.refusal));
       return finish(diag, std::nullopt);
     }
+    diag.setSource(SourceMap(text, prepared.text, std::move(prepared.breaks)));
     toml::value root;
     try {
-      std::istringstream in{std::string(text)};
+      std::istringstream in{prepared.text};
       root = toml::parse(in, name);
     } catch (const toml::syntax_error& e) {
-      syntaxError(e, diag);
+      syntaxError(e, diag.source(), diag);
       return finish(diag, std::nullopt);
     }
     std::vector<std::string> order;
-    for (const auto& o : overrides) order.push_back(o.key);
+    for (const auto& o : options.overrides) order.push_back(o.key);
     diag.setOverrideOrder(std::move(order));
-    for (const auto& o : overrides) applyOverride(root, o, diag);
+    for (const auto& o : options.overrides) applyOverride(root, o, diag);
     checkSchema(root, diag);
-    Config config = buildConfig(root, diag);
+    Config config = buildConfig(root, diag, options.account_lookup);
     config.source = name;
     return finish(diag, std::move(config));
   } catch (const std::exception& e) {
@@ -346,7 +275,11 @@ LoadResult loadString(std::string_view text, const std::string& name, const std:
   return finish(diag, std::nullopt);
 }
 
-LoadResult loadFile(const std::string& path, const std::vector<Override>& overrides) {
+LoadResult loadString(std::string_view text, const std::string& name, const std::vector<Override>& overrides) {
+  return loadString(text, name, LoadOptions{overrides, nullptr});
+}
+
+LoadResult loadFile(const std::string& path, const LoadOptions& options) {
   auto fail = [&](std::string message) {
     LoadResult result;
     result.errors.push_back(ConfigError{path, 0, 0, std::move(message)});
@@ -370,13 +303,21 @@ LoadResult loadFile(const std::string& path, const std::vector<Override>& overri
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad()) return fail("cannot read: " + errnoText(errno));
   text.resize(static_cast<std::size_t>(in.gcount()));
-  return loadString(text, path, overrides);
+  return loadString(text, path, options);
+}
+
+LoadResult loadFile(const std::string& path, const std::vector<Override>& overrides) {
+  return loadFile(path, LoadOptions{overrides, nullptr});
 }
 
 std::string_view embeddedDefaultText() { return kEmbeddedDefault; }
 
+LoadResult loadEmbeddedDefault(const LoadOptions& options) {
+  return loadString(kEmbeddedDefault, std::string(kEmbeddedName), options);
+}
+
 LoadResult loadEmbeddedDefault(const std::vector<Override>& overrides) {
-  return loadString(kEmbeddedDefault, std::string(kEmbeddedName), overrides);
+  return loadEmbeddedDefault(LoadOptions{overrides, nullptr});
 }
 
 }  // namespace zetian::conf

@@ -3,6 +3,7 @@
 // place it was found so an operator can go straight to it.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +26,10 @@ struct ConfigError {
 struct LoadResult {
   std::optional<Config> config;  // set only when errors is empty
   std::vector<ConfigError> errors;
+  // What is valid but probably not meant (no rule at all, a world-writable admin
+  // socket). Warnings never refuse a file; they are reported by --check-config and
+  // logged at start.
+  std::vector<ConfigError> warnings;
   bool ok() const { return errors.empty(); }
 };
 
@@ -35,12 +40,35 @@ struct Override {
   std::string value;
 };
 
+enum class AccountKind { User, Group };
+
+struct AccountLookup {
+  bool exists = false;
+  // Set when the lookup itself failed (an NSS source down, ...): neither found nor
+  // known to be absent.
+  std::string error;
+};
+
+// Whether a user or group of that name exists on this machine. conf never asks the
+// system itself (it stays pure); the program passes getpwnam_r/getgrnam_r, tests a fake.
+using AccountLookupFn = std::function<AccountLookup(AccountKind kind, const std::string& name)>;
+
+struct LoadOptions {
+  std::vector<Override> overrides;
+  // When set, a non-empty `milter.user` or `milter.group` must name an existing
+  // account. Unset: not checked (the unit tests, the fuzzer).
+  AccountLookupFn account_lookup;
+};
+
+LoadResult loadFile(const std::string& path, const LoadOptions& options);
+LoadResult loadString(std::string_view text, const std::string& name, const LoadOptions& options);
 LoadResult loadFile(const std::string& path, const std::vector<Override>& overrides = {});
 LoadResult loadString(std::string_view text, const std::string& name,
                       const std::vector<Override>& overrides = {});
 
 // The built-in configuration used when no file is given: the TOML text and its result.
 std::string_view embeddedDefaultText();
+LoadResult loadEmbeddedDefault(const LoadOptions& options);
 LoadResult loadEmbeddedDefault(const std::vector<Override>& overrides = {});
 
 }  // namespace zetian::conf

@@ -142,12 +142,20 @@ std::optional<Duration> parseDuration(std::string_view text, std::string* error)
   }
   std::int64_t total = 0;
   std::string_view rest = text;
+  // kUnits is ordered largest first: each part must use a unit after the previous
+  // part's, so every duration has exactly one spelling and "1h1h" or "30s1h" (a typo
+  // more often than an intent) are refused rather than summed.
+  std::size_t next_unit = 0;
+  const Unit* previous = nullptr;
   while (!rest.empty()) {
     std::size_t n = 0;
     while (n < rest.size() && is_digit(rest[n])) ++n;
     if (n == 0) {
       if (rest.front() == '-') return fail("a duration cannot be negative");
       return fail(quoteValue(text) + " is not a duration; write e.g. " + std::string(kExamples));
+    }
+    if (n > 1 && rest.front() == '0') {
+      return fail(quoteValue(text) + ": a number in a duration cannot start with 0; write \"1h\", not \"01h\"");
     }
     std::int64_t amount = 0;
     const auto [end, ec] = std::from_chars(rest.data(), rest.data() + n, amount);
@@ -156,16 +164,16 @@ std::optional<Duration> parseDuration(std::string_view text, std::string* error)
     if (!rest.empty() && rest.front() == '.') {
       return fail("a duration takes whole numbers: write \"1h30m\" rather than \"1.5h\", \"1500ms\" rather than \"1.5s\"");
     }
-    const Unit* unit = nullptr;
+    std::size_t index = kUnits.size();
     // "ms" must win over "m": try the two-letter suffix first.
     if (rest.substr(0, 2) == "ms") {
-      unit = &kUnits[4];
+      index = 4;
     } else if (!rest.empty()) {
-      for (const auto& u : kUnits) {
-        if (u.suffix.size() == 1 && rest.front() == u.suffix.front()) unit = &u;
+      for (std::size_t i = 0; i < kUnits.size(); ++i) {
+        if (kUnits[i].suffix.size() == 1 && rest.front() == kUnits[i].suffix.front()) index = i;
       }
     }
-    if (!unit) {
+    if (index == kUnits.size()) {
       if (rest.empty()) return fail("a duration needs a unit after the last number (units: ms, s, m, h, d)");
       const char c = rest.front();
       if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
@@ -173,6 +181,17 @@ std::optional<Duration> parseDuration(std::string_view text, std::string* error)
       }
       return fail(quoteValue(text) + " is not a duration; write e.g. " + std::string(kExamples));
     }
+    const Unit* unit = &kUnits[index];
+    if (index < next_unit) {
+      if (unit == previous) {
+        return fail(quoteValue(text) + " uses the unit \"" + std::string(unit->suffix) +
+                    "\" twice; give each unit once, e.g. \"2h\" rather than \"1h1h\"");
+      }
+      return fail(quoteValue(text) + " has \"" + std::string(unit->suffix) + "\" after \"" + std::string(previous->suffix) +
+                  "\"; write the units from the largest to the smallest (d, h, m, s, ms), e.g. \"1h30s\"");
+    }
+    next_unit = index + 1;
+    previous = unit;
     rest.remove_prefix(unit->suffix.size());
     if (amount > kMaxDurationMs / unit->ms || total + amount * unit->ms > kMaxDurationMs) {
       return fail(quoteValue(text) + " is too long; the longest duration is 3650d");

@@ -20,7 +20,7 @@ bool isBareKeyChar(char c) {
 // toml11 keeps the place of a value, not of its key. The key is on the same line as
 // the value (`key = value`) or in the table header that holds it (`[a.key]`): find it
 // there as a whole word, preferring the last occurrence before the value.
-int keyColumn(const std::string& line, std::string_view key, int value_column) {
+int keyColumn(std::string_view line, std::string_view key, int value_column) {
   if (key.empty()) return value_column;
   int before = 0, after = 0;
   for (std::size_t pos = line.find(key); pos != std::string::npos; pos = line.find(key, pos + 1)) {
@@ -189,30 +189,58 @@ void Diagnostics::atOverride(std::string_view key, std::string message) {
 
 void Diagnostics::atFile(std::string message) { errors_.push_back(ConfigError{file_, 0, 0, std::move(message)}); }
 
-void Diagnostics::atValue(const toml::value& v, std::string message) {
-  const auto loc = v.location();
-  if (loc.file_name().starts_with(kOverrideSource)) {
-    errors_.push_back(ConfigError{loc.file_name(), 0, 0, std::move(message)});
-    return;
+// toml11 3.7 keeps a value's place as a region of its parse buffer. Its own
+// location() counts the newlines from the start of the file and copies the whole line
+// each time, which is quadratic over many errors or long lines; the region's offset
+// into the buffer, mapped through the SourceMap, costs a binary search.
+namespace {
+const toml::detail::region* regionOf(const toml::value& v) {
+  return dynamic_cast<const toml::detail::region*>(toml::detail::get_region(v));
+}
+}  // namespace
+
+std::optional<SourcePlace> Diagnostics::placeOf(const toml::value& v) const {
+  const toml::detail::region* region = regionOf(v);
+  if (!region || region->name() != file_) return std::nullopt;
+  if (source_.empty()) {
+    const auto loc = v.location();
+    return SourcePlace{static_cast<int>(loc.line()), static_cast<int>(loc.column())};
   }
-  if (loc.file_name() != file_) {
-    atFile(std::move(message));  // a value with no place of its own
-    return;
-  }
-  atPlace(static_cast<int>(loc.line()), static_cast<int>(loc.column()), std::move(message));
+  return source_.fromParsedOffset(static_cast<std::size_t>(region->first() - region->begin()));
 }
 
+ConfigError Diagnostics::about(const toml::value& v, std::string message) const {
+  if (const auto* region = regionOf(v); region && region->name().starts_with(kOverrideSource)) {
+    return ConfigError{region->name(), 0, 0, std::move(message)};
+  }
+  if (auto place = placeOf(v)) return ConfigError{file_, place->line, place->column, std::move(message)};
+  return ConfigError{file_, 0, 0, std::move(message)};  // a value with no place of its own
+}
+
+void Diagnostics::atValue(const toml::value& v, std::string message) { errors_.push_back(about(v, std::move(message))); }
+
+void Diagnostics::warnAtValue(const toml::value& v, std::string message) {
+  warnings_.push_back(about(v, std::move(message)));
+}
+
+void Diagnostics::warnAtFile(std::string message) { warnings_.push_back(ConfigError{file_, 0, 0, std::move(message)}); }
+
 void Diagnostics::atKey(const toml::value& v, std::string_view key, std::string message) {
-  const auto loc = v.location();
-  if (loc.file_name() != file_) {
+  const toml::detail::region* region = regionOf(v);
+  if (!region || region->name() != file_ || source_.empty()) {
     atValue(v, std::move(message));
     return;
   }
-  atPlace(static_cast<int>(loc.line()), keyColumn(loc.line_str(), key, static_cast<int>(loc.column())),
-          std::move(message));
+  // The key is searched on the line toml11 parsed, which is short even when the line
+  // in the file is not (see source.h), and its column mapped back.
+  const std::size_t offset = static_cast<std::size_t>(region->first() - region->begin());
+  const int line = source_.parsedLineOf(offset);
+  const int value_column = static_cast<int>(offset - source_.parsedOffset(line, 1)) + 1;
+  const SourcePlace place = source_.fromParsed(line, keyColumn(source_.parsedLine(line), key, value_column));
+  atPlace(place.line, place.column, std::move(message));
 }
 
-std::vector<ConfigError> Diagnostics::take() {
+void Diagnostics::sortByPlace(std::vector<ConfigError>& list) const {
   // Placed errors by place; then the file's own; then overrides in the order given.
   const auto rank = [&](const ConfigError& e) -> std::size_t {
     if (e.line > 0) return 0;
@@ -224,13 +252,22 @@ std::vector<ConfigError> Diagnostics::take() {
     }
     return 2 + override_order_.size();
   };
-  std::stable_sort(errors_.begin(), errors_.end(), [&](const ConfigError& a, const ConfigError& b) {
+  std::stable_sort(list.begin(), list.end(), [&](const ConfigError& a, const ConfigError& b) {
     const std::size_t ra = rank(a), rb = rank(b);
     if (ra != rb) return ra < rb;
     if (a.line != b.line) return a.line < b.line;
     return a.column < b.column;
   });
+}
+
+std::vector<ConfigError> Diagnostics::take() {
+  sortByPlace(errors_);
   return std::move(errors_);
+}
+
+std::vector<ConfigError> Diagnostics::takeWarnings() {
+  sortByPlace(warnings_);
+  return std::move(warnings_);
 }
 
 void checkSchema(const toml::value& root, Diagnostics& diag) {
@@ -384,6 +421,16 @@ void TableReader::error(std::string_view key, std::string message) {
     diag_.atValue(*v, std::move(message));
   } else {
     errorAtTable(std::move(message));
+  }
+}
+
+void TableReader::warning(std::string_view key, std::string message) {
+  if (const toml::value* v = find(key)) {
+    diag_.warnAtValue(*v, std::move(message));
+  } else if (table_ && !path_.empty()) {
+    diag_.warnAtValue(*table_, std::move(message));
+  } else {
+    diag_.warnAtFile(std::move(message));
   }
 }
 

@@ -22,6 +22,7 @@
 #include "conf/load.h"
 #include "conf/names.h"
 #include "conf/schema.h"
+#include "conf/source.h"
 
 namespace zetian::conf {
 
@@ -33,6 +34,11 @@ class Diagnostics {
  public:
   explicit Diagnostics(std::string file) : file_(std::move(file)) {}
 
+  // The text being parsed and the way back to the file as written (see source.h).
+  // Until it is set, places are toml11's own.
+  void setSource(SourceMap map) { source_ = std::move(map); }
+  const SourceMap& source() const { return source_; }
+
   // At the start of the value (a range, a wrong type, a bad name).
   void atValue(const toml::value& v, std::string message);
   // At the key that holds `v` (an unknown key).
@@ -43,6 +49,13 @@ class Diagnostics {
   // About a --set override: "--set KEY: message".
   void atOverride(std::string_view key, std::string message);
 
+  // Warnings: valid, but probably not what was meant. They never refuse the file.
+  void warnAtValue(const toml::value& v, std::string message);
+  void warnAtFile(std::string message);
+
+  // The place of `v` in this file, or nothing (a value from --set, or made up).
+  std::optional<SourcePlace> placeOf(const toml::value& v) const;
+
   // Errors about overrides are listed in the order the overrides were given.
   void setOverrideOrder(std::vector<std::string> keys) { override_order_ = std::move(keys); }
 
@@ -50,13 +63,20 @@ class Diagnostics {
   const std::string& file() const { return file_; }
   // Sorted by place; errors without a line (the file, --set) come last.
   std::vector<ConfigError> take();
+  std::vector<ConfigError> takeWarnings();
 
   // Every schema path read by a builder; the tests check that none is forgotten.
   std::set<std::string>& keysRead() { return keys_read_; }
 
  private:
+  // An error or warning about `v`, at its place when it has one here.
+  ConfigError about(const toml::value& v, std::string message) const;
+  void sortByPlace(std::vector<ConfigError>& list) const;
+
   std::string file_;
+  SourceMap source_;
   std::vector<ConfigError> errors_;
+  std::vector<ConfigError> warnings_;
   std::set<std::string> keys_read_;
   std::vector<std::string> override_order_;
 };
@@ -110,6 +130,8 @@ class TableReader {
   void error(std::string_view key, std::string message);
   // An error about the table itself (a missing key): at its header.
   void errorAtTable(std::string message);
+  // A warning at the value of `key`, or at the table's header.
+  void warning(std::string_view key, std::string message);
 
  private:
   const toml::value* read(std::string_view key, ValueType type);

@@ -58,7 +58,8 @@ struct RuleBuilder {
         r.error("name", "`ratelimit.rule.name` must be 1 to 64 characters from A-Z a-z 0-9 _ . -, not " + quoteValue(*name));
         ok = false;
       } else {
-        const int line = static_cast<int>(r.find("name")->location().line());
+        const auto place = diag.placeOf(*r.find("name"));
+        const int line = place ? place->line : 0;
         const auto [it, fresh] = names.emplace(*name, line);
         if (!fresh) {
           r.error("name", "there is already a rule named `" + *name + "` (line " + std::to_string(it->second) +
@@ -176,8 +177,16 @@ Policy buildPolicy(TableReader& r, Diagnostics& diag) {
   if (auto n = r.integer("max_keys", 1, kMaxCount)) policy.max_keys = static_cast<std::uint64_t>(*n);
 
   RuleBuilder builder{diag, {}};
-  for (const toml::value* table : r.tables("rule")) {
+  const std::vector<const toml::value*> tables = r.tables("rule");
+  for (const toml::value* table : tables) {
     if (auto rule = builder.build(*table)) policy.rules.push_back(std::move(*rule));
+  }
+  // Counted on the tables, not on the rules built: a rule with an error is reported as
+  // such, not as a missing rule.
+  const toml::value* given = r.find("rule");
+  if (tables.empty() && (!given || (given->is_array() && given->as_array().empty()))) {
+    r.warning("rule", "there is no [[ratelimit.rule]]: zetian-milter will run and limit nothing; add a rule (see "
+                      "contrib/zetian.toml) or remove the milter from the MTA");
   }
   return policy;
 }

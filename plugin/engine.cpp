@@ -1,10 +1,10 @@
 #include "plugin/engine.h"
 
-#include <event2/event.h>
-
 #include <algorithm>
 #include <cstring>
 #include <future>
+
+#include "plugin/accounts.h"
 
 namespace zetian::plugin {
 
@@ -14,6 +14,9 @@ const conf::Cidr kLoopback4 = *conf::Cidr::parse("127.0.0.0/8");
 const conf::Cidr kLoopback6 = *conf::Cidr::parse("::1/128");
 
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
+// Binding the listeners takes milliseconds; this only bounds a cluster thread that
+// never gets to run.
+constexpr auto kStartTimeout = std::chrono::milliseconds(30'000);
 
 void copyTruncated(char* dst, std::size_t size, std::string_view src) {
   std::size_t n = std::min(size - 1, src.size());
@@ -76,8 +79,8 @@ state::Nanos Engine::now() {
 
 std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std::vector<conf::Override> overrides,
                                      Errors* errors) {
-  conf::LoadResult loaded =
-      config_path ? conf::loadFile(*config_path, overrides) : conf::loadEmbeddedDefault(overrides);
+  const conf::LoadOptions options{overrides, lookupSystemAccount};
+  conf::LoadResult loaded = config_path ? conf::loadFile(*config_path, options) : conf::loadEmbeddedDefault(options);
   if (!loaded.ok()) {
     for (const auto& e : loaded.errors) errors->push_back(e.format());
     return nullptr;
@@ -87,6 +90,9 @@ std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std
   if (!engine->logger_->open(&error)) {
     errors->push_back(error);
     return nullptr;
+  }
+  for (const auto& w : loaded.warnings) {
+    engine->logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   return engine;
 }
@@ -121,8 +127,7 @@ Engine::~Engine() {
     if (loop_.post([this, &done] {
           auto teardown = [this, &done] {
             node_.reset();
-            if (housekeeping_) event_free(housekeeping_);
-            housekeeping_ = nullptr;
+            housekeeping_.cancel();
             health_.reset();
             done.set_value();
           };
@@ -150,14 +155,14 @@ bool Engine::start(Errors* errors) {
   options.unix_mode = config_.health.socket_mode;
   options.tcp_listen = config_.health.listen;
   options.admin_token = config_.health.admin_token;
-  std::promise<std::string> started;
-  bool posted = loop_.post([this, options, &started] {
+  // Through call(), not post() and a promise: an exception on the loop thread comes
+  // back here (and out through the C ABI) instead of leaving this thread waiting.
+  std::optional<std::string> started = loop_.call([this, options]() -> std::string {
     health_ = std::make_unique<cluster::HealthServer>(loop_.base(), *this, options);
     std::string error;
     if (!health_->start(&error)) {
       health_.reset();
-      started.set_value(error.empty() ? "the health server did not start" : error);
-      return;
+      return error.empty() ? "the health server did not start" : error;
     }
     startHousekeeping();
     if (config_.cluster.enabled) {
@@ -173,17 +178,17 @@ bool Engine::start(Errors* errors) {
       std::string error;
       if (!node_->start(&error)) {
         node_.reset();
-        started.set_value(error);
-        return;
+        return error;
       }
     }
-    started.set_value("");
-  });
-  if (!posted) {
-    errors->push_back("the cluster thread did not start");
+    return "";
+  }, kStartTimeout);
+  if (!started) {
+    errors->push_back("the cluster thread did not start within " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStartTimeout).count()) + " s");
     return false;
   }
-  std::string error = started.get_future().get();
+  std::string error = *started;
   if (!error.empty()) {
     errors->push_back(error);
     return false;
@@ -197,13 +202,10 @@ bool Engine::start(Errors* errors) {
 }
 
 void Engine::startHousekeeping() {
-  housekeeping_ = event_new(loop_.base(), -1, EV_PERSIST, &Engine::onHousekeeping, this);
-  timeval tv{std::chrono::duration_cast<std::chrono::seconds>(kHousekeepingInterval).count(), 0};
-  event_add(housekeeping_, &tv);
+  housekeeping_ = loop_.every(kHousekeepingInterval, [this] { onHousekeeping(this); });
 }
 
-void Engine::onHousekeeping(int, short, void* arg) {
-  auto* self = static_cast<Engine*>(arg);
+void Engine::onHousekeeping(Engine* self) {
   self->store_->expireIdle(now());
   // Messages per second, smoothed over roughly the last ten seconds.
   std::uint64_t messages = self->metrics_.messages_total.load(std::memory_order_relaxed);

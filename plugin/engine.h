@@ -31,8 +31,6 @@
 #include "plugin/zetian.h"
 #include "state/bucket_store.h"
 
-struct event;
-
 namespace zetian::plugin {
 
 using Errors = std::vector<std::string>;
@@ -106,7 +104,7 @@ class Engine final : public cluster::AdminApi {
   Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides);
   void publish(const conf::Policy& policy, const conf::Policy* previous);
   void startHousekeeping();
-  static void onHousekeeping(int fd, short what, void* arg);
+  static void onHousekeeping(Engine* self);
   void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,
                    const state::Outcome& outcome, Verdict verdict);
 
@@ -138,7 +136,7 @@ class Engine final : public cluster::AdminApi {
   // Owned by the loop thread: created and destroyed there.
   std::unique_ptr<cluster::HealthServer> health_;
   std::unique_ptr<cluster::ClusterNode> node_;  // [cluster] enabled only
-  event* housekeeping_ = nullptr;
+  cluster::Timer housekeeping_;  // armed and cancelled on the loop thread
   std::uint64_t last_messages_ = 0;
   std::atomic<double> messages_per_s_{0};
 };

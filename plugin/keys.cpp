@@ -1,5 +1,7 @@
 #include "plugin/keys.h"
 
+#include <openssl/sha.h>
+
 #include <algorithm>
 
 namespace zetian::plugin {
@@ -81,9 +83,12 @@ bool appendDomain(const Address& a, std::string& out) {
   return true;
 }
 
-}  // namespace
+constexpr std::size_t kDigestHexDigits = 32;  // 128 bits of the SHA-256
+constexpr std::size_t kKeptPrefix = kMaxKeyBytes - 1 - kDigestHexDigits;
 
-bool appendKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt, std::string& out) {
+bool isUtf8Continuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+
+bool appendUnbounded(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt, std::string& out) {
   using conf::KeyKind;
   switch (rule.key) {
     case KeyKind::ClientIp:
@@ -119,6 +124,31 @@ bool appendKey(const conf::Rule& rule, const SessionFacts& facts, const Address*
       return true;
   }
   return false;
+}
+
+}  // namespace
+
+void boundKeyValue(std::string& out, std::size_t start) {
+  if (start > out.size() || out.size() - start <= kMaxKeyBytes) return;
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(out.data() + start), out.size() - start, digest);
+  // The kept prefix never ends inside a UTF-8 sequence, so a valid value stays valid.
+  std::size_t keep = kKeptPrefix;
+  while (keep > 0 && isUtf8Continuation(out[start + keep])) --keep;
+  out.resize(start + keep);
+  out += '#';
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < kDigestHexDigits / 2; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0x0f];
+  }
+}
+
+bool appendKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt, std::string& out) {
+  const std::size_t start = out.size();
+  if (!appendUnbounded(rule, facts, rcpt, out)) return false;
+  if (out.size() - start > kMaxKeyBytes) boundKeyValue(out, start);
+  return true;
 }
 
 std::optional<std::string> extractKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt) {

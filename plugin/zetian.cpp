@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "plugin/accounts.h"
 #include "plugin/engine.h"
 
 using zetian::plugin::Engine;
@@ -79,18 +80,22 @@ zetian_engine* zetian_engine_open(const char* config_path, const char* const* ov
 
 int zetian_config_check(const char* config_path, const char* const* overrides, size_t override_count,
                         zetian_error_fn on_error, void* ctx) {
-  Errors errors;
+  Errors errors, warnings;
   try {
     auto parsed = parseOverrides(overrides, override_count, &errors);
     if (errors.empty()) {
-      auto loaded = config_path ? zetian::conf::loadFile(config_path, parsed)
-                                : zetian::conf::loadEmbeddedDefault(parsed);
+      const zetian::conf::LoadOptions options{parsed, zetian::plugin::lookupSystemAccount};
+      auto loaded = config_path ? zetian::conf::loadFile(config_path, options)
+                                : zetian::conf::loadEmbeddedDefault(options);
       for (const auto& e : loaded.errors) errors.push_back(e.format());
+      // Warnings go through the same callback, marked, and do not fail the check.
+      for (auto w : loaded.warnings) warnings.push_back((w.message.insert(0, "warning: "), w.format()));
     }
   } catch (const std::exception& e) {
     errors.push_back(std::string("internal error while checking the configuration: ") + e.what());
   }
   report(errors, on_error, ctx);
+  report(warnings, on_error, ctx);
   return errors.empty() ? 0 : -1;
 }
 

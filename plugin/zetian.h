@@ -96,7 +96,10 @@ enum {
 zetian_engine* zetian_engine_open(const char* config_path, const char* const* overrides,
                                   size_t override_count, zetian_error_fn on_error, void* ctx);
 
-/* Validate a configuration without opening an engine. Returns 0 when valid. */
+/* Validate a configuration without opening an engine. Returns 0 when valid. Errors,
+ * then warnings (valid but probably not meant, e.g. no rule at all), go to `on_error`
+ * one line each; a warning's line has "warning: " after its FILE:LINE:COL: place and
+ * does not make the result non-zero. */
 int zetian_config_check(const char* config_path, const char* const* overrides,
                         size_t override_count, zetian_error_fn on_error, void* ctx);
 

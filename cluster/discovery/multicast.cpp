@@ -23,10 +23,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <stdexcept>
 #include <utility>
 #include <variant>
 
@@ -95,14 +95,13 @@ MulticastDiscovery::MulticastDiscovery(event_base* base, MulticastOptions option
     : base_(base),
       options_(std::move(options)),
       log_(std::move(log)),
-      owner_(std::this_thread::get_id()),
       group_text_(options_.group),
       jitter_(std::random_device{}()) {
-  assert(base_ != nullptr);
+  if (base_ == nullptr) throw std::invalid_argument("MulticastDiscovery needs an event_base");
 }
 
 MulticastDiscovery::~MulticastDiscovery() {
-  assert(owner_ == std::this_thread::get_id());
+  owner_.check();
   *alive_ = false;
   if (read_event_ != nullptr) event_free(read_event_);
   if (send_timer_ != nullptr) event_free(send_timer_);
@@ -111,7 +110,7 @@ MulticastDiscovery::~MulticastDiscovery() {
 }
 
 bool MulticastDiscovery::start(std::string* error) {
-  assert(owner_ == std::this_thread::get_id());
+  owner_.check();
   std::string unused;
   if (error == nullptr) error = &unused;
   if (started_) {
@@ -258,7 +257,7 @@ bool MulticastDiscovery::open(std::string* error) {
 }
 
 void MulticastDiscovery::sendNow() {
-  assert(owner_ == std::this_thread::get_id());
+  owner_.check();
   if (fd_ < 0) return;
   const int err = sendBeacon();
   if (err == 0) return;
@@ -311,6 +310,7 @@ void MulticastDiscovery::onReadable(int, short, void* arg) {
 }
 
 void MulticastDiscovery::readBatch() {
+  owner_.check();
   const std::shared_ptr<bool> alive = alive_;
   char buffer[kMaxBeaconBytes + 1];
   for (int i = 0; i < kReadBatch; ++i) {

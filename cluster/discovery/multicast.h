@@ -24,7 +24,7 @@
 // neither the log nor our memory. Send errors are logged at most once a minute.
 //
 // Not thread-safe: construction, every method, on_peer and destruction happen on the
-// thread that runs `base` (loop thread only).
+// thread that runs `base` (loop thread only); a call from another thread aborts.
 #pragma once
 
 #include <netinet/in.h>
@@ -37,10 +37,10 @@
 #include <optional>
 #include <random>
 #include <string>
-#include <thread>
 #include <unordered_map>
 
 #include "cluster/log_sink.h"
+#include "cluster/owner_thread.h"
 
 struct event_base;
 struct event;
@@ -62,7 +62,8 @@ struct MulticastOptions {
 
 class MulticastDiscovery {
  public:
-  // `base` must outlive this object. Nothing happens before start().
+  // `base` must outlive this object (null: std::invalid_argument). Nothing happens
+  // before start().
   MulticastDiscovery(event_base* base, MulticastOptions options, LogSink log);
   // Leaves the group and closes the socket. May be called from inside on_peer.
   ~MulticastDiscovery();
@@ -106,7 +107,7 @@ class MulticastDiscovery {
   event_base* const base_;
   const MulticastOptions options_;
   const LogSink log_;
-  const std::thread::id owner_;
+  const OwnerThread owner_;
   sockaddr_in group_{};
   std::string group_text_;  // for log lines and errors
   int fd_ = -1;

@@ -40,7 +40,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cassert>
 #include <charconv>
 #include <cstring>
 #include <deque>
@@ -49,11 +48,11 @@
 #include <optional>
 #include <set>
 #include <string_view>
-#include <thread>
 #include <utility>
 
 #include "cluster/listen_address.h"
 #include "cluster/log_sink.h"
+#include "cluster/owner_thread.h"
 #include "conf/syntax.h"
 
 namespace zetian::cluster::discovery {
@@ -208,10 +207,8 @@ struct Resolver::Impl {
     std::string error;
   };
 
-  explicit Impl(event_base* b) : base(b), owner(std::this_thread::get_id()) {}
+  explicit Impl(event_base* b) : base(b) {}
   ~Impl();
-
-  bool onOwnerThread() const { return owner == std::this_thread::get_id(); }
 
   Request* newRequest(bool service, const std::string& name, std::uint16_t port, Callback cb);
   void startAddressLookup(Request* request, const std::string& host, std::uint16_t port,
@@ -234,7 +231,7 @@ struct Resolver::Impl {
 
   // Everything below is used on the owner thread only (the one running `base`).
   event_base* const base;
-  const std::thread::id owner;
+  const OwnerThread owner;
   ares_channel channel = nullptr;
   event* timer = nullptr;           // c-ares' next timeout
   event* delivery_event = nullptr;  // made active whenever `deliveries` gains an entry
@@ -302,7 +299,8 @@ void Resolver::Impl::startSrvQuery(Request* request) {
 }
 
 void Resolver::Impl::release(Request* request) {
-  assert(request->unanswered > 0);
+  // Finishing twice would deliver twice and free the request under c-ares' feet.
+  if (request->unanswered == 0) abortBrokenInvariant("a lookup was released more often than it was started");
   if (--request->unanswered == 0) finish(request);
 }
 
@@ -462,6 +460,7 @@ void Resolver::Impl::armTimer() {
 
 void Resolver::Impl::onSocketReady(evutil_socket_t fd, short what, void* arg) {
   auto* impl = static_cast<Impl*>(arg);
+  impl->owner.check();
   // Answers found here only get queued (finish()), so `impl` outlives this call.
   ares_process_fd(impl->channel, (what & EV_READ) != 0 ? fd : ARES_SOCKET_BAD,
                   (what & EV_WRITE) != 0 ? fd : ARES_SOCKET_BAD);
@@ -470,6 +469,7 @@ void Resolver::Impl::onSocketReady(evutil_socket_t fd, short what, void* arg) {
 
 void Resolver::Impl::onTimer(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
   auto* impl = static_cast<Impl*>(arg);
+  impl->owner.check();
   ares_process_fd(impl->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
   impl->armTimer();
 }
@@ -478,6 +478,7 @@ void Resolver::Impl::onTimer(evutil_socket_t /*fd*/, short /*what*/, void* arg) 
 // (their answers queue up and re-activate this event) or destroy the Resolver.
 void Resolver::Impl::onDeliveryDue(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
   auto* impl = static_cast<Impl*>(arg);
+  impl->owner.check();
   bool destroyed = false;
   impl->destroyed_while_delivering = &destroyed;
   // Only the answers queued so far: later ones wait for the next turn of the loop.
@@ -532,10 +533,10 @@ std::unique_ptr<Resolver> Resolver::create(event_base* base, const std::string& 
 
 Resolver::Resolver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Resolver::~Resolver() { assert(impl_->onOwnerThread()); }
+Resolver::~Resolver() { impl_->owner.check(); }
 
 void Resolver::resolveHost(const std::string& host, std::uint16_t port, Callback cb) {
-  assert(impl_->onOwnerThread());
+  impl_->owner.check();
   Impl::Request* request = impl_->newRequest(false, host, port, std::move(cb));
   if (host.empty()) {
     request->error = "cannot resolve an empty host name";
@@ -547,7 +548,7 @@ void Resolver::resolveHost(const std::string& host, std::uint16_t port, Callback
 }
 
 void Resolver::resolveService(const std::string& name, std::uint16_t fallback_port, Callback cb) {
-  assert(impl_->onOwnerThread());
+  impl_->owner.check();
   Impl::Request* request = impl_->newRequest(true, name, fallback_port, std::move(cb));
   if (name.empty()) {
     request->error = "cannot discover nodes: the DNS name is empty";

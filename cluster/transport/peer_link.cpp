@@ -50,9 +50,13 @@ PeerLink::PeerLink(bufferevent* bev, Role role, bool tls, std::string remote,
   }
 }
 
-PeerLink::~PeerLink() { close(); }
+PeerLink::~PeerLink() {
+  owner_thread_.check();
+  close();
+}
 
 void PeerLink::start() {
+  owner_thread_.check();
   bufferevent_setcb(bev_, &PeerLink::onReadCb, &PeerLink::onWriteCb, &PeerLink::onEventCb, this);
   // Write callback when the queue drains below the low watermark (or empties).
   bufferevent_setwatermark(bev_, EV_WRITE, limits_.low_watermark, 0);
@@ -66,10 +70,12 @@ void PeerLink::setTimeouts(std::chrono::milliseconds timeout) {
 }
 
 std::size_t PeerLink::queuedBytes() const {
+  owner_thread_.check();
   return bev_ ? evbuffer_get_length(bufferevent_get_output(bev_)) : 0;
 }
 
 void PeerLink::close() {
+  owner_thread_.check();
   if (closed_) return;
   closed_ = true;
   established_ = false;
@@ -84,6 +90,7 @@ void PeerLink::close() {
 }
 
 void PeerLink::closeAfterFlush(std::chrono::milliseconds deadline) {
+  owner_thread_.check();
   if (closed_) return;
   if (queuedBytes() == 0) {
     close();
@@ -114,6 +121,7 @@ void PeerLink::writeFrame(const std::string& frame) {
 }
 
 bool PeerLink::send(const wire::Message& message, Priority priority) {
+  owner_thread_.check();
   if (closed_ || !established_ || flushing_) return false;
   const std::size_t queued = queuedBytes();
   if (priority == Priority::Bulk) {
@@ -143,6 +151,7 @@ void PeerLink::onEventCb(bufferevent*, short what, void* arg) {
 }
 
 void PeerLink::onRead() {
+  owner_thread_.check();
   while (!closed_ && !flushing_) {
     evbuffer* input = bufferevent_get_input(bev_);
     const std::size_t available = evbuffer_get_length(input);
@@ -231,6 +240,7 @@ void PeerLink::handleHandshake(const wire::Message& message) {
 }
 
 void PeerLink::onWrite() {
+  owner_thread_.check();
   if (closed_) return;
   if (flushing_) {
     if (queuedBytes() == 0) close();
@@ -243,6 +253,7 @@ void PeerLink::onWrite() {
 }
 
 void PeerLink::onEvent(short what) {
+  owner_thread_.check();
   if (closed_) return;
   if (what & BEV_EVENT_CONNECTED) {
     connected_ = true;

@@ -22,7 +22,8 @@
 // is not reading at all and the link is closed.
 //
 // Ownership: the owner (the cluster node) creates and destroys links, on the loop
-// thread only. Owner callbacks run from inside libevent callbacks of this link, so the
+// thread only; every method and callback checks it runs on the thread that constructed
+// the link, and aborts otherwise (cluster/owner_thread.h). Owner callbacks run from inside libevent callbacks of this link, so the
 // owner must not destroy the link from within them; close() is always safe and the
 // link then does nothing more.
 #pragma once
@@ -36,6 +37,7 @@
 #include <string_view>
 #include <variant>
 
+#include "cluster/owner_thread.h"
 #include "cluster/wire/codec.h"
 #include "cluster/wire/handshake.h"
 
@@ -137,6 +139,7 @@ class PeerLink {
   void failHandshake(HandshakeFailure kind, std::string reason, bool refused = false);
   void setTimeouts(std::chrono::milliseconds timeout);
 
+  const OwnerThread owner_thread_;  // every member below: this thread only
   bufferevent* bev_;  // owned; nullptr once closed
   const Role role_;
   const bool tls_;

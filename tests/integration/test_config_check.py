@@ -95,6 +95,46 @@ class CheckConfig(unittest.TestCase):
         self.assertNotEqual(cp.returncode, 0)
         self.assertRegex(cp.stdout + cp.stderr, re.escape(path) + r":22:\d+:")
 
+    def test_no_rule_is_a_warning_and_the_check_still_passes(self):
+        path = self.write(GOOD[:GOOD.index("[[ratelimit.rule]]")])
+        cp = self.check(path)
+        out = cp.stdout + cp.stderr
+        self.assertEqual(cp.returncode, 0, out)
+        self.assertRegex(out, re.escape(path) + r":15:1: warning: there is no \[\[ratelimit\.rule\]\]")
+        self.assertIn("configuration is valid", out)
+
+    def test_empty_dns_name_with_dns_discovery_is_refused(self):
+        path = self.write(GOOD + '\n[cluster]\ndiscovery = "dns"\ndns_name = ""\n')
+        self.assertReportsLine(self.check(path), path, 27)
+
+    def test_milter_user_that_does_not_exist_is_refused(self):
+        path = self.write(GOOD.replace('socket = "inet:18891@127.0.0.1"',
+                                       'socket = "inet:18891@127.0.0.1"\nuser = "zetian-no-such-user"'))
+        cp = self.check(path)
+        self.assertReportsLine(cp, path, 7)
+        self.assertIn('no user "zetian-no-such-user"', cp.stdout + cp.stderr)
+
+    def test_values_that_cannot_work_are_refused_each_with_its_line(self):
+        text = (GOOD.replace('socket = "{dir}/health.sock"', 'socket = "{dir}/health.sock"\nsocket_mode = "0000"')
+                .replace('period = "1h"', 'period = "1h1h"')
+                + '\n[cluster]\nheartbeat_interval = "1ms"\n')
+        path = self.write(text)
+        cp = self.check(path)
+        for line in (10, 24, 27):
+            self.assertReportsLine(cp, path, line)
+
+    def test_the_contrib_example_passes(self):
+        contrib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "contrib", "zetian.toml")
+        cp = self.check(contrib)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertNotIn("warning", cp.stdout + cp.stderr)
+
+    def test_ten_thousand_values_on_one_line_check_in_seconds(self):
+        cidrs = ", ".join(f'"10.0.{i >> 8}.{i & 255}/32"' for i in range(10000))
+        path = self.write(GOOD.replace("exempt = []", "exempt = [" + cidrs + "]"))
+        cp = self.check(path)  # 15 s timeout; before the fix this took 9 to 25 s
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_version_prints_the_program_name(self):
         cp = subprocess.run([self.binary, "--version"], capture_output=True, text=True, timeout=15)
         self.assertEqual(cp.returncode, 0)

@@ -18,6 +18,7 @@
 #include <functional>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -353,6 +354,31 @@ TEST_F(EventHookTest, EmptyExecPathDoesNothing) {
   EXPECT_EQ(hook_runner.dropped(), 0u);
   EXPECT_TRUE(log_.empty());
   EXPECT_EQ(event_base_get_num_events(base_, EVENT_BASE_COUNT_ADDED), 0);
+}
+
+TEST_F(EventHookTest, AVariableTheHookMayNotGetIsLeftOutWithAWarningAndTheHookStillRuns) {
+  const std::string out = dir_.file("env.out");
+  const std::string hook = writeHook("env > '" + out + "'\n");
+  EventHook hook_runner(base_, hook, sink());
+
+  hook_runner.emit({"node_joined", {{"PATH", "/tmp/evil"}, {"A=B", "x"}, {"", "y"}, {"ZETIAN_NODE_ID", "mx2"}}});
+  ASSERT_TRUE(runUntilIdle(hook_runner));
+
+  const std::string env = readFile(out);
+  EXPECT_NE(env.find("ZETIAN_NODE_ID=mx2"), std::string::npos) << env;
+  EXPECT_EQ(env.find("/tmp/evil"), std::string::npos) << env;
+  EXPECT_EQ(env.find("A=B"), std::string::npos) << env;
+  EXPECT_EQ(hook_runner.started(), 1u);
+  const auto skipped = logged("event_hook_variable_skipped");
+  ASSERT_EQ(skipped.size(), 3u);
+  EXPECT_EQ(skipped[0].level, conf::LogLevel::Warn);
+  EXPECT_NE(skipped[0].text.find("name=PATH"), std::string::npos) << skipped[0].text;
+}
+
+TEST_F(EventHookTest, AHookWithoutAnEventBaseIsRefused) {
+  EXPECT_THROW(EventHook(nullptr, "/bin/true", sink()), std::invalid_argument);
+  EventHook no_hook(nullptr, "", sink());  // nothing to run: no base needed
+  EXPECT_EQ(no_hook.started(), 0u);
 }
 
 TEST_F(EventHookTest, ChildStartsWithAnEmptySignalMaskAndDefaultDispositions) {

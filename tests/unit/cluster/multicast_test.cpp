@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -408,6 +409,10 @@ Outcome runScenario(const std::function<Report(std::uint16_t port)>& scenario,
   const Report& report = outcome_.report
 
 // ---- The behaviour --------------------------------------------------------------------
+
+TEST(MulticastDiscovery, ANullEventBaseIsRefused) {
+  EXPECT_THROW(MulticastDiscovery(nullptr, MulticastOptions{}, nullptr), std::invalid_argument);
+}
 
 TEST(MulticastDiscovery, TwoNodesWithTheSameSecretLearnEachOther) {
   RUN_SCENARIO(report, [](std::uint16_t port) {

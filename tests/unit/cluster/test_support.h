@@ -58,17 +58,13 @@ class TempDir {
   std::string path_;
 };
 
-// Runs fn on the loop thread and waits for it (at most 10 s).
+// Runs fn on the loop thread and waits for it (at most 10 s). Through Loop::call: fn
+// never runs after the timeout, so it may capture the caller's frame by reference.
 template <typename Fn>
 auto runOnLoop(Loop& loop, Fn fn) -> decltype(fn()) {
-  using Result = decltype(fn());
-  auto task = std::make_shared<std::packaged_task<Result()>>(std::move(fn));
-  auto done = task->get_future();
-  if (!loop.post([task] { (*task)(); })) throw std::runtime_error("loop refused the task");
-  if (done.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
-    throw std::runtime_error("loop did not run the task within 10 s");
-  }
-  return done.get();
+  auto result = loop.call(std::move(fn), std::chrono::seconds(10));
+  if (!result) throw std::runtime_error("loop did not run the task within 10 s (or refused it)");
+  return std::move(*result);
 }
 
 // The engine's side, scripted. Replies and the call log are guarded by a mutex:

@@ -1,68 +1,14 @@
 // Loading whole files: good files give the Config they say, bad files give every error
 // with the place it was found.
 #include <gtest/gtest.h>
-#include <unistd.h>
-
-#include <filesystem>
-#include <fstream>
 
 #include "conf/load.h"
+#include "load_support.h"
 
 namespace zetian::conf {
 namespace {
 
 using namespace std::chrono_literals;
-
-LoadResult load(std::string_view text, const std::vector<Override>& overrides = {}) {
-  return loadString(text, "t.toml", overrides);
-}
-
-std::string dump(const LoadResult& r) {
-  std::string out;
-  for (const auto& e : r.errors) out += e.format() + "\n";
-  return out;
-}
-
-// The only error `text` has; fails the test if there are more or none.
-ConfigError onlyError(std::string_view text, const std::vector<Override>& overrides = {}) {
-  const auto r = load(text, overrides);
-  EXPECT_EQ(r.errors.size(), 1u) << text << "\n--- errors:\n" << dump(r);
-  EXPECT_FALSE(r.config.has_value());
-  return r.errors.empty() ? ConfigError{} : r.errors.front();
-}
-
-#define EXPECT_ERROR_AT(err, l, c, fragment)                                          \
-  do {                                                                                \
-    const ConfigError e_ = (err);                                                     \
-    EXPECT_EQ(e_.line, l) << e_.format();                                             \
-    EXPECT_EQ(e_.column, c) << e_.format();                                           \
-    EXPECT_NE(e_.message.find(fragment), std::string::npos) << e_.format();           \
-  } while (0)
-
-Config good(std::string_view text, const std::vector<Override>& overrides = {}) {
-  auto r = load(text, overrides);
-  EXPECT_TRUE(r.ok()) << dump(r);
-  return r.config.value_or(Config{});
-}
-
-// A scratch folder for secret files, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "zetian-conf-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string write(const std::string& name, const std::string& content) const {
-    const auto p = path_ / name;
-    std::ofstream(p, std::ios::binary) << content;
-    return p.string();
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // ---------------------------------------------------------------- good files
 
@@ -382,7 +328,9 @@ TEST(LoadErrors, BadDurations) {
   EXPECT_ERROR_AT(onlyError("[milter]\ntimeout = \"10\"\n"), 2, 11, "needs a unit");
   EXPECT_ERROR_AT(onlyError("[milter]\ntimeout = \"1.5s\"\n"), 2, 11, "whole numbers");
   EXPECT_ERROR_AT(onlyError("[milter]\ntimeout = \"10 s\"\n"), 2, 11, "is not a duration");
-  EXPECT_ERROR_AT(onlyError("[milter]\ntimeout = \"0s\"\n"), 2, 11, "longer than 0s");
+  EXPECT_ERROR_AT(onlyError("[milter]\ntimeout = \"0s\"\n"), 2, 11, "at least 1s");
+  EXPECT_ERROR_AT(onlyError("[[ratelimit.rule]]\nname = \"a\"\nkey = \"global\"\nlimit = 1\nperiod = \"0s\"\n"), 5, 10,
+                  "longer than 0s");
   EXPECT_ERROR_AT(onlyError("[milter]\ntimeout = \"5y\"\n"), 2, 11, "unknown unit");
 }
 
@@ -505,7 +453,7 @@ TEST(LoadErrors, OtherSectionChecks) {
   EXPECT_ERROR_AT(onlyError("[cluster]\nadvertise = \"0.0.0.0:7946\"\n"), 2, 13, "other nodes can reach");
   EXPECT_ERROR_AT(onlyError("[cluster.tls]\ncert = \"/c\"\nkey = \"/k\"\n"), 1, 1, "needs `cluster.tls.ca`");
   EXPECT_ERROR_AT(onlyError("[cluster]\nheartbeat_interval = \"5s\"\nfailure_detection_timeout = \"1s\"\n"), 3, 29,
-                  "at least `cluster.heartbeat_interval` (5s)");
+                  "at least twice `cluster.heartbeat_interval` (10s)");
   EXPECT_ERROR_AT(onlyError("[redis]\naddress = \"redis.local\"\n"), 2, 11, "needs a port");
   EXPECT_ERROR_AT(onlyError("[events]\nexec = \"hook.sh\"\n"), 2, 8, "absolute path");
   EXPECT_ERROR_AT(onlyError("[node]\nid = \"mx 1\"\n"), 2, 6, "A-Z a-z 0-9");

@@ -57,7 +57,7 @@ TEST(Schema, TheLoaderReadsEveryKey) {
   const toml::value root = toml::parse(in, "t.toml");
   Diagnostics diag("t.toml");
   checkSchema(root, diag);
-  EXPECT_NO_THROW(buildConfig(root, diag));
+  EXPECT_NO_THROW(buildConfig(root, diag, nullptr));
   std::set<std::string> expected;
   for (const auto& [path, type] : schemaLeaves()) expected.insert(path);
   for (const auto& key : schemaKeys()) {

@@ -44,6 +44,29 @@ TEST(Duration, RefusesMalformedText) {
   }
 }
 
+TEST(Duration, UnitsGoFromLargestToSmallestEachOnce) {
+  EXPECT_EQ(parseDuration("1d2h3m4s5ms"), Duration(24h + 2h + 3min + 4s + 5ms));
+  EXPECT_EQ(parseDuration("1h30s"), Duration(3630s));
+  std::string why;
+  EXPECT_FALSE(parseDuration("1h1h", &why));
+  EXPECT_NE(why.find("twice"), std::string::npos) << why;
+  EXPECT_FALSE(parseDuration("30s1h", &why));
+  EXPECT_NE(why.find("from the largest to the smallest"), std::string::npos) << why;
+  for (auto bad : {"500ms1s", "1m1h", "1s1s", "1ms1ms", "1m1d", "5s5ms5s"}) {
+    EXPECT_FALSE(parseDuration(bad).has_value()) << bad;
+  }
+}
+
+TEST(Duration, NumbersHaveNoLeadingZeros) {
+  std::string why;
+  EXPECT_FALSE(parseDuration("01h", &why));
+  EXPECT_NE(why.find("cannot start with 0"), std::string::npos) << why;
+  for (auto bad : {"00s", "1h05m", "007ms", "00"}) EXPECT_FALSE(parseDuration(bad).has_value()) << bad;
+  EXPECT_EQ(parseDuration("0ms"), Duration(0));
+  EXPECT_EQ(parseDuration("1h0m"), Duration(1h));
+  EXPECT_EQ(parseDuration("10s"), Duration(10s));
+}
+
 TEST(Duration, FormatsWithTheLargestWholeUnit) {
   EXPECT_EQ(formatDuration(Duration(1h)), "1h");
   EXPECT_EQ(formatDuration(Duration(24h)), "1d");

@@ -36,7 +36,8 @@ enum class HexDigits { lower, upper };
 
 // Appends `prefix` and the two hex digits of `byte`: ("\\x", 0x1b) gives "\x1b". The
 // one byte escape of the project's libraries: \xNN in log values and configuration
-// messages, \u00NN in JSON, %NN (upper case, as RFC 3986 recommends) in URLs.
+// messages, \u00NN in JSON, %NN (upper case, as RFC 3986 recommends) in URLs, and
+// with no prefix the hex of a digest.
 void appendHexEscape(std::string& out, std::string_view prefix, unsigned char byte,
                      HexDigits digits = HexDigits::lower);
 

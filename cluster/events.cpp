@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "cluster/clock.h"
+#include "conf/text.h"
 
 namespace zetian::cluster {
 namespace {
@@ -40,7 +41,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kPollInterval{50};
 constexpr const char* kPathVariable = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
-std::string errnoText(int err) { return std::strerror(err); }
+using conf::errnoText;
 
 // What an operator should do about a failed spawn.
 std::string spawnHint(int err) {

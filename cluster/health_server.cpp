@@ -44,13 +44,14 @@
 #include "cluster/listen_address.h"
 #include "cluster/owner_thread.h"
 #include "cluster/query_string.h"
+#include "conf/text.h"
 
 namespace zetian::cluster {
 namespace {
 
 constexpr int kListenBacklog = 64;
 
-std::string errnoText(int err) { return std::strerror(err); }
+using conf::errnoText;
 
 std::string directoryOf(const std::string& path) {
   const std::size_t slash = path.rfind('/');

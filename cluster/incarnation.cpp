@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "cluster/log_sink.h"
+#include "conf/text.h"
 
 namespace zetian::cluster {
 
@@ -20,7 +21,7 @@ namespace {
 constexpr std::size_t kMaxFileBytes = 64;
 
 std::string failure(const std::string& dir, const std::string& what, int err) {
-  return "node.state_dir " + dir + ": cannot " + what + " (" + std::strerror(err) +
+  return "node.state_dir " + dir + ": cannot " + what + " (" + conf::errnoText(err) +
          "); the cluster keeps the node's incarnation there, so that a restart is never refused by the "
          "peers: create the folder, writable by the user zetian-milter runs as (milter.user), or set "
          "node.state_dir to one that is";

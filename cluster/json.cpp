@@ -4,10 +4,10 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "conf/text.h"
+
 namespace zetian::cluster {
 namespace {
-
-constexpr char kHex[] = "0123456789abcdef";
 
 // Length of the valid UTF-8 sequence starting at text[i], or 0 if it is not one.
 // Rejects overlong forms, surrogates (U+D800..U+DFFF) and code points above U+10FFFF,
@@ -55,9 +55,7 @@ void appendJsonString(std::string& out, std::string_view text) {
         case '\t': out += "\\t"; break;
         default:
           if (c < 0x20 || c == 0x7F) {
-            out += "\\u00";
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 0xF]);
+            conf::appendHexEscape(out, "\\u00", c);
           } else {
             out.push_back(static_cast<char>(c));
           }

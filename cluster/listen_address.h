@@ -19,7 +19,8 @@ struct ListenAddress {
 };
 
 // nullopt with *error set ("`localhost` is not a numeric IP address; ...") if `text`
-// is not a numeric IPv4 or bracketed IPv6 address with a port in 0..65535.
+// is not HOST:PORT as conf::parseHostPort reads it, with a numeric IPv4 or bracketed
+// IPv6 address and a port in 0..65535.
 std::optional<ListenAddress> parseListenAddress(std::string_view text, std::string* error);
 
 // The numeric address of an AF_INET/AF_INET6 sockaddr ("192.0.2.1", "2001:db8::1");

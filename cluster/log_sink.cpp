@@ -2,6 +2,8 @@
 
 #include <cstddef>
 
+#include "conf/text.h"
+
 namespace zetian::cluster {
 
 namespace {
@@ -43,13 +45,6 @@ bool isInvisibleBreak(std::string_view sequence) {
          (static_cast<unsigned char>(sequence[2]) == 0xa8 || static_cast<unsigned char>(sequence[2]) == 0xa9);
 }
 
-void appendHex(std::string& out, unsigned char c) {
-  static const char* hex = "0123456789abcdef";
-  out += "\\x";
-  out += hex[c >> 4];
-  out += hex[c & 15];
-}
-
 }  // namespace
 
 std::string logValue(std::string_view value) {
@@ -67,12 +62,12 @@ std::string logValue(std::string_view value) {
     if (c >= 0x80) {
       const std::size_t length = utf8SequenceLength(value, i);
       if (length == 0) {
-        appendHex(out, c);  // one byte at a time: the next one may start a valid character
+        conf::appendHexEscape(out, "\\x", c);  // one byte at a time: the next one may start a valid character
         ++i;
       } else {
         const std::string_view sequence = value.substr(i, length);
         if (isInvisibleBreak(sequence)) {
-          for (unsigned char b : sequence) appendHex(out, b);
+          for (unsigned char b : sequence) conf::appendHexEscape(out, "\\x", b);
         } else {
           out.append(sequence);
         }
@@ -84,7 +79,7 @@ std::string logValue(std::string_view value) {
       out += '\\';
       out += char(c);
     } else if (c < ' ' || c == 0x7f) {
-      appendHex(out, c);
+      conf::appendHexEscape(out, "\\x", c);
     } else {
       out += char(c);
     }

@@ -20,6 +20,7 @@
 #include "cluster/listen_address.h"
 #include "cluster/node_state.h"
 #include "cluster/transport/tls.h"
+#include "conf/syntax.h"
 
 namespace zetian::cluster {
 
@@ -34,15 +35,6 @@ constexpr int kGossipEveryHeartbeats = 5;
 constexpr auto kLeaveFlush = std::chrono::milliseconds(500);
 constexpr int kRefusalLinesPerMinute = 20;
 constexpr std::size_t kProbesRemembered = 1024;
-
-// "HOST:PORT" -> (host without brackets, port text).
-std::pair<std::string, std::string> splitEndpoint(const std::string& endpoint) {
-  const auto colon = endpoint.rfind(':');
-  if (colon == std::string::npos) return {endpoint, ""};
-  std::string host = endpoint.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return {host, endpoint.substr(colon + 1)};
-}
 
 bool isWildcard(const std::string& host) { return host == "0.0.0.0" || host == "::" || host.empty(); }
 
@@ -60,10 +52,6 @@ std::vector<std::string> localAddresses(bool ipv4_non_loopback_only) {
   }
   freeifaddrs(list);
   return out;
-}
-
-std::string endpoint(const std::string& host, const std::string& port) {
-  return discovery::formatEndpoint({host, static_cast<std::uint16_t>(std::atoi(port.c_str()))});
 }
 
 }  // namespace
@@ -201,10 +189,17 @@ bool ClusterNode::start(std::string* error) {
   }
 
   // The address peers dial; a wildcard is replaced by a real one.
-  const std::string bind_host = splitEndpoint(options_.bind).first;
-  const std::string port = std::to_string(boundPort());
-  std::string advertise = options_.advertise.empty() ? options_.bind : options_.advertise;
-  auto [adv_host, adv_port] = splitEndpoint(advertise);
+  const std::string bind_host = addressText(reinterpret_cast<const sockaddr*>(&bind->addr)).value_or("");
+  const std::uint16_t port = boundPort();
+  const std::string advertise = options_.advertise.empty() ? options_.bind : options_.advertise;
+  // Without a port, or with port 0, the advertised port is the one the listener got.
+  std::string advertise_error;
+  auto advertised = conf::parseHostPort(advertise, &advertise_error, {.default_port = port, .allow_port_zero = true});
+  if (!advertised) {
+    *error = "cluster.advertise " + advertise + ": " + advertise_error;
+    return false;
+  }
+  std::string& adv_host = advertised->host;
   if (isWildcard(adv_host)) {
     const auto candidates = localAddresses(true);
     adv_host = candidates.empty() ? std::string() : candidates.front();
@@ -216,13 +211,13 @@ bool ClusterNode::start(std::string* error) {
     logLine(conf::LogLevel::Info, "cluster_advertise_chosen address=" + adv_host +
                                       " reason=\"cluster.advertise not set and cluster.bind is a wildcard\"");
   }
-  if (adv_port == "0" || adv_port.empty()) adv_port = port;
-  advertise_ = endpoint(adv_host, adv_port);
+  if (advertised->port == 0) advertised->port = port;
+  advertise_ = discovery::formatEndpoint({adv_host, advertised->port});
   own_endpoints_.push_back(advertise_);
   if (isWildcard(bind_host)) {
-    for (const auto& address : localAddresses(false)) own_endpoints_.push_back(endpoint(address, port));
+    for (const auto& address : localAddresses(false)) own_endpoints_.push_back(discovery::formatEndpoint({address, port}));
   } else {
-    own_endpoints_.push_back(endpoint(bind_host, port));
+    own_endpoints_.push_back(discovery::formatEndpoint({bind_host, port}));
   }
 
   hook_ = std::make_unique<EventHook>(base, options_.events_exec, log_);

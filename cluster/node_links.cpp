@@ -21,6 +21,7 @@
 #include "cluster/listen_address.h"
 #include "cluster/node_state.h"
 #include "cluster/transport/tls.h"
+#include "conf/syntax.h"
 
 namespace zetian::cluster {
 
@@ -36,11 +37,6 @@ std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   std::uniform_real_distribution<double> factor(0.8, 1.2);
   return std::chrono::milliseconds(static_cast<std::int64_t>(double(base.count()) * factor(rng)));
-}
-
-// "HOST:PORT" -> its port (the bind and advertise addresses were checked at load).
-std::uint16_t portOf(const std::string& endpoint) {
-  return static_cast<std::uint16_t>(std::atoi(endpoint.substr(endpoint.rfind(':') + 1).c_str()));
 }
 
 // The address a connection comes from, as handshake slots count it: numeric, without
@@ -107,19 +103,21 @@ void ClusterNode::resolveSeeds() {
       s.endpoints = std::move(resolved);
       s.next_resolve = Clock::now() + kSeedResolveInterval;
     };
-    const std::uint16_t default_port = portOf(advertise_);
+    // A seed without a port is taken to listen on the port this node advertises.
+    const auto own = conf::parseHostPort(advertise_);
+    const std::uint16_t default_port = own ? own->port : 0;
     if (options_.discovery == conf::Discovery::Dns) {
       resolver_->resolveService(seed.text, default_port, done);
     } else {
-      std::string host, error;
-      std::uint16_t port = 0;
-      if (!discovery::splitHostPort(seed.text, default_port, &host, &port, &error)) {
+      std::string error;
+      const auto parts = conf::parseHostPort(seed.text, &error, {.default_port = default_port});
+      if (!parts) {
         seed.resolving = false;
         seed.next_resolve = now + std::chrono::hours(24 * 365);
         logLine(conf::LogLevel::Error, "cluster_seed_invalid seed=" + logValue(seed.text) + " error=" + logValue(error));
         continue;
       }
-      resolver_->resolveHost(host, port, done);
+      resolver_->resolveHost(parts->host, parts->port, done);
     }
   }
 }

@@ -1,5 +1,7 @@
 #include "cluster/query_string.h"
 
+#include "conf/text.h"
+
 namespace zetian::cluster {
 namespace {
 
@@ -38,7 +40,6 @@ std::optional<std::string> percentDecode(std::string_view text) {
 }
 
 std::string percentEncode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(text.size());
   for (const char ch : text) {
@@ -46,9 +47,7 @@ std::string percentEncode(std::string_view text) {
     if (isUnreserved(c)) {
       out.push_back(ch);
     } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
+      conf::appendHexEscape(out, "%", c, conf::HexDigits::upper);
     }
   }
   return out;

@@ -297,11 +297,11 @@ LoadResult loadFile(const std::string& path, const LoadOptions& options) {
     if (err == EACCES) {
       return fail("permission denied; make the file readable by the user zetian-milter is started as");
     }
-    return fail(std::string("cannot open: ") + std::strerror(err));
+    return fail("cannot open: " + errnoText(err));
   }
   std::string text(kMaxConfigBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (in.bad()) return fail(std::string("cannot read: ") + std::strerror(errno));
+  if (in.bad()) return fail("cannot read: " + errnoText(errno));
   text.resize(static_cast<std::size_t>(in.gcount()));
   return loadString(text, path, options);
 }

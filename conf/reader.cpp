@@ -392,7 +392,7 @@ std::optional<std::string> TableReader::secret(std::string_view key, std::string
   }
   std::ifstream in(*file, std::ios::binary);
   if (!in) {
-    error(file_key, "cannot read " + what + ": " + std::strerror(errno) +
+    error(file_key, "cannot read " + what + ": " + errnoText(errno) +
                         "; check the path and that the user zetian runs as may read it");
     return std::nullopt;
   }
@@ -401,7 +401,7 @@ std::optional<std::string> TableReader::secret(std::string_view key, std::string
   in.read(content.data(), static_cast<std::streamsize>(content.size()));
   content.resize(static_cast<std::size_t>(in.gcount()));
   if (in.bad()) {
-    error(file_key, "cannot read " + what + ": " + std::strerror(errno));
+    error(file_key, "cannot read " + what + ": " + errnoText(errno));
     return std::nullopt;
   }
   if (content.size() > kMaxSecret) {

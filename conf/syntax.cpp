@@ -19,11 +19,11 @@ bool isDigit(char c) { return c >= '0' && c <= '9'; }
 
 bool allDigits(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), isDigit); }
 
-std::optional<std::uint16_t> parsePort(std::string_view text) {
+std::optional<std::uint16_t> parsePort(std::string_view text, bool allow_zero = false) {
   if (!allDigits(text) || text.size() > 5) return std::nullopt;
   unsigned port = 0;
   std::from_chars(text.data(), text.data() + text.size(), port);
-  if (port < 1 || port > 65535) return std::nullopt;
+  if ((port < 1 && !allow_zero) || port > 65535) return std::nullopt;
   return static_cast<std::uint16_t>(port);
 }
 
@@ -55,37 +55,50 @@ bool isHostName(std::string_view text) {
   return true;
 }
 
-std::optional<HostPort> parseHostPort(std::string_view text, std::string* error) {
+std::optional<HostPort> parseHostPort(std::string_view text, std::string* error, HostPortRules rules) {
   auto bad = [&](std::string message) -> std::optional<HostPort> {
     fail(error, std::move(message));
     return std::nullopt;
   };
+  const bool port_optional = rules.default_port != 0;
+  if (text.empty()) return bad("the address is empty: write HOST:PORT, e.g. \"127.0.0.1:9187\"");
   std::string_view host, port;
-  if (!text.empty() && text.front() == '[') {
+  bool has_port = true;
+  if (text.front() == '[') {
     const auto close = text.find(']');
     if (close == std::string_view::npos) return bad(quoteValue(text) + " has '[' without ']'; write e.g. \"[::1]:9187\"");
     host = text.substr(1, close - 1);
-    if (close + 1 >= text.size() || text[close + 1] != ':') {
+    const std::string_view rest = text.substr(close + 1);
+    if (rest.empty() && port_optional) {
+      has_port = false;
+    } else if (rest.empty() || rest.front() != ':') {
       return bad(quoteValue(text) + " needs a port after the address: \"[" + std::string(host.substr(0, 45)) + "]:PORT\"");
     }
-    port = text.substr(close + 2);
+    port = rest.substr(std::min<std::size_t>(1, rest.size()));
     const auto addr = IpAddress::parse(host);
     if (!addr || addr->v4 || host.find(':') == std::string_view::npos) {
       return bad(quoteValue(host) + " in brackets must be an IPv6 address");
     }
   } else {
     const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) return bad(quoteValue(text) + " needs a port: write HOST:PORT, e.g. \"127.0.0.1:9187\"");
+    if (colon == std::string_view::npos && !port_optional) {
+      return bad(quoteValue(text) + " needs a port: write HOST:PORT, e.g. \"127.0.0.1:9187\"");
+    }
+    has_port = colon != std::string_view::npos;
     host = text.substr(0, colon);
-    port = text.substr(colon + 1);
+    if (has_port) port = text.substr(colon + 1);
     if (host.find(':') != std::string_view::npos) {
       return bad(quoteValue(text) + ": put an IPv6 address in brackets, e.g. \"[::1]:9187\"");
     }
     if (host.empty()) return bad(quoteValue(text) + " needs a host before the port, e.g. \"0.0.0.0:7946\"");
     if (!isHostName(host)) return bad(quoteValue(host) + " is neither an IP address nor a host name");
   }
-  const auto p = parsePort(port);
-  if (!p) return bad("the port in " + quoteValue(text) + " must be a number from 1 to 65535");
+  if (!has_port) return HostPort{std::string(host), rules.default_port};
+  const auto p = parsePort(port, rules.allow_port_zero);
+  if (!p) {
+    return bad("the port in " + quoteValue(text) + " must be a number from " + (rules.allow_port_zero ? "0" : "1") +
+               " to 65535");
+  }
   return HostPort{std::string(host), *p};
 }
 

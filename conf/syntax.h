@@ -18,9 +18,23 @@ struct HostPort {
   std::uint16_t port = 0;
 };
 
-// "127.0.0.1:9187", "[::1]:9187", "mx2.example.net:7946". The port is 1..65535; an
-// IPv6 address must be in brackets.
-std::optional<HostPort> parseHostPort(std::string_view text, std::string* error = nullptr);
+// What parseHostPort accepts beyond HOST:PORT with a port from 1 to 65535.
+struct HostPortRules {
+  // The port of a text that has none ("mx2.example.net", "[::1]"); 0: the text must
+  // carry a port.
+  std::uint16_t default_port = 0;
+  // Port 0 asks the kernel to choose one: fine for a listener, never for an address
+  // to connect to.
+  bool allow_port_zero = false;
+};
+
+// "127.0.0.1:9187", "[::1]:9187", "mx2.example.net:7946". The host is an IP address or
+// a host name; an IPv6 address must be in brackets, and only an IPv6 address goes in
+// them. The one reader of HOST:PORT for the configuration check and the cluster alike,
+// so both agree on what an endpoint is; callers check what they need on top (a numeric
+// address, a multicast group).
+std::optional<HostPort> parseHostPort(std::string_view text, std::string* error = nullptr,
+                                      HostPortRules rules = {});
 
 // A host name (RFC 1123 labels, '_' tolerated) or an IP address.
 bool isHostName(std::string_view text);

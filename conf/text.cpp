@@ -1,7 +1,7 @@
 #include "conf/text.h"
 
 #include <algorithm>
-#include <cstdio>
+#include <cstring>
 
 namespace zetian::conf {
 namespace {
@@ -15,7 +15,28 @@ std::string normalised(std::string_view s) {
   return out;
 }
 
+// strerror_r comes in two kinds: XSI returns 0 and fills `buffer`; GNU (glibc's C++
+// default, which defines _GNU_SOURCE) returns the text, in `buffer` or a constant.
+[[maybe_unused]] const char* strerrorResult(int status, const char* buffer) {
+  return status == 0 ? buffer : nullptr;
+}
+[[maybe_unused]] const char* strerrorResult(const char* text, const char*) { return text; }
+
 }  // namespace
+
+void appendHexEscape(std::string& out, std::string_view prefix, unsigned char byte, HexDigits digits) {
+  const char* table = digits == HexDigits::upper ? "0123456789ABCDEF" : "0123456789abcdef";
+  out += prefix;
+  out += table[byte >> 4];
+  out += table[byte & 0xf];
+}
+
+std::string errnoText(int err) {
+  char buffer[256] = {};
+  const char* text = strerrorResult(strerror_r(err, buffer, sizeof buffer), buffer);
+  if (text == nullptr || *text == '\0') return "error " + std::to_string(err);
+  return text;
+}
 
 std::string quoteValue(std::string_view s) {
   constexpr std::size_t kMax = 64;
@@ -37,9 +58,7 @@ std::string quoteValue(std::string_view s) {
     } else if (c == '\t') {
       out += "\\t";
     } else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
+      appendHexEscape(out, "\\x", u);
     } else {
       out += c;
     }

@@ -1,4 +1,6 @@
-// Small text helpers for error messages. Internal to conf/.
+// Small text helpers for error messages. Most are internal to conf/; appendHexEscape
+// and errnoText are the one copy every library of the project uses (conf/ is the
+// lowest layer that handles text).
 #pragma once
 
 #include <optional>
@@ -29,5 +31,19 @@ std::optional<std::size_t> firstInvalidUtf8(std::string_view s);
 
 // "a, b, c" (for "must be one of ...").
 std::string joinNames(std::span<const std::string_view> names);
+
+enum class HexDigits { lower, upper };
+
+// Appends `prefix` and the two hex digits of `byte`: ("\\x", 0x1b) gives "\x1b". The
+// one byte escape of the project's libraries: \xNN in log values and configuration
+// messages, \u00NN in JSON, %NN (upper case, as RFC 3986 recommends) in URLs, and
+// with no prefix the hex of a digest.
+void appendHexEscape(std::string& out, std::string_view prefix, unsigned char byte,
+                     HexDigits digits = HexDigits::lower);
+
+// The C library's message for an errno value ("No such file or directory"). Safe from
+// any thread, unlike std::strerror, which may format into one buffer shared by all
+// (the cluster thread, libmilter's threads and the main thread all report errors).
+std::string errnoText(int err);
 
 }  // namespace zetian::conf

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "conf/text.h"
+
 namespace zetian::plugin {
 
 conf::AccountLookup lookupSystemAccount(conf::AccountKind kind, const std::string& name) {
@@ -37,7 +39,7 @@ conf::AccountLookup lookupSystemAccount(conf::AccountKind kind, const std::strin
     }
     // "Not found" is rc 0 with no result; some NSS modules say it with one of these.
     if (rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM) return {false, {}};
-    return {false, std::strerror(rc)};
+    return {false, conf::errnoText(rc)};
   }
 }
 

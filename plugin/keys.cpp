@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "conf/text.h"
+
 namespace zetian::plugin {
 
 namespace {
@@ -137,11 +139,7 @@ void boundKeyValue(std::string& out, std::size_t start) {
   while (keep > 0 && isUtf8Continuation(out[start + keep])) --keep;
   out.resize(start + keep);
   out += '#';
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (std::size_t i = 0; i < kDigestHexDigits / 2; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 0x0f];
-  }
+  for (std::size_t i = 0; i < kDigestHexDigits / 2; ++i) conf::appendHexEscape(out, "", digest[i]);
 }
 
 bool appendKey(const conf::Rule& rule, const SessionFacts& facts, const Address* rcpt, std::string& out) {

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "conf/text.h"
+
 namespace zetian::plugin {
 
 namespace {
@@ -52,7 +54,7 @@ bool Logger::open(std::string* error) {
   if (file_) return true;
   file_ = std::fopen(file_path_.c_str(), "a");
   if (!file_) {
-    *error = "cannot open log file " + file_path_ + ": " + std::strerror(errno) +
+    *error = "cannot open log file " + file_path_ + ": " + conf::errnoText(errno) +
              "; check that the directory exists and the milter user may write there";
     return false;
   }

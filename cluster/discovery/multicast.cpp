@@ -32,6 +32,8 @@
 
 #include "cluster/clock.h"
 #include "cluster/discovery/beacon.h"
+#include "conf/syntax.h"
+#include "conf/text.h"
 
 namespace zetian::cluster::discovery {
 namespace {
@@ -41,7 +43,7 @@ namespace {
 constexpr int kReadBatch = 64;
 constexpr auto kLogQuietPeriod = std::chrono::minutes(1);
 
-std::string errnoText(int err) { return std::strerror(err); }
+using conf::errnoText;
 
 std::string addressText(const in_addr& address) {
   char text[INET_ADDRSTRLEN] = {};
@@ -52,30 +54,23 @@ std::string addressText(const in_addr& address) {
 // "A.B.C.D:PORT", numeric, multicast, port 1..65535.
 bool parseGroup(const std::string& text, sockaddr_in* group, std::string* error) {
   const std::string quoted = "multicast group `" + text + "`";
-  const std::size_t colon = text.rfind(':');
-  if (text.empty() || text.front() == '[' ||
-      (colon != std::string::npos && text.find(':') != colon)) {
+  // Every IPv6 form, bracketed or not, gets this answer rather than a syntax error.
+  if (!text.empty() && (text.front() == '[' || text.find(':') != text.rfind(':'))) {
     *error = quoted +
              " is IPv6; only IPv4 multicast is supported: use an IPv4 group such as "
              "239.255.1.1:7946";
     return false;
   }
-  if (colon == std::string::npos) {
-    *error = quoted + " has no port: write ADDRESS:PORT, e.g. 239.255.1.1:7946";
+  std::string why;
+  const auto parts = conf::parseHostPort(text, &why);
+  if (!parts) {
+    *error = "multicast group: " + why;
     return false;
   }
-  const std::string host = text.substr(0, colon);
-  const std::string_view port = std::string_view(text).substr(colon + 1);
-  unsigned port_number = 0;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), port_number);
-  if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || port_number == 0 ||
-      port_number > 65535) {
-    *error = quoted + ": the port must be a number from 1 to 65535, the same on every node";
-    return false;
-  }
+  const std::string& host = parts->host;
   sockaddr_in result{};
   result.sin_family = AF_INET;
-  result.sin_port = htons(static_cast<std::uint16_t>(port_number));
+  result.sin_port = htons(parts->port);
   if (inet_pton(AF_INET, host.c_str(), &result.sin_addr) != 1) {
     *error = quoted + ": `" + host + "` is not a numeric IPv4 address (names are not looked up)";
     return false;

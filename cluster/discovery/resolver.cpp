@@ -53,6 +53,7 @@
 #include "cluster/listen_address.h"
 #include "cluster/log_sink.h"
 #include "cluster/owner_thread.h"
+#include "conf/syntax.h"
 
 namespace zetian::cluster::discovery {
 namespace {
@@ -63,7 +64,6 @@ constexpr int kTryTimeoutMs = 2000;
 constexpr int kTries = 2;
 
 constexpr std::uint16_t kDnsPort = 53;
-constexpr std::size_t kMaxHostNameLength = 253;  // RFC 1035, written without the final dot
 constexpr std::size_t kMaxTargetsNamed = 5;      // in one error message
 
 // The canonical text of a numeric IPv4 or IPv6 address, or nullopt for anything else.
@@ -102,11 +102,6 @@ std::string describeStatus(int status, std::string_view records) {
   }
 }
 
-bool isHostNameCharacter(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '-' || c == '_';
-}
-
 // The c-ares library state is process-wide; on Linux it needs no set-up, but the API
 // asks for the call, once, before the first channel.
 void initAresOnce() {
@@ -132,13 +127,14 @@ bool parseServers(const std::string& servers, std::vector<ares_addr_port_node>* 
       *error = prefix + "an entry is empty; write IP:PORT[,IP:PORT], e.g. 127.0.0.1:53";
       return false;
     }
-    std::string host;
-    std::uint16_t port = 0;
     std::string why;
-    if (!splitHostPort(item, kDnsPort, &host, &port, &why)) {
+    const auto parts = conf::parseHostPort(item, &why, {.default_port = kDnsPort});
+    if (!parts) {
       *error = prefix + why;
       return false;
     }
+    const std::string& host = parts->host;
+    const std::uint16_t port = parts->port;
     ares_addr_port_node node{};
     in_addr v4{};
     in6_addr v6{};
@@ -176,84 +172,6 @@ std::string formatEndpoint(const Endpoint& endpoint) {
   const std::string port = std::to_string(endpoint.port);
   if (endpoint.host.find(':') != std::string::npos) return "[" + endpoint.host + "]:" + port;
   return endpoint.host + ":" + port;
-}
-
-bool splitHostPort(const std::string& text, std::uint16_t default_port, std::string* host,
-                   std::uint16_t* port, std::string* error) {
-  const std::string quoted = backquoted(text);
-  const auto fail = [&](const std::string& why) {
-    if (error != nullptr) *error = why;
-    return false;
-  };
-
-  std::string_view view(text);
-  std::string_view host_part;
-  std::string_view port_part;
-  bool has_port = false;
-  if (view.empty()) {
-    return fail("the address is empty: write HOST:PORT, e.g. mx2.example.net:7946");
-  }
-  if (view.front() == '[') {
-    const std::size_t close = view.find(']');
-    if (close == std::string_view::npos) {
-      return fail(quoted + " has no `]`: write [IPV6]:PORT, e.g. [2001:db8::1]:7946");
-    }
-    host_part = view.substr(1, close - 1);
-    const std::string_view rest = view.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') {
-        return fail(quoted + ": expected `:PORT` after `]`, e.g. [2001:db8::1]:7946");
-      }
-      port_part = rest.substr(1);
-      has_port = true;
-    }
-    if (host_part.empty()) {
-      return fail(quoted + " has no host: write [IPV6]:PORT, e.g. [2001:db8::1]:7946");
-    }
-    in6_addr ignored{};
-    if (inet_pton(AF_INET6, std::string(host_part).c_str(), &ignored) != 1) {
-      return fail(quoted + ": only a numeric IPv6 address goes in brackets");
-    }
-  } else {
-    if (view.find(']') != std::string_view::npos) {
-      return fail(quoted + " has `]` without `[`: write [IPV6]:PORT, e.g. [2001:db8::1]:7946");
-    }
-    const std::size_t colon = view.find(':');
-    if (colon != view.rfind(':')) {
-      return fail(quoted + ": put an IPv6 address in brackets, e.g. [2001:db8::1]:7946");
-    }
-    host_part = view.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      port_part = view.substr(colon + 1);
-      has_port = true;
-    }
-    if (host_part.empty()) {
-      return fail(quoted + " has no host: write HOST:PORT, e.g. mx2.example.net:7946");
-    }
-    if (host_part.size() > kMaxHostNameLength ||
-        !std::all_of(host_part.begin(), host_part.end(), isHostNameCharacter)) {
-      return fail(quoted + ": " + backquoted(host_part) + " is not a host name or IP address");
-    }
-  }
-
-  std::uint16_t port_number = default_port;
-  if (has_port) {
-    unsigned value = 0;
-    const char* end = port_part.data() + port_part.size();
-    const auto [stop, ec] = std::from_chars(port_part.data(), end, value);
-    if (port_part.empty() || ec != std::errc{} || stop != end || value > 65535) {
-      return fail(quoted + ": the port must be a number from 1 to 65535");
-    }
-    if (value == 0) {
-      return fail(quoted + ": port 0 cannot be connected to; write a port from 1 to 65535");
-    }
-    port_number = static_cast<std::uint16_t>(value);
-  } else if (default_port == 0) {
-    return fail(quoted + " has no port: write HOST:PORT, e.g. mx2.example.net:7946");
-  }
-  *host = std::string(host_part);
-  *port = port_number;
-  return true;
 }
 
 struct Resolver::Impl {

@@ -37,14 +37,6 @@ struct Endpoint {
 // "192.0.2.1:7946", "[2001:db8::1]:7946".
 std::string formatEndpoint(const Endpoint& endpoint);
 
-// Splits a seed: "host:port", "[v6]:port", "host" or "[v6]" (then *port = default_port).
-// Host names are returned as written (not looked up). False with *error set when the
-// host is empty or has characters no host name has, an IPv6 address is not bracketed, a
-// bracket is missing, or the port is not a number from 1 to 65535 (port 0 is refused: a
-// seed must say where to connect; default_port 0 means "the text must carry a port").
-bool splitHostPort(const std::string& text, std::uint16_t default_port, std::string* host,
-                   std::uint16_t* port, std::string* error);
-
 class Resolver {
  public:
   // Called exactly once per lookup, on the thread running the event_base. error is ""

@@ -35,6 +35,8 @@
 #include <cstring>
 #include <utility>
 
+#include "conf/text.h"
+
 namespace zetian::cluster::transport {
 namespace {
 
@@ -69,7 +71,7 @@ std::string hint(const char* setting) {
 std::string unreadable(const std::string& path, const char* setting) {
   if (path.empty()) return std::string("no file given") + hint(setting);
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "cannot read " + path + ": " + std::strerror(errno) + hint(setting);
+  if (fd < 0) return "cannot read " + path + ": " + conf::errnoText(errno) + hint(setting);
   close(fd);
   return "";
 }

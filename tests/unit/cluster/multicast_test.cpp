@@ -589,7 +589,8 @@ TEST(MulticastDiscovery, StartRefusesGroupsItCannotUseAndSaysWhy) {
   EXPECT_NE(startError("[ff02::1]:7946", "").find("only IPv4"), std::string::npos);
   EXPECT_NE(startError("ff02::1:7946", "").find("only IPv4"), std::string::npos);
   EXPECT_NE(startError("10.0.0.1:7946", "").find("not a multicast address"), std::string::npos);
-  EXPECT_NE(startError("239.255.1.1", "").find("no port"), std::string::npos);
+  EXPECT_NE(startError("239.255.1.1", "").find("needs a port"), std::string::npos);
+  EXPECT_NE(startError("", "").find("empty"), std::string::npos);
   EXPECT_NE(startError("239.255.1.1:0", "").find("port"), std::string::npos);
   EXPECT_NE(startError("mcast.example:7946", "").find("not a numeric IPv4"), std::string::npos);
   EXPECT_NE(startError("239.255.1.1:7946", "eth0").find("not a numeric IPv4"), std::string::npos);

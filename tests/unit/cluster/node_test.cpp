@@ -332,6 +332,58 @@ TEST(ClusterNode, StartFailsWithAClearErrorWhenStateDirCannotHoldTheIncarnation)
   EXPECT_NE(error->find("incarnation"), std::string::npos) << *error;
 }
 
+struct AdvertiseOutcome {
+  std::string error;       // of start(); "" when it started
+  std::string advertised;  // what the node tells its peers
+  std::uint16_t bound_port = 0;
+};
+
+// Starts a node listening on 127.0.0.1:0 with cluster.advertise = `advertise`.
+AdvertiseOutcome startAdvertising(const std::string& advertise) {
+  testing::TempDir state;
+  Loop loop;
+  loop.start();
+  auto outcome = loop.call(
+      [&] {
+        NodeOptions o;
+        o.node_id = "a";
+        o.state_dir = state.path();
+        o.bind = "127.0.0.1:0";
+        o.advertise = advertise;
+        o.secret = "unit-test-secret-0123456789abcdef";
+        ClusterNode node(loop, o, nullptr, nullptr);
+        AdvertiseOutcome out;
+        if (node.start(&out.error)) out.advertised = node.advertise();
+        out.bound_port = node.boundPort();
+        return out;
+      },
+      5s);
+  loop.stop();
+  if (!outcome) outcome.emplace().error = "start() did not finish in time";
+  return *outcome;
+}
+
+TEST(ClusterNode, AnAdvertiseAddressWithoutAPortOrWithPortZeroGetsTheBoundPort) {
+  for (const std::string host : {"127.0.0.1", "[::1]", "mx1.example.net"}) {
+    for (const std::string& advertise : {host, host + ":0"}) {
+      const auto outcome = startAdvertising(advertise);
+      ASSERT_EQ(outcome.error, "") << advertise;
+      ASSERT_NE(outcome.bound_port, 0);
+      EXPECT_EQ(outcome.advertised, host + ":" + std::to_string(outcome.bound_port)) << advertise;
+    }
+  }
+  const auto outcome = startAdvertising("127.0.0.2:7946");
+  ASSERT_EQ(outcome.error, "");
+  EXPECT_EQ(outcome.advertised, "127.0.0.2:7946");
+}
+
+TEST(ClusterNode, StartRefusesAnAdvertiseAddressThatIsNotHostPort) {
+  for (const std::string advertise : {"::1:7946", "127.0.0.1:65536", "[mx1]:7946", "mx1 .example:7946"}) {
+    const auto outcome = startAdvertising(advertise);
+    EXPECT_NE(outcome.error.find("cluster.advertise " + advertise + ": "), std::string::npos) << outcome.error;
+  }
+}
+
 TEST(ClusterNode, ARestartOnTheSameStateDirComesBackWithAHigherIncarnation) {
   testing::TempDir state;
   auto incarnationOf = [&] {

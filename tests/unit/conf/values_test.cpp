@@ -1,6 +1,12 @@
 // Durations, names and the single-value syntaxes (sockets, endpoints, modes, replies).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cerrno>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "conf/config.h"
 #include "conf/names.h"
 #include "conf/syntax.h"
@@ -122,6 +128,150 @@ TEST(HostPort, RefusesWhatCannotBeReached) {
     EXPECT_FALSE(parseHostPort(bad, &why).has_value()) << bad;
     EXPECT_FALSE(why.empty()) << bad;
   }
+}
+
+TEST(HostPort, KeepsAHostNameAsWrittenAndAnIpv6AddressWithoutItsBrackets) {
+  std::string why;
+  auto hp = parseHostPort("MX2.Example.NET:25", &why);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->host, "MX2.Example.NET");
+  EXPECT_EQ(hp->port, 25);
+  hp = parseHostPort("[2001:db8::1]:65535", &why);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->host, "2001:db8::1");
+  EXPECT_EQ(hp->port, 65535);
+  EXPECT_TRUE(parseHostPort("192.0.2.1:1"));  // no error pointer: nothing written
+}
+
+TEST(HostPort, TakesTheDefaultPortOnlyWhenTheTextHasNone) {
+  const HostPortRules rules{.default_port = 7946};
+  std::string why;
+  auto hp = parseHostPort("mx2.example.net", &why, rules);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->host, "mx2.example.net");
+  EXPECT_EQ(hp->port, 7946);
+  hp = parseHostPort("[::1]", &why, rules);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, 7946);
+  hp = parseHostPort("mx2.example.net:7000", &why, rules);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->port, 7000);
+  hp = parseHostPort("[::1]:7001", &why, rules);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->port, 7001);
+  // A default does not make an empty port after the colon acceptable.
+  EXPECT_FALSE(parseHostPort("mx2:", &why, rules));
+  EXPECT_FALSE(parseHostPort("[::1]:", &why, rules));
+}
+
+TEST(HostPort, RefusesAMissingPortWhenThereIsNoDefault) {
+  std::string why;
+  EXPECT_FALSE(parseHostPort("mx2.example.net", &why));
+  EXPECT_NE(why.find("\"mx2.example.net\" needs a port"), std::string::npos) << why;
+  EXPECT_FALSE(parseHostPort("[::1]", &why));
+  EXPECT_NE(why.find("needs a port after the address: \"[::1]:PORT\""), std::string::npos) << why;
+}
+
+TEST(HostPort, AcceptsPortZeroOnlyWhenTheRulesAllowIt) {
+  std::string why;
+  EXPECT_FALSE(parseHostPort("127.0.0.1:0", &why));
+  EXPECT_NE(why.find("from 1 to 65535"), std::string::npos) << why;
+  EXPECT_FALSE(parseHostPort("mx2:0", &why, {.default_port = 7946}));
+
+  const HostPortRules listener{.allow_port_zero = true};
+  auto hp = parseHostPort("127.0.0.1:0", &why, listener);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->port, 0);
+  hp = parseHostPort("[::]:0", &why, listener);
+  ASSERT_TRUE(hp) << why;
+  EXPECT_EQ(hp->host, "::");
+  EXPECT_FALSE(parseHostPort("127.0.0.1:65536", &why, listener));
+  EXPECT_NE(why.find("from 0 to 65535"), std::string::npos) << why;
+}
+
+TEST(HostPort, RefusesBadPortsWithAMessageThatQuotesTheInput) {
+  for (const std::string text : {"mx2:0", "mx2:65536", "mx2:99999", "mx2:123456", "mx2:", "mx2:http", "mx2:-1",
+                                 "mx2:+80", "mx2:0x50", "mx2:79 46", "mx2:80 ", "[::1]:", "[::1]:0", "[::1]:65536"}) {
+    std::string why;
+    EXPECT_FALSE(parseHostPort(text, &why, {.default_port = 7946})) << text;
+    EXPECT_NE(why.find("the port in \"" + text + "\" must be a number from 1 to 65535"), std::string::npos)
+        << text << ": " << why;
+  }
+}
+
+TEST(HostPort, WantsIpv6InBracketsAndOnlyIpv6InThem) {
+  const auto refusal = [](const std::string& text) {
+    std::string why;
+    EXPECT_FALSE(parseHostPort(text, &why, {.default_port = 7946})) << text;
+    EXPECT_FALSE(why.empty()) << text;
+    return why;
+  };
+  for (const std::string text : {"[::1", "[::1:7946", "::1]:7946", "2001:db8::1:7946", "::1", "2001:db8::1",
+                                 "[::1]7946", "[::1]]:7946", "[mx2.example.net]:7946", "[127.0.0.1]:80", "[]:7946", "[]"}) {
+    refusal(text);
+  }
+  EXPECT_NE(refusal("[::1").find("'[' without ']'"), std::string::npos);
+  EXPECT_NE(refusal("2001:db8::1:7946").find("put an IPv6 address in brackets"), std::string::npos);
+  EXPECT_NE(refusal("::1").find("put an IPv6 address in brackets"), std::string::npos);
+  EXPECT_NE(refusal("[::1]7946").find("\"[::1]:PORT\""), std::string::npos);
+  EXPECT_NE(refusal("[mx2.example.net]:7946").find("in brackets must be an IPv6 address"), std::string::npos);
+  EXPECT_NE(refusal("[127.0.0.1]:80").find("in brackets must be an IPv6 address"), std::string::npos);
+}
+
+TEST(HostPort, RefusesEmptyHostsAndJunk) {
+  std::string why;
+  EXPECT_FALSE(parseHostPort("", &why, {.default_port = 7946}));
+  EXPECT_NE(why.find("empty"), std::string::npos) << why;
+  EXPECT_FALSE(parseHostPort(":7946", &why));
+  EXPECT_NE(why.find("needs a host"), std::string::npos) << why;
+  const std::vector<std::string> junk{"mx2 .example.net:7946", "mx2/24:7946",      "-x.example:80",
+                                      "mx2..example:80",       "mx2_example$:80", "mx2:7946\n",
+                                      std::string("mx2\0:80", 6)};
+  for (const std::string& text : junk) {
+    EXPECT_FALSE(parseHostPort(text, &why, {.default_port = 7946})) << text;
+    EXPECT_FALSE(why.empty()) << text;
+  }
+  // What the operator wrote is quoted with its control characters escaped.
+  EXPECT_FALSE(parseHostPort("mx\x01:80", &why));
+  EXPECT_NE(why.find("\"mx\\x01\""), std::string::npos) << why;
+}
+
+TEST(HexEscape, AppendsThePrefixAndTwoHexDigits) {
+  std::string out = "a";
+  appendHexEscape(out, "\\x", 0x1b);
+  EXPECT_EQ(out, "a\\x1b");
+  out.clear();
+  appendHexEscape(out, "\\x", 0x00);
+  appendHexEscape(out, "\\u00", 0x7f);
+  appendHexEscape(out, "%", 0xfe, HexDigits::upper);
+  appendHexEscape(out, "%", 0xab);
+  EXPECT_EQ(out, "\\x00\\u007f%FE%ab");
+  EXPECT_EQ(quoteValue(std::string("a\x01\x7f", 3)), "\"a\\x01\\x7f\"");
+}
+
+TEST(ErrnoText, GivesTheCLibrarysMessage) {
+  EXPECT_EQ(errnoText(ENOENT), "No such file or directory");
+  EXPECT_EQ(errnoText(EACCES), "Permission denied");
+  const std::string unknown = errnoText(98765);
+  EXPECT_NE(unknown.find("98765"), std::string::npos) << unknown;
+}
+
+TEST(ErrnoText, EachThreadGetsItsOwnMessage) {
+  // Unknown values are formatted with their number: a buffer shared between threads
+  // would hand one thread another's number.
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &wrong] {
+      const int err = 20000 + t;
+      for (int i = 0; i < 20000; ++i) {
+        if (errnoText(err).find(std::to_string(err)) == std::string::npos) ++wrong;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(MilterSocket, AcceptsLibmilterSyntax) {

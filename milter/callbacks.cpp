@@ -9,6 +9,7 @@
 
 #include <string>
 
+#include "milter/connections.h"
 #include "milter/log.h"
 #include "milter/quickack.h"
 
@@ -63,6 +64,7 @@ sfsistat check(SMFICTX* ctx, zetian_stage stage, const char* arg, unsigned long 
 sfsistat onNegotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned long, unsigned long,
                      unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3) {
   quickack::markMilterThread();
+  connections::markSpoken();
   const unsigned needs = zetian_engine_needs(g_engine);
   unsigned long actions = SMFIF_SETSYMLIST;
   if (needs & ZETIAN_NEED_ADD_HEADER) actions |= SMFIF_ADDHDRS;
@@ -97,6 +99,7 @@ sfsistat onNegotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned 
 
 sfsistat onConnect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* hostaddr) {
   quickack::markMilterThread();
+  connections::markSpoken();
   Connection* c = connectionOf(ctx);
   if (!c) {  // an MTA that did not negotiate (milter protocol 2)
     c = new Connection;

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "milter/connections.h"
 #include "milter/log.h"
 
 // libmilter's listener notices a stop request only when its poll() times out, every
@@ -78,9 +79,11 @@ void* controlThread(void*) {
   const timespec tick{0, 50'000'000};
   bool woken = false;
   std::thread stopper;
+  int ticks = 0;
   for (;;) {
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (g_stopping.load()) break;
+    if (++ticks % 20 == 0) connections::shutDownSilent();
     if (sig == SIGUSR1) {
       logLine(2, "reload requested signal=SIGUSR1");
       zetian_engine_reload(

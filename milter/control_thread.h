@@ -6,6 +6,9 @@
 // whichever receives a stop signal, the listener is asked to stop and then woken,
 // because it notices a stop only when its poll() returns (every 5 s otherwise).
 //
+// Once a second it also shuts down the milter connections that stayed silent past
+// milter.timeout (connections.h): a thread of ours that already wakes up regularly.
+//
 // Every thread must have these signals blocked before this one starts (main() blocks
 // them before the engine starts its threads), or the kernel may deliver them elsewhere.
 #pragma once

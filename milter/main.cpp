@@ -6,14 +6,21 @@
 //   1. parse the configuration (engine open: no threads yet);
 //   2. block the signals libmilter waits for (SIGHUP, SIGTERM, SIGINT) and SIGUSR1,
 //      so every thread started from here on inherits the mask;
-//   3. write the pid file, drop privileges, set the umask, and open the milter
-//      socket as the unprivileged user so the MTA's group can use a Unix socket;
-//   4. start the engine (cluster thread, health socket) and the SIGUSR1 reload thread;
-//   5. smfi_main() until SIGTERM/SIGINT/SIGHUP.
+//   3. take the instance lock in node.state_dir before touching any file or socket:
+//      a second instance on the same node refuses here and leaves the running one's
+//      pid file and sockets alone; raise RLIMIT_NOFILE to its hard limit;
+//   4. write the pid file, drop privileges, set the umask, remove a stale Unix socket
+//      (only when no one answers on it), and open the milter socket as the
+//      unprivileged user so the MTA's group can use a Unix socket;
+//   5. start the engine (cluster thread, health socket) and the SIGUSR1 reload thread;
+//   6. smfi_main() until SIGTERM/SIGINT/SIGHUP. At exit, remove only the pid file and
+//      socket this process created.
 //
-// The files beside this one, one concept each: options (command line), process (pid
-// file, privileges), callbacks (libmilter ↔ engine), control_thread (signals, reload,
-// waking the listener), quickack (TCP_QUICKACK after libmilter's reads).
+// The files beside this one, one concept each: options (command line), process
+// (instance lock, file limit, pid file, privileges, stale socket), callbacks
+// (libmilter ↔ engine), control_thread (signals, reload, waking the listener),
+// connections (cap, silent connections, accept() out of descriptors), quickack
+// (TCP_QUICKACK after libmilter's reads), interpose (the libc calls behind the last two).
 #include <libmilter/mfapi.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -27,6 +34,7 @@
 #include <vector>
 
 #include "milter/callbacks.h"
+#include "milter/connections.h"
 #include "milter/control_thread.h"
 #include "milter/log.h"
 #include "milter/options.h"
@@ -88,9 +96,22 @@ int main(int argc, char** argv) {
   const std::string socket = zetian_engine_option(g_engine, "milter.socket");
   const std::string pid_file = zetian_engine_option(g_engine, "milter.pid_file");
   const std::string umask_text = zetian_engine_option(g_engine, "milter.umask");
+  const bool unix_socket = socket.rfind("unix:", 0) == 0 || socket.rfind("local:", 0) == 0;
+  if (!process::lockInstance(zetian_engine_option(g_engine, "node.state_dir"),
+                             zetian_engine_option(g_engine, "milter.user"))) {
+    zetian_engine_close(g_engine);
+    return 1;
+  }
+  const unsigned long fd_limit = process::raiseFileLimit();
+  logLine(2, "file_limit nofile=" + std::to_string(fd_limit) + " milter_connections_max=" +
+                 std::to_string(fd_limit > connections::kFdReserve ? fd_limit - connections::kFdReserve : 0));
+
   int exit_code = 1;
+  bool pid_file_written = false;
+  bool socket_opened = false;
   do {
     if (!process::writePidFile(pid_file)) break;
+    pid_file_written = !pid_file.empty();
     if (!process::dropPrivileges(zetian_engine_option(g_engine, "milter.user"), zetian_engine_option(g_engine, "milter.group")))
       break;
     if (!umask_text.empty()) umask(static_cast<mode_t>(std::strtoul(umask_text.c_str(), nullptr, 8)));
@@ -106,15 +127,22 @@ int main(int argc, char** argv) {
     }
     smfi_settimeout(std::atoi(zetian_engine_option(g_engine, "milter.timeout_s")));
     smfi_setbacklog(128);
-    if (smfi_opensocket(true) != MI_SUCCESS) {
+    std::string stale;
+    if (!process::clearStaleUnixSocket(socket, &stale)) break;
+    if (!stale.empty()) logLine(1, "stale_socket_removed path=" + stale + " reason=\"no one answered on it\"");
+    // false: libmilter would remove whatever is at the path, a live socket included.
+    if (smfi_opensocket(false) != MI_SUCCESS) {
       std::fprintf(stderr,
                    "zetian-milter: cannot listen on %s; is another milter running there, or is the path's "
                    "directory missing or not writable by the milter user?\n",
                    socket.c_str());
       break;
     }
+    socket_opened = true;
     if (zetian_engine_start(g_engine, &printError, nullptr) != 0) break;
 
+    connections::configure(g_engine, fd_limit, std::atol(zetian_engine_option(g_engine, "milter.timeout_s")));
+    connections::markListenerThread();
     control::start(g_engine, socket);
     logLine(2, "listening milter=" + socket);
     int rc = smfi_main();
@@ -123,11 +151,11 @@ int main(int argc, char** argv) {
     exit_code = rc == MI_SUCCESS ? 0 : 1;
   } while (false);
 
-  if (!pid_file.empty() && unlink(pid_file.c_str()) != 0 && errno != ENOENT) {
+  if (pid_file_written && unlink(pid_file.c_str()) != 0 && errno != ENOENT) {
     logLine(1, "pid_file_left path=" + pid_file + " error=\"" + std::strerror(errno) +
                    "\" hint=\"put milter.pid_file in a folder milter.user may write, e.g. /run/zetian\"");
   }
   zetian_engine_close(g_engine);
-  if (socket.rfind("unix:", 0) == 0 || socket.rfind("local:", 0) == 0) unlink(socket.substr(socket.find(':') + 1).c_str());
+  if (unix_socket && socket_opened) unlink(socket.substr(socket.find(':') + 1).c_str());
   return exit_code;
 }

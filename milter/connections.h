@@ -41,7 +41,8 @@ namespace zetian::milter::connections {
 // Descriptors kept free for everything that is not a milter connection.
 inline constexpr unsigned long kFdReserve = 64;
 
-// Before smfi_main(). `fd_limit` is RLIMIT_NOFILE's soft limit; `silent_timeout_s` is
+// Once, before any other thread starts (the close() interposer reads the table it
+// sets up without a lock). `fd_limit` is RLIMIT_NOFILE's soft limit; `silent_timeout_s` is
 // milter.timeout (at least 1 s is used).
 void configure(zetian_engine* engine, unsigned long fd_limit, long silent_timeout_s);
 // The calling thread runs libmilter's listener (the one calling smfi_main()): its

@@ -105,6 +105,8 @@ int main(int argc, char** argv) {
   const unsigned long fd_limit = process::raiseFileLimit();
   logLine(2, "file_limit nofile=" + std::to_string(fd_limit) + " milter_connections_max=" +
                  std::to_string(fd_limit > connections::kFdReserve ? fd_limit - connections::kFdReserve : 0));
+  // Before any thread exists: every close() in the process reads what this sets up.
+  connections::configure(g_engine, fd_limit, std::atol(zetian_engine_option(g_engine, "milter.timeout_s")));
 
   int exit_code = 1;
   bool pid_file_written = false;
@@ -141,7 +143,6 @@ int main(int argc, char** argv) {
     socket_opened = true;
     if (zetian_engine_start(g_engine, &printError, nullptr) != 0) break;
 
-    connections::configure(g_engine, fd_limit, std::atol(zetian_engine_option(g_engine, "milter.timeout_s")));
     connections::markListenerThread();
     control::start(g_engine, socket);
     logLine(2, "listening milter=" + socket);

@@ -1256,7 +1256,15 @@ class MilterClient:
             self.sock.close()
 
     def _send(self, cmd: bytes, data: bytes = b""):
-        self.sock.sendall(len(cmd + data).to_bytes(4, "big") + cmd + data)
+        self.sock.sendall(self.packet(cmd, data))
+
+    @staticmethod
+    def packet(cmd: bytes, data: bytes = b"") -> bytes:
+        return len(cmd + data).to_bytes(4, "big") + cmd + data
+
+    def send_raw(self, packets: bytes):
+        """Write packets (see packet()) without reading replies: a pipeline."""
+        self.sock.sendall(packets)
 
     def _recv_exact(self, n: int) -> bytes:
         buf = b""

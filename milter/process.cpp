@@ -50,6 +50,13 @@ bool lockInstance(const std::string& state_dir, const std::string& user) {
   // No O_TRUNC: the file may belong to a running instance. The descriptor is left open
   // for the life of the process (CLOEXEC: a hook the engine runs must not inherit it).
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  bool writable = true;
+  if (fd < 0 && errno == EACCES) {
+    // Made by another user (root before a switch to milter.user): flock() needs no
+    // write access, only our pid cannot be recorded then.
+    fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    writable = false;
+  }
   if (fd < 0) {
     std::fprintf(stderr, "zetian-milter: cannot open the instance lock %s: %s\n", path.c_str(), std::strerror(errno));
     return false;
@@ -70,6 +77,14 @@ bool lockInstance(const std::string& state_dir, const std::string& user) {
     }
     close(fd);
     return false;
+  }
+  if (!writable) return true;
+  // A later start as milter.user itself (without root) must be able to write it too.
+  if (!user.empty() && geteuid() == 0) {
+    if (passwd* pw = getpwnam(user.c_str()); pw && fchown(fd, pw->pw_uid, pw->pw_gid) != 0) {
+      std::fprintf(stderr, "zetian-milter: cannot give the instance lock %s to %s: %s\n", path.c_str(), user.c_str(),
+                   std::strerror(errno));
+    }
   }
   const std::string pid = std::to_string(getpid()) + "\n";
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {

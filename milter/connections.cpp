@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdint>
 #include <cerrno>
+#include <cstdint>
 #include <ctime>
 #include <mutex>
 #include <string>
@@ -20,9 +20,11 @@ namespace zetian::milter::connections {
 namespace {
 
 // Per descriptor number: 0 when it is not a silent milter connection, else the
-// monotonic second (from kEpoch, plus one) at which it was accepted. Written under
-// g_mutex; read without it by the read() and close() fast paths, which only ever see
-// their own descriptor change state on their own thread or under the mutex.
+// monotonic second (counted from the first call of nowSecond(), plus one) at which it
+// was accepted. Written under g_mutex. The close() fast path reads it without the
+// mutex: a descriptor that reads 0 there cannot turn tracked before its close
+// completes (only accept() returning that number tracks it), so skipping the mutex
+// cannot let shutDownSilent() reach a reused number.
 std::atomic<std::uint32_t>* g_accepted_at = nullptr;
 unsigned long g_slots = 0;
 // Guards tracking changes and shutdown(): a tracked descriptor is untracked and

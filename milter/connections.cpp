@@ -156,9 +156,26 @@ int afterAccept(int listen_fd, int result, int saved_errno, AcceptFn real_accept
     track(result);
     return result;
   }
-  if (saved_errno != EMFILE && saved_errno != ENFILE) {
-    errno = saved_errno;
-    return result;
+  switch (saved_errno) {
+    case EMFILE:
+    case ENFILE:
+      break;
+    // Linux passes errors pending on the new connection to accept(); its manual asks
+    // to retry them like EAGAIN. libmilter counts them instead, sleeping 1, 2, ... s
+    // after each, and ends its listener after 16 in a row: hand it one it retries.
+    case ENETDOWN:
+    case EPROTO:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+      errno = ECONNABORTED;
+      return -1;
+    default:
+      errno = saved_errno;
+      return result;
   }
   // Out of descriptors: take the newest connection off the backlog and close it, so
   // the listener does not spin on a readable socket it cannot accept.

@@ -26,6 +26,9 @@
 //   - EMFILE/ENFILE: a spare descriptor is closed to accept the newest connection and
 //     close it at once (the client sees it closed, the listener sees ECONNABORTED and
 //     carries on); without a spare, the listener pauses 100 ms instead of spinning.
+//   - the network errors Linux reports through accept() for a connection that died
+//     in the backlog (EPROTO, ENETUNREACH, ...) reach libmilter as ECONNABORTED, which
+//     it retries at once instead of counting toward its 16-failure exit.
 //   Each refusal is logged, at most one line per kind every 10 s, with counts.
 #pragma once
 

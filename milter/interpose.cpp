@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "milter/connections.h"
@@ -22,31 +23,39 @@ namespace {
 
 using ReadFn = ssize_t (*)(int, void*, size_t);
 using CloseFn = int (*)(int);
+using zetian::milter::connections::AcceptFn;
+
+// The next definitions, looked up on first use. Atomic, not function-local statics:
+// close() runs on every thread, also while the process exits, and a racing first
+// lookup only stores the same pointer twice.
+std::atomic<ReadFn> g_read{nullptr};
+std::atomic<CloseFn> g_close{nullptr};
+std::atomic<AcceptFn> g_accept{nullptr};
 
 template <typename Fn>
-Fn next(const char* name) {
-  return reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
-}
-
-ReadFn realRead() {
-  static ReadFn fn = next<ReadFn>("read");
+Fn next(std::atomic<Fn>& slot, const char* name) {
+  Fn fn = slot.load(std::memory_order_acquire);
+  if (!fn) {
+    fn = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+    slot.store(fn, std::memory_order_release);
+  }
   return fn;
 }
 
 int realClose(int fd) {
-  static CloseFn fn = next<CloseFn>("close");
+  CloseFn fn = next(g_close, "close");
   return fn ? fn(fd) : static_cast<int>(syscall(SYS_close, fd));
 }
 
 int realAccept(int fd, sockaddr* addr, socklen_t* len) {
-  static zetian::milter::connections::AcceptFn fn = next<zetian::milter::connections::AcceptFn>("accept");
+  AcceptFn fn = next(g_accept, "accept");
   return fn ? fn(fd, addr, len) : static_cast<int>(syscall(SYS_accept, fd, addr, len));
 }
 
 }  // namespace
 
 extern "C" ssize_t read(int fd, void* buf, size_t count) {
-  ReadFn real = realRead();
+  ReadFn real = next(g_read, "read");
   ssize_t n = real ? real(fd, buf, count) : syscall(SYS_read, fd, buf, count);
   const int saved = errno;
   zetian::milter::quickack::afterRead(fd, n);

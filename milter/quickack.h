@@ -6,8 +6,10 @@
 // stalls for that long. TCP_NODELAY on our side cannot help (it is Postfix that
 // waits); acknowledging at once can. Linux clears TCP_QUICKACK again by itself, so
 // it must be set after each read. libmilter does its reads inside the library, so
-// we interpose read() (quickack.cpp) and set the option on milter threads only.
+// we interpose read() (interpose.cpp) and set the option on milter threads only.
 #pragma once
+
+#include <sys/types.h>
 
 namespace zetian::milter::quickack {
 
@@ -15,6 +17,8 @@ namespace zetian::milter::quickack {
 void enable(bool on);
 // Mark the calling thread as one of libmilter's: its reads get the option.
 void markMilterThread();
+// From the read() interposer, after every read of the process.
+void afterRead(int fd, ssize_t n);
 
 }  // namespace zetian::milter::quickack
 

@@ -162,6 +162,7 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
       {"milter.umask", optionOctal(m.umask)},
       {"milter.pid_file", m.pid_file},
       {"node.id", config_.node.id},
+      {"node.state_dir", config_.node.state_dir},
       {"config.source", config_.source},
       {"health.socket", config_.health.socket},
   };

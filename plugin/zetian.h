@@ -142,8 +142,8 @@ void zetian_engine_close(zetian_engine* engine);
 
 /* A node option as text, for the host: "milter.socket", "milter.timeout_s",
  * "milter.default_action", "milter.user", "milter.group", "milter.umask" (octal, ""
- * when unset), "milter.pid_file", "node.id", "config.source". NULL for an unknown
- * key. The pointer stays valid until the engine is closed. */
+ * when unset), "milter.pid_file", "node.id", "node.state_dir", "config.source".
+ * NULL for an unknown key. The pointer stays valid until the engine is closed. */
 const char* zetian_engine_option(zetian_engine* engine, const char* key);
 
 /* ZETIAN_NEED_* bits for the current policy; 0 for a NULL engine. */

@@ -52,6 +52,7 @@ POSTFIX = shutil.which("postfix", path="/usr/sbin:/usr/bin:/sbin:/bin") or ""
 POSTCONF = shutil.which("postconf", path="/usr/sbin:/usr/bin:/sbin:/bin") or ""
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or ""
 SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or ""
+PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin") or "prlimit"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Helpers wait at most this long for anything to happen (process start, delivery, ...).
@@ -1087,9 +1088,15 @@ class Milter:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = DEFAULT_DEADLINE_S, env: dict | None = None) -> "Milter":
-        """`env`: variables added to the inherited environment (test hooks)."""
-        self.process = ManagedProcess([self.binary, "-c", self.config_path], self.log_path,
+    def start(self, timeout: float = DEFAULT_DEADLINE_S, env: dict | None = None,
+              nofile: int | None = None) -> "Milter":
+        """Start and wait for /ready. `env`: variables added to the inherited
+        environment (test hooks). `nofile` sets RLIMIT_NOFILE (soft and hard) for the
+        process, as `ulimit -n` would (prlimit execs the milter: same pid)."""
+        argv = [self.binary, "-c", self.config_path]
+        if nofile is not None:
+            argv = [PRLIMIT, f"--nofile={nofile}:{nofile}", "--"] + argv
+        self.process = ManagedProcess(argv, self.log_path,
                                       env=dict(os.environ, **env) if env else None,
                                       name="zetian-milter")
         self.cleanup(self._cleanup_stop)
@@ -1216,6 +1223,102 @@ class Milter:
 
     def log_tail(self, lines: int = 40) -> str:
         return f"--- zetian-milter {self.log_path} (last {lines} lines) ---\n" + tail(self.log_path, lines)
+
+
+# --------------------------------------------------------------------------- milter protocol
+
+
+def milter_connect(spec: str, timeout: float = 5.0) -> socket.socket:
+    """A connected socket to a milter socket spec (inet:PORT@HOST, unix:PATH)."""
+    kind, _, rest = spec.partition(":")
+    if kind in ("unix", "local"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(rest)
+        return s
+    port, _, host = rest.partition("@")
+    s = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+    s.settimeout(timeout)
+    return s
+
+
+class MilterClient:
+    """The MTA side of the milter protocol (version 6), enough to drive a session
+    through connect, HELO, MAIL, RCPT and abort without Postfix: every step is offered
+    with a reply (no SMFIP_NO*/NR_* bits), so each command gets exactly one answer.
+
+    Packets are a 4-byte big-endian length, a command byte and its data."""
+
+    VERSION = 6
+    ACTIONS = 0x1FF
+
+    def __init__(self, spec: str, timeout: float = 5.0):
+        self.sock = milter_connect(spec, timeout)
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _send(self, cmd: bytes, data: bytes = b""):
+        self.sock.sendall(self.packet(cmd, data))
+
+    @staticmethod
+    def packet(cmd: bytes, data: bytes = b"") -> bytes:
+        return len(cmd + data).to_bytes(4, "big") + cmd + data
+
+    def send_raw(self, packets: bytes):
+        """Write packets (see packet()) without reading replies: a pipeline."""
+        self.sock.sendall(packets)
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("milter closed the connection")
+            buf += chunk
+        return buf
+
+    def reply(self) -> tuple[bytes, bytes]:
+        """(command byte, data) of the milter's next packet."""
+        length = int.from_bytes(self._recv_exact(4), "big")
+        packet = self._recv_exact(length)
+        return packet[:1], packet[1:]
+
+    def step(self, cmd: bytes, data: bytes = b"") -> bytes:
+        """Send a command and return the reply's command byte (b"c" continue, b"y"
+        reply code, b"t" tempfail, b"r" reject, ...)."""
+        self._send(cmd, data)
+        code, _ = self.reply()
+        return code
+
+    def negotiate(self) -> bytes:
+        self._send(b"O", self.VERSION.to_bytes(4, "big") + self.ACTIONS.to_bytes(4, "big")
+                   + (0).to_bytes(4, "big"))
+        code, _ = self.reply()
+        return code
+
+    def connect_stage(self, client_ip: str = "192.0.2.1", hostname: str = "client.test") -> bytes:
+        return self.step(b"C", hostname.encode() + b"\0" + b"4" + (25).to_bytes(2, "big")
+                         + client_ip.encode() + b"\0")
+
+    def helo(self, name: str = "client.test") -> bytes:
+        return self.step(b"H", name.encode() + b"\0")
+
+    def mail(self, sender: str = "<sender@example.org>") -> bytes:
+        return self.step(b"M", sender.encode() + b"\0")
+
+    def rcpt(self, rcpt: str = "<rcpt@example.net>") -> bytes:
+        return self.step(b"R", rcpt.encode() + b"\0")
+
+    def abort(self):
+        """End the transaction (no reply in the protocol)."""
+        self._send(b"A")
+
+    def quit(self):
+        with contextlib.suppress(OSError):
+            self._send(b"Q")
+        self.close()
 
 
 # --------------------------------------------------------------------------- test bases

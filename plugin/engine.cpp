@@ -150,6 +150,9 @@ bool Engine::start(Errors* errors) {
   options.unix_mode = config_.health.socket_mode;
   options.tcp_listen = config_.health.listen;
   options.admin_token = config_.health.admin_token;
+  options.log = [this](conf::LogLevel level, std::string_view line) {
+    if (logger_->enabled(level)) logger_->log(level, line);
+  };
   std::promise<std::string> started;
   bool posted = loop_.post([this, options, &started] {
     health_ = std::make_unique<cluster::HealthServer>(loop_.base(), *this, options);

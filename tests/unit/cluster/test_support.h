@@ -152,6 +152,9 @@ class ServerHarness {
   std::uint16_t tcpPort() {
     return runOnLoop(loop_, [this] { return server_ ? server_->tcpPort() : std::uint16_t{0}; });
   }
+  HealthServerStats stats() {
+    return runOnLoop(loop_, [this] { return server_ ? server_->stats() : HealthServerStats{}; });
+  }
   void destroyServer() {
     runOnLoop(loop_, [this] {
       server_.reset();

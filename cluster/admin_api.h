@@ -3,6 +3,7 @@
 // called on the cluster thread and must not block for long.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace zetian::cluster {
@@ -13,6 +14,18 @@ struct AdminReply {
   std::string body;
 };
 
+// GET /limits: with a key, that key under each rule (or the one rule), looked up
+// directly; without one, a page of the held buckets. Filters are optional.
+struct LimitsQuery {
+  static constexpr std::size_t kDefaultLimit = 100;
+  static constexpr std::size_t kMaxLimit = 1000;
+
+  std::string rule;                    // "" = every rule
+  std::string key;                     // "" = list the held buckets, a page at a time
+  std::size_t limit = kDefaultLimit;   // listing: buckets per page, 1..kMaxLimit
+  std::string after;                   // listing: the previous page's "next" ("" = first page)
+};
+
 class AdminApi {
  public:
   virtual ~AdminApi() = default;
@@ -21,8 +34,8 @@ class AdminApi {
   virtual AdminReply ready() = 0;    // GET /ready: 200 once it can take mail
   virtual AdminReply metrics() = 0;  // GET /metrics: Prometheus text format 0.0.4
   virtual AdminReply reload() = 0;   // POST /reload: re-read the policy file
-  // GET /limits?rule=R&key=K: held buckets (both filters optional)
-  virtual AdminReply limitsShow(const std::string& rule, const std::string& key) = 0;
+  // GET /limits?rule=R&key=K&limit=N&after=TOKEN
+  virtual AdminReply limitsShow(const LimitsQuery& query) = 0;
   // POST /limits/reset?rule=R&key=K
   virtual AdminReply limitsReset(const std::string& rule, const std::string& key) = 0;
   // POST /maintenance?state=on|off: drain this node (new SMTP sessions get 421 4.3.2,

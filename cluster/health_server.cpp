@@ -810,10 +810,12 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
     }
     return toReply(api.maintenance(state->second == "on"));
   }
-  // /limits and /limits/reset take rule= and key=.
+  // /limits and /limits/reset take rule= and key=; the listing also limit= and after=.
   for (const auto& [name, value] : *params) {
-    if (name != "rule" && name != "key") {
-      return errorReply(400, "unknown query parameter `" + name + "` (expected rule, key)");
+    const bool known = name == "rule" || name == "key" || (!is_post && (name == "limit" || name == "after"));
+    if (!known) {
+      return errorReply(400, "unknown query parameter `" + name + "` (expected rule, key" +
+                                 (is_post ? ")" : ", limit, after)"));
     }
   }
   const auto get = [&](const char* name) {
@@ -822,7 +824,24 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   };
   const std::string rule = get("rule");
   const std::string key = get("key");
-  if (!is_post) return toReply(api.limitsShow(rule, key));
+  if (!is_post) {
+    LimitsQuery q;
+    q.rule = rule;
+    q.key = key;
+    q.after = get("after");
+    if (const auto it = params->find("limit"); it != params->end()) {
+      const std::string& text = it->second;
+      std::size_t limit = 0;
+      const bool digits = !text.empty() && text.size() <= 4 &&
+                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (digits) limit = static_cast<std::size_t>(std::stoul(text));
+      if (!digits || limit < 1 || limit > LimitsQuery::kMaxLimit) {
+        return errorReply(400, "limit must be a whole number from 1 to " + std::to_string(LimitsQuery::kMaxLimit));
+      }
+      q.limit = limit;
+    }
+    return toReply(api.limitsShow(q));
+  }
   if (rule.empty()) return errorReply(400, "rule is required: POST /limits/reset?rule=RULE&key=KEY");
   return toReply(api.limitsReset(rule, key));
 }

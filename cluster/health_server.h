@@ -5,7 +5,7 @@
 // loopback TCP listener for Prometheus and load balancers, where mutations (POST)
 // need `Authorization: Bearer <admin_token>` and are refused (403) without it.
 //
-// Routes: GET /health /live /ready /metrics /limits?rule=R&key=K (filters optional);
+// Routes: GET /health /live /ready /metrics /limits?rule=R&key=K&limit=N&after=T (all optional);
 // POST /reload, POST /limits/reset?rule=R&key=K (rule required),
 // POST /maintenance?state=on|off. HEAD works where GET
 // does. Unknown path: 404; known path, wrong method: 405 with Allow; bad query: 400.

@@ -14,6 +14,10 @@ const conf::Cidr kLoopback4 = *conf::Cidr::parse("127.0.0.0/8");
 const conf::Cidr kLoopback6 = *conf::Cidr::parse("::1/128");
 
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
+// Hash slots the expiry visits per housekeeping tick: about 0.1-0.5 ms of the loop
+// thread whatever max_keys is (docs/BENCHMARKS.md); a pass over the 1,048,576 slots of
+// the default max_keys then takes 256 ticks.
+constexpr std::size_t kExpirySlotsPerTick = 4096;
 
 void copyTruncated(char* dst, std::size_t size, std::string_view src) {
   std::size_t n = std::min(size - 1, src.size());
@@ -207,7 +211,7 @@ void Engine::startHousekeeping() {
 
 void Engine::onHousekeeping(int, short, void* arg) {
   auto* self = static_cast<Engine*>(arg);
-  self->store_->expireIdle(now());
+  self->store_->expireIdleStep(now(), kExpirySlotsPerTick);
   // Messages per second, smoothed over roughly the last ten seconds.
   std::uint64_t messages = self->metrics_.messages_total.load(std::memory_order_relaxed);
   double rate = double(messages - self->last_messages_) /

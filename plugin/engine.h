@@ -95,7 +95,7 @@ class Engine final : public cluster::AdminApi {
   cluster::AdminReply ready() override;
   cluster::AdminReply metrics() override;
   cluster::AdminReply reload() override;
-  cluster::AdminReply limitsShow(const std::string& rule, const std::string& key) override;
+  cluster::AdminReply limitsShow(const cluster::LimitsQuery& query) override;
   cluster::AdminReply limitsReset(const std::string& rule, const std::string& key) override;
   cluster::AdminReply maintenance(bool enabled) override;
 

@@ -393,17 +393,18 @@ std::uint64_t BucketStore::slotCount() const {
   return std::uint64_t{shard_count_} * shards_[0].bucket_count;
 }
 
-ListPage BucketStore::list(std::string_view prefix, const ListCursor& from, std::size_t max_entries,
-                           std::size_t max_slots) const {
+ListPage BucketStore::list(std::string_view prefix, const ListCursor& from, const ListLimits& limits) const {
   ListPage page;
   const std::uint64_t total = slotCount();
   const std::size_t per_shard = shards_[0].bucket_count;
   std::uint64_t slot = from.slot;
   std::optional<std::string> after = from.after;
   std::size_t visited = 0;
+  std::size_t examined = 0;
   std::vector<const Entry*> in_slot;
-  max_entries = std::max<std::size_t>(max_entries, 1);
-  max_slots = std::max<std::size_t>(max_slots, 1);
+  const std::size_t max_entries = std::max<std::size_t>(limits.max_entries, 1);
+  const std::size_t max_slots = std::max<std::size_t>(limits.max_slots, 1);
+  const std::size_t max_examined = std::max<std::size_t>(limits.max_examined, 1);
   while (slot < total) {
     Shard& shard = shards_[slot / per_shard];
     std::lock_guard lock(shard.mu);
@@ -417,12 +418,13 @@ ListPage BucketStore::list(std::string_view prefix, const ListCursor& from, std:
     }
     const std::size_t batch_end = std::min<std::size_t>(slot % per_shard + kSweepBatch, per_shard);
     for (std::size_t b = slot % per_shard; b < batch_end; ++b, ++slot) {
-      if (visited++ >= max_slots) {
+      if (visited++ >= max_slots || examined >= max_examined) {
         page.next = ListCursor{slot, std::nullopt};
         return page;
       }
       in_slot.clear();
       for (const Entry* e = shard.buckets[b]; e; e = e->chain_next) {
+        ++examined;
         if (e->key().starts_with(prefix) && (!after || e->key() > *after)) in_slot.push_back(e);
       }
       after.reset();

@@ -58,6 +58,13 @@ struct ListCursor {
   static std::optional<ListCursor> parse(std::string_view text);
 };
 
+// What one list() call may do: it stops at whichever bound it reaches first.
+struct ListLimits {
+  std::size_t max_entries = 100;     // keys returned
+  std::size_t max_slots = 1 << 18;   // hash slots visited (empty ones cost a pointer read)
+  std::size_t max_examined = 8192;   // keys looked at, matching or not (each a cache miss)
+};
+
 struct ListPage {
   std::vector<std::pair<std::string, HeldBucket>> entries;
   std::optional<ListCursor> next;  // where the next page starts; nullopt: the listing is complete
@@ -102,13 +109,11 @@ class BucketStore {
   // One key, from its own shard under that shard's lock: O(1). nullopt if not held.
   std::optional<HeldBucket> find(std::string_view key) const;
 
-  // Up to `max_entries` keys starting with `prefix`, from `from` on, visiting at most
-  // `max_slots` hash slots (so a page costs the same whatever max_keys is, even when
-  // few keys match); `next` says where to go on. A page may hold fewer entries than
-  // asked and still have a `next`. Holds one shard lock at a time, for at most
-  // a small batch of slots.
-  ListPage list(std::string_view prefix, const ListCursor& from, std::size_t max_entries,
-                std::size_t max_slots) const;
+  // Keys starting with `prefix`, from `from` on, within `limits` (so a page costs
+  // the same whatever max_keys is, even when few keys match); `next` says where to go
+  // on. A page may hold fewer entries than asked, even none, and still have a `next`.
+  // Holds one shard lock at a time, for at most a small batch of slots.
+  ListPage list(std::string_view prefix, const ListCursor& from, const ListLimits& limits) const;
 
   // Incremental expiry: drops idle keys (buckets full again since before `now`) in the
   // next `max_slots` hash slots after where the previous call stopped, wrapping at the

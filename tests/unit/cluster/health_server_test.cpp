@@ -113,6 +113,28 @@ TEST_F(HealthServerTest, LimitsShowPassesDecodedFilters) {
                                                    "limitsShow(|a+b c)", "limitsShow(|<>)"}));
 }
 
+TEST_F(HealthServerTest, LimitsListingTakesAPageSizeAndACursor) {
+  api.set("limitsShow", {200, "application/json", R"({"limits":[]})"});
+  api.set("limitsReset", {200, "application/json", R"({"ok":true})"});
+  startOrFail(options());
+  EXPECT_EQ(overUnix("GET", "/limits?limit=5&after=12-6162").status, 200);
+  EXPECT_EQ(overUnix("GET", "/limits?rule=r&limit=1000").status, 200);
+  EXPECT_EQ(overUnix("GET", "/limits?limit=100").status, 200);  // the default, not recorded
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(||limit=5|after=12-6162)",
+                                                   "limitsShow(r||limit=1000|after=)", "limitsShow(|)"}));
+  api.clearCalls();
+  for (const char* bad : {"/limits?limit=0", "/limits?limit=1001", "/limits?limit=abc", "/limits?limit=-1",
+                          "/limits?limit=", "/limits?limit=99999999999"}) {
+    const RawReply r = overUnix("GET", bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("limit must be"), std::string::npos) << r.body;
+  }
+  // Paging is for the listing only.
+  EXPECT_EQ(overUnix("POST", "/limits/reset?rule=r&limit=5").status, 400);
+  EXPECT_EQ(overUnix("POST", "/limits/reset?rule=r&after=1").status, 400);
+  EXPECT_TRUE(api.calls().empty());
+}
+
 TEST_F(HealthServerTest, MalformedQueriesAre400WithAJsonError) {
   startOrFail(options());
   for (const char* target : {"/limits?key=%zz", "/limits?key=%4", "/limits?key=a%00b",

@@ -278,7 +278,7 @@ std::vector<std::string> listAll(const BucketStore& store, std::string_view pref
   ListCursor cursor;
   std::size_t n = 0;
   while (true) {
-    const ListPage page = store.list(prefix, cursor, page_size, max_slots);
+    const ListPage page = store.list(prefix, cursor, ListLimits{page_size, max_slots, 1 << 20});
     EXPECT_LE(page.entries.size(), page_size);
     for (const auto& [k, held] : page.entries) keys.push_back(k);
     ++n;
@@ -311,8 +311,11 @@ TEST(BucketStore, ListPagesThroughEveryMatchingKeyOnceWithBoundedPages) {
   }
   // With few matches, pages stay bounded by the slots visited, not by max_keys.
   store.charge("rare\0"s + "x", Algorithm::TokenBucket, kTenPerSecond, 0, 1);
-  ListPage page = store.list("rare\0"s, ListCursor{}, 100, 64);
+  ListPage page = store.list("rare\0"s, ListCursor{}, ListLimits{100, 64, 1 << 20});
   EXPECT_TRUE(page.next) << "64 slots cannot cover a 16-shard table";
+  // Nor can 100 examined keys cover 10,001.
+  page = store.list("rare\0"s, ListCursor{}, ListLimits{100, 1 << 20, 100});
+  EXPECT_TRUE(page.next);
   std::size_t pages = 0;
   EXPECT_EQ(listAll(store, "rare\0"s, 100, 64, &pages), std::vector<std::string>{"rare\0"s + "x"});
   EXPECT_GE(pages, store.slotCount() / 64 / 2);
@@ -335,11 +338,11 @@ TEST(BucketStore, ListCursorsRoundTripAndRefuseGarbage) {
 TEST(BucketStore, ListWithAKeyAfterWhichNothingRemainsEnds) {
   BucketStore store(100, 1);
   store.charge("k", Algorithm::TokenBucket, kTenPerSecond, 0, 1);
-  const ListPage all = store.list("", ListCursor{}, 10, 1000);
+  const ListPage all = store.list("", ListCursor{}, ListLimits{10, 1000, 1000});
   ASSERT_EQ(all.entries.size(), 1u);
   EXPECT_FALSE(all.next);
   // Past the end of the table: an empty last page.
-  const ListPage past = store.list("", ListCursor{store.slotCount() + 5, std::nullopt}, 10, 1000);
+  const ListPage past = store.list("", ListCursor{store.slotCount() + 5, std::nullopt}, ListLimits{10, 1000, 1000});
   EXPECT_TRUE(past.entries.empty());
   EXPECT_FALSE(past.next);
 }

@@ -294,6 +294,7 @@ struct HealthServer::Impl {
     evconnlistener* evl = nullptr;
     std::unique_ptr<AcceptGuard> guard;
     std::size_t open = 0;  // connections accepted here and not yet closed
+    ThrottledLog refusals{std::chrono::seconds(10)};  // "full" lines, one per 10 s at most
   };
 
   // One client connection; owned by Impl::connections, freed by close().
@@ -577,6 +578,19 @@ void HealthServer::Impl::onAccepted(Listener* listener, int fd) {
     // The newest goes: the ones already here may be mid-request.
     ::close(fd);
     ++counters.refused_connections;
+    std::uint64_t held_back = 0;
+    if (listener->refusals.admit(std::chrono::steady_clock::now(), &held_back)) {
+      const std::string line = std::string("health_connection_refused listener=") +
+                               (listener->trusted ? "health_unix" : "health_tcp") +
+                               " reason=\"max_connections reached\" max_connections=" +
+                               std::to_string(options.max_connections) +
+                               " refused_since_last_line=" + std::to_string(held_back + 1);
+      if (options.log) {
+        options.log(conf::LogLevel::Warn, line);
+      } else {
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
+    }
     return;
   }
   bufferevent* bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);

@@ -9,11 +9,13 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "cluster/accept_guard.h"
 #include "tests/unit/cluster/test_support.h"
 
 namespace zetian::cluster {
@@ -620,6 +622,11 @@ TEST_F(HealthServerTest, APipeliningClientThatNeverReadsIsHeldToBoundedMemory) {
 TEST_F(HealthServerTest, AConnectionOverTheCapIsClosedAtOnceAndTheOthersAreServed) {
   HealthServerOptions o = options();
   o.max_connections = 4;
+  auto lines = std::make_shared<std::pair<std::mutex, std::vector<std::string>>>();
+  o.log = [lines](conf::LogLevel, std::string_view line) {
+    std::lock_guard lock(lines->first);
+    lines->second.emplace_back(line);
+  };
   startOrFail(o);
   std::vector<int> held;
   for (int i = 0; i < 4; ++i) {
@@ -638,6 +645,12 @@ TEST_F(HealthServerTest, AConnectionOverTheCapIsClosedAtOnceAndTheOthersAreServe
   EXPECT_EQ(got, "");
   EXPECT_LT(std::chrono::steady_clock::now() - before, 3s);
   EXPECT_EQ(harness.stats().refused_connections, 1u);
+  {
+    std::lock_guard lock(lines->first);
+    ASSERT_EQ(lines->second.size(), 1u);
+    EXPECT_NE(lines->second[0].find("health_connection_refused listener=health_unix"), std::string::npos);
+    EXPECT_NE(lines->second[0].find("max_connections=4"), std::string::npos) << lines->second[0];
+  }
 
   // A connection that was already there is answered.
   const RawReply r = roundTrip(held[0], simpleRequest("GET", "/live"));
@@ -701,6 +714,20 @@ TEST_F(HealthServerTest, OversizedHeadersGet431) {
   const RawReply r = roundTrip(fd, "GET /health HTTP/1.1\r\nX-Big: " + std::string(9000, 'a') + "\r\n\r\n");
   EXPECT_EQ(r.status, 431);
   EXPECT_TRUE(api.calls().empty());
+}
+
+TEST(ThrottledLog, LetsOneLineThroughPerPeriodAndCountsWhatItHeldBack) {
+  ThrottledLog log(std::chrono::seconds(10));
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  std::uint64_t held = 99;
+  EXPECT_TRUE(log.admit(t0, &held));
+  EXPECT_EQ(held, 0u);
+  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(log.admit(t0 + std::chrono::milliseconds(i), &held));
+  EXPECT_FALSE(log.admit(t0 + std::chrono::milliseconds(9999), &held));
+  EXPECT_TRUE(log.admit(t0 + std::chrono::seconds(10), &held));
+  EXPECT_EQ(held, 1001u);
+  EXPECT_TRUE(log.admit(t0 + std::chrono::seconds(25), &held));
+  EXPECT_EQ(held, 0u);
 }
 
 // ---- descriptor exhaustion, in a child process with a low RLIMIT_NOFILE ----------

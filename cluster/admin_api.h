@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <cstddef>
 #include <string>
 
 namespace zetian::cluster {
@@ -12,6 +13,18 @@ struct AdminReply {
   int status = 200;                       // HTTP status
   std::string content_type = "application/json";
   std::string body;
+};
+
+// GET /limits: with a key, that key under each rule (or the one rule), looked up
+// directly; without one, a page of the held buckets. Filters are optional.
+struct LimitsQuery {
+  static constexpr std::size_t kDefaultLimit = 100;
+  static constexpr std::size_t kMaxLimit = 1000;
+
+  std::string rule;                    // "" = every rule
+  std::string key;                     // "" = list the held buckets, a page at a time
+  std::size_t limit = kDefaultLimit;   // listing: buckets per page, 1..kMaxLimit
+  std::string after;                   // listing: the previous page's "next" ("" = first page)
 };
 
 class AdminApi {
@@ -27,8 +40,8 @@ class AdminApi {
   // answers when done, so the loop keeps serving meanwhile. The server drops the
   // answer if it was destroyed in between.
   virtual void reloadAsync(std::function<void(AdminReply)> respond) { respond(reload()); }
-  // GET /limits?rule=R&key=K: held buckets (both filters optional)
-  virtual AdminReply limitsShow(const std::string& rule, const std::string& key) = 0;
+  // GET /limits?rule=R&key=K&limit=N&after=TOKEN
+  virtual AdminReply limitsShow(const LimitsQuery& query) = 0;
   // POST /limits/reset?rule=R&key=K
   virtual AdminReply limitsReset(const std::string& rule, const std::string& key) = 0;
   // POST /maintenance?state=on|off: drain this node (new SMTP sessions get 421 4.3.2,

@@ -1,27 +1,42 @@
 // The health/admin server: routing, the trust rule, and the listening sockets.
 //
 // Trust comes from the listener, not from the peer address: the Unix socket and the
-// TCP listener each get their own evhttp instance, and the request callback is told
-// which one it serves. The Unix socket is guarded by its file mode, so everything is
+// TCP listener each get their own Listener, and every connection knows which one
+// accepted it. The Unix socket is guarded by its file mode, so everything is
 // allowed there; over TCP, POST needs the admin token.
 //
-// We create both listening sockets ourselves instead of evhttp_bind_socket(): that
-// one resolves names with a blocking getaddrinfo(), cannot set the Unix socket's mode
-// before clients may connect, and cannot tell a stale socket file from a live one.
+// We create both listening sockets ourselves: libevent's helpers resolve names with a
+// blocking getaddrinfo(), cannot set the Unix socket's mode before clients may
+// connect, and cannot tell a stale socket file from a live one.
+//
+// Why not evhttp: libevent 2.1's evhttp keeps reading a connection while it writes a
+// reply, so a client that pipelines requests and never reads made the input buffer
+// grow without bound (2 GB in 6.5 s), and it offers no connection cap, no hook at
+// accept and no deadline per request. The HTTP we need is small (no request bodies,
+// no chunked coding, replies with Content-Length), so each connection is a
+// bufferevent parsed here, with every bound under our control:
+// - Input: the read high-watermark is one request's maximum, so the kernel, not our
+//   heap, holds whatever a client sends ahead.
+// - Output: requests are answered in order while the unsent output is below
+//   output_watermark; above it, EV_READ is disabled until the output drains (the
+//   write callback fires only once it is empty). One reply can overshoot the
+//   watermark; output_hard_cap closes a connection whose reply alone is that big.
+// - Time: the read timeout closes idle connections; the write timeout closes one whose
+//   client stopped reading; the request timer (armed at a request's first byte)
+//   closes a slowloris that sends a byte per io_timeout.
 //
 // Traps:
-// - evhttp (2.1) puts the peer address through getnameinfo(). For Unix peers that
-//   reads sun_path, which accept() leaves uninitialised; 2.1.12 clears it first
-//   (libevent #807). Older libevent can abort the process here.
-// - evhttp 2.1 sends a body even for HEAD; send() leaves it out itself.
 // - A reply must be sent exactly once per request, so handle() builds a Reply and
 //   only then is it written; an exception from the engine becomes a 500 before
 //   anything was sent.
+// - A Connection may be freed inside any of its callbacks (closeConnection());
+//   nothing touches it after that returns.
 // - Writes to a peer that hung up raise SIGPIPE; the Loop thread blocks it.
 #include "cluster/health_server.h"
 
 #include <event2/buffer.h>
-#include <event2/http.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -31,14 +46,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <limits>
+#include <memory>
 #include <thread>
-#include <utility>
-#include <vector>
+#include <unordered_map>
 
+#include "cluster/accept_guard.h"
 #include "cluster/clock.h"
 #include "cluster/json.h"
 #include "cluster/listen_address.h"
@@ -107,7 +125,7 @@ struct Reply {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
-  std::string allow;  // for 405
+  std::string allow;      // for 405
   bool deferred = false;  // POST /reload: answered later, through reloadLater()
 };
 
@@ -128,13 +146,176 @@ constexpr Route kRoutes[] = {
     {"/limits/reset", Method::kPost}, {"/maintenance", Method::kPost},
 };
 
+// One parsed request head. Targets are origin-form ("/path?query"); the path is
+// compared as sent (no percent-decoding: no route needs it), the query is decoded by
+// parseQuery.
+struct Request {
+  std::string method;
+  std::string path;
+  std::string query;
+  std::string authorization;
+  std::size_t content_length = 0;
+  bool keep_alive = true;
+};
+
+struct ParseError {
+  int status = 400;
+  std::string message;
+};
+
+const char* reasonPhrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 400 ? "OK" : "Error";
+  }
+}
+
+bool isTokenChar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool isToken(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), isTokenChar);
+}
+
+std::string_view trimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool equalsNoCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && startsWithNoCase(a, b);
+}
+
+bool fail(ParseError* error, int status, std::string message) {
+  error->status = status;
+  error->message = std::move(message);
+  return false;
+}
+
+// `head` is the request line and headers, ending with the empty line.
+bool parseRequestHead(std::string_view head, Request* req, ParseError* error) {
+  std::size_t eol = head.find("\r\n");
+  const std::string_view line = head.substr(0, eol);
+  const std::size_t sp1 = line.find(' ');
+  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+    return fail(error, 400, "malformed request line");
+  }
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  if (!isToken(method)) return fail(error, 400, "malformed request method");
+  if (version == "HTTP/1.1") {
+    req->keep_alive = true;
+  } else if (version == "HTTP/1.0") {
+    req->keep_alive = false;
+  } else if (version.size() == 8 && version.starts_with("HTTP/") && std::isdigit(static_cast<unsigned char>(version[5])) &&
+             version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]))) {
+    return fail(error, 505, "only HTTP/1.0 and HTTP/1.1 are served");
+  } else {
+    return fail(error, 400, "malformed HTTP version");
+  }
+  if (target.empty() || target.front() != '/') return fail(error, 400, "the request target must start with /");
+  for (const char c : target) {
+    if (c <= 0x20 || c >= 0x7f) return fail(error, 400, "invalid byte in the request target");
+  }
+  const std::string_view no_fragment = target.substr(0, target.find('#'));
+  const std::size_t question = no_fragment.find('?');
+  req->method = std::string(method);
+  req->path = std::string(no_fragment.substr(0, question));
+  req->query = question == std::string_view::npos ? std::string() : std::string(no_fragment.substr(question + 1));
+
+  bool have_length = false;
+  while (true) {
+    const std::size_t begin = eol + 2;
+    eol = head.find("\r\n", begin);
+    if (eol == std::string_view::npos || eol == begin) break;  // the empty line
+    const std::string_view field = head.substr(begin, eol - begin);
+    const std::size_t colon = field.find(':');
+    if (colon == std::string_view::npos || !isToken(field.substr(0, colon))) {
+      return fail(error, 400, "malformed header line");  // also a folded (obsolete) line
+    }
+    const std::string_view name = field.substr(0, colon);
+    const std::string_view value = trimSpaces(field.substr(colon + 1));
+    for (const char c : value) {
+      if ((c >= 0 && c < 0x20 && c != '\t') || c == 0x7f) return fail(error, 400, "invalid byte in a header value");
+    }
+    if (equalsNoCase(name, "Content-Length")) {
+      if (value.empty() || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return fail(error, 400, "malformed Content-Length");
+      }
+      // Anything past 18 digits is far over every limit; no overflow to worry about.
+      const std::size_t length = value.size() > 18 ? std::numeric_limits<std::size_t>::max()
+                                                   : static_cast<std::size_t>(std::stoull(std::string(value)));
+      if (have_length && length != req->content_length) return fail(error, 400, "conflicting Content-Length headers");
+      have_length = true;
+      req->content_length = length;
+    } else if (equalsNoCase(name, "Transfer-Encoding")) {
+      return fail(error, 501, "request bodies with a Transfer-Encoding are not accepted");
+    } else if (equalsNoCase(name, "Connection")) {
+      std::string_view rest = value;
+      while (!rest.empty()) {
+        const std::size_t comma = rest.find(',');
+        const std::string_view option = trimSpaces(rest.substr(0, comma));
+        if (equalsNoCase(option, "close")) req->keep_alive = false;
+        if (equalsNoCase(option, "keep-alive")) req->keep_alive = true;
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      }
+    } else if (equalsNoCase(name, "Authorization") && req->authorization.empty()) {
+      req->authorization = std::string(value);
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 struct HealthServer::Impl {
-  // One per listener; evhttp calls back with a pointer to it.
+  struct Connection;
+
+  // One per listening socket.
   struct Listener {
+    Listener(Impl* i, bool t) : impl(i), trusted(t) {}
     Impl* impl;
     bool trusted;  // the Unix socket: mutations need no token
+    evconnlistener* evl = nullptr;
+    std::unique_ptr<AcceptGuard> guard;
+    std::size_t open = 0;  // connections accepted here and not yet closed
+    ThrottledLog refusals{std::chrono::seconds(10)};  // "full" lines, one per 10 s at most
+  };
+
+  // One client connection; owned by Impl::connections, freed by close().
+  struct Connection {
+    Connection(Impl* i, Listener* l, bufferevent* b) : impl(i), listener(l), bev(b) {}
+    Impl* impl;
+    Listener* listener;
+    bufferevent* bev = nullptr;
+    event* request_timer = nullptr;
+    bool request_started = false;  // bytes of an unfinished request are buffered
+    bool paused = false;           // EV_READ off until the output drains
+    bool closing = false;          // last reply queued; close once it is sent
+    // A POST /reload waiting for its answer (reloadLater): nothing more is read, and no
+    // timeout runs, until it comes. Expires with the connection, so a late answer for a
+    // client that went away is dropped.
+    bool awaiting = false;
+    bool awaiting_keep_alive = true;
+    std::shared_ptr<char> alive = std::make_shared<char>();
   };
 
   Impl(event_base* b, AdminApi& a, HealthServerOptions o)
@@ -143,16 +324,24 @@ struct HealthServer::Impl {
 
   bool start(std::string* error);
   void teardown();
-  evhttp* newHttp(Listener* listener, std::string* error);
   bool openUnix(std::string* error);
   bool openTcp(std::string* error);
-  bool bindToHttp(evhttp* http, int fd, std::string* error);
+  bool watch(Listener* listener, int fd, std::string* error);
 
-  static void onRequest(evhttp_request* req, void* arg);
-  Reply handle(evhttp_request* req, bool trusted);
-  Reply handleRoute(const std::string& path, bool is_post, const char* query);
-  void send(evhttp_request* req, const Reply& reply);
-  void reloadLater(evhttp_request* req);
+  void onAccepted(Listener* listener, int fd);
+  void closeConnection(Connection* conn);
+  static void onReadCb(bufferevent* bev, void* arg);
+  static void onWriteCb(bufferevent* bev, void* arg);
+  static void onEventCb(bufferevent* bev, short what, void* arg);
+  static void onRequestTimeoutCb(int fd, short what, void* arg);
+  void readRequests(Connection* conn);
+  void fail(Connection* conn, int status, std::string_view message);
+  void send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
+  void reloadLater(Connection* conn, bool keep_alive);
+  void finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
+
+  Reply handle(const Request& req, bool trusted);
+  Reply handleRoute(const std::string& path, bool is_post, const std::string& query);
 
   // All members are used on the loop thread only (owner), like every libevent object.
   event_base* base;
@@ -161,11 +350,8 @@ struct HealthServer::Impl {
   const OwnerThread owner;
   Listener unix_listener{this, true};
   Listener tcp_listener{this, false};
-  evhttp* unix_http = nullptr;
-  evhttp* tcp_http = nullptr;
-  // Expires with the server: a deferred answer arriving later is dropped.
-  std::shared_ptr<char> alive = std::make_shared<char>();
-  std::vector<evhttp_request*> deferred;  // POST /reload requests not answered yet
+  std::unordered_map<Connection*, std::unique_ptr<Connection>> connections;
+  HealthServerStats counters;  // the cumulative ones; the rest are computed in stats()
   bool started = false;
   // Identity of the socket file we created, so that we only ever remove our own.
   bool created_socket_file = false;
@@ -190,6 +376,24 @@ std::uint16_t HealthServer::tcpPort() const {
   return impl_->tcp_port;
 }
 
+HealthServerStats HealthServer::stats() const {
+  impl_->owner.check();
+  HealthServerStats s = impl_->counters;
+  s.connections = impl_->connections.size();
+  s.buffered_bytes = 0;
+  for (const auto& [conn, owned] : impl_->connections) {
+    s.buffered_bytes += evbuffer_get_length(bufferevent_get_input(conn->bev)) +
+                        evbuffer_get_length(bufferevent_get_output(conn->bev));
+  }
+  for (const Impl::Listener* l : {&impl_->unix_listener, &impl_->tcp_listener}) {
+    if (l->guard) {
+      s.accept_errors += l->guard->errors();
+      s.shed_connections += l->guard->shed();
+    }
+  }
+  return s;
+}
+
 bool HealthServer::Impl::start(std::string* error) {
   if (started) {
     *error = "health server already started";
@@ -204,16 +408,12 @@ bool HealthServer::Impl::start(std::string* error) {
 }
 
 void HealthServer::Impl::teardown() {
-  // A request whose client hung up is no longer on any connection: only an answer
-  // frees it. On a live connection the answer is queued and the connection closed
-  // right after by evhttp_free (the client may see only the close).
-  const std::vector<evhttp_request*> unanswered = std::exchange(deferred, {});
-  for (evhttp_request* req : unanswered) send(req, errorReply(503, "the server is stopping"));
-  // evhttp_free closes the listeners and every open connection.
-  if (unix_http != nullptr) evhttp_free(unix_http);
-  if (tcp_http != nullptr) evhttp_free(tcp_http);
-  unix_http = nullptr;
-  tcp_http = nullptr;
+  while (!connections.empty()) closeConnection(connections.begin()->first);
+  for (Listener* l : {&unix_listener, &tcp_listener}) {
+    l->guard.reset();  // before the listener it guards
+    if (l->evl != nullptr) evconnlistener_free(l->evl);  // closes the socket
+    l->evl = nullptr;
+  }
   if (created_socket_file) {
     struct stat st {};
     if (lstat(options.unix_path.c_str(), &st) == 0 && st.st_dev == socket_dev &&
@@ -225,38 +425,22 @@ void HealthServer::Impl::teardown() {
   tcp_port = 0;
 }
 
-evhttp* HealthServer::Impl::newHttp(Listener* listener, std::string* error) {
-  evhttp* http = evhttp_new(base);
-  if (http == nullptr) {
-    *error = "cannot create the HTTP server (out of memory?)";
-    return nullptr;
-  }
-  evhttp_set_gencb(http, &Impl::onRequest, listener);
-  evhttp_set_max_headers_size(http, static_cast<ev_ssize_t>(options.max_header_bytes));
-  evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(options.max_body_bytes));
-  const timeval timeout = toTimeval(options.io_timeout);
-  evhttp_set_timeout_tv(http, &timeout);
-  // Let every method through to onRequest so that a wrong one gets our 405, not 501.
-  evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                       EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                       EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-  return http;
-}
-
-bool HealthServer::Impl::bindToHttp(evhttp* http, int fd, std::string* error) {
-  // Backlog 0: the socket is already listening.
-  evconnlistener* listener =
-      evconnlistener_new(base, nullptr, nullptr, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-  if (listener == nullptr) {
-    close(fd);
+bool HealthServer::Impl::watch(Listener* listener, int fd, std::string* error) {
+  // Backlog 0: the socket is already listening. No callback yet: the guard sets it.
+  listener->evl = evconnlistener_new(base, nullptr, nullptr,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 0, fd);
+  if (listener->evl == nullptr) {
+    ::close(fd);
     *error = "cannot watch the listening socket (out of memory?)";
     return false;
   }
-  if (evhttp_bind_listener(http, listener) == nullptr) {
-    evconnlistener_free(listener);
-    *error = "cannot attach the listening socket to the HTTP server";
-    return false;
-  }
+  AcceptGuardOptions guard_options;
+  guard_options.name = listener->trusted ? "health_unix" : "health_tcp";
+  guard_options.backoff = options.accept_backoff;
+  listener->guard = std::make_unique<AcceptGuard>(
+      base, listener->evl, std::move(guard_options), options.log,
+      [listener](int client, const sockaddr*, int) { listener->impl->onAccepted(listener, client); });
+  evconnlistener_enable(listener->evl);
   return true;
 }
 
@@ -355,12 +539,7 @@ bool HealthServer::Impl::openUnix(std::string* error) {
     *error = "cannot listen on " + path + ": " + errnoText(err);
     return false;
   }
-  unix_http = newHttp(&unix_listener, error);
-  if (unix_http == nullptr) {
-    close(fd);
-    return false;
-  }
-  return bindToHttp(unix_http, fd, error);
+  return watch(&unix_listener, fd, error);
 }
 
 bool HealthServer::Impl::openTcp(std::string* error) {
@@ -406,49 +585,257 @@ bool HealthServer::Impl::openTcp(std::string* error) {
                          ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
                          : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
   }
-  tcp_http = newHttp(&tcp_listener, error);
-  if (tcp_http == nullptr) {
-    close(fd);
-    return false;
-  }
-  return bindToHttp(tcp_http, fd, error);
+  return watch(&tcp_listener, fd, error);
 }
 
-void HealthServer::Impl::onRequest(evhttp_request* req, void* arg) {
-  auto* listener = static_cast<Listener*>(arg);
-  Impl* self = listener->impl;
-  self->owner.check();
-  Reply reply;
-  try {
-    reply = self->handle(req, listener->trusted);
-    if (reply.deferred) {
-      self->reloadLater(req);
+void HealthServer::Impl::onAccepted(Listener* listener, int fd) {
+  if (listener->open >= options.max_connections) {
+    // The newest goes: the ones already here may be mid-request.
+    ::close(fd);
+    ++counters.refused_connections;
+    std::uint64_t held_back = 0;
+    if (listener->refusals.admit(std::chrono::steady_clock::now(), &held_back)) {
+      const std::string line = std::string("health_connection_refused listener=") +
+                               (listener->trusted ? "health_unix" : "health_tcp") +
+                               " reason=\"max_connections reached\" max_connections=" +
+                               std::to_string(options.max_connections) +
+                               " refused_since_last_line=" + std::to_string(held_back + 1);
+      if (options.log) {
+        options.log(conf::LogLevel::Warn, line);
+      } else {
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
+    }
+    return;
+  }
+  bufferevent* bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (bev == nullptr) {
+    ::close(fd);
+    return;
+  }
+  auto owned = std::make_unique<Connection>(this, listener, bev);
+  Connection* conn = owned.get();
+  conn->request_timer = evtimer_new(base, &Impl::onRequestTimeoutCb, conn);
+  if (conn->request_timer == nullptr) {
+    bufferevent_free(bev);
+    return;
+  }
+  connections.emplace(conn, std::move(owned));
+  ++listener->open;
+  bufferevent_setcb(bev, &Impl::onReadCb, &Impl::onWriteCb, &Impl::onEventCb, conn);
+  // A whole request (plus one byte, to tell "too big" from "complete") is the most
+  // that is ever read ahead.
+  bufferevent_setwatermark(bev, EV_READ, 0, options.max_header_bytes + options.max_body_bytes + 1);
+  const timeval io = toTimeval(options.io_timeout);
+  bufferevent_set_timeouts(bev, &io, &io);
+  bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+void HealthServer::Impl::closeConnection(Connection* conn) {
+  const auto it = connections.find(conn);
+  if (it == connections.end()) return;
+  --conn->listener->open;
+  event_free(conn->request_timer);
+  bufferevent_free(conn->bev);  // closes the socket; libevent defers it if in a callback
+  connections.erase(it);        // frees conn
+}
+
+void HealthServer::Impl::onReadCb(bufferevent*, void* arg) {
+  auto* conn = static_cast<Connection*>(arg);
+  conn->impl->owner.check();
+  conn->impl->readRequests(conn);
+}
+
+void HealthServer::Impl::onWriteCb(bufferevent*, void* arg) {
+  // Called once the output is empty (write low-watermark 0).
+  auto* conn = static_cast<Connection*>(arg);
+  Impl* self = conn->impl;
+  if (conn->closing) {
+    self->closeConnection(conn);
+    return;
+  }
+  if (conn->paused && !conn->awaiting) {
+    conn->paused = false;
+    bufferevent_enable(conn->bev, EV_READ);
+    self->readRequests(conn);  // what was read ahead before the pause
+  }
+}
+
+void HealthServer::Impl::onEventCb(bufferevent*, short what, void* arg) {
+  auto* conn = static_cast<Connection*>(arg);
+  Impl* self = conn->impl;
+  if ((what & BEV_EVENT_EOF) != 0 && (what & BEV_EVENT_READING) != 0 &&
+      evbuffer_get_length(bufferevent_get_output(conn->bev)) > 0) {
+    // A client that half-closed after its requests still gets the replies.
+    conn->closing = true;
+    bufferevent_disable(conn->bev, EV_READ);
+    evtimer_del(conn->request_timer);
+    return;
+  }
+  self->closeConnection(conn);  // EOF with nothing to send, an error, or an I/O timeout
+}
+
+void HealthServer::Impl::onRequestTimeoutCb(int, short, void* arg) {
+  auto* conn = static_cast<Connection*>(arg);
+  ++conn->impl->counters.timed_out_requests;
+  conn->impl->fail(conn, 408, "the request was not complete in time");
+}
+
+void HealthServer::Impl::readRequests(Connection* conn) {
+  evbuffer* in = bufferevent_get_input(conn->bev);
+  evbuffer* out = bufferevent_get_output(conn->bev);
+  while (!conn->closing && !conn->awaiting) {
+    if (evbuffer_get_length(out) > options.output_watermark) {
+      // The client is not reading its replies: stop reading its requests. The read
+      // timeout does not run meanwhile; the write timeout does.
+      conn->paused = true;
+      bufferevent_disable(conn->bev, EV_READ);
+      evtimer_del(conn->request_timer);
+      conn->request_started = false;
       return;
     }
-  } catch (const std::exception& e) {
-    reply = errorReply(500, std::string("internal error: ") + e.what());
-  } catch (...) {
-    reply = errorReply(500, "internal error");
+    const std::size_t available = evbuffer_get_length(in);
+    if (available == 0) {
+      evtimer_del(conn->request_timer);
+      conn->request_started = false;
+      return;
+    }
+    if (!conn->request_started) {
+      conn->request_started = true;
+      const timeval deadline = toTimeval(options.request_timeout);
+      evtimer_add(conn->request_timer, &deadline);
+    }
+
+    const evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, nullptr);
+    if (end.pos < 0) {
+      if (available > options.max_header_bytes) {
+        fail(conn, 431, "request headers larger than " + std::to_string(options.max_header_bytes) + " bytes");
+      }
+      return;  // wait for the rest of the headers
+    }
+    const std::size_t head_len = static_cast<std::size_t>(end.pos) + 4;
+    if (head_len > options.max_header_bytes) {
+      fail(conn, 431, "request headers larger than " + std::to_string(options.max_header_bytes) + " bytes");
+      return;
+    }
+    std::string head(head_len, '\0');
+    evbuffer_copyout(in, head.data(), head_len);
+    Request req;
+    ParseError error;
+    if (!parseRequestHead(head, &req, &error)) {
+      fail(conn, error.status, error.message);
+      return;
+    }
+    if (req.content_length > options.max_body_bytes) {
+      fail(conn, 413, "request body larger than " + std::to_string(options.max_body_bytes) + " bytes");
+      return;
+    }
+    if (available < head_len + req.content_length) return;  // wait for the body
+    // No endpoint reads a body: it is dropped with the head.
+    evbuffer_drain(in, head_len + req.content_length);
+    evtimer_del(conn->request_timer);
+    conn->request_started = false;
+
+    Reply reply;
+    try {
+      reply = handle(req, conn->listener->trusted);
+    } catch (const std::exception& e) {
+      reply = errorReply(500, std::string("internal error: ") + e.what());
+    } catch (...) {
+      reply = errorReply(500, "internal error");
+    }
+    if (reply.deferred) {
+      reloadLater(conn, req.keep_alive);
+      return;
+    }
+    finishRequest(conn, reply, req.method == "HEAD", req.keep_alive);
+    if (connections.find(conn) == connections.end()) return;  // closed: output overflowed
   }
-  self->send(req, reply);
 }
 
-Reply HealthServer::Impl::handle(evhttp_request* req, bool trusted) {
-  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
-  const char* raw_path = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
-  const std::string path = raw_path != nullptr && *raw_path != '\0' ? raw_path : "/";
-  const char* query = uri != nullptr ? evhttp_uri_get_query(uri) : nullptr;
+void HealthServer::Impl::finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive) {
+  send(conn, reply, head_only, keep_alive);
+  if (!keep_alive) {
+    conn->closing = true;
+    bufferevent_disable(conn->bev, EV_READ);
+  }
+  if (evbuffer_get_length(bufferevent_get_output(conn->bev)) > options.output_hard_cap) {
+    ++counters.overflowed_connections;
+    closeConnection(conn);
+  }
+}
 
+// POST /reload is answered when the engine's reload worker is done (AdminApi::
+// reloadAsync): meanwhile the connection reads nothing more (replies stay in request
+// order) and runs no timeout, while the loop serves everyone else. If the client or
+// the server goes away first, the connection's liveness token has expired and the
+// answer is dropped.
+void HealthServer::Impl::reloadLater(Connection* conn, bool keep_alive) {
+  conn->awaiting = true;
+  conn->awaiting_keep_alive = keep_alive;
+  bufferevent_disable(conn->bev, EV_READ);
+  bufferevent_set_timeouts(conn->bev, nullptr, nullptr);
+  std::weak_ptr<char> alive = conn->alive;
+  auto respond = [this, conn, alive](AdminReply r) {
+    if (alive.expired()) return;
+    owner.check();
+    conn->awaiting = false;
+    const timeval io = toTimeval(options.io_timeout);
+    bufferevent_set_timeouts(conn->bev, &io, &io);
+    Reply reply;
+    reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
+    reply.content_type = std::move(r.content_type);
+    reply.body = std::move(r.body);
+    finishRequest(conn, reply, false, conn->awaiting_keep_alive);
+    if (connections.find(conn) == connections.end() || conn->closing) return;
+    bufferevent_enable(conn->bev, EV_READ);
+    readRequests(conn);  // a request the client pipelined behind the reload
+  };
+  try {
+    api.reloadAsync(std::move(respond));
+  } catch (const std::exception& e) {
+    conn->awaiting = false;
+    finishRequest(conn, errorReply(500, std::string("internal error: ") + e.what()), false, false);
+  } catch (...) {
+    conn->awaiting = false;
+    finishRequest(conn, errorReply(500, "internal error"), false, false);
+  }
+}
+
+void HealthServer::Impl::fail(Connection* conn, int status, std::string_view message) {
+  evtimer_del(conn->request_timer);
+  conn->request_started = false;
+  bufferevent_disable(conn->bev, EV_READ);
+  // Whatever else the client sent is not read: the connection ends after this reply.
+  evbuffer* in = bufferevent_get_input(conn->bev);
+  evbuffer_drain(in, evbuffer_get_length(in));
+  send(conn, errorReply(status, message), false, false);
+  conn->closing = true;
+}
+
+void HealthServer::Impl::send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive) {
+  std::string head = "HTTP/1.1 " + std::to_string(reply.status) + " " + reasonPhrase(reply.status) + "\r\n";
+  if (!reply.content_type.empty()) head += "Content-Type: " + reply.content_type + "\r\n";
+  if (!reply.allow.empty()) head += "Allow: " + reply.allow + "\r\n";
+  head += "Cache-Control: no-store\r\nContent-Length: " + std::to_string(reply.body.size()) + "\r\n";
+  if (!keep_alive) head += "Connection: close\r\n";
+  head += "\r\n";
+  evbuffer* out = bufferevent_get_output(conn->bev);
+  evbuffer_add(out, head.data(), head.size());
+  if (!head_only) evbuffer_add(out, reply.body.data(), reply.body.size());
+}
+
+Reply HealthServer::Impl::handle(const Request& req, bool trusted) {
+  const std::string& path = req.path;
   const Route* route = nullptr;
   for (const Route& r : kRoutes) {
     if (path == r.path) route = &r;
   }
   if (route == nullptr) return errorReply(404, "no such endpoint: " + path);
 
-  const evhttp_cmd_type method = evhttp_request_get_command(req);
-  const bool method_ok = route->method == Method::kGet
-                             ? (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
-                             : method == EVHTTP_REQ_POST;
+  const std::string& method = req.method;
+  const bool method_ok = route->method == Method::kGet ? (method == "GET" || method == "HEAD")
+                                                       : method == "POST";
   if (!method_ok) {
     Reply reply = errorReply(405, route->method == Method::kGet
                                       ? path + " only answers GET (and HEAD)"
@@ -464,18 +851,17 @@ Reply HealthServer::Impl::handle(evhttp_request* req, bool trusted) {
                         "changes are not allowed over TCP without [health] admin_token; use the "
                         "Unix socket");
     }
-    const char* auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     constexpr std::string_view kScheme = "Bearer ";
-    const std::string_view presented = auth != nullptr ? std::string_view(auth) : std::string_view{};
+    const std::string_view presented = req.authorization;
     if (!startsWithNoCase(presented, kScheme) ||
         !constantTimeEquals(presented.substr(kScheme.size()), options.admin_token)) {
       return errorReply(403, "missing or wrong `Authorization: Bearer <admin_token>`");
     }
   }
-  return handleRoute(path, is_post, query);
+  return handleRoute(path, is_post, req.query);
 }
 
-Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, const char* query) {
+Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, const std::string& query) {
   const auto toReply = [](AdminReply&& r) {
     Reply reply;
     reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
@@ -494,7 +880,7 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   }
 
   std::string query_error;
-  const auto params = parseQuery(query != nullptr ? query : "", &query_error);
+  const auto params = parseQuery(query, &query_error);
   if (!params) return errorReply(400, query_error);
   if (path == "/maintenance") {
     const auto state = params->find("state");
@@ -503,10 +889,12 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
     }
     return toReply(api.maintenance(state->second == "on"));
   }
-  // /limits and /limits/reset take rule= and key=.
+  // /limits and /limits/reset take rule= and key=; the listing also limit= and after=.
   for (const auto& [name, value] : *params) {
-    if (name != "rule" && name != "key") {
-      return errorReply(400, "unknown query parameter `" + name + "` (expected rule, key)");
+    const bool known = name == "rule" || name == "key" || (!is_post && (name == "limit" || name == "after"));
+    if (!known) {
+      return errorReply(400, "unknown query parameter `" + name + "` (expected rule, key" +
+                                 (is_post ? ")" : ", limit, after)"));
     }
   }
   const auto get = [&](const char* name) {
@@ -515,53 +903,26 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   };
   const std::string rule = get("rule");
   const std::string key = get("key");
-  if (!is_post) return toReply(api.limitsShow(rule, key));
+  if (!is_post) {
+    LimitsQuery q;
+    q.rule = rule;
+    q.key = key;
+    q.after = get("after");
+    if (const auto it = params->find("limit"); it != params->end()) {
+      const std::string& text = it->second;
+      std::size_t limit = 0;
+      const bool digits = !text.empty() && text.size() <= 4 &&
+                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (digits) limit = static_cast<std::size_t>(std::stoul(text));
+      if (!digits || limit < 1 || limit > LimitsQuery::kMaxLimit) {
+        return errorReply(400, "limit must be a whole number from 1 to " + std::to_string(LimitsQuery::kMaxLimit));
+      }
+      q.limit = limit;
+    }
+    return toReply(api.limitsShow(q));
+  }
   if (rule.empty()) return errorReply(400, "rule is required: POST /limits/reset?rule=RULE&key=KEY");
   return toReply(api.limitsReset(rule, key));
-}
-
-// evhttp keeps a request we have not answered: when its client hangs up first, the
-// request is detached from the connection and evhttp_send_reply() frees it. teardown()
-// answers what is still pending; an answer arriving after the server is gone is
-// dropped (the liveness token).
-void HealthServer::Impl::reloadLater(evhttp_request* req) {
-  std::weak_ptr<char> server_alive = alive;
-  deferred.push_back(req);
-  auto respond = [this, req, server_alive](AdminReply r) {
-    if (server_alive.expired()) return;
-    const auto it = std::find(deferred.begin(), deferred.end(), req);
-    if (it == deferred.end()) return;  // answered by teardown()
-    deferred.erase(it);
-    Reply reply;
-    reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
-    reply.content_type = std::move(r.content_type);
-    reply.body = std::move(r.body);
-    send(req, reply);
-  };
-  try {
-    api.reloadAsync(std::move(respond));
-  } catch (...) {
-    // onRequest() answers with a 500 itself; teardown() must not answer again.
-    const auto it = std::find(deferred.begin(), deferred.end(), req);
-    if (it != deferred.end()) deferred.erase(it);
-    throw;
-  }
-}
-
-void HealthServer::Impl::send(evhttp_request* req, const Reply& reply) {
-  evkeyvalq* headers = evhttp_request_get_output_headers(req);
-  if (!reply.content_type.empty()) {
-    evhttp_add_header(headers, "Content-Type", reply.content_type.c_str());
-  }
-  if (!reply.allow.empty()) evhttp_add_header(headers, "Allow", reply.allow.c_str());
-  evhttp_add_header(headers, "Cache-Control", "no-store");
-  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-    // evhttp 2.1 would send the body after all; HEAD gets the length only.
-    evhttp_add_header(headers, "Content-Length", std::to_string(reply.body.size()).c_str());
-  } else {
-    evbuffer_add(evhttp_request_get_output_buffer(req), reply.body.data(), reply.body.size());
-  }
-  evhttp_send_reply(req, reply.status, nullptr, nullptr);
 }
 
 }  // namespace zetian::cluster

@@ -1,16 +1,26 @@
-// The health/admin HTTP server (libevent evhttp) on the cluster thread.
+// The health/admin HTTP server on the cluster thread (HTTP/1.1 over libevent
+// bufferevents; see health_server.cpp for why not evhttp).
 //
 // Two listeners: the Unix socket, where every endpoint is allowed, and an optional
 // loopback TCP listener for Prometheus and load balancers, where mutations (POST)
 // need `Authorization: Bearer <admin_token>` and are refused (403) without it.
 //
-// Routes: GET /health /live /ready /metrics /limits?rule=R&key=K (filters optional);
+// Routes: GET /health /live /ready /metrics /limits?rule=R&key=K&limit=N&after=T (all optional);
 // POST /reload, POST /limits/reset?rule=R&key=K (rule required),
 // POST /maintenance?state=on|off. HEAD works where GET
 // does. Unknown path: 404; known path, wrong method: 405 with Allow; bad query: 400.
-// Errors from the routing have the body {"error":"..."} (a request too broken to parse
-// gets evhttp's own 400, 413 or a closed connection instead). The server removes
-// its socket file when destroyed (if the file is still the one it created).
+// Errors have the body {"error":"..."}; a request that cannot be parsed, is too big
+// (431 headers, 413 body) or too slow (408) gets its error and the connection closes.
+// The server removes its socket file when destroyed (if it is still the one it created).
+//
+// Abuse bounds, per connection: at most one request's bytes are read ahead
+// (max_header_bytes + max_body_bytes); while more than output_watermark bytes of
+// replies wait for a client that does not read, nothing more is read from it; a
+// connection whose unsent output passes output_hard_cap is closed. Per listener: at
+// most max_connections at once (the newest beyond it is closed at accept). A request
+// must be complete request_timeout after its first byte; a connection with nothing
+// to read or write for io_timeout is closed. accept() failures (out of descriptors)
+// back off instead of spinning (accept_guard.h).
 #pragma once
 
 #include <chrono>
@@ -20,9 +30,9 @@
 #include <string>
 
 #include "cluster/admin_api.h"
+#include "cluster/log_sink.h"
 
 struct event_base;
-struct evhttp;
 
 namespace zetian::cluster {
 
@@ -35,7 +45,26 @@ struct HealthServerOptions {
   // Limits that keep a misbehaving client from holding memory or connections.
   std::size_t max_header_bytes = 8192;
   std::size_t max_body_bytes = 4096;  // no endpoint reads a body
-  std::chrono::milliseconds io_timeout{10000};  // idle or stalled connections are closed
+  std::chrono::milliseconds io_timeout{10000};       // idle or stalled connections are closed
+  std::chrono::milliseconds request_timeout{10000};  // from a request's first byte to its end
+  std::size_t max_connections = 64;                  // per listener (Unix, TCP)
+  std::size_t output_watermark = 256 * 1024;         // stop reading a client above this
+  std::size_t output_hard_cap = 8 * 1024 * 1024;     // close a client above this
+  std::chrono::milliseconds accept_backoff{100};     // listener paused after accept() fails
+
+  // Where the throttled accept-failure lines go; empty: stderr.
+  LogSink log;
+};
+
+// Counters for operators and tests; loop thread only.
+struct HealthServerStats {
+  std::size_t connections = 0;     // open now, both listeners
+  std::size_t buffered_bytes = 0;  // unread input plus unsent output, all connections
+  std::uint64_t refused_connections = 0;  // closed at accept: over max_connections
+  std::uint64_t accept_errors = 0;        // failed accept() calls (EMFILE, ...)
+  std::uint64_t shed_connections = 0;     // closed unheard to unstick the backlog
+  std::uint64_t timed_out_requests = 0;   // 408: not complete within request_timeout
+  std::uint64_t overflowed_connections = 0;  // closed past output_hard_cap
 };
 
 class HealthServer {
@@ -55,6 +84,8 @@ class HealthServer {
   // The TCP listener's port (the chosen one when tcp_listen asked for port 0); 0
   // without a TCP listener.
   std::uint16_t tcpPort() const;
+
+  HealthServerStats stats() const;
 
  private:
   struct Impl;

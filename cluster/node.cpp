@@ -98,6 +98,7 @@ ClusterNode::~ClusterNode() {
   for (event* e : {tick_, heartbeat_, reap_, leave_timer_}) {
     if (e) event_free(e);
   }
+  accept_guard_.reset();
   if (listener_) evconnlistener_free(listener_);
   links_.clear();
   graveyard_.clear();
@@ -177,8 +178,9 @@ bool ClusterNode::start(std::string* error) {
       return false;
     }
   }
-  listener_ = evconnlistener_new_bind(base, &ClusterNode::onAcceptCb, this,
-                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+  listener_ = evconnlistener_new_bind(base, nullptr, nullptr,
+                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
+                                          LEV_OPT_DISABLED,
                                       128, reinterpret_cast<const sockaddr*>(&bind->addr),
                                       static_cast<int>(bind->length));
   if (!listener_) {
@@ -187,6 +189,7 @@ bool ClusterNode::start(std::string* error) {
              "; is another zetian-milter running, or is the address not on this host?";
     return false;
   }
+  guardListener();
 
   // The address peers dial; a wildcard is replaced by a real one.
   const std::string bind_host = addressText(reinterpret_cast<const sockaddr*>(&bind->addr)).value_or("");
@@ -509,6 +512,7 @@ void ClusterNode::leave(std::function<void()> done) {
     if (e) event_del(e);
   }
   if (listener_) {
+    accept_guard_.reset();
     evconnlistener_free(listener_);
     listener_ = nullptr;
   }

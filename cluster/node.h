@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/accept_guard.h"
 #include "cluster/log_sink.h"
 #include "cluster/loop.h"
 #include "cluster/membership/failure_detector.h"
@@ -142,7 +143,7 @@ class ClusterNode final : public transport::PeerLink::Owner {
 
   // Aborts with a message naming the caller unless on the loop thread, in every build.
   void assertLoopThread(std::source_location where = std::source_location::current()) const;
-  static void onAcceptCb(evconnlistener* listener, int fd, sockaddr* addr, int socklen, void* arg);
+  void guardListener();
   static void onTickCb(int fd, short what, void* arg);
   static void onHeartbeatCb(int fd, short what, void* arg);
   static void onReapCb(int fd, short what, void* arg);
@@ -195,6 +196,7 @@ class ClusterNode final : public transport::PeerLink::Owner {
   std::unique_ptr<discovery::Resolver> resolver_;
   std::unique_ptr<discovery::MulticastDiscovery> multicast_;
   evconnlistener* listener_ = nullptr;
+  std::unique_ptr<AcceptGuard> accept_guard_;  // listener_'s callbacks; reset before it is freed
   event* tick_ = nullptr;
   event* heartbeat_ = nullptr;
   event* reap_ = nullptr;

@@ -191,8 +191,16 @@ void ClusterNode::dial(const std::string& endpoint, const std::string& expected_
   links_.push_back(std::move(link));
 }
 
-void ClusterNode::onAcceptCb(evconnlistener*, int fd, sockaddr* addr, int, void* arg) {
-  static_cast<ClusterNode*>(arg)->onAccept(fd, addr, 0);
+// Out of descriptors, the listener backs off instead of spinning, and its failures
+// are one throttled log line (accept_guard.h).
+void ClusterNode::guardListener() {
+  AcceptGuardOptions guard_options;
+  guard_options.name = "cluster";
+  accept_guard_ = std::make_unique<AcceptGuard>(
+      loop_.base(), listener_, std::move(guard_options),
+      [this](conf::LogLevel level, std::string_view line) { logLine(level, std::string(line)); },
+      [this](int fd, const sockaddr* addr, int len) { onAccept(fd, addr, len); });
+  evconnlistener_enable(listener_);
 }
 
 // A seed's or a member's address (any status: a member that left may be the one

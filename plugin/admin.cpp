@@ -2,6 +2,7 @@
 // the cluster thread; everything it reads is atomic or taken under the store's
 // shard locks, one shard at a time.
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -12,8 +13,6 @@
 namespace zetian::plugin {
 
 namespace {
-
-constexpr std::size_t kMaxLimitsListed = 1000;
 
 cluster::AdminReply json(int status, std::string body) {
   return {status, "application/json", std::move(body)};
@@ -305,41 +304,73 @@ void Engine::reloadWorker() {
   }
 }
 
-cluster::AdminReply Engine::limitsShow(const std::string& rule, const std::string& key) {
+cluster::AdminReply Engine::limitsShow(const cluster::LimitsQuery& q) {
   const auto snap = policy();
-  if (!rule.empty() && !snap->find(rule))
-    return json(404, cluster::jsonError("no rule named '" + rule + "' in the running policy"));
+  const CompiledRule* only = nullptr;
+  if (!q.rule.empty()) {
+    only = snap->find(q.rule);
+    if (!only) return json(404, cluster::jsonError("no rule named '" + q.rule + "' in the running policy"));
+  }
   const state::Nanos t = now();
   cluster::JsonWriter w;
   w.beginObject().key("limits").beginArray();
-  std::size_t listed = 0;
-  bool truncated = false;
-  for (const auto& c : snap->rules) {
-    if (!rule.empty() && c.rule.name != rule) continue;
-    const std::string prefix = key.empty() ? c.key_prefix : c.key_prefix + key;
-    store_->forEach(prefix, [&](std::string_view store_key, const state::BucketState& st) {
-      std::string_view value = store_key.substr(c.key_prefix.size());
-      if (!key.empty() && value != key) return;
-      if (listed >= kMaxLimitsListed) {
-        truncated = true;
-        return;
-      }
-      ++listed;
-      state::Outcome o = state::peek(c.rule.algorithm, c.limit, st, t, 1);
-      double remaining = o.allowed ? o.remaining + 1 : o.remaining;
-      w.beginObject()
-          .field("rule", c.rule.name)
-          .field("key", value)
-          .field("remaining", static_cast<std::int64_t>(remaining))
-          .field("retry_after_s", o.allowed ? 0.0 : double(o.retry_after_ns) / 1e9)
-          .field("limit", c.rule.limit)
-          .field("burst", c.rule.burst)
-          .field("period", conf::formatDuration(c.rule.period))
-          .field("algorithm", state::algorithmName(c.rule.algorithm))
-          .endObject();
-    });
+  const auto entry = [&](const CompiledRule& c, std::string_view value, const state::HeldBucket& held) {
+    // A bucket another algorithm wrote means nothing to this rule (a policy change):
+    // the rule would start it fresh, so it is not shown.
+    if (held.algorithm != c.rule.algorithm) return false;
+    const state::Outcome o = state::peek(c.rule.algorithm, c.limit, held.state, t, 1);
+    const double remaining = o.allowed ? o.remaining + 1 : o.remaining;
+    w.beginObject()
+        .field("rule", c.rule.name)
+        .field("key", value)
+        .field("remaining", static_cast<std::int64_t>(remaining))
+        .field("retry_after_s", o.allowed ? 0.0 : double(o.retry_after_ns) / 1e9)
+        .field("limit", c.rule.limit)
+        .field("burst", c.rule.burst)
+        .field("period", conf::formatDuration(c.rule.period))
+        .field("algorithm", state::algorithmName(c.rule.algorithm))
+        .endObject();
+    return true;
+  };
+
+  if (!q.key.empty()) {
+    // One key: a direct lookup per rule, never a scan.
+    for (const auto& c : snap->rules) {
+      if (only && &c != only) continue;
+      if (const auto held = store_->find(c.key_prefix + q.key)) entry(c, q.key, *held);
+    }
+    w.endArray().field("truncated", false).field("more", false).key("next").null().endObject();
+    return json(200, w.take());
   }
-  w.endArray().field("truncated", truncated).endObject();
+
+  // A listing: one bounded page (the store caps the slots and keys it looks at), from
+  // the cursor of the previous page.
+  state::ListCursor from;
+  if (!q.after.empty()) {
+    const auto parsed = state::ListCursor::parse(q.after);
+    if (!parsed) {
+      return json(400, cluster::jsonError("after must be the `next` of a previous /limits page"));
+    }
+    from = *parsed;
+  }
+  const std::size_t limit = std::clamp<std::size_t>(q.limit, 1, cluster::LimitsQuery::kMaxLimit);
+  const state::ListPage page = store_->list(only ? std::string_view(only->key_prefix) : std::string_view{}, from,
+                                            state::ListLimits{limit});
+  for (const auto& [store_key, held] : page.entries) {
+    // The store key is the rule name, '\0', the key value (policy.h).
+    const std::size_t nul = store_key.find('\0');
+    if (nul == std::string::npos) continue;
+    const CompiledRule* c = only ? only : snap->find(store_key.substr(0, nul));
+    if (!c) continue;  // a rule removed by a reload; its buckets go at the next expiry
+    entry(*c, std::string_view(store_key).substr(nul + 1), held);
+  }
+  w.endArray().field("truncated", page.next.has_value()).field("more", page.next.has_value()).key("next");
+  if (page.next) {
+    w.value(page.next->token());
+  } else {
+    w.null();
+  }
+  w.endObject();
   return json(200, w.take());
 }
 

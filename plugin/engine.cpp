@@ -18,6 +18,12 @@ constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 // Binding the listeners takes milliseconds; this only bounds a cluster thread that
 // never gets to run.
 constexpr auto kStartTimeout = std::chrono::milliseconds(30'000);
+// Idle-bucket expiry runs in bounded steps: each visits this many hash slots, about
+// 0.1-0.5 ms of the loop thread whatever max_keys is (docs/BENCHMARKS.md). At one step
+// per kExpiryInterval a pass over the 1,048,576 slots of the default max_keys takes
+// 256 steps, about 26 s.
+constexpr std::size_t kExpirySlotsPerStep = 4096;
+constexpr auto kExpiryInterval = std::chrono::milliseconds(100);
 
 void copyTruncated(char* dst, std::size_t size, std::string_view src) {
   std::size_t n = std::min(size - 1, src.size());
@@ -189,6 +195,7 @@ void Engine::shutdown() {
           auto teardown = [this, &done] {
             node_.reset();
             housekeeping_.cancel();
+            expiry_.cancel();
             health_.reset();
             done.set_value();
           };
@@ -219,6 +226,9 @@ bool Engine::start(Errors* errors) {
   options.unix_mode = config_.health.socket_mode;
   options.tcp_listen = config_.health.listen;
   options.admin_token = config_.health.admin_token;
+  options.log = [this](conf::LogLevel level, std::string_view line) {
+    if (logger_->enabled(level)) logger_->log(level, line);
+  };
   // Through call(), not post() and a promise: an exception on the loop thread comes
   // back here (and out through the C ABI) instead of leaving this thread waiting.
   std::optional<std::string> started = loop_.call([this, options]() -> std::string {
@@ -267,10 +277,10 @@ bool Engine::start(Errors* errors) {
 
 void Engine::startHousekeeping() {
   housekeeping_ = loop_.every(kHousekeepingInterval, [this] { onHousekeeping(this); });
+  expiry_ = loop_.every(kExpiryInterval, [this] { store_->expireIdleStep(now(), kExpirySlotsPerStep); });
 }
 
 void Engine::onHousekeeping(Engine* self) {
-  self->store_->expireIdle(now());
   // Messages per second, smoothed over roughly the last ten seconds.
   std::uint64_t messages = self->metrics_.messages_total.load(std::memory_order_relaxed);
   double rate = double(messages - self->last_messages_) /

@@ -103,7 +103,7 @@ class Engine final : public cluster::AdminApi {
   cluster::AdminReply metrics() override;
   cluster::AdminReply reload() override;
   void reloadAsync(std::function<void(cluster::AdminReply)> respond) override;
-  cluster::AdminReply limitsShow(const std::string& rule, const std::string& key) override;
+  cluster::AdminReply limitsShow(const cluster::LimitsQuery& query) override;
   cluster::AdminReply limitsReset(const std::string& rule, const std::string& key) override;
   cluster::AdminReply maintenance(bool enabled) override;
 
@@ -170,6 +170,7 @@ class Engine final : public cluster::AdminApi {
   std::unique_ptr<cluster::HealthServer> health_;
   std::unique_ptr<cluster::ClusterNode> node_;  // [cluster] enabled only
   cluster::Timer housekeeping_;  // armed and cancelled on the loop thread
+  cluster::Timer expiry_;        // likewise: one bounded expiry step per turn
   std::uint64_t last_messages_ = 0;
   std::atomic<double> messages_per_s_{0};
 };

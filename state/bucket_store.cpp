@@ -18,8 +18,12 @@
 // Locking: every Shard member is guarded by Shard::mu, except `hash_key` (a copy of
 // the store's) and the bucket array's address and size, which are set before the store
 // is shared and never change. One charge() takes one shard lock. Sweeps (expireIdle,
-// erasePrefix) release the lock every kSweepBatch buckets, so a full scan never stalls
-// the milter threads of that shard for long; forEach holds it for a whole shard.
+// erasePrefix), list() and expireIdleStep() release the lock every kSweepBatch
+// buckets, so a scan never stalls the milter threads of that shard for long; forEach
+// holds it for a whole shard.
+//
+// Slots are numbered across shards (shard * bucket_count + bucket; every shard has the
+// same bucket_count): the expiry cursor and list cursors are such numbers.
 #include "state/bucket_store.h"
 
 #include <algorithm>
@@ -333,6 +337,156 @@ void BucketStore::forEach(std::string_view prefix,
       }
     }
   }
+}
+
+std::string ListCursor::token() const {
+  std::string out = std::to_string(slot);
+  if (after) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out.push_back('-');
+    for (const char c : *after) {
+      out.push_back(kHex[static_cast<unsigned char>(c) >> 4]);
+      out.push_back(kHex[static_cast<unsigned char>(c) & 0xf]);
+    }
+  }
+  return out;
+}
+
+std::optional<ListCursor> ListCursor::parse(std::string_view text) {
+  const std::size_t dash = text.find('-');
+  const std::string_view number = text.substr(0, dash);
+  if (number.empty() || number.size() > 19) return std::nullopt;
+  ListCursor cursor;
+  for (const char c : number) {
+    if (c < '0' || c > '9') return std::nullopt;
+    cursor.slot = cursor.slot * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  if (dash == std::string_view::npos) return cursor;
+  const std::string_view hex = text.substr(dash + 1);
+  if (hex.size() % 2 != 0) return std::nullopt;
+  const auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string key;
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]);
+    const int lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    key.push_back(static_cast<char>((hi << 4) | lo));
+  }
+  cursor.after = std::move(key);
+  return cursor;
+}
+
+std::optional<HeldBucket> BucketStore::find(std::string_view key) const {
+  const std::uint64_t hash = hashOf(key);
+  Shard& shard = shardFor(hash);
+  std::lock_guard lock(shard.mu);
+  const Entry* e = shard.find(hash, key);
+  if (!e) return std::nullopt;
+  return HeldBucket{e->algo, e->state()};
+}
+
+std::uint64_t BucketStore::slotCount() const {
+  return std::uint64_t{shard_count_} * shards_[0].bucket_count;
+}
+
+ListPage BucketStore::list(std::string_view prefix, const ListCursor& from, const ListLimits& limits) const {
+  ListPage page;
+  const std::uint64_t total = slotCount();
+  const std::size_t per_shard = shards_[0].bucket_count;
+  std::uint64_t slot = from.slot;
+  std::optional<std::string> after = from.after;
+  std::size_t visited = 0;
+  std::size_t examined = 0;
+  std::vector<const Entry*> in_slot;
+  const std::size_t max_entries = std::max<std::size_t>(limits.max_entries, 1);
+  const std::size_t max_slots = std::max<std::size_t>(limits.max_slots, 1);
+  const std::size_t max_examined = std::max<std::size_t>(limits.max_examined, 1);
+  while (slot < total) {
+    Shard& shard = shards_[slot / per_shard];
+    std::lock_guard lock(shard.mu);
+    if (shard.size == 0) {
+      // Nothing here now: the rest of the shard is one step.
+      slot = (slot / per_shard + 1) * per_shard;
+      after.reset();
+      if (++visited >= max_slots && slot < total) page.next = ListCursor{slot, std::nullopt};
+      if (page.next) return page;
+      continue;
+    }
+    const std::size_t batch_end = std::min<std::size_t>(slot % per_shard + kSweepBatch, per_shard);
+    for (std::size_t b = slot % per_shard; b < batch_end; ++b, ++slot) {
+      if (visited++ >= max_slots || examined >= max_examined) {
+        page.next = ListCursor{slot, std::nullopt};
+        return page;
+      }
+      in_slot.clear();
+      for (const Entry* e = shard.buckets[b]; e; e = e->chain_next) {
+        ++examined;
+        if (e->key().starts_with(prefix) && (!after || e->key() > *after)) in_slot.push_back(e);
+      }
+      after.reset();
+      std::sort(in_slot.begin(), in_slot.end(), [](const Entry* x, const Entry* y) { return x->key() < y->key(); });
+      for (std::size_t i = 0; i < in_slot.size(); ++i) {
+        const Entry* e = in_slot[i];
+        page.entries.emplace_back(std::string(e->key()), HeldBucket{e->algo, e->state()});
+        if (page.entries.size() < max_entries) continue;
+        if (i + 1 < in_slot.size()) {
+          page.next = ListCursor{slot, std::string(e->key())};
+        } else if (slot + 1 < total) {
+          page.next = ListCursor{slot + 1, std::nullopt};
+        }
+        return page;
+      }
+    }
+  }
+  return page;
+}
+
+ExpiryProgress BucketStore::expireIdleStep(Nanos now, std::size_t max_slots) {
+  std::lock_guard cursor_lock(expiry_mu_);
+  ExpiryProgress progress;
+  const std::uint64_t total = slotCount();
+  const std::size_t per_shard = shards_[0].bucket_count;
+  if (expiry_cursor_ >= total) expiry_cursor_ = 0;
+  max_slots = std::max<std::size_t>(max_slots, 1);
+  while (progress.slots_visited < max_slots) {
+    Shard& shard = shards_[expiry_cursor_ / per_shard];
+    std::lock_guard lock(shard.mu);
+    std::size_t b = expiry_cursor_ % per_shard;
+    if (shard.size == 0) {
+      // An empty shard has nothing to expire: skip its table, which is sized for
+      // max_keys (an idle node would otherwise walk millions of empty slots).
+      expiry_cursor_ += per_shard - b;
+      ++progress.slots_visited;
+    } else {
+      const std::size_t end = std::min<std::size_t>({b + kSweepBatch, per_shard, b + (max_slots - progress.slots_visited)});
+      std::size_t dropped = 0;
+      for (; b < end; ++b) {
+        Entry** link = &shard.buckets[b];
+        while (*link) {
+          if ((*link)->idle_at <= now) {
+            shard.drop(link);
+            ++dropped;
+          } else {
+            link = &(*link)->chain_next;
+          }
+        }
+      }
+      progress.slots_visited += end - expiry_cursor_ % per_shard;
+      expiry_cursor_ += end - expiry_cursor_ % per_shard;
+      shard.expirations += dropped;
+      progress.expired += dropped;
+    }
+    if (expiry_cursor_ >= total) {
+      expiry_cursor_ = 0;
+      progress.pass_complete = true;
+      break;
+    }
+  }
+  return progress;
 }
 
 std::size_t BucketStore::expireIdle(Nanos now) {

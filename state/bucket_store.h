@@ -19,9 +19,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "state/key_hash.h"
 #include "state/limit.h"
@@ -33,6 +36,44 @@ struct StoreStats {
   std::uint64_t evictions = 0;   // live (not yet refilled) keys dropped because of max_keys
   std::uint64_t expirations = 0; // idle keys dropped, by expireIdle() or to make room
   std::uint64_t bytes = 0;       // entries with their keys (as allocated) and the hash arrays
+};
+
+// A bucket as the store holds it: the state and the algorithm that wrote it.
+struct HeldBucket {
+  Algorithm algorithm = Algorithm::TokenBucket;
+  BucketState state;
+};
+
+// Where a paged listing resumes. The order is that of the hash slots (shard by shard,
+// slot by slot) and, inside one slot, of the key bytes; it is stable for as long as
+// the store lives (the hash key is per store). A key added behind the cursor while a
+// listing pages through is missed, one dropped is not shown; none is shown twice.
+struct ListCursor {
+  std::uint64_t slot = 0;
+  std::optional<std::string> after;  // resume in `slot` past this key; none: from its start
+
+  // Text for a URL: "SLOT" or "SLOT-HEXKEY" (lower-case hex).
+  std::string token() const;
+  // nullopt if `text` is not a token() (the caller answers with an error).
+  static std::optional<ListCursor> parse(std::string_view text);
+};
+
+// What one list() call may do: it stops at whichever bound it reaches first.
+struct ListLimits {
+  std::size_t max_entries = 100;     // keys returned
+  std::size_t max_slots = 1 << 18;   // hash slots visited (empty ones cost a pointer read)
+  std::size_t max_examined = 8192;   // keys looked at, matching or not (each a cache miss)
+};
+
+struct ListPage {
+  std::vector<std::pair<std::string, HeldBucket>> entries;
+  std::optional<ListCursor> next;  // where the next page starts; nullopt: the listing is complete
+};
+
+struct ExpiryProgress {
+  std::size_t expired = 0;        // keys dropped by this call
+  std::size_t slots_visited = 0;  // hash slots looked at (an empty shard counts as one)
+  bool pass_complete = false;     // this call reached the end of the table (the next starts over)
 };
 
 class BucketStore {
@@ -60,12 +101,36 @@ class BucketStore {
   std::size_t erasePrefix(std::string_view prefix);
 
   // Visit every key starting with `prefix` with a copy of its state. Takes each shard
-  // lock in turn; the callback must not call back into the store.
+  // lock in turn; the callback must not call back into the store. Its cost grows with
+  // max_keys: not for the loop thread (find() and list() are).
   void forEach(std::string_view prefix,
                const std::function<void(std::string_view key, const BucketState& state)>& visit) const;
 
-  // Drop keys whose bucket has been idle (full again) since before `now`.
+  // One key, from its own shard under that shard's lock: O(1). nullopt if not held.
+  std::optional<HeldBucket> find(std::string_view key) const;
+
+  // Keys starting with `prefix`, from `from` on, within `limits` (so a page costs
+  // the same whatever max_keys is, even when few keys match); `next` says where to go
+  // on. A page may hold fewer entries than asked, even none, and still have a `next`.
+  // Holds one shard lock at a time, for at most a small batch of slots.
+  ListPage list(std::string_view prefix, const ListCursor& from, const ListLimits& limits) const;
+
+  // Incremental expiry: drops idle keys (buckets full again since before `now`) in the
+  // next `max_slots` hash slots after where the previous call stopped, wrapping at the
+  // end of the table. Cost per call is bounded by max_slots (plus the keys in those
+  // slots), never by max_keys; one full pass takes ceil(slotCount() / max_slots) calls,
+  // so with one call per tick an idle key is freed at most idle time + that many ticks
+  // after it went idle. A shard holding no key is skipped as one slot. Calls are
+  // serialised (one cursor).
+  ExpiryProgress expireIdleStep(Nanos now, std::size_t max_slots);
+
+  // Drops every idle key in one full pass over the table: cost grows with max_keys;
+  // for tests and tools, not for the loop thread (use expireIdleStep there).
   std::size_t expireIdle(Nanos now);
+
+  // The hash slots of all shards: what a full expiry pass or an unfiltered listing
+  // visits.
+  std::uint64_t slotCount() const;
 
   StoreStats stats() const;
   std::size_t maxKeys() const { return max_keys_; }
@@ -83,6 +148,8 @@ class BucketStore {
   HashKey hash_key_;  // random per store, immutable
   std::unique_ptr<Memory> memory_;  // before shards_: destroyed after them
   std::unique_ptr<Shard[]> shards_;
+  mutable std::mutex expiry_mu_;    // guards expiry_cursor_
+  std::uint64_t expiry_cursor_ = 0;  // the next slot expireIdleStep() visits
 };
 
 }  // namespace zetian::state

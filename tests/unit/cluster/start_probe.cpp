@@ -17,7 +17,7 @@ class NoEngine : public zetian::cluster::AdminApi {
   zetian::cluster::AdminReply ready() override { return {}; }
   zetian::cluster::AdminReply metrics() override { return {}; }
   zetian::cluster::AdminReply reload() override { return {}; }
-  zetian::cluster::AdminReply limitsShow(const std::string&, const std::string&) override { return {}; }
+  zetian::cluster::AdminReply limitsShow(const zetian::cluster::LimitsQuery&) override { return {}; }
   zetian::cluster::AdminReply limitsReset(const std::string&, const std::string&) override { return {}; }
   zetian::cluster::AdminReply maintenance(bool) override { return {}; }
 };

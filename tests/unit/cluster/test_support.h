@@ -76,8 +76,13 @@ class FakeAdmin : public AdminApi {
   AdminReply ready() override { return reply("ready"); }
   AdminReply metrics() override { return reply("metrics"); }
   AdminReply reload() override { return reply("reload"); }
-  AdminReply limitsShow(const std::string& rule, const std::string& key) override {
-    return reply("limitsShow", rule, key);
+  // Recorded as limitsShow(RULE|KEY), with |limit=N|after=T when not the defaults.
+  AdminReply limitsShow(const LimitsQuery& q) override {
+    std::string key = q.key;
+    if (q.limit != LimitsQuery::kDefaultLimit || !q.after.empty()) {
+      key += "|limit=" + std::to_string(q.limit) + "|after=" + q.after;
+    }
+    return reply("limitsShow", q.rule, key);
   }
   AdminReply limitsReset(const std::string& rule, const std::string& key) override {
     return reply("limitsReset", rule, key);
@@ -147,6 +152,9 @@ class ServerHarness {
   }
   std::uint16_t tcpPort() {
     return runOnLoop(loop_, [this] { return server_ ? server_->tcpPort() : std::uint16_t{0}; });
+  }
+  HealthServerStats stats() {
+    return runOnLoop(loop_, [this] { return server_ ? server_->stats() : HealthServerStats{}; });
   }
   void destroyServer() {
     runOnLoop(loop_, [this] {

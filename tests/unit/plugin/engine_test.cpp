@@ -3,11 +3,13 @@
 #include "plugin/engine.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 namespace zetian::plugin {
@@ -367,6 +369,111 @@ period = "1h"
   EXPECT_EQ(check(*e, *s2, conf::Stage::Helo, "client.example"), ZETIAN_CONTINUE);
   auto s3 = e->openSession("192.0.2.1", nullptr);
   EXPECT_EQ(check(*e, *s3, conf::Stage::Helo, "client.example"), ZETIAN_TEMPFAIL);
+}
+
+// A small store (1024 hash slots): one page can cover the whole table.
+constexpr const char* kPerIpAndSender = R"(
+[ratelimit]
+exempt = []
+max_keys = 1000
+[[ratelimit.rule]]
+name = "per-ip"
+key = "client_ip"
+stage = "mail"
+limit = 5
+period = "1h"
+[[ratelimit.rule]]
+name = "per-sender"
+key = "sender"
+stage = "mail"
+limit = 5
+period = "1h"
+)";
+
+TEST_F(EngineTest, LimitsShowWithAKeyLooksItUpUnderEachRule) {
+  auto e = open(kPerIpAndSender);
+  for (int i = 0; i < 3; ++i) {
+    auto s = e->openSession(("192.0.2." + std::to_string(i)).c_str(), nullptr);
+    for (int m = 0; m <= i; ++m) sendMessage(*e, *s, "<a@example.org>");
+  }
+  cluster::LimitsQuery q;
+  q.key = "192.0.2.2";
+  cluster::AdminReply r = e->limitsShow(q);
+  ASSERT_EQ(r.status, 200) << r.body;
+  nlohmann::json doc = nlohmann::json::parse(r.body);
+  ASSERT_EQ(doc["limits"].size(), 1u) << r.body;
+  EXPECT_EQ(doc["limits"][0]["rule"], "per-ip");
+  EXPECT_EQ(doc["limits"][0]["key"], "192.0.2.2");
+  // Its third message was refused by per-sender (a@example.org's sixth), which
+  // charges no rule: two charges here.
+  EXPECT_EQ(doc["limits"][0]["remaining"], 3);
+  EXPECT_EQ(doc["truncated"], false);
+  EXPECT_EQ(doc["more"], false);
+  EXPECT_TRUE(doc["next"].is_null());
+
+  q.key = "a@example.org";  // the sender key, held under per-sender only
+  doc = nlohmann::json::parse(e->limitsShow(q).body);
+  ASSERT_EQ(doc["limits"].size(), 1u);
+  EXPECT_EQ(doc["limits"][0]["rule"], "per-sender");
+  EXPECT_EQ(doc["limits"][0]["remaining"], 0);  // six messages against a limit of five
+
+  q.rule = "per-ip";
+  doc = nlohmann::json::parse(e->limitsShow(q).body);
+  EXPECT_TRUE(doc["limits"].empty()) << "the rule filter applies to a key lookup";
+  q.key = "198.51.100.7";
+  doc = nlohmann::json::parse(e->limitsShow(q).body);
+  EXPECT_TRUE(doc["limits"].empty());
+  q.rule = "no-such-rule";
+  EXPECT_EQ(e->limitsShow(q).status, 404);
+}
+
+TEST_F(EngineTest, LimitsShowListsAPageAtATimeAndTheNextTokenWalksThemAll) {
+  auto e = open(kPerIpAndSender);
+  for (int i = 0; i < 25; ++i) {
+    auto s = e->openSession(("192.0.2." + std::to_string(i)).c_str(), nullptr);
+    sendMessage(*e, *s, ("<u" + std::to_string(i) + "@example.org>").c_str());
+  }
+  for (const std::string rule : {"", "per-ip"}) {
+    std::multiset<std::string> seen;
+    cluster::LimitsQuery q;
+    q.rule = rule;
+    q.limit = 4;
+    int pages = 0;
+    while (true) {
+      const cluster::AdminReply r = e->limitsShow(q);
+      ASSERT_EQ(r.status, 200) << r.body;
+      const nlohmann::json doc = nlohmann::json::parse(r.body);
+      EXPECT_LE(doc["limits"].size(), 4u);
+      for (const auto& l : doc["limits"]) seen.insert(l["rule"].get<std::string>() + " " + l["key"].get<std::string>());
+      EXPECT_EQ(doc["more"], !doc["next"].is_null());
+      EXPECT_EQ(doc["truncated"], doc["more"]);
+      ++pages;
+      if (doc["next"].is_null()) break;
+      q.after = doc["next"].get<std::string>();
+      ASSERT_LT(pages, 1000);
+    }
+    const std::set<std::string> unique(seen.begin(), seen.end());
+    EXPECT_EQ(unique.size(), seen.size()) << "a bucket was listed twice";
+    EXPECT_EQ(seen.size(), rule.empty() ? 50u : 25u) << rule;
+    EXPECT_GE(pages, rule.empty() ? 13 : 7);
+    EXPECT_TRUE(seen.contains("per-ip 192.0.2.17"));
+    EXPECT_EQ(seen.contains("per-sender u17@example.org"), rule.empty());
+  }
+  // The default page is 100: everything here.
+  const nlohmann::json doc = nlohmann::json::parse(e->limitsShow(cluster::LimitsQuery{}).body);
+  EXPECT_EQ(doc["limits"].size(), 50u);
+  EXPECT_TRUE(doc["next"].is_null());
+}
+
+TEST_F(EngineTest, LimitsShowRefusesAForgedPageToken) {
+  auto e = open(kPerIpFive);
+  cluster::LimitsQuery q;
+  for (const char* bad : {"x", "12-zz", "-", "1-2"}) {
+    q.after = bad;
+    const cluster::AdminReply r = e->limitsShow(q);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("after"), std::string::npos) << r.body;
+  }
 }
 
 TEST_F(EngineTest, ReloadSwapsThePolicyAndARefusedFileKeepsTheOldOne) {

@@ -186,6 +186,167 @@ TEST(BucketStore, ExpireIdleHandlesEveryAlgorithmAndLargeShards) {
   EXPECT_EQ(store.stats().keys, 0u);
 }
 
+TEST(BucketStore, RepeatedBoundedExpiryStepsFreeEveryIdleKeyAndNeverALiveOne) {
+  // 40,000 keys in 8 shards (room for 80,000, so none is evicted): half idle at
+  // 100 ms, half live for an hour.
+  BucketStore store(80'000, 8);
+  const Limit slow{10, 3600 * kSecond, 10};
+  for (int i = 0; i < 20'000; ++i) {
+    store.charge(key(i), Algorithm::TokenBucket, kTenPerSecond, 0, 1);            // idle at 100 ms
+    store.charge("live\0"s + std::to_string(i), Algorithm::TokenBucket, slow, 0, 1);  // idle at 360 s
+  }
+  ASSERT_EQ(store.stats().keys, 40'000u);
+  constexpr std::size_t kSlotsPerCall = 1000;
+  const std::uint64_t calls_per_pass = (store.slotCount() + kSlotsPerCall - 1) / kSlotsPerCall;
+  std::size_t expired = 0;
+  std::uint64_t calls = 0;
+  bool complete = false;
+  while (!complete) {
+    const ExpiryProgress p = store.expireIdleStep(kSecond, kSlotsPerCall);
+    EXPECT_LE(p.slots_visited, kSlotsPerCall);
+    expired += p.expired;
+    complete = p.pass_complete;
+    ASSERT_LE(++calls, calls_per_pass) << "a pass took more calls than slotCount / max_slots";
+  }
+  EXPECT_EQ(expired, 20'000u);
+  StoreStats s = store.stats();
+  EXPECT_EQ(s.keys, 20'000u);
+  EXPECT_EQ(s.expirations, 20'000u);
+  for (int i = 0; i < 20'000; i += 997) {
+    EXPECT_FALSE(store.find(key(i))) << i;
+    EXPECT_TRUE(store.find("live\0"s + std::to_string(i))) << i;
+  }
+  // The next pass finds nothing more to drop until the live keys refill.
+  std::size_t again = 0;
+  do {
+    const ExpiryProgress p = store.expireIdleStep(kSecond, kSlotsPerCall);
+    again += p.expired;
+    complete = p.pass_complete;
+  } while (!complete);
+  EXPECT_EQ(again, 0u);
+  do {
+    const ExpiryProgress p = store.expireIdleStep(3600 * kSecond, kSlotsPerCall);
+    again += p.expired;
+    complete = p.pass_complete;
+  } while (!complete);
+  EXPECT_EQ(again, 20'000u);
+  EXPECT_EQ(store.stats().keys, 0u);
+}
+
+TEST(BucketStore, AnExpiryStepOnAnEmptyStoreSkipsWholeShards) {
+  BucketStore store(1'000'000, 64);
+  // 64 empty shards: one step of 64 "slots" is a whole pass, whatever max_keys is.
+  const ExpiryProgress p = store.expireIdleStep(0, 64);
+  EXPECT_TRUE(p.pass_complete);
+  EXPECT_EQ(p.slots_visited, 64u);
+}
+
+TEST(BucketStore, AnExpiryStepResumesWhereThePreviousOneStopped) {
+  BucketStore store(4096, 1);
+  for (int i = 0; i < 3000; ++i) store.charge(key(i), Algorithm::TokenBucket, kTenPerSecond, 0, 1);
+  // Keys charged while a pass is under way, behind the cursor, wait for the next pass;
+  // none is visited twice in one pass.
+  std::size_t expired = 0;
+  ExpiryProgress p = store.expireIdleStep(kSecond, 100);
+  expired += p.expired;
+  EXPECT_EQ(p.slots_visited, 100u);
+  EXPECT_FALSE(p.pass_complete);
+  while (!p.pass_complete) {
+    p = store.expireIdleStep(kSecond, 100);
+    expired += p.expired;
+  }
+  EXPECT_EQ(expired, 3000u);
+}
+
+TEST(BucketStore, FindReturnsOneKeysStateAndAlgorithm) {
+  BucketStore store(1000, 16);
+  store.charge(key(1), Algorithm::Gcra, kTenPerSecond, 0, 3);
+  const auto held = store.find(key(1));
+  ASSERT_TRUE(held);
+  EXPECT_EQ(held->algorithm, Algorithm::Gcra);
+  EXPECT_TRUE(held->state.initialised);
+  EXPECT_FALSE(store.find(key(2)));
+  EXPECT_FALSE(store.find("rule"));  // a prefix is not a key
+  store.erase(key(1));
+  EXPECT_FALSE(store.find(key(1)));
+}
+
+// Pages through everything with `page_size` entries and `max_slots` per page.
+std::vector<std::string> listAll(const BucketStore& store, std::string_view prefix, std::size_t page_size,
+                                 std::size_t max_slots, std::size_t* pages = nullptr) {
+  std::vector<std::string> keys;
+  ListCursor cursor;
+  std::size_t n = 0;
+  while (true) {
+    const ListPage page = store.list(prefix, cursor, ListLimits{page_size, max_slots, 1 << 20});
+    EXPECT_LE(page.entries.size(), page_size);
+    for (const auto& [k, held] : page.entries) keys.push_back(k);
+    ++n;
+    if (!page.next) break;
+    // Every cursor survives the trip through its text form.
+    const auto parsed = ListCursor::parse(page.next->token());
+    EXPECT_TRUE(parsed);
+    if (!parsed) break;
+    cursor = *parsed;
+    if (n > 1'000'000) break;
+  }
+  if (pages != nullptr) *pages = n;
+  return keys;
+}
+
+TEST(BucketStore, ListPagesThroughEveryMatchingKeyOnceWithBoundedPages) {
+  BucketStore store(20'000, 16);
+  for (int i = 0; i < 5000; ++i) {
+    store.charge(key(i), Algorithm::TokenBucket, kTenPerSecond, 0, 1);
+    store.charge("other\0"s + std::to_string(i), Algorithm::TokenBucket, kTenPerSecond, 0, 1);
+  }
+  for (const std::size_t page_size : {std::size_t{1}, std::size_t{7}, std::size_t{100}, std::size_t{1000}}) {
+    std::size_t pages = 0;
+    const std::vector<std::string> keys = listAll(store, "rule\0"s, page_size, 4096, &pages);
+    const std::set<std::string> unique(keys.begin(), keys.end());
+    EXPECT_EQ(keys.size(), 5000u) << page_size;
+    EXPECT_EQ(unique.size(), 5000u) << page_size << ": a key was listed twice";
+    for (const std::string& k : keys) EXPECT_TRUE(k.starts_with("rule\0"s));
+    EXPECT_GE(pages, 5000 / page_size);
+  }
+  // With few matches, pages stay bounded by the slots visited, not by max_keys.
+  store.charge("rare\0"s + "x", Algorithm::TokenBucket, kTenPerSecond, 0, 1);
+  ListPage page = store.list("rare\0"s, ListCursor{}, ListLimits{100, 64, 1 << 20});
+  EXPECT_TRUE(page.next) << "64 slots cannot cover a 16-shard table";
+  // Nor can 100 examined keys cover 10,001.
+  page = store.list("rare\0"s, ListCursor{}, ListLimits{100, 1 << 20, 100});
+  EXPECT_TRUE(page.next);
+  std::size_t pages = 0;
+  EXPECT_EQ(listAll(store, "rare\0"s, 100, 64, &pages), std::vector<std::string>{"rare\0"s + "x"});
+  EXPECT_GE(pages, store.slotCount() / 64 / 2);
+}
+
+TEST(BucketStore, ListCursorsRoundTripAndRefuseGarbage) {
+  ListCursor c{42, "a\0\xff"s};
+  EXPECT_EQ(c.token(), "42-6100ff");
+  const auto back = ListCursor::parse(c.token());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->slot, 42u);
+  EXPECT_EQ(back->after, "a\0\xff"s);
+  EXPECT_EQ(ListCursor::parse("7")->after, std::nullopt);
+  for (const char* bad : {"", "-", "x", "7-0", "7-zz", "7-AB", "-61", "99999999999999999999", "1 2"}) {
+    EXPECT_FALSE(ListCursor::parse(bad)) << bad;
+  }
+  EXPECT_EQ(ListCursor::parse("7-")->after, "");  // the empty key
+}
+
+TEST(BucketStore, ListWithAKeyAfterWhichNothingRemainsEnds) {
+  BucketStore store(100, 1);
+  store.charge("k", Algorithm::TokenBucket, kTenPerSecond, 0, 1);
+  const ListPage all = store.list("", ListCursor{}, ListLimits{10, 1000, 1000});
+  ASSERT_EQ(all.entries.size(), 1u);
+  EXPECT_FALSE(all.next);
+  // Past the end of the table: an empty last page.
+  const ListPage past = store.list("", ListCursor{store.slotCount() + 5, std::nullopt}, ListLimits{10, 1000, 1000});
+  EXPECT_TRUE(past.entries.empty());
+  EXPECT_FALSE(past.next);
+}
+
 TEST(BucketStore, AFullBucketIsNotStored) {
   BucketStore store(100);
   EXPECT_TRUE(store.charge("zero", Algorithm::TokenBucket, kTenPerSecond, 0, 0).allowed);

@@ -205,8 +205,7 @@ void Engine::shutdown() {
 
 const char* Engine::option(const std::string& key) const {
   // Reloads apply it live; string literals keep every pointer handed out valid.
-  if (key == "milter.default_action")
-    return default_action_.load(std::memory_order_relaxed) == conf::DefaultAction::Accept ? "accept" : "tempfail";
+  if (key == "milter.default_action") return defaultAction() == conf::DefaultAction::Accept ? "accept" : "tempfail";
   auto it = options_.find(key);
   return it == options_.end() ? nullptr : it->second.c_str();
 }
@@ -378,17 +377,21 @@ void Engine::resetMessage(Session& s) {
   s.marks.clear();
 }
 
+void fillDefaultAction(zetian_verdict* verdict, conf::DefaultAction action, const char* text) {
+  fillContinue(verdict);
+  if (action == conf::DefaultAction::Tempfail) {
+    verdict->action = ZETIAN_TEMPFAIL;
+    copyTruncated(verdict->rcode, sizeof verdict->rcode, "451");
+    copyTruncated(verdict->xcode, sizeof verdict->xcode, "4.3.0");
+    copyTruncated(verdict->text, sizeof verdict->text, text);
+  }
+}
+
 void Engine::internalFailure(const char* where, const char* what, zetian_verdict* verdict) {
   metrics_.internal_errors_total.fetch_add(1, std::memory_order_relaxed);
   logger_->log(conf::LogLevel::Error, std::string("internal_error where=") + where + " error=" + logValue(what) +
                                           " action=" + option("milter.default_action"));
-  fillContinue(verdict);
-  if (default_action_.load(std::memory_order_relaxed) == conf::DefaultAction::Tempfail) {
-    verdict->action = ZETIAN_TEMPFAIL;
-    copyTruncated(verdict->rcode, sizeof verdict->rcode, "451");
-    copyTruncated(verdict->xcode, sizeof verdict->xcode, "4.3.0");
-    copyTruncated(verdict->text, sizeof verdict->text, "Temporary failure in the rate limiter, try again later");
-  }
+  fillDefaultAction(verdict, defaultAction(), "Temporary failure in the rate limiter, try again later");
 }
 
 void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, std::string_view key,

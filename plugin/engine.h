@@ -49,6 +49,9 @@ struct Mark {
   std::string header_value;  // for tag: "rule=NAME; limit=N/PERIOD"
 };
 
+// The verdict of milter.default_action: continue, or for tempfail 451 4.3.0 with `text`.
+void fillDefaultAction(zetian_verdict* verdict, conf::DefaultAction action, const char* text);
+
 struct Session {
   std::uint64_t id = 0;
   SessionFacts facts;
@@ -93,6 +96,8 @@ class Engine final : public cluster::AdminApi {
   void eom(Session& session, zetian_header_fn add_header, zetian_quarantine_fn quarantine, void* ctx);
   void resetMessage(Session& session);
 
+  // milter.default_action as in force now (a reload applies it live).
+  conf::DefaultAction defaultAction() const { return default_action_.load(std::memory_order_relaxed); }
   // The verdict when the engine itself fails: milter.default_action.
   void internalFailure(const char* where, const char* what, zetian_verdict* verdict);
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <future>
 
+#include "conf/text.h"
 #include "plugin/accounts.h"
 #include "plugin/reload_settings.h"
 
@@ -327,12 +328,8 @@ bool Engine::reload(Errors* errors) {
   const conf::Config& next = *loaded.config;
   const std::vector<std::string_view> restart = settingsNeedingRestart(running_, next);
   if (!restart.empty()) {
-    std::string keys;
-    for (std::string_view key : restart) {
-      if (!keys.empty()) keys += ", ";
-      keys += key;
-    }
-    logger_->log(conf::LogLevel::Warn, "reload: these settings need a restart and were not applied: " + keys);
+    logger_->log(conf::LogLevel::Warn,
+                 "reload: these settings need a restart and were not applied: " + conf::joinNames(restart));
   }
   // The node settings a reload applies live (see reload_settings.cpp).
   if (next.log.level != running_.log.level) {

@@ -14,6 +14,7 @@
 
 #include "plugin/zetian.h"
 #include "plugin/zetian_internal.h"
+#include "tests/unit/cluster/test_support.h"
 
 namespace {
 
@@ -21,13 +22,6 @@ using namespace std::chrono_literals;
 
 class PluginAbiTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/zetian-abi-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/zetian.toml";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // default_action tempfail, so a refused check is told apart from a passing one.
   zetian_engine* open(int limit = 1000) {
     std::ofstream(path_) << "[log]\nlevel = \"error\"\ntarget = \"stderr\"\n"
@@ -45,8 +39,9 @@ class PluginAbiTest : public ::testing::Test {
     return zetian_session_check(s, ZETIAN_STAGE_MAIL, "<a@example.org>", v);
   }
 
-  std::string dir_;
-  std::string path_;
+  zetian::cluster::testing::TempDir temp_;
+  const std::string dir_ = temp_.path();
+  const std::string path_ = dir_ + "/zetian.toml";
 };
 
 void collect(void* ctx, const char* message) { static_cast<std::vector<std::string>*>(ctx)->push_back(message); }

@@ -24,14 +24,6 @@ using namespace std::chrono_literals;
 
 class EngineReloadTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/zetian-reload-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/zetian.toml";
-    log_path_ = dir_ + "/zetian.log";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   void write(const std::string& body) {
     std::ofstream out(path_);
     out << body;
@@ -50,9 +42,10 @@ class EngineReloadTest : public ::testing::Test {
     return text.str();
   }
 
-  std::string dir_;
-  std::string path_;
-  std::string log_path_;
+  cluster::testing::TempDir temp_;
+  const std::string dir_ = temp_.path();
+  const std::string path_ = dir_ + "/zetian.toml";
+  const std::string log_path_ = dir_ + "/zetian.log";
 };
 
 TEST(EngineReloadSettings, EveryConfigurationKeyIsDecidedExactlyOnce) {

@@ -175,7 +175,8 @@ TEST_F(EngineReloadTest, NoBucketOfAChangedRuleSurvivesTheReloadUnderEightChecki
     }
     write(after);
     Errors errors;
-    ASSERT_TRUE(e->reload(&errors)) << errors.front();
+    // Asserted once the checkers are joined: an ASSERT here would leave them running.
+    const bool reloaded = e->reload(&errors);
     std::uint64_t seen[kThreads];
     for (int t = 0; t < kThreads; ++t) seen[t] = checks[t].load();
     for (int t = 0; t < kThreads; ++t) {
@@ -183,6 +184,7 @@ TEST_F(EngineReloadTest, NoBucketOfAChangedRuleSurvivesTheReloadUnderEightChecki
     }
     stop.store(true);
     for (auto& t : checkers) t.join();
+    ASSERT_TRUE(reloaded) << errors.front();
 
     std::size_t old_kind = 0, new_kind = 0;
     e->store().forEach(prefix, [&](std::string_view key, const state::BucketState&) {

@@ -279,7 +279,10 @@ int zetian_config_check(const char* config_path, const char* const* overrides, s
                                   : zetian::conf::loadEmbeddedDefault(options);
         for (const auto& e : loaded.errors) errors.push_back(e.format());
         // Warnings go through the same callback, marked, and do not fail the check.
-        for (auto w : loaded.warnings) warnings.push_back((w.message.insert(0, "warning: "), w.format()));
+        for (auto& w : loaded.warnings) {
+          w.message.insert(0, "warning: ");
+          warnings.push_back(w.format());
+        }
       }
     } catch (const std::exception& e) {
       errors.push_back(std::string("internal error while checking the configuration: ") + e.what());

@@ -55,7 +55,8 @@ TEST_F(PluginAbiTest, NullArgumentsGetTheirDocumentedAnswers) {
   std::vector<std::string> errors;
   EXPECT_EQ(zetian_engine_start(nullptr, &collect, &errors), -1);
   EXPECT_EQ(zetian_engine_reload(nullptr, &collect, &errors), -1);
-  EXPECT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors, (std::vector<std::string>{"zetian_engine_start: the engine is NULL",
+                                              "zetian_engine_reload: the engine is NULL"}));
   EXPECT_EQ(zetian_engine_option(nullptr, "milter.socket"), nullptr);
   EXPECT_EQ(zetian_engine_needs(nullptr), 0u);
   zetian_log(nullptr, 2, "a line with no engine");
@@ -199,7 +200,11 @@ TEST_F(PluginAbiTest, CloseWaitsForOpenSessionsAndRefusesNewOnesMeanwhile) {
   // The handle stays a closed handle: a racing call gets the closed answers.
   EXPECT_EQ(zetian_engine_needs(e), 0u);
   EXPECT_EQ(zetian_engine_option(e, "milter.socket"), nullptr);
-  EXPECT_EQ(zetian_engine_reload(e, nullptr, nullptr), -1);
+  std::vector<std::string> closed_errors;
+  EXPECT_EQ(zetian_engine_reload(e, &collect, &closed_errors), -1);
+  EXPECT_EQ(zetian_engine_start(e, &collect, &closed_errors), -1);
+  EXPECT_EQ(closed_errors, (std::vector<std::string>{"zetian_engine_reload: the engine is closed",
+                                                     "zetian_engine_start: the engine is closed"}));
   zetian_session* after = zetian_session_open(e, "192.0.2.9", nullptr);
   zetian_verdict v = ZETIAN_VERDICT_INIT;
   EXPECT_EQ(mail(after, &v), ZETIAN_TEMPFAIL);

@@ -148,7 +148,6 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
     : config_(std::move(config)),
       config_path_(std::move(path)),
       overrides_(std::move(overrides)),
-      running_(config_),
       default_action_(config_.milter.default_action) {
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
   store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
@@ -326,20 +325,14 @@ bool Engine::reload(Errors* errors) {
     logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   const conf::Config& next = *loaded.config;
-  const std::vector<std::string_view> restart = settingsNeedingRestart(running_, next);
+  const std::vector<std::string_view> restart = settingsNeedingRestart(config_, next);
   if (!restart.empty()) {
     logger_->log(conf::LogLevel::Warn,
                  "reload: these settings need a restart and were not applied: " + conf::joinNames(restart));
   }
   // The node settings a reload applies live (see reload_settings.cpp).
-  if (next.log.level != running_.log.level) {
-    running_.log.level = next.log.level;
-    logger_->setLevel(next.log.level);
-  }
-  if (next.milter.default_action != running_.milter.default_action) {
-    running_.milter.default_action = next.milter.default_action;
-    default_action_.store(next.milter.default_action, std::memory_order_relaxed);
-  }
+  logger_->setLevel(next.log.level);
+  default_action_.store(next.milter.default_action, std::memory_order_relaxed);
   conf::Policy previous = config_.policy;
   config_.policy = next.policy;
   config_.policy.max_keys = previous.max_keys;

@@ -132,7 +132,10 @@ class Engine final : public cluster::AdminApi {
   void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,
                    const state::Outcome& outcome, Verdict verdict);
 
-  conf::Config config_;  // node part fixed after open(); policy part as of the last good load
+  // Node part as opened: what a reload compares against to name the settings needing a
+  // restart (the two applied live are held by logger_ and default_action_). Policy
+  // part as of the last good load.
+  conf::Config config_;
   const std::optional<std::string> config_path_;
   const std::vector<conf::Override> overrides_;
   std::unique_ptr<Logger> logger_;
@@ -145,11 +148,8 @@ class Engine final : public cluster::AdminApi {
   mutable std::mutex policy_mutex_;  // guards policy_
   std::shared_ptr<const PolicySnapshot> policy_;
   std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, published after policy_
-  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy, running_ and policy_version_
+  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
   std::uint64_t policy_version_ = 0;
-  // The node settings in force (config_ as opened, plus what reloads applied live):
-  // what the next reload compares against.
-  conf::Config running_;
   // milter.default_action, applied live by reloads; read by internalFailure().
   std::atomic<conf::DefaultAction> default_action_;
 

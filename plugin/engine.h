@@ -141,7 +141,7 @@ class Engine final : public cluster::AdminApi {
   std::unique_ptr<Logger> logger_;
   Metrics metrics_;
   std::unique_ptr<state::BucketStore> store_;
-  // The current snapshot. Readers on the hot path go through currentPolicy(), which
+  // The current snapshot. Readers on the hot path go through pinPolicy(), which
   // takes the mutex only when policy_id_ says a newer snapshot was published.
   // (A mutex rather than std::atomic<std::shared_ptr>: libstdc++ 12 implements that
   // with an internal lock TSan cannot see, and the hot path avoids both anyway.)

@@ -58,8 +58,10 @@ IncarnationOutcome advanceIncarnation(const std::string& state_dir, std::uint64_
 
   std::uint64_t next = wall_clock_ms == 0 ? 1 : wall_clock_ms;
   const int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0 && errno != ENOENT) {
-    out.error = failure(state_dir, "read " + path, errno);
+  // Saved at once: building the message allocates, which may change errno.
+  const int open_error = in < 0 ? errno : 0;
+  if (in < 0 && open_error != ENOENT) {
+    out.error = failure(state_dir, "read " + path, open_error);
     return out;
   }
   if (in >= 0) {
@@ -106,7 +108,8 @@ IncarnationOutcome advanceIncarnation(const std::string& state_dir, std::uint64_
 
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
-    out.error = failure(state_dir, "create " + temp, errno);
+    const int err = errno;
+    out.error = failure(state_dir, "create " + temp, err);
     return out;
   }
   const std::string text = std::to_string(next) + "\n";

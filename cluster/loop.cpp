@@ -198,8 +198,14 @@ void Loop::onTimer(int /*fd*/, short /*what*/, void* arg) {
   auto* state = static_cast<Timer::State*>(arg);
   Loop* loop = state->loop;
   loop->checkThisThread();
-  // Cancelled from another thread: the release is posted and on its way.
-  if (state->cancelled.load(std::memory_order_acquire)) return;
+  // Cancelled from another thread. The release it posted may have been refused (a full
+  // mailbox), so release here too: otherwise a persistent event would keep firing, and
+  // keep what fn captured, until the loop dies. A release that arrives later finds
+  // nothing to do.
+  if (state->cancelled.load(std::memory_order_acquire)) {
+    loop->release(state);
+    return;
+  }
   state->running = true;
   // Like a posted closure, a callback must not throw across libevent's C frames.
   try {
@@ -250,7 +256,8 @@ void Timer::cancel() {
     return;
   }
   // The flag above keeps fn from starting again; the event and fn are the loop
-  // thread's to free. A loop that refuses the post is stopping: its destructor frees them.
+  // thread's to free. If the post is refused (the loop is stopping, or its mailbox is
+  // full), the timer's next firing frees them, or the Loop's destructor does.
   loop->post([state] { state->loop->release(state.get()); });
 }
 

@@ -133,11 +133,8 @@ std::uint16_t ClusterNode::boundPort() const {
   return 0;
 }
 
-bool ClusterNode::start(std::string* error) {
-  assertLoopThread();
-  event_base* base = loop_.base();
-  // Before the listener opens, so that no handshake ever carries another value. The
-  // fsync blocks the loop thread once, at start-up, before any peer depends on it.
+// The fsync blocks the loop thread once, at start-up, before any peer depends on it.
+bool ClusterNode::takeIncarnation(std::string* error) {
   if (options_.state_dir.empty()) {
     *error = "node.state_dir is not set: the cluster keeps the node's incarnation there";
     return false;
@@ -164,6 +161,14 @@ bool ClusterNode::start(std::string* error) {
   }
   if (!incarnation.warning.empty()) logLine(conf::LogLevel::Warn, incarnation.warning);
   incarnation_ = incarnation.value;
+  return true;
+}
+
+bool ClusterNode::start(std::string* error) {
+  assertLoopThread();
+  event_base* base = loop_.base();
+  // Before the listener opens, so that no handshake ever carries another value.
+  if (!takeIncarnation(error)) return false;
   std::string parse_error;
   auto bind = parseListenAddress(options_.bind, &parse_error);
   if (!bind) {

@@ -144,6 +144,8 @@ class ClusterNode final : public transport::PeerLink::Owner {
   // Aborts with a message naming the caller unless on the loop thread, in every build.
   void assertLoopThread(std::source_location where = std::source_location::current()) const;
   void guardListener();
+  // Reads, advances and stores the incarnation in state_dir (incarnation.h); start() only.
+  bool takeIncarnation(std::string* error);
   static void onTickCb(int fd, short what, void* arg);
   static void onHeartbeatCb(int fd, short what, void* arg);
   static void onReapCb(int fd, short what, void* arg);

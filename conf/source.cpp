@@ -66,6 +66,12 @@ PreparedSource prepareSource(std::string_view text) {
     first_comma_over.reset();
     return true;
   };
+  // Brackets nested too deep, or a line with too many dots: toml11 would recurse or go
+  // quadratic on them.
+  auto refuseTooDeep = [&] {
+    refuse({line, column}, "nested too deeply for a zetian configuration (at most " + std::to_string(kMaxNesting) +
+                               " levels of brackets, " + std::to_string(kMaxDotsPerLine) + " dots in a line)");
+  };
   auto startLine = [&](std::size_t index) { long_line = lineLength(index) > kLongLine; };
   startLine(0);
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -137,16 +143,14 @@ PreparedSource prepareSource(std::string_view text) {
           }
           open.push_back(kind);
           if (open.size() > static_cast<std::size_t>(kMaxNesting)) {
-            refuse({line, column}, "nested too deeply for a zetian configuration (at most " + std::to_string(kMaxNesting) +
-                                       " levels of brackets, " + std::to_string(kMaxDotsPerLine) + " dots in a line)");
+            refuseTooDeep();
             return out;
           }
         } else if (c == ']' || c == '}') {
           if (!open.empty()) open.pop_back();
         } else if (c == '.') {
           if (++dots > kMaxDotsPerLine) {
-            refuse({line, column}, "nested too deeply for a zetian configuration (at most " + std::to_string(kMaxNesting) +
-                                       " levels of brackets, " + std::to_string(kMaxDotsPerLine) + " dots in a line)");
+            refuseTooDeep();
             return out;
           }
         } else if (c == ',' && !open.empty()) {

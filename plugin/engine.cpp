@@ -4,6 +4,7 @@
 #include <cstring>
 #include <future>
 
+#include "conf/text.h"
 #include "plugin/accounts.h"
 #include "plugin/reload_settings.h"
 
@@ -153,7 +154,6 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
     : config_(std::move(config)),
       config_path_(std::move(path)),
       overrides_(std::move(overrides)),
-      running_(config_),
       default_action_(config_.milter.default_action) {
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
   store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
@@ -213,8 +213,7 @@ void Engine::shutdown() {
 
 const char* Engine::option(const std::string& key) const {
   // Reloads apply it live; string literals keep every pointer handed out valid.
-  if (key == "milter.default_action")
-    return default_action_.load(std::memory_order_relaxed) == conf::DefaultAction::Accept ? "accept" : "tempfail";
+  if (key == "milter.default_action") return defaultAction() == conf::DefaultAction::Accept ? "accept" : "tempfail";
   auto it = options_.find(key);
   return it == options_.end() ? nullptr : it->second.c_str();
 }
@@ -337,24 +336,14 @@ bool Engine::reload(Errors* errors) {
     logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   const conf::Config& next = *loaded.config;
-  const std::vector<std::string_view> restart = settingsNeedingRestart(running_, next);
+  const std::vector<std::string_view> restart = settingsNeedingRestart(config_, next);
   if (!restart.empty()) {
-    std::string keys;
-    for (std::string_view key : restart) {
-      if (!keys.empty()) keys += ", ";
-      keys += key;
-    }
-    logger_->log(conf::LogLevel::Warn, "reload: these settings need a restart and were not applied: " + keys);
+    logger_->log(conf::LogLevel::Warn,
+                 "reload: these settings need a restart and were not applied: " + conf::joinNames(restart));
   }
   // The node settings a reload applies live (see reload_settings.cpp).
-  if (next.log.level != running_.log.level) {
-    running_.log.level = next.log.level;
-    logger_->setLevel(next.log.level);
-  }
-  if (next.milter.default_action != running_.milter.default_action) {
-    running_.milter.default_action = next.milter.default_action;
-    default_action_.store(next.milter.default_action, std::memory_order_relaxed);
-  }
+  logger_->setLevel(next.log.level);
+  default_action_.store(next.milter.default_action, std::memory_order_relaxed);
   conf::Policy previous = config_.policy;
   config_.policy = next.policy;
   config_.policy.max_keys = previous.max_keys;
@@ -389,17 +378,21 @@ void Engine::resetMessage(Session& s) {
   s.marks.clear();
 }
 
+void fillDefaultAction(zetian_verdict* verdict, conf::DefaultAction action, const char* text) {
+  fillContinue(verdict);
+  if (action == conf::DefaultAction::Tempfail) {
+    verdict->action = ZETIAN_TEMPFAIL;
+    copyTruncated(verdict->rcode, sizeof verdict->rcode, "451");
+    copyTruncated(verdict->xcode, sizeof verdict->xcode, "4.3.0");
+    copyTruncated(verdict->text, sizeof verdict->text, text);
+  }
+}
+
 void Engine::internalFailure(const char* where, const char* what, zetian_verdict* verdict) {
   metrics_.internal_errors_total.fetch_add(1, std::memory_order_relaxed);
   logger_->log(conf::LogLevel::Error, std::string("internal_error where=") + where + " error=" + logValue(what) +
                                           " action=" + option("milter.default_action"));
-  fillContinue(verdict);
-  if (default_action_.load(std::memory_order_relaxed) == conf::DefaultAction::Tempfail) {
-    verdict->action = ZETIAN_TEMPFAIL;
-    copyTruncated(verdict->rcode, sizeof verdict->rcode, "451");
-    copyTruncated(verdict->xcode, sizeof verdict->xcode, "4.3.0");
-    copyTruncated(verdict->text, sizeof verdict->text, "Temporary failure in the rate limiter, try again later");
-  }
+  fillDefaultAction(verdict, defaultAction(), "Temporary failure in the rate limiter, try again later");
 }
 
 void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, std::string_view key,

@@ -49,6 +49,9 @@ struct Mark {
   std::string header_value;  // for tag: "rule=NAME; limit=N/PERIOD"
 };
 
+// The verdict of milter.default_action: continue, or for tempfail 451 4.3.0 with `text`.
+void fillDefaultAction(zetian_verdict* verdict, conf::DefaultAction action, const char* text);
+
 struct Session {
   std::uint64_t id = 0;
   SessionFacts facts;
@@ -93,6 +96,8 @@ class Engine final : public cluster::AdminApi {
   void eom(Session& session, zetian_header_fn add_header, zetian_quarantine_fn quarantine, void* ctx);
   void resetMessage(Session& session);
 
+  // milter.default_action as in force now (a reload applies it live).
+  conf::DefaultAction defaultAction() const { return default_action_.load(std::memory_order_relaxed); }
   // The verdict when the engine itself fails: milter.default_action.
   void internalFailure(const char* where, const char* what, zetian_verdict* verdict);
 
@@ -127,24 +132,24 @@ class Engine final : public cluster::AdminApi {
   void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,
                    const state::Outcome& outcome, Verdict verdict);
 
-  conf::Config config_;  // node part fixed after open(); policy part as of the last good load
+  // Node part as opened: what a reload compares against to name the settings needing a
+  // restart (the two applied live are held by logger_ and default_action_). Policy
+  // part as of the last good load.
+  conf::Config config_;
   const std::optional<std::string> config_path_;
   const std::vector<conf::Override> overrides_;
   std::unique_ptr<Logger> logger_;
   Metrics metrics_;
   std::unique_ptr<state::BucketStore> store_;
-  // The current snapshot. Readers on the hot path go through currentPolicy(), which
+  // The current snapshot. Readers on the hot path go through pinPolicy(), which
   // takes the mutex only when policy_id_ says a newer snapshot was published.
   // (A mutex rather than std::atomic<std::shared_ptr>: libstdc++ 12 implements that
   // with an internal lock TSan cannot see, and the hot path avoids both anyway.)
   mutable std::mutex policy_mutex_;  // guards policy_
   std::shared_ptr<const PolicySnapshot> policy_;
   std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, published after policy_
-  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy, running_ and policy_version_
+  std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
   std::uint64_t policy_version_ = 0;
-  // The node settings in force (config_ as opened, plus what reloads applied live):
-  // what the next reload compares against.
-  conf::Config running_;
   // milter.default_action, applied live by reloads; read by internalFailure().
   std::atomic<conf::DefaultAction> default_action_;
 

@@ -103,20 +103,9 @@ zetian::conf::Stage toStage(zetian_stage stage) {
   throw std::invalid_argument("unknown stage " + std::to_string(int(stage)));
 }
 
-void setText(char* dst, std::size_t size, const char* src) {
-  std::snprintf(dst, size, "%s", src);
-}
-
 // The answer of a session that may not run a check (refused, or its engine closing).
 void fillRefused(zetian_verdict* v, zetian::conf::DefaultAction action) {
-  v->action = ZETIAN_CONTINUE;
-  v->rcode[0] = v->xcode[0] = v->text[0] = v->rule[0] = '\0';
-  if (action == zetian::conf::DefaultAction::Tempfail) {
-    v->action = ZETIAN_TEMPFAIL;
-    setText(v->rcode, sizeof v->rcode, "451");
-    setText(v->xcode, sizeof v->xcode, "4.3.0");
-    setText(v->text, sizeof v->text, "The rate limiter is not available, try again later");
-  }
+  zetian::plugin::fillDefaultAction(v, action, "The rate limiter is not available, try again later");
 }
 
 // Copy the fields of `full` that lie entirely within out->size (a host built against
@@ -174,10 +163,30 @@ struct CallPin {
   zetian_engine* engine;  // null: no engine to call
 };
 
-zetian::conf::DefaultAction defaultActionOf(Engine& engine) {
-  const char* action = engine.option("milter.default_action");
-  return action && std::strcmp(action, "tempfail") == 0 ? zetian::conf::DefaultAction::Tempfail
-                                                         : zetian::conf::DefaultAction::Accept;
+// zetian_engine_start and zetian_engine_reload: `run` on the pinned engine, 0 when it
+// succeeds, else -1 with its errors reported. `failed` ("internal error while ...")
+// heads the report of an exception.
+template <typename Run>
+int runReported(zetian_engine* handle, const char* function, const char* failed, zetian_error_fn on_error,
+                void* ctx, Run run) noexcept {
+  CallPin engine(handle);
+  try {
+    if (!engine.engine) {
+      reportOne((std::string(function) + (handle ? ": the engine is closed" : ": the engine is NULL")).c_str(),
+                on_error, ctx);
+      return -1;
+    }
+    Errors errors;
+    try {
+      if (run(*engine.engine->engine, &errors)) return 0;
+    } catch (const std::exception& e) {
+      errors.push_back(std::string(failed) + ": " + e.what());
+    }
+    report(errors, on_error, ctx);
+  } catch (...) {
+    reportOne(failed, on_error, ctx);
+  }
+  return -1;
 }
 
 }  // namespace
@@ -192,7 +201,7 @@ void closeEngine(zetian_engine* e, std::chrono::milliseconds drain_timeout) {
     std::unique_lock lock(e->mutex);
     e->drained.wait_for(lock, drain_timeout, [e] { return e->pins == 0; });
     e->stopped = true;
-    e->closed_action = defaultActionOf(*e->engine);
+    e->closed_action = e->engine->defaultAction();
     still_open = e->pins;
     if (still_open == 0) engine = std::move(e->engine);
   }
@@ -270,7 +279,10 @@ int zetian_config_check(const char* config_path, const char* const* overrides, s
                                   : zetian::conf::loadEmbeddedDefault(options);
         for (const auto& e : loaded.errors) errors.push_back(e.format());
         // Warnings go through the same callback, marked, and do not fail the check.
-        for (auto w : loaded.warnings) warnings.push_back((w.message.insert(0, "warning: "), w.format()));
+        for (auto& w : loaded.warnings) {
+          w.message.insert(0, "warning: ");
+          warnings.push_back(w.format());
+        }
       }
     } catch (const std::exception& e) {
       errors.push_back(std::string("internal error while checking the configuration: ") + e.what());
@@ -285,45 +297,13 @@ int zetian_config_check(const char* config_path, const char* const* overrides, s
 }
 
 int zetian_engine_start(zetian_engine* handle, zetian_error_fn on_error, void* ctx) {
-  CallPin engine(handle);
-  if (!engine.engine) {
-    reportOne(handle ? "zetian_engine_start: the engine is closed" : "zetian_engine_start: the engine is NULL",
-              on_error, ctx);
-    return -1;
-  }
-  try {
-    Errors errors;
-    try {
-      if (engine.engine->engine->start(&errors)) return 0;
-    } catch (const std::exception& e) {
-      errors.push_back(std::string("internal error while starting: ") + e.what());
-    }
-    report(errors, on_error, ctx);
-  } catch (...) {
-    reportOne("internal error while starting", on_error, ctx);
-  }
-  return -1;
+  return runReported(handle, "zetian_engine_start", "internal error while starting", on_error, ctx,
+                     [](Engine& engine, Errors* errors) { return engine.start(errors); });
 }
 
 int zetian_engine_reload(zetian_engine* handle, zetian_error_fn on_error, void* ctx) {
-  CallPin engine(handle);
-  if (!engine.engine) {
-    reportOne(handle ? "zetian_engine_reload: the engine is closed" : "zetian_engine_reload: the engine is NULL",
-              on_error, ctx);
-    return -1;
-  }
-  try {
-    Errors errors;
-    try {
-      if (engine.engine->engine->reload(&errors)) return 0;
-    } catch (const std::exception& e) {
-      errors.push_back(std::string("internal error while reloading: ") + e.what());
-    }
-    report(errors, on_error, ctx);
-  } catch (...) {
-    reportOne("internal error while reloading", on_error, ctx);
-  }
-  return -1;
+  return runReported(handle, "zetian_engine_reload", "internal error while reloading", on_error, ctx,
+                     [](Engine& engine, Errors* errors) { return engine.reload(errors); });
 }
 
 void zetian_engine_close(zetian_engine* engine) {
@@ -379,7 +359,7 @@ zetian_session* zetian_session_open(zetian_engine* engine, const char* client_ad
     {
       // Under the mutex the engine cannot be freed.
       std::lock_guard lock(engine->mutex);
-      s->refused_action = engine->engine ? defaultActionOf(*engine->engine) : engine->closed_action;
+      s->refused_action = engine->engine ? engine->engine->defaultAction() : engine->closed_action;
       if (engine->closing.load() || engine->stopped) return s;  // refused: the engine is going away
       ++engine->pins;
     }
@@ -407,7 +387,7 @@ int zetian_session_check(zetian_session* s, zetian_stage stage, const char* arg,
     } else if (!s->owner) {
       fillRefused(&full, s->refused_action);
     } else if (s->owner->closing.load(std::memory_order_relaxed)) {
-      fillRefused(&full, defaultActionOf(*s->owner->engine));  // pinned by this session
+      fillRefused(&full, s->owner->engine->defaultAction());  // pinned by this session
     } else {
       Engine& engine = *s->owner->engine;
       try {

@@ -540,6 +540,29 @@ TEST(LoopTimer, CancelFromAnotherThreadStopsItAndFreesItOnTheLoop) {
   EXPECT_EQ(readLater(loop, 30ms, [&] { return count.load(); }), after_cancel);
 }
 
+TEST(LoopTimer, ACancelWhosePostIsRefusedStillStopsAndFreesTheTimer) {
+  Loop loop(1);  // one slot: easy to fill
+  loop.start();
+  std::atomic<int> count{0};
+  auto token = std::make_shared<int>(0);
+  Timer timer = onLoop(loop, [&] { return loop.every(1ms, [&, token] { ++count; }); });
+  // Hold the loop inside a closure and fill the mailbox behind it, so that the post
+  // cancel() makes from this thread is refused.
+  LoopBlocker blocker(loop);
+  ASSERT_TRUE(loop.post([] {}));
+  ASSERT_FALSE(loop.post([] {}));  // full
+  timer.cancel();
+  EXPECT_FALSE(timer.active());
+  blocker.release();
+  // The timer's next firing frees it, instead of it firing (and keeping its closure)
+  // until the loop dies.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (token.use_count() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  EXPECT_EQ(token.use_count(), 1);
+  const int after_cancel = onLoop(loop, [&] { return count.load(); });
+  EXPECT_EQ(readLater(loop, 30ms, [&] { return count.load(); }), after_cancel);
+}
+
 TEST(LoopTimer, AThrowingCallbackKeepsItsTimerGoing) {
   Loop loop;
   loop.start();

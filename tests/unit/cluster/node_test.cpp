@@ -40,7 +40,9 @@ struct TestNode {
   std::mutex log_mutex;
   std::vector<std::string> log;
 
-  TestNode(const std::string& id, const std::vector<std::string>& seeds) {
+  // `adjust` may change the options before the node starts.
+  TestNode(const std::string& id, const std::vector<std::string>& seeds,
+           const std::function<void(NodeOptions&)>& adjust = {}) {
     loop->start();
     NodeOptions o;
     o.node_id = id;
@@ -51,6 +53,7 @@ struct TestNode {
     o.detector.heartbeat_interval = 100ms;
     o.detector.failure_detection_timeout = 1000ms;
     o.join_timeout = 3000ms;
+    if (adjust) adjust(o);
     auto sink = [this](conf::LogLevel, std::string_view line) {
       std::lock_guard lock(log_mutex);
       log.emplace_back(line);
@@ -226,10 +229,13 @@ std::uint64_t rejected(TestNode& n, const std::string& reason) {
 }
 
 // The stranger flood of issue 7: more idle unauthenticated connections than there are
-// handshake slots. A node that dials in afterwards still joins at once, long before the
-// strangers' handshake timeout (5 s) would free their slots, and before join_timeout (3 s).
+// handshake slots. A node that dials in afterwards still joins, long before the
+// strangers' handshake timeout would free their slots, and not through join_timeout.
+// Both timeouts are a minute here, far above the wait below, so that a loaded machine
+// cannot turn a slow join into a failure while a node that finds no slot still fails.
 TEST(ClusterNode, ANodeJoinsWhileStrangersHoldEveryHandshakeSlot) {
-  TestNode a("a", {});
+  constexpr auto kStrangerHold = 60s;
+  TestNode a("a", {}, [&](NodeOptions& o) { o.link_limits.handshake_timeout = kStrangerHold; });
   const auto port = static_cast<std::uint16_t>(std::stoi(a.endpoint.substr(a.endpoint.rfind(':') + 1)));
   std::vector<int> strangers;
   for (int i = 0; i < 100; ++i) {
@@ -242,8 +248,8 @@ TEST(ClusterNode, ANodeJoinsWhileStrangersHoldEveryHandshakeSlot) {
   ASSERT_TRUE(waitFor([&] { return rejected(a, "evicted") >= 36; }, 5s)) << rejected(a, "evicted");
   EXPECT_EQ(rejected(a, "per_source_limit"), 0u);
   const auto started = std::chrono::steady_clock::now();
-  TestNode b("b", {a.endpoint});
-  EXPECT_TRUE(waitFor([&] { return b.view()["a"] == "active" && a.view()["b"] == "active"; }, 2500ms))
+  TestNode b("b", {a.endpoint}, [&](NodeOptions& o) { o.join_timeout = kStrangerHold; });
+  EXPECT_TRUE(waitFor([&] { return b.view()["a"] == "active" && a.view()["b"] == "active"; }, 20s))
       << "b sees " << b.view()["a"] << " after "
       << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()
       << " ms";

@@ -14,6 +14,7 @@
 
 #include "plugin/zetian.h"
 #include "plugin/zetian_internal.h"
+#include "tests/unit/cluster/test_support.h"
 
 namespace {
 
@@ -21,13 +22,6 @@ using namespace std::chrono_literals;
 
 class PluginAbiTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/zetian-abi-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/zetian.toml";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // default_action tempfail, so a refused check is told apart from a passing one.
   zetian_engine* open(int limit = 1000) {
     std::ofstream(path_) << "[log]\nlevel = \"error\"\ntarget = \"stderr\"\n"
@@ -45,8 +39,9 @@ class PluginAbiTest : public ::testing::Test {
     return zetian_session_check(s, ZETIAN_STAGE_MAIL, "<a@example.org>", v);
   }
 
-  std::string dir_;
-  std::string path_;
+  zetian::cluster::testing::TempDir temp_;
+  const std::string dir_ = temp_.path();
+  const std::string path_ = dir_ + "/zetian.toml";
 };
 
 void collect(void* ctx, const char* message) { static_cast<std::vector<std::string>*>(ctx)->push_back(message); }
@@ -60,7 +55,8 @@ TEST_F(PluginAbiTest, NullArgumentsGetTheirDocumentedAnswers) {
   std::vector<std::string> errors;
   EXPECT_EQ(zetian_engine_start(nullptr, &collect, &errors), -1);
   EXPECT_EQ(zetian_engine_reload(nullptr, &collect, &errors), -1);
-  EXPECT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors, (std::vector<std::string>{"zetian_engine_start: the engine is NULL",
+                                              "zetian_engine_reload: the engine is NULL"}));
   EXPECT_EQ(zetian_engine_option(nullptr, "milter.socket"), nullptr);
   EXPECT_EQ(zetian_engine_needs(nullptr), 0u);
   zetian_log(nullptr, 2, "a line with no engine");
@@ -204,7 +200,11 @@ TEST_F(PluginAbiTest, CloseWaitsForOpenSessionsAndRefusesNewOnesMeanwhile) {
   // The handle stays a closed handle: a racing call gets the closed answers.
   EXPECT_EQ(zetian_engine_needs(e), 0u);
   EXPECT_EQ(zetian_engine_option(e, "milter.socket"), nullptr);
-  EXPECT_EQ(zetian_engine_reload(e, nullptr, nullptr), -1);
+  std::vector<std::string> closed_errors;
+  EXPECT_EQ(zetian_engine_reload(e, &collect, &closed_errors), -1);
+  EXPECT_EQ(zetian_engine_start(e, &collect, &closed_errors), -1);
+  EXPECT_EQ(closed_errors, (std::vector<std::string>{"zetian_engine_reload: the engine is closed",
+                                                     "zetian_engine_start: the engine is closed"}));
   zetian_session* after = zetian_session_open(e, "192.0.2.9", nullptr);
   zetian_verdict v = ZETIAN_VERDICT_INIT;
   EXPECT_EQ(mail(after, &v), ZETIAN_TEMPFAIL);

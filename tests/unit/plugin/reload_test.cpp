@@ -24,14 +24,6 @@ using namespace std::chrono_literals;
 
 class EngineReloadTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/zetian-reload-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/zetian.toml";
-    log_path_ = dir_ + "/zetian.log";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   void write(const std::string& body) {
     std::ofstream out(path_);
     out << body;
@@ -50,9 +42,10 @@ class EngineReloadTest : public ::testing::Test {
     return text.str();
   }
 
-  std::string dir_;
-  std::string path_;
-  std::string log_path_;
+  cluster::testing::TempDir temp_;
+  const std::string dir_ = temp_.path();
+  const std::string path_ = dir_ + "/zetian.toml";
+  const std::string log_path_ = dir_ + "/zetian.log";
 };
 
 TEST(EngineReloadSettings, EveryConfigurationKeyIsDecidedExactlyOnce) {
@@ -182,7 +175,8 @@ TEST_F(EngineReloadTest, NoBucketOfAChangedRuleSurvivesTheReloadUnderEightChecki
     }
     write(after);
     Errors errors;
-    ASSERT_TRUE(e->reload(&errors)) << errors.front();
+    // Asserted once the checkers are joined: an ASSERT here would leave them running.
+    const bool reloaded = e->reload(&errors);
     std::uint64_t seen[kThreads];
     for (int t = 0; t < kThreads; ++t) seen[t] = checks[t].load();
     for (int t = 0; t < kThreads; ++t) {
@@ -190,6 +184,7 @@ TEST_F(EngineReloadTest, NoBucketOfAChangedRuleSurvivesTheReloadUnderEightChecki
     }
     stop.store(true);
     for (auto& t : checkers) t.join();
+    ASSERT_TRUE(reloaded) << errors.front();
 
     std::size_t old_kind = 0, new_kind = 0;
     e->store().forEach(prefix, [&](std::string_view key, const state::BucketState&) {

@@ -266,8 +266,29 @@ cluster::AdminReply Engine::reload() {
 // POST /reload: reading and compiling a large file takes long (seconds for a very
 // large one), and the loop thread must keep answering heartbeats and /live meanwhile.
 // The reload runs on the reload worker; its answer comes back through the loop.
+// Requests that arrive while one reload runs share the next one: each is answered by a
+// reload that read the file after the request came, and a burst of requests costs two
+// reloads, not one each.
 void Engine::reloadAsync(std::function<void(cluster::AdminReply)> respond) {
-  auto job = [this, respond = std::move(respond)]() mutable {
+  {
+    std::lock_guard lock(reload_jobs_mutex_);
+    if (!reload_worker_stopping_) {
+      reload_waiters_.push_back(std::move(respond));
+      if (!reload_worker_.joinable()) reload_worker_ = std::thread([this] { reloadWorker(); });
+      reload_jobs_cv_.notify_one();
+      return;
+    }
+  }
+  respond(json(503, cluster::jsonError("the engine is stopping")));
+}
+
+void Engine::reloadWorker() {
+  std::unique_lock lock(reload_jobs_mutex_);
+  for (;;) {
+    reload_jobs_cv_.wait(lock, [this] { return reload_worker_stopping_ || !reload_waiters_.empty(); });
+    if (reload_waiters_.empty()) return;  // stopping, and every waiting request answered
+    std::vector<std::function<void(cluster::AdminReply)>> waiters = std::exchange(reload_waiters_, {});
+    lock.unlock();
     if (reload_gate_for_test_) reload_gate_for_test_();
     cluster::AdminReply reply;
     try {
@@ -275,31 +296,11 @@ void Engine::reloadAsync(std::function<void(cluster::AdminReply)> respond) {
     } catch (const std::exception& e) {
       reply = json(500, cluster::jsonError(std::string("internal error: ") + e.what()));
     }
-    // Refused only when the loop is stopping: the health server, and the request
-    // with it, is then being torn down and nobody waits for the answer.
-    loop_.post([respond = std::move(respond), reply = std::move(reply)]() mutable { respond(std::move(reply)); });
-  };
-  {
-    std::lock_guard lock(reload_jobs_mutex_);
-    if (reload_worker_stopping_) {
-      respond(json(503, cluster::jsonError("the engine is stopping")));
-      return;
+    // Refused only when the loop is stopping: the health server, and the requests with
+    // it, are then being torn down and nobody waits for the answers.
+    for (auto& respond : waiters) {
+      loop_.post([respond = std::move(respond), reply]() mutable { respond(std::move(reply)); });
     }
-    reload_jobs_.push_back(std::move(job));
-    if (!reload_worker_.joinable()) reload_worker_ = std::thread([this] { reloadWorker(); });
-  }
-  reload_jobs_cv_.notify_one();
-}
-
-void Engine::reloadWorker() {
-  std::unique_lock lock(reload_jobs_mutex_);
-  for (;;) {
-    reload_jobs_cv_.wait(lock, [this] { return reload_worker_stopping_ || !reload_jobs_.empty(); });
-    if (reload_jobs_.empty()) return;  // stopping, and every queued reload answered
-    auto job = std::move(reload_jobs_.front());
-    reload_jobs_.pop_front();
-    lock.unlock();
-    job();
     lock.lock();
   }
 }

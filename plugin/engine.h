@@ -118,6 +118,10 @@ class Engine final : public cluster::AdminApi {
   // Tests: called on the reload worker before it reads the file, to hold a POST
   // /reload in progress while the test looks at the loop.
   void setReloadGateForTest(std::function<void()> gate) { reload_gate_for_test_ = std::move(gate); }
+  std::size_t reloadsWaitingForTest() {
+    std::lock_guard lock(reload_jobs_mutex_);
+    return reload_waiters_.size();
+  }
 
  private:
   // The current snapshot, pinned for one check: publish() waits until no check still
@@ -154,9 +158,10 @@ class Engine final : public cluster::AdminApi {
   std::atomic<conf::DefaultAction> default_action_;
 
   // POST /reload runs here, off the loop thread. Started on the first POST /reload.
-  std::mutex reload_jobs_mutex_;  // guards reload_jobs_, reload_worker_ and reload_worker_stopping_
+  std::mutex reload_jobs_mutex_;  // guards reload_waiters_, reload_worker_ and reload_worker_stopping_
   std::condition_variable reload_jobs_cv_;
-  std::deque<std::function<void()>> reload_jobs_;
+  // POST /reload requests waiting for the next reload (reloadAsync): one reload answers all.
+  std::vector<std::function<void(cluster::AdminReply)>> reload_waiters_;
   std::thread reload_worker_;
   bool reload_worker_stopping_ = false;
   std::function<void()> reload_gate_for_test_;  // set before the first POST /reload

@@ -249,6 +249,59 @@ TEST_F(EngineReloadTest, PostReloadRunsOffTheLoopSoLiveAnswersMeanwhile) {
   EXPECT_EQ(e->policy()->policy.exempt.size(), 10000u);
 }
 
+// Requests that arrive while a reload runs share the next reload: a burst costs two
+// reloads, and every request is answered by one that read the file after it came.
+TEST_F(EngineReloadTest, PostReloadsThatArriveDuringAReloadShareTheNextOne) {
+  const std::string socket = dir_ + "/health.sock";
+  const std::string head = "[log]\nlevel = \"error\"\ntarget = \"stderr\"\n[health]\nsocket = \"" + socket + "\"\n";
+  auto e = open(head + kRule);
+  ASSERT_TRUE(e);
+  Errors errors;
+  ASSERT_TRUE(e->start(&errors)) << errors.front();
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  int entered = 0;
+  bool released = false;
+  e->setReloadGateForTest([&] {
+    std::unique_lock lock(mutex);
+    ++entered;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+  });
+  auto post = [&] {
+    return std::async(std::launch::async, [&] {
+      const int fd = cluster::testing::connectUnix(socket);
+      cluster::testing::sendAll(fd, cluster::testing::simpleRequest("POST", "/reload"));
+      const std::string raw = cluster::testing::readUntilClose(fd, 120s);
+      close(fd);
+      return cluster::testing::parseRaw(raw);
+    });
+  };
+  auto first = post();
+  {
+    std::unique_lock lock(mutex);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return entered == 1; })) << "POST /reload never reached the worker";
+  }
+  // Five more while the first is held: they wait for the next reload, together.
+  std::vector<std::future<cluster::testing::RawReply>> burst;
+  for (int i = 0; i < 5; ++i) burst.push_back(post());
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (e->reloadsWaitingForTest() < 5 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);  // polling a condition with a deadline
+  }
+  ASSERT_EQ(e->reloadsWaitingForTest(), 5u);
+  {
+    std::lock_guard lock(mutex);
+    released = true;
+  }
+  cv.notify_all();
+  EXPECT_EQ(first.get().status, 200);
+  for (auto& f : burst) EXPECT_EQ(f.get().status, 200);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(entered, 2) << "the burst did not share one reload";
+}
+
 TEST_F(EngineReloadTest, PostReloadOfABrokenFileAnswers422AndKeepsThePolicy) {
   const std::string socket = dir_ + "/health.sock";
   const std::string head = "[log]\nlevel = \"error\"\ntarget = \"stderr\"\n[health]\nsocket = \"" + socket + "\"\n";

@@ -129,6 +129,15 @@ struct Reply {
   bool deferred = false;  // POST /reload: answered later, through reloadLater()
 };
 
+// An engine's answer as sent: a status outside 100-599 is the engine's bug, sent as 500.
+Reply toReply(AdminReply&& r) {
+  Reply reply;
+  reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
+  reply.content_type = std::move(r.content_type);
+  reply.body = std::move(r.body);
+  return reply;
+}
+
 Reply errorReply(int status, std::string_view message) {
   return Reply{status, "application/json", jsonError(message), {}};
 }
@@ -782,11 +791,7 @@ void HealthServer::Impl::reloadLater(Connection* conn, bool keep_alive) {
     conn->awaiting = false;
     const timeval io = toTimeval(options.io_timeout);
     bufferevent_set_timeouts(conn->bev, &io, &io);
-    Reply reply;
-    reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
-    reply.content_type = std::move(r.content_type);
-    reply.body = std::move(r.body);
-    finishRequest(conn, reply, false, conn->awaiting_keep_alive);
+    finishRequest(conn, toReply(std::move(r)), false, conn->awaiting_keep_alive);
     if (connections.find(conn) == connections.end() || conn->closing) return;
     bufferevent_enable(conn->bev, EV_READ);
     readRequests(conn);  // a request the client pipelined behind the reload
@@ -862,13 +867,6 @@ Reply HealthServer::Impl::handle(const Request& req, bool trusted) {
 }
 
 Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, const std::string& query) {
-  const auto toReply = [](AdminReply&& r) {
-    Reply reply;
-    reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
-    reply.content_type = std::move(r.content_type);
-    reply.body = std::move(r.body);
-    return reply;
-  };
   if (path == "/health") return toReply(api.health());
   if (path == "/live") return toReply(api.live());
   if (path == "/ready") return toReply(api.ready());

@@ -87,10 +87,11 @@ static_assert(kConnectTimeout == std::chrono::seconds(2), "--help names the conn
 constexpr std::size_t kDefaultLimitsShown = 1000;
 constexpr std::size_t kMaxLimitsShown = 1'000'000;
 constexpr std::size_t kLimitsPage = 1000;
-// Every page moves the server's cursor forward, and a page visits at least 8,192 keys
-// or 262,144 hash slots unless the listing ends: a server still saying `next` after
-// this many pages is not paging through a real store.
-constexpr std::size_t kMaxLimitsPages = 100'000;
+// A real listing ends: a page stops at `limit` entries, 8,192 keys looked at or
+// 262,144 hash slots, so even a store at the largest max_keys (10^9) with a --rule
+// that matches little is through in about 130,000 pages. A server still answering
+// `next` after this many is not paging through a store.
+constexpr std::size_t kMaxLimitsPages = 1'000'000;
 static_assert(kDefaultLimitsShown == 1000 && kMaxLimitsShown == 1'000'000, "--help names both");
 
 struct UsageError {
@@ -504,8 +505,8 @@ std::vector<std::string> limitsRow(const Json& l) {
 
 // GET /limits, page after page (each page's `next` is the `after` of the following
 // one) until `next` is null or --limit counters are in. A lookup by key is one
-// answer. Kept as table rows or compact JSON text, not as parsed documents: a
-// million entries then take about 200 MB, not several times that.
+// answer. Entries are kept as table rows or compact JSON text (a few hundred bytes
+// each), not as parsed documents, which take several times that.
 int cmdLimitsShow(const Options& options) {
   std::string base = "/limits";
   std::string sep = "?";

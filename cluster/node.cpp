@@ -517,6 +517,11 @@ void ClusterNode::leave(std::function<void()> done) {
     if (e) event_del(e);
   }
   if (listener_) {
+    if (accept_guard_) {
+      // Its counts outlive it: a counter must not go back to zero.
+      counters_.accept_errors += accept_guard_->errors();
+      counters_.connections_shed += accept_guard_->shed();
+    }
     accept_guard_.reset();
     evconnlistener_free(listener_);
     listener_ = nullptr;
@@ -589,6 +594,10 @@ ClusterCounters ClusterNode::counters() const {
   for (const auto& l : links_) {
     c.bytes_sent += l->link->bytesSent();
     c.bytes_received += l->link->bytesReceived();
+  }
+  if (accept_guard_) {
+    c.accept_errors += accept_guard_->errors();
+    c.connections_shed += accept_guard_->shed();
   }
   return c;
 }

@@ -111,6 +111,11 @@ struct ClusterCounters {
   std::uint64_t bytes_sent = 0;         // closed links only; add the live ones
   std::uint64_t bytes_received = 0;
   std::map<std::string, std::uint64_t> events;  // node_joined, node_failed, ...
+  // The listener's AcceptGuard: failed accept() calls, and pending connections closed
+  // unheard to keep the backlog moving. Those of a guard already gone (after leave());
+  // counters() adds the live guard's.
+  std::uint64_t accept_errors = 0;
+  std::uint64_t connections_shed = 0;
 };
 
 class ClusterNode final : public transport::PeerLink::Owner {

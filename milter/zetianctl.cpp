@@ -60,22 +60,39 @@ constexpr const char* kUsage =
     "  reload                        re-read the policy; refused if it has errors\n"
     "  maintenance on|off            drain this node (new SMTP sessions get 421 4.3.2,\n"
     "                                peers show it as maintenance) or end the drain\n"
-    "  limits show [--rule R] [--key K]\n"
-    "                                counters held: remaining tokens, retry-after\n"
+    "  limits show [--rule R] [--key K] [--limit N]\n"
+    "                                counters held: remaining tokens, retry-after;\n"
+    "                                follows the server's pages up to N counters\n"
+    "                                (default 1000, at most 1000000), then says so\n"
     "  limits reset RULE KEY         forget the counter of KEY under RULE (KEY `*`: all)\n"
     "\n"
     "Options:\n"
     "  -s, --socket SOCKET  the health socket (default: $ZETIAN_HEALTH_SOCKET,\n"
     "                       else /run/zetian/health.sock)\n"
     "      --json           print the server's JSON instead of a summary or table\n"
+    "                       (limits show: its pages merged into one document)\n"
     "      --timeout SECS   give up on the server after SECS seconds (default 5);\n"
-    "                       connecting gives up after 2 seconds, or SECS if shorter\n"
+    "                       connecting gives up after 2 seconds, or SECS if shorter;\n"
+    "                       for each request (limits show makes one per page)\n"
     "  -h, --help           show this help\n"
     "      --version        show the version\n"
     "\n"
     "Exit status: 0 success, 1 refused by the server or failed, 2 usage error.\n";
 
 static_assert(kConnectTimeout == std::chrono::seconds(2), "--help names the connect timeout");
+
+// `limits show` pages through a store that can hold a billion keys: without a cap the
+// table would flood the terminal and the merged document fill memory, so it stops at
+// --limit counters (and says so). A page is the server's largest (GET /limits limit=).
+constexpr std::size_t kDefaultLimitsShown = 1000;
+constexpr std::size_t kMaxLimitsShown = 1'000'000;
+constexpr std::size_t kLimitsPage = 1000;
+// A real listing ends: a page stops at `limit` entries, 8,192 keys looked at or
+// 262,144 hash slots, so even a store at the largest max_keys (10^9) with a --rule
+// that matches little is through in about 130,000 pages. A server still answering
+// `next` after this many is not paging through a store.
+constexpr std::size_t kMaxLimitsPages = 1'000'000;
+static_assert(kDefaultLimitsShown == 1000 && kMaxLimitsShown == 1'000'000, "--help names both");
 
 struct UsageError {
   std::string message;
@@ -87,6 +104,7 @@ struct Options {
   std::chrono::milliseconds timeout = kDefaultTimeout;
   std::optional<std::string> rule;
   std::optional<std::string> key;
+  std::optional<std::size_t> limit;  // limits show: most counters listed
   std::vector<std::string> words;  // the command and its arguments
 };
 
@@ -475,50 +493,128 @@ int cmdMaintenance(const Options& options, bool enabled) {
                   "the node refused the maintenance change:");
 }
 
+// One row of the `limits show` table.
+std::vector<std::string> limitsRow(const Json& l) {
+  std::string limit = cell(member(l, "limit"));
+  if (const Json* period = member(l, "period"); period != nullptr && !period->is_null()) {
+    limit += "/" + (period->is_number() ? formatNumber(*period) + "s" : cell(period));
+  }
+  return {cell(member(l, "rule")), cell(member(l, "key")), cell(member(l, "remaining")), limit,
+          retryAfterText(member(l, "retry_after_s"))};
+}
+
+// GET /limits, page after page (each page's `next` is the `after` of the following
+// one) until `next` is null or --limit counters are in. A lookup by key is one
+// answer. Entries are kept as table rows or compact JSON text (a few hundred bytes
+// each), not as parsed documents, which take several times that.
 int cmdLimitsShow(const Options& options) {
-  std::string target = "/limits";
+  std::string base = "/limits";
   std::string sep = "?";
   if (options.rule) {
-    target += sep + "rule=" + percentEncode(*options.rule);
+    base += sep + "rule=" + percentEncode(*options.rule);
     sep = "&";
   }
-  if (options.key) target += sep + "key=" + percentEncode(*options.key);
+  if (options.key) {
+    base += sep + "key=" + percentEncode(*options.key);
+    sep = "&";
+  }
+  const std::size_t cap = options.limit.value_or(kDefaultLimitsShown);
 
-  const auto ex = request(options, "GET", target);
-  if (!ex) return kExitFailed;
+  std::vector<std::vector<std::string>> rows;  // text
+  std::vector<std::string> entries;            // --json
+  std::size_t count = 0;
+  std::optional<std::string> after;  // the cursor of the next page to ask for
+  bool complete = false;             // the server said the listing ended
+  bool cut = false;                  // a page held more than asked: the rest is unknown
+  bool server_truncated = false;     // a server without pages cut the list itself
+  for (std::size_t page = 0; !complete && !cut && count < cap; ++page) {
+    if (page == kMaxLimitsPages) {
+      std::fprintf(stderr, "zetianctl: GET /limits: still not at the end after %zu pages; giving up\n",
+                   kMaxLimitsPages);
+      return kExitFailed;
+    }
+    std::string target = base;
+    if (!options.key) {
+      target += sep + "limit=" + std::to_string(std::min(kLimitsPage, cap - count));
+      if (after) target += "&after=" + percentEncode(*after);
+    }
+    const auto ex = request(options, "GET", target);
+    if (!ex) return kExitFailed;
+    if (!ex->success()) {
+      // The first answer is what the operator asked about (a rule that does not
+      // exist...): --json shows it as sent. Later, printing it would pass off a
+      // part as the whole.
+      if (options.json && page == 0) {
+        printRaw(ex->reply.body);
+      } else {
+        printServerErrors(*ex);
+      }
+      return kExitFailed;
+    }
+    const Json* doc = requireObject(*ex);
+    if (doc == nullptr) return kExitFailed;
+    const Json* limits = member(*doc, "limits");
+    if (limits == nullptr || !limits->is_array()) {
+      std::fprintf(stderr, "zetianctl: the /limits reply has no limits list\n");
+      return kExitFailed;
+    }
+    for (const Json& l : *limits) {
+      if (count == cap) {
+        cut = true;
+        break;
+      }
+      if (options.json) {
+        entries.push_back(jsonText(l, -1));
+      } else {
+        rows.push_back(limitsRow(l));
+      }
+      ++count;
+    }
+    const Json* next = member(*doc, "next");
+    if (options.key || next == nullptr || next->is_null()) {
+      complete = true;
+      const Json* truncated = member(*doc, "truncated");
+      server_truncated = truncated != nullptr && truncated->is_boolean() && truncated->get<bool>();
+    } else if (!next->is_string() || textOf(*next).empty()) {
+      std::fprintf(stderr, "zetianctl: the reply to %s has a `next` that is not a token\n", ex->what.c_str());
+      return kExitFailed;
+    } else if (after && textOf(*next) == *after) {
+      std::fprintf(stderr, "zetianctl: the reply to %s sent back the same `next`; the listing would never end\n",
+                   ex->what.c_str());
+      return kExitFailed;
+    } else {
+      after = textOf(*next);
+    }
+  }
+  // Stopped with the listing unfinished: at the cap, or the server's own cut.
+  const bool more = !complete || cut || server_truncated;
+
   if (options.json) {
-    printRaw(ex->reply.body);
-    return ex->success() ? kExitOk : kExitFailed;
+    std::string out = "{\"limits\":[";
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (i > 0) out += ',';
+      out += entries[i];
+    }
+    out += std::string("],\"truncated\":") + (more ? "true" : "false") + ",\"more\":" + (more ? "true" : "false") +
+           ",\"next\":";
+    // Where the listing goes on, for GET /limits?after=: only when every entry of the
+    // pages read was taken.
+    out += !complete && !cut && after ? jsonText(Json(*after), -1) : "null";
+    out += "}";
+    std::printf("%s\n", out.c_str());
+    return kExitOk;
   }
-  if (!ex->success()) {
-    printServerErrors(*ex);
-    return kExitFailed;
-  }
-  const Json* doc = requireObject(*ex);
-  if (doc == nullptr) return kExitFailed;
-  const Json* limits = member(*doc, "limits");
-  if (limits == nullptr || !limits->is_array()) {
-    std::fprintf(stderr, "zetianctl: the /limits reply has no limits list\n");
-    return kExitFailed;
-  }
-  if (limits->empty()) {
+  if (count == 0 && !more) {
     std::fputs(options.rule || options.key ? "no counters match\n" : "no counters held\n", stdout);
     return kExitOk;
   }
-  std::vector<std::vector<std::string>> rows;
-  for (const Json& l : *limits) {
-    std::string limit = cell(member(l, "limit"));
-    if (const Json* period = member(l, "period"); period != nullptr && !period->is_null()) {
-      limit += "/" + (period->is_number() ? formatNumber(*period) + "s" : cell(period));
-    }
-    rows.push_back({cell(member(l, "rule")), cell(member(l, "key")), cell(member(l, "remaining")),
-                    limit, retryAfterText(member(l, "retry_after_s"))});
-  }
   printTable({"RULE", "KEY", "REMAINING", "LIMIT", "RETRY_AFTER"}, rows);
-  if (const Json* truncated = member(*doc, "truncated");
-      truncated != nullptr && truncated->is_boolean() && truncated->get<bool>()) {
-    std::printf("(only the first %zu counters are listed; narrow with --rule and --key)\n",
-                limits->size());
+  if (server_truncated) {
+    std::printf("(only the first %zu counters are listed; narrow with --rule and --key)\n", count);
+  } else if (more) {
+    std::printf("(stopped at %zu counters, the --limit%s; there may be more: raise --limit or narrow with "
+                "--rule and --key)\n",
+                count, options.limit ? "" : " by default");
   }
   return kExitOk;
 }
@@ -574,6 +670,16 @@ Options parseArguments(int argc, char** argv, bool* help, bool* version) {
       options.rule = valueOf(i, arg, "--rule");
     } else if (is("--key")) {
       options.key = valueOf(i, arg, "--key");
+    } else if (is("--limit")) {
+      const std::string text = valueOf(i, arg, "--limit");
+      const bool digits = !text.empty() && text.size() <= 7 &&
+                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+      const std::size_t n = digits ? std::stoul(text) : 0;
+      if (n < 1 || n > kMaxLimitsShown) {
+        throw UsageError{"--limit wants a whole number of counters from 1 to " + std::to_string(kMaxLimitsShown) +
+                         ", not `" + text + "`"};
+      }
+      options.limit = n;
     } else if (is("--timeout")) {
       const std::string text = valueOf(i, arg, "--timeout");
       char* end = nullptr;
@@ -599,8 +705,8 @@ int dispatch(const Options& options) {
   if (w.empty()) throw UsageError{"no command given"};
   const std::string& command = w[0];
   const bool limits_show = command == "limits" && w.size() >= 2 && w[1] == "show";
-  if ((options.rule || options.key) && !limits_show) {
-    throw UsageError{"--rule and --key only apply to `limits show`"};
+  if ((options.rule || options.key || options.limit) && !limits_show) {
+    throw UsageError{"--rule, --key and --limit only apply to `limits show`"};
   }
   const auto noArguments = [&](std::size_t expected) {
     if (w.size() > expected) {

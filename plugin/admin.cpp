@@ -186,6 +186,22 @@ cluster::AdminReply Engine::metrics() {
     double(stats.evictions));
   m("zetian_limiter_expirations_total", "counter", "Idle keys dropped because their bucket was full again.",
     double(stats.expirations));
+  // Absent without a health server (an engine not started): nothing was measured.
+  if (health_) {
+    const cluster::HealthServerStats h = health_->stats();
+    m("zetian_health_connections_refused_total", "counter",
+      "Health connections closed at accept: over the per-listener connection cap.", double(h.refused_connections));
+    m("zetian_health_accept_errors_total", "counter",
+      "Failed accept() calls on the health listeners (EMFILE, ENFILE, ...).", double(h.accept_errors));
+    m("zetian_health_connections_shed_total", "counter",
+      "Pending health connections closed unheard while accept() was failing, to keep the backlog moving.",
+      double(h.shed_connections));
+    m("zetian_health_requests_timed_out_total", "counter",
+      "Health requests answered 408: not complete in time after their first byte.", double(h.timed_out_requests));
+    m("zetian_health_connections_overflowed_total", "counter",
+      "Health connections closed because replies they did not read passed the hard cap.",
+      double(h.overflowed_connections));
+  }
   if (node_) {
     const auto c = node_->counters();
     std::size_t by_status[6] = {};
@@ -245,6 +261,11 @@ cluster::AdminReply Engine::metrics() {
              "reason", {"per_source_limit", "table_full", "evicted", "duplicate_node_id", "leaving"},
              c.links_rejected_by_reason);
     m("zetian_cluster_links_closed_total", "counter", "Established node links that closed.", double(c.links_closed));
+    m("zetian_cluster_accept_errors_total", "counter", "Failed accept() calls on the cluster listener (EMFILE, ...).",
+      double(c.accept_errors));
+    m("zetian_cluster_connections_shed_total", "counter",
+      "Pending cluster connections closed unheard while accept() was failing, to keep the backlog moving.",
+      double(c.connections_shed));
     m("zetian_cluster_sent_bytes_total", "counter", "Bytes written to node links.", double(c.bytes_sent));
     m("zetian_cluster_received_bytes_total", "counter", "Bytes read from node links.", double(c.bytes_received));
   }

@@ -51,7 +51,14 @@ class HealthSocketAndCli(PostfixTestCase):
         for args in (["status"], ["health"], ["metrics"]):
             cp = milter.ctl(*args)
             self.assertEqual(cp.returncode, 0, f"zetianctl {' '.join(args)}: {cp.stdout}{cp.stderr}")
-        self.assertIn("zetian_", milter.ctl("metrics").stdout)
+        metrics = milter.ctl("metrics").stdout
+        self.assertIn("zetian_", metrics)
+        # The health server's own counters are exported (the refused and timed-out ones
+        # are driven in the unit tests).
+        for name in ("zetian_health_connections_refused_total", "zetian_health_accept_errors_total",
+                     "zetian_health_connections_shed_total", "zetian_health_requests_timed_out_total",
+                     "zetian_health_connections_overflowed_total"):
+            self.assertEqual(len(metric_samples(metrics, name)), 1, f"{name} missing:\n{metrics}")
         cp = milter.ctl("--json", "health")
         if cp.returncode == 0:
             self.assertEqual(json.loads(cp.stdout)["node_id"], "itest-ctl")
@@ -82,6 +89,30 @@ class HealthSocketAndCli(PostfixTestCase):
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         [after] = self.send(1, source="127.0.0.4")
         self.assertAccepted(after, "message after limits reset")
+
+    def test_limits_show_stops_at_its_limit_and_the_cursor_goes_on(self):
+        milter = self.start_milter([rule("per-ip", 5)])
+        sources = ("127.0.0.4", "127.0.0.5", "127.0.0.6")
+        for source in sources:
+            self.assertAccepted(self.send(1, source=source)[0])
+
+        cp = milter.ctl("limits", "show")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        for source in sources:
+            self.assertIn(source, cp.stdout)
+        self.assertNotIn("stopped at", cp.stdout)
+
+        cp = milter.ctl("--json", "limits", "show", "--limit", "2")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        doc = json.loads(cp.stdout)
+        self.assertEqual(len(doc["limits"]), 2, cp.stdout)
+        self.assertTrue(doc["more"], cp.stdout)
+        self.assertIsInstance(doc["next"], str, cp.stdout)
+        # The token is the daemon's own: the rest of the listing is there after it.
+        status, body, _ = milter.http("GET", "/limits?after=" + doc["next"])
+        self.assertEqual(status, 200, body)
+        seen = {entry["key"] for entry in doc["limits"] + json.loads(body)["limits"]}
+        self.assertEqual(seen, set(sources))
 
     def test_limits_reset_over_http_clears_only_the_named_key(self):
         milter = self.start_milter([rule("per-ip", 1)])

@@ -93,6 +93,12 @@ class FakeAdmin : public AdminApi {
     std::lock_guard lock(mutex_);
     replies_[method] = std::move(r);
   }
+  // The reply to one exact call, as calls() records it ("limitsShow(|k|limit=2|after=)");
+  // it comes before the method's reply from set().
+  void setCall(const std::string& call, AdminReply r) {
+    std::lock_guard lock(mutex_);
+    call_replies_[call] = std::move(r);
+  }
   void throwOn(const std::string& method) {
     std::lock_guard lock(mutex_);
     throwing_ = method;
@@ -114,6 +120,9 @@ class FakeAdmin : public AdminApi {
                          ? method + "(" + rule + "|" + key + ")"
                          : method);
     if (throwing_ == method) throw std::runtime_error("engine exploded");
+    if (const auto exact = call_replies_.find(calls_.back()); exact != call_replies_.end()) {
+      return exact->second;
+    }
     const auto it = replies_.find(method);
     if (it != replies_.end()) return it->second;
     return AdminReply{200, "application/json", "{\"method\":\"" + method + "\"}"};
@@ -121,6 +130,7 @@ class FakeAdmin : public AdminApi {
 
   std::mutex mutex_;
   std::map<std::string, AdminReply> replies_;
+  std::map<std::string, AdminReply> call_replies_;
   std::vector<std::string> calls_;
   std::string throwing_;
 };

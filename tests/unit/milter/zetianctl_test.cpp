@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -165,7 +166,8 @@ TEST(ZetianctlCommandLine, HelpListsTheCommands) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out.rfind("Usage: zetianctl [-s SOCKET] [--json] COMMAND", 0), 0u) << r.out;
   for (const char* word : {"status", "health", "members", "metrics", "reload", "limits show",
-                           "limits reset RULE KEY", "ZETIAN_HEALTH_SOCKET",
+                           "limits reset RULE KEY", "[--limit N]", "(default 1000, at most 1000000)",
+                           "ZETIAN_HEALTH_SOCKET",
                            "--timeout SECS   give up on the server after SECS seconds (default 5)",
                            "connecting gives up after 2 seconds, or SECS if shorter"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word;
@@ -187,6 +189,13 @@ TEST(ZetianctlCommandLine, UsageErrorsExitWith2) {
       {"limits", "reset", "r", "k", "--key", "k2"},
       {"--timeout", "soon", "status"},
       {"--timeout", "0", "status"},
+      {"limits", "show", "--limit", "0"},
+      {"limits", "show", "--limit", "1000001"},
+      {"limits", "show", "--limit=-5"},
+      {"limits", "show", "--limit", "ten"},
+      {"limits", "show", "--limit"},
+      {"--limit", "5", "status"},
+      {"limits", "reset", "r", "k", "--limit", "5"},
   };
   for (const auto& args : cases) {
     const ProcessResult r = ctlRaw(args);
@@ -610,7 +619,7 @@ TEST_F(ZetianctlTest, LimitsShowIsATable) {
             "RULE           KEY                   REMAINING  LIMIT   RETRY_AFTER\n"
             "per-client-ip  192.0.2.1             3          100/1h  -\n"
             "per-sender     user+tag@example.com  0          10/1m   12.5s\n");
-  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(|)"}));
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(||limit=1000|after=)"}));
 }
 
 TEST_F(ZetianctlTest, LimitsShowSendsItsFiltersIntact) {
@@ -620,11 +629,145 @@ TEST_F(ZetianctlTest, LimitsShowSendsItsFiltersIntact) {
   EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(per-sender|a b&c=d+e@example.com/%)"}));
 }
 
-TEST_F(ZetianctlTest, LimitsShowJsonIsRaw) {
+TEST_F(ZetianctlTest, LimitsShowJsonIsTheServersEntriesInOneDocument) {
   const ProcessResult r = ctl({"--json", "limits", "show", "--key", "<>"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, std::string(kLimits) + "\n");
+  EXPECT_EQ(r.out, R"({"limits":[{"rule":"per-client-ip","key":"192.0.2.1","remaining":3,"retry_after_s":0,)"
+                   R"("limit":100,"period":"1h"},{"rule":"per-sender","key":"user+tag@example.com",)"
+                   R"("remaining":0,"retry_after_s":12.5,"limit":10,"period":"1m"}],)"
+                   R"("truncated":false,"more":false,"next":null})"
+                   "\n");
+  // A lookup by key is one answer: no paging parameters.
   EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(|<>)"}));
+}
+
+// Three pages as the store can give them: the middle one empty but not the last.
+class ZetianctlPagesTest : public ZetianctlTest {
+ protected:
+  static std::string entry(const char* key, int remaining) {
+    return std::string(R"({"rule":"per-ip","key":")") + key + R"(","remaining":)" + std::to_string(remaining) +
+           R"(,"retry_after_s":0,"limit":5,"period":"1h"})";
+  }
+  static AdminReply page(const std::vector<std::string>& entries, const char* next) {
+    std::string body = R"({"limits":[)";
+    for (std::size_t i = 0; i < entries.size(); ++i) body += (i > 0 ? "," : "") + entries[i];
+    const bool more = next != nullptr;
+    body += std::string(R"(],"truncated":)") + (more ? "true" : "false") + R"(,"more":)" + (more ? "true" : "false") +
+            R"(,"next":)" + (more ? std::string("\"") + next + "\"" : std::string("null")) + "}";
+    return {200, "application/json", body};
+  }
+  void SetUp() override {
+    ZetianctlTest::SetUp();
+    // Anything not scripted below answers 500, so a request the CLI should not make fails the test.
+    api.set("limitsShow", {500, "application/json", R"({"error":"unexpected request"})"});
+    api.setCall("limitsShow(||limit=1000|after=)", page({entry("192.0.2.1", 1), entry("192.0.2.2", 2)}, "3-6b31"));
+    // Later pages ask for what the default cap of 1000 still leaves.
+    api.setCall("limitsShow(||limit=998|after=3-6b31)", page({}, "9"));
+    api.setCall("limitsShow(||limit=998|after=9)", page({entry("192.0.2.3", 3)}, nullptr));
+  }
+};
+
+TEST_F(ZetianctlPagesTest, LimitsShowFollowsNextUntilItIsNull) {
+  const ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "RULE    KEY        REMAINING  LIMIT  RETRY_AFTER\n"
+            "per-ip  192.0.2.1  1          5/1h   -\n"
+            "per-ip  192.0.2.2  2          5/1h   -\n"
+            "per-ip  192.0.2.3  3          5/1h   -\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(||limit=1000|after=)",
+                                                   "limitsShow(||limit=998|after=3-6b31)",
+                                                   "limitsShow(||limit=998|after=9)"}));
+}
+
+TEST_F(ZetianctlPagesTest, LimitsShowJsonMergesEveryPage) {
+  const ProcessResult r = ctl({"--json", "limits", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, R"({"limits":[)" + entry("192.0.2.1", 1) + "," + entry("192.0.2.2", 2) + "," +
+                       entry("192.0.2.3", 3) + R"(],"truncated":false,"more":false,"next":null})" + "\n");
+  EXPECT_EQ(api.calls().size(), 3u);
+}
+
+TEST_F(ZetianctlPagesTest, LimitsShowStopsAtTheLimitAndSaysWhereItStopped) {
+  // Each page asks for no more than is still wanted.
+  api.setCall("limitsShow(||limit=2|after=)", page({entry("192.0.2.1", 1), entry("192.0.2.2", 2)}, "3-6b31"));
+  ProcessResult r = ctl({"limits", "show", "--limit", "2"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "RULE    KEY        REMAINING  LIMIT  RETRY_AFTER\n"
+            "per-ip  192.0.2.1  1          5/1h   -\n"
+            "per-ip  192.0.2.2  2          5/1h   -\n"
+            "(stopped at 2 counters, the --limit; there may be more: raise --limit or narrow with --rule "
+            "and --key)\n");
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(||limit=2|after=)"}));
+
+  // --json says so too, with the cursor to go on from.
+  api.clearCalls();
+  r = ctl({"--json", "limits", "show", "--limit=2"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, R"({"limits":[)" + entry("192.0.2.1", 1) + "," + entry("192.0.2.2", 2) +
+                       R"(],"truncated":true,"more":true,"next":"3-6b31"})" + "\n");
+
+  // Three wanted: the later pages ask for the one still missing.
+  api.clearCalls();
+  api.setCall("limitsShow(||limit=3|after=)", page({entry("192.0.2.1", 1), entry("192.0.2.2", 2)}, "3-6b31"));
+  api.setCall("limitsShow(||limit=1|after=3-6b31)", page({}, "9"));
+  api.setCall("limitsShow(||limit=1|after=9)", page({entry("192.0.2.3", 3)}, nullptr));
+  r = ctl({"limits", "show", "--limit", "3"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("stopped"), std::string::npos) << r.out;
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"limitsShow(||limit=3|after=)",
+                                                   "limitsShow(||limit=1|after=3-6b31)",
+                                                   "limitsShow(||limit=1|after=9)"}));
+}
+
+TEST_F(ZetianctlPagesTest, ByDefaultAThousandCountersAreShown) {
+  std::vector<std::string> thousand;
+  for (int i = 0; i < 1000; ++i) thousand.push_back(entry(("k" + std::to_string(i)).c_str(), 1));
+  api.setCall("limitsShow(||limit=1000|after=)", page(thousand, "77"));
+  const ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1 + 1000 + 1) << r.out.substr(0, 200);
+  EXPECT_NE(r.out.find("\n(stopped at 1000 counters, the --limit by default; there may be more"), std::string::npos);
+  EXPECT_EQ(api.calls().size(), 1u);
+}
+
+TEST_F(ZetianctlPagesTest, APageLargerThanAskedIsCutAndNoCursorIsGiven) {
+  api.setCall("limitsShow(||limit=1|after=)", page({entry("192.0.2.1", 1), entry("192.0.2.2", 2)}, "3-6b31"));
+  const ProcessResult r = ctl({"--json", "limits", "show", "--limit", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, R"({"limits":[)" + entry("192.0.2.1", 1) + R"(],"truncated":true,"more":true,"next":null})" + "\n");
+}
+
+TEST_F(ZetianctlPagesTest, ACursorThatDoesNotMoveIsRefused) {
+  api.setCall("limitsShow(||limit=998|after=3-6b31)", page({entry("192.0.2.9", 1)}, "3-6b31"));
+  const ProcessResult r = ctl({"limits", "show"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("sent back the same `next`"), std::string::npos) << r.err;
+  EXPECT_EQ(api.calls().size(), 2u);
+}
+
+TEST_F(ZetianctlPagesTest, ALaterPageThatFailsPrintsNoPartOfTheListing) {
+  api.setCall("limitsShow(||limit=998|after=9)", {400, "application/json", R"({"error":"after must be the `next` of a previous /limits page"})"});
+  for (const bool json : {false, true}) {
+    std::vector<std::string> args = {"limits", "show"};
+    if (json) args.insert(args.begin(), "--json");
+    const ProcessResult r = ctl(args);
+    EXPECT_EQ(r.exit_code, 1) << json;
+    EXPECT_EQ(r.out, "") << json;
+    EXPECT_EQ(r.err, "zetianctl: after must be the `next` of a previous /limits page\n") << json;
+  }
+}
+
+TEST_F(ZetianctlPagesTest, AFailedFirstPageIsShownAsSentWithJson) {
+  api.setCall("limitsShow(nope||limit=1000|after=)", {404, "application/json", R"({"error":"no rule named 'nope'"})"});
+  ProcessResult r = ctl({"--json", "limits", "show", "--rule", "nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "{\"error\":\"no rule named 'nope'\"}\n");
+  r = ctl({"limits", "show", "--rule", "nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "zetianctl: no rule named 'nope'\n");
 }
 
 TEST_F(ZetianctlTest, LimitsShowSaysWhenNothingIsHeld) {

@@ -12,8 +12,12 @@
 #include <set>
 #include <thread>
 
+#include "tests/unit/cluster/test_support.h"
+
 namespace zetian::plugin {
 namespace {
+
+using namespace std::chrono_literals;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -542,6 +546,52 @@ period = "1h"
   // Reloading the same rule keeps its bucket: exactly the limit got through.
   EXPECT_EQ(allowed.load(), 50);
   EXPECT_GT(e->policy()->version, 1u);
+}
+
+// The health server's own counters reach /metrics: a connection over the cap of 64 per
+// listener is refused, and /metrics, asked on one of the 64 held, counts it; the other
+// counters are there from the start at 0, so a rate() over them never starts late.
+TEST_F(EngineTest, MetricsCountHealthConnectionsRefusedOverTheCap) {
+  const std::string socket = dir_ + "/health.sock";
+  auto e = open("[health]\nsocket = \"" + socket + "\"\n" + std::string(kPerIpFive));
+  ASSERT_TRUE(e);
+  Errors errors;
+  ASSERT_TRUE(e->start(&errors)) << errors.front();
+
+  std::vector<int> held;
+  for (int i = 0; i < 64; ++i) {
+    held.push_back(cluster::testing::connectUnix(socket));
+    ASSERT_GE(held.back(), 0) << i;
+  }
+  // The server takes the backlog in order: by the time it sees this one, the 64 are its.
+  const int over = cluster::testing::connectUnix(socket);
+  ASSERT_GE(over, 0);
+  bool closed = false;
+  const std::string unanswered = cluster::testing::readUntilClose(over, 10s, &closed);
+  close(over);
+  EXPECT_TRUE(closed) << "the 65th connection was not closed";
+  EXPECT_EQ(unanswered, "");
+
+  const auto reply = cluster::testing::roundTrip(held.front(), cluster::testing::simpleRequest("GET", "/metrics"));
+  for (std::size_t i = 1; i < held.size(); ++i) close(held[i]);
+  ASSERT_EQ(reply.status, 200) << reply.head;
+  EXPECT_NE(reply.body.find("\n# TYPE zetian_health_connections_refused_total counter\n"
+                            "zetian_health_connections_refused_total 1\n"),
+            std::string::npos)
+      << reply.body;
+  for (const char* zero : {"zetian_health_accept_errors_total", "zetian_health_connections_shed_total",
+                           "zetian_health_requests_timed_out_total", "zetian_health_connections_overflowed_total"}) {
+    EXPECT_NE(reply.body.find(std::string("\n# TYPE ") + zero + " counter\n" + zero + " 0\n"), std::string::npos)
+        << zero;
+  }
+}
+
+// Without a health server (an engine not started) there is nothing to count: the
+// health counters are absent, not zero.
+TEST_F(EngineTest, MetricsShowNoHealthCountersWithoutAHealthServer) {
+  auto e = open(kPerIpFive);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->metrics().body.find("zetian_health_"), std::string::npos);
 }
 
 }  // namespace

@@ -257,6 +257,7 @@ bool ClusterNode::start(std::string* error) {
       if (inserted || (!it->second.link && it->second.address != address)) {
         it->second.address = address;
         it->second.next_dial = Clock::now();
+        rebuildMemberAddresses();
       }
     };
     std::string mc_error;
@@ -338,6 +339,7 @@ void ClusterNode::setMaintenance(bool enabled) {
 }
 
 void ClusterNode::handleMemberList(const wire::MemberList& list) {
+  bool addresses_changed = false;
   for (const auto& m : list.members) {
     if (m.node_id == options_.node_id || m.address.empty()) continue;
     auto it = peers_.find(m.node_id);
@@ -348,17 +350,20 @@ void ClusterNode::handleMemberList(const wire::MemberList& list) {
       peer.region = m.region;
       peer.incarnation = m.incarnation;
       peer.next_dial = Clock::now();
+      addresses_changed = true;
       continue;
     }
     Peer& peer = it->second;
     if (!peer.link && m.incarnation > peer.incarnation && m.status != wire::NodeStatus::Left) {
       // Restarted elsewhere, perhaps at a new address: dial there.
+      addresses_changed = addresses_changed || peer.address != m.address;
       peer.address = m.address;
       peer.said_goodbye = false;
       peer.next_dial = Clock::now();
       peer.backoff = std::chrono::milliseconds(0);
     }
   }
+  if (addresses_changed) rebuildMemberAddresses();
 }
 
 void ClusterNode::handleProbeRequest(Link& link, const wire::ProbeRequest& request) {

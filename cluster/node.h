@@ -35,6 +35,7 @@
 #include <optional>
 #include <source_location>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cluster/accept_guard.h"
@@ -181,6 +182,8 @@ class ClusterNode final : public transport::PeerLink::Owner {
   void logRefusal(RefusalKind kind, const std::string& line);
   void reject(const std::string& reason);
   bool isMemberAddress(const std::string& source) const;
+  // Call after any peer's address or a seed's resolved endpoints change.
+  void rebuildMemberAddresses();
 
   Loop& loop_;
   NodeOptions options_;
@@ -209,6 +212,10 @@ class ClusterNode final : public transport::PeerLink::Owner {
   std::vector<std::unique_ptr<Link>> graveyard_;  // closed links, freed outside their callbacks
   std::map<std::string, Peer> peers_;
   std::vector<Seed> seeds_;
+  // The host part (as sourceAddress() gives it) of every peer's and resolved seed's
+  // address, kept current by rebuildMemberAddresses(): an accepted connection is
+  // looked up here, so a flood of strangers costs no parsing per connection.
+  std::unordered_set<std::string> member_addresses_;
   std::map<std::uint64_t, std::string> probes_;  // request id -> target
   std::uint64_t next_probe_id_ = 1;
   std::uint64_t heartbeat_sequence_ = 0;

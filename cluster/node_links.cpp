@@ -96,12 +96,14 @@ void ClusterNode::resolveSeeds() {
       }
       std::vector<std::string> resolved;
       for (const auto& e : endpoints) resolved.push_back(discovery::formatEndpoint(e));
-      if (resolved != s.endpoints) {
+      const bool changed = resolved != s.endpoints;
+      if (changed) {
         logLine(conf::LogLevel::Debug, "cluster_discovery name=" + logValue(s.text) + " endpoints=" +
                                            std::to_string(resolved.size()));
       }
       s.endpoints = std::move(resolved);
       s.next_resolve = Clock::now() + kSeedResolveInterval;
+      if (changed) rebuildMemberAddresses();
     };
     // A seed without a port is taken to listen on the port this node advertises.
     const auto own = conf::parseHostPort(advertise_);
@@ -206,15 +208,20 @@ void ClusterNode::guardListener() {
 // A seed's or a member's address (any status: a member that left may be the one
 // coming back). Only a hint for a handshake slot; the handshake decides admission.
 bool ClusterNode::isMemberAddress(const std::string& source) const {
+  return member_addresses_.count(source) != 0;
+}
+
+void ClusterNode::rebuildMemberAddresses() {
+  member_addresses_.clear();
+  auto add = [this](const std::string& endpoint) {
+    if (std::string host = sourceAddressOf(endpoint); !host.empty()) member_addresses_.insert(std::move(host));
+  };
   for (const auto& [id, peer] : peers_) {
-    if (!peer.address.empty() && sourceAddressOf(peer.address) == source) return true;
+    if (!peer.address.empty()) add(peer.address);
   }
   for (const auto& seed : seeds_) {
-    for (const auto& endpoint : seed.endpoints) {
-      if (sourceAddressOf(endpoint) == source) return true;
-    }
+    for (const auto& endpoint : seed.endpoints) add(endpoint);
   }
-  return false;
 }
 
 void ClusterNode::reject(const std::string& reason) {
@@ -405,12 +412,14 @@ void ClusterNode::adopt(Link* link) {
   Peer& peer = peers_[hello.node_id];
   if (hello.incarnation > peer.incarnation) peer.said_goodbye = false;
   peer.link = link;
+  const bool moved = peer.address != hello.advertise_address;
   peer.address = hello.advertise_address;
   peer.region = hello.region;
   peer.incarnation = hello.incarnation;
   peer.dialing = false;
   peer.backoff = std::chrono::milliseconds(0);
   peer.next_dial = Clock::now();
+  if (moved) rebuildMemberAddresses();
   logLine(conf::LogLevel::Info, "cluster_link_up peer=" + logValue(hello.node_id) + " address=" +
                                     logValue(hello.advertise_address) + " remote=" + logValue(link->link->remote()) +
                                     " direction=" + (link->link->role() == PeerLink::Role::Initiator ? "out" : "in"));

@@ -115,22 +115,24 @@ std::string_view nameOf(RefusalKind kind) {
 RefusalBudget::RefusalBudget(std::size_t lines_per_window, Clock::duration window)
     : lines_per_window_(lines_per_window), window_(window) {}
 
-void RefusalBudget::closeWindowIfOver(RefusalKind kind, Clock::time_point now, std::vector<std::string>* out) {
+std::optional<std::string> RefusalBudget::closeWindowIfOver(RefusalKind kind, Clock::time_point now) {
   Budget& b = budgets_[index(kind)];
-  if (!b.open || now - b.window_start < window_) return;
+  if (!b.open || now - b.window_start < window_) return std::nullopt;
+  std::optional<std::string> summary;
   if (b.suppressed > 0) {
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(window_).count();
-    out->push_back("cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) +
-                   " count=" + std::to_string(b.suppressed) + " window=" + std::to_string(seconds) + "s");
+    summary = "cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) +
+              " count=" + std::to_string(b.suppressed) + " window=" + std::to_string(seconds) + "s";
   }
   b.open = false;
   b.logged = 0;
   b.suppressed = 0;
+  return summary;
 }
 
-std::vector<std::string> RefusalBudget::record(RefusalKind kind, std::string line, Clock::time_point now) {
-  std::vector<std::string> out;
-  closeWindowIfOver(kind, now, &out);
+RefusalBudget::Decision RefusalBudget::allow(RefusalKind kind, Clock::time_point now) {
+  Decision decision;
+  decision.summary = closeWindowIfOver(kind, now);
   Budget& b = budgets_[index(kind)];
   if (!b.open) {
     b.open = true;
@@ -138,17 +140,19 @@ std::vector<std::string> RefusalBudget::record(RefusalKind kind, std::string lin
   }
   if (b.logged < lines_per_window_) {
     ++b.logged;
-    out.push_back(std::move(line));
+    decision.log_line = true;
   } else {
     ++b.suppressed;
     ++b.suppressed_total;
   }
-  return out;
+  return decision;
 }
 
 std::vector<std::string> RefusalBudget::flush(Clock::time_point now) {
   std::vector<std::string> out;
-  for (RefusalKind kind : kRefusalKinds) closeWindowIfOver(kind, now, &out);
+  for (RefusalKind kind : kRefusalKinds) {
+    if (auto summary = closeWindowIfOver(kind, now)) out.push_back(std::move(*summary));
+  }
   return out;
 }
 

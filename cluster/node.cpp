@@ -114,8 +114,10 @@ void ClusterNode::logLine(conf::LogLevel level, const std::string& line) const {
 }
 
 // Strangers can make us refuse as often as they like: cap those lines, per kind.
-void ClusterNode::logRefusal(RefusalKind kind, const std::string& line) {
-  for (const auto& out : refusals_.record(kind, line, Clock::now())) logLine(conf::LogLevel::Warn, out);
+bool ClusterNode::mayLogRefusal(RefusalKind kind) {
+  auto decision = refusals_.allow(kind, Clock::now());
+  if (decision.summary) logLine(conf::LogLevel::Warn, *decision.summary);
+  return decision.log_line;
 }
 
 membership::Millis ClusterNode::sinceStart() const {

@@ -179,7 +179,10 @@ class ClusterNode final : public transport::PeerLink::Owner {
   membership::ClusterState currentState() const;
   Link* findLink(const transport::PeerLink& link);
   void logLine(conf::LogLevel level, const std::string& line) const;
-  void logRefusal(RefusalKind kind, const std::string& line);
+  // Counts a refusal in its kind's log budget and logs a pending summary; true when
+  // the caller may log the refusal's own line (build it only then: strangers can make
+  // us refuse as fast as they connect).
+  bool mayLogRefusal(RefusalKind kind);
   void reject(const std::string& reason);
   bool isMemberAddress(const std::string& source) const;
   // Call after any peer's address or a seed's resolved endpoints change.

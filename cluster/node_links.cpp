@@ -230,7 +230,6 @@ void ClusterNode::reject(const std::string& reason) {
 }
 
 void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
-  const std::string remote = endpointText(addr);
   if (leaving_) {
     evutil_closesocket(fd);
     reject("leaving");
@@ -243,24 +242,29 @@ void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
     evutil_closesocket(fd);
     const std::string reason(transport::nameOf(decision.outcome));
     reject(reason);
-    logRefusal(RefusalKind::admission,
-               "cluster_link_rejected remote=" + logValue(remote) + " reason=" + reason +
-                   (decision.outcome == transport::HandshakeSlots::Outcome::refused_source_full
-                        ? " detail=\"" + std::to_string(handshake_slots_.limits().max_per_source) +
-                              " connections from this address are still in their handshake\""
-                        : " detail=\"every handshake slot is held by a member's address\""));
+    if (mayLogRefusal(RefusalKind::admission)) {
+      logLine(conf::LogLevel::Warn,
+              "cluster_link_rejected remote=" + logValue(endpointText(addr)) + " reason=" + reason +
+                  (decision.outcome == transport::HandshakeSlots::Outcome::refused_source_full
+                       ? " detail=\"" + std::to_string(handshake_slots_.limits().max_per_source) +
+                             " connections from this address are still in their handshake\""
+                       : " detail=\"every handshake slot is held by a member's address\""));
+    }
     return;
   }
+  const std::string remote = endpointText(addr);
   if (decision.evicted) {
     // Its slot is released already: the link closes without a second release.
     for (const auto& l : links_) {
       if (l->handshake_slot != *decision.evicted) continue;
       l->handshake_slot = 0;
       reject("evicted");
-      logRefusal(RefusalKind::admission, "cluster_link_evicted remote=" + logValue(l->link->remote()) +
-                                             " for=" + logValue(remote) + " member=" + (member ? "yes" : "no") +
-                                             " reason=\"the oldest connection still in its handshake, to make "
-                                             "room\"");
+      if (mayLogRefusal(RefusalKind::admission)) {
+        logLine(conf::LogLevel::Warn, "cluster_link_evicted remote=" + logValue(l->link->remote()) +
+                                          " for=" + logValue(remote) + " member=" + (member ? "yes" : "no") +
+                                          " reason=\"the oldest connection still in its handshake, to make "
+                                          "room\"");
+      }
       dropLink(l.get());
       break;
     }
@@ -340,13 +344,15 @@ void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool ref
     const RefusalKind kind = refusalKindOf(pl.handshakeFailure());
     ++counters_.links_refused;
     ++counters_.links_refused_by_kind[std::string(nameOf(kind))];
-    std::string hint;
-    if (kind == RefusalKind::bad_mac) hint = " hint=\"wrong shared secret or another cluster\"";
-    if (kind == RefusalKind::gave_up) {
-      hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
+    if (mayLogRefusal(kind)) {
+      std::string hint;
+      if (kind == RefusalKind::bad_mac) hint = " hint=\"wrong shared secret or another cluster\"";
+      if (kind == RefusalKind::gave_up) {
+        hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
+      }
+      logLine(conf::LogLevel::Warn, "cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" +
+                                        logValue(reason) + " kind=" + std::string(nameOf(kind)) + hint);
     }
-    logRefusal(kind, "cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" + logValue(reason) +
-                         " kind=" + std::string(nameOf(kind)) + hint);
   } else if (was_chosen) {
     ++counters_.links_closed;
     logLine(conf::LogLevel::Info, "cluster_link_closed peer=" + logValue(link->peer_id) +
@@ -391,9 +397,12 @@ void ClusterNode::onLinkEstablished(PeerLink& pl) {
       const bool old_alive = Clock::now() - peer.last_heard < 2 * options_.detector.heartbeat_interval;
       if (hello.incarnation < old_incarnation || old_alive) {
         reject("duplicate_node_id");
-        logRefusal(RefusalKind::duplicate_id, "cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
-                   logValue(hello.advertise_address) + " live_address=" + logValue(peer.address) +
-                   " action=\"refused the newcomer: two live nodes cannot share a node id\"");
+        if (mayLogRefusal(RefusalKind::duplicate_id)) {
+          logLine(conf::LogLevel::Warn, "cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
+                                            logValue(hello.advertise_address) + " live_address=" +
+                                            logValue(peer.address) +
+                                            " action=\"refused the newcomer: two live nodes cannot share a node id\"");
+        }
         dropLink(link);
         return;
       }

@@ -102,12 +102,13 @@ struct MemberInfo {
 
 struct ClusterCounters {
   std::uint64_t links_established = 0;
-  std::uint64_t links_refused = 0;      // handshake failed: wrong secret, other CA...
   std::uint64_t links_closed = 0;       // established links that closed
-  std::uint64_t links_rejected = 0;     // no handshake slot, duplicate node id
-  // The same two, by kind: nameOf(RefusalKind), and for rejections
-  // per_source_limit, table_full, evicted, duplicate_node_id, leaving.
+  // Handshakes that failed (wrong secret, other CA...), by nameOf(RefusalKind); the
+  // metrics show them by kind only, so there is no total to keep beside them.
   std::map<std::string, std::uint64_t> links_refused_by_kind;
+  // Connections closed for want of a handshake slot, refused as a duplicate node id,
+  // or arriving while leaving, by reason: per_source_limit, table_full, evicted,
+  // duplicate_node_id, leaving.
   std::map<std::string, std::uint64_t> links_rejected_by_reason;
   std::uint64_t bytes_sent = 0;         // closed links only; add the live ones
   std::uint64_t bytes_received = 0;

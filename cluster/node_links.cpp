@@ -225,7 +225,6 @@ void ClusterNode::rebuildMemberAddresses() {
 }
 
 void ClusterNode::reject(const std::string& reason) {
-  ++counters_.links_rejected;
   ++counters_.links_rejected_by_reason[reason];
 }
 
@@ -342,7 +341,6 @@ void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool ref
     // a stranger, garbage, a half-open connection, or a peer that found our MAC wrong
     // (the mismatch is then logged on its side as well).
     const RefusalKind kind = refusalKindOf(pl.handshakeFailure());
-    ++counters_.links_refused;
     ++counters_.links_refused_by_kind[std::string(nameOf(kind))];
     if (mayLogRefusal(kind)) {
       std::string hint;

@@ -190,7 +190,13 @@ TEST(ClusterNode, AWrongSecretIsRefusedAndNeverListed) {
       },
       5s).value_or(false));
   EXPECT_TRUE(waitFor([&] { return refusals.load() >= 2; }, 5s));
-  auto refused = a.loop->call([&] { return a.node->counters().links_refused; }, 5s);
+  auto refused = a.loop->call(
+      [&] {
+        std::uint64_t total = 0;
+        for (const auto& [kind, count] : a.node->counters().links_refused_by_kind) total += count;
+        return total;
+      },
+      5s);
   EXPECT_GE(refused.value_or(0), 1u);
   EXPECT_EQ(a.view().count("intruder"), 0u);
   auto own = loop.call([&] { return intruder->members().size(); }, 5s);

@@ -32,7 +32,8 @@ std::string logValue(std::string_view value);
 std::string backquoted(std::string_view text);
 
 // The kinds of refusal a connection to the cluster port can earn, each with its own
-// log budget (RefusalBudget) and its own label in the metrics.
+// log budget (RefusalBudget) and its own label in the metrics. A link reports all but
+// admission as the reason its handshake failed (PeerLink::handshakeFailure).
 enum class RefusalKind : std::uint8_t {
   garbage,            // undecodable or oversized frames, messages out of order, wrong nonces
   handshake_timeout,  // connected, and no handshake within handshake_timeout

@@ -62,19 +62,6 @@ std::string sourceAddressOf(const std::string& endpoint) {
   return parsed ? sourceAddress(reinterpret_cast<const sockaddr*>(&parsed->addr)) : std::string();
 }
 
-RefusalKind refusalKindOf(PeerLink::HandshakeFailure failure) {
-  switch (failure) {
-    case PeerLink::HandshakeFailure::timeout: return RefusalKind::handshake_timeout;
-    case PeerLink::HandshakeFailure::garbage: return RefusalKind::garbage;
-    case PeerLink::HandshakeFailure::bad_mac: return RefusalKind::bad_mac;
-    case PeerLink::HandshakeFailure::same_node_id: return RefusalKind::duplicate_id;
-    case PeerLink::HandshakeFailure::tls: return RefusalKind::tls;
-    case PeerLink::HandshakeFailure::closed:
-    case PeerLink::HandshakeFailure::none: break;
-  }
-  return RefusalKind::gave_up;
-}
-
 }  // namespace
 
 // ---- Discovery and dialing -----------------------------------------------------------
@@ -340,7 +327,7 @@ void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool ref
     // Refused by us (bad MAC...), or a connection that never finished its handshake:
     // a stranger, garbage, a half-open connection, or a peer that found our MAC wrong
     // (the mismatch is then logged on its side as well).
-    const RefusalKind kind = refusalKindOf(pl.handshakeFailure());
+    const RefusalKind kind = pl.handshakeFailure().value_or(RefusalKind::gave_up);
     ++counters_.links_refused_by_kind[std::string(nameOf(kind))];
     if (mayLogRefusal(kind)) {
       std::string hint;

@@ -7,38 +7,6 @@
 #include "conf/text.h"
 
 namespace zetian::cluster {
-namespace {
-
-// Length of the valid UTF-8 sequence starting at text[i], or 0 if it is not one.
-// Rejects overlong forms, surrogates (U+D800..U+DFFF) and code points above U+10FFFF,
-// following the table in RFC 3629 section 4.
-std::size_t validUtf8Length(std::string_view text, std::size_t i) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char b0 = byte(i);
-  const std::size_t left = text.size() - i;
-  const auto cont = [&](std::size_t k) { return (byte(k) & 0xC0) == 0x80; };
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    return left >= 2 && cont(i + 1) ? 2 : 0;
-  }
-  if (b0 >= 0xE0 && b0 <= 0xEF) {
-    if (left < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
-    const unsigned char b1 = byte(i + 1);
-    if (b0 == 0xE0 && b1 < 0xA0) return 0;  // overlong
-    if (b0 == 0xED && b1 > 0x9F) return 0;  // surrogate
-    return 3;
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4) {
-    if (left < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-    const unsigned char b1 = byte(i + 1);
-    if (b0 == 0xF0 && b1 < 0x90) return 0;  // overlong
-    if (b0 == 0xF4 && b1 > 0x8F) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
-}  // namespace
-
 void appendJsonString(std::string& out, std::string_view text) {
   out.push_back('"');
   std::size_t i = 0;
@@ -63,7 +31,7 @@ void appendJsonString(std::string& out, std::string_view text) {
       ++i;
       continue;
     }
-    const std::size_t len = validUtf8Length(text, i);
+    const std::size_t len = conf::utf8SequenceLength(text, i);
     if (len == 0) {
       out += "\\ufffd";
       ++i;

@@ -8,34 +8,6 @@ namespace zetian::cluster {
 
 namespace {
 
-// Length of the well-formed UTF-8 sequence at value[i] (RFC 3629: no overlong forms,
-// no surrogates, nothing above U+10FFFF), or 0 if the bytes there are not one.
-std::size_t utf8SequenceLength(std::string_view value, std::size_t i) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(value[k]); };
-  const unsigned char lead = byte(i);
-  std::size_t length = 0;
-  unsigned char second_min = 0x80, second_max = 0xbf;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    length = 2;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    length = 3;
-    if (lead == 0xe0) second_min = 0xa0;  // overlong below U+0800
-    if (lead == 0xed) second_max = 0x9f;  // UTF-16 surrogates
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    length = 4;
-    if (lead == 0xf0) second_min = 0x90;  // overlong below U+10000
-    if (lead == 0xf4) second_max = 0x8f;  // above U+10FFFF
-  } else {
-    return 0;
-  }
-  if (value.size() - i < length) return 0;
-  if (byte(i + 1) < second_min || byte(i + 1) > second_max) return 0;
-  for (std::size_t k = 2; k < length; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) return 0;
-  }
-  return length;
-}
-
 // Valid characters that still break "one event, one line" in some viewers: the C1
 // controls (U+0080..U+009F: NEL, CSI...) and the Unicode line and paragraph separators.
 bool isInvisibleBreak(std::string_view sequence) {
@@ -60,7 +32,7 @@ std::string logValue(std::string_view value) {
   for (std::size_t i = 0; i < value.size();) {
     const auto c = static_cast<unsigned char>(value[i]);
     if (c >= 0x80) {
-      const std::size_t length = utf8SequenceLength(value, i);
+      const std::size_t length = conf::utf8SequenceLength(value, i);
       if (length == 0) {
         conf::appendHexEscape(out, "\\x", c);  // one byte at a time: the next one may start a valid character
         ++i;
@@ -115,22 +87,24 @@ std::string_view nameOf(RefusalKind kind) {
 RefusalBudget::RefusalBudget(std::size_t lines_per_window, Clock::duration window)
     : lines_per_window_(lines_per_window), window_(window) {}
 
-void RefusalBudget::closeWindowIfOver(RefusalKind kind, Clock::time_point now, std::vector<std::string>* out) {
+std::optional<std::string> RefusalBudget::closeWindowIfOver(RefusalKind kind, Clock::time_point now) {
   Budget& b = budgets_[index(kind)];
-  if (!b.open || now - b.window_start < window_) return;
+  if (!b.open || now - b.window_start < window_) return std::nullopt;
+  std::optional<std::string> summary;
   if (b.suppressed > 0) {
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(window_).count();
-    out->push_back("cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) +
-                   " count=" + std::to_string(b.suppressed) + " window=" + std::to_string(seconds) + "s");
+    summary = "cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) +
+              " count=" + std::to_string(b.suppressed) + " window=" + std::to_string(seconds) + "s";
   }
   b.open = false;
   b.logged = 0;
   b.suppressed = 0;
+  return summary;
 }
 
-std::vector<std::string> RefusalBudget::record(RefusalKind kind, std::string line, Clock::time_point now) {
-  std::vector<std::string> out;
-  closeWindowIfOver(kind, now, &out);
+RefusalBudget::Decision RefusalBudget::allow(RefusalKind kind, Clock::time_point now) {
+  Decision decision;
+  decision.summary = closeWindowIfOver(kind, now);
   Budget& b = budgets_[index(kind)];
   if (!b.open) {
     b.open = true;
@@ -138,17 +112,19 @@ std::vector<std::string> RefusalBudget::record(RefusalKind kind, std::string lin
   }
   if (b.logged < lines_per_window_) {
     ++b.logged;
-    out.push_back(std::move(line));
+    decision.log_line = true;
   } else {
     ++b.suppressed;
     ++b.suppressed_total;
   }
-  return out;
+  return decision;
 }
 
 std::vector<std::string> RefusalBudget::flush(Clock::time_point now) {
   std::vector<std::string> out;
-  for (RefusalKind kind : kRefusalKinds) closeWindowIfOver(kind, now, &out);
+  for (RefusalKind kind : kRefusalKinds) {
+    if (auto summary = closeWindowIfOver(kind, now)) out.push_back(std::move(*summary));
+  }
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,7 +32,8 @@ std::string logValue(std::string_view value);
 std::string backquoted(std::string_view text);
 
 // The kinds of refusal a connection to the cluster port can earn, each with its own
-// log budget (RefusalBudget) and its own label in the metrics.
+// log budget (RefusalBudget) and its own label in the metrics. A link reports all but
+// admission as the reason its handshake failed (PeerLink::handshakeFailure).
 enum class RefusalKind : std::uint8_t {
   garbage,            // undecodable or oversized frames, messages out of order, wrong nonces
   handshake_timeout,  // connected, and no handshake within handshake_timeout
@@ -57,9 +59,13 @@ class RefusalBudget {
   using Clock = std::chrono::steady_clock;
   RefusalBudget(std::size_t lines_per_window, Clock::duration window);
 
-  // The lines to log for one refusal at `now`: first the summary of this kind's
-  // previous window if it left lines out, then `line` if the budget allows it.
-  std::vector<std::string> record(RefusalKind kind, std::string line, Clock::time_point now);
+  struct Decision {
+    std::optional<std::string> summary;  // of this kind's previous window: log it first
+    bool log_line = false;               // the budget allows this refusal's own line
+  };
+  // Counts one refusal at `now`. Deciding takes no line, so a caller builds its line
+  // only when log_line says it will be logged: a dropped refusal costs no string work.
+  Decision allow(RefusalKind kind, Clock::time_point now);
   // Summaries of windows that have ended with lines left out, so that a summary comes
   // even when no refusal of that kind follows. Call it now and then (a timer).
   std::vector<std::string> flush(Clock::time_point now);
@@ -75,7 +81,8 @@ class RefusalBudget {
     std::uint64_t suppressed_total = 0;
   };
   static std::size_t index(RefusalKind kind) { return static_cast<std::size_t>(kind); }
-  void closeWindowIfOver(RefusalKind kind, Clock::time_point now, std::vector<std::string>* out);
+  // The summary of `kind`'s window if it is over and left lines out.
+  std::optional<std::string> closeWindowIfOver(RefusalKind kind, Clock::time_point now);
 
   std::size_t lines_per_window_;
   Clock::duration window_;

@@ -114,8 +114,10 @@ void ClusterNode::logLine(conf::LogLevel level, const std::string& line) const {
 }
 
 // Strangers can make us refuse as often as they like: cap those lines, per kind.
-void ClusterNode::logRefusal(RefusalKind kind, const std::string& line) {
-  for (const auto& out : refusals_.record(kind, line, Clock::now())) logLine(conf::LogLevel::Warn, out);
+bool ClusterNode::mayLogRefusal(RefusalKind kind) {
+  auto decision = refusals_.allow(kind, Clock::now());
+  if (decision.summary) logLine(conf::LogLevel::Warn, *decision.summary);
+  return decision.log_line;
 }
 
 membership::Millis ClusterNode::sinceStart() const {
@@ -257,6 +259,7 @@ bool ClusterNode::start(std::string* error) {
       if (inserted || (!it->second.link && it->second.address != address)) {
         it->second.address = address;
         it->second.next_dial = Clock::now();
+        rebuildMemberAddresses();
       }
     };
     std::string mc_error;
@@ -338,6 +341,7 @@ void ClusterNode::setMaintenance(bool enabled) {
 }
 
 void ClusterNode::handleMemberList(const wire::MemberList& list) {
+  bool addresses_changed = false;
   for (const auto& m : list.members) {
     if (m.node_id == options_.node_id || m.address.empty()) continue;
     auto it = peers_.find(m.node_id);
@@ -348,17 +352,20 @@ void ClusterNode::handleMemberList(const wire::MemberList& list) {
       peer.region = m.region;
       peer.incarnation = m.incarnation;
       peer.next_dial = Clock::now();
+      addresses_changed = true;
       continue;
     }
     Peer& peer = it->second;
     if (!peer.link && m.incarnation > peer.incarnation && m.status != wire::NodeStatus::Left) {
       // Restarted elsewhere, perhaps at a new address: dial there.
+      addresses_changed = addresses_changed || peer.address != m.address;
       peer.address = m.address;
       peer.said_goodbye = false;
       peer.next_dial = Clock::now();
       peer.backoff = std::chrono::milliseconds(0);
     }
   }
+  if (addresses_changed) rebuildMemberAddresses();
 }
 
 void ClusterNode::handleProbeRequest(Link& link, const wire::ProbeRequest& request) {

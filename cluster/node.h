@@ -35,6 +35,7 @@
 #include <optional>
 #include <source_location>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cluster/accept_guard.h"
@@ -101,12 +102,13 @@ struct MemberInfo {
 
 struct ClusterCounters {
   std::uint64_t links_established = 0;
-  std::uint64_t links_refused = 0;      // handshake failed: wrong secret, other CA...
   std::uint64_t links_closed = 0;       // established links that closed
-  std::uint64_t links_rejected = 0;     // no handshake slot, duplicate node id
-  // The same two, by kind: nameOf(RefusalKind), and for rejections
-  // per_source_limit, table_full, evicted, duplicate_node_id, leaving.
+  // Handshakes that failed (wrong secret, other CA...), by nameOf(RefusalKind); the
+  // metrics show them by kind only, so there is no total to keep beside them.
   std::map<std::string, std::uint64_t> links_refused_by_kind;
+  // Connections closed for want of a handshake slot, refused as a duplicate node id,
+  // or arriving while leaving, by reason: per_source_limit, table_full, evicted,
+  // duplicate_node_id, leaving.
   std::map<std::string, std::uint64_t> links_rejected_by_reason;
   std::uint64_t bytes_sent = 0;         // closed links only; add the live ones
   std::uint64_t bytes_received = 0;
@@ -183,9 +185,14 @@ class ClusterNode final : public transport::PeerLink::Owner {
   membership::ClusterState currentState() const;
   Link* findLink(const transport::PeerLink& link);
   void logLine(conf::LogLevel level, const std::string& line) const;
-  void logRefusal(RefusalKind kind, const std::string& line);
+  // Counts a refusal in its kind's log budget and logs a pending summary; true when
+  // the caller may log the refusal's own line (build it only then: strangers can make
+  // us refuse as fast as they connect).
+  bool mayLogRefusal(RefusalKind kind);
   void reject(const std::string& reason);
   bool isMemberAddress(const std::string& source) const;
+  // Call after any peer's address or a seed's resolved endpoints change.
+  void rebuildMemberAddresses();
 
   Loop& loop_;
   NodeOptions options_;
@@ -214,6 +221,10 @@ class ClusterNode final : public transport::PeerLink::Owner {
   std::vector<std::unique_ptr<Link>> graveyard_;  // closed links, freed outside their callbacks
   std::map<std::string, Peer> peers_;
   std::vector<Seed> seeds_;
+  // The host part (as sourceAddress() gives it) of every peer's and resolved seed's
+  // address, kept current by rebuildMemberAddresses(): an accepted connection is
+  // looked up here, so a flood of strangers costs no parsing per connection.
+  std::unordered_set<std::string> member_addresses_;
   std::map<std::uint64_t, std::string> probes_;  // request id -> target
   std::uint64_t next_probe_id_ = 1;
   std::uint64_t heartbeat_sequence_ = 0;

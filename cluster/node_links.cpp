@@ -62,19 +62,6 @@ std::string sourceAddressOf(const std::string& endpoint) {
   return parsed ? sourceAddress(reinterpret_cast<const sockaddr*>(&parsed->addr)) : std::string();
 }
 
-RefusalKind refusalKindOf(PeerLink::HandshakeFailure failure) {
-  switch (failure) {
-    case PeerLink::HandshakeFailure::timeout: return RefusalKind::handshake_timeout;
-    case PeerLink::HandshakeFailure::garbage: return RefusalKind::garbage;
-    case PeerLink::HandshakeFailure::bad_mac: return RefusalKind::bad_mac;
-    case PeerLink::HandshakeFailure::same_node_id: return RefusalKind::duplicate_id;
-    case PeerLink::HandshakeFailure::tls: return RefusalKind::tls;
-    case PeerLink::HandshakeFailure::closed:
-    case PeerLink::HandshakeFailure::none: break;
-  }
-  return RefusalKind::gave_up;
-}
-
 }  // namespace
 
 // ---- Discovery and dialing -----------------------------------------------------------
@@ -96,12 +83,14 @@ void ClusterNode::resolveSeeds() {
       }
       std::vector<std::string> resolved;
       for (const auto& e : endpoints) resolved.push_back(discovery::formatEndpoint(e));
-      if (resolved != s.endpoints) {
+      const bool changed = resolved != s.endpoints;
+      if (changed) {
         logLine(conf::LogLevel::Debug, "cluster_discovery name=" + logValue(s.text) + " endpoints=" +
                                            std::to_string(resolved.size()));
       }
       s.endpoints = std::move(resolved);
       s.next_resolve = Clock::now() + kSeedResolveInterval;
+      if (changed) rebuildMemberAddresses();
     };
     // A seed without a port is taken to listen on the port this node advertises.
     const auto own = conf::parseHostPort(advertise_);
@@ -206,24 +195,27 @@ void ClusterNode::guardListener() {
 // A seed's or a member's address (any status: a member that left may be the one
 // coming back). Only a hint for a handshake slot; the handshake decides admission.
 bool ClusterNode::isMemberAddress(const std::string& source) const {
+  return member_addresses_.count(source) != 0;
+}
+
+void ClusterNode::rebuildMemberAddresses() {
+  member_addresses_.clear();
+  auto add = [this](const std::string& endpoint) {
+    if (std::string host = sourceAddressOf(endpoint); !host.empty()) member_addresses_.insert(std::move(host));
+  };
   for (const auto& [id, peer] : peers_) {
-    if (!peer.address.empty() && sourceAddressOf(peer.address) == source) return true;
+    if (!peer.address.empty()) add(peer.address);
   }
   for (const auto& seed : seeds_) {
-    for (const auto& endpoint : seed.endpoints) {
-      if (sourceAddressOf(endpoint) == source) return true;
-    }
+    for (const auto& endpoint : seed.endpoints) add(endpoint);
   }
-  return false;
 }
 
 void ClusterNode::reject(const std::string& reason) {
-  ++counters_.links_rejected;
   ++counters_.links_rejected_by_reason[reason];
 }
 
 void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
-  const std::string remote = endpointText(addr);
   if (leaving_) {
     evutil_closesocket(fd);
     reject("leaving");
@@ -236,24 +228,29 @@ void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
     evutil_closesocket(fd);
     const std::string reason(transport::nameOf(decision.outcome));
     reject(reason);
-    logRefusal(RefusalKind::admission,
-               "cluster_link_rejected remote=" + logValue(remote) + " reason=" + reason +
-                   (decision.outcome == transport::HandshakeSlots::Outcome::refused_source_full
-                        ? " detail=\"" + std::to_string(handshake_slots_.limits().max_per_source) +
-                              " connections from this address are still in their handshake\""
-                        : " detail=\"every handshake slot is held by a member's address\""));
+    if (mayLogRefusal(RefusalKind::admission)) {
+      logLine(conf::LogLevel::Warn,
+              "cluster_link_rejected remote=" + logValue(endpointText(addr)) + " reason=" + reason +
+                  (decision.outcome == transport::HandshakeSlots::Outcome::refused_source_full
+                       ? " detail=\"" + std::to_string(handshake_slots_.limits().max_per_source) +
+                             " connections from this address are still in their handshake\""
+                       : " detail=\"every handshake slot is held by a member's address\""));
+    }
     return;
   }
+  const std::string remote = endpointText(addr);
   if (decision.evicted) {
     // Its slot is released already: the link closes without a second release.
     for (const auto& l : links_) {
       if (l->handshake_slot != *decision.evicted) continue;
       l->handshake_slot = 0;
       reject("evicted");
-      logRefusal(RefusalKind::admission, "cluster_link_evicted remote=" + logValue(l->link->remote()) +
-                                             " for=" + logValue(remote) + " member=" + (member ? "yes" : "no") +
-                                             " reason=\"the oldest connection still in its handshake, to make "
-                                             "room\"");
+      if (mayLogRefusal(RefusalKind::admission)) {
+        logLine(conf::LogLevel::Warn, "cluster_link_evicted remote=" + logValue(l->link->remote()) +
+                                          " for=" + logValue(remote) + " member=" + (member ? "yes" : "no") +
+                                          " reason=\"the oldest connection still in its handshake, to make "
+                                          "room\"");
+      }
       dropLink(l.get());
       break;
     }
@@ -330,16 +327,17 @@ void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool ref
     // Refused by us (bad MAC...), or a connection that never finished its handshake:
     // a stranger, garbage, a half-open connection, or a peer that found our MAC wrong
     // (the mismatch is then logged on its side as well).
-    const RefusalKind kind = refusalKindOf(pl.handshakeFailure());
-    ++counters_.links_refused;
+    const RefusalKind kind = pl.handshakeFailure().value_or(RefusalKind::gave_up);
     ++counters_.links_refused_by_kind[std::string(nameOf(kind))];
-    std::string hint;
-    if (kind == RefusalKind::bad_mac) hint = " hint=\"wrong shared secret or another cluster\"";
-    if (kind == RefusalKind::gave_up) {
-      hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
+    if (mayLogRefusal(kind)) {
+      std::string hint;
+      if (kind == RefusalKind::bad_mac) hint = " hint=\"wrong shared secret or another cluster\"";
+      if (kind == RefusalKind::gave_up) {
+        hint = " hint=\"the peer gave up during the handshake: a wrong shared secret or certificate on one side?\"";
+      }
+      logLine(conf::LogLevel::Warn, "cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" +
+                                        logValue(reason) + " kind=" + std::string(nameOf(kind)) + hint);
     }
-    logRefusal(kind, "cluster_link_refused remote=" + logValue(pl.remote()) + " reason=" + logValue(reason) +
-                         " kind=" + std::string(nameOf(kind)) + hint);
   } else if (was_chosen) {
     ++counters_.links_closed;
     logLine(conf::LogLevel::Info, "cluster_link_closed peer=" + logValue(link->peer_id) +
@@ -384,9 +382,12 @@ void ClusterNode::onLinkEstablished(PeerLink& pl) {
       const bool old_alive = Clock::now() - peer.last_heard < 2 * options_.detector.heartbeat_interval;
       if (hello.incarnation < old_incarnation || old_alive) {
         reject("duplicate_node_id");
-        logRefusal(RefusalKind::duplicate_id, "cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
-                   logValue(hello.advertise_address) + " live_address=" + logValue(peer.address) +
-                   " action=\"refused the newcomer: two live nodes cannot share a node id\"");
+        if (mayLogRefusal(RefusalKind::duplicate_id)) {
+          logLine(conf::LogLevel::Warn, "cluster_duplicate_node_id id=" + logValue(hello.node_id) + " address=" +
+                                            logValue(hello.advertise_address) + " live_address=" +
+                                            logValue(peer.address) +
+                                            " action=\"refused the newcomer: two live nodes cannot share a node id\"");
+        }
         dropLink(link);
         return;
       }
@@ -405,12 +406,14 @@ void ClusterNode::adopt(Link* link) {
   Peer& peer = peers_[hello.node_id];
   if (hello.incarnation > peer.incarnation) peer.said_goodbye = false;
   peer.link = link;
+  const bool moved = peer.address != hello.advertise_address;
   peer.address = hello.advertise_address;
   peer.region = hello.region;
   peer.incarnation = hello.incarnation;
   peer.dialing = false;
   peer.backoff = std::chrono::milliseconds(0);
   peer.next_dial = Clock::now();
+  if (moved) rebuildMemberAddresses();
   logLine(conf::LogLevel::Info, "cluster_link_up peer=" + logValue(hello.node_id) + " address=" +
                                     logValue(hello.advertise_address) + " remote=" + logValue(link->link->remote()) +
                                     " direction=" + (link->link->role() == PeerLink::Role::Initiator ? "out" : "in"));

@@ -110,35 +110,43 @@ std::string_view closestMatch(std::string_view word, std::span<const std::string
   return best_distance <= allowed ? best : std::string_view{};
 }
 
+std::size_t utf8SequenceLength(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char lead = byte(i);
+  if (lead < 0x80) return 1;
+  std::size_t length = 0;
+  unsigned char second_min = 0x80, second_max = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) second_min = 0xa0;  // overlong below U+0800
+    if (lead == 0xed) second_max = 0x9f;  // UTF-16 surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) second_min = 0x90;  // overlong below U+10000
+    if (lead == 0xf4) second_max = 0x8f;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (s.size() - i < length) return 0;
+  if (byte(i + 1) < second_min || byte(i + 1) > second_max) return 0;
+  for (std::size_t k = 2; k < length; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) return 0;
+  }
+  return length;
+}
+
 std::optional<std::size_t> firstInvalidUtf8(std::string_view s) {
   std::size_t i = 0;
   while (i < s.size()) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {  // the common case, without a call
       ++i;
       continue;
     }
-    std::size_t len = 0;
-    unsigned lo = 0x80, hi = 0xbf;  // the allowed range of the second byte
-    if (b0 >= 0xc2 && b0 <= 0xdf) {
-      len = 2;
-    } else if (b0 >= 0xe0 && b0 <= 0xef) {
-      len = 3;
-      if (b0 == 0xe0) lo = 0xa0;  // overlong
-      if (b0 == 0xed) hi = 0x9f;  // surrogates
-    } else if (b0 >= 0xf0 && b0 <= 0xf4) {
-      len = 4;
-      if (b0 == 0xf0) lo = 0x90;  // overlong
-      if (b0 == 0xf4) hi = 0x8f;  // above U+10FFFF
-    } else {
-      return i;
-    }
-    if (i + len > s.size()) return i;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto b = static_cast<unsigned char>(s[i + k]);
-      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf)) return i;
-    }
-    i += len;
+    const std::size_t length = utf8SequenceLength(s, i);
+    if (length == 0) return i;
+    i += length;
   }
   return std::nullopt;
 }

@@ -1,6 +1,6 @@
-// Small text helpers for error messages. Most are internal to conf/; appendHexEscape
-// and errnoText are the one copy every library of the project uses (conf/ is the
-// lowest layer that handles text).
+// Small text helpers for error messages. Most are internal to conf/; appendHexEscape,
+// utf8SequenceLength and errnoText are the one copy every library of the project uses
+// (conf/ is the lowest layer that handles text).
 #pragma once
 
 #include <optional>
@@ -25,8 +25,15 @@ std::size_t editDistance(std::string_view a, std::string_view b);
 // (same word up to case or '-'/'_', or a few edits for its length); else empty.
 std::string_view closestMatch(std::string_view word, std::span<const std::string_view> candidates);
 
-// The offset of the first byte that is not part of well-formed UTF-8 (no overlong
-// forms, no surrogates, nothing above U+10FFFF), or nothing when all of `s` is.
+// The length (1 to 4) of the well-formed UTF-8 character that starts at s[i], or 0
+// when the bytes there are not one: a stray continuation byte, an overlong form, a
+// surrogate, a code point above U+10FFFF, or a sequence cut short (RFC 3629, section
+// 4). Requires i < s.size(). The project's one UTF-8 check: configuration files, log
+// values and JSON strings all go through it.
+std::size_t utf8SequenceLength(std::string_view s, std::size_t i);
+
+// The offset of the first byte that is not part of well-formed UTF-8 (as
+// utf8SequenceLength), or nothing when all of `s` is.
 std::optional<std::size_t> firstInvalidUtf8(std::string_view s);
 
 // "a, b, c" (for "must be one of ...").

@@ -110,7 +110,7 @@ void PeerLink::fail(std::string reason, bool refused) {
 
 // A failure before establishment, with its kind recorded for the owner; after
 // establishment, an ordinary failure.
-void PeerLink::failHandshake(HandshakeFailure kind, std::string reason, bool refused) {
+void PeerLink::failHandshake(RefusalKind kind, std::string reason, bool refused) {
   if (!established_ && !closed_) handshake_failure_ = kind;
   fail(std::move(reason), refused);
 }
@@ -161,9 +161,8 @@ void PeerLink::onRead() {
     const std::size_t length = lengthPrefix(prefix);
     const std::size_t limit = established_ ? wire::kMaxFrameBytes : kMaxHandshakeFrameBytes;
     if (length > limit) {
-      failHandshake(HandshakeFailure::garbage, "frame of " + std::to_string(length) +
-                                                   " bytes is above the limit of " + std::to_string(limit) +
-                                                   (established_ ? "" : " before admission"));
+      failHandshake(RefusalKind::garbage, "frame of " + std::to_string(length) + " bytes is above the limit of " +
+                                              std::to_string(limit) + (established_ ? "" : " before admission"));
       return;
     }
     const std::size_t tag_bytes = authenticator_ ? wire::kMacBytes : 0;
@@ -174,9 +173,8 @@ void PeerLink::onRead() {
                                  wire::kLengthPrefixBytes + length);
     wire::DecodeResult decoded = wire::decode(frame);
     if (decoded.status != wire::DecodeStatus::Ok) {
-      failHandshake(HandshakeFailure::garbage, "undecodable frame (" +
-                                                   std::string(wire::nameOf(decoded.error)) + ": " +
-                                                   decoded.detail + ")");
+      failHandshake(RefusalKind::garbage, "undecodable frame (" + std::string(wire::nameOf(decoded.error)) + ": " +
+                                              decoded.detail + ")");
       return;
     }
     if (authenticator_) {
@@ -218,10 +216,9 @@ void PeerLink::handleHandshake(const wire::Message& message) {
   }
   for (const auto& reply : step.send) writeFrame(wire::encode(reply));
   if (const auto* refused = std::get_if<wire::Refused>(&step.state)) {
-    const HandshakeFailure kind = refused->reason == wire::RefuseReason::BadMac ? HandshakeFailure::bad_mac
-                                  : refused->reason == wire::RefuseReason::SameNodeId
-                                      ? HandshakeFailure::same_node_id
-                                      : HandshakeFailure::garbage;
+    const RefusalKind kind = refused->reason == wire::RefuseReason::BadMac       ? RefusalKind::bad_mac
+                             : refused->reason == wire::RefuseReason::SameNodeId ? RefusalKind::duplicate_id
+                                                                                 : RefusalKind::garbage;
     failHandshake(kind, std::string(wire::nameOf(refused->reason)), true);
     return;
   }
@@ -267,9 +264,9 @@ void PeerLink::onEvent(short what) {
     return;
   }
   std::string reason;
-  HandshakeFailure kind = HandshakeFailure::closed;
+  RefusalKind kind = RefusalKind::gave_up;
   if (what & BEV_EVENT_TIMEOUT) {
-    kind = HandshakeFailure::timeout;
+    kind = RefusalKind::handshake_timeout;
     reason = established_ ? "nothing received for " + seconds(limits_.idle_timeout)
                           : "no handshake within " + seconds(limits_.handshake_timeout);
   } else if (what & BEV_EVENT_EOF) {
@@ -278,7 +275,7 @@ void PeerLink::onEvent(short what) {
     const int err = EVUTIL_SOCKET_ERROR();
     std::string tls_error = tls_ ? TlsContext::lastError(bev_) : std::string();
     if (!tls_error.empty()) {
-      kind = HandshakeFailure::tls;
+      kind = RefusalKind::tls;
       reason = "TLS: " + tls_error;
     } else if (err != 0) {
       reason = evutil_socket_error_to_string(err);

@@ -37,6 +37,7 @@
 #include <string_view>
 #include <variant>
 
+#include "cluster/log_sink.h"
 #include "cluster/owner_thread.h"
 #include "cluster/wire/codec.h"
 #include "cluster/wire/handshake.h"
@@ -61,17 +62,6 @@ class PeerLink {
  public:
   enum class Role { Initiator, Acceptor };
   enum class Priority { Control, Bulk };
-
-  // Why a handshake failed, for the owner's counters and log budgets.
-  enum class HandshakeFailure {
-    none,          // in progress, succeeded, or closed by the owner
-    timeout,       // no handshake within handshake_timeout
-    garbage,       // an undecodable or oversized frame, or a message out of order
-    bad_mac,       // the peer does not know the secret (or is of another cluster)
-    same_node_id,  // the peer claims this node's own id
-    tls,           // the TLS handshake failed (certificate, protocol)
-    closed,        // the other end closed or reset the connection
-  };
 
   class Owner {
    public:
@@ -119,8 +109,12 @@ class PeerLink {
   const std::string& remote() const { return remote_; }
   // The peer's verified introduction; empty until established.
   const wire::Hello& peer() const { return peer_; }
-  // Set when the link failed before it was established.
-  HandshakeFailure handshakeFailure() const { return handshake_failure_; }
+  // Why the link failed before it was established, in the owner's terms (its log
+  // budgets and metric labels are keyed by it): garbage, handshake_timeout, gave_up
+  // (the other end closed or reset), bad_mac, duplicate_id (the peer claims this
+  // node's own id) or tls; never admission, which the owner decides before any link
+  // exists. Empty while in progress, once established, or when the owner closed it.
+  std::optional<RefusalKind> handshakeFailure() const { return handshake_failure_; }
   std::size_t queuedBytes() const;
   std::uint64_t bytesSent() const { return bytes_sent_; }
   std::uint64_t bytesReceived() const { return bytes_received_; }
@@ -136,7 +130,7 @@ class PeerLink {
   void handleHandshake(const wire::Message& message);
   void writeFrame(const std::string& frame);
   void fail(std::string reason, bool refused = false);
-  void failHandshake(HandshakeFailure kind, std::string reason, bool refused = false);
+  void failHandshake(RefusalKind kind, std::string reason, bool refused = false);
   void setTimeouts(std::chrono::milliseconds timeout);
 
   const OwnerThread owner_thread_;  // every member below: this thread only
@@ -155,7 +149,7 @@ class PeerLink {
   bool closed_ = false;
   bool congested_ = false;
   bool flushing_ = false;
-  HandshakeFailure handshake_failure_ = HandshakeFailure::none;
+  std::optional<RefusalKind> handshake_failure_;
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
 };

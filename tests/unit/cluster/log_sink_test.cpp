@@ -83,41 +83,67 @@ TEST(LogSinkValue, AnyBytesGiveOneLineOfValidUtf8) {
   }
 }
 
+// The lines one refusal logs, in order, as ClusterNode logs them: the summary of the
+// kind's previous window if any, then `line` if the budget allows it.
+std::vector<std::string> record(RefusalBudget& budget, RefusalKind kind, const std::string& line,
+                                Clock::time_point now) {
+  auto decision = budget.allow(kind, now);
+  std::vector<std::string> out;
+  if (decision.summary) out.push_back(*decision.summary);
+  if (decision.log_line) out.push_back(line);
+  return out;
+}
+
+TEST(LogSinkRefusalBudget, ADecisionNeedsNoLineAndSaysWhetherToBuildOne) {
+  RefusalBudget budget(1, 60s);
+  const auto t0 = Clock::time_point{} + 1h;
+  auto first = budget.allow(RefusalKind::garbage, t0);
+  EXPECT_TRUE(first.log_line);
+  EXPECT_FALSE(first.summary);
+  auto dropped = budget.allow(RefusalKind::garbage, t0 + 1s);
+  EXPECT_FALSE(dropped.log_line);
+  EXPECT_FALSE(dropped.summary);
+  auto next = budget.allow(RefusalKind::garbage, t0 + 60s);
+  EXPECT_TRUE(next.log_line);
+  ASSERT_TRUE(next.summary);
+  EXPECT_EQ(*next.summary, "cluster_refusals_suppressed kind=garbage count=1 window=60s");
+}
+
 TEST(LogSinkRefusalBudget, EachKindHasItsOwnBudget) {
   RefusalBudget budget(3, 60s);
   const auto t0 = Clock::time_point{} + 1h;
   int garbage_logged = 0;
-  for (int i = 0; i < 100; ++i) garbage_logged += int(budget.record(RefusalKind::garbage, "g", t0).size());
+  for (int i = 0; i < 100; ++i) garbage_logged += int(record(budget, RefusalKind::garbage, "g", t0).size());
   EXPECT_EQ(garbage_logged, 3);
   EXPECT_EQ(budget.suppressed(RefusalKind::garbage), 97u);
   // The stranger's flood did not use up the line of a misconfigured member.
-  EXPECT_EQ(budget.record(RefusalKind::bad_mac, "cluster_link_refused reason=\"bad MAC\"", t0 + 1s),
+  EXPECT_EQ(record(budget, RefusalKind::bad_mac, "cluster_link_refused reason=\"bad MAC\"", t0 + 1s),
             std::vector<std::string>{"cluster_link_refused reason=\"bad MAC\""});
   EXPECT_EQ(budget.suppressed(RefusalKind::bad_mac), 0u);
-  EXPECT_EQ(budget.record(RefusalKind::handshake_timeout, "t", t0 + 1s).size(), 1u);
+  EXPECT_EQ(record(budget, RefusalKind::handshake_timeout, "t", t0 + 1s).size(), 1u);
 }
 
 TEST(LogSinkRefusalBudget, TheNextRefusalAfterTheWindowBringsTheSummaryFirst) {
   RefusalBudget budget(2, 60s);
   const auto t0 = Clock::time_point{} + 1h;
-  for (int i = 0; i < 7; ++i) budget.record(RefusalKind::garbage, "g", t0 + std::chrono::seconds(i));
-  EXPECT_TRUE(budget.record(RefusalKind::garbage, "g", t0 + 59s).empty());
-  const auto lines = budget.record(RefusalKind::garbage, "again", t0 + 60s);
+  for (int i = 0; i < 7; ++i) record(budget, RefusalKind::garbage, "g", t0 + std::chrono::seconds(i));
+  EXPECT_TRUE(record(budget, RefusalKind::garbage, "g", t0 + 59s).empty());
+  const auto lines = record(budget, RefusalKind::garbage, "again", t0 + 60s);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0], "cluster_refusals_suppressed kind=garbage count=6 window=60s");
   EXPECT_EQ(lines[1], "again");
   EXPECT_EQ(budget.suppressed(RefusalKind::garbage), 6u);
   // A fresh window: its own budget, and nothing to summarise at its end.
-  EXPECT_EQ(budget.record(RefusalKind::garbage, "g", t0 + 61s).size(), 1u);
+  EXPECT_EQ(record(budget, RefusalKind::garbage, "g", t0 + 61s).size(), 1u);
   EXPECT_TRUE(budget.flush(t0 + 200s).empty());
 }
 
 TEST(LogSinkRefusalBudget, FlushSummarisesEndedWindowsOncePerKind) {
   RefusalBudget budget(1, 60s);
   const auto t0 = Clock::time_point{} + 1h;
-  for (int i = 0; i < 5; ++i) budget.record(RefusalKind::garbage, "g", t0);
-  for (int i = 0; i < 3; ++i) budget.record(RefusalKind::bad_mac, "m", t0 + 30s);
-  budget.record(RefusalKind::tls, "t", t0);  // within budget: no summary
+  for (int i = 0; i < 5; ++i) record(budget, RefusalKind::garbage, "g", t0);
+  for (int i = 0; i < 3; ++i) record(budget, RefusalKind::bad_mac, "m", t0 + 30s);
+  record(budget, RefusalKind::tls, "t", t0);  // within budget: no summary
   EXPECT_TRUE(budget.flush(t0 + 59s).empty());
   EXPECT_EQ(budget.flush(t0 + 60s), std::vector<std::string>{"cluster_refusals_suppressed kind=garbage count=4 window=60s"});
   EXPECT_TRUE(budget.flush(t0 + 61s).empty());

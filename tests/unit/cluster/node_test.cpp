@@ -190,7 +190,13 @@ TEST(ClusterNode, AWrongSecretIsRefusedAndNeverListed) {
       },
       5s).value_or(false));
   EXPECT_TRUE(waitFor([&] { return refusals.load() >= 2; }, 5s));
-  auto refused = a.loop->call([&] { return a.node->counters().links_refused; }, 5s);
+  auto refused = a.loop->call(
+      [&] {
+        std::uint64_t total = 0;
+        for (const auto& [kind, count] : a.node->counters().links_refused_by_kind) total += count;
+        return total;
+      },
+      5s);
   EXPECT_GE(refused.value_or(0), 1u);
   EXPECT_EQ(a.view().count("intruder"), 0u);
   auto own = loop.call([&] { return intruder->members().size(); }, 5s);
@@ -259,6 +265,66 @@ TEST(ClusterNode, ANodeJoinsWhileStrangersHoldEveryHandshakeSlot) {
   }
   EXPECT_GE(rejected(a, "evicted"), 37u);  // b took the oldest stranger's slot
   for (int fd : strangers) ::close(fd);
+}
+
+// Whether `a` takes 127.0.0.1 for a member's address. Three idle connections from there,
+// then three from a stranger's 127.0.0.3, against a per-address cap of two: a stranger's
+// third is refused, a member's address has no cap. The listener accepts in order, so
+// once the stranger's third is refused the others were decided too. Both sets stay open
+// (pending) until the caller closes them.
+bool takenForMember(TestNode& a, std::uint16_t port, std::vector<int>* held) {
+  const auto refused_before = rejected(a, "per_source_limit");
+  for (const char* source : {"127.0.0.1", "127.0.0.3"}) {
+    for (int i = 0; i < 3; ++i) {
+      const int fd = idleConnectionFrom(source, port);
+      EXPECT_GE(fd, 0) << source;
+      if (fd >= 0) held->push_back(fd);
+    }
+  }
+  EXPECT_TRUE(waitFor([&] { return rejected(a, "per_source_limit") >= refused_before + 1; }, 5s));
+  return rejected(a, "per_source_limit") == refused_before + 1;
+}
+
+void capped(NodeOptions& o) {
+  o.max_pending_per_address = 2;
+  o.link_limits.handshake_timeout = 60s;  // the probe's connections stay pending
+}
+
+// The member addresses are looked up in a set kept beside the member list: an address
+// learned from a link after start counts at once.
+TEST(ClusterNode, AMembersAddressLearnedFromItsLinkGetsNoPerAddressCap) {
+  TestNode a("a", {}, capped);
+  const auto port = static_cast<std::uint16_t>(std::stoi(a.endpoint.substr(a.endpoint.rfind(':') + 1)));
+  TestNode b("b", {a.endpoint});
+  ASSERT_TRUE(waitFor([&] { return a.view()["b"] == "active"; }, 10s));
+  std::vector<int> held;
+  EXPECT_TRUE(takenForMember(a, port, &held));
+  for (int fd : held) ::close(fd);
+}
+
+// ... and so does a seed's address once it is resolved, before any link to it.
+TEST(ClusterNode, AResolvedSeedsAddressGetsNoPerAddressCap) {
+  // A seed that accepts connections and never answers: its address is all that counts.
+  const int seed = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  ASSERT_GE(seed, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &at.sin_addr);
+  socklen_t at_len = sizeof at;
+  ASSERT_EQ(::bind(seed, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  ASSERT_EQ(::listen(seed, 16), 0);
+  ASSERT_EQ(::getsockname(seed, reinterpret_cast<sockaddr*>(&at), &at_len), 0);
+  const std::string seed_endpoint = "127.0.0.1:" + std::to_string(ntohs(at.sin_port));
+  TestNode a("a", {seed_endpoint}, capped);
+  const auto port = static_cast<std::uint16_t>(std::stoi(a.endpoint.substr(a.endpoint.rfind(':') + 1)));
+  // a dials a seed only once it has resolved it.
+  int dialed = -1;
+  ASSERT_TRUE(waitFor([&] { return (dialed = ::accept(seed, nullptr, nullptr)) >= 0; }, 5s));
+  std::vector<int> held;
+  EXPECT_TRUE(takenForMember(a, port, &held));
+  for (int fd : held) ::close(fd);
+  ::close(dialed);
+  ::close(seed);
 }
 
 // Garbage from strangers uses up its own log budget only: the refusal of a node with a

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -87,6 +88,8 @@ TEST_F(PeerLinkTest, BothEndsAreAdmittedAndExchangeAuthenticatedFrames) {
   ASSERT_TRUE(runUntil([&] { return ra.established && rb.established; }));
   EXPECT_EQ(a->peer().node_id, "b");
   EXPECT_EQ(b->peer().node_id, "a");
+  EXPECT_EQ(a->handshakeFailure(), std::nullopt);
+  EXPECT_EQ(b->handshakeFailure(), std::nullopt);
   EXPECT_TRUE(a->send(wire::Heartbeat{7, 1, 2, 3}));
   EXPECT_TRUE(b->send(wire::ProbeRequest{9, "c"}));
   ASSERT_TRUE(runUntil([&] { return ra.messages.size() == 1 && rb.messages.size() == 1; }));
@@ -102,6 +105,7 @@ TEST_F(PeerLinkTest, AWrongSecretIsRefusedOnBothSidesAndNobodyIsAdmitted) {
   ASSERT_TRUE(runUntil([&] { return ra.closed && rb.closed; }));
   EXPECT_TRUE(ra.refused);
   EXPECT_EQ(ra.closed_reason, "bad MAC");
+  EXPECT_EQ(a->handshakeFailure(), RefusalKind::bad_mac);
   EXPECT_FALSE(ra.established || rb.established);
   EXPECT_TRUE(b->peer().node_id.empty());
 }
@@ -127,6 +131,7 @@ TEST_F(PeerLinkTest, AnOversizedFrameBeforeAdmissionIsRefusedFromItsPrefix) {
   ASSERT_EQ(write(fds_[0], prefix, sizeof prefix), static_cast<ssize_t>(sizeof prefix));
   ASSERT_TRUE(runUntil([&] { return rb.closed; }));
   EXPECT_NE(rb.closed_reason.find("before admission"), std::string::npos) << rb.closed_reason;
+  EXPECT_EQ(b->handshakeFailure(), RefusalKind::garbage);
   close(fds_[0]);
 }
 
@@ -137,6 +142,7 @@ TEST_F(PeerLinkTest, GarbageBeforeAdmissionClosesTheLinkWithAReason) {
   ASSERT_EQ(write(fds_[0], garbage, sizeof garbage - 1), static_cast<ssize_t>(sizeof garbage - 1));
   ASSERT_TRUE(runUntil([&] { return rb.closed; }));
   EXPECT_NE(rb.closed_reason.find("undecodable frame"), std::string::npos) << rb.closed_reason;
+  EXPECT_EQ(b->handshakeFailure(), RefusalKind::garbage);
   close(fds_[0]);
 }
 
@@ -147,7 +153,17 @@ TEST_F(PeerLinkTest, ASilentPeerIsDroppedAtTheHandshakeTimeout) {
   auto b = makeLink(1, PeerLink::Role::Acceptor, rb, limits);
   ASSERT_TRUE(runUntil([&] { return rb.closed; }, 5s));
   EXPECT_NE(rb.closed_reason.find("no handshake within 100 ms"), std::string::npos) << rb.closed_reason;
+  EXPECT_EQ(b->handshakeFailure(), RefusalKind::handshake_timeout);
   close(fds_[0]);
+}
+
+TEST_F(PeerLinkTest, APeerThatHangsUpInTheHandshakeGaveUp) {
+  Recorder rb;
+  auto b = makeLink(1, PeerLink::Role::Acceptor, rb);
+  close(fds_[0]);
+  ASSERT_TRUE(runUntil([&] { return rb.closed; }));
+  EXPECT_FALSE(rb.refused);
+  EXPECT_EQ(b->handshakeFailure(), RefusalKind::gave_up);
 }
 
 TEST_F(PeerLinkTest, APeerThatNeverReadsGetsBulkRefusedThenTheLinkClosed) {

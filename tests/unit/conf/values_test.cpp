@@ -250,6 +250,56 @@ TEST(HexEscape, AppendsThePrefixAndTwoHexDigits) {
   EXPECT_EQ(quoteValue(std::string("a\x01\x7f", 3)), "\"a\\x01\\x7f\"");
 }
 
+// The one UTF-8 check that configuration files, log values and JSON all rely on: every
+// boundary of RFC 3629's table of well-formed sequences, on both sides.
+TEST(Utf8, SequenceLengthFollowsTheTableOfWellFormedSequences) {
+  struct Case {
+    std::string bytes;
+    std::size_t length;
+  };
+  const Case cases[] = {
+      {"a", 1},
+      {std::string(1, '\0'), 1},
+      {"\x7f", 1},
+      {"\x80", 0},              // a continuation byte cannot start a character
+      {"\xbf", 0},
+      {"\xc0\x80", 0},          // overlong NUL
+      {"\xc1\xbf", 0},          // overlong U+007F
+      {"\xc2\x80", 2},          // U+0080
+      {"\xdf\xbf", 2},          // U+07FF
+      {"\xc2", 0},              // cut short
+      {"\xc2\x41", 0},          // not followed by a continuation byte
+      {"\xe0\x9f\xbf", 0},      // overlong U+07FF
+      {"\xe0\xa0\x80", 3},      // U+0800
+      {"\xec\xbf\xbf", 3},
+      {"\xed\x9f\xbf", 3},      // U+D7FF
+      {"\xed\xa0\x80", 0},      // U+D800, a surrogate
+      {"\xed\xbf\xbf", 0},      // U+DFFF
+      {"\xee\x80\x80", 3},      // U+E000
+      {"\xef\xbf\xbf", 3},      // U+FFFF
+      {"\xe2\x82", 0},          // cut short
+      {"\xe2\x82\x41", 0},
+      {"\xf0\x8f\xbf\xbf", 0},  // overlong U+FFFF
+      {"\xf0\x90\x80\x80", 4},  // U+10000
+      {"\xf4\x8f\xbf\xbf", 4},  // U+10FFFF
+      {"\xf4\x90\x80\x80", 0},  // above U+10FFFF
+      {"\xf5\x80\x80\x80", 0},
+      {"\xff", 0},
+      {"\xf0\x9f\x98", 0},      // cut short
+  };
+  for (const auto& c : cases) {
+    std::string hex;
+    for (unsigned char b : c.bytes) appendHexEscape(hex, "\\x", b);
+    EXPECT_EQ(utf8SequenceLength(c.bytes, 0), c.length) << hex;
+    // The same bytes in the middle of a text, with more text after them.
+    const std::string text = "ab" + c.bytes + (c.length == 0 ? "" : "z");
+    EXPECT_EQ(utf8SequenceLength(text, 2), c.length) << hex;
+  }
+  EXPECT_EQ(firstInvalidUtf8("plain \xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80"), std::nullopt);
+  EXPECT_EQ(firstInvalidUtf8("ok \xc3\xa9\xed\xa0\x80 after"), std::optional<std::size_t>(5));
+  EXPECT_EQ(firstInvalidUtf8("cut \xe2\x82"), std::optional<std::size_t>(4));
+}
+
 TEST(ErrnoText, GivesTheCLibrarysMessage) {
   EXPECT_EQ(errnoText(ENOENT), "No such file or directory");
   EXPECT_EQ(errnoText(EACCES), "Permission denied");

@@ -158,7 +158,7 @@ bool Loop::post(std::function<void()> fn) {
   return true;
 }
 
-void Loop::abortOffLoop(const std::source_location& where) const {
+void Loop::abortOffLoop(const CallSite& where) const {
   const std::thread::id owner = loop_thread_id_.load();
   abortWrongThread(where, owner,
                    owner == std::thread::id{} ? "the cluster thread (not running)" : nullptr);

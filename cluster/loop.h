@@ -20,10 +20,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <source_location>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+
+#include "cluster/owner_thread.h"
 
 struct event_base;
 struct event;
@@ -153,14 +154,14 @@ class Loop {
   bool isThisThread() const { return loop_thread_id_.load() == std::this_thread::get_id(); }
   // Aborts with a message naming the calling method unless on the loop thread: the
   // ownership check of objects that belong to this loop (cluster/owner_thread.h).
-  void checkThisThread(std::source_location where = std::source_location::current()) const {
+  void checkThisThread(CallSite where = CallSite::current()) const {
     if (!isThisThread()) [[unlikely]] abortOffLoop(where);
   }
   event_base* base() const { return base_; }
 
  private:
   friend class Timer;
-  [[noreturn]] void abortOffLoop(const std::source_location& where) const;
+  [[noreturn]] void abortOffLoop(const CallSite& where) const;
   Timer arm(std::chrono::milliseconds period, bool repeat, std::function<void()> fn);
   void release(Timer::State* state);
   static void onTimer(int fd, short what, void* arg);

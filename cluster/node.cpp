@@ -107,7 +107,7 @@ ClusterNode::~ClusterNode() {
   hook_.reset();
 }
 
-void ClusterNode::assertLoopThread(std::source_location where) const { loop_.checkThisThread(where); }
+void ClusterNode::assertLoopThread(CallSite where) const { loop_.checkThisThread(where); }
 
 void ClusterNode::logLine(conf::LogLevel level, const std::string& line) const {
   if (log_) log_(level, line);

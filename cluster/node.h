@@ -33,7 +33,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <source_location>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -149,7 +148,7 @@ class ClusterNode final : public transport::PeerLink::Owner {
   struct Seed;
 
   // Aborts with a message naming the caller unless on the loop thread, in every build.
-  void assertLoopThread(std::source_location where = std::source_location::current()) const;
+  void assertLoopThread(CallSite where = CallSite::current()) const;
   void guardListener();
   // Reads, advances and stores the incarnation in state_dir (incarnation.h); start() only.
   bool takeIncarnation(std::string* error);

@@ -32,7 +32,7 @@ std::string currentThreadText() {
 
 }  // namespace
 
-void abortWrongThread(const std::source_location& where, std::thread::id owner,
+void abortWrongThread(const CallSite& where, std::thread::id owner,
                       const char* owner_description) noexcept {
   std::ostringstream out;
   out << "zetian: thread ownership violated: " << where.function_name() << " called on "
@@ -46,7 +46,7 @@ void abortWrongThread(const std::source_location& where, std::thread::id owner,
   abortWith(out.str());
 }
 
-void abortBrokenInvariant(const char* what, std::source_location where) noexcept {
+void abortBrokenInvariant(const char* what, CallSite where) noexcept {
   std::ostringstream out;
   out << "zetian: internal error: " << what << " in " << where.function_name() << " (" << where.file_name()
       << ':' << where.line() << "); aborting\n";

@@ -22,6 +22,8 @@ way a hostile or broken client would, and watched through /proc and its sockets:
   cluster   3 nodes, ~100 idle unauthenticated connections held against the seed's
             cluster port: SIGTERM another member, start it again, time until all three
             see it active (and the same without the flood, for comparison)
+  combined  all the floods above at once on one node (more descriptors than it has):
+            the same observations as slowhttp
   all       each of the above, one fresh milter each
 
   python3 tests/bench/abuse_probe.py --milter build/milter/zetian-milter all
@@ -566,7 +568,7 @@ def probe_second(b: Bench) -> dict:
         lok, _ = live(m.health_socket)
         message = (cp.stderr.strip() or cp.stdout.strip()).splitlines()
         out = {"second_exit_code": cp.returncode, "second_ran_s": round(took, 2),
-               "second_message": message[-1][:160] if message else "",
+               "second_message": message[-1][:400] if message else "",
                "pid_file_intact": after["pid_file"] == before["pid_file"] == str(m.pid),
                "health_socket_intact": after["health_inode"] == before["health_inode"] is not None}
         if spec:
@@ -733,21 +735,72 @@ def probe_cluster(b: Bench, strangers: int) -> dict:
         out[f"n2_join_timeout_{label}"] = count_lines(nodes["n2"], log0, ("cluster_join_timeout",))["cluster_join_timeout"]
 
     restart("no_flood")
-    flood = cluster_harness.StrangerFlood(ports["n1"], count=strangers).start()
-    try:
-        wait_until(lambda: len(flood._sockets) >= strangers * 0.9 or flood.opened >= strangers, 30,
-                   what="the stranger flood to be in place")
-        time.sleep(2)  # let it churn through evictions
-        restart(f"{strangers}_strangers_on_n1")
-    finally:
-        flood.stop()
-    out["strangers_opened"] = flood.opened
-    out["strangers_closed_by_n1"] = flood.closed_by_node
-    samples = harness.metric_samples(nodes["n1"].http("GET", "/metrics")[1], "zetian_cluster_links_rejected_total")
-    out["n1_links_rejected"] = {lab.get("reason", "?"): int(v) for lab, v in samples if v}
+    for label, targets in ((f"{strangers}_strangers_on_n1", ["n1"]),
+                           (f"{strangers}_strangers_on_each", ids)):
+        floods = [cluster_harness.StrangerFlood(ports[i], count=strangers).start() for i in targets]
+        try:
+            wait_until(lambda: all(f.opened >= strangers for f in floods), 30,
+                       what="the stranger floods to be in place")
+            time.sleep(2)  # let them churn through evictions
+            restart(label)
+        finally:
+            for f in floods:
+                f.stop()
+        out[f"strangers_opened_{label}"] = sum(f.opened for f in floods)
+        out[f"strangers_closed_by_nodes_{label}"] = sum(f.closed_by_node for f in floods)
+    for i in ids:
+        samples = harness.metric_samples(nodes[i].http("GET", "/metrics")[1],
+                                         "zetian_cluster_links_rejected_total")
+        out[f"{i}_links_rejected"] = {lab.get("reason", "?"): int(v) for lab, v in samples if v}
     for m in nodes.values():
         m.stop()
-    table(f"cluster: restart n2 of 3 (seed n1 held by {strangers} idle strangers)", out)
+    table(f"cluster: restart n2 of 3, without and with {strangers} idle strangers held against "
+          f"the seed n1, then against every node", out)
+    return out
+
+
+# --------------------------------------------------------------------------- 7. combined
+
+
+def probe_combined(b: Bench, seconds: float) -> dict:
+    """Every flood above at once against one node (slow health connections on the Unix
+    socket and on the TCP listener, silent milter connections reopened when closed,
+    idle strangers on the cluster port): together they want more descriptors than the
+    1,024 the process has, so the listeners meet EMFILE; the milter and /live must
+    still be served, the loop must not spin, the log must not flood."""
+    import cluster_harness  # noqa: E402  (same folder as harness)
+    raise_own_nofile(6000)
+    secret = os.path.join(b.workdir, "combined.secret")
+    with open(secret, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    os.chmod(secret, 0o600)
+    hport, cport = free_port(), free_port()
+    m = b.milter({"health": {"listen": f"127.0.0.1:{hport}"},
+                  "cluster": {"enabled": True, "bind": f"127.0.0.1:{cport}", "seeds": [],
+                              "shared_secret_file": secret}})
+    fds_idle = fd_count(m.pid)
+    obs = Observer(m).start()
+    floods = [SlowHealth(m.health_socket, 1030), SlowHealth(("127.0.0.1", hport), 1030),
+              SlowHealth(("127.0.0.1", m.port), 1100, send=False)]
+    for f in floods:
+        f.start()
+    strangers = cluster_harness.StrangerFlood(cport, count=100).start()
+    time.sleep(seconds)
+    held_strangers = len(strangers._sockets)
+    strangers.stop()
+    for f in floods:
+        f.stop()
+    obs.stop()
+    out = {"fds_idle": fds_idle,
+           "held_by_client_max": f"unix {floods[0].held_max}, tcp {floods[1].held_max}, "
+                                 f"milter {floods[2].held_max}, cluster {held_strangers} at the end"}
+    out.update(obs.summary())
+    out.update(count_lines(m, obs.log0, ("accept_failed", "health_connection_refused",
+                                         "milter_connection_refused", "milter_accept_failed",
+                                         "cluster_link_rejected")))
+    out.update(after_flood(m))
+    table(f"combined: every flood at once, {seconds:g} s", out)
+    m.stop()
     return out
 
 
@@ -774,6 +827,8 @@ def main():
     p.add_argument("--cidrs", type=int, nargs="+", default=[5000, 10000, 12000])
     p = sub.add_parser("cluster")
     p.add_argument("--strangers", type=int, default=100)
+    p = sub.add_parser("combined")
+    p.add_argument("--seconds", type=float, default=20)
     sub.add_parser("all")
     args = parser.parse_args()
     os.environ["ZETIAN_MILTER"] = os.path.abspath(args.milter)
@@ -793,6 +848,7 @@ def main():
         "second": probe_second,
         "bigconfig": lambda b: probe_bigconfig(b, getattr(args, "cidrs", [5000, 10000, 12000])),
         "cluster": lambda b: probe_cluster(b, getattr(args, "strangers", 100)),
+        "combined": lambda b: probe_combined(b, getattr(args, "seconds", 20)),
     }
     chosen = list(probes) if args.what == "all" else [args.what]
     log(f"zetian-milter {os.environ['ZETIAN_MILTER']} under prlimit --nofile={NOFILE}:{NOFILE}, "

@@ -12,7 +12,8 @@ way a hostile or broken client would, and watched through /proc and its sockets:
             session (negotiate, connect, helo, mail, quit) during and right after
   idlemilter  1,100 milter connections that never say a word: the same observations,
             and how long until the milter has closed them all (milter.timeout); then
-            the same connections reopened as soon as closed, for 20 s
+            the same connections reopened as soon as closed, for 20 s; then 1,100 that
+            send the options negotiation and then nothing
   second    a second instance on the same config (inet and unix milter sockets): its
             exit code and message; the first keeps its pid file and sockets and serves
   bigconfig 5,000, 10,000, 12,000 exempt CIDRs on one line (85 bytes each, the largest
@@ -463,7 +464,8 @@ def probe_slowhttp(b: Bench, count: int, seconds: float) -> dict:
 # --------------------------------------------------------------------------- 3. idle milter
 
 
-def probe_idlemilter(b: Bench, count: int, timeout_s: float, refill_seconds: float) -> dict:
+def probe_idlemilter(b: Bench, count: int, timeout_s: float, refill_seconds: float,
+                     negotiated: bool, negotiated_seconds: float | None = None) -> dict:
     raise_own_nofile(count + 4096)
     m = b.milter()
     fds_idle = fd_count(m.pid)
@@ -533,8 +535,69 @@ def probe_idlemilter(b: Bench, count: int, timeout_s: float, refill_seconds: flo
         table(f"idlemilter: {count} silent milter connections, reopened when closed, "
               f"{refill_seconds:g} s", out)
         results["refilled"] = out
+    if negotiated:
+        results["negotiated"] = negotiated_flood(m, count, timeout_s, negotiated_seconds)
     m.stop()
     return results
+
+
+def negotiated_flood(m: Milter, count: int, timeout_s: float, window: float | None) -> dict:
+    """`count` connections that send the options negotiation (a milter command, so they
+    are no longer silent) and then nothing: whether the milter closes them, and whether
+    a real session is served meanwhile. Watched for `window` seconds (default 3 x
+    milter.timeout + 10 s), or until the milter has closed them all."""
+    negotiate = MilterClient.packet(b"O", MilterClient.VERSION.to_bytes(4, "big")
+                                    + MilterClient.ACTIONS.to_bytes(4, "big") + (0).to_bytes(4, "big"))
+    obs = Observer(m).start()
+    socks = []
+    failed = 0
+    for _ in range(count):
+        try:
+            s = socket.create_connection(("127.0.0.1", m.port), timeout=1)
+            s.sendall(negotiate)
+            s.setblocking(False)
+            socks.append(s)
+        except OSError:
+            failed += 1
+    open_ = set(socks)
+    answered = set()
+    window = window or 3 * timeout_s + 10
+    t0 = time.monotonic()
+    early_closed = None
+    all_closed = None
+    while time.monotonic() - t0 < window:
+        if not open_:
+            all_closed = time.monotonic() - t0
+            break
+        for s in list(open_):
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                answered.add(s)
+                continue
+            open_.discard(s)
+        if early_closed is None and time.monotonic() - t0 > 1:
+            early_closed = len(socks) - len(open_)
+        time.sleep(0.2)
+    obs.stop()
+    for s in socks:
+        s.close()
+    out = {"connections": count, "connect_failed": failed,
+           "negotiation_answered": len(answered),
+           "closed_within_1s": early_closed,
+           f"still_open_after_{window:g}_s": len(open_),
+           "all_closed_after_s": round(all_closed, 1) if all_closed is not None else f"NO (>{window:g} s)",
+           "milter.timeout": f"{timeout_s:g} s"}
+    out.update(obs.summary())
+    out.update(count_lines(m, obs.log0, ("milter_connection_refused", "milter_silent_connections_closed",
+                                         "milter_accept_failed")))
+    out.update(after_flood(m))
+    table(f"idlemilter: {count} milter connections that negotiate, then say nothing", out)
+    return out
 
 
 # --------------------------------------------------------------------------- 4. second instance
@@ -822,6 +885,10 @@ def main():
     p.add_argument("--connections", type=int, default=1100)
     p.add_argument("--refill-seconds", type=float, default=20,
                    help="then hold them by reopening each closed one, this long (0: skip)")
+    p.add_argument("--no-negotiated", action="store_true",
+                   help="skip the last phase (connections that negotiate, then idle)")
+    p.add_argument("--negotiated-seconds", type=float, default=None,
+                   help="watch the negotiated connections this long (default 3 x milter.timeout + 10)")
     sub.add_parser("second")
     p = sub.add_parser("bigconfig")
     p.add_argument("--cidrs", type=int, nargs="+", default=[5000, 10000, 12000])
@@ -844,7 +911,9 @@ def main():
         "slowhttp": lambda b: probe_slowhttp(b, getattr(args, "connections", 1030),
                                              getattr(args, "seconds", 20)),
         "idlemilter": lambda b: probe_idlemilter(b, getattr(args, "connections", 1100), args.milter_timeout,
-                                                 getattr(args, "refill_seconds", 20)),
+                                                 getattr(args, "refill_seconds", 20),
+                                                 not getattr(args, "no_negotiated", False),
+                                                 getattr(args, "negotiated_seconds", None)),
         "second": probe_second,
         "bigconfig": lambda b: probe_bigconfig(b, getattr(args, "cidrs", [5000, 10000, 12000])),
         "cluster": lambda b: probe_cluster(b, getattr(args, "strangers", 100)),

@@ -26,6 +26,11 @@ namespace {
 // completes (only accept() returning that number tracks it), so skipping the mutex
 // cannot let shutDownSilent() reach a reused number.
 std::atomic<std::uint32_t>* g_accepted_at = nullptr;
+// Per descriptor number: 0 when it is not a milter connection, else the monotonic
+// second of its last read that returned bytes (its accept to begin with). Set and
+// cleared under g_mutex; updated without it by the read() of libmilter's worker that
+// owns the descriptor, which cannot race with its close.
+std::atomic<std::uint32_t>* g_last_io = nullptr;
 unsigned long g_slots = 0;
 // Guards tracking changes and shutdown(): a tracked descriptor is untracked and
 // closed under it, so shutDownSilent() never shuts a number that was reused.
@@ -64,11 +69,14 @@ struct LogBudget {
 LogBudget g_over_cap_log;
 LogBudget g_no_fd_log;
 LogBudget g_silent_log;
+LogBudget g_evicted_log;
 
 bool track(int fd) {
   if (!g_accepted_at || fd < 0 || static_cast<unsigned long>(fd) >= g_slots) return false;
   std::lock_guard lock(g_mutex);
-  g_accepted_at[fd].store(nowSecond());
+  const std::uint32_t now = nowSecond();
+  g_accepted_at[fd].store(now);
+  g_last_io[fd].store(now);
   int high = g_highest.load();
   while (fd > high && !g_highest.compare_exchange_weak(high, fd)) {
   }
@@ -77,6 +85,36 @@ bool track(int fd) {
 
 bool tracked(int fd) {
   return g_accepted_at && fd >= 0 && static_cast<unsigned long>(fd) < g_slots && g_accepted_at[fd].load() != 0;
+}
+
+// At the cap: shut down the connection that has waited longest for its next command,
+// so the connection after the refused one finds room. A real MTA sends a command at
+// once and then follows its SMTP client; connections that went quiet (negotiated, then
+// nothing) would otherwise hold their descriptors until libmilter's sweep of waiting
+// sessions, every 600 s, and keep every new session out meanwhile. One that read
+// within the last second is never chosen: it is in the middle of a dialogue.
+void evictLongestWaiting() {
+  const std::uint32_t now = nowSecond();
+  std::lock_guard lock(g_mutex);
+  const int high = g_highest.load();
+  int oldest = -1;
+  std::uint32_t oldest_io = 0;
+  for (int fd = 0; fd <= high; ++fd) {
+    const std::uint32_t io = g_last_io[fd].load(std::memory_order_relaxed);
+    if (io == 0 || now - io < 1) continue;
+    if (oldest < 0 || io < oldest_io) {
+      oldest = fd;
+      oldest_io = io;
+    }
+  }
+  if (oldest < 0) return;
+  // shutdown(), not close(): the descriptor stays libmilter's until its worker reads
+  // EOF and ends the session; the number is not reused under its feet.
+  shutdown(oldest, SHUT_RDWR);
+  g_last_io[oldest].store(0);
+  g_accepted_at[oldest].store(0);
+  g_evicted_log.note(1, "milter_idle_connection_evicted",
+                     "reason=\"descriptor cap reached\" idle_s=" + std::to_string(now - oldest_io));
 }
 
 void reopenSpare() {
@@ -92,10 +130,12 @@ void configure(zetian_engine* engine, unsigned long fd_limit, long silent_timeou
   nowSecond();
   if (!g_accepted_at && fd_limit > 0) {
     // One slot per possible descriptor; anonymous pages stay unbacked until touched.
-    void* mem = mmap(nullptr, fd_limit * sizeof(std::atomic<std::uint32_t>), PROT_READ | PROT_WRITE,
+    // Two tables: accepted_at, then last_io.
+    void* mem = mmap(nullptr, 2 * fd_limit * sizeof(std::atomic<std::uint32_t>), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mem != MAP_FAILED) {
       g_accepted_at = static_cast<std::atomic<std::uint32_t>*>(mem);
+      g_last_io = g_accepted_at + fd_limit;
       g_slots = fd_limit;
     } else {
       logLine(engine, 1, "milter_connection_watch_disabled reason=\"no memory for the descriptor table\"");
@@ -150,6 +190,7 @@ int afterAccept(int listen_fd, int result, int saved_errno, AcceptFn real_accept
       g_over_cap_log.note(1, "milter_connection_refused",
                           "reason=\"fewer than " + std::to_string(kFdReserve) + " file descriptors left\" limit=" +
                               std::to_string(limit));
+      evictLongestWaiting();
       errno = ECONNABORTED;
       return -1;
     }
@@ -204,13 +245,20 @@ int afterAccept(int listen_fd, int result, int saved_errno, AcceptFn real_accept
 void afterRead(int fd, ssize_t n) {
   // Every read, watched or not: a callback asks about the read just before it, and a
   // stale number from an earlier connection of this worker thread must not answer.
-  if (n > 0) t_last_read_fd = fd;
+  if (n <= 0) return;
+  t_last_read_fd = fd;
+  if (g_last_io && fd >= 0 && static_cast<unsigned long>(fd) < g_slots &&
+      g_last_io[fd].load(std::memory_order_relaxed) != 0) {
+    g_last_io[fd].store(nowSecond(), std::memory_order_relaxed);
+  }
 }
 
 int close(int fd, int (*real_close)(int)) {
-  if (!tracked(fd)) return real_close(fd);
+  const bool watched = g_last_io && fd >= 0 && static_cast<unsigned long>(fd) < g_slots && g_last_io[fd].load() != 0;
+  if (!watched && !tracked(fd)) return real_close(fd);
   std::lock_guard lock(g_mutex);
   g_accepted_at[fd].store(0);
+  g_last_io[fd].store(0);
   return real_close(fd);
 }
 

@@ -23,6 +23,11 @@
 //     reads EOF and ends the session the usual way, and no descriptor number is
 //     reused under libmilter's feet. Connections past their first command are left to
 //     libmilter: they follow the SMTP client's pace, which can legitimately pause;
+//   - at the cap, the connection that has waited longest for its next command (none
+//     read within the last second) is shut down as the newest is refused, so the
+//     next connection finds room: connections that negotiate and then go quiet would
+//     otherwise hold the cap until libmilter's 600 s sweep and keep every MTA session
+//     out. Logged as milter_idle_connection_evicted;
 //   - EMFILE/ENFILE: a spare descriptor is closed to accept the newest connection and
 //     close it at once (the client sees it closed, the listener sees ECONNABORTED and
 //     carries on); without a spare, the listener pauses 100 ms instead of spinning.

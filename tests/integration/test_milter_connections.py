@@ -114,6 +114,50 @@ class IdleMilterConnections(PostfixTestCase):
         wait_until(lambda: open_fds(m.pid) < 100, 10, what="descriptors released")
         self.assertVerdictThroughPostfix("127.0.0.2")
 
+    def test_quiet_negotiated_connections_at_the_cap_give_way_to_new_sessions(self):
+        # Connections that negotiate and then say nothing are past their first command,
+        # so the silence rule does not close them, and libmilter sweeps waiting sessions
+        # only every 600 s. At the cap, the one that waited longest is shut down as the
+        # newest is refused, so a real session gets in within moments, not 10 minutes.
+        nofile = 256
+        PostfixTestCase._milter_serial += 1
+        m = Milter(self.workdir, self.addCleanup, rules=[rule("per-ip", 1, key="client_ip")],
+                   port=self.milter_port, name=f"m{PostfixTestCase._milter_serial}",
+                   extra={"milter": {"timeout": "5s"}})
+        self._milters.append(m)
+        m.start(nofile=nofile)
+        quiet: list[MilterClient] = []
+        self.addCleanup(lambda: [c.close() for c in quiet])
+        refused = 0
+        while len(quiet) + refused < nofile:
+            try:
+                client = MilterClient(m.socket_spec)
+                if client.negotiate() != b"O":
+                    raise OSError("no negotiation reply")
+                quiet.append(client)
+            except OSError:
+                refused += 1
+        self.assertGreater(refused, 0, "the flood never reached the descriptor cap")
+        self.assertGreaterEqual(len(quiet), nofile - 64 - 32, "quiet connections held")
+
+        def one_session() -> bool:
+            try:
+                client = MilterClient(m.socket_spec)
+            except OSError:
+                return False
+            try:
+                return (client.negotiate() == b"O" and client.connect_stage("192.0.2.9") == b"c"
+                        and client.mail() == b"c")
+            except OSError:
+                return False
+            finally:
+                client.close()
+
+        wait_until(one_session, 15, what="a milter session served while quiet connections hold the cap",
+                   diagnostics=m.log_tail)
+        self.assertTrue(m.running())
+        self.assertIn("milter_idle_connection_evicted", m.log_text())
+
     def test_a_connection_that_speaks_is_not_closed_as_silent(self):
         m = self.start_limited("1s")
         client = MilterClient(m.socket_spec)

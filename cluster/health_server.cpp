@@ -46,18 +46,17 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <limits>
 #include <memory>
 #include <thread>
 #include <unordered_map>
 
 #include "cluster/accept_guard.h"
 #include "cluster/clock.h"
+#include "cluster/http_request.h"
 #include "cluster/json.h"
 #include "cluster/listen_address.h"
 #include "cluster/owner_thread.h"
@@ -155,23 +154,6 @@ constexpr Route kRoutes[] = {
     {"/limits/reset", Method::kPost}, {"/maintenance", Method::kPost},
 };
 
-// One parsed request head. Targets are origin-form ("/path?query"); the path is
-// compared as sent (no percent-decoding: no route needs it), the query is decoded by
-// parseQuery.
-struct Request {
-  std::string method;
-  std::string path;
-  std::string query;
-  std::string authorization;
-  std::size_t content_length = 0;
-  bool keep_alive = true;
-};
-
-struct ParseError {
-  int status = 400;
-  std::string message;
-};
-
 const char* reasonPhrase(int status) {
   switch (status) {
     case 200: return "OK";
@@ -190,107 +172,6 @@ const char* reasonPhrase(int status) {
     case 505: return "HTTP Version Not Supported";
     default: return status < 400 ? "OK" : "Error";
   }
-}
-
-bool isTokenChar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool isToken(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), isTokenChar);
-}
-
-std::string_view trimSpaces(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool equalsNoCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && startsWithNoCase(a, b);
-}
-
-bool fail(ParseError* error, int status, std::string message) {
-  error->status = status;
-  error->message = std::move(message);
-  return false;
-}
-
-// `head` is the request line and headers, ending with the empty line.
-bool parseRequestHead(std::string_view head, Request* req, ParseError* error) {
-  std::size_t eol = head.find("\r\n");
-  const std::string_view line = head.substr(0, eol);
-  const std::size_t sp1 = line.find(' ');
-  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-    return fail(error, 400, "malformed request line");
-  }
-  const std::string_view method = line.substr(0, sp1);
-  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  const std::string_view version = line.substr(sp2 + 1);
-  if (!isToken(method)) return fail(error, 400, "malformed request method");
-  if (version == "HTTP/1.1") {
-    req->keep_alive = true;
-  } else if (version == "HTTP/1.0") {
-    req->keep_alive = false;
-  } else if (version.size() == 8 && version.starts_with("HTTP/") && std::isdigit(static_cast<unsigned char>(version[5])) &&
-             version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]))) {
-    return fail(error, 505, "only HTTP/1.0 and HTTP/1.1 are served");
-  } else {
-    return fail(error, 400, "malformed HTTP version");
-  }
-  if (target.empty() || target.front() != '/') return fail(error, 400, "the request target must start with /");
-  for (const char c : target) {
-    if (c <= 0x20 || c >= 0x7f) return fail(error, 400, "invalid byte in the request target");
-  }
-  const std::string_view no_fragment = target.substr(0, target.find('#'));
-  const std::size_t question = no_fragment.find('?');
-  req->method = std::string(method);
-  req->path = std::string(no_fragment.substr(0, question));
-  req->query = question == std::string_view::npos ? std::string() : std::string(no_fragment.substr(question + 1));
-
-  bool have_length = false;
-  while (true) {
-    const std::size_t begin = eol + 2;
-    eol = head.find("\r\n", begin);
-    if (eol == std::string_view::npos || eol == begin) break;  // the empty line
-    const std::string_view field = head.substr(begin, eol - begin);
-    const std::size_t colon = field.find(':');
-    if (colon == std::string_view::npos || !isToken(field.substr(0, colon))) {
-      return fail(error, 400, "malformed header line");  // also a folded (obsolete) line
-    }
-    const std::string_view name = field.substr(0, colon);
-    const std::string_view value = trimSpaces(field.substr(colon + 1));
-    for (const char c : value) {
-      if ((c >= 0 && c < 0x20 && c != '\t') || c == 0x7f) return fail(error, 400, "invalid byte in a header value");
-    }
-    if (equalsNoCase(name, "Content-Length")) {
-      if (value.empty() || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return fail(error, 400, "malformed Content-Length");
-      }
-      // Anything past 18 digits is far over every limit; no overflow to worry about.
-      const std::size_t length = value.size() > 18 ? std::numeric_limits<std::size_t>::max()
-                                                   : static_cast<std::size_t>(std::stoull(std::string(value)));
-      if (have_length && length != req->content_length) return fail(error, 400, "conflicting Content-Length headers");
-      have_length = true;
-      req->content_length = length;
-    } else if (equalsNoCase(name, "Transfer-Encoding")) {
-      return fail(error, 501, "request bodies with a Transfer-Encoding are not accepted");
-    } else if (equalsNoCase(name, "Connection")) {
-      std::string_view rest = value;
-      while (!rest.empty()) {
-        const std::size_t comma = rest.find(',');
-        const std::string_view option = trimSpaces(rest.substr(0, comma));
-        if (equalsNoCase(option, "close")) req->keep_alive = false;
-        if (equalsNoCase(option, "keep-alive")) req->keep_alive = true;
-        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-      }
-    } else if (equalsNoCase(name, "Authorization") && req->authorization.empty()) {
-      req->authorization = std::string(value);
-    }
-  }
-  return true;
 }
 
 }  // namespace

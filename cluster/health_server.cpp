@@ -201,11 +201,10 @@ struct HealthServer::Impl {
     bool paused = false;           // EV_READ off until the output drains
     bool closing = false;          // last reply queued; close once it is sent
     // A POST /reload waiting for its answer (reloadLater): nothing more is read, and no
-    // timeout runs, until it comes. Expires with the connection, so a late answer for a
-    // client that went away is dropped.
+    // timeout runs, until it comes. Its ticket is its key in Impl::awaiting.
     bool awaiting = false;
     bool awaiting_keep_alive = true;
-    std::shared_ptr<char> alive = std::make_shared<char>();
+    std::uint64_t ticket = 0;
   };
 
   Impl(event_base* b, AdminApi& a, HealthServerOptions o)
@@ -241,6 +240,13 @@ struct HealthServer::Impl {
   Listener unix_listener{this, true};
   Listener tcp_listener{this, false};
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections;
+  // Connections waiting for a reload's answer, by ticket: an answer whose ticket is gone
+  // (the client went away) is dropped. Plain numbers, not a shared_ptr per connection,
+  // so accepting and closing touch no reference counts.
+  std::unordered_map<std::uint64_t, Connection*> awaiting;
+  std::uint64_t next_ticket = 1;
+  // Expires with the server: an answer arriving after it is gone is dropped.
+  std::shared_ptr<char> alive = std::make_shared<char>();
   HealthServerStats counters;  // the cumulative ones; the rest are computed in stats()
   bool started = false;
   // Identity of the socket file we created, so that we only ever remove our own.
@@ -525,6 +531,7 @@ void HealthServer::Impl::closeConnection(Connection* conn) {
   const auto it = connections.find(conn);
   if (it == connections.end()) return;
   --conn->listener->open;
+  if (conn->awaiting) awaiting.erase(conn->ticket);
   event_free(conn->request_timer);
   bufferevent_free(conn->bev);  // closes the socket; libevent defers it if in a callback
   connections.erase(it);        // frees conn
@@ -657,18 +664,24 @@ void HealthServer::Impl::finishRequest(Connection* conn, const Reply& reply, boo
 
 // POST /reload is answered when the engine's reload worker is done (AdminApi::
 // reloadAsync): meanwhile the connection reads nothing more (replies stay in request
-// order) and runs no timeout, while the loop serves everyone else. If the client or
-// the server goes away first, the connection's liveness token has expired and the
-// answer is dropped.
+// order) and runs no timeout, while the loop serves everyone else. If the client goes
+// away first its ticket is gone, and if the server does its liveness token has
+// expired: either way the answer is dropped.
 void HealthServer::Impl::reloadLater(Connection* conn, bool keep_alive) {
   conn->awaiting = true;
   conn->awaiting_keep_alive = keep_alive;
   bufferevent_disable(conn->bev, EV_READ);
   bufferevent_set_timeouts(conn->bev, nullptr, nullptr);
-  std::weak_ptr<char> alive = conn->alive;
-  auto respond = [this, conn, alive](AdminReply r) {
-    if (alive.expired()) return;
+  conn->ticket = next_ticket++;
+  awaiting.emplace(conn->ticket, conn);
+  std::weak_ptr<char> server_alive = alive;
+  auto respond = [this, ticket = conn->ticket, server_alive](AdminReply r) {
+    if (server_alive.expired()) return;
     owner.check();
+    const auto it = awaiting.find(ticket);
+    if (it == awaiting.end()) return;  // the connection closed meanwhile
+    Connection* conn = it->second;
+    awaiting.erase(it);
     conn->awaiting = false;
     const timeval io = toTimeval(options.io_timeout);
     bufferevent_set_timeouts(conn->bev, &io, &io);
@@ -680,9 +693,11 @@ void HealthServer::Impl::reloadLater(Connection* conn, bool keep_alive) {
   try {
     api.reloadAsync(std::move(respond));
   } catch (const std::exception& e) {
+    awaiting.erase(conn->ticket);
     conn->awaiting = false;
     finishRequest(conn, errorReply(500, std::string("internal error: ") + e.what()), false, false);
   } catch (...) {
+    awaiting.erase(conn->ticket);
     conn->awaiting = false;
     finishRequest(conn, errorReply(500, "internal error"), false, false);
   }

@@ -191,7 +191,8 @@ TEST(Placement, GoldenScoresAndOwners) {
   EXPECT_EQ(ownerOf("sender:alice@example.com", three), "node-2");
   EXPECT_EQ(ownerOf("client_ip:192.0.2.1", three), "node-1");
   EXPECT_EQ(ownerOf("global", five), "node-3");
-  EXPECT_EQ(placement("recipient:bob@example.org", five, 3), (std::vector<NodeId>{"node-5", "node-4", "node-1"}));
+  EXPECT_EQ(placement("recipient:bob@example.org", five, 3),
+            (std::vector<NodeId>{"node-5", "node-4", "node-1"}));
 }
 
 }  // namespace

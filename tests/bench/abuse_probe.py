@@ -751,13 +751,8 @@ def probe_bigconfig(b: Bench, counts: list[int]) -> dict:
 
 
 def view(m: Milter) -> dict[str, str]:
-    try:
-        status, body, _ = http_unix(m.health_socket, "GET", "/health", timeout=2)
-    except OSError:
-        return {}
-    if status != 200:
-        return {}
-    return {x["id"]: x["status"] for x in json.loads(body)["members"]}
+    import cluster_harness  # noqa: E402  (same folder as harness)
+    return cluster_harness.member_view(m)
 
 
 def probe_cluster(b: Bench, strangers: int) -> dict:

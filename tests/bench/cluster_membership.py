@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
 from harness import Milter, free_port, http_unix, wait_until  # noqa: E402
+from cluster_harness import member_view as view  # noqa: E402
 
 
 class Bench:
@@ -65,16 +66,6 @@ class Bench:
         if start:
             m.start()
         return m
-
-
-def view(m: Milter) -> dict[str, str]:
-    try:
-        status, body, _ = http_unix(m.health_socket, "GET", "/health", timeout=2)
-    except OSError:
-        return {}
-    if status != 200:
-        return {}
-    return {x["id"]: x["status"] for x in json.loads(body)["members"]}
 
 
 def full(nodes: dict[str, Milter]) -> bool:

@@ -36,6 +36,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_CERTS = os.path.join(HERE, "..", "support", "make_test_certs.sh")
 
 
+
+def member_view(milter) -> dict[str, str]:
+    """{member id: status} as `milter` (a harness.Milter) sees the cluster, itself
+    included; {} while it does not answer /health."""
+    try:
+        status, body, _ = milter.http("GET", "/health")
+    except OSError:
+        return {}
+    if status != 200:
+        return {}
+    return {m["id"]: m["status"] for m in json.loads(body)["members"]}
+
 class Node:
     """One cluster node: a zetian-milter process and its view of the cluster."""
 
@@ -85,10 +97,7 @@ class Node:
 
     def view(self) -> dict[str, str]:
         """{member id: status} as this node sees it (itself included)."""
-        doc = self.health()
-        if doc is None:
-            return {}
-        return {m["id"]: m["status"] for m in doc["members"]}
+        return member_view(self.milter)
 
     def metric(self, name: str) -> float:
         value = self.milter.metric(name)

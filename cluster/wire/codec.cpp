@@ -5,6 +5,9 @@
 // ok() once at the end without ever touching memory past the frame.
 #include "cluster/wire/codec.h"
 
+#include <bit>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -15,6 +18,38 @@ namespace {
 // Smallest encoding of a Member: three empty strings, status, incarnation.
 constexpr std::size_t kMinMemberBytes = 3 * 2 + 1 + 8;
 
+// Limit messages, field by field; the smallest encodings bound the counts a frame can
+// hold before anything is reserved.
+constexpr std::size_t kLimitItemFixedBytes = 1 + 2 + 1 + 8 + 8 + 8 + 8 + 1;  // key empty
+constexpr std::size_t kMaxLimitItemBytes = kLimitItemFixedBytes + kMaxStringBytes;
+constexpr std::size_t kLimitCallHeaderBytes = 8 + 2;
+constexpr std::size_t kMinLimitCallBytes = kLimitCallHeaderBytes + kLimitItemFixedBytes;
+constexpr std::size_t kLimitOutcomeBytes = 1 + 8 + 8;
+constexpr std::size_t kLimitAnswerHeaderBytes = 8 + 1 + 2;  // a Refused answer is just this
+constexpr std::size_t kSyncedBucketFixedBytes = 2 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 1;
+constexpr std::size_t kBucketSyncHeaderBytes = 1 + 8 + 1 + 2;
+constexpr std::size_t kFrameHeaderBytes = 2;  // version, type
+
+// Every message within the caps fits in one frame (see codec.h): the largest of each
+// new type, with every string at kMaxStringBytes and every count at its cap.
+static_assert(kFrameHeaderBytes + 2 + kMaxLimitCalls * kLimitCallHeaderBytes +
+                      kMaxLimitItemsPerFrame * kMaxLimitItemBytes <=
+                  kMaxFrameBytes,
+              "a LimitRequest at its caps must fit in one frame");
+static_assert(kFrameHeaderBytes + 2 + kMaxLimitCalls * kLimitAnswerHeaderBytes +
+                      kMaxLimitItemsPerFrame * kLimitOutcomeBytes <=
+                  kMaxFrameBytes,
+              "a LimitReply at its caps must fit in one frame");
+static_assert(kFrameHeaderBytes + kBucketSyncHeaderBytes +
+                      kMaxSyncBuckets * (kSyncedBucketFixedBytes + kMaxStringBytes) <=
+                  kMaxFrameBytes,
+              "a BucketSync at its caps must fit in one frame");
+static_assert(kMaxLimitItemsPerCall <= kMaxLimitItemsPerFrame && kMaxLimitCalls <= 0xffff &&
+                  kMaxLimitItemsPerFrame <= 0xffff && kMaxSyncBuckets <= 0xffff,
+              "counts travel as u16");
+static_assert(std::numeric_limits<double>::is_iec559 && sizeof(double) == 8,
+              "levels travel as IEEE-754 binary64 bits");
+
 class Writer {
  public:
   explicit Writer(std::string& out) : out_(out) {}
@@ -23,6 +58,8 @@ class Writer {
   void u16(std::uint16_t v) { bigEndian(v, 2); }
   void u32(std::uint32_t v) { bigEndian(v, 4); }
   void u64(std::uint64_t v) { bigEndian(v, 8); }
+  void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+  void boolean(bool v) { u8(v ? 1 : 0); }
 
   void bytes(const std::uint8_t* data, std::size_t size) {
     out_.append(reinterpret_cast<const char*>(data), size);
@@ -66,6 +103,28 @@ class Reader {
   std::uint16_t u16() { return static_cast<std::uint16_t>(bigEndian(2, "u16")); }
   std::uint32_t u32() { return static_cast<std::uint32_t>(bigEndian(4, "u32")); }
   std::uint64_t u64() { return bigEndian(8, "u64"); }
+  std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
+
+  bool boolean(const char* what) {
+    const std::uint8_t v = u8();
+    if (ok() && v > 1) fail(DecodeError::BadValue, std::string(what) + " " + std::to_string(v) + " is not 0 or 1");
+    return v == 1;
+  }
+
+  // A u8 enum value, refused above max.
+  std::uint8_t upTo(std::uint8_t max, const char* what) {
+    const std::uint8_t v = u8();
+    if (ok() && v > max) {
+      fail(DecodeError::BadValue, std::string(what) + " " + std::to_string(v) + " out of range");
+    }
+    return v;
+  }
+
+  std::int64_t nonNegative(const char* what) {
+    const std::int64_t v = i64();
+    if (ok() && v < 0) fail(DecodeError::BadValue, std::string(what) + " " + std::to_string(v) + " is negative");
+    return v;
+  }
 
   template <std::size_t N>
   std::array<std::uint8_t, N> fixed(const char* what) {
@@ -87,11 +146,19 @@ class Reader {
     return std::string(data_.substr(pos_ - size, size));
   }
 
-  // Reads a u16 element count and checks it against the limit and against what the
+  // Reads a u16 element count and checks it against the limits and against what the
   // remaining bytes can hold, so the caller may reserve() the result safely.
   std::size_t count(std::size_t max, std::size_t min_element_bytes, const char* what) {
+    return count(0, max, min_element_bytes, what);
+  }
+  std::size_t count(std::size_t min, std::size_t max, std::size_t min_element_bytes, const char* what) {
     const std::size_t n = u16();
     if (!ok()) return 0;
+    if (n < min) {
+      fail(DecodeError::BadValue,
+           std::string(what) + " count " + std::to_string(n) + " below " + std::to_string(min));
+      return 0;
+    }
     if (n > max) {
       fail(DecodeError::BadValue,
            std::string(what) + " count " + std::to_string(n) + " above " + std::to_string(max));
@@ -139,6 +206,8 @@ void writePayload(Writer& w, const Hello& m) {
   w.str(m.region, "region");
   w.bytes(m.nonce.data(), m.nonce.size());
   w.u64(m.incarnation);
+  w.u16(m.protocol);
+  w.u64(m.capabilities);
 }
 
 void writePayload(Writer& w, const Challenge& m) {
@@ -190,6 +259,89 @@ void writePayload(Writer& w, const ProbeAck& m) {
   w.u8(m.alive ? 1 : 0);
 }
 
+// The checks decode() makes, for the encoder: a message it would refuse is a caller bug.
+void require(bool condition, const char* what) {
+  if (!condition) throw std::invalid_argument(std::string("wire: ") + what);
+}
+
+void writeCount(Writer& w, std::size_t n, std::size_t min, std::size_t max, const char* what) {
+  require(n >= min && n <= max, what);
+  w.u16(static_cast<std::uint16_t>(n));
+}
+
+void writePayload(Writer& w, const LimitRequest& m) {
+  std::size_t items = 0;
+  for (const LimitCall& call : m.calls) items += call.items.size();
+  require(items <= kMaxLimitItemsPerFrame, "limit request items above kMaxLimitItemsPerFrame");
+  writeCount(w, m.calls.size(), 1, kMaxLimitCalls, "limit request calls outside 1..kMaxLimitCalls");
+  for (const LimitCall& call : m.calls) {
+    w.u64(call.request_id);
+    writeCount(w, call.items.size(), 1, kMaxLimitItemsPerCall,
+               "limit call items outside 1..kMaxLimitItemsPerCall");
+    for (const LimitItem& item : call.items) {
+      require(static_cast<std::uint8_t>(item.op) <= kMaxLimitOp, "limit item op out of range");
+      require(item.algorithm <= kMaxAlgorithm, "limit item algorithm out of range");
+      require(item.period_ns >= 0, "limit item period_ns negative");
+      w.u8(static_cast<std::uint8_t>(item.op));
+      w.str(item.key, "limit item key");
+      w.u8(item.algorithm);
+      w.u64(item.limit);
+      w.i64(item.period_ns);
+      w.u64(item.burst);
+      w.u64(item.cost);
+      w.boolean(item.blocking);
+    }
+  }
+}
+
+void writePayload(Writer& w, const LimitReply& m) {
+  std::size_t outcomes = 0;
+  for (const LimitAnswer& answer : m.answers) outcomes += answer.outcomes.size();
+  require(outcomes <= kMaxLimitItemsPerFrame, "limit reply outcomes above kMaxLimitItemsPerFrame");
+  writeCount(w, m.answers.size(), 1, kMaxLimitCalls, "limit reply answers outside 1..kMaxLimitCalls");
+  for (const LimitAnswer& answer : m.answers) {
+    require(static_cast<std::uint8_t>(answer.status) <= kMaxCallStatus, "limit answer status out of range");
+    w.u64(answer.request_id);
+    w.u8(static_cast<std::uint8_t>(answer.status));
+    if (answer.status == CallStatus::Refused) {
+      writeCount(w, answer.outcomes.size(), 0, 0, "refused limit answer with outcomes");
+    } else {
+      writeCount(w, answer.outcomes.size(), 1, kMaxLimitItemsPerCall,
+                 "limit answer outcomes outside 1..kMaxLimitItemsPerCall");
+    }
+    for (const LimitOutcome& outcome : answer.outcomes) {
+      require(static_cast<std::uint8_t>(outcome.result) <= kMaxItemResult, "limit outcome result out of range");
+      require(outcome.retry_after_ns >= 0, "limit outcome retry_after_ns negative");
+      w.u8(static_cast<std::uint8_t>(outcome.result));
+      w.u64(outcome.remaining);
+      w.i64(outcome.retry_after_ns);
+    }
+  }
+}
+
+void writePayload(Writer& w, const BucketSync& m) {
+  require(static_cast<std::uint8_t>(m.reason) <= kMaxSyncReason, "bucket sync reason out of range");
+  w.u8(static_cast<std::uint8_t>(m.reason));
+  w.u64(m.sequence);
+  w.boolean(m.last);
+  writeCount(w, m.buckets.size(), 0, kMaxSyncBuckets, "bucket sync buckets above kMaxSyncBuckets");
+  for (const SyncedBucket& bucket : m.buckets) {
+    require(bucket.algorithm <= kMaxAlgorithm, "synced bucket algorithm out of range");
+    require(bucket.period_ns >= 0, "synced bucket period_ns negative");
+    require(std::isfinite(bucket.level) && bucket.level >= 0, "synced bucket level not finite and >= 0");
+    w.str(bucket.key, "synced bucket key");
+    w.u8(bucket.algorithm);
+    w.u64(bucket.limit);
+    w.i64(bucket.period_ns);
+    w.u64(bucket.burst);
+    // -0.0 compares equal to 0 and passes the check above; one encoding for zero.
+    w.u64(bucket.level == 0 ? 0 : std::bit_cast<std::uint64_t>(bucket.level));
+    w.u64(bucket.count);
+    w.i64(bucket.stamp_age_ns);
+    w.boolean(bucket.initialised);
+  }
+}
+
 Hello readHello(Reader& r) {
   Hello m;
   m.node_id = r.str("node_id");
@@ -198,6 +350,8 @@ Hello readHello(Reader& r) {
   m.region = r.str("region");
   m.nonce = r.fixed<kNonceBytes>("nonce");
   m.incarnation = r.u64();
+  m.protocol = r.u16();
+  m.capabilities = r.u64();
   return m;
 }
 
@@ -261,6 +415,105 @@ MemberList readMemberList(Reader& r) {
   return m;
 }
 
+LimitItem readLimitItem(Reader& r) {
+  LimitItem item;
+  item.op = static_cast<LimitOp>(r.upTo(kMaxLimitOp, "limit item op"));
+  item.key = r.str("limit item key");
+  item.algorithm = r.upTo(kMaxAlgorithm, "limit item algorithm");
+  item.limit = r.u64();
+  item.period_ns = r.nonNegative("limit item period_ns");
+  item.burst = r.u64();
+  item.cost = r.u64();
+  item.blocking = r.boolean("limit item blocking flag");
+  return item;
+}
+
+LimitRequest readLimitRequest(Reader& r) {
+  LimitRequest m;
+  const std::size_t calls = r.count(1, kMaxLimitCalls, kMinLimitCallBytes, "limit request calls");
+  m.calls.reserve(calls);
+  std::size_t total_items = 0;
+  for (std::size_t c = 0; c < calls && r.ok(); ++c) {
+    LimitCall call;
+    call.request_id = r.u64();
+    const std::size_t items = r.count(1, kMaxLimitItemsPerCall, kLimitItemFixedBytes, "limit call items");
+    total_items += items;
+    if (r.ok() && total_items > kMaxLimitItemsPerFrame) {
+      r.fail(DecodeError::BadValue, "limit request items " + std::to_string(total_items) + " above " +
+                                        std::to_string(kMaxLimitItemsPerFrame));
+      break;
+    }
+    call.items.reserve(items);
+    for (std::size_t i = 0; i < items && r.ok(); ++i) call.items.push_back(readLimitItem(r));
+    m.calls.push_back(std::move(call));
+  }
+  return m;
+}
+
+LimitReply readLimitReply(Reader& r) {
+  LimitReply m;
+  const std::size_t answers = r.count(1, kMaxLimitCalls, kLimitAnswerHeaderBytes, "limit reply answers");
+  m.answers.reserve(answers);
+  std::size_t total_outcomes = 0;
+  for (std::size_t a = 0; a < answers && r.ok(); ++a) {
+    LimitAnswer answer;
+    answer.request_id = r.u64();
+    answer.status = static_cast<CallStatus>(r.upTo(kMaxCallStatus, "limit answer status"));
+    // A refused call was not evaluated, so it has no outcomes; an evaluated one has one
+    // per item, and a call has at least one.
+    const bool refused = answer.status == CallStatus::Refused;
+    const std::size_t outcomes = refused ? r.count(0, 0, kLimitOutcomeBytes, "refused limit answer outcomes")
+                                         : r.count(1, kMaxLimitItemsPerCall, kLimitOutcomeBytes,
+                                                   "limit answer outcomes");
+    total_outcomes += outcomes;
+    if (r.ok() && total_outcomes > kMaxLimitItemsPerFrame) {
+      r.fail(DecodeError::BadValue, "limit reply outcomes " + std::to_string(total_outcomes) +
+                                        " above " + std::to_string(kMaxLimitItemsPerFrame));
+      break;
+    }
+    answer.outcomes.reserve(outcomes);
+    for (std::size_t i = 0; i < outcomes && r.ok(); ++i) {
+      LimitOutcome outcome;
+      outcome.result = static_cast<ItemResult>(r.upTo(kMaxItemResult, "limit outcome result"));
+      outcome.remaining = r.u64();
+      outcome.retry_after_ns = r.nonNegative("limit outcome retry_after_ns");
+      answer.outcomes.push_back(outcome);
+    }
+    m.answers.push_back(std::move(answer));
+  }
+  return m;
+}
+
+SyncedBucket readSyncedBucket(Reader& r) {
+  SyncedBucket bucket;
+  bucket.key = r.str("synced bucket key");
+  bucket.algorithm = r.upTo(kMaxAlgorithm, "synced bucket algorithm");
+  bucket.limit = r.u64();
+  bucket.period_ns = r.nonNegative("synced bucket period_ns");
+  bucket.burst = r.u64();
+  const std::uint64_t level_bits = r.u64();
+  bucket.level = std::bit_cast<double>(level_bits);
+  // The sign bit test also refuses -0.0, which encode() never writes.
+  if (r.ok() && (!std::isfinite(bucket.level) || std::signbit(bucket.level))) {
+    r.fail(DecodeError::BadValue, "synced bucket level is negative, infinite or NaN");
+  }
+  bucket.count = r.u64();
+  bucket.stamp_age_ns = r.i64();
+  bucket.initialised = r.boolean("synced bucket initialised flag");
+  return bucket;
+}
+
+BucketSync readBucketSync(Reader& r) {
+  BucketSync m;
+  m.reason = static_cast<SyncReason>(r.upTo(kMaxSyncReason, "bucket sync reason"));
+  m.sequence = r.u64();
+  m.last = r.boolean("bucket sync last flag");
+  const std::size_t buckets = r.count(kMaxSyncBuckets, kSyncedBucketFixedBytes, "bucket sync buckets");
+  m.buckets.reserve(buckets);
+  for (std::size_t i = 0; i < buckets && r.ok(); ++i) m.buckets.push_back(readSyncedBucket(r));
+  return m;
+}
+
 DecodeResult failure(DecodeError error, std::string detail) {
   DecodeResult result;
   result.status = DecodeStatus::Error;
@@ -290,6 +543,9 @@ MessageType typeOf(const Message& message) {
         if constexpr (std::is_same_v<T, MemberList>) return MessageType::MemberList;
         if constexpr (std::is_same_v<T, ProbeRequest>) return MessageType::ProbeRequest;
         if constexpr (std::is_same_v<T, ProbeAck>) return MessageType::ProbeAck;
+        if constexpr (std::is_same_v<T, LimitRequest>) return MessageType::LimitRequest;
+        if constexpr (std::is_same_v<T, LimitReply>) return MessageType::LimitReply;
+        if constexpr (std::is_same_v<T, BucketSync>) return MessageType::BucketSync;
       },
       message);
 }
@@ -353,6 +609,9 @@ DecodeResult decode(std::string_view buffer) {
     case MessageType::MemberList: message = readMemberList(r); break;
     case MessageType::ProbeRequest: message = readProbeRequest(r); break;
     case MessageType::ProbeAck: message = readProbeAck(r); break;
+    case MessageType::LimitRequest: message = readLimitRequest(r); break;
+    case MessageType::LimitReply: message = readLimitReply(r); break;
+    case MessageType::BucketSync: message = readBucketSync(r); break;
     default: return failure(DecodeError::UnknownType, "message type " + std::to_string(type));
   }
   if (!r.ok()) return failure(r.error(), r.detail());

@@ -5,8 +5,11 @@
 // kMaxFrameBytes; a larger length is refused from the 4-byte prefix alone, before any
 // payload is buffered. Integers are big-endian and fixed-width; strings are a u16 byte
 // count then the bytes (at most kMaxStringBytes); vectors are a u16 element count then
-// the elements (at most kMaxMembers). The limits are chosen so that every message
-// within them fits in one frame, so encode() never produces a frame decode() refuses.
+// the elements (at most the cap named beside each vector); signed integers travel as
+// their two's-complement bits, doubles as their IEEE-754 bits, both u64; booleans are
+// one byte, 0 or 1. The limits are chosen so that every message within them fits in
+// one frame (static_asserts in codec.cpp), so encode() never produces a frame decode()
+// refuses.
 //
 // Invariants the decoder keeps, whatever the input (tests/fuzz/fuzz_wire.cpp checks
 // them): it never reads outside the buffer, never throws, never reserves memory for a
@@ -45,7 +48,17 @@ enum class MessageType : std::uint8_t {
   MemberList = 6,
   ProbeRequest = 7,
   ProbeAck = 8,
+  LimitRequest = 9,
+  LimitReply = 10,
+  BucketSync = 11,
 };
+
+// Capabilities a node announces in its Hello. A node never sends a message type its peer
+// did not announce; unknown bits are kept and ignored, so newer nodes can add bits.
+inline constexpr std::uint64_t kCapLimiter = 1;     // LimitRequest / LimitReply
+inline constexpr std::uint64_t kCapBucketSync = 2;  // BucketSync (replication, hand-off)
+inline constexpr std::uint64_t kCapLeases = 4;      // reserved for fast-mode leases (not implemented yet)
+inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync;
 
 // Spelled as in /health; the wire carries the numeric value.
 enum class NodeStatus : std::uint8_t {
@@ -68,6 +81,8 @@ struct Hello {
   std::string region;
   Nonce nonce{};
   std::uint64_t incarnation = 0;
+  std::uint16_t protocol = kProtocolVersion;  // the sender's link protocol version
+  std::uint64_t capabilities = 0;             // kCap* bits the sender understands
   bool operator==(const Hello&) const = default;
 };
 
@@ -131,8 +146,104 @@ struct ProbeAck {
   bool operator==(const ProbeAck&) const = default;
 };
 
+inline constexpr std::uint8_t kMaxAlgorithm = 3;        // state::Algorithm values 0..3 (wire does not include state/)
+inline constexpr std::size_t kMaxLimitCalls = 256;      // calls in one LimitRequest / answers in one LimitReply
+inline constexpr std::size_t kMaxLimitItemsPerCall = 128;
+inline constexpr std::size_t kMaxLimitItemsPerFrame = 512;  // summed over the calls of one frame
+inline constexpr std::size_t kMaxSyncBuckets = 512;
+
+enum class LimitOp : std::uint8_t { Charge = 0, Refund = 1 };
+inline constexpr std::uint8_t kMaxLimitOp = static_cast<std::uint8_t>(LimitOp::Refund);
+
+// One bucket operation. `key` is the store key: rule name, '\0', key value (bytes, <= kMaxStringBytes).
+struct LimitItem {
+  LimitOp op = LimitOp::Charge;
+  std::string key;
+  std::uint8_t algorithm = 0;   // <= kMaxAlgorithm
+  std::uint64_t limit = 0;
+  std::int64_t period_ns = 0;   // >= 0
+  std::uint64_t burst = 0;
+  std::uint64_t cost = 0;
+  bool blocking = false;  // a denial of this item stops the call: the owner gives back what the call charged
+  bool operator==(const LimitItem&) const = default;
+};
+
+// One stage's items for one owner; the owner evaluates them in order, atomically per item.
+struct LimitCall {
+  std::uint64_t request_id = 0;
+  std::vector<LimitItem> items;  // 1..kMaxLimitItemsPerCall
+  bool operator==(const LimitCall&) const = default;
+};
+
+// All the calls a node makes to one owner in one loop turn travel in one frame.
+struct LimitRequest {
+  std::vector<LimitCall> calls;  // 1..kMaxLimitCalls, total items <= kMaxLimitItemsPerFrame
+  bool operator==(const LimitRequest&) const = default;
+};
+
+enum class ItemResult : std::uint8_t {
+  NotEvaluated = 0,  // the call stopped at an earlier blocking denial
+  Charged = 1,       // allowed, and the charge stands
+  Denied = 2,        // not allowed; nothing charged
+  Returned = 3,      // allowed, then given back because a later blocking item of the call was denied
+  Refunded = 4,      // a Refund item was applied
+};
+inline constexpr std::uint8_t kMaxItemResult = 4;
+
+struct LimitOutcome {
+  ItemResult result = ItemResult::NotEvaluated;
+  std::uint64_t remaining = 0;      // whole units still chargeable after this item
+  std::int64_t retry_after_ns = 0;  // when denied; >= 0
+  bool operator==(const LimitOutcome&) const = default;
+};
+
+enum class CallStatus : std::uint8_t { Ok = 0, Refused = 1 };  // Refused: the owner would not evaluate the call (e.g. leaving)
+inline constexpr std::uint8_t kMaxCallStatus = 1;
+
+struct LimitAnswer {
+  std::uint64_t request_id = 0;
+  CallStatus status = CallStatus::Ok;
+  // One per item of the call when Ok (so 1..kMaxLimitItemsPerCall); empty when Refused.
+  std::vector<LimitOutcome> outcomes;
+  bool operator==(const LimitAnswer&) const = default;
+};
+
+struct LimitReply {
+  std::vector<LimitAnswer> answers;  // 1..kMaxLimitCalls, total outcomes <= kMaxLimitItemsPerFrame
+  bool operator==(const LimitReply&) const = default;
+};
+
+// Bucket state between nodes, never as an absolute monotonic time: `stamp_age_ns` is the
+// sender's now minus the bucket's stamp (negative when the stamp lies ahead, as a gcra
+// TAT can). The receiver rebuilds stamp = its own now - stamp_age_ns.
+struct SyncedBucket {
+  std::string key;             // store key, as in LimitItem
+  std::uint8_t algorithm = 0;  // <= kMaxAlgorithm
+  std::uint64_t limit = 0;
+  std::int64_t period_ns = 0;  // >= 0
+  std::uint64_t burst = 0;
+  // Finite and >= 0, encoded as the IEEE-754 bits, u64 big-endian. encode() writes -0.0
+  // as +0.0 and decode() refuses a set sign bit, so every level has one encoding.
+  double level = 0;
+  std::uint64_t count = 0;
+  std::int64_t stamp_age_ns = 0;
+  bool initialised = false;
+  bool operator==(const SyncedBucket&) const = default;
+};
+
+enum class SyncReason : std::uint8_t { Replication = 0, Handoff = 1 };
+inline constexpr std::uint8_t kMaxSyncReason = 1;
+
+struct BucketSync {
+  SyncReason reason = SyncReason::Replication;
+  std::uint64_t sequence = 0;        // per sender, grows by one per BucketSync frame
+  bool last = true;                  // Handoff: this frame ends the hand-off batch
+  std::vector<SyncedBucket> buckets; // 0..kMaxSyncBuckets
+  bool operator==(const BucketSync&) const = default;
+};
+
 using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList,
-                             ProbeRequest, ProbeAck>;
+                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync>;
 
 MessageType typeOf(const Message& message);
 
@@ -148,7 +259,7 @@ enum class DecodeError {
   Oversized,      // length prefix above kMaxFrameBytes
   Truncated,      // the frame is shorter than its fields (or than version + type)
   TrailingBytes,  // the fields end before the frame does
-  BadValue,       // a value out of range: status, string length, element count
+  BadValue,       // a value out of range: enum, flag, boolean, string length, element count
 };
 
 std::string_view nameOf(DecodeError error);

@@ -64,14 +64,16 @@ Mac initiateMac(std::string_view secret, const Nonce& nonce_i, const Nonce& nonc
   return macOver(secret, MacInput{}.add(kInitiateLabel).add(nonce_i).add(nonce_a)
                              .add(initiator.node_id).add(cluster_id)
                              .add(initiator.advertise_address).add(initiator.region)
-                             .add(initiator.incarnation));
+                             .add(initiator.incarnation)
+                             .add(std::uint64_t{initiator.protocol}).add(initiator.capabilities));
 }
 
 Mac identifyMac(std::string_view secret, const Nonce& nonce_i, const Nonce& nonce_a,
                 const Hello& acceptor, std::string_view cluster_id) {
   return macOver(secret, MacInput{}.add(kIdentifyLabel).add(nonce_i).add(nonce_a)
                              .add(acceptor.node_id).add(acceptor.advertise_address)
-                             .add(cluster_id).add(acceptor.region).add(acceptor.incarnation));
+                             .add(cluster_id).add(acceptor.region).add(acceptor.incarnation)
+                             .add(std::uint64_t{acceptor.protocol}).add(acceptor.capabilities));
 }
 
 SessionKey linkKey(std::string_view secret, const Nonce& nonce_i, const Nonce& nonce_a) {
@@ -80,7 +82,7 @@ SessionKey linkKey(std::string_view secret, const Nonce& nonce_i, const Nonce& n
 
 Hello helloOf(const NodeIdentity& self, const Nonce& nonce) {
   return Hello{self.node_id, self.advertise_address, self.cluster_id, self.region, nonce,
-               self.incarnation};
+               self.incarnation, kProtocolVersion, self.capabilities};
 }
 
 void wipe(std::string& secret) {

@@ -1,13 +1,15 @@
 // Node admission: a mutual HMAC-SHA256 challenge-response over the cluster's shared
 // secret, as a pure state machine (no sockets, no clocks; nonces come from the caller).
 //
-//   1. I -> A  Hello{id_i, addr_i, cluster_id, region_i, nonce_i}
+//   1. I -> A  Hello{id_i, addr_i, cluster_id, region_i, nonce_i, inc_i, proto_i, caps_i}
 //   2. A -> I  Challenge{nonce_a, HMAC(s, "zetian-v1 accept"   | nonce_i | nonce_a | id_i | cluster)}
 //   3. I -> A  Response {nonce_a, HMAC(s, "zetian-v1 initiate" | nonce_i | nonce_a | id_i | cluster
-//                                                                | addr_i | region_i | inc_i)}
-//   4. A -> I  Hello{id_a, addr_a, cluster_id, region_a, nonce_i, inc_a}
+//                                                                | addr_i | region_i | inc_i
+//                                                                | proto_i | caps_i)}
+//   4. A -> I  Hello{id_a, addr_a, cluster_id, region_a, nonce_i, inc_a, proto_a, caps_a}
 //              Response {nonce_i, HMAC(s, "zetian-v1 identify" | nonce_i | nonce_a | id_a | addr_a
-//                                                                | cluster | region_a | inc_a)}
+//                                                                | cluster | region_a | inc_a
+//                                                                | proto_a | caps_a)}
 //   link key = HMAC(s, "zetian-v1 link" | nonce_i | nonce_a)
 //
 // Why this shape:
@@ -21,6 +23,8 @@
 //   so a node of another cluster fails exactly like one with a wrong secret. Likewise the
 //   acceptor checks for a peer using its own node id only after step 3, so that check is
 //   no membership oracle for strangers.
+// - Protocol version and capabilities are under the MACs too: a man in the middle who
+//   cleared capability bits could otherwise steer both ends off the limiter messages.
 // - A refused side sends nothing more; the caller closes the link and logs nameOf(reason).
 //   MAC inputs are length-prefixed (u16 big-endian) field by field, so no two different
 //   field lists give the same bytes.
@@ -85,6 +89,7 @@ struct NodeIdentity {
   std::string cluster_id;
   std::string region;
   std::uint64_t incarnation = 0;
+  std::uint64_t capabilities = kOwnCapabilities;  // announced in Hello; tests vary it
 };
 
 // The secret is copied and wiped from memory on destruction.

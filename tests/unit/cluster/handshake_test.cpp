@@ -268,15 +268,17 @@ TEST(Handshake, MacsAndSessionKeyCoverTheDocumentedInputs) {
   const auto na = bytesOf(std::get<Challenge>(t.challenge).nonce);
   EXPECT_EQ(std::get<Challenge>(t.challenge).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 accept", ni, na, "mx1", "prod"})));
+  static_assert(kProtocolVersion == 1 && kOwnCapabilities == 3, "the decimal fields below");
   EXPECT_EQ(std::get<Response>(t.response).nonce, std::get<Challenge>(t.challenge).nonce);
   EXPECT_EQ(std::get<Response>(t.response).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 initiate", ni, na, "mx1", "prod",
-                                          "10.0.0.1:7946", "eu-west", "1001"})));
+                                          "10.0.0.1:7946", "eu-west", "1001", "1", "3"})));
   EXPECT_EQ(std::get<Hello>(t.hello_a), (Hello{"mx2", "10.0.0.2:7946", "prod", "eu-north",
-                                               std::get<Hello>(t.hello_i).nonce, 2002}));
+                                               std::get<Hello>(t.hello_i).nonce, 2002,
+                                               kProtocolVersion, kOwnCapabilities}));
   EXPECT_EQ(std::get<Response>(t.proof).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 identify", ni, na, "mx2", "10.0.0.2:7946",
-                                          "prod", "eu-north", "2002"})));
+                                          "prod", "eu-north", "2002", "1", "3"})));
   EXPECT_EQ(std::get<Established>(initiator.state()).session_key,
             hmacSha256(kSecret, macInput({"zetian-v1 link", ni, na})));
 }
@@ -292,7 +294,8 @@ TEST(Handshake, InitiatorRefusesAMemberClaimingItsOwnId) {
   initiator.receive(twin);
   const Mac proof = hmacSha256(
       kSecret, macInput({"zetian-v1 identify", bytesOf(hello.nonce), bytesOf(challenge.nonce),
-                         twin.node_id, twin.advertise_address, "prod", twin.region, "7"}));
+                         twin.node_id, twin.advertise_address, "prod", twin.region, "7", "1",
+                         "0"}));
   auto step = initiator.receive(Response{hello.nonce, proof});
   EXPECT_TRUE(step.send.empty());
   EXPECT_EQ(refusal(step.state).reason, RefuseReason::SameNodeId);
@@ -387,9 +390,9 @@ TEST(Handshake, TamperedAcceptorIdentityIsRefused) {
 }
 
 TEST(Handshake, TamperedInitiatorIdentityIsRefused) {
-  // A man in the middle rewrites the initiator's address or incarnation in its Hello:
-  // the Response MAC covers them, so the acceptor refuses.
-  for (int field = 0; field < 3; ++field) {
+  // A man in the middle rewrites the initiator's address, incarnation, protocol or
+  // capabilities in its Hello: the Response MAC covers them, so the acceptor refuses.
+  for (int field = 0; field < 6; ++field) {
     Initiator initiator(kNode1, kSecret, nonceSource(1));
     Acceptor acceptor(kNode2, kSecret, nonceSource(2));
     auto hello = only<Hello>(initiator.start().send);
@@ -397,10 +400,48 @@ TEST(Handshake, TamperedInitiatorIdentityIsRefused) {
     if (field == 0) forged.advertise_address = "10.6.6.6:7946";
     if (field == 1) forged.region = "elsewhere";
     if (field == 2) forged.incarnation += 1;
+    if (field == 3) forged.protocol += 1;
+    if (field == 4) forged.capabilities = 0;  // stripped: the peer would not use the limiter
+    if (field == 5) forged.capabilities |= kCapLeases;
     auto challenge = only<Challenge>(acceptor.receive(forged).send);
     auto response = only<Response>(initiator.receive(challenge).send);
     EXPECT_EQ(refusal(acceptor.receive(response).state).reason, RefuseReason::BadMac) << field;
   }
+}
+
+TEST(Handshake, StrippedAcceptorCapabilitiesAreRefused) {
+  for (std::uint64_t forged_caps : {std::uint64_t{0}, kCapLimiter, kOwnCapabilities | kCapLeases}) {
+    Initiator initiator(kNode1, kSecret, nonceSource(1));
+    Acceptor acceptor(kNode2, kSecret, nonceSource(2));
+    auto challenge = only<Challenge>(acceptor.receive(initiator.start().send.at(0)).send);
+    auto accepted = acceptor.receive(only<Response>(initiator.receive(challenge).send));
+    as<Hello>(accepted.send.at(0)).capabilities = forged_caps;
+    initiator.receive(accepted.send.at(0));
+    EXPECT_EQ(refusal(initiator.receive(accepted.send.at(1)).state).reason, RefuseReason::BadMac)
+        << forged_caps;
+  }
+  Initiator initiator(kNode1, kSecret, nonceSource(1));
+  Acceptor acceptor(kNode2, kSecret, nonceSource(2));
+  auto challenge = only<Challenge>(acceptor.receive(initiator.start().send.at(0)).send);
+  auto accepted = acceptor.receive(only<Response>(initiator.receive(challenge).send));
+  as<Hello>(accepted.send.at(0)).protocol = kProtocolVersion + 1;
+  initiator.receive(accepted.send.at(0));
+  EXPECT_EQ(refusal(initiator.receive(accepted.send.at(1)).state).reason, RefuseReason::BadMac);
+}
+
+TEST(Handshake, ANodeAnnouncingNoCapabilitiesIsAdmittedAndSeenAsSuch) {
+  // An older node understands none of the limiter messages; the link still comes up and
+  // each side learns exactly what the other announced.
+  NodeIdentity old_node = kNode2;
+  old_node.capabilities = 0;
+  Initiator initiator(kNode1, kSecret, nonceSource(1));
+  Acceptor acceptor(old_node, kSecret, nonceSource(2));
+  const Transcript t = runHandshake(initiator, acceptor);
+  EXPECT_EQ(std::get<Hello>(t.hello_i).capabilities, kOwnCapabilities);
+  ASSERT_TRUE(std::holds_alternative<Established>(initiator.state()));
+  ASSERT_TRUE(std::holds_alternative<Established>(acceptor.state()));
+  EXPECT_EQ(std::get<Established>(initiator.state()).peer.capabilities, 0u);
+  EXPECT_EQ(std::get<Established>(acceptor.state()).peer.capabilities, kOwnCapabilities);
 }
 
 TEST(Handshake, EstablishedCarriesThePeersVerifiedIntroduction) {
@@ -412,9 +453,13 @@ TEST(Handshake, EstablishedCarriesThePeersVerifiedIntroduction) {
   EXPECT_EQ(at_initiator.node_id, "mx2");
   EXPECT_EQ(at_initiator.advertise_address, "10.0.0.2:7946");
   EXPECT_EQ(at_initiator.incarnation, 2002u);
+  EXPECT_EQ(at_initiator.protocol, kProtocolVersion);
+  EXPECT_EQ(at_initiator.capabilities, kOwnCapabilities);
   EXPECT_EQ(at_acceptor.node_id, "mx1");
   EXPECT_EQ(at_acceptor.region, "eu-west");
   EXPECT_EQ(at_acceptor.incarnation, 1001u);
+  EXPECT_EQ(at_acceptor.protocol, kProtocolVersion);
+  EXPECT_EQ(at_acceptor.capabilities, kOwnCapabilities);
 }
 
 TEST(Handshake, NoMessageContainsTheSecret) {

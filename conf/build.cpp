@@ -29,6 +29,19 @@ constexpr Duration kMinFailureDetection = 1s;
 constexpr Duration kMinJoinTimeout = 1s;
 // A Redis request that must answer within 1ms fails whenever the server is busy.
 constexpr Duration kMinRedisTimeout = 10ms;
+// One replica for each of up to eight failures: more only multiplies the traffic.
+constexpr std::int64_t kMaxReplicationFactor = 9;
+// Replication batches the buckets changed since the last round: below 10ms a batch is
+// hardly a batch; above 10s the replicas lag that far behind their owner.
+constexpr Duration kMinReplicationInterval = 10ms;
+constexpr Duration kMaxReplicationInterval = 10s;
+// Each interval a node tops up its fast-mode leases from every owner it uses: below
+// 50ms that is traffic for nothing; above a minute a lease follows the limit too slowly.
+constexpr Duration kMinSyncInterval = 50ms;
+constexpr Duration kMaxSyncInterval = 1min;
+// A message waits up to this long for a remote check, once per stage.
+constexpr Duration kMinCheckTimeout = 1ms;
+constexpr Duration kMaxCheckTimeout = 5s;
 
 // A duration within [min, max] (max 0: no upper bound); `why` explains the bounds.
 std::optional<Duration> boundedDuration(TableReader& r, std::string_view key, Duration min, Duration max,
@@ -251,7 +264,7 @@ bool isUnspecified(std::string_view host) {
   return a && a->masked(0) == *a;
 }
 
-void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster) {
+void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster, const MilterSection& milter) {
   if (auto enabled = r.boolean("enabled")) cluster.enabled = *enabled;
   readHostPort(r, "bind", cluster.bind, false);
   readHostPort(r, "advertise", cluster.advertise, true);
@@ -331,6 +344,27 @@ void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster) {
   if (auto region = r.string("region")) {
     if (region->empty() || checkName(r, "region", *region)) cluster.region = *region;
   }
+  if (auto n = r.integer("replication_factor", 1, kMaxReplicationFactor)) cluster.replication_factor = static_cast<int>(*n);
+  if (auto d = boundedDuration(r, "replication_interval", kMinReplicationInterval, kMaxReplicationInterval,
+                               "how often an owner sends its changed buckets to its replicas")) {
+    cluster.replication_interval = *d;
+  }
+  if (auto d = boundedDuration(r, "sync_interval", kMinSyncInterval, kMaxSyncInterval,
+                               "how often a fast-mode lease is topped up")) {
+    cluster.sync_interval = *d;
+  }
+  if (auto d = boundedDuration(r, "check_timeout", kMinCheckTimeout, kMaxCheckTimeout,
+                               "a message waits up to this long for a remote check")) {
+    // The MTA gives up on the whole milter step after milter.timeout; a check allowed
+    // to run longer would be answered to nobody.
+    if (*d >= milter.timeout) {
+      r.error("check_timeout", "`cluster.check_timeout` (" + formatDuration(*d) + ") must be below `milter.timeout` (" +
+                                   formatDuration(milter.timeout) +
+                                   "): a remote check that outlasts the MTA's patience is answered to nobody");
+    } else {
+      cluster.check_timeout = *d;
+    }
+  }
   if (const toml::value* tls = r.subtable("tls")) {
     ClusterTls paths;
     buildTls(TableReader(diag, tls, "cluster.tls"), paths);
@@ -398,11 +432,12 @@ Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLook
   buildMilter(TableReader(diag, top.subtable("milter"), "milter"), config.milter, account_lookup);
   buildHealth(TableReader(diag, top.subtable("health"), "health"), config.health);
   buildLog(TableReader(diag, top.subtable("log"), "log"), config.log);
-  buildCluster(TableReader(diag, top.subtable("cluster"), "cluster"), diag, config.cluster);
+  buildCluster(TableReader(diag, top.subtable("cluster"), "cluster"), diag, config.cluster, config.milter);
   buildRedis(TableReader(diag, top.subtable("redis"), "redis"), config.redis);
   buildEvents(TableReader(diag, top.subtable("events"), "events"), config.events);
   TableReader ratelimit(diag, top.subtable("ratelimit"), "ratelimit");
   config.policy = buildPolicy(ratelimit, diag);
+  buildAffinity(TableReader(diag, top.subtable("affinity"), "affinity"), config.policy);
   return config;
 }
 

@@ -15,5 +15,7 @@ Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLook
 
 // [ratelimit] and its rules (rules.cpp).
 Policy buildPolicy(TableReader& ratelimit, Diagnostics& diag);
+// [affinity], also policy (rules.cpp).
+void buildAffinity(TableReader affinity, Policy& policy);
 
 }  // namespace zetian::conf

@@ -30,6 +30,14 @@ enum class DefaultAction { Accept, Tempfail };
 enum class LogLevel { Error = 0, Warn = 1, Info = 2, Debug = 3 };
 enum class LogTarget { Syslog, Stderr, File };
 enum class Discovery { Seeds, Dns, Multicast };
+// Who decides a cluster-scope rule: its key's owner for every check (Exact), or this
+// node from a lease of tokens the owner grants (Fast).
+enum class Consistency { Exact, Fast };
+// What a cluster-scope check does when the key's owner cannot answer in time.
+enum class FailMode { Local, Open, Closed };
+// How a rule key's owner is chosen: by the key itself, or, for client-keyed rules, by
+// the client's IP address (one owner per SMTP session's client checks).
+enum class AffinityMethod { Key, SourceIp };
 
 // The names used in zetian.toml ("client_ip", "rcpt", "dry_run", ...).
 std::string_view keyKindName(KeyKind k);
@@ -41,6 +49,9 @@ std::string_view defaultActionName(DefaultAction a);
 std::string_view logLevelName(LogLevel l);
 std::string_view logTargetName(LogTarget t);
 std::string_view discoveryName(Discovery d);
+std::string_view consistencyName(Consistency c);
+std::string_view failModeName(FailMode m);
+std::string_view affinityMethodName(AffinityMethod m);
 
 // "1h", "10m", "5s", "250ms", "1d"; the largest unit that divides the duration.
 std::string formatDuration(Duration d);
@@ -65,12 +76,15 @@ struct Rule {
   Action action = Action::Tempfail;
   std::optional<std::string> reply;  // "451 4.7.1 text", placeholders kept unexpanded
   SenderFilter senders = SenderFilter::Any;
+  Consistency consistency = Consistency::Exact;
 };
 
 struct Policy {
   std::vector<Cidr> exempt;  // default: 127.0.0.0/8, ::1/128
   bool exempt_authenticated = false;
   std::uint64_t max_keys = 1'000'000;
+  FailMode fail_mode = FailMode::Local;
+  AffinityMethod affinity = AffinityMethod::Key;
   std::vector<Rule> rules;
 };
 
@@ -121,6 +135,10 @@ struct ClusterSection {
   Duration failure_detection_timeout = std::chrono::seconds(10);
   Duration join_timeout = std::chrono::seconds(30);
   std::string region;
+  int replication_factor = 2;  // the owner and replication_factor - 1 replicas
+  Duration replication_interval = std::chrono::milliseconds(250);
+  Duration sync_interval = std::chrono::seconds(1);
+  Duration check_timeout = std::chrono::milliseconds(200);
   std::optional<ClusterTls> tls;
 };
 

@@ -65,6 +65,19 @@ constexpr std::array<NamedValue<Discovery>, 3> kDiscoveries{{
     {"dns", Discovery::Dns},
     {"multicast", Discovery::Multicast},
 }};
+constexpr std::array<NamedValue<Consistency>, 2> kConsistencies{{
+    {"exact", Consistency::Exact},
+    {"fast", Consistency::Fast},
+}};
+constexpr std::array<NamedValue<FailMode>, 3> kFailModes{{
+    {"local", FailMode::Local},
+    {"open", FailMode::Open},
+    {"closed", FailMode::Closed},
+}};
+constexpr std::array<NamedValue<AffinityMethod>, 2> kAffinityMethods{{
+    {"key", AffinityMethod::Key},
+    {"source_ip", AffinityMethod::SourceIp},
+}};
 // Spelled as state::algorithmName() spells them; a unit test checks both agree.
 constexpr std::array<NamedValue<state::Algorithm>, 4> kAlgorithms{{
     {"token_bucket", state::Algorithm::TokenBucket},
@@ -108,6 +121,9 @@ std::span<const NamedValue<DefaultAction>> defaultActionNames() { return kDefaul
 std::span<const NamedValue<LogLevel>> logLevelNames() { return kLogLevels; }
 std::span<const NamedValue<LogTarget>> logTargetNames() { return kLogTargets; }
 std::span<const NamedValue<Discovery>> discoveryNames() { return kDiscoveries; }
+std::span<const NamedValue<Consistency>> consistencyNames() { return kConsistencies; }
+std::span<const NamedValue<FailMode>> failModeNames() { return kFailModes; }
+std::span<const NamedValue<AffinityMethod>> affinityMethodNames() { return kAffinityMethods; }
 std::span<const NamedValue<state::Algorithm>> algorithmNames() { return kAlgorithms; }
 
 std::string_view keyKindName(KeyKind k) { return nameOf(kKeyKinds, k); }
@@ -119,6 +135,9 @@ std::string_view defaultActionName(DefaultAction a) { return nameOf(kDefaultActi
 std::string_view logLevelName(LogLevel l) { return nameOf(kLogLevels, l); }
 std::string_view logTargetName(LogTarget t) { return nameOf(kLogTargets, t); }
 std::string_view discoveryName(Discovery d) { return nameOf(kDiscoveries, d); }
+std::string_view consistencyName(Consistency c) { return nameOf(kConsistencies, c); }
+std::string_view failModeName(FailMode m) { return nameOf(kFailModes, m); }
+std::string_view affinityMethodName(AffinityMethod m) { return nameOf(kAffinityMethods, m); }
 
 std::string formatDuration(Duration d) {
   const std::int64_t ms = d.count();

@@ -26,6 +26,9 @@ std::span<const NamedValue<DefaultAction>> defaultActionNames();
 std::span<const NamedValue<LogLevel>> logLevelNames();
 std::span<const NamedValue<LogTarget>> logTargetNames();
 std::span<const NamedValue<Discovery>> discoveryNames();
+std::span<const NamedValue<Consistency>> consistencyNames();
+std::span<const NamedValue<FailMode>> failModeNames();
+std::span<const NamedValue<AffinityMethod>> affinityMethodNames();
 std::span<const NamedValue<state::Algorithm>> algorithmNames();
 
 template <class E>

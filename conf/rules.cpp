@@ -1,5 +1,5 @@
-// [ratelimit] and its [[ratelimit.rule]] entries: the part of the configuration that is
-// policy. A rule is checked as a whole (key against stage, reply against action), and
+// [ratelimit], its [[ratelimit.rule]] entries and [affinity]: the part of the
+// configuration that is policy. A rule is checked as a whole (key against stage, reply against action), and
 // each of its problems is reported, so one pass over a file shows every mistake.
 #include <algorithm>
 #include <map>
@@ -124,6 +124,7 @@ struct RuleBuilder {
     };
     optionalChoice("algorithm", algorithmNames(), rule.algorithm);
     optionalChoice("scope", scopeNames(), rule.scope);
+    optionalChoice("consistency", consistencyNames(), rule.consistency);
     const auto action = r.choice("action", actionNames());
     const bool action_known = action.has_value() || !r.has("action");
     if (action) rule.action = *action;
@@ -175,6 +176,7 @@ Policy buildPolicy(TableReader& r, Diagnostics& diag) {
   }
   if (auto b = r.boolean("exempt_authenticated")) policy.exempt_authenticated = *b;
   if (auto n = r.integer("max_keys", 1, kMaxCount)) policy.max_keys = static_cast<std::uint64_t>(*n);
+  if (auto m = r.choice("fail_mode", failModeNames())) policy.fail_mode = *m;
 
   RuleBuilder builder{diag, {}};
   const std::vector<const toml::value*> tables = r.tables("rule");
@@ -189,6 +191,10 @@ Policy buildPolicy(TableReader& r, Diagnostics& diag) {
                       "contrib/zetian.toml) or remove the milter from the MTA");
   }
   return policy;
+}
+
+void buildAffinity(TableReader r, Policy& policy) {
+  if (auto m = r.choice("method", affinityMethodNames())) policy.affinity = *m;
 }
 
 }  // namespace zetian::conf

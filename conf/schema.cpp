@@ -37,6 +37,7 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"ratelimit.exempt", StringArray},
     {"ratelimit.exempt_authenticated", Boolean},
     {"ratelimit.max_keys", Integer},
+    {"ratelimit.fail_mode", String},
     {"ratelimit.rule", TableArray},
     {"ratelimit.rule.name", String},
     {"ratelimit.rule.key", String},
@@ -51,6 +52,7 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"ratelimit.rule.action", String},
     {"ratelimit.rule.reply", String},
     {"ratelimit.rule.senders", String},
+    {"ratelimit.rule.consistency", String},
 
     {"cluster", Table},
     {"cluster.enabled", Boolean},
@@ -68,10 +70,17 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"cluster.failure_detection_timeout", Duration},
     {"cluster.join_timeout", Duration},
     {"cluster.region", String},
+    {"cluster.replication_factor", Integer},
+    {"cluster.replication_interval", Duration},
+    {"cluster.sync_interval", Duration},
+    {"cluster.check_timeout", Duration},
     {"cluster.tls", Table},
     {"cluster.tls.cert", String},
     {"cluster.tls.key", String},
     {"cluster.tls.ca", String},
+
+    {"affinity", Table},
+    {"affinity.method", String},
 
     {"redis", Table},
     {"redis.enabled", Boolean},

@@ -39,6 +39,7 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     {"ratelimit.exempt_authenticated", "", Live, nullptr},
     // The store is sized for it at start (its hash table and shards).
     {"ratelimit.max_keys", "", Restart, ZETIAN_SAME(policy.max_keys)},
+    {"ratelimit.fail_mode", "", Live, nullptr},
     {"ratelimit.rule", "", Live, nullptr},
 
     {"cluster.enabled", "", Restart, ZETIAN_SAME(cluster.enabled)},
@@ -55,6 +56,11 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     {"cluster.failure_detection_timeout", "", Restart, ZETIAN_SAME(cluster.failure_detection_timeout)},
     {"cluster.join_timeout", "", Restart, ZETIAN_SAME(cluster.join_timeout)},
     {"cluster.region", "", Restart, ZETIAN_SAME(cluster.region)},
+    // The cluster thread reads these when it starts.
+    {"cluster.replication_factor", "", Restart, ZETIAN_SAME(cluster.replication_factor)},
+    {"cluster.replication_interval", "", Restart, ZETIAN_SAME(cluster.replication_interval)},
+    {"cluster.sync_interval", "", Restart, ZETIAN_SAME(cluster.sync_interval)},
+    {"cluster.check_timeout", "", Restart, ZETIAN_SAME(cluster.check_timeout)},
     {"cluster.tls.cert", "", Restart,
      [](const conf::Config& a, const conf::Config& b) {
        return tlsField(a, &conf::ClusterTls::cert) == tlsField(b, &conf::ClusterTls::cert) &&
@@ -68,6 +74,8 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
      [](const conf::Config& a, const conf::Config& b) {
        return tlsField(a, &conf::ClusterTls::ca) == tlsField(b, &conf::ClusterTls::ca);
      }},
+
+    {"affinity.method", "", Live, nullptr},
 
     {"redis.enabled", "", Restart, ZETIAN_SAME(redis.enabled)},
     {"redis.address", "", Restart, ZETIAN_SAME(redis.address)},

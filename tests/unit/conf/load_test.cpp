@@ -72,6 +72,7 @@ file = "/var/log/zetian.log"
 exempt = ["192.0.2.0/24", "2001:db8::/32"]
 exempt_authenticated = true
 max_keys = 5000
+fail_mode = "open"
 
 [[ratelimit.rule]]
 name = "per-net"
@@ -86,6 +87,7 @@ algorithm = "gcra"
 scope = "node"
 action = "reject"
 reply = "550 5.7.1 %{rule}: over %{limit} per %{period}"
+consistency = "fast"
 
 [[ratelimit.rule]]
 name = "bounces"
@@ -112,11 +114,18 @@ success_threshold = 3
 failure_detection_timeout = "5s"
 join_timeout = "1m"
 region = "eu-west"
+replication_factor = 3
+replication_interval = "100ms"
+sync_interval = "500ms"
+check_timeout = "150ms"
 
 [cluster.tls]
 cert = "/etc/zetian/node.crt"
 key = "/etc/zetian/node.key"
 ca = "/etc/zetian/ca.crt"
+
+[affinity]
+method = "source_ip"
 
 [redis]
 enabled = true
@@ -150,6 +159,8 @@ exec = "/usr/local/bin/zetian-hook"
   EXPECT_EQ(c.policy.exempt[1].toString(), "2001:db8::/32");
   EXPECT_TRUE(c.policy.exempt_authenticated);
   EXPECT_EQ(c.policy.max_keys, 5000u);
+  EXPECT_EQ(c.policy.fail_mode, FailMode::Open);
+  EXPECT_EQ(c.policy.affinity, AffinityMethod::SourceIp);
   ASSERT_EQ(c.policy.rules.size(), 2u);
   const Rule& net = c.policy.rules[0];
   EXPECT_EQ(net.name, "per-net");
@@ -165,6 +176,7 @@ exec = "/usr/local/bin/zetian-hook"
   EXPECT_EQ(net.action, Action::Reject);
   EXPECT_EQ(net.reply, "550 5.7.1 %{rule}: over %{limit} per %{period}");  // kept as written
   EXPECT_EQ(net.senders, SenderFilter::Any);
+  EXPECT_EQ(net.consistency, Consistency::Fast);
   const Rule& bounces = c.policy.rules[1];
   EXPECT_EQ(bounces.stage, Stage::Rcpt);  // the default for recipient keys
   EXPECT_EQ(bounces.burst, 5u);          // the default: limit
@@ -173,6 +185,7 @@ exec = "/usr/local/bin/zetian-hook"
   EXPECT_EQ(bounces.scope, Scope::Region);
   EXPECT_EQ(bounces.action, Action::Tag);
   EXPECT_EQ(bounces.senders, SenderFilter::Null);
+  EXPECT_EQ(bounces.consistency, Consistency::Exact);
   EXPECT_FALSE(bounces.reply.has_value());
   EXPECT_TRUE(c.cluster.enabled);
   EXPECT_EQ(c.cluster.bind, "10.0.0.1:7946");
@@ -188,6 +201,10 @@ exec = "/usr/local/bin/zetian-hook"
   EXPECT_EQ(c.cluster.failure_detection_timeout, 5s);
   EXPECT_EQ(c.cluster.join_timeout, 1min);
   EXPECT_EQ(c.cluster.region, "eu-west");
+  EXPECT_EQ(c.cluster.replication_factor, 3);
+  EXPECT_EQ(c.cluster.replication_interval, 100ms);
+  EXPECT_EQ(c.cluster.sync_interval, 500ms);
+  EXPECT_EQ(c.cluster.check_timeout, 150ms);
   ASSERT_TRUE(c.cluster.tls.has_value());
   EXPECT_EQ(c.cluster.tls->cert, "/etc/zetian/node.crt");
   EXPECT_EQ(c.cluster.tls->key, "/etc/zetian/node.key");

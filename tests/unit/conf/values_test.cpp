@@ -88,6 +88,9 @@ TEST(Names, RoundTripEveryEnumValue) {
   for (const auto& n : logLevelNames()) EXPECT_EQ(logLevelName(n.value), n.name);
   for (const auto& n : logTargetNames()) EXPECT_EQ(logTargetName(n.value), n.name);
   for (const auto& n : discoveryNames()) EXPECT_EQ(discoveryName(n.value), n.name);
+  for (const auto& n : consistencyNames()) EXPECT_EQ(consistencyName(n.value), n.name);
+  for (const auto& n : failModeNames()) EXPECT_EQ(failModeName(n.value), n.name);
+  for (const auto& n : affinityMethodNames()) EXPECT_EQ(affinityMethodName(n.value), n.name);
 }
 
 TEST(Names, AlgorithmNamesAgreeWithTheStateModule) {

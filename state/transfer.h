@@ -22,7 +22,9 @@
 //     weighted count decays as on the sender but starts decaying up to one period later.
 //     At every receiver moment the translated state admits at most what the sender's
 //     state admits at the corresponding moment, and the same as a fresh bucket from one
-//     period after the sender's state would have been fresh.
+//     period after the sender's state would have been fresh. The rounding applies per
+//     transfer: a state that moves on again (owner -> replica -> new owner) may be held
+//     up to one period longer per move, never shorter.
 //
 // Range. Ages saturate at the ends of Nanos (about ±292 years) and translated stamps at
 // the ends of the receiver's clock; nothing overflows. A stamp further in the past than

@@ -37,6 +37,7 @@
 
 #include "state/key_hash.h"
 #include "state/slab.h"
+#include "state/transfer.h"
 
 namespace zetian::state {
 namespace {
@@ -307,6 +308,41 @@ std::optional<Outcome> BucketStore::peek(std::string_view key, Algorithm algo, c
     s = e->state();
   }
   return state::peek(algo, limit, s, now, cost);
+}
+
+bool BucketStore::store(std::string_view key, Algorithm algo, const Limit& limit, const BucketState& incoming,
+                        Nanos now, bool with_held) {
+  const std::uint64_t hash = hashOf(key);
+  Shard& shard = shardFor(hash);
+  std::lock_guard lock(shard.mu);
+  Entry** link = shard.findLink(hash, key);
+  Entry* e = *link;
+  const BucketState result =
+      with_held && e && e->algo == algo ? mergeBuckets(algo, limit, e->state(), incoming, now) : incoming;
+  const Nanos idle = idleAt(algo, limit, result);
+  if (idle <= now) {
+    if (!e) return false;
+    shard.drop(link);
+    ++shard.expirations;
+    return false;
+  }
+  if (e) {
+    e->assign(algo, result, idle);
+    shard.touch(e);
+  } else {
+    shard.insert(hash, key, algo, result, idle, now);
+  }
+  return true;
+}
+
+bool BucketStore::merge(std::string_view key, Algorithm algo, const Limit& limit, const BucketState& incoming,
+                        Nanos now) {
+  return store(key, algo, limit, incoming, now, true);
+}
+
+bool BucketStore::assign(std::string_view key, Algorithm algo, const Limit& limit, const BucketState& state,
+                         Nanos now) {
+  return store(key, algo, limit, state, now, false);
 }
 
 bool BucketStore::erase(std::string_view key) {

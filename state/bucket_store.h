@@ -94,6 +94,19 @@ class BucketStore {
   std::optional<Outcome> peek(std::string_view key, Algorithm algo, const Limit& limit, Nanos now,
                               std::uint64_t cost) const;
 
+  // Replace or merge a key's state with one from another node (replication, hand-off),
+  // under the shard lock: the held state and `incoming` are merged with mergeBuckets()
+  // (transfer.h: the more consumed at `now` wins; a held state of another algorithm is
+  // replaced, a policy change); the idle time is recomputed; a result equal to a fresh
+  // bucket (idle at `now`) is not stored, and a held key whose result is fresh is dropped
+  // (counted as an expiration). Storing a new key may evict the shard's least recently
+  // used one, as charge() does; a merged key becomes the most recently used. Returns
+  // whether the key is held afterwards.
+  bool merge(std::string_view key, Algorithm algo, const Limit& limit, const BucketState& incoming, Nanos now);
+
+  // Replace unconditionally (a hand-off from the authoritative owner): same rules otherwise.
+  bool assign(std::string_view key, Algorithm algo, const Limit& limit, const BucketState& state, Nanos now);
+
   // Forget a key (an admin reset). Returns whether it was held.
   bool erase(std::string_view key);
 
@@ -142,6 +155,9 @@ class BucketStore {
   struct Shard;
   std::uint64_t hashOf(std::string_view key) const;
   Shard& shardFor(std::uint64_t hash) const;
+  // merge() (with_held) and assign().
+  bool store(std::string_view key, Algorithm algo, const Limit& limit, const BucketState& incoming, Nanos now,
+             bool with_held);
 
   std::size_t max_keys_;
   std::size_t shard_count_;

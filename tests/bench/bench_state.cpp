@@ -167,6 +167,26 @@ void BM_StoreChargeLatency(benchmark::State& state) {
 }
 BENCHMARK(BM_StoreChargeLatency)->Arg(kStoreKeys)->Threads(1)->Threads(2)->UseRealTime();
 
+// merge() of a replicated state (2 tokens used just now) into a random key among
+// range(0) held keys: the replica's side of replication, per key. A lookup under the
+// shard lock plus mergeBuckets(), which peeks at both views.
+void BM_StoreMerge(benchmark::State& state) {
+  const auto keys = static_cast<std::size_t>(state.range(0));
+  BucketStore& store = filledStore<BucketStore>(keys);
+  const auto& order = randomIndices();
+  std::string key;
+  std::uint64_t i = static_cast<std::uint64_t>(state.thread_index()) * (kSampleKeys / 2) + 777;
+  for (auto _ : state) {
+    formatKey(key, order[i & (kSampleKeys - 1)] % keys);
+    const Nanos now = clockFor(i);
+    const BucketState incoming{0, 2, now, true};
+    benchmark::DoNotOptimize(store.merge(key, Algorithm::TokenBucket, kLimit, incoming, now));
+    ++i;
+  }
+  if (state.thread_index() == 0) state.counters["keys"] = double(store.stats().keys);
+}
+BENCHMARK(BM_StoreMerge)->Arg(10'000)->Arg(kStoreKeys)->Threads(1)->Threads(2)->UseRealTime();
+
 // A full expireIdle() pass over 1M keys of which none is idle: the cost of the
 // periodic sweep, spread over 64 shards and released every 256 buckets.
 void BM_ExpireIdleScan1M(benchmark::State& state) {

@@ -1,6 +1,9 @@
 // libFuzzer target for the node-link frame decoder: any bytes must decode to NeedMore,
 // Ok or Error without a crash, an out-of-bounds read or an escaped exception; an Ok
 // frame must be canonical (encode gives back the consumed bytes) and round-trip.
+// encode() throws for a message outside the codec's caps (counts, summed limit items,
+// enum ranges, finite levels), and a throw here is a finding: so the round trip also
+// checks that decode() accepts nothing the caps forbid, for every message type.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <bit>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <new>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -41,6 +45,71 @@ Member member(std::string id, NodeStatus status, std::uint64_t incarnation) {
   return Member{id, id + ".example.net:7946", "eu-west", status, incarnation};
 }
 
+// A store key as the limiter builds it: rule name, NUL, key value.
+std::string storeKey(std::string_view rule, std::string_view value) {
+  std::string key(rule);
+  key.push_back('\0');
+  key.append(value);
+  return key;
+}
+
+LimitItem item(std::string key, std::uint64_t cost = 1, bool blocking = true) {
+  return LimitItem{LimitOp::Charge, std::move(key), 2, 100, 3'600'000'000'000, 10, cost, blocking};
+}
+
+// The largest item: every string and number at its bound.
+LimitItem largestItem(std::size_t i) {
+  std::string key(kMaxStringBytes, 'k');
+  key[0] = static_cast<char>(i & 0xff);
+  key[1] = '\0';
+  return LimitItem{LimitOp::Refund, key, kMaxAlgorithm, ~std::uint64_t{0},
+                   std::numeric_limits<std::int64_t>::max(), ~std::uint64_t{0}, ~std::uint64_t{0}, true};
+}
+
+// `calls` calls sharing `items_per_call` items each, built by make(i) for the i-th item.
+template <typename Make>
+LimitRequest requestOf(std::size_t calls, std::size_t items_per_call, Make make) {
+  LimitRequest m;
+  std::size_t n = 0;
+  for (std::size_t c = 0; c < calls; ++c) {
+    LimitCall call{1000 + c, {}};
+    for (std::size_t i = 0; i < items_per_call; ++i) call.items.push_back(make(n++));
+    m.calls.push_back(std::move(call));
+  }
+  return m;
+}
+
+LimitReply replyOf(std::size_t answers, std::size_t outcomes_per_answer) {
+  LimitReply m;
+  for (std::size_t a = 0; a < answers; ++a) {
+    LimitAnswer answer{~std::uint64_t{0} - a, CallStatus::Ok, {}};
+    for (std::size_t i = 0; i < outcomes_per_answer; ++i) {
+      answer.outcomes.push_back(LimitOutcome{static_cast<ItemResult>(i % (kMaxItemResult + 1)),
+                                             ~std::uint64_t{0} - i,
+                                             std::numeric_limits<std::int64_t>::max()});
+    }
+    m.answers.push_back(std::move(answer));
+  }
+  return m;
+}
+
+SyncedBucket bucket(std::string key, double level, std::int64_t stamp_age_ns) {
+  return SyncedBucket{std::move(key), 1, 100, 60'000'000'000, 20, level, 7, stamp_age_ns, true};
+}
+
+BucketSync largestSync() {
+  BucketSync m{SyncReason::Handoff, ~std::uint64_t{0}, false, {}};
+  for (std::size_t i = 0; i < kMaxSyncBuckets; ++i) {
+    std::string key(kMaxStringBytes, 'b');
+    key[0] = static_cast<char>(i & 0xff);
+    m.buckets.push_back(SyncedBucket{key, kMaxAlgorithm, ~std::uint64_t{0},
+                                     std::numeric_limits<std::int64_t>::max(), ~std::uint64_t{0},
+                                     std::numeric_limits<double>::max(), ~std::uint64_t{0},
+                                     std::numeric_limits<std::int64_t>::min(), true});
+  }
+  return m;
+}
+
 std::vector<Message> sampleMessages() {
   const std::string longest(kMaxStringBytes, 'x');
   std::vector<Member> many;
@@ -72,6 +141,31 @@ std::vector<Message> sampleMessages() {
       ProbeAck{7, "mx2", true},
       ProbeAck{8, "mx3", false},
       ProbeAck{~std::uint64_t{0}, longest, true},
+      Hello{"mx1", "a", "prod", "eu", patternNonce(6), 5, 0xffff, ~std::uint64_t{0}},
+      LimitRequest{{LimitCall{1, {item(storeKey("client_ip", "192.0.2.1"))}},
+                    LimitCall{2, {item(storeKey("per_sender", "a@b"), 3, false),
+                                  LimitItem{LimitOp::Refund, storeKey("r", "k"), 0, 5, 0, 0, 1, false}}}}},
+      LimitRequest{{LimitCall{0, {LimitItem{}}}}},
+      requestOf(1, kMaxLimitItemsPerCall, largestItem),
+      requestOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall, largestItem),
+      requestOf(kMaxLimitCalls, kMaxLimitItemsPerFrame / kMaxLimitCalls, largestItem),
+      LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{ItemResult::Charged, 9, 0}}},
+                  LimitAnswer{2, CallStatus::Refused, {}},
+                  LimitAnswer{3, CallStatus::Ok,
+                              {LimitOutcome{ItemResult::Returned, 4, 0},
+                               LimitOutcome{ItemResult::Denied, 0, 1'500'000'000},
+                               LimitOutcome{ItemResult::NotEvaluated, 0, 0},
+                               LimitOutcome{ItemResult::Refunded, 10, 0}}}}},
+      LimitReply{{LimitAnswer{0, CallStatus::Ok, {LimitOutcome{}}}}},
+      replyOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall),
+      replyOf(kMaxLimitCalls, kMaxLimitItemsPerFrame / kMaxLimitCalls),
+      LimitReply{std::vector<LimitAnswer>(kMaxLimitCalls, LimitAnswer{5, CallStatus::Refused, {}})},
+      BucketSync{},
+      BucketSync{SyncReason::Replication, 17, true,
+                 {bucket(storeKey("a", "b"), 0.0, 0), bucket(storeKey("c", "d"), 2.75, -250'000'000),
+                  bucket(storeKey("e", "f"), std::numeric_limits<double>::denorm_min(), 1'000'000'000),
+                  SyncedBucket{}}},
+      largestSync(),
   };
 }
 
@@ -86,6 +180,12 @@ std::vector<Message> smallMessages() {
       MemberList{{member("mx1", NodeStatus::Active, 3), member("mx2", NodeStatus::Left, 1)}},
       ProbeRequest{3, "mx2"},
       ProbeAck{3, "mx2", true},
+      LimitRequest{{LimitCall{1, {item(storeKey("r", "k"))}},
+                    LimitCall{2, {item(storeKey("s", "k"), 2, false), item(storeKey("t", "k"))}}}},
+      LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{ItemResult::Denied, 0, 30}}},
+                  LimitAnswer{2, CallStatus::Refused, {}}}},
+      BucketSync{SyncReason::Handoff, 4, false,
+                 {bucket(storeKey("r", "k"), 1.5, -3), bucket(storeKey("s", "k"), 0, 9)}},
   };
 }
 
@@ -316,6 +416,289 @@ TEST(WireCodec, EncodingAMessageOutsideTheLimitsThrows) {
   EXPECT_THROW(encode(too_many), std::invalid_argument);
   MemberList bad_status{{member("a", static_cast<NodeStatus>(kMaxNodeStatus + 1), 0)}};
   EXPECT_THROW(encode(bad_status), std::invalid_argument);
+}
+
+// ---- Limit and bucket-sync messages -----------------------------------------------------
+
+constexpr std::size_t kPayloadAt = kLengthPrefixBytes + 2;  // after version and type
+
+// The frame of `m` with its payload byte at `offset` replaced.
+std::string patched(const Message& m, std::size_t offset, std::uint8_t value) {
+  std::string bytes = encode(m);
+  bytes.at(kPayloadAt + offset) = static_cast<char>(value);
+  return bytes;
+}
+
+// The frame of `m` with the 8 payload bytes at `offset` replaced by `bits`, big-endian.
+std::string patched64(const Message& m, std::size_t offset, std::uint64_t bits) {
+  std::string bytes = encode(m);
+  for (std::size_t i = 0; i < 8; ++i) {
+    bytes.at(kPayloadAt + offset + i) = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
+  }
+  return bytes;
+}
+
+void expectBadValue(const std::string& bytes, const char* what) {
+  const DecodeResult r = decode(bytes);
+  ASSERT_EQ(r.status, DecodeStatus::Error) << what;
+  EXPECT_EQ(r.error, DecodeError::BadValue) << what << ": " << r.detail;
+  EXPECT_FALSE(r.detail.empty());
+}
+
+std::string u16Bytes(std::uint16_t v) {
+  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
+}
+
+// Payload offsets of the one-call, one-item request below (key "k"):
+// calls u16 @0, request_id @2, items u16 @10, op @12, key @13 (u16 + 1), algorithm @16,
+// limit @17, period_ns @25, burst @33, cost @41, blocking @49.
+const Message kOneItem = LimitRequest{{LimitCall{7, {LimitItem{LimitOp::Charge, "k", 1, 10, 1000, 2, 1, true}}}}};
+// answers u16 @0, request_id @2, status @10, outcomes u16 @11, result @13, remaining @14,
+// retry_after_ns @22.
+const Message kOneOutcome = LimitReply{{LimitAnswer{7, CallStatus::Ok, {LimitOutcome{ItemResult::Denied, 0, 5}}}}};
+const Message kOneRefusal = LimitReply{{LimitAnswer{7, CallStatus::Refused, {}}}};
+// reason @0, sequence @1, last @9, buckets u16 @10, key @12 (u16 + 1), algorithm @15,
+// limit @16, period_ns @24, burst @32, level @40, count @48, stamp_age_ns @56,
+// initialised @64.
+const Message kOneBucket = BucketSync{SyncReason::Replication, 3, true,
+                                      {SyncedBucket{"k", 1, 10, 1000, 2, 1.5, 4, -9, true}}};
+
+TEST(WireCodec, PayloadOffsetsUsedBelowMatchTheEncoding) {
+  EXPECT_EQ(encode(kOneItem).size(), kPayloadAt + 50);
+  EXPECT_EQ(encode(kOneOutcome).size(), kPayloadAt + 30);
+  EXPECT_EQ(encode(kOneRefusal).size(), kPayloadAt + 13);
+  EXPECT_EQ(encode(kOneBucket).size(), kPayloadAt + 65);
+  // Negative numbers travel as two's complement: the stamp age -9.
+  EXPECT_EQ(encode(kOneBucket).substr(kPayloadAt + 56, 8), std::string("\xff\xff\xff\xff\xff\xff\xff\xf7", 8));
+  // The level as IEEE-754 bits: 1.5 is 0x3ff8000000000000.
+  EXPECT_EQ(encode(kOneBucket).substr(kPayloadAt + 40, 8), std::string("\x3f\xf8\0\0\0\0\0\0", 8));
+}
+
+TEST(WireCodec, HelloEndsWithProtocolThenCapabilitiesBigEndian) {
+  Hello hello;
+  hello.incarnation = 1;
+  hello.protocol = 0x0102;
+  hello.capabilities = 0x1112131415161718;
+  const std::string bytes = encode(hello);
+  EXPECT_EQ(bytes.substr(bytes.size() - 18),
+            std::string("\0\0\0\0\0\0\0\x01\x01\x02\x11\x12\x13\x14\x15\x16\x17\x18", 18));
+  EXPECT_EQ(Hello{}.protocol, kProtocolVersion);
+  EXPECT_EQ(Hello{}.capabilities, 0u);
+}
+
+TEST(WireCodec, UnknownCapabilityBitsAreKept) {
+  Hello hello;
+  hello.capabilities = kOwnCapabilities | (std::uint64_t{1} << 63);
+  const DecodeResult r = decode(encode(hello));
+  ASSERT_EQ(r.status, DecodeStatus::Ok);
+  EXPECT_EQ(std::get<Hello>(r.message).capabilities, hello.capabilities);
+}
+
+TEST(WireCodec, TheLargestLimitRequestFitsInOneFrame) {
+  // 256 calls of 2 items, every key at kMaxStringBytes: both counts at their caps.
+  const LimitRequest largest = requestOf(kMaxLimitCalls, kMaxLimitItemsPerFrame / kMaxLimitCalls, largestItem);
+  const std::size_t item_bytes = 1 + (2 + kMaxStringBytes) + 1 + 8 + 8 + 8 + 8 + 1;
+  const std::size_t expected = kLengthPrefixBytes + 2 + 2 + kMaxLimitCalls * (8 + 2) +
+                               kMaxLimitItemsPerFrame * item_bytes;
+  const std::string bytes = encode(largest);
+  EXPECT_EQ(bytes.size(), expected);
+  EXPECT_LE(bytes.size() - kLengthPrefixBytes, kMaxFrameBytes);
+  EXPECT_LE(encode(largestSync()).size() - kLengthPrefixBytes, kMaxFrameBytes);
+  const DecodeResult r = decode(bytes);
+  ASSERT_EQ(r.status, DecodeStatus::Ok) << r.detail;
+  EXPECT_EQ(r.message, Message(largest));
+}
+
+TEST(WireCodec, LimitRequestOutOfRangeValuesAreBadValues) {
+  expectBadValue(patched(kOneItem, 12, 2), "op");
+  expectBadValue(patched(kOneItem, 16, kMaxAlgorithm + 1), "algorithm");
+  expectBadValue(patched(kOneItem, 25, 0x80), "negative period_ns");
+  expectBadValue(patched64(kOneItem, 25, ~std::uint64_t{0}), "period_ns -1");
+  expectBadValue(patched(kOneItem, 49, 2), "blocking 2");
+  expectBadValue(patched(kOneItem, 49, 0xff), "blocking 0xff");
+  // The largest legal values decode.
+  EXPECT_EQ(decode(patched(kOneItem, 16, kMaxAlgorithm)).status, DecodeStatus::Ok);
+  EXPECT_EQ(decode(patched(kOneItem, 12, 1)).status, DecodeStatus::Ok);
+  EXPECT_EQ(decode(patched64(kOneItem, 25, 0x7fffffffffffffff)).status, DecodeStatus::Ok);
+}
+
+TEST(WireCodec, LimitRequestCountsOutsideTheirRangesAreBadValues) {
+  // No call at all, or a call without items, has nothing to evaluate.
+  expectBadValue(rawFrame(kProtocolVersion, 9, u16Bytes(0)), "zero calls");
+  std::string no_items = encode(kOneItem);
+  no_items[kPayloadAt + 11] = 0;
+  expectBadValue(no_items, "zero items");
+  expectBadValue(rawFrame(kProtocolVersion, 9, u16Bytes(kMaxLimitCalls + 1)), "calls above cap");
+  std::string too_many_items = encode(kOneItem);
+  too_many_items[kPayloadAt + 10] = static_cast<char>((kMaxLimitItemsPerCall + 1) >> 8);
+  too_many_items[kPayloadAt + 11] = static_cast<char>((kMaxLimitItemsPerCall + 1) & 0xff);
+  expectBadValue(too_many_items, "items above per-call cap");
+}
+
+TEST(WireCodec, LimitRequestItemsSummedOverCallsAboveTheFrameCapAreBadValues) {
+  // Four full calls and one more item: each call within kMaxLimitItemsPerCall, together
+  // one above kMaxLimitItemsPerFrame. encode() refuses to build it, so splice frames.
+  const LimitRequest four = requestOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall,
+                                      [](std::size_t) { return item("r"); });
+  const LimitRequest one = requestOf(1, 1, [](std::size_t) { return item("r"); });
+  const std::string four_bytes = encode(four);
+  const std::string one_bytes = encode(one);
+  std::string payload = u16Bytes(static_cast<std::uint16_t>(four.calls.size() + 1)) +
+                        four_bytes.substr(kPayloadAt + 2) + one_bytes.substr(kPayloadAt + 2);
+  expectBadValue(rawFrame(kProtocolVersion, 9, payload), "summed items");
+  // The four calls alone, exactly at the cap, decode.
+  EXPECT_EQ(decode(four_bytes).status, DecodeStatus::Ok);
+}
+
+TEST(WireCodec, LimitReplyOutOfRangeValuesAreBadValues) {
+  expectBadValue(patched(kOneOutcome, 10, kMaxCallStatus + 1), "status");
+  expectBadValue(patched(kOneOutcome, 13, kMaxItemResult + 1), "result");
+  expectBadValue(patched(kOneOutcome, 22, 0x80), "negative retry_after_ns");
+  // A refused call was not evaluated: outcomes with it are a contradiction...
+  expectBadValue(patched(kOneOutcome, 10, static_cast<std::uint8_t>(CallStatus::Refused)), "refused with outcomes");
+  // ...and an evaluated call has at least one item, so at least one outcome.
+  expectBadValue(patched(kOneRefusal, 10, static_cast<std::uint8_t>(CallStatus::Ok)), "ok without outcomes");
+  expectBadValue(rawFrame(kProtocolVersion, 10, u16Bytes(0)), "zero answers");
+  expectBadValue(rawFrame(kProtocolVersion, 10, u16Bytes(kMaxLimitCalls + 1)), "answers above cap");
+  std::string too_many = encode(kOneOutcome);
+  too_many[kPayloadAt + 11] = static_cast<char>((kMaxLimitItemsPerCall + 1) >> 8);
+  too_many[kPayloadAt + 12] = static_cast<char>((kMaxLimitItemsPerCall + 1) & 0xff);
+  expectBadValue(too_many, "outcomes above per-call cap");
+  EXPECT_EQ(decode(patched(kOneOutcome, 13, kMaxItemResult)).status, DecodeStatus::Ok);
+}
+
+TEST(WireCodec, LimitReplyOutcomesSummedOverAnswersAboveTheFrameCapAreBadValues) {
+  const LimitReply four = replyOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall);
+  const std::string four_bytes = encode(four);
+  const std::string one_bytes = encode(replyOf(1, 1));
+  const std::string payload = u16Bytes(static_cast<std::uint16_t>(four.answers.size() + 1)) +
+                              four_bytes.substr(kPayloadAt + 2) + one_bytes.substr(kPayloadAt + 2);
+  expectBadValue(rawFrame(kProtocolVersion, 10, payload), "summed outcomes");
+  // The four answers alone, exactly at the cap, decode.
+  EXPECT_EQ(decode(four_bytes).status, DecodeStatus::Ok);
+}
+
+TEST(WireCodec, BucketSyncOutOfRangeValuesAreBadValues) {
+  expectBadValue(patched(kOneBucket, 0, kMaxSyncReason + 1), "reason");
+  expectBadValue(patched(kOneBucket, 9, 2), "last 2");
+  expectBadValue(patched(kOneBucket, 15, kMaxAlgorithm + 1), "algorithm");
+  expectBadValue(patched(kOneBucket, 24, 0x80), "negative period_ns");
+  expectBadValue(patched(kOneBucket, 64, 2), "initialised 2");
+  expectBadValue(rawFrame(kProtocolVersion, 11, std::string(10, '\0') + u16Bytes(kMaxSyncBuckets + 1)),
+                 "buckets above cap");
+  const double refused_levels[] = {std::numeric_limits<double>::quiet_NaN(),
+                                   std::numeric_limits<double>::signaling_NaN(),
+                                   std::numeric_limits<double>::infinity(),
+                                   -std::numeric_limits<double>::infinity(),
+                                   -1.0,
+                                   -std::numeric_limits<double>::denorm_min(),
+                                   -0.0};
+  for (double level : refused_levels) {
+    expectBadValue(patched64(kOneBucket, 40, std::bit_cast<std::uint64_t>(level)), "level");
+  }
+  // Any other NaN payload too.
+  expectBadValue(patched64(kOneBucket, 40, 0x7ff0000000000001), "NaN payload");
+  // A negative stamp age is legal: a gcra TAT can lie ahead of now.
+  const DecodeResult r = decode(patched64(kOneBucket, 56, std::bit_cast<std::uint64_t>(
+                                                             std::numeric_limits<std::int64_t>::min())));
+  ASSERT_EQ(r.status, DecodeStatus::Ok) << r.detail;
+  EXPECT_EQ(std::get<BucketSync>(r.message).buckets.at(0).stamp_age_ns,
+            std::numeric_limits<std::int64_t>::min());
+}
+
+TEST(WireCodec, NegativeZeroLevelIsWrittenAsZero) {
+  BucketSync m = std::get<BucketSync>(kOneBucket);
+  m.buckets[0].level = -0.0;
+  const std::string bytes = encode(m);
+  EXPECT_EQ(bytes.substr(kPayloadAt + 40, 8), std::string(8, '\0'));
+  const DecodeResult r = decode(bytes);
+  ASSERT_EQ(r.status, DecodeStatus::Ok);
+  EXPECT_FALSE(std::signbit(std::get<BucketSync>(r.message).buckets.at(0).level));
+  expectCanonical(bytes, r);
+}
+
+TEST(WireCodec, LimitCountsAboveTheCapAreRefusedWithoutAllocating) {
+  for (auto [type, payload] : {std::pair{std::uint8_t{9}, u16Bytes(0xffff)},
+                               std::pair{std::uint8_t{10}, u16Bytes(0xffff)},
+                               std::pair{std::uint8_t{11}, std::string(10, '\0') + u16Bytes(0xffff)}}) {
+    const std::string bytes = rawFrame(kProtocolVersion, type, payload);
+    g_counted_bytes = 0;
+    g_counting = true;
+    const DecodeResult r = decode(bytes);
+    g_counting = false;
+    ASSERT_EQ(r.status, DecodeStatus::Error);
+    EXPECT_EQ(r.error, DecodeError::BadValue);
+    EXPECT_LT(g_counted_bytes.load(), 256u) << int(type);
+  }
+}
+
+TEST(WireCodec, LimitCountsTheFrameCannotHoldAreRefusedWithoutAllocating) {
+  // Counts within their caps, in frames far too short for that many elements.
+  for (auto [type, payload] : {std::pair{std::uint8_t{9}, u16Bytes(kMaxLimitCalls) + std::string(40, '\0')},
+                               std::pair{std::uint8_t{10}, u16Bytes(kMaxLimitCalls) + std::string(40, '\0')},
+                               std::pair{std::uint8_t{11}, std::string(10, '\0') + u16Bytes(kMaxSyncBuckets) +
+                                                               std::string(40, '\0')}}) {
+    const std::string bytes = rawFrame(kProtocolVersion, type, payload);
+    g_counted_bytes = 0;
+    g_counting = true;
+    const DecodeResult r = decode(bytes);
+    g_counting = false;
+    ASSERT_EQ(r.status, DecodeStatus::Error);
+    EXPECT_EQ(r.error, DecodeError::Truncated) << r.detail;
+    EXPECT_LT(g_counted_bytes.load(), 256u) << int(type);
+  }
+}
+
+TEST(WireCodec, EncodingALimitMessageOutsideTheCapsThrows) {
+  auto some = [](std::size_t) { return item("r"); };
+  EXPECT_THROW(encode(LimitRequest{}), std::invalid_argument);
+  EXPECT_THROW(encode(LimitRequest{{LimitCall{1, {}}}}), std::invalid_argument);
+  EXPECT_THROW(encode(requestOf(kMaxLimitCalls + 1, 1, some)), std::invalid_argument);
+  EXPECT_THROW(encode(requestOf(1, kMaxLimitItemsPerCall + 1, some)), std::invalid_argument);
+  EXPECT_THROW(encode(requestOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall + 1, kMaxLimitItemsPerCall, some)),
+               std::invalid_argument);
+  EXPECT_NO_THROW(encode(requestOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall, some)));
+  const auto one = [](LimitItem i) { return LimitRequest{{LimitCall{1, {std::move(i)}}}}; };
+  LimitItem bad = item("r");
+  bad.op = static_cast<LimitOp>(2);
+  EXPECT_THROW(encode(one(bad)), std::invalid_argument);
+  bad = item("r");
+  bad.algorithm = kMaxAlgorithm + 1;
+  EXPECT_THROW(encode(one(bad)), std::invalid_argument);
+  bad = item("r");
+  bad.period_ns = -1;
+  EXPECT_THROW(encode(one(bad)), std::invalid_argument);
+  EXPECT_THROW(encode(one(item(std::string(kMaxStringBytes + 1, 'k')))), std::invalid_argument);
+
+  EXPECT_THROW(encode(LimitReply{}), std::invalid_argument);
+  EXPECT_THROW(encode(replyOf(kMaxLimitCalls + 1, 1)), std::invalid_argument);
+  EXPECT_THROW(encode(replyOf(1, kMaxLimitItemsPerCall + 1)), std::invalid_argument);
+  EXPECT_THROW(encode(replyOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall + 1, kMaxLimitItemsPerCall)),
+               std::invalid_argument);
+  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {}}}}), std::invalid_argument);
+  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Refused, {LimitOutcome{}}}}}), std::invalid_argument);
+  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, static_cast<CallStatus>(2), {}}}}), std::invalid_argument);
+  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{static_cast<ItemResult>(5), 0, 0}}}}}),
+               std::invalid_argument);
+  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{ItemResult::Denied, 0, -1}}}}}),
+               std::invalid_argument);
+
+  BucketSync too_many;
+  too_many.buckets.resize(kMaxSyncBuckets + 1);
+  EXPECT_THROW(encode(too_many), std::invalid_argument);
+  EXPECT_THROW(encode(BucketSync{static_cast<SyncReason>(2), 0, true, {}}), std::invalid_argument);
+  for (double level : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(), -0.5}) {
+    EXPECT_THROW(encode(BucketSync{SyncReason::Replication, 0, true, {bucket("k", level, 0)}}), std::invalid_argument);
+  }
+  SyncedBucket bad_bucket = bucket("k", 1, 0);
+  bad_bucket.algorithm = kMaxAlgorithm + 1;
+  EXPECT_THROW(encode(BucketSync{SyncReason::Replication, 0, true, {bad_bucket}}), std::invalid_argument);
+  bad_bucket = bucket("k", 1, 0);
+  bad_bucket.period_ns = -1;
+  EXPECT_THROW(encode(BucketSync{SyncReason::Replication, 0, true, {bad_bucket}}), std::invalid_argument);
+  EXPECT_THROW(encode(BucketSync{SyncReason::Replication, 0, true,
+                                 {bucket(std::string(kMaxStringBytes + 1, 'k'), 1, 0)}}),
+               std::invalid_argument);
 }
 
 TEST(WireCodec, EveryDecodeErrorHasAName) {

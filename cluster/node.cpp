@@ -95,6 +95,8 @@ ClusterNode::ClusterNode(Loop& loop, NodeOptions options, LogSink log, std::func
 
 ClusterNode::~ClusterNode() {
   assertLoopThread();
+  // First: its pending calls are answered (Closed) while everything they touch lives.
+  limits_.reset();
   for (event* e : {tick_, heartbeat_, reap_, leave_timer_}) {
     if (e) event_free(e);
   }
@@ -284,9 +286,65 @@ bool ClusterNode::start(std::string* error) {
           "cluster_started node=" + logValue(options_.node_id) + " bind=" + logValue(options_.bind) +
               " advertise=" + logValue(advertise_) + " discovery=" + std::string(conf::discoveryName(options_.discovery)) +
               " tls=" + (tls_ ? "on" : "off") + " incarnation=" + std::to_string(incarnation_));
+  if (!options_.store) options_.capabilities &= ~(wire::kCapLimiter | wire::kCapBucketSync | wire::kCapLeases);
+  if (options_.store) {
+    auto now = options_.now ? options_.now : [] {
+      return static_cast<state::Nanos>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+    };
+    limits_ = std::make_unique<limits::LimitService>(loop_, *this, *options_.store, std::move(now));
+  }
   resolveSeeds();
   onTick();
+  publishView();
   return true;
+}
+
+void ClusterNode::setViewListener(std::function<void(std::shared_ptr<const placement::View>)> listener) {
+  assertLoopThread();
+  view_listener_ = std::move(listener);
+  view_.reset();
+}
+
+std::optional<std::uint64_t> ClusterNode::peerCapabilities(const std::string& peer) const {
+  assertLoopThread();
+  auto it = peers_.find(peer);
+  if (it == peers_.end() || !it->second.link || !it->second.link->link->established()) return std::nullopt;
+  return it->second.link->link->peer().capabilities;
+}
+
+bool ClusterNode::sendToPeer(const std::string& peer, const wire::Message& message) {
+  assertLoopThread();
+  auto it = peers_.find(peer);
+  if (it == peers_.end() || !it->second.link) return false;
+  return it->second.link->link->send(message, PeerLink::Priority::Control);
+}
+
+void ClusterNode::publishView() {
+  if (!view_listener_) return;
+  auto view = std::make_shared<placement::View>();
+  view->self = options_.node_id;
+  if (joined_ && !maintenance_ && !leaving_) {
+    view->members.push_back(options_.node_id);
+    view->region_members.push_back(options_.node_id);
+  }
+  for (const auto& pv : detector_.peers()) {
+    if (pv.status != PeerStatus::active && pv.status != PeerStatus::suspect) continue;
+    auto it = peers_.find(pv.peer);
+    if (it == peers_.end()) continue;
+    view->members.push_back(pv.peer);
+    if (it->second.region == options_.region) view->region_members.push_back(pv.peer);
+  }
+  std::sort(view->members.begin(), view->members.end());
+  std::sort(view->region_members.begin(), view->region_members.end());
+  view->quorum = currentState() != ClusterState::no_quorum;
+  if (view_ && view_->members == view->members && view_->region_members == view->region_members &&
+      view_->quorum == view->quorum) {
+    return;
+  }
+  view->epoch = view_ ? view_->epoch + 1 : 1;
+  view_ = view;
+  view_listener_(view_);
 }
 
 void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
@@ -314,6 +372,10 @@ void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
           if (probe != probes_.end() && probe->second == m.target && m.alive) {
             detector_.onIndirectAck(m.target, sinceStart());
           }
+        } else if constexpr (std::is_same_v<T, wire::LimitRequest>) {
+          if (limits_) limits_->onRequest(link->peer_id, m);
+        } else if constexpr (std::is_same_v<T, wire::LimitReply>) {
+          if (limits_) limits_->onReply(link->peer_id, m);
         }
       },
       message);
@@ -338,6 +400,7 @@ void ClusterNode::setMaintenance(bool enabled) {
   maintenance_ = enabled;
   // Tell the peers now rather than at the next heartbeat.
   onHeartbeat();
+  publishView();
 }
 
 void ClusterNode::handleMemberList(const wire::MemberList& list) {
@@ -488,6 +551,7 @@ void ClusterNode::applyTransitions(const std::vector<membership::Transition>& tr
     emit("cluster_state_changed", "");
   }
   if (!transitions.empty()) gossip();
+  publishView();
 }
 
 void ClusterNode::emit(const std::string& name, const std::string& node_id) {
@@ -520,6 +584,8 @@ void ClusterNode::leave(std::function<void()> done) {
     return;
   }
   leaving_ = true;
+  limits_.reset();
+  publishView();
   for (event* e : {tick_, heartbeat_}) {
     if (e) event_del(e);
   }

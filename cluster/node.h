@@ -38,12 +38,15 @@
 #include <vector>
 
 #include "cluster/accept_guard.h"
+#include "cluster/limits/service.h"
 #include "cluster/log_sink.h"
 #include "cluster/loop.h"
 #include "cluster/membership/failure_detector.h"
+#include "cluster/placement/view.h"
 #include "cluster/transport/handshake_slots.h"
 #include "cluster/transport/peer_link.h"
 #include "conf/config.h"
+#include "state/bucket_store.h"
 
 struct event;
 struct evconnlistener;
@@ -84,6 +87,13 @@ struct NodeOptions {
   transport::LinkLimits link_limits;
   std::size_t max_pending_links = 64;  // links still in their handshake
   std::size_t max_pending_per_address = 8;  // of those, from one source address
+  // The node's bucket store, for the keys it owns (limits/service.h); none: this node
+  // neither asks nor answers for cluster-scope rules. `now` is the limiter's clock.
+  state::BucketStore* store = nullptr;
+  std::function<state::Nanos()> now;
+  // What this node announces in its Hello (wire::kCap*). Tests lower it to play an
+  // older node; without a store the node has no limiter to offer.
+  std::uint64_t capabilities = wire::kOwnCapabilities;
 };
 
 NodeOptions nodeOptionsFrom(const conf::Config& config);
@@ -119,7 +129,7 @@ struct ClusterCounters {
   std::uint64_t connections_shed = 0;
 };
 
-class ClusterNode final : public transport::PeerLink::Owner {
+class ClusterNode final : public transport::PeerLink::Owner, public limits::PeerDirectory {
  public:
   ClusterNode(Loop& loop, NodeOptions options, LogSink log, std::function<NodeLoad()> load);
   ~ClusterNode();
@@ -141,6 +151,16 @@ class ClusterNode final : public transport::PeerLink::Owner {
   ClusterCounters counters() const;
   const std::string& advertise() const { return advertise_; }
   std::uint16_t boundPort() const;
+
+  // The rate-limit service (nullptr without a store, or after leave()).
+  limits::LimitService* limits() { return limits_.get(); }
+  // Called on the loop thread with every new placement view (membership changed), and
+  // at once with the current one. Set before start().
+  void setViewListener(std::function<void(std::shared_ptr<const placement::View>)> listener);
+
+  // limits::PeerDirectory
+  std::optional<std::uint64_t> peerCapabilities(const std::string& peer) const override;
+  bool sendToPeer(const std::string& peer, const wire::Message& message) override;
 
  private:
   struct Link;
@@ -192,6 +212,9 @@ class ClusterNode final : public transport::PeerLink::Owner {
   bool isMemberAddress(const std::string& source) const;
   // Call after any peer's address or a seed's resolved endpoints change.
   void rebuildMemberAddresses();
+  // Builds the placement view and hands it to the listener when it differs from the
+  // last one published.
+  void publishView();
 
   Loop& loop_;
   NodeOptions options_;
@@ -235,6 +258,9 @@ class ClusterNode final : public transport::PeerLink::Owner {
   ClusterCounters counters_;
   RefusalBudget refusals_;
   transport::HandshakeSlots handshake_slots_;  // accepted links in their handshake
+  std::unique_ptr<limits::LimitService> limits_;
+  std::function<void(std::shared_ptr<const placement::View>)> view_listener_;
+  std::shared_ptr<const placement::View> view_;  // the last one published
 };
 
 }  // namespace zetian::cluster

@@ -173,7 +173,8 @@ void ClusterNode::dial(const std::string& endpoint, const std::string& expected_
   auto link = std::make_unique<Link>();
   link->dialed = endpoint;
   link->peer_id = expected_id;  // a hint until the handshake says who it really is
-  wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_};
+  wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_,
+                          options_.capabilities};
   link->link = std::make_unique<PeerLink>(bev, PeerLink::Role::Initiator, tls_ != nullptr, endpoint,
                                           std::move(self), options_.secret, *this, options_.link_limits);
   link->link->start();
@@ -265,7 +266,8 @@ void ClusterNode::onAccept(int fd, const sockaddr* addr, int) {
     return;
   }
   auto link = std::make_unique<Link>();
-  wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_};
+  wire::NodeIdentity self{options_.node_id, advertise_, options_.cluster_id, options_.region, incarnation_,
+                          options_.capabilities};
   link->link = std::make_unique<PeerLink>(bev, PeerLink::Role::Acceptor, tls_ != nullptr, remote, std::move(self),
                                           options_.secret, *this, options_.link_limits);
   link->handshake_slot = decision.slot;
@@ -302,7 +304,9 @@ void ClusterNode::dropLink(Link* link) {
   counters_.bytes_sent += link->link->bytesSent();
   counters_.bytes_received += link->link->bytesReceived();
   for (auto& [id, peer] : peers_) {
-    if (peer.link == link) peer.link = nullptr;
+    if (peer.link != link) continue;
+    peer.link = nullptr;
+    if (limits_) limits_->onPeerDown(id);
   }
   if (!link->dialed.empty() && !link->peer_id.empty()) {
     if (auto it = peers_.find(link->peer_id); it != peers_.end() && it->second.address == link->dialed) {

@@ -1,19 +1,19 @@
 #include "plugin/engine.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 
 #include "conf/text.h"
 #include "plugin/accounts.h"
+#include "plugin/check_support.h"
 #include "plugin/reload_settings.h"
 
 namespace zetian::plugin {
 
 namespace {
-
-const conf::Cidr kLoopback4 = *conf::Cidr::parse("127.0.0.0/8");
-const conf::Cidr kLoopback6 = *conf::Cidr::parse("::1/128");
 
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 // Binding the listeners takes milliseconds; this only bounds a cluster thread that
@@ -25,37 +25,6 @@ constexpr auto kStartTimeout = std::chrono::milliseconds(30'000);
 // 256 steps, about 26 s.
 constexpr std::size_t kExpirySlotsPerStep = 4096;
 constexpr auto kExpiryInterval = std::chrono::milliseconds(100);
-
-void copyTruncated(char* dst, std::size_t size, std::string_view src) {
-  std::size_t n = std::min(size - 1, src.size());
-  std::memcpy(dst, src.data(), n);
-  dst[n] = '\0';
-}
-
-void fillContinue(zetian_verdict* v) {
-  v->action = ZETIAN_CONTINUE;
-  v->rcode[0] = v->xcode[0] = v->text[0] = v->rule[0] = '\0';
-}
-
-Verdict verdictFor(conf::Action action) {
-  switch (action) {
-    case conf::Action::Tempfail: return Verdict::Tempfail;
-    case conf::Action::Reject: return Verdict::Reject;
-    case conf::Action::Tag: return Verdict::Tag;
-    case conf::Action::Quarantine: return Verdict::Quarantine;
-    case conf::Action::DryRun: return Verdict::DryRun;
-  }
-  return Verdict::Tempfail;
-}
-
-bool appliesToSender(const conf::Rule& rule, const SessionFacts& facts) {
-  switch (rule.senders) {
-    case conf::SenderFilter::Any: return true;
-    case conf::SenderFilter::Null: return facts.sender && facts.sender->null;
-    case conf::SenderFilter::NonNull: return facts.sender && !facts.sender->null;
-  }
-  return true;
-}
 
 std::string optionOctal(const std::optional<unsigned>& v) {
   if (!v) return "";
@@ -125,9 +94,39 @@ const PolicySnapshot* Engine::pinPolicy() const {
 
 void Engine::unpinPolicy() { t_check_slot.pinned.store(0, std::memory_order_release); }
 
+namespace {
+
+// Test hooks, read once from the environment: nodes' clocks offset from each other
+// (ZETIAN_TEST_CLOCK_OFFSET_S, signed seconds added to the limiter's clock) and a node
+// that announces fewer capabilities, as an older version would
+// (ZETIAN_TEST_CAPABILITIES, the wire::kCap* bits as a decimal number). Start-up logs a
+// warning when either is set. Malformed values are ignored.
+std::optional<long long> testHook(const char* name) {
+  const char* text = std::getenv(name);
+  if (!text || !*text) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text, &end, 10);
+  if (errno != 0 || *end != '\0') return std::nullopt;
+  return value;
+}
+
+state::Nanos clockOffset() {
+  static const state::Nanos offset = [] {
+    const auto seconds = testHook("ZETIAN_TEST_CLOCK_OFFSET_S");
+    // Bounded to a century either way, far from overflowing the clock.
+    constexpr long long kMax = 100LL * 365 * 24 * 3600;
+    return seconds ? std::clamp(*seconds, -kMax, kMax) * state::kNanosPerSecond : state::Nanos{0};
+  }();
+  return offset;
+}
+
+}  // namespace
+
 state::Nanos Engine::now() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+             .count() +
+         clockOffset();
 }
 
 std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std::vector<conf::Override> overrides,
@@ -154,7 +153,8 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
     : config_(std::move(config)),
       config_path_(std::move(path)),
       overrides_(std::move(overrides)),
-      default_action_(config_.milter.default_action) {
+      default_action_(config_.milter.default_action),
+      check_timeout_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.cluster.check_timeout)) {
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
   store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
   publish(config_.policy, nullptr);
@@ -247,7 +247,19 @@ bool Engine::start(Errors* errors) {
             static_cast<std::uint32_t>(metrics_.sessions_active.load(std::memory_order_relaxed)),
             messages_per_s_.load(std::memory_order_relaxed)};
       };
-      node_ = std::make_unique<cluster::ClusterNode>(loop_, cluster::nodeOptionsFrom(config_), sink, load);
+      cluster::NodeOptions node_options = cluster::nodeOptionsFrom(config_);
+      node_options.store = store_.get();
+      node_options.now = [] { return Engine::now(); };
+      if (const auto caps = testHook("ZETIAN_TEST_CAPABILITIES")) {
+        node_options.capabilities = static_cast<std::uint64_t>(*caps);
+        logger_->log(conf::LogLevel::Warn, "test_hook ZETIAN_TEST_CAPABILITIES=" + std::to_string(*caps));
+      }
+      if (clockOffset() != 0) {
+        logger_->log(conf::LogLevel::Warn, "test_hook ZETIAN_TEST_CLOCK_OFFSET_S=" +
+                                               std::to_string(clockOffset() / state::kNanosPerSecond));
+      }
+      node_ = std::make_unique<cluster::ClusterNode>(loop_, std::move(node_options), sink, load);
+      node_->setViewListener([this](std::shared_ptr<const cluster::placement::View> view) { setView(std::move(view)); });
       std::string error;
       if (!node_->start(&error)) {
         node_.reset();
@@ -393,149 +405,6 @@ void Engine::internalFailure(const char* where, const char* what, zetian_verdict
   logger_->log(conf::LogLevel::Error, std::string("internal_error where=") + where + " error=" + logValue(what) +
                                           " action=" + option("milter.default_action"));
   fillDefaultAction(verdict, defaultAction(), "Temporary failure in the rate limiter, try again later");
-}
-
-void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, std::string_view key,
-                         const state::Outcome& outcome, Verdict verdict) {
-  const bool denial = verdict != Verdict::Allow;
-  const auto level = denial ? conf::LogLevel::Info : conf::LogLevel::Debug;
-  if (!logger_->enabled(level)) return;
-  std::string line = denial ? "deny" : "decision";
-  line += " session=" + std::to_string(s.id) + " stage=" + std::string(conf::stageName(stage)) +
-          " rule=" + logValue(c.rule.name) + " key=" + logValue(key) + " verdict=" + verdictName(verdict);
-  if (verdict == Verdict::DryRun) line += " dry_run=would_deny";
-  line += " remaining=" + std::to_string(static_cast<long long>(outcome.remaining));
-  if (denial) {
-    line += " retry_after_ms=" + std::to_string(outcome.retry_after_ns / 1'000'000);
-    line += " limit=" + std::to_string(c.rule.limit) + "/" + conf::formatDuration(c.rule.period);
-  }
-  if (s.facts.client_ip) line += " client=" + s.facts.client_ip_text;
-  if (s.facts.sender) line += " sender=" + logValue(s.facts.sender->normalized());
-  logger_->log(level, line);
-}
-
-int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict) {
-  const state::Nanos started = now();
-  fillContinue(verdict);
-  if (stage == conf::Stage::Connect && maintenance_.load(std::memory_order_relaxed) && s.facts.client_ip &&
-      !kLoopback4.contains(*s.facts.client_ip) && !kLoopback6.contains(*s.facts.client_ip)) {
-    // Draining: 421 closes the SMTP session at once and the client tries another MX.
-    // Loopback is spared: local submission, monitoring, and Postfix's non-SMTP mail
-    // (which must never be refused) all come from there.
-    verdict->action = ZETIAN_TEMPFAIL;
-    std::snprintf(verdict->rcode, sizeof verdict->rcode, "421");
-    std::snprintf(verdict->xcode, sizeof verdict->xcode, "4.3.2");
-    std::snprintf(verdict->text, sizeof verdict->text, "%s", "This server is in maintenance, please try another");
-    std::snprintf(verdict->rule, sizeof verdict->rule, "%s", "maintenance");
-    metrics_.maintenance_refusals_total.fetch_add(1, std::memory_order_relaxed);
-    if (logger_->enabled(conf::LogLevel::Debug)) {
-      logger_->log(conf::LogLevel::Debug, "maintenance_refused session=" + std::to_string(s.id) +
-                                              " client=" + s.facts.client_ip_text);
-    }
-    return ZETIAN_TEMPFAIL;
-  }
-  std::optional<Address> rcpt;
-  switch (stage) {
-    case conf::Stage::Connect:
-    case conf::Stage::Data:
-      break;
-    case conf::Stage::Helo:
-      s.facts.helo = toLowerAscii(arg ? arg : "");
-      break;
-    case conf::Stage::Mail:
-      resetMessage(s);
-      s.facts.sender = Address::parse(arg ? arg : "");
-      metrics_.messages_total.fetch_add(1, std::memory_order_relaxed);
-      break;
-    case conf::Stage::Rcpt:
-      rcpt = Address::parse(arg ? arg : "");
-      break;
-  }
-  if (stage == conf::Stage::Helo && s.helo_passed) return ZETIAN_CONTINUE;
-
-  const PolicySnapshot* snap = pinPolicy();
-  struct Unpin {
-    ~Unpin() { unpinPolicy(); }
-  } unpin;
-  const auto& rule_indices = snap->by_stage[std::size_t(stage)];
-  if (rule_indices.empty()) {
-    if (stage == conf::Stage::Helo) s.helo_passed = true;
-    return ZETIAN_CONTINUE;
-  }
-  if (s.facts.client_ip) {
-    for (const auto& cidr : snap->policy.exempt) {
-      if (cidr.contains(*s.facts.client_ip)) {
-        metrics_.exempt_address_total.fetch_add(1, std::memory_order_relaxed);
-        return ZETIAN_CONTINUE;
-      }
-    }
-  }
-  if (snap->policy.exempt_authenticated && !s.facts.sasl_user.empty()) {
-    metrics_.exempt_authenticated_total.fetch_add(1, std::memory_order_relaxed);
-    return ZETIAN_CONTINUE;
-  }
-
-  // Charge each rule in order. The first blocking denial decides, and everything this
-  // call charged before it is given back: a refused message or recipient costs nothing.
-  // The store keys ("rule\0value") are built in one per-thread buffer, so a check
-  // allocates nothing once the thread has warmed up.
-  thread_local std::string keys;                        // every charged key, back to back
-  thread_local std::vector<std::pair<const CompiledRule*, std::size_t>> charged;  // rule, end in `keys`
-  keys.clear();
-  charged.clear();
-  const std::size_t marks_before = s.marks.size();
-  constexpr std::uint64_t kCost = 1;
-  for (std::size_t index : rule_indices) {
-    const CompiledRule& c = snap->rules[index];
-    if (!appliesToSender(c.rule, s.facts)) continue;
-    const std::size_t begin = keys.size();
-    keys += c.key_prefix;
-    if (!appendKey(c.rule, s.facts, rcpt ? &*rcpt : nullptr, keys)) {
-      keys.resize(begin);
-      continue;
-    }
-    const std::string_view store_key = std::string_view(keys).substr(begin);
-    const std::string_view key = store_key.substr(c.key_prefix.size());
-    state::Outcome outcome = store_->charge(store_key, c.rule.algorithm, c.limit, started, kCost);
-    if (outcome.allowed) {
-      c.counters->count(Verdict::Allow);
-      logDecision(s, stage, c, key, outcome, Verdict::Allow);
-      charged.emplace_back(&c, keys.size());
-      continue;
-    }
-    const Verdict v = verdictFor(c.rule.action);
-    c.counters->count(v);
-    logDecision(s, stage, c, key, outcome, v);
-    if (v == Verdict::Tag || v == Verdict::Quarantine) {
-      s.marks.push_back({c.rule.action, c.rule.name,
-                         "rule=" + c.rule.name + "; limit=" + std::to_string(c.rule.limit) + "/" +
-                             conf::formatDuration(c.rule.period)});
-      keys.resize(begin);
-      continue;
-    }
-    if (v == Verdict::DryRun) {
-      keys.resize(begin);
-      continue;
-    }
-
-    std::size_t done_begin = 0;
-    for (const auto& [rule, end] : charged) {
-      store_->refund(std::string_view(keys).substr(done_begin, end - done_begin), rule->rule.algorithm, rule->limit,
-                     started, kCost);
-      done_begin = end;
-    }
-    s.marks.resize(marks_before);
-    Reply reply = renderReply(c.rule, std::string(key), outcome.retry_after_ns);
-    verdict->action = v == Verdict::Reject ? ZETIAN_REJECT : ZETIAN_TEMPFAIL;
-    copyTruncated(verdict->rcode, sizeof verdict->rcode, reply.rcode);
-    copyTruncated(verdict->xcode, sizeof verdict->xcode, reply.xcode);
-    copyTruncated(verdict->text, sizeof verdict->text, reply.text);
-    copyTruncated(verdict->rule, sizeof verdict->rule, c.rule.name);
-    break;
-  }
-  if (stage == conf::Stage::Helo && verdict->action == ZETIAN_CONTINUE) s.helo_passed = true;
-  metrics_.decision_latency.observe(now() - started);
-  return verdict->action;
 }
 
 void Engine::eom(Session& s, zetian_header_fn add_header, zetian_quarantine_fn quarantine, void* ctx) {

@@ -29,6 +29,7 @@
 #include "cluster/health_server.h"
 #include "cluster/loop.h"
 #include "cluster/node.h"
+#include "cluster/placement/view.h"
 #include "conf/config.h"
 #include "conf/load.h"
 #include "plugin/keys.h"
@@ -39,6 +40,8 @@
 #include "state/bucket_store.h"
 
 namespace zetian::plugin {
+
+namespace wire = cluster::wire;
 
 using Errors = std::vector<std::string>;
 
@@ -92,7 +95,20 @@ class Engine final : public cluster::AdminApi {
 
   std::unique_ptr<Session> openSession(const char* client_addr, const char* client_name);
   void closeSession(std::unique_ptr<Session> session);
+  // Decides a stage: locally, or asking the owners of cluster-scope keys and waiting at
+  // most cluster.check_timeout (check.cpp).
   int check(Session& session, conf::Stage stage, const char* arg, zetian_verdict* verdict);
+  // The same decision without waiting: `done` runs exactly once, after *verdict is
+  // filled, inline when every rule was decided here, else on the cluster thread (also
+  // on timeout and at shutdown). The session and verdict must live until then, and the
+  // session must not be used meanwhile.
+  void checkAsync(Session& session, conf::Stage stage, const char* arg, zetian_verdict* verdict,
+                  std::function<void()> done);
+
+  // The placement view the cluster thread published last (none before the cluster starts).
+  std::shared_ptr<const cluster::placement::View> view() const;
+
+  struct CheckJob;
   void eom(Session& session, zetian_header_fn add_header, zetian_quarantine_fn quarantine, void* ctx);
   void resetMessage(Session& session);
 
@@ -134,7 +150,19 @@ class Engine final : public cluster::AdminApi {
   void startHousekeeping();
   static void onHousekeeping(Engine* self);
   void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,
-                   const state::Outcome& outcome, Verdict verdict);
+                   const wire::LimitOutcome& outcome, Verdict verdict);
+  // The steps of a check (check.cpp).
+  bool prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const char* arg);
+  void evaluateLocally(CheckJob& job, std::size_t group);
+  void fallBack(CheckJob& job, std::size_t group, cluster::limits::FallbackReason reason);
+  void sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void()> all_answered);
+  void finishCheck(CheckJob& job);
+  void refundCharged(CheckJob& job);
+  bool maintenanceRefusal(const Session& s, conf::Stage stage, zetian_verdict* verdict);
+  void setView(std::shared_ptr<const cluster::placement::View> view);
+  void noteFallback(const std::string& owner, cluster::limits::FallbackReason reason, conf::FailMode mode,
+                    const CompiledRule& rule);
+  void noteAnswered(const std::string& owner);
 
   // Node part as opened: what a reload compares against to name the settings needing a
   // restart (the two applied live are held by logger_ and default_action_). Policy
@@ -174,6 +202,21 @@ class Engine final : public cluster::AdminApi {
   // Drain: new SMTP sessions from non-loopback clients get 421 4.3.2 at connect, and
   // the cluster shows this node as `maintenance`. Set over the health socket only.
   std::atomic<bool> maintenance_{false};
+
+  // Cluster-scope rules: the placement view (published by the cluster thread) and how
+  // long a check waits for an owner.
+  mutable std::mutex view_mutex_;  // guards view_
+  std::shared_ptr<const cluster::placement::View> view_;
+  const std::chrono::milliseconds check_timeout_;
+  // Fallback episodes by owner ("" for no quorum), for one log line per episode.
+  struct Episode {
+    cluster::limits::FallbackReason reason{};
+    std::uint64_t fallbacks = 0;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::mutex episodes_mutex_;  // guards episodes_
+  std::map<std::string, Episode> episodes_;
+  std::atomic<std::size_t> episodes_open_{0};
 
   cluster::Loop loop_;
   // Owned by the loop thread: created and destroyed there.

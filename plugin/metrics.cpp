@@ -77,6 +77,15 @@ void Metrics::renderRules(std::string& out) const {
              "\"} " + std::to_string(counters->decisions[v].load()) + "\n";
     }
   }
+  out += "# HELP zetian_fallbacks_total Cluster-scope checks decided without the key owner (by fail_mode), by rule and reason.\n";
+  out += "# TYPE zetian_fallbacks_total counter\n";
+  for (const auto& [name, counters] : rules_) {
+    for (std::size_t r = 0; r < cluster::limits::kFallbackReasons; ++r) {
+      out += "zetian_fallbacks_total{rule=\"" + promLabel(name) + "\",reason=\"" +
+             std::string(cluster::limits::nameOf(cluster::limits::FallbackReason(r))) + "\"} " +
+             std::to_string(counters->fallbacks[r].load(std::memory_order_relaxed)) + "\n";
+    }
+  }
 }
 
 std::string promLabel(const std::string& value) {

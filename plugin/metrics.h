@@ -6,6 +6,8 @@
 // sees a counter go backwards.
 #pragma once
 
+#include "cluster/limits/service.h"
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -49,7 +51,12 @@ const char* verdictName(Verdict v);
 
 struct RuleCounters {
   std::array<StripedCounter, std::size_t(Verdict::kCount)> decisions{};
+  // Checks decided without the key's owner, by FallbackReason (zetian_fallbacks_total).
+  std::array<std::atomic<std::uint64_t>, cluster::limits::kFallbackReasons> fallbacks{};
   void count(Verdict v) { decisions[std::size_t(v)].fetch_add(1); }
+  void fallback(cluster::limits::FallbackReason reason) {
+    fallbacks[std::size_t(reason)].fetch_add(1, std::memory_order_relaxed);
+  }
 };
 
 class LatencyHistogram {

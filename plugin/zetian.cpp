@@ -14,13 +14,16 @@
 // into C is undefined behaviour, whatever its type.
 #include "plugin/zetian.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "plugin/accounts.h"
@@ -404,6 +407,60 @@ int zetian_session_check(zetian_session* s, zetian_stage stage, const char* arg,
   }
   if (verdict) copyOut(full, verdict);
   return full.action;
+}
+
+int zetian_session_check_async(zetian_session* s, zetian_stage stage, const char* arg, zetian_check_fn callback,
+                               void* ctx) {
+  if (!callback) return 1;
+  // The verdict lives with the call until the callback has run.
+  struct Call {
+    zetian_verdict verdict = ZETIAN_VERDICT_INIT;
+    zetian_check_fn callback;
+    void* ctx;
+    std::atomic<bool> returned{false};  // checkAsync() has returned
+    std::atomic<bool> fired{false};     // the callback ran: never twice
+  };
+  auto call = std::make_shared<Call>();
+  call->callback = callback;
+  call->ctx = ctx;
+  auto finish = [call] {
+    if (!call->fired.exchange(true)) call->callback(call->ctx, &call->verdict, call->verdict.action);
+  };
+  std::atomic<bool> inline_done{false};
+  try {
+    if (!s) {
+      fillRefused(&call->verdict, zetian::conf::DefaultAction::Accept);
+    } else if (!s->owner) {
+      fillRefused(&call->verdict, s->refused_action);
+    } else if (s->owner->closing.load(std::memory_order_relaxed)) {
+      fillRefused(&call->verdict, s->owner->engine->defaultAction());
+    } else {
+      Engine& engine = *s->owner->engine;
+      try {
+        if (!s->session) throw std::runtime_error("session could not be created");
+        const std::thread::id caller = std::this_thread::get_id();
+        engine.checkAsync(*s->session, toStage(stage), arg, &call->verdict, [call, finish, caller, &inline_done] {
+          // Inline: report after returning from checkAsync (the caller's frame is
+          // still there); later: call back now.
+          if (std::this_thread::get_id() == caller && !call->returned.load()) {
+            inline_done.store(true);
+            return;
+          }
+          finish();
+        });
+        call->returned.store(true);
+        if (!inline_done.load()) return 0;
+      } catch (const std::exception& e) {
+        engine.internalFailure("check", e.what(), &call->verdict);
+      } catch (...) {
+        engine.internalFailure("check", "unknown exception", &call->verdict);
+      }
+    }
+  } catch (...) {
+    fillRefused(&call->verdict, s ? s->refused_action : zetian::conf::DefaultAction::Accept);
+  }
+  finish();
+  return 1;
 }
 
 void zetian_session_eom(zetian_session* s, zetian_header_fn add_header, zetian_quarantine_fn quarantine,

@@ -51,7 +51,7 @@ extern "C" {
 #endif
 
 /* 2: zetian_verdict starts with its size; zetian_abi_version(). */
-#define ZETIAN_ABI_VERSION 2
+#define ZETIAN_ABI_VERSION 3
 
 typedef struct zetian_engine zetian_engine;
 typedef struct zetian_session zetian_session;
@@ -180,6 +180,19 @@ void zetian_session_set_sasl_user(zetian_session* session, const char* login);
  * returned. After zetian_engine_close() began: milter.default_action. */
 int zetian_session_check(zetian_session* session, zetian_stage stage, const char* arg,
                          zetian_verdict* verdict);
+
+/* The asynchronous form, for hosts that run one event loop for many sessions: the same
+ * decision as zetian_session_check(), without waiting for other nodes. `callback` runs
+ * exactly once with the verdict (valid during the call only) and the action: inline,
+ * before this function returns, when every rule was decided on this node (returns 1);
+ * otherwise later on the engine's cluster thread, also when an owner does not answer
+ * within cluster.check_timeout and when the engine closes (returns 0). Until then the
+ * session must not be used or closed. The callback must be quick and must not call
+ * back into the engine for this session; hand the verdict to your own loop. NULL
+ * callback: nothing is checked and 1 is returned. */
+typedef void (*zetian_check_fn)(void* ctx, const zetian_verdict* verdict, int action);
+int zetian_session_check_async(zetian_session* session, zetian_stage stage, const char* arg,
+                               zetian_check_fn callback, void* ctx);
 
 /* End of message: call `add_header` for each header a tag rule asks for, and
  * `quarantine` once when a quarantine rule matched. Either callback may be NULL, and

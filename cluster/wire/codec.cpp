@@ -20,13 +20,13 @@ constexpr std::size_t kMinMemberBytes = 3 * 2 + 1 + 8;
 
 // Limit messages, field by field; the smallest encodings bound the counts a frame can
 // hold before anything is reserved.
-constexpr std::size_t kLimitItemFixedBytes = 1 + 2 + 1 + 8 + 8 + 8 + 8 + 1;  // key empty
-constexpr std::size_t kMaxLimitItemBytes = kLimitItemFixedBytes + kMaxStringBytes;
+constexpr std::size_t kLimitItemFixedBytes = 1 + 2 + 2 + 1 + 8 + 8 + 8 + 8 + 1;  // key, placement empty
+constexpr std::size_t kMaxLimitItemBytes = kLimitItemFixedBytes + kMaxStringBytes + kMaxPlacementBytes;
 constexpr std::size_t kLimitCallHeaderBytes = 8 + 2;
 constexpr std::size_t kMinLimitCallBytes = kLimitCallHeaderBytes + kLimitItemFixedBytes;
 constexpr std::size_t kLimitOutcomeBytes = 1 + 8 + 8;
 constexpr std::size_t kLimitAnswerHeaderBytes = 8 + 1 + 2;  // a Refused answer is just this
-constexpr std::size_t kSyncedBucketFixedBytes = 2 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 1;
+constexpr std::size_t kSyncedBucketFixedBytes = 2 + 2 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 1;
 constexpr std::size_t kBucketSyncHeaderBytes = 1 + 8 + 1 + 2;
 constexpr std::size_t kFrameHeaderBytes = 2;  // version, type
 
@@ -41,7 +41,7 @@ static_assert(kFrameHeaderBytes + 2 + kMaxLimitCalls * kLimitAnswerHeaderBytes +
                   kMaxFrameBytes,
               "a LimitReply at its caps must fit in one frame");
 static_assert(kFrameHeaderBytes + kBucketSyncHeaderBytes +
-                      kMaxSyncBuckets * (kSyncedBucketFixedBytes + kMaxStringBytes) <=
+                      kMaxSyncBuckets * (kSyncedBucketFixedBytes + kMaxStringBytes + kMaxPlacementBytes) <=
                   kMaxFrameBytes,
               "a BucketSync at its caps must fit in one frame");
 static_assert(kMaxLimitItemsPerCall <= kMaxLimitItemsPerFrame && kMaxLimitCalls <= 0xffff &&
@@ -65,9 +65,9 @@ class Writer {
     out_.append(reinterpret_cast<const char*>(data), size);
   }
 
-  void str(std::string_view s, const char* what) {
-    if (s.size() > kMaxStringBytes) {
-      throw std::invalid_argument(std::string("wire: ") + what + " longer than kMaxStringBytes");
+  void str(std::string_view s, const char* what, std::size_t max = kMaxStringBytes) {
+    if (s.size() > max) {
+      throw std::invalid_argument(std::string("wire: ") + what + " longer than " + std::to_string(max) + " bytes");
     }
     u16(static_cast<std::uint16_t>(s.size()));
     out_.append(s);
@@ -134,12 +134,12 @@ class Reader {
     return out;
   }
 
-  std::string str(const char* what) {
+  std::string str(const char* what, std::size_t max = kMaxStringBytes) {
     const std::size_t size = u16();
     if (!ok()) return {};
-    if (size > kMaxStringBytes) {
+    if (size > max) {
       fail(DecodeError::BadValue, std::string(what) + " length " + std::to_string(size) +
-                                      " above " + std::to_string(kMaxStringBytes));
+                                      " above " + std::to_string(max));
       return {};
     }
     if (!take(size, what)) return {};
@@ -284,6 +284,7 @@ void writePayload(Writer& w, const LimitRequest& m) {
       require(item.period_ns >= 0, "limit item period_ns negative");
       w.u8(static_cast<std::uint8_t>(item.op));
       w.str(item.key, "limit item key");
+      w.str(item.placement, "limit item placement", kMaxPlacementBytes);
       w.u8(item.algorithm);
       w.u64(item.limit);
       w.i64(item.period_ns);
@@ -330,6 +331,7 @@ void writePayload(Writer& w, const BucketSync& m) {
     require(bucket.period_ns >= 0, "synced bucket period_ns negative");
     require(std::isfinite(bucket.level) && bucket.level >= 0, "synced bucket level not finite and >= 0");
     w.str(bucket.key, "synced bucket key");
+    w.str(bucket.placement, "synced bucket placement", kMaxPlacementBytes);
     w.u8(bucket.algorithm);
     w.u64(bucket.limit);
     w.i64(bucket.period_ns);
@@ -419,6 +421,7 @@ LimitItem readLimitItem(Reader& r) {
   LimitItem item;
   item.op = static_cast<LimitOp>(r.upTo(kMaxLimitOp, "limit item op"));
   item.key = r.str("limit item key");
+  item.placement = r.str("limit item placement", kMaxPlacementBytes);
   item.algorithm = r.upTo(kMaxAlgorithm, "limit item algorithm");
   item.limit = r.u64();
   item.period_ns = r.nonNegative("limit item period_ns");
@@ -487,6 +490,7 @@ LimitReply readLimitReply(Reader& r) {
 SyncedBucket readSyncedBucket(Reader& r) {
   SyncedBucket bucket;
   bucket.key = r.str("synced bucket key");
+  bucket.placement = r.str("synced bucket placement", kMaxPlacementBytes);
   bucket.algorithm = r.upTo(kMaxAlgorithm, "synced bucket algorithm");
   bucket.limit = r.u64();
   bucket.period_ns = r.nonNegative("synced bucket period_ns");

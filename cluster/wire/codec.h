@@ -151,6 +151,7 @@ inline constexpr std::size_t kMaxLimitCalls = 256;      // calls in one LimitReq
 inline constexpr std::size_t kMaxLimitItemsPerCall = 128;
 inline constexpr std::size_t kMaxLimitItemsPerFrame = 512;  // summed over the calls of one frame
 inline constexpr std::size_t kMaxSyncBuckets = 512;
+inline constexpr std::size_t kMaxPlacementBytes = 64;
 
 enum class LimitOp : std::uint8_t { Charge = 0, Refund = 1 };
 inline constexpr std::uint8_t kMaxLimitOp = static_cast<std::uint8_t>(LimitOp::Refund);
@@ -165,6 +166,10 @@ struct LimitItem {
   std::uint64_t burst = 0;
   std::uint64_t cost = 0;
   bool blocking = false;  // a denial of this item stops the call: the owner gives back what the call charged
+  // Travels right after `key`. The string placement hashed to find the owner, when it is not `key` itself
+  // ([affinity] method = "source_ip": "ip:" and the client address); at most
+  // kMaxPlacementBytes. Replicas and hand-offs follow it.
+  std::string placement;
   bool operator==(const LimitItem&) const = default;
 };
 
@@ -228,6 +233,7 @@ struct SyncedBucket {
   std::uint64_t count = 0;
   std::int64_t stamp_age_ns = 0;
   bool initialised = false;
+  std::string placement;  // as in LimitItem (travels right after `key`)
   bool operator==(const SyncedBucket&) const = default;
 };
 

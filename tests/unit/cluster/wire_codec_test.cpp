@@ -54,7 +54,7 @@ std::string storeKey(std::string_view rule, std::string_view value) {
 }
 
 LimitItem item(std::string key, std::uint64_t cost = 1, bool blocking = true) {
-  return LimitItem{LimitOp::Charge, std::move(key), 2, 100, 3'600'000'000'000, 10, cost, blocking};
+  return LimitItem{LimitOp::Charge, std::move(key), 2, 100, 3'600'000'000'000, 10, cost, blocking, "ip:192.0.2.1"};
 }
 
 // The largest item: every string and number at its bound.
@@ -63,7 +63,7 @@ LimitItem largestItem(std::size_t i) {
   key[0] = static_cast<char>(i & 0xff);
   key[1] = '\0';
   return LimitItem{LimitOp::Refund, key, kMaxAlgorithm, ~std::uint64_t{0},
-                   std::numeric_limits<std::int64_t>::max(), ~std::uint64_t{0}, ~std::uint64_t{0}, true};
+                   std::numeric_limits<std::int64_t>::max(), ~std::uint64_t{0}, ~std::uint64_t{0}, true, std::string(kMaxPlacementBytes, 'p')};
 }
 
 // `calls` calls sharing `items_per_call` items each, built by make(i) for the i-th item.
@@ -94,7 +94,7 @@ LimitReply replyOf(std::size_t answers, std::size_t outcomes_per_answer) {
 }
 
 SyncedBucket bucket(std::string key, double level, std::int64_t stamp_age_ns) {
-  return SyncedBucket{std::move(key), 1, 100, 60'000'000'000, 20, level, 7, stamp_age_ns, true};
+  return SyncedBucket{std::move(key), 1, 100, 60'000'000'000, 20, level, 7, stamp_age_ns, true, "ip:2001:db8::1"};
 }
 
 BucketSync largestSync() {
@@ -105,7 +105,7 @@ BucketSync largestSync() {
     m.buckets.push_back(SyncedBucket{key, kMaxAlgorithm, ~std::uint64_t{0},
                                      std::numeric_limits<std::int64_t>::max(), ~std::uint64_t{0},
                                      std::numeric_limits<double>::max(), ~std::uint64_t{0},
-                                     std::numeric_limits<std::int64_t>::min(), true});
+                                     std::numeric_limits<std::int64_t>::min(), true, std::string(kMaxPlacementBytes, 'p')});
   }
   return m;
 }
@@ -144,7 +144,7 @@ std::vector<Message> sampleMessages() {
       Hello{"mx1", "a", "prod", "eu", patternNonce(6), 5, 0xffff, ~std::uint64_t{0}},
       LimitRequest{{LimitCall{1, {item(storeKey("client_ip", "192.0.2.1"))}},
                     LimitCall{2, {item(storeKey("per_sender", "a@b"), 3, false),
-                                  LimitItem{LimitOp::Refund, storeKey("r", "k"), 0, 5, 0, 0, 1, false}}}}},
+                                  LimitItem{LimitOp::Refund, storeKey("r", "k"), 0, 5, 0, 0, 1, false, ""}}}}},
       LimitRequest{{LimitCall{0, {LimitItem{}}}}},
       requestOf(1, kMaxLimitItemsPerCall, largestItem),
       requestOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall, largestItem),
@@ -452,7 +452,7 @@ std::string u16Bytes(std::uint16_t v) {
 // Payload offsets of the one-call, one-item request below (key "k"):
 // calls u16 @0, request_id @2, items u16 @10, op @12, key @13 (u16 + 1), algorithm @16,
 // limit @17, period_ns @25, burst @33, cost @41, blocking @49.
-const Message kOneItem = LimitRequest{{LimitCall{7, {LimitItem{LimitOp::Charge, "k", 1, 10, 1000, 2, 1, true}}}}};
+const Message kOneItem = LimitRequest{{LimitCall{7, {LimitItem{LimitOp::Charge, "k", 1, 10, 1000, 2, 1, true, ""}}}}};
 // answers u16 @0, request_id @2, status @10, outcomes u16 @11, result @13, remaining @14,
 // retry_after_ns @22.
 const Message kOneOutcome = LimitReply{{LimitAnswer{7, CallStatus::Ok, {LimitOutcome{ItemResult::Denied, 0, 5}}}}};
@@ -461,7 +461,7 @@ const Message kOneRefusal = LimitReply{{LimitAnswer{7, CallStatus::Refused, {}}}
 // limit @16, period_ns @24, burst @32, level @40, count @48, stamp_age_ns @56,
 // initialised @64.
 const Message kOneBucket = BucketSync{SyncReason::Replication, 3, true,
-                                      {SyncedBucket{"k", 1, 10, 1000, 2, 1.5, 4, -9, true}}};
+                                      {SyncedBucket{"k", 1, 10, 1000, 2, 1.5, 4, -9, true, ""}}};
 
 TEST(WireCodec, PayloadOffsetsUsedBelowMatchTheEncoding) {
   EXPECT_EQ(encode(kOneItem).size(), kPayloadAt + 50);

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -77,6 +78,8 @@ NodeOptions nodeOptionsFrom(const conf::Config& config) {
   o.join_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c.join_timeout);
   o.tls = c.tls;
   o.events_exec = config.events.exec;
+  o.replication_factor = static_cast<std::size_t>(c.replication_factor);
+  o.replication_interval = std::chrono::duration_cast<std::chrono::milliseconds>(c.replication_interval);
   // A link with nothing received for the whole failure window plus slack is dead.
   o.link_limits.idle_timeout = std::max(
       std::chrono::milliseconds(5000),
@@ -292,7 +295,16 @@ bool ClusterNode::start(std::string* error) {
       return static_cast<state::Nanos>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
     };
-    limits_ = std::make_unique<limits::LimitService>(loop_, *this, *options_.store, std::move(now));
+    limits::ReplicationOptions replication;
+    replication.self = options_.node_id;
+    replication.factor = options_.replication_factor;
+    replication.interval = options_.replication_interval;
+    replication.changes = options_.changes;
+    replication.emit = [this](const std::string& event, std::uint64_t keys) {
+      emit(event, "", {{"ZETIAN_KEYS_MOVED", std::to_string(keys)}});
+    };
+    limits_ = std::make_unique<limits::LimitService>(loop_, *this, *options_.store, std::move(now),
+                                                     std::move(replication));
   }
   resolveSeeds();
   onTick();
@@ -321,7 +333,7 @@ bool ClusterNode::sendToPeer(const std::string& peer, const wire::Message& messa
 }
 
 void ClusterNode::publishView() {
-  if (!view_listener_) return;
+  if (!view_listener_ && !limits_) return;
   auto view = std::make_shared<placement::View>();
   view->self = options_.node_id;
   if (joined_ && !maintenance_ && !leaving_) {
@@ -331,7 +343,10 @@ void ClusterNode::publishView() {
   for (const auto& pv : detector_.peers()) {
     if (pv.status != PeerStatus::active && pv.status != PeerStatus::suspect) continue;
     auto it = peers_.find(pv.peer);
-    if (it == peers_.end()) continue;
+    // Without a link this node cannot ask it anything: its keys go to their next
+    // member at once (that member holds their replicated state) instead of every check
+    // falling back until the failure detector has made up its mind.
+    if (it == peers_.end() || !it->second.link || !it->second.link->link->established()) continue;
     view->members.push_back(pv.peer);
     if (it->second.region == options_.region) view->region_members.push_back(pv.peer);
   }
@@ -344,7 +359,8 @@ void ClusterNode::publishView() {
   }
   view->epoch = view_ ? view_->epoch + 1 : 1;
   view_ = view;
-  view_listener_(view_);
+  if (limits_) limits_->onView(view_);
+  if (view_listener_) view_listener_(view_);
 }
 
 void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
@@ -376,6 +392,8 @@ void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
           if (limits_) limits_->onRequest(link->peer_id, m);
         } else if constexpr (std::is_same_v<T, wire::LimitReply>) {
           if (limits_) limits_->onReply(link->peer_id, m);
+        } else if constexpr (std::is_same_v<T, wire::BucketSync>) {
+          if (limits_) limits_->onSync(link->peer_id, m);
         }
       },
       message);
@@ -554,7 +572,8 @@ void ClusterNode::applyTransitions(const std::vector<membership::Transition>& tr
   publishView();
 }
 
-void ClusterNode::emit(const std::string& name, const std::string& node_id) {
+void ClusterNode::emit(const std::string& name, const std::string& node_id,
+                       std::vector<std::pair<std::string, std::string>> extra) {
   ++counters_.events[name];
   ClusterEvent event;
   event.name = name;
@@ -570,7 +589,16 @@ void ClusterNode::emit(const std::string& name, const std::string& node_id) {
     event.env.push_back({"ZETIAN_NODE_REGION", peer.region});
     event.env.push_back({"ZETIAN_NODE_STATUS", status ? std::string(membership::statusName(*status)) : ""});
   }
+  std::string details;
+  for (auto& [key, value] : extra) {
+    // ZETIAN_KEYS_MOVED -> keys_moved=N in the log line.
+    std::string field = key.substr(key.rfind("ZETIAN_", 0) == 0 ? 7 : 0);
+    for (char& c : field) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    details += " " + field + "=" + logValue(value);
+    event.env.push_back({std::move(key), std::move(value)});
+  }
   logLine(conf::LogLevel::Info, "cluster_event event=" + name + (node_id.empty() ? "" : " node=" + logValue(node_id)) +
+                                    details +
                                     " cluster_state=" + std::string(membership::clusterStateName(currentState())));
   if (hook_) hook_->emit(std::move(event));
 }

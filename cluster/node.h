@@ -94,6 +94,10 @@ struct NodeOptions {
   // What this node announces in its Hello (wire::kCap*). Tests lower it to play an
   // older node; without a store the node has no limiter to offer.
   std::uint64_t capabilities = wire::kOwnCapabilities;
+  // Replication of the keys this node owns (limits/service.h).
+  std::size_t replication_factor = 2;
+  std::chrono::milliseconds replication_interval{250};
+  limits::ChangeLog* changes = nullptr;  // the engine's own charges as owner
 };
 
 NodeOptions nodeOptionsFrom(const conf::Config& config);
@@ -197,7 +201,9 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   void handleMemberList(const wire::MemberList& list);
   void handleProbeRequest(Link& link, const wire::ProbeRequest& request);
   void applyTransitions(const std::vector<membership::Transition>& transitions);
-  void emit(const std::string& name, const std::string& node_id);
+  // `extra`: further ZETIAN_* variables for the hook, also shown in the log line.
+  void emit(const std::string& name, const std::string& node_id,
+            std::vector<std::pair<std::string, std::string>> extra = {});
   void gossip();
   wire::MemberList memberList() const;
   membership::Millis sinceStart() const;

@@ -303,9 +303,11 @@ void ClusterNode::dropLink(Link* link) {
   link->handshake_slot = 0;
   counters_.bytes_sent += link->link->bytesSent();
   counters_.bytes_received += link->link->bytesReceived();
+  bool chosen = false;
   for (auto& [id, peer] : peers_) {
     if (peer.link != link) continue;
     peer.link = nullptr;
+    chosen = true;
     if (limits_) limits_->onPeerDown(id);
   }
   if (!link->dialed.empty() && !link->peer_id.empty()) {
@@ -319,6 +321,7 @@ void ClusterNode::dropLink(Link* link) {
     links_.erase(it);
   }
   scheduleReap();
+  if (chosen) publishView();
 }
 
 void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool refused) {
@@ -400,6 +403,10 @@ void ClusterNode::onLinkEstablished(PeerLink& pl) {
       Link* old = existing;
       peer.link = nullptr;
       dropLink(old);
+      adopt(link);
+      // It came back with an empty store: give it the state of the keys it owns.
+      if (limits_) limits_->onPeerRestarted(hello.node_id);
+      return;
     }
   }
   adopt(link);
@@ -425,6 +432,7 @@ void ClusterNode::adopt(Link* link) {
   link->link->send(wire::Heartbeat{heartbeat_sequence_, unixMillis(), 0, 0,
                                    maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}});
   link->link->send(memberList(), PeerLink::Priority::Bulk);
+  publishView();
 }
 
 }  // namespace zetian::cluster

@@ -229,8 +229,10 @@ cluster::AdminReply Engine::metrics() {
              (node_->state() == st ? "1" : "0") + "\n";
     }
     out += "# HELP zetian_cluster_events_total Cluster events (node_joined, node_left, node_failed, node_recovered, "
-           "cluster_state_changed).\n# TYPE zetian_cluster_events_total counter\n";
-    for (const char* name : {"node_joined", "node_left", "node_failed", "node_recovered", "cluster_state_changed"}) {
+           "cluster_state_changed, rebalancing_started, rebalancing_completed).\n"
+           "# TYPE zetian_cluster_events_total counter\n";
+    for (const char* name : {"node_joined", "node_left", "node_failed", "node_recovered", "cluster_state_changed",
+                             "rebalancing_started", "rebalancing_completed"}) {
       auto it = c.events.find(name);
       out += std::string("zetian_cluster_events_total{event=\"") + name + "\"} " +
              std::to_string(it == c.events.end() ? 0 : it->second) + "\n";
@@ -268,6 +270,28 @@ cluster::AdminReply Engine::metrics() {
       double(c.connections_shed));
     m("zetian_cluster_sent_bytes_total", "counter", "Bytes written to node links.", double(c.bytes_sent));
     m("zetian_cluster_received_bytes_total", "counter", "Bytes read from node links.", double(c.bytes_received));
+    if (const auto* limits = node_->limits()) {
+      const auto l = limits->counters();
+      m("zetian_limit_calls_sent_total", "counter", "Cluster-scope checks this node asked of key owners.",
+        double(l.calls_sent));
+      m("zetian_limit_frames_sent_total", "counter", "Frames carrying those checks (batched per owner per loop turn).",
+        double(l.frames_sent));
+      m("zetian_limit_calls_served_total", "counter", "Checks this node answered as key owner.",
+        double(l.calls_served));
+      m("zetian_limit_late_replies_total", "counter",
+        "Owner answers that came after check_timeout (their charges were refunded).", double(l.late_replies));
+      m("zetian_limit_refunds_sent_total", "counter", "Charges given back to owners (a later rule denied).",
+        double(l.refunds_sent));
+      m("zetian_limit_buckets_replicated_total", "counter", "Bucket states sent to replicas.",
+        double(l.buckets_replicated));
+      m("zetian_limit_buckets_handed_off_total", "counter", "Bucket states sent to a key's new owner.",
+        double(l.buckets_handed_off));
+      m("zetian_limit_buckets_received_total", "counter", "Bucket states merged from other nodes.",
+        double(l.buckets_received));
+      m("zetian_limit_keys_known", "gauge", "Cluster-scope keys this node holds state for (owned or replicated).",
+        double(l.keys_known));
+      m("zetian_limit_calls_pending", "gauge", "Checks waiting for an owner's answer.", double(limits->pending()));
+    }
   }
   metrics_.renderRules(out);
   metrics_.decision_latency.render(out, "zetian_decision_duration_seconds",

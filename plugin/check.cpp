@@ -54,6 +54,7 @@ struct Engine::CheckJob {
   struct Item {
     const CompiledRule* rule = nullptr;
     std::size_t begin = 0, end = 0;  // the store key in `keys`
+    std::size_t placement_end = 0;   // the placement descriptor follows it, up to here
     std::size_t group = 0;
     wire::LimitOutcome outcome;
     bool fail_open = false;  // denied by this node's bucket under fail_mode open: not enforced
@@ -85,6 +86,9 @@ struct Engine::CheckJob {
   std::string_view storeKey(const Item& item) const {
     return std::string_view(keys).substr(item.begin, item.end - item.begin);
   }
+  std::string_view placement(const Item& item) const {
+    return std::string_view(keys).substr(item.end, item.placement_end - item.end);
+  }
   void clear() {
     snapshot.reset();
     snap = nullptr;
@@ -102,6 +106,7 @@ ItemSpec specOf(const Engine::CheckJob& job, const Engine::CheckJob::Item& item)
   ItemSpec spec;
   spec.op = wire::LimitOp::Charge;
   spec.key = job.storeKey(item);
+  spec.placement = job.placement(item);
   spec.algorithm = item.rule->rule.algorithm;
   spec.limit = item.rule->limit;
   spec.cost = kCost;
@@ -181,7 +186,6 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
 
   job.groups.emplace_back();  // group 0: this node's store
   std::shared_ptr<const cluster::placement::View> view;
-  std::string placement_key;
   for (std::size_t index : rule_indices) {
     const CompiledRule& c = snap.rules[index];
     if (!appliesToSender(c.rule, s.facts)) continue;
@@ -194,25 +198,26 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
       continue;
     }
     item.end = job.keys.size();
+    item.placement_end = item.end;
     if (config_.cluster.enabled && c.rule.scope != conf::Scope::Node) {
       if (!view) view = this->view();
+      // The placement descriptor (placement/view.h) goes right after the store key.
+      const bool region = c.rule.scope == conf::Scope::Region;
+      const bool by_client =
+          snap.policy.affinity == conf::AffinityMethod::SourceIp && clientKeyed(c.rule.key) && s.facts.client_ip;
+      if (region) job.keys += 'R';
+      if (by_client) job.keys += "ip:" + s.facts.client_ip_text;
+      item.placement_end = job.keys.size();
       std::string owner;
       std::optional<FallbackReason> failed;
-      const auto candidates = view ? view->candidates(c.rule.scope == conf::Scope::Region)
-                                   : std::span<const cluster::placement::NodeId>();
+      const auto candidates =
+          view ? view->candidates(region) : std::span<const cluster::placement::NodeId>();
       if (!view || !view->quorum || candidates.empty()) {
         failed = FallbackReason::NoQuorum;
       } else {
         noteAnswered("");  // a no-quorum episode ends with the quorum
-        // source_ip affinity: a session's client-keyed rules all go to one node.
-        const bool by_client = snap.policy.affinity == conf::AffinityMethod::SourceIp && clientKeyed(c.rule.key) &&
-                               s.facts.client_ip;
-        if (by_client) {
-          placement_key = "ip:" + s.facts.client_ip_text;
-        } else {
-          placement_key.assign(job.storeKey(item));
-        }
-        owner = *cluster::placement::ownerOf(placement_key, candidates);
+        owner = *cluster::placement::ownerOf(cluster::placement::hashKey(job.placement(item), job.storeKey(item)),
+                                             candidates);
         if (owner == view->self) owner.clear();
       }
       if (!owner.empty() || failed) {
@@ -242,6 +247,15 @@ void Engine::evaluateLocally(CheckJob& job, std::size_t group) {
   cluster::limits::evaluateCall(*store_, specs, job.started, outcomes);
   for (std::size_t k = 0; k < indices.size(); ++k) job.items[indices[k]].outcome = outcomes[k];
   job.groups[group].answered = true;
+  // Cluster-scope keys this node owns: their state goes to the replicas.
+  if (group != 0 || !config_.cluster.enabled) return;
+  for (std::size_t i : indices) {
+    const auto& item = job.items[i];
+    if (item.rule->rule.scope == conf::Scope::Node) continue;
+    const auto result = item.outcome.result;
+    if (result == wire::ItemResult::NotEvaluated || result == wire::ItemResult::Denied) continue;
+    changes_.add(job.storeKey(item), job.placement(item), item.rule->rule.algorithm, item.rule->limit);
+  }
 }
 
 void Engine::fallBack(CheckJob& job, std::size_t group, FallbackReason reason) {

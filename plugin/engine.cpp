@@ -249,6 +249,7 @@ bool Engine::start(Errors* errors) {
       };
       cluster::NodeOptions node_options = cluster::nodeOptionsFrom(config_);
       node_options.store = store_.get();
+      node_options.changes = &changes_;
       node_options.now = [] { return Engine::now(); };
       if (const auto caps = testHook("ZETIAN_TEST_CAPABILITIES")) {
         node_options.capabilities = static_cast<std::uint64_t>(*caps);

@@ -208,6 +208,7 @@ class Engine final : public cluster::AdminApi {
   mutable std::mutex view_mutex_;  // guards view_
   std::shared_ptr<const cluster::placement::View> view_;
   const std::chrono::milliseconds check_timeout_;
+  cluster::limits::ChangeLog changes_;  // cluster-scope keys charged here as owner
   // Fallback episodes by owner ("" for no quorum), for one log line per episode.
   struct Episode {
     cluster::limits::FallbackReason reason{};

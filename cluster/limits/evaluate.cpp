@@ -18,6 +18,7 @@ ItemSpec fromWire(const wire::LimitItem& item) {
   ItemSpec spec;
   spec.op = item.op;
   spec.key = item.key;
+  spec.placement = item.placement;
   spec.algorithm = static_cast<state::Algorithm>(item.algorithm);
   spec.limit = state::Limit{item.limit, item.period_ns, item.burst};
   spec.cost = item.cost;
@@ -29,6 +30,7 @@ wire::LimitItem toWire(const ItemSpec& spec) {
   wire::LimitItem item;
   item.op = spec.op;
   item.key = std::string(spec.key);
+  item.placement = std::string(spec.placement);
   item.algorithm = static_cast<std::uint8_t>(spec.algorithm);
   item.limit = spec.limit.limit;
   item.period_ns = spec.limit.period_ns;

@@ -24,6 +24,7 @@ namespace zetian::cluster::limits {
 struct ItemSpec {
   wire::LimitOp op = wire::LimitOp::Charge;
   std::string_view key;  // the store key: rule name, '\0', key value
+  std::string_view placement;  // placement descriptor (placement/view.h)
   state::Algorithm algorithm = state::Algorithm::TokenBucket;
   state::Limit limit;
   std::uint64_t cost = 1;

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <array>
 
+#include "cluster/placement/hrw.h"
+#include "state/transfer.h"
+
 namespace zetian::cluster::limits {
 
 namespace {
@@ -10,6 +13,10 @@ namespace {
 // Late answers are refunded if they come within this many expired calls; older ones
 // are forgotten (their charges refill with time).
 constexpr std::size_t kExpiredRemembered = 4096;
+// Keys looked at per loop turn by a hand-off walk, and by the sweep that forgets keys
+// the store no longer holds: bounded work per turn, whatever the number of keys.
+constexpr std::size_t kWalkKeysPerStep = 4096;
+constexpr std::size_t kPruneKeysPerTick = 1024;
 
 std::chrono::milliseconds ceilMillis(LimitService::Clock::duration d) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(d);
@@ -25,13 +32,20 @@ std::string_view nameOf(FallbackReason reason) {
 }
 
 LimitService::LimitService(Loop& loop, PeerDirectory& peers, state::BucketStore& store,
-                           std::function<state::Nanos()> now)
-    : loop_(loop), peers_(peers), store_(store), now_(std::move(now)) {}
+                           std::function<state::Nanos()> now, ReplicationOptions replication)
+    : loop_(loop), peers_(peers), store_(store), now_(std::move(now)), replication_(std::move(replication)) {
+  loop_.checkThisThread();
+  if (replication_.interval.count() > 0) {
+    replication_timer_ = loop_.every(replication_.interval, [this] { onReplicationTick(); });
+  }
+}
 
 LimitService::~LimitService() {
   loop_.checkThisThread();
   deadline_timer_.cancel();
   flush_timer_.cancel();
+  replication_timer_.cancel();
+  flush_walk_.cancel();
   // Exactly once, also at shutdown: every waiting check gets its answer.
   auto pending = std::move(pending_);
   pending_.clear();
@@ -47,7 +61,9 @@ std::size_t LimitService::pending() const {
 
 ServiceCounters LimitService::counters() const {
   loop_.checkThisThread();
-  return counters_;
+  ServiceCounters c = counters_;
+  c.keys_known = keys_.size();
+  return c;
 }
 
 void LimitService::call(const std::string& owner, std::vector<wire::LimitItem> items, Clock::time_point deadline,
@@ -194,6 +210,12 @@ void LimitService::onRequest(const std::string& peer, const wire::LimitRequest& 
     answer.request_id = call.request_id;
     answer.outcomes.resize(specs.size());
     evaluateCall(store_, specs, now, answer.outcomes);
+    for (std::size_t i = 0; i < call.items.size(); ++i) {
+      const auto result = answer.outcomes[i].result;
+      if (result == wire::ItemResult::NotEvaluated || result == wire::ItemResult::Denied) continue;
+      const wire::LimitItem& item = call.items[i];
+      remember(item.key, item.placement, specs[i].algorithm, specs[i].limit, true);
+    }
     reply.answers.push_back(std::move(answer));
     ++counters_.calls_served;
   }
@@ -229,6 +251,188 @@ void LimitService::onReply(const std::string& peer, const wire::LimitReply& repl
       continue;
     }
     ++counters_.unmatched_replies;
+  }
+}
+
+// ---- Replication and hand-off ------------------------------------------------------
+
+void LimitService::remember(const std::string& key, std::string_view placement, state::Algorithm algorithm,
+                            const state::Limit& limit, bool changed) {
+  auto [it, fresh] = keys_.try_emplace(key);
+  KeyMeta& meta = it->second;
+  if (fresh || meta.placement != placement) meta.placement.assign(placement);
+  meta.algorithm = algorithm;
+  meta.limit = limit;
+  if (changed) changed_.insert(key);
+}
+
+std::vector<placement::NodeId> LimitService::placementOf(const std::string& key, const KeyMeta& meta,
+                                                         const placement::View& view) const {
+  return placement::placement(placement::hashKey(meta.placement, key),
+                              view.candidates(placement::regionScoped(meta.placement)),
+                              std::max<std::size_t>(1, replication_.factor));
+}
+
+void LimitService::onView(std::shared_ptr<const placement::View> view) {
+  loop_.checkThisThread();
+  // A walk under way restarts towards the newest view from the view it started from:
+  // a key it already handed off is handed off again only if it moved again.
+  if (!walking_) walk_from_ = view_;
+  view_ = std::move(view);
+  if (!walk_from_ || keys_.empty()) {
+    walking_ = false;
+    return;
+  }
+  walking_ = true;
+  walk_cursor_.reset();
+  walkStep();
+}
+
+void LimitService::onPeerRestarted(const std::string& peer) {
+  loop_.checkThisThread();
+  if (!view_ || keys_.empty()) return;
+  restarted_.insert(peer);
+  if (!walking_) walk_from_ = view_;
+  walking_ = true;
+  walk_cursor_.reset();
+  walkStep();
+}
+
+void LimitService::walkStep() {
+  if (!walking_ || !view_ || !walk_from_) return;
+  const state::Nanos now = now_();
+  auto it = walk_cursor_ ? keys_.upper_bound(*walk_cursor_) : keys_.begin();
+  std::size_t visited = 0;
+  for (; it != keys_.end() && visited < kWalkKeysPerStep; ++it, ++visited) {
+    const auto before = placementOf(it->first, it->second, *walk_from_);
+    const auto after = placementOf(it->first, it->second, *view_);
+    const bool owned_before = !before.empty() && before.front() == replication_.self;
+    const bool owned_after = !after.empty() && after.front() == replication_.self;
+    const bool to_restarted = !after.empty() && restarted_.count(after.front()) > 0;
+    if ((owned_before && !owned_after && !after.empty()) || to_restarted) {
+      if (walk_moved_ == 0 && replication_.emit) replication_.emit("rebalancing_started", 0);
+      stage(after.front(), it->first, it->second, wire::SyncReason::Handoff, now);
+      ++walk_moved_;
+      ++counters_.buckets_handed_off;
+    } else if (owned_after && before != after) {
+      changed_.insert(it->first);  // new replicas get it at the next round
+    }
+  }
+  sendStaged();
+  if (it != keys_.end()) {
+    walk_cursor_ = std::prev(it)->first;
+    // The next turn of the loop goes on: mail and heartbeats run in between.
+    flush_walk_ = loop_.after(std::chrono::milliseconds(0), [this] { walkStep(); });
+    return;
+  }
+  walking_ = false;
+  walk_cursor_.reset();
+  walk_from_.reset();
+  restarted_.clear();
+  if (walk_moved_ > 0) {
+    ++counters_.rebalances;
+    if (replication_.emit) replication_.emit("rebalancing_completed", walk_moved_);
+  }
+  walk_moved_ = 0;
+}
+
+void LimitService::onReplicationTick() {
+  if (replication_.changes) {
+    for (KeyChange& change : replication_.changes->take()) {
+      remember(change.key, change.placement, change.algorithm, change.limit, true);
+    }
+  }
+  const state::Nanos now = now_();
+  if (view_ && replication_.factor > 1) {
+    for (const std::string& key : changed_) {
+      auto it = keys_.find(key);
+      if (it == keys_.end()) continue;
+      const auto members = placementOf(key, it->second, *view_);
+      // Only the owner replicates: a node that charged a key without owning it (a
+      // fallback, a stale view) would spread a partial count.
+      if (members.empty() || members.front() != replication_.self) continue;
+      for (std::size_t i = 1; i < members.size(); ++i) {
+        stage(members[i], key, it->second, wire::SyncReason::Replication, now);
+        ++counters_.buckets_replicated;
+      }
+    }
+    sendStaged();
+  }
+  changed_.clear();
+  // Forget keys the store has dropped (refilled and expired): nothing left to move.
+  auto it = prune_cursor_ ? keys_.upper_bound(*prune_cursor_) : keys_.begin();
+  for (std::size_t n = 0; it != keys_.end() && n < kPruneKeysPerTick; ++n) {
+    if (!store_.find(it->first)) {
+      it = keys_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // upper_bound resumes after the cursor: the cursor is the key before `it`.
+  if (it == keys_.end() || it == keys_.begin()) {
+    prune_cursor_.reset();
+  } else {
+    prune_cursor_ = std::prev(it)->first;
+  }
+}
+
+void LimitService::stage(const std::string& peer, const std::string& key, const KeyMeta& meta,
+                         wire::SyncReason reason, state::Nanos now) {
+  if (peer == replication_.self) return;
+  const std::optional<std::uint64_t> caps = peers_.peerCapabilities(peer);
+  if (!caps || !(*caps & wire::kCapBucketSync)) return;
+  const std::optional<state::HeldBucket> held = store_.find(key);
+  if (!held) return;  // full again: the receiver's copy refills as well
+  const state::PortableBucket portable = state::toPortable(held->algorithm, held->state, now);
+  wire::SyncedBucket bucket;
+  bucket.key = key;
+  bucket.placement = meta.placement;
+  bucket.algorithm = static_cast<std::uint8_t>(held->algorithm);
+  bucket.limit = meta.limit.limit;
+  bucket.period_ns = meta.limit.period_ns;
+  bucket.burst = meta.limit.burst;
+  bucket.level = portable.level;
+  bucket.count = portable.count;
+  bucket.stamp_age_ns = portable.stamp_age_ns;
+  bucket.initialised = portable.initialised;
+  auto& batch = staged_[static_cast<std::size_t>(reason)][peer];
+  batch.push_back(std::move(bucket));
+  if (batch.size() >= wire::kMaxSyncBuckets) {
+    wire::BucketSync sync{reason, ++sync_sequence_, true, std::move(batch)};
+    batch.clear();
+    peers_.sendToPeer(peer, sync);
+  }
+}
+
+void LimitService::sendStaged() {
+  for (std::size_t r = 0; r < 2; ++r) {
+    for (auto& [peer, batch] : staged_[r]) {
+      if (batch.empty()) continue;
+      wire::BucketSync sync{static_cast<wire::SyncReason>(r), ++sync_sequence_, true, std::move(batch)};
+      batch.clear();
+      peers_.sendToPeer(peer, sync);
+    }
+    staged_[r].clear();
+  }
+}
+
+void LimitService::onSync(const std::string& peer, const wire::BucketSync& sync) {
+  loop_.checkThisThread();
+  (void)peer;
+  const state::Nanos now = now_();
+  for (const wire::SyncedBucket& bucket : sync.buckets) {
+    const state::Algorithm algorithm = static_cast<state::Algorithm>(bucket.algorithm);
+    const state::Limit limit{bucket.limit, bucket.period_ns, bucket.burst};
+    state::PortableBucket portable;
+    portable.algorithm = algorithm;
+    portable.level = bucket.level;
+    portable.count = bucket.count;
+    portable.stamp_age_ns = bucket.stamp_age_ns;
+    portable.initialised = bucket.initialised;
+    store_.merge(bucket.key, algorithm, limit, state::fromPortable(portable, limit, now), now);
+    // A hand-off makes this node the owner: it replicates onward at its next round.
+    remember(bucket.key, bucket.placement, algorithm, limit, sync.reason == wire::SyncReason::Handoff);
+    ++counters_.buckets_received;
   }
 }
 

@@ -18,6 +18,22 @@
 // the requester's placement: during a membership change two nodes may briefly disagree
 // on a key's owner, and answering is better than failing the message.
 //
+// Replication. The keys this node charged as owner (served calls, and the engine's own
+// charges reported through the ChangeLog) are remembered with their placement. Every
+// replication_interval the state of those changed since the last round goes, batched,
+// to their replicas (the next replication_factor - 1 members by HRW score), which merge
+// it into their own store (the more-consumed view wins, state/transfer.h), so that when
+// an owner fails its first replica, now the owner, already holds the state: what is
+// lost is at most what the owner granted since its last round.
+//
+// Hand-off. When the view changes (a member joins, fails, leaves, drains or returns),
+// this node walks the keys it knows, in bounded steps per loop turn: a key it owned and
+// no longer owns is sent at once to its new owner, which merges it (and replicates it
+// onward at its next round); a key it still owns whose replica set changed is sent to
+// the new replicas at the next round. Events rebalancing_started / rebalancing_completed
+// (with the number of keys handed off) mark a walk that moved keys. Bucket state
+// travels as ages relative to the sender's clock, never as a timestamp.
+//
 // Threads: every method runs on the loop thread and checks it (aborts elsewhere).
 #pragma once
 
@@ -25,13 +41,18 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
+#include <memory>
+#include <unordered_set>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/limits/change_log.h"
 #include "cluster/limits/evaluate.h"
+#include "cluster/placement/view.h"
 #include "cluster/loop.h"
 #include "cluster/wire/codec.h"
 #include "state/bucket_store.h"
@@ -68,6 +89,15 @@ class PeerDirectory {
   ~PeerDirectory() = default;
 };
 
+struct ReplicationOptions {
+  std::string self;  // this node's id
+  std::size_t factor = 2;  // the owner and factor - 1 replicas
+  std::chrono::milliseconds interval{250};
+  ChangeLog* changes = nullptr;  // the engine's charges as owner; may be null
+  // rebalancing_started / rebalancing_completed with the keys handed off.
+  std::function<void(const std::string& event, std::uint64_t keys)> emit;
+};
+
 struct ServiceCounters {
   std::uint64_t calls_sent = 0;       // calls this node made to owners
   std::uint64_t frames_sent = 0;      // LimitRequest frames carrying them
@@ -75,6 +105,11 @@ struct ServiceCounters {
   std::uint64_t late_replies = 0;     // answers that came after their deadline (refunded)
   std::uint64_t unmatched_replies = 0;  // answers to no call we know (forgotten, or a peer bug)
   std::uint64_t refunds_sent = 0;       // items given back to owners
+  std::uint64_t buckets_replicated = 0; // bucket states sent to replicas
+  std::uint64_t buckets_handed_off = 0; // bucket states sent to new owners
+  std::uint64_t buckets_received = 0;   // bucket states merged from other nodes
+  std::uint64_t rebalances = 0;         // walks that moved keys
+  std::uint64_t keys_known = 0;         // keys remembered for replication (a gauge)
 };
 
 class LimitService {
@@ -82,7 +117,8 @@ class LimitService {
   using Clock = std::chrono::steady_clock;
   using Done = std::function<void(CallResult)>;
 
-  LimitService(Loop& loop, PeerDirectory& peers, state::BucketStore& store, std::function<state::Nanos()> now);
+  LimitService(Loop& loop, PeerDirectory& peers, state::BucketStore& store, std::function<state::Nanos()> now,
+               ReplicationOptions replication = {});
   // Fails every pending call with Closed.
   ~LimitService();
   LimitService(const LimitService&) = delete;
@@ -96,8 +132,14 @@ class LimitService {
   // From ClusterNode, for messages on an established link from `peer`.
   void onRequest(const std::string& peer, const wire::LimitRequest& request);
   void onReply(const std::string& peer, const wire::LimitReply& reply);
+  void onSync(const std::string& peer, const wire::BucketSync& sync);
   // The peer's link closed: its pending calls fail now.
   void onPeerDown(const std::string& peer);
+  // A new placement view (ClusterNode::publishView): starts a hand-off walk.
+  void onView(std::shared_ptr<const placement::View> view);
+  // The peer restarted (a new incarnation) without leaving the view, so with an empty
+  // store: every key it owns that this node holds is handed to it, as on a view change.
+  void onPeerRestarted(const std::string& peer);
 
   std::size_t pending() const;
   ServiceCounters counters() const;
@@ -114,7 +156,22 @@ class LimitService {
     std::size_t items = 0;
   };
 
+  struct KeyMeta {
+    std::string placement;
+    state::Algorithm algorithm = state::Algorithm::TokenBucket;
+    state::Limit limit;
+  };
   void finish(std::uint64_t id, CallResult result);
+  void remember(const std::string& key, std::string_view placement, state::Algorithm algorithm,
+                const state::Limit& limit, bool changed);
+  std::vector<placement::NodeId> placementOf(const std::string& key, const KeyMeta& meta,
+                                             const placement::View& view) const;
+  void onReplicationTick();
+  void walkStep();
+  // Appends a key's state to the frame for `peer`, sending full frames.
+  void stage(const std::string& peer, const std::string& key, const KeyMeta& meta, wire::SyncReason reason,
+             state::Nanos now);
+  void sendStaged();
   void queue(const std::string& owner, wire::LimitCall call);
   void flush();
   void armDeadline();
@@ -143,6 +200,24 @@ class LimitService {
   std::unordered_map<std::uint64_t, Pending> expired_;
   std::deque<std::uint64_t> expired_order_;
   ServiceCounters counters_;
+
+  // Replication and hand-off.
+  ReplicationOptions replication_;
+  std::map<std::string, KeyMeta> keys_;        // keys this node charged or was given
+  std::unordered_set<std::string> changed_;    // of those, changed since the last round
+  std::shared_ptr<const placement::View> view_;
+  Timer replication_timer_;
+  // The walk after a view change: from `walk_from_` to `view_`, resuming after
+  // `walk_cursor_`.
+  std::shared_ptr<const placement::View> walk_from_;
+  std::optional<std::string> walk_cursor_;
+  bool walking_ = false;
+  std::unordered_set<std::string> restarted_;  // peers the walk also hands their keys to
+  Timer flush_walk_;  // the walk's next step
+  std::uint64_t walk_moved_ = 0;
+  std::optional<std::string> prune_cursor_;  // the slow sweep of keys the store forgot
+  std::map<std::string, std::vector<wire::SyncedBucket>> staged_[2];  // per reason, per peer
+  std::uint64_t sync_sequence_ = 0;
 };
 
 }  // namespace zetian::cluster::limits

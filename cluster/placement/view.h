@@ -7,7 +7,11 @@
 //
 // Who can own keys: members that are alive (active, or suspect: a suspect keeps its
 // keys until it is declared failed, so a lost heartbeat does not move every key it
-// owns; a request to it while its link is down falls back at once) and not draining.
+// owns), not draining, and to which this node has an established link: when a member's
+// link closes (a crash resets it at once), its keys go to their first replica, which
+// already holds their state, without waiting for the failure detector. Views of two
+// nodes can then differ for a while (one still reaches the member, the other not), and
+// a key may be counted on two nodes meanwhile; docs/limiter.md gives the bound.
 // This node is a candidate once it has joined and while it is not in maintenance.
 #pragma once
 
@@ -35,5 +39,19 @@ struct View {
     return region_scope ? std::span<const NodeId>(region_members) : std::span<const NodeId>(members);
   }
 };
+
+// How a key is placed, as it travels with the key between nodes (wire::LimitItem and
+// wire::SyncedBucket `placement`, at most 64 bytes): "R" first when the rule has
+// scope = "region" (placed among the region's members), then either nothing (the store
+// key itself is hashed) or "ip:" and the client address ([affinity] method =
+// "source_ip" for a client-keyed rule: every client-keyed rule of a session lands on
+// the owner of the client's address). So "" is the common case and costs no bytes.
+inline bool regionScoped(std::string_view descriptor) { return !descriptor.empty() && descriptor[0] == 'R'; }
+
+// What HRW hashes for a key placed by `descriptor`.
+inline std::string_view hashKey(std::string_view descriptor, std::string_view store_key) {
+  if (regionScoped(descriptor)) descriptor.remove_prefix(1);
+  return descriptor.empty() ? store_key : descriptor;
+}
 
 }  // namespace zetian::cluster::placement

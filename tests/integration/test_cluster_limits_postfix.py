@@ -14,12 +14,11 @@ deliver yet cannot hide)."""
 
 import os
 import threading
-import time
 import unittest
 import uuid
 
 from cluster_harness import FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, owner_of, store_key
-from harness import (POSTFIX, SMTP_SINK, HarnessError, MessageResult, Postfix, SmtpSession,
+from harness import (POSTFIX, SMTP_SINK, MessageResult, Postfix, SmtpSession,
                      SmtpSink, free_port, make_workdir, metric_samples, rule, wait_until)
 
 LIMIT = 10
@@ -60,8 +59,7 @@ class OwnerOfMatchesThePlacementCode(unittest.TestCase):
         self.assertEqual(owner_of("global", five), "node-3")
         # placement(.., five, 3) is node-5, node-4, node-1: the owner, and without it the next.
         self.assertEqual(owner_of("recipient:bob@example.org", five), "node-5")
-        self.assertEqual(owner_of("recipient:bob@example.org", ["node-1", "node-2", "node-3", "node-4"]),
-                         "node-4")
+        self.assertEqual(owner_of("recipient:bob@example.org", five[:4]), "node-4")
 
     def test_member_order_does_not_matter_and_ties_go_to_the_smaller_id(self):
         self.assertEqual(owner_of("k", ["b", "a", "c"]), owner_of("k", ["c", "b", "a"]))
@@ -92,7 +90,8 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
             os.makedirs(workdir)
             os.chmod(workdir, 0o755)
             cls.postfixes.append(Postfix(workdir, cls.addClassCleanup, cls.sink.port,
-                                         milter=f"inet:127.0.0.1:{port}", default_action="tempfail"))
+                                         milter=f"inet:127.0.0.1:{port}",
+                                         default_action="tempfail"))
 
     def setUp(self):
         super().setUp()
@@ -103,7 +102,8 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
             for p, before in zip(self.postfixes, fatal_before):
                 new = p.fatal_lines()[before:]
                 if new:
-                    self.fail("Postfix logged fatal/panic errors during the test:\n" + "\n".join(new))
+                    self.fail("Postfix logged fatal/panic errors during the test:\n"
+                              + "\n".join(new))
         self.addCleanup(check_postfix_logs)
 
     # -- fixture
@@ -202,11 +202,18 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         return int(sum(v for labels, v in metric_samples(body, "zetian_fallbacks_total")
                        if labels.get("reason") == reason and labels.get("rule") == rule_name))
 
-    def assertAllUp(self, nodes: list[Node]):
+    @staticmethod
+    def links_closed(nodes: list[Node]) -> list[int]:
+        return [int(n.metric("zetian_cluster_links_closed_total")) for n in nodes]
+
+    def assertAllUp(self, nodes: list[Node], links_closed: list[int]):
+        """Every node still runs and sees all three active, and no node closed a link
+        since `links_closed` (links_closed(nodes) taken earlier) was read."""
         for n in nodes:
             self.assertTrue(n.running(), f"{n.id} exited\n{n.log_tail()}")
         self.wait_views(nodes, {n.id: "active" for n in nodes}, timeout=10,
                         what="every node still to see all three active")
+        self.assertEqual(self.links_closed(nodes), links_closed, self.everything(nodes))
 
     # -- tests
 
@@ -214,7 +221,7 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         nodes = self.start_trio(rule("per_ip", LIMIT, "1h", consistency="exact"))
         results = self.send_round_robin(30, "127.0.0.21")
         self.assertPassed(results, LIMIT, "per_ip", nodes)
-        self.assertEqual(len(results) - LIMIT, 20)
+        self.assertEqual(sum(r.mail.code == 451 for r in results), 30 - LIMIT)
         # The first ten are the ones that pass: nothing refused while budget was left.
         self.assertTrue(all(r.accepted for r in results[:LIMIT]), "\n".join(map(str, results)))
 
@@ -243,17 +250,23 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
 
     def test_owner_without_limiter_capability_fail_mode_closed(self):
         nodes = self.start_with_capless_n3("closed")
+        closed_before = self.links_closed(nodes)
         ip = first_ip_owned_by("n3", "per_ip", start=30)
         # Through n1 and n2 the owner cannot be asked: every check is refused at once.
         results = self.send_round_robin(10, ip, postfixes=(0, 1))
         for r in results:
-            ok = r.mail.code == 451 and r.mail.text.startswith("4.7.1") and CLOSED_TEXT in r.mail.text
+            ok = (r.mail.code == 451 and r.mail.text.startswith("4.7.1")
+                  and CLOSED_TEXT in r.mail.text)
             self.assertTrue(ok, f"want 451 4.7.1 {CLOSED_TEXT}, got {r}\n{self.everything(nodes)}")
-        self.assertEqual(self.fallbacks(nodes[0], "unsupported", "per_ip"), 5, nodes[0].log_tail())
-        self.assertEqual(self.fallbacks(nodes[1], "unsupported", "per_ip"), 5, nodes[1].log_tail())
+        for n in nodes[:2]:
+            self.assertEqual(self.fallbacks(n, "unsupported", "per_ip"), 5, n.log_tail())
+            # Logged once for the episode, not once per message.
+            episodes = n.log_text().count("cluster_limits_fallback owner=n3 reason=unsupported")
+            self.assertEqual(episodes, 1, n.log_tail())
         # The owner itself decides with its own bucket: the limit holds there.
         own = self.send_round_robin(LIMIT + 2, ip, postfixes=(2,), first=10)
-        self.assertEqual([r.accepted for r in own], [True] * LIMIT + [False] * 2, "\n".join(map(str, own)))
+        self.assertEqual([r.accepted for r in own], [True] * LIMIT + [False] * 2,
+                         "\n".join(map(str, own)))
         self.assertRateLimited(own[-1], "per_ip", nodes)
         # A key a capable node owns is still checked cluster-wide, through n1 and n2.
         other = first_ip_owned_by("n1", "per_ip", start=30)
@@ -261,10 +274,11 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         for r in elsewhere:
             self.assertTrue(r.accepted, f"{r}\n{self.everything(nodes)}")
         self.assertSinkCount(own[:LIMIT] + elsewhere, nodes)
-        self.assertAllUp(nodes)
+        self.assertAllUp(nodes, closed_before)
 
     def test_owner_without_limiter_capability_fail_mode_local(self):
         nodes = self.start_with_capless_n3("local")
+        closed_before = self.links_closed(nodes)
         ip = first_ip_owned_by("n3", "per_ip", start=30)
         # 15 through each node: n1 and n2 fall back to their own buckets, n3 owns the
         # key: 10 pass on each.
@@ -274,7 +288,7 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
             self.assertEqual(sum(r.accepted for r in results[i::3]), LIMIT)
             self.assertEqual(self.fallbacks(n, "unsupported", "per_ip"), 15, n.log_tail())
         self.assertEqual(self.fallbacks(nodes[2], "unsupported", "per_ip"), 0)
-        self.assertAllUp(nodes)
+        self.assertAllUp(nodes, closed_before)
 
     def test_kill_9_of_the_owner_mid_run_fail_mode_closed(self):
         nodes = self.start_trio(rule("per_ip", LIMIT, "1h"), fail_mode="closed")
@@ -296,17 +310,20 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         def next_passes() -> bool:
             after.append(self.send_one(5 + len(after), survivors[len(after) % 2], ip))
             return after[-1].accepted
-        wait_until(next_passes, 10 * FAILURE_TIMEOUT_S, what="a message from the client after the kill",
+        wait_until(next_passes, 10 * FAILURE_TIMEOUT_S,
+                   what="a message from the client after the kill",
                    diagnostics=lambda: self.everything(nodes))
+        # Then 25 more, enough to use up whatever budget the new owner has.
         after += self.send_round_robin(25, ip, postfixes=survivors, first=5 + len(after))
         for r in after:
             if not r.accepted and CLOSED_TEXT not in r.mail.text:
                 self.assertRateLimited(r, "per_ip", nodes)
         passed = [r for r in before + after if r.accepted]
         # Loose until replication lands: the new owner starts the key afresh, so the 5
-        # granted before the kill come on top of the limit. The documented bound to
-        # tighten this to is docs/limiter.md's "kill -9 of an owner admits at most what
-        # it granted since its last replication" (replication_factor = 2).
+        # granted before the kill come on top of the limit (measured: exactly 15). The
+        # bound to tighten this to is the failover bound docs/limiter.md is to state
+        # (issue 8: with replication_factor = 2, kill -9 of an owner admits at most what
+        # it granted since its last replication), i.e. LIMIT + that.
         self.assertLessEqual(len(passed), LIMIT + 5, "\n".join(map(str, before + after)))
         self.assertSinkCount(passed + flowing, nodes)
         self.wait_views([nodes[i] for i in survivors], {nodes[i].id: "active" for i in survivors})
@@ -329,11 +346,13 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         # (b) While a survivor still lists the dead owner, its checks fall back to its
         # own bucket (fail_mode local), so each survivor may admit up to the limit on top
         # of what the owner granted: measured 5 + 10 + 10 when the 25 messages beat the
-        # failure detector. The documented bound to tighten this to is docs/limiter.md's
-        # failover bound (what the owner granted since its last replication), once
-        # replication lands and a survivor turns to the next replica at once.
-        self.assertLessEqual(len(passed), 5 + LIMIT * len(survivors), "\n".join(map(str, before + after)))
+        # failure detector. The bound to tighten this to is the failover bound
+        # docs/limiter.md is to state (LIMIT + what the owner granted since its last
+        # replication), once replication lands and survivors turn to the next replica.
+        self.assertLessEqual(len(passed), 5 + LIMIT * len(survivors),
+                             "\n".join(map(str, before + after)))
         self.assertSinkCount(passed, nodes)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -31,7 +31,8 @@ constexpr std::size_t kBucketSyncHeaderBytes = 1 + 8 + 1 + 2;
 constexpr std::size_t kFrameHeaderBytes = 2;  // version, type
 
 // Every message within the caps fits in one frame (see codec.h): the largest of each
-// limit and sync message, with every string at kMaxStringBytes and every count at its cap.
+// limit and sync message, with every key at kMaxStringBytes, every placement at
+// kMaxPlacementBytes and every count at its cap.
 static_assert(kFrameHeaderBytes + 2 + kMaxLimitCalls * kLimitCallHeaderBytes +
                       kMaxLimitItemsPerFrame * kMaxLimitItemBytes <=
                   kMaxFrameBytes,

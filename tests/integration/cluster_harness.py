@@ -48,13 +48,54 @@ def member_view(milter) -> dict[str, str]:
         return {}
     return {m["id"]: m["status"] for m in json.loads(body)["members"]}
 
+_U64 = (1 << 64) - 1
+
+
+def _fnv1a64(value: int, data: bytes) -> int:
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & _U64
+    return value
+
+
+def hrw_score(node_id: str, key: str | bytes) -> int:
+    """The rendezvous score of `node_id` for `key`, as cluster/placement/hrw.cpp computes
+    it: FNV-1a 64 over the node id's length (8 bytes, little-endian), the node id and the
+    key, then the splitmix64 finaliser."""
+    node = node_id.encode()
+    data = key.encode() if isinstance(key, str) else key
+    h = _fnv1a64(0xCBF29CE484222325, len(node).to_bytes(8, "little"))
+    h = _fnv1a64(_fnv1a64(h, node), data)
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _U64
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _U64
+    h ^= h >> 31
+    return h
+
+
+def owner_of(key: str | bytes, members: Iterable[str]) -> str:
+    """The member that owns `key`: the highest score, ties to the smaller id. A rule's
+    store key (what places it under `[affinity] method = "key"`) is its name, a NUL and
+    the key value: store_key(rule, value)."""
+    ranked = sorted(members, key=lambda m: (-hrw_score(m, key), m))
+    if not ranked:
+        raise ValueError("owner_of: no members")
+    return ranked[0]
+
+
+def store_key(rule_name: str, value: str) -> str:
+    """The limiter's key for `value` (a client IP's text, a normalised sender...)
+    under the rule named `rule_name`."""
+    return rule_name + "\0" + value
+
+
 class Node:
     """One cluster node: a zetian-milter process and its view of the cluster."""
 
     env: dict | None = None  # variables added to the process's environment (test hooks)
 
     def __init__(self, case: "ClusterTestCase", node_id: str, cluster: dict, extra: dict | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, milter_port: int | None = None):
         self.case = case
         self.env = env
         self.id = node_id
@@ -63,7 +104,7 @@ class Node:
         for section, values in (extra or {}).items():
             doc.setdefault(section, {}).update(values)
         self.milter = Milter(case.workdir, case.addCleanup, node_id=node_id, extra=doc,
-                             name=f"{node_id}-{secrets.token_hex(2)}")
+                             name=f"{node_id}-{secrets.token_hex(2)}", port=milter_port)
         self.address = cluster.get("advertise") or cluster["bind"]
 
     def start(self) -> "Node":
@@ -144,13 +185,13 @@ class ClusterTestCase(unittest.TestCase):
 
     def node(self, node_id: str, seeds: Iterable[str] = (), secret_file: str | None = None,
              cluster: dict | None = None, extra: dict | None = None, start: bool = True,
-             env: dict | None = None) -> Node:
+             env: dict | None = None, milter_port: int | None = None) -> Node:
         settings = {"enabled": True, "bind": self.endpoint(node_id),
                     "seeds": [self.endpoint(s) for s in seeds],
                     "shared_secret_file": secret_file or self.secret_file}
         settings.update(self.timing)
         settings.update(cluster or {})
-        n = Node(self, node_id, settings, extra, env)
+        n = Node(self, node_id, settings, extra, env, milter_port)
         self.nodes.append(n)
         return n.start() if start else n
 

@@ -405,6 +405,7 @@ void ClusterNode::handleHeartbeat(Peer& peer, const wire::Heartbeat& heartbeat) 
   peer.last_seen_unix_ms = static_cast<std::int64_t>(unixMillis());
   peer.load.sessions = heartbeat.sessions;
   peer.load.messages_per_s = heartbeat.messages_per_s_milli / 1000.0;
+  if (peer.link->link->peer().capabilities & wire::kCapLimiter) peer.keys_owned = heartbeat.keys_owned;
   applyTransitions(detector_.onHeartbeat(id, peer.incarnation, sinceStart()));
   const bool draining = heartbeat.flags & wire::kHeartbeatMaintenance;
   if (draining != (detector_.statusOf(id) == PeerStatus::maintenance)) {
@@ -497,6 +498,7 @@ void ClusterNode::onHeartbeat() {
   wire::Heartbeat hb{++heartbeat_sequence_, unixMillis(), load.sessions,
                      static_cast<std::uint32_t>(std::min(4e9, load.messages_per_s * 1000.0)),
                      maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}};
+  if (limits_) hb.keys_owned = static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_->keysOwned(), 0xffffffffu));
   for (auto& [id, peer] : peers_) {
     if (peer.link) peer.link->link->send(hb);
   }
@@ -659,13 +661,15 @@ std::vector<MemberInfo> ClusterNode::members() const {
   const NodeLoad own = load_ ? load_() : NodeLoad{};
   out.push_back(MemberInfo{options_.node_id, advertise_, options_.region,
                            maintenance_ ? "maintenance" : joined_ ? "active" : "joining", true,
-                           static_cast<std::int64_t>(unixMillis()), own, incarnation_});
+                           static_cast<std::int64_t>(unixMillis()), own, incarnation_,
+                           limits_ ? std::optional<std::uint64_t>(limits_->keysOwned()) : std::nullopt});
   for (const auto& view : detector_.peers()) {
     auto it = peers_.find(view.peer);
     if (it == peers_.end()) continue;
     const Peer& peer = it->second;
     out.push_back(MemberInfo{view.peer, peer.address, peer.region, std::string(membership::statusName(view.status)),
-                             false, peer.last_seen_unix_ms, peer.load, view.incarnation});
+                             false, peer.last_seen_unix_ms, peer.load, view.incarnation,
+                             peer.keys_owned ? std::optional<std::uint64_t>(*peer.keys_owned) : std::nullopt});
   }
   return out;
 }

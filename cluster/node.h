@@ -111,6 +111,9 @@ struct MemberInfo {
   std::int64_t last_seen_unix_ms = 0;
   NodeLoad load;
   std::uint64_t incarnation = 0;
+  // Cluster-scope keys it owns: counted by itself over the keys it holds, and sent in
+  // its heartbeats; nullopt when unknown (no limiter, or no heartbeat yet).
+  std::optional<std::uint64_t> keys_owned;
 };
 
 struct ClusterCounters {

@@ -33,6 +33,7 @@ struct ClusterNode::Peer {
   Clock::time_point last_heard{};
   std::int64_t last_seen_unix_ms = 0;
   NodeLoad load;
+  std::optional<std::uint32_t> keys_owned;  // from its last heartbeat
   bool said_goodbye = false;  // do not redial this incarnation
   bool was_failed = false;    // for node_recovered
   // Dialing

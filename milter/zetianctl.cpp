@@ -421,9 +421,9 @@ int cmdMembers(const Options& options) {
                     no_region ? "-" : cell(region), cell(member(m, "status")),
                     cell(load != nullptr ? member(*load, "sessions") : nullptr),
                     cell(load != nullptr ? member(*load, "messages_per_s") : nullptr),
-                    cell(member(m, "last_seen"))});
+                    cell(member(m, "keys_owned")), cell(member(m, "last_seen"))});
   }
-  printTable({"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "LAST SEEN"}, rows);
+  printTable({"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "KEYS", "LAST SEEN"}, rows);
   return ex->success() ? kExitOk : kExitFailed;
 }
 

@@ -79,7 +79,7 @@ cluster::AdminReply Engine::health() {
         static_cast<std::int64_t>(cluster::unixMillis()),
         cluster::NodeLoad{static_cast<std::uint32_t>(metrics_.sessions_active.load(std::memory_order_relaxed)),
                           messages_per_s_.load(std::memory_order_relaxed)},
-        0});
+        0, std::nullopt});  // no cluster: no keys owned to count
   }
   const bool draining = maintenance_.load();
   const std::string status = !ready_.load() ? "joining" : draining ? "maintenance" : members.front().status;
@@ -122,8 +122,13 @@ cluster::AdminReply Engine::health() {
         .field("status", m.self ? status : m.status)
         .field("self", m.self)
         .field("last_seen", m.last_seen_unix_ms > 0 ? utcTime(m.last_seen_unix_ms) : std::string())
-        .field("incarnation", m.incarnation)
-        .key("load")
+        .field("incarnation", m.incarnation);
+    if (m.keys_owned) {
+      w.field("keys_owned", *m.keys_owned);
+    } else {
+      w.key("keys_owned").null();
+    }
+    w.key("load")
         .beginObject()
         .field("sessions", m.load.sessions)
         .field("messages_per_s", m.load.messages_per_s)

@@ -59,6 +59,11 @@ std::size_t LimitService::pending() const {
   return pending_.size();
 }
 
+std::uint64_t LimitService::keysOwned() const {
+  loop_.checkThisThread();
+  return keys_owned_;
+}
+
 ServiceCounters LimitService::counters() const {
   loop_.checkThisThread();
   ServiceCounters c = counters_;
@@ -364,9 +369,17 @@ void LimitService::onReplicationTick() {
   for (std::size_t n = 0; it != keys_.end() && n < kPruneKeysPerTick; ++n) {
     if (!store_.find(it->first)) {
       it = keys_.erase(it);
-    } else {
-      ++it;
+      continue;
     }
+    if (view_) {
+      const auto members = placementOf(it->first, it->second, *view_);
+      if (!members.empty() && members.front() == replication_.self) ++sweep_owned_;
+    }
+    ++it;
+  }
+  if (it == keys_.end()) {
+    keys_owned_ = sweep_owned_;
+    sweep_owned_ = 0;
   }
   // upper_bound resumes after the cursor: the cursor is the key before `it`.
   if (it == keys_.end() || it == keys_.begin()) {

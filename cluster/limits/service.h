@@ -142,6 +142,10 @@ class LimitService {
   void onPeerRestarted(const std::string& peer);
 
   std::size_t pending() const;
+  // The keys this node owns among those it holds, as of the last complete sweep over
+  // them (one sweep step per replication round): an owner holds every key it owns
+  // that is not full, so this is the number of live keys it answers for.
+  std::uint64_t keysOwned() const;
   ServiceCounters counters() const;
 
  private:
@@ -216,6 +220,8 @@ class LimitService {
   Timer flush_walk_;  // the walk's next step
   std::uint64_t walk_moved_ = 0;
   std::optional<std::string> prune_cursor_;  // the slow sweep of keys the store forgot
+  std::uint64_t sweep_owned_ = 0;  // keys owned, counted by the sweep under way
+  std::uint64_t keys_owned_ = 0;   // as of the last complete sweep
   std::map<std::string, std::vector<wire::SyncedBucket>> staged_[2];  // per reason, per peer
   std::uint64_t sync_sequence_ = 0;
 };

@@ -228,6 +228,7 @@ void writePayload(Writer& w, const Heartbeat& m) {
   w.u32(m.messages_per_s_milli);
   if (m.flags & ~kHeartbeatFlagsKnown) throw std::invalid_argument("wire: unknown heartbeat flags");
   w.u8(m.flags);
+  w.u32(m.keys_owned);
 }
 
 void writePayload(Writer& w, const Goodbye& m) { w.str(m.reason, "reason"); }
@@ -376,6 +377,7 @@ Heartbeat readHeartbeat(Reader& r) {
   if (r.ok() && (m.flags & ~kHeartbeatFlagsKnown)) {
     r.fail(DecodeError::BadValue, "unknown heartbeat flags " + std::to_string(m.flags));
   }
+  m.keys_owned = r.u32();
   return m;
 }
 

@@ -109,6 +109,8 @@ struct Heartbeat {
   std::uint32_t sessions = 0;
   std::uint32_t messages_per_s_milli = 0;  // messages per second times 1000
   std::uint8_t flags = 0;                  // kHeartbeat* bits; unknown bits are refused
+  // Cluster-scope keys the sender owns, as of its last count (limits/service.h).
+  std::uint32_t keys_owned = 0;
   bool operator==(const Heartbeat&) const = default;
 };
 

@@ -230,14 +230,15 @@ TEST(WireCodec, FrameHeaderIsBigEndianLengthThenVersionThenType) {
   EXPECT_EQ(bytes, std::string("\x00\x00\x00\x06\x01\x05\x00\x02" "ab", 10));
 }
 
-TEST(WireCodec, HeartbeatIntegersAreBigEndianThenTheFlagsByte) {
-  const std::string bytes =
-      encode(Heartbeat{0x0102030405060708, 0x1112131415161718, 0x21222324, 0x31323334, kHeartbeatMaintenance});
+TEST(WireCodec, HeartbeatIntegersAreBigEndianThenTheFlagsByteThenKeysOwned) {
+  const std::string bytes = encode(Heartbeat{0x0102030405060708, 0x1112131415161718, 0x21222324, 0x31323334,
+                                             kHeartbeatMaintenance, 0x41424344});
   const std::string payload = bytes.substr(kLengthPrefixBytes + 2);
   EXPECT_EQ(payload, std::string("\x01\x02\x03\x04\x05\x06\x07\x08"
                                  "\x11\x12\x13\x14\x15\x16\x17\x18"
-                                 "\x21\x22\x23\x24\x31\x32\x33\x34\x01",
-                                 25));
+                                 "\x21\x22\x23\x24\x31\x32\x33\x34\x01"
+                                 "\x41\x42\x43\x44",
+                                 29));
 }
 
 TEST(WireCodec, EveryStrictPrefixOfAValidFrameNeedsMoreBytes) {
@@ -331,7 +332,7 @@ TEST(WireCodec, LengthAtTheBoundIsAcceptedAsIncomplete) {
 
 TEST(WireCodec, UnknownHeartbeatFlagsAreRefused) {
   std::string bytes = encode(Heartbeat{1, 2, 3, 4, kHeartbeatMaintenance});
-  bytes.back() = static_cast<char>(0x80);
+  bytes[bytes.size() - 5] = static_cast<char>(0x80);  // the flags byte, before keys_owned
   const DecodeResult r = decode(bytes);
   ASSERT_EQ(r.status, DecodeStatus::Error);
   EXPECT_EQ(r.error, DecodeError::BadValue);

@@ -29,7 +29,7 @@ using testing::runProcess;
 constexpr const char* kHealth =
     R"({"node_id":"mx1","status":"ok","version":"0.1.0","uptime_s":93784,"maintenance":false,)"
     R"("members":[{"id":"mx1","address":"10.0.0.1:7946","region":"eu","status":"alive",)"
-    R"("last_seen":"2026-11-27T05:28:29.161Z",)"
+    R"("last_seen":"2026-11-27T05:28:29.161Z","keys_owned":1234,)"
     R"("load":{"sessions":12,"messages_per_s":3.25}},)"
     R"({"id":"mx2","address":"10.0.0.2:7946","status":"suspect",)"
     R"("load":{"sessions":0,"messages_per_s":0}}]})";
@@ -556,9 +556,9 @@ TEST_F(ZetianctlTest, MembersIsATable) {
   const ProcessResult r = ctl({"members"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out,
-            "ID   ADDRESS        REGION  STATUS   SESSIONS  MSG/S  LAST SEEN\n"
-            "mx1  10.0.0.1:7946  eu      alive    12        3.25   2026-11-27T05:28:29.161Z\n"
-            "mx2  10.0.0.2:7946  -       suspect  0         0      -\n");
+            "ID   ADDRESS        REGION  STATUS   SESSIONS  MSG/S  KEYS  LAST SEEN\n"
+            "mx1  10.0.0.1:7946  eu      alive    12        3.25   1234  2026-11-27T05:28:29.161Z\n"
+            "mx2  10.0.0.2:7946  -       suspect  0         0      -     -\n");
 }
 
 TEST_F(ZetianctlTest, MembersJsonIsTheMembersArray) {
@@ -851,8 +851,8 @@ TEST_F(ZetianctlTest, MissingFieldsShowAsDashes) {
   r = ctl({"members"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out,
-            "ID   ADDRESS  REGION  STATUS  SESSIONS  MSG/S  LAST SEEN\n"
-            "mx9  -        -       -       -         -      -\n");
+            "ID   ADDRESS  REGION  STATUS  SESSIONS  MSG/S  KEYS  LAST SEEN\n"
+            "mx9  -        -       -       -         -      -     -\n");
 }
 
 }  // namespace

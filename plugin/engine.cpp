@@ -7,6 +7,7 @@
 #include <future>
 
 #include "conf/text.h"
+#include "cluster/incarnation.h"
 #include "plugin/accounts.h"
 #include "plugin/check_support.h"
 #include "plugin/reload_settings.h"
@@ -96,11 +97,12 @@ void Engine::unpinPolicy() { t_check_slot.pinned.store(0, std::memory_order_rele
 
 namespace {
 
-// Test hooks, read once from the environment: nodes' clocks offset from each other
-// (ZETIAN_TEST_CLOCK_OFFSET_S, signed seconds added to the limiter's clock) and a node
-// that announces fewer capabilities, as an older version would
-// (ZETIAN_TEST_CAPABILITIES, the wire::kCap* bits as a decimal number). Start-up logs a
-// warning when either is set. Malformed values are ignored.
+// Test hooks, read once from the environment: a node whose clocks are offset from the
+// others' (ZETIAN_TEST_CLOCK_OFFSET_MS, cluster/incarnation.h: the same milliseconds
+// shift the limiter's clock here and the incarnation's clock there) and a node that
+// announces fewer capabilities, as an older version would (ZETIAN_TEST_CAPABILITIES,
+// the wire::kCap* bits as a decimal number). Start-up logs a warning when either is
+// set. Malformed values are ignored here (the cluster start refuses a bad offset).
 std::optional<long long> testHook(const char* name) {
   const char* text = std::getenv(name);
   if (!text || !*text) return std::nullopt;
@@ -113,10 +115,11 @@ std::optional<long long> testHook(const char* name) {
 
 state::Nanos clockOffset() {
   static const state::Nanos offset = [] {
-    const auto seconds = testHook("ZETIAN_TEST_CLOCK_OFFSET_S");
+    std::string error;
+    const auto ms = cluster::testClockOffsetMs(std::getenv(cluster::kTestClockOffsetVariable), &error);
     // Bounded to a century either way, far from overflowing the clock.
-    constexpr long long kMax = 100LL * 365 * 24 * 3600;
-    return seconds ? std::clamp(*seconds, -kMax, kMax) * state::kNanosPerSecond : state::Nanos{0};
+    constexpr std::int64_t kMax = std::int64_t{100} * 365 * 24 * 3600 * 1000;
+    return ms ? std::clamp<std::int64_t>(*ms, -kMax, kMax) * 1'000'000 : state::Nanos{0};
   }();
   return offset;
 }
@@ -256,8 +259,8 @@ bool Engine::start(Errors* errors) {
         logger_->log(conf::LogLevel::Warn, "test_hook ZETIAN_TEST_CAPABILITIES=" + std::to_string(*caps));
       }
       if (clockOffset() != 0) {
-        logger_->log(conf::LogLevel::Warn, "test_hook ZETIAN_TEST_CLOCK_OFFSET_S=" +
-                                               std::to_string(clockOffset() / state::kNanosPerSecond));
+        logger_->log(conf::LogLevel::Warn, std::string("test_hook ") + cluster::kTestClockOffsetVariable + "=" +
+                                               std::to_string(clockOffset() / 1'000'000) + " clock=limiter");
       }
       node_ = std::make_unique<cluster::ClusterNode>(loop_, std::move(node_options), sink, load);
       node_->setViewListener([this](std::shared_ptr<const cluster::placement::View> view) { setView(std::move(view)); });

@@ -89,12 +89,19 @@ struct Engine::CheckJob {
   std::string_view placement(const Item& item) const {
     return std::string_view(keys).substr(item.end, item.placement_end - item.end);
   }
+  // Ready for the next check, keeping every buffer's capacity (group 0 included), so a
+  // thread's local checks allocate nothing once warm.
   void clear() {
     snapshot.reset();
     snap = nullptr;
     keys.clear();
     items.clear();
-    groups.clear();
+    if (groups.empty()) groups.emplace_back();
+    groups.resize(1);
+    groups[0].items.clear();
+    groups[0].failed.reset();
+    groups[0].closed = false;
+    groups[0].answered = false;
     outstanding = 0;
     abandoned = false;
   }
@@ -184,7 +191,7 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
     return false;
   }
 
-  job.groups.emplace_back();  // group 0: this node's store
+  if (job.groups.empty()) job.groups.emplace_back();  // group 0: this node's store
   std::shared_ptr<const cluster::placement::View> view;
   for (std::size_t index : rule_indices) {
     const CompiledRule& c = snap.rules[index];

@@ -69,7 +69,8 @@ thread_local CheckSlot t_check_slot;
 void waitForChecksOn(std::uint64_t snapshot_id) {
   std::lock_guard lock(checkSlots().mutex);
   for (CheckSlot* slot : checkSlots().list) {
-    // A check holds its snapshot for microseconds (it never blocks while pinned).
+    // A check holds its snapshot for microseconds, or, when it waits for a key's
+    // owner on another node, up to cluster.check_timeout.
     while (slot->pinned.load(std::memory_order_seq_cst) == snapshot_id) std::this_thread::yield();
   }
 }

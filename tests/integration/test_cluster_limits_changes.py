@@ -1,0 +1,370 @@
+"""Cluster-wide limits while membership changes (issue 8): a node joining mid-run, the
+key's owner restarting (SIGTERM and kill -9, same id and state_dir), the [events] exec
+hook seeing the rebalancing, and a partition (network namespaces) under each fail_mode.
+
+The milters are driven with harness.MilterClient (one SMTP transaction up to MAIL FROM
+per check, client IP chosen per test): what is measured is the cluster's decision, and
+a node that comes and goes needs no MTA restarted with it. The client IPs are chosen
+with cluster_harness.owner_of, so that each test knows which node owns its key before
+and after the change.
+
+Timings are cluster_harness.FAST_TIMING (heartbeat 200 ms, failure_detection_timeout
+2 s); replication_interval is the default 250 ms. Every wait is a poll with a deadline
+stated in those terms; a reconnecting link backs off to at most 5 s, so re-links get
+20 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import unittest
+
+from cluster_harness import FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, owner_of, store_key
+from harness import MilterClient, free_port, metric_samples, rule, wait_until
+from netns import NetnsClusterTestCase, NetnsNode
+
+LIMIT = 10
+RULE = "per_ip"
+IDS = ["n1", "n2", "n3"]
+RELINK_S = 20.0
+# Zetian's reply text when fail_mode = "closed" refuses a check (plugin/check.cpp).
+CLOSED_TEXT = "Rate limiter unavailable"
+
+
+def policy(fail_mode: str = "local") -> dict:
+    return {"ratelimit": {"rule": [rule(RULE, LIMIT, "1h")], "fail_mode": fail_mode}}
+
+
+def ranked(value: str, members: list[str]) -> list[str]:
+    """`members` in placement order for the key of `value` under RULE: the owner, then
+    its replicas (cluster/placement/hrw.cpp)."""
+    key = store_key(RULE, value)
+    return sorted(members, key=lambda m: (-hrw_score(m, key), m))
+
+
+def client_ip(want, start: int = 1) -> str:
+    """The first 198.51.100.x (x >= start) for which `want(ip)` holds."""
+    for last in range(start, 255):
+        ip = f"198.51.100.{last}"
+        if want(ip):
+            return ip
+    raise AssertionError("no client address in 198.51.100.0/24 fits")
+
+
+class Check:
+    """The milter's answer to one MAIL FROM: `code` is the reply packet's command byte
+    (b"c" continue, b"y" a reply code, b"t" tempfail), `text` the reply text."""
+
+    def __init__(self, node: str, code: bytes, text: str):
+        self.node = node
+        self.code = code
+        self.text = text
+
+    @property
+    def accepted(self) -> bool:
+        return self.code == b"c"
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.code == b"y" and self.text.startswith("451 4.7.1") and RULE in self.text
+
+    @property
+    def closed(self) -> bool:
+        return self.code == b"y" and self.text.startswith("451 4.7.1") and CLOSED_TEXT in self.text
+
+    def __repr__(self) -> str:
+        return f"{self.node}:{self.code.decode()}{' ' + self.text if self.text else ''}"
+
+
+def check(node: Node, ip: str) -> Check:
+    """One transaction from `ip` through `node`'s milter, up to MAIL FROM."""
+    c = MilterClient(node.milter.socket_spec)
+    try:
+        c.negotiate()
+        c.connect_stage(ip)
+        c.helo()
+        c._send(b"M", b"<sender@example.org>\0")
+        code, data = c.reply()
+        return Check(node.id, code, data.rstrip(b"\0").decode(errors="replace"))
+    finally:
+        c.quit()
+
+
+class LimitsTestMixin:
+    """Sending and counting, for the test classes below (ClusterTestCase subclasses)."""
+
+    def send(self, nodes: list[Node], count: int, ip: str) -> list[Check]:
+        """`count` checks from `ip`, round-robin over `nodes`."""
+        return [check(nodes[i % len(nodes)], ip) for i in range(count)]
+
+    def assertOnlyLimited(self, results: list[Check], nodes: list[Node]):
+        """Whatever did not pass was refused by the rule (not by a fallback)."""
+        for r in results:
+            if not r.accepted and not r.rate_limited:
+                self.fail(f"want accepted or 451 4.7.1 naming {RULE}, got {r}\n{self.diagnostics(nodes)}")
+
+    def assertPassed(self, results: list[Check], count: int, nodes: list[Node], what: str):
+        passed = sum(r.accepted for r in results)
+        self.assertEqual(passed, count, f"{what}: {passed} of {len(results)} passed, want {count}: "
+                         f"{results}\n{self.diagnostics(nodes)}")
+
+    def fallbacks(self, node: Node, reason: str) -> int:
+        status, body, _ = node.milter.http("GET", "/metrics")
+        self.assertEqual(status, 200)
+        return int(sum(v for labels, v in metric_samples(body, "zetian_fallbacks_total")
+                       if labels.get("reason") == reason and labels.get("rule") == RULE))
+
+    def remaining(self, node: Node, ip: str) -> int:
+        """What `node`'s own store has left for `ip` under RULE (GET /limits): LIMIT when
+        it holds nothing (a fresh bucket)."""
+        status, body, _ = node.milter.http("GET", f"/limits?rule={RULE}&key={ip}")
+        self.assertEqual(status, 200, body)
+        held = json.loads(body)["limits"]
+        return int(held[0]["remaining"]) if held else LIMIT
+
+    def events(self, node: Node, event: str) -> int:
+        status, body, _ = node.milter.http("GET", "/metrics")
+        self.assertEqual(status, 200)
+        return int(sum(v for labels, v in metric_samples(body, "zetian_cluster_events_total")
+                       if labels.get("event") == event))
+
+
+class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
+    """Nodes on loopback, each with its milter on a TCP port of its own."""
+
+    def start_nodes(self, ids: list[str], extra: dict | None = None) -> list[Node]:
+        """Nodes `ids`, each seeded with n1 (n1 with none); returns once every one of
+        them sees all of them active."""
+        for i in ids:
+            self.endpoint(i)
+        nodes = [self.node(i, seeds=["n1"] if i != "n1" else [], extra=extra or policy()) for i in ids]
+        self.wait_full_view(nodes)
+        return nodes
+
+    def hook(self, node_id: str) -> tuple[str, str]:
+        """An [events] exec program that appends its argument and environment to a file
+        of its own, one block per run: (program, file)."""
+        out = os.path.join(self.workdir, f"events-{node_id}.txt")
+        program = os.path.join(self.workdir, f"hook-{node_id}.sh")
+        with open(program, "w") as f:
+            f.write(f"#!/bin/sh\n{{ echo \"argv1=$1\"; /usr/bin/env; echo ---; }} >> '{out}'\n")
+        os.chmod(program, 0o755)
+        return program, out
+
+    @staticmethod
+    def hook_runs(path: str) -> list[dict[str, str]]:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return []
+        runs = []
+        for block in text.split("---\n"):
+            lines = [line.split("=", 1) for line in block.splitlines() if "=" in line]
+            if lines:
+                runs.append({k: v for k, v in lines})
+        return runs
+
+    # -- a node joins
+
+    def test_a_node_joining_takes_over_the_key_with_its_count(self):
+        ids4 = IDS + ["n4"]
+        # The newcomer owns the key among four; among three its owner is another node.
+        ip = client_ip(lambda a: owner_of(store_key(RULE, a), ids4) == "n4")
+        old_id = owner_of(store_key(RULE, ip), IDS)
+        hooks = {i: self.hook(i) for i in ids4}
+
+        def extra(i: str) -> dict:
+            return dict(policy(), events={"exec": hooks[i][0]})
+        for i in ids4:
+            self.endpoint(i)
+        nodes = [self.node(i, seeds=["n1"] if i != "n1" else [], extra=extra(i)) for i in IDS]
+        self.wait_full_view(nodes)
+        old = nodes[IDS.index(old_id)]
+        before = self.send(nodes, 5, ip)
+        self.assertPassed(before, 5, nodes, "before the join")
+        # The owner's own charges join the keys it knows (and may hand off) at its next
+        # replication round; the first replica receiving the state marks that round.
+        replica = nodes[IDS.index(ranked(ip, IDS)[1])]
+        wait_until(lambda: replica.metric("zetian_limit_buckets_received_total") >= 1, 10,
+                   what="the first replica to receive the key's state",
+                   diagnostics=lambda: self.diagnostics(nodes))
+
+        joined_at = time.monotonic()
+        newcomer = self.node("n4", seeds=["n1"], extra=extra("n4"))
+        everyone = nodes + [newcomer]
+        self.wait_full_view(everyone)
+        join_s = time.monotonic() - joined_at
+        after = self.send(everyone, 25, ip)
+        self.assertOnlyLimited(before + after, everyone)
+        # The old owner handed the count to n4 when n4 entered its view, before the
+        # others could route a check to n4 (all four saw each other before the first
+        # check after the join).
+        self.assertPassed(before + after, LIMIT, everyone,
+                          f"5 before the join, 25 after (join took {join_s:.1f}s)")
+        self.assertGreaterEqual(newcomer.metric("zetian_limit_buckets_received_total"), 1,
+                                self.diagnostics(everyone))
+
+        # The rebalancing, on the old owner: log, metrics and the exec hook.
+        text = old.log_text()
+        self.assertRegex(text, r"cluster_event event=rebalancing_started\b", self.diagnostics([old]))
+        moved = [int(m) for m in re.findall(r"cluster_event event=rebalancing_completed keys_moved=(\d+)", text)]
+        self.assertTrue(moved and max(moved) >= 1, f"keys_moved {moved}\n{self.diagnostics([old])}")
+        self.assertGreaterEqual(self.events(old, "rebalancing_completed"), 1)
+        self.assertGreaterEqual(self.events(old, "rebalancing_started"), 1)
+        self.assertGreaterEqual(old.metric("zetian_limit_buckets_handed_off_total"), 1)
+
+        def completed_runs():
+            return [r for r in self.hook_runs(hooks[old_id][1])
+                    if r.get("ZETIAN_EVENT") == "rebalancing_completed"]
+        runs = wait_until(completed_runs, 10, what=f"{old_id}'s hook to run for rebalancing_completed",
+                          diagnostics=lambda: f"{self.hook_runs(hooks[old_id][1])}\n{self.diagnostics([old])}")
+        run = runs[0]
+        self.assertEqual(run.get("argv1"), "rebalancing_completed", run)
+        self.assertEqual(run.get("ZETIAN_SELF_ID"), old_id, run)
+        self.assertGreaterEqual(int(run.get("ZETIAN_KEYS_MOVED", "0")), 1, run)
+        self.assertIn(int(run["ZETIAN_KEYS_MOVED"]), moved, run)
+
+    # -- the owner restarts
+
+    def restart_owner(self, graceful: bool):
+        nodes = self.start_nodes(IDS)
+        # An owner other than n1, the seed (n1 has no seeds: alone after a restart it
+        # would wait to be found again).
+        ip = client_ip(lambda a: ranked(a, IDS)[0] != "n1")
+        owner_id, replica_id = ranked(ip, IDS)[:2]
+        owner, replica = nodes[IDS.index(owner_id)], nodes[IDS.index(replica_id)]
+        others = [n for n in nodes if n is not owner]
+        before = self.send(nodes, 5, ip)
+        self.assertPassed(before, 5, nodes, "before the restart")
+        if graceful:
+            # No wait for a replication round: a member that leaves hands its keys'
+            # state to their new owner before it stops answering for them (issue 8).
+            owner.stop()
+            self.wait_views(others, {owner_id: "left"}, what=f"{owner_id} left in the others' views")
+        else:
+            # kill -9 loses what the owner granted since its last replication round:
+            # wait for the round that carries all five, so that the failover bound is
+            # the limit itself.
+            wait_until(lambda: self.remaining(replica, ip) == LIMIT - 5, 10,
+                       what="the first replica to hold the key's state after the five",
+                       diagnostics=lambda: f"{replica.id} holds {self.remaining(replica, ip)} left\n"
+                                           + self.diagnostics(nodes))
+            owner.kill9()
+        down_at = time.monotonic()
+        # While the owner is away its first replica owns the key, with the count.
+        self.assertEqual(self.remaining(replica, ip), LIMIT - 5,
+                         f"{replica_id}, the key's owner while {owner_id} is away, holds the wrong "
+                         f"count\n{self.diagnostics(nodes)}")
+        owner.milter._stopped = False
+        owner.start()
+        self.wait_full_view(nodes, RELINK_S)
+        back_s = time.monotonic() - down_at
+        after = self.send(nodes, 25, ip)
+        self.assertOnlyLimited(before + after, nodes)
+        self.assertPassed(before + after, LIMIT, nodes,
+                          f"5 before the restart of {owner_id}, 25 after (back in every view "
+                          f"after {back_s:.1f}s)")
+        # The owner got its key back from the replica that served it meanwhile.
+        self.assertGreaterEqual(owner.metric("zetian_limit_buckets_received_total"), 1,
+                                self.diagnostics(nodes))
+        print(f"\n  {'SIGTERM' if graceful else 'kill -9'} of {owner_id}: back in every view after "
+              f"{back_s:.1f}s, {sum(r.accepted for r in before + after)} of 30 passed")
+
+    def test_the_owner_restarting_after_sigterm_keeps_the_count(self):
+        self.restart_owner(graceful=True)
+
+    def test_the_owner_restarting_after_kill_9_keeps_the_count(self):
+        self.restart_owner(graceful=False)
+
+
+class LimitsAcrossAPartition(LimitsTestMixin, NetnsClusterTestCase):
+    """Three nodes on a LAN of network namespaces; n3 is unplugged from it."""
+
+    def start_lan(self, fail_mode: str) -> list[NetnsNode]:
+        lan = self.make_lan(3)
+        port = free_port()
+        nodes = []
+        for host in lan.hosts:
+            settings = {"enabled": True, "shared_secret_file": self.secret_file,
+                        "bind": f"{host.address}:{port}",
+                        "seeds": [f"{h.address}:{port}" for h in lan.hosts if h is not host]}
+            settings.update(self.timing)
+            n = NetnsNode(self, f"n{host.index}", host, settings, extra=policy(fail_mode))
+            self.nodes.append(n)
+            nodes.append(n.start())
+        self.wait_full_view(nodes, RELINK_S)
+        return nodes
+
+    def partition(self, fail_mode: str):
+        nodes = self.start_lan(fail_mode)
+        n1, n2, n3 = nodes
+        # n1 owns the key and n2 holds its replica: the cut-off n3 holds nothing of it.
+        ip = client_ip(lambda a: ranked(a, IDS)[:2] == ["n1", "n2"])
+        before = self.send(nodes, 5, ip)
+        self.assertPassed(before, 5, nodes, "before the cut")
+
+        cut_at = time.monotonic()
+        n3.host.unplug()
+        wait_until(lambda: (n3.health() or {}).get("cluster", {}).get("state") == "no_quorum",
+                   FAILURE_TIMEOUT_S * 4, what="n3 alone to have no quorum", diagnostics=self.diagnostics)
+        self.wait_views([n1, n2], {"n3": "failed", "n1": "active", "n2": "active"},
+                        timeout=FAILURE_TIMEOUT_S * 4, what="n1 and n2 to see n3 failed")
+        cut_s = time.monotonic() - cut_at
+
+        minority = self.send([n3], LIMIT + 2, ip)
+        majority = self.send([n1, n2], LIMIT + 2, ip)
+        # The majority keeps the cluster count: 5 were left.
+        self.assertOnlyLimited(majority, nodes)
+        self.assertPassed(majority, LIMIT - 5, nodes, "the majority side during the cut")
+        self.assertEqual([self.fallbacks(n, "no_quorum") for n in (n1, n2)], [0, 0], self.diagnostics())
+        # The minority decides without an owner: every check is a no_quorum fallback,
+        # logged once for the episode.
+        self.assertEqual(self.fallbacks(n3, "no_quorum"), LIMIT + 2, self.diagnostics())
+        self.assertEqual(n3.log_text().count("cluster_limits_fallback owner=- reason=no_quorum"), 1,
+                         self.diagnostics())
+        if fail_mode == "local":
+            # Its own bucket, fresh (n3 is no replica of the key): the limit, then refusals.
+            self.assertEqual([r.accepted for r in minority], [True] * LIMIT + [False] * 2, minority)
+            self.assertOnlyLimited(minority, nodes)
+        elif fail_mode == "open":
+            self.assertPassed(minority, LIMIT + 2, nodes, "the minority side, fail_mode open")
+        else:
+            for r in minority:
+                self.assertTrue(r.closed, f"want 451 4.7.1 {CLOSED_TEXT}, got {r}\n{self.diagnostics()}")
+
+        healed_at = time.monotonic()
+        n3.host.plug()
+        self.wait_full_view(nodes, RELINK_S)
+        wait_until(lambda: all((n.health() or {}).get("cluster", {}).get("state") == "healthy" for n in nodes),
+                   RELINK_S, what="every node to report a healthy cluster", diagnostics=self.diagnostics)
+        heal_s = time.monotonic() - healed_at
+        # A fresh key, owned by the node that was cut off: the limit holds across all
+        # three again.
+        fresh = client_ip(lambda a: ranked(a, IDS)[0] == "n3", start=int(ip.rsplit(".", 1)[1]) + 1)
+        again = self.send(nodes, 3 * LIMIT, fresh)
+        self.assertOnlyLimited(again, nodes)
+        self.assertPassed(again, LIMIT, nodes, "a fresh key after healing")
+        self.assertEqual(n3.log_text().count("cluster_limits_recovered owner=-"), 1, self.diagnostics())
+        self.assertEqual(n3.log_text().count("cluster_limits_fallback owner=- reason=no_quorum"), 1,
+                         self.diagnostics())
+        self.assertEqual(self.fallbacks(n3, "no_quorum"), LIMIT + 2, self.diagnostics())
+        print(f"\n  fail_mode {fail_mode}: cut seen in {cut_s:.1f}s, healed in {heal_s:.1f}s; "
+              f"minority {sum(r.accepted for r in minority)}/{len(minority)} passed, "
+              f"majority {sum(r.accepted for r in majority)}/{len(majority)}, "
+              f"fresh key {sum(r.accepted for r in again)}/{len(again)}")
+
+    def test_partition_fail_mode_local(self):
+        self.partition("local")
+
+    def test_partition_fail_mode_closed(self):
+        self.partition("closed")
+
+    def test_partition_fail_mode_open(self):
+        self.partition("open")
+
+
+if __name__ == "__main__":
+    unittest.main()

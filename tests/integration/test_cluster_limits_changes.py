@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import unittest
 
@@ -226,6 +227,67 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
         self.assertEqual(run.get("ZETIAN_SELF_ID"), old_id, run)
         self.assertGreaterEqual(int(run.get("ZETIAN_KEYS_MOVED", "0")), 1, run)
         self.assertIn(int(run["ZETIAN_KEYS_MOVED"]), moved, run)
+
+    def test_a_node_joining_under_load(self):
+        """Checks keep coming, round-robin over every node that is up, while n4 joins."""
+        ids4 = IDS + ["n4"]
+        ip = client_ip(lambda a: owner_of(store_key(RULE, a), ids4) == "n4", start=100)
+        nodes = self.start_nodes(IDS)
+        before = self.send(nodes, 5, ip)
+        self.assertPassed(before, 5, nodes, "before the join")
+        replica = nodes[IDS.index(ranked(ip, IDS)[1])]
+        wait_until(lambda: self.remaining(replica, ip) == LIMIT - 5, 10,
+                   what="the first replica to hold the key's state after the five",
+                   diagnostics=lambda: self.diagnostics(nodes))
+        targets = list(nodes)
+        during: list[tuple[float, Check]] = []
+        stop = threading.Event()
+
+        def stream():
+            i = 0
+            while not stop.is_set():
+                during.append((time.monotonic(), check(targets[i % len(targets)], ip)))
+                i += 1
+        sender = threading.Thread(target=stream, name="join-stream")
+        newcomer = self.node("n4", seeds=["n1"], extra=policy(), start=False)
+        everyone = nodes + [newcomer]
+        joined_at = time.monotonic()
+        sender.start()
+        try:
+            newcomer.start()  # returns at /ready
+            ready_at = time.monotonic()
+            targets.append(newcomer)
+            wait_until(lambda: newcomer.metric("zetian_limit_buckets_received_total") >= 1, 20,
+                       what="the old owner's hand-off to reach n4",
+                       diagnostics=lambda: self.diagnostics(everyone))
+            handoff_at = time.monotonic()
+            self.wait_full_view(everyone)
+            settled_at = time.monotonic()
+        finally:
+            stop.set()
+            sender.join(30)
+        self.assertFalse(sender.is_alive())
+        after = self.send(everyone, 25, ip)
+        results = before + [c for _, c in during] + after
+        self.assertOnlyLimited(results, everyone)
+        passed = sum(r.accepted for r in results)
+        before_handoff = sum(1 for t, _ in during if t <= handoff_at)
+        by_node = {n.id: sum(c.accepted for _, c in during if c.node == n.id) for n in everyone}
+        fallbacks = self.fallbacks(newcomer, "no_quorum")
+        print(f"\n  join under load: n4 ready after {ready_at - joined_at:.2f}s, hand-off at "
+              f"{handoff_at - joined_at:.2f}s, all views at {settled_at - joined_at:.2f}s; "
+              f"{len(during)} checks during the join ({before_handoff} before the hand-off), "
+              f"{passed} of {len(results)} passed in all (during the join by node: {by_node}; "
+              f"after: {sum(r.accepted for r in after)}); n4's no_quorum fallbacks: {fallbacks}")
+        # Not the limit: n4 is /ready while it still forms (no quorum yet), so with
+        # fail_mode local it decides its checks with a fresh bucket of its own, and the
+        # hand-off then replaces that bucket with the cluster's count (measured: 20 = 5
+        # before + 5 through n1..n3 + 10 through n4, every run). docs/limiter.md states
+        # no bound for a join yet; this is the one the issue's lead set meanwhile: the
+        # limit plus every check made between the join and the hand-off.
+        self.assertLessEqual(passed, LIMIT + before_handoff, results)
+        # Once the hand-off is in, the cluster count holds: nothing more passes.
+        self.assertEqual(sum(r.accepted for r in after), 0, after)
 
     # -- the owner restarts
 

@@ -117,6 +117,15 @@ class LimitsTestMixin:
         return int(sum(v for labels, v in metric_samples(body, "zetian_fallbacks_total")
                        if labels.get("reason") == reason and labels.get("rule") == RULE))
 
+    def fallbacks_by_reason(self, node: Node) -> dict[str, int]:
+        status, body, _ = node.milter.http("GET", "/metrics")
+        self.assertEqual(status, 200)
+        out: dict[str, int] = {}
+        for labels, v in metric_samples(body, "zetian_fallbacks_total"):
+            if labels.get("rule") == RULE and v:
+                out[labels.get("reason", "")] = out.get(labels.get("reason", ""), 0) + int(v)
+        return out
+
     def remaining(self, node: Node, ip: str, fresh: int = LIMIT) -> int:
         """What `node`'s own store has left for `ip` under RULE (GET /limits): `fresh`
         when it holds nothing."""
@@ -273,12 +282,12 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
         passed = sum(r.accepted for r in results)
         before_handoff = sum(1 for t, _ in during if t <= handoff_at)
         by_node = {n.id: sum(c.accepted for _, c in during if c.node == n.id) for n in everyone}
-        fallbacks = self.fallbacks(newcomer, "no_quorum")
+        fallbacks = {n.id: self.fallbacks_by_reason(n) for n in everyone}
         print(f"\n  join under load: n4 ready after {ready_at - joined_at:.2f}s, hand-off at "
               f"{handoff_at - joined_at:.2f}s, all views at {settled_at - joined_at:.2f}s; "
               f"{len(during)} checks during the join ({before_handoff} before the hand-off), "
               f"{passed} of {len(results)} passed in all (during the join by node: {by_node}; "
-              f"after: {sum(r.accepted for r in after)}); n4's no_quorum fallbacks: {fallbacks}")
+              f"after: {sum(r.accepted for r in after)}); fallbacks by node and reason: {fallbacks}")
         # Not the limit: n4 is /ready while it still forms (no quorum yet), so with
         # fail_mode local it decides its checks with a fresh bucket of its own, and the
         # hand-off then replaces that bucket with the cluster's count (measured: 20 = 5

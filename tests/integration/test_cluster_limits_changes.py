@@ -324,6 +324,14 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
 
     # -- the owner restarts
 
+    @staticmethod
+    def incarnation(node: Node, member: str, status: str | None = "active") -> int | None:
+        """`member`'s incarnation as `node` lists it with `status` (any when None)."""
+        for m in (node.health() or {}).get("members", []):
+            if m["id"] == member and (status is None or m["status"] == status):
+                return m["incarnation"]
+        return None
+
     def restart_owner(self, graceful: bool):
         nodes = self.start_nodes(IDS)
         # An owner other than n1, the seed (n1 has no seeds: alone after a restart it
@@ -354,7 +362,14 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
                          f"count\n{self.diagnostics(nodes)}")
         owner.milter._stopped = False
         owner.start()
+        # Active in every view, and the others know the new process (its incarnation):
+        # a kill -9 and a quick restart can leave the old entry active meanwhile.
+        incarnation = self.incarnation(owner, owner_id, status=None)
+        self.assertIsNotNone(incarnation, owner.health())
         self.wait_full_view(nodes, RELINK_S)
+        wait_until(lambda: all(self.incarnation(n, owner_id) == incarnation for n in others), RELINK_S,
+                   what=f"the others to know {owner_id}'s new incarnation {incarnation}",
+                   diagnostics=lambda: self.diagnostics(nodes))
         back_s = time.monotonic() - down_at
         after = self.send(nodes, 25, ip)
         self.assertOnlyLimited(before + after, nodes)

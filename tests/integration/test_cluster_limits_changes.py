@@ -1,6 +1,9 @@
 """Cluster-wide limits while membership changes (issue 8): a node joining mid-run, the
 key's owner restarting (SIGTERM and kill -9, same id and state_dir), the [events] exec
 hook seeing the rebalancing, and a partition (network namespaces) under each fail_mode.
+Also under a stream of checks: a join and a restart (measured; bounded by the limit plus
+the checks before the hand-off), and an owner that leaves or drains, whose last grants
+must reach the key's next owner.
 
 The milters are driven with harness.MilterClient (one SMTP transaction up to MAIL FROM
 per check, client IP chosen per test): what is measured is the cluster's decision, and
@@ -86,7 +89,8 @@ def check(node: Node, ip: str) -> Check:
         c.negotiate()
         c.connect_stage(ip)
         c.helo()
-        c._send(b"M", b"<sender@example.org>\0")
+        # MilterClient.mail() returns the command byte only: the text is wanted here.
+        c.send_raw(c.packet(b"M", b"<sender@example.org>\0"))
         code, data = c.reply()
         return Check(node.id, code, data.rstrip(b"\0").decode(errors="replace"))
     finally:

@@ -336,23 +336,36 @@ void ClusterNode::publishView() {
   if (!view_listener_ && !limits_) return;
   auto view = std::make_shared<placement::View>();
   view->self = options_.node_id;
-  if (joined_ && !maintenance_ && !leaving_) {
-    view->members.push_back(options_.node_id);
-    view->region_members.push_back(options_.node_id);
-  }
+  // Candidates are the peers this node can ask (an established link) and that are
+  // alive and not draining: joining ones too, so that a newcomer and the others agree
+  // on the owners as soon as the links are up, not success_threshold heartbeats later.
+  // Without a link a peer is no candidate: its keys go to their next member at once
+  // (which holds their replicated state) instead of every check falling back until the
+  // failure detector has made up its mind.
+  std::size_t known = 1;      // members not left, this node included
+  std::size_t reachable = 1;  // of those, this node and the peers it has a link to
   for (const auto& pv : detector_.peers()) {
-    if (pv.status != PeerStatus::active && pv.status != PeerStatus::suspect) continue;
+    if (pv.status == PeerStatus::left) continue;
+    ++known;
     auto it = peers_.find(pv.peer);
-    // Without a link this node cannot ask it anything: its keys go to their next
-    // member at once (that member holds their replicated state) instead of every check
-    // falling back until the failure detector has made up its mind.
     if (it == peers_.end() || !it->second.link || !it->second.link->link->established()) continue;
+    if (pv.status == PeerStatus::failed) continue;
+    ++reachable;
+    if (pv.status == PeerStatus::maintenance) continue;
     view->members.push_back(pv.peer);
     if (it->second.region == options_.region) view->region_members.push_back(pv.peer);
   }
+  // This node owns keys once it has a peer to agree with (or runs alone after
+  // join_timeout), and not while draining or leaving.
+  if ((joined_ || reachable > 1) && !maintenance_ && !leaving_) {
+    view->members.push_back(options_.node_id);
+    view->region_members.push_back(options_.node_id);
+  }
   std::sort(view->members.begin(), view->members.end());
   std::sort(view->region_members.begin(), view->region_members.end());
-  view->quorum = currentState() != ClusterState::no_quorum;
+  // A majority of the known members, this node included, must be reachable: the
+  // minority side of a partition has no quorum, and its cluster rules follow fail_mode.
+  view->quorum = 2 * reachable > known;
   if (view_ && view_->members == view->members && view_->region_members == view->region_members &&
       view_->quorum == view->quorum) {
     return;
@@ -614,8 +627,11 @@ void ClusterNode::leave(std::function<void()> done) {
     return;
   }
   leaving_ = true;
-  limits_.reset();
+  // This node owns nothing from now on: the view without it hands every key it owns,
+  // its latest charges included, to the new owners before the goodbyes go out.
   publishView();
+  if (limits_) limits_->finishWalk();
+  limits_.reset();
   for (event* e : {tick_, heartbeat_}) {
     if (e) event_del(e);
   }

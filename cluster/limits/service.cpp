@@ -278,8 +278,18 @@ std::vector<placement::NodeId> LimitService::placementOf(const std::string& key,
                               std::max<std::size_t>(1, replication_.factor));
 }
 
+void LimitService::takeChanges() {
+  if (!replication_.changes) return;
+  for (KeyChange& change : replication_.changes->take()) {
+    remember(change.key, change.placement, change.algorithm, change.limit, true);
+  }
+}
+
 void LimitService::onView(std::shared_ptr<const placement::View> view) {
   loop_.checkThisThread();
+  // The keys charged here since the last round are known before the walk, so a key
+  // charged just before ownership moved is handed off too.
+  takeChanges();
   // A walk under way restarts towards the newest view from the view it started from:
   // a key it already handed off is handed off again only if it moved again.
   if (!walking_) walk_from_ = view_;
@@ -295,6 +305,7 @@ void LimitService::onView(std::shared_ptr<const placement::View> view) {
 
 void LimitService::onPeerRestarted(const std::string& peer) {
   loop_.checkThisThread();
+  takeChanges();
   if (!view_ || keys_.empty()) return;
   restarted_.insert(peer);
   if (!walking_) walk_from_ = view_;
@@ -303,8 +314,11 @@ void LimitService::onPeerRestarted(const std::string& peer) {
   walkStep();
 }
 
-void LimitService::walkStep() {
-  if (!walking_ || !view_ || !walk_from_) return;
+void LimitService::walkStep(bool bounded) {
+  if (!walking_ || !view_ || !walk_from_) {
+    walking_ = false;
+    return;
+  }
   const state::Nanos now = now_();
   auto it = walk_cursor_ ? keys_.upper_bound(*walk_cursor_) : keys_.begin();
   std::size_t visited = 0;
@@ -327,7 +341,7 @@ void LimitService::walkStep() {
   if (it != keys_.end()) {
     walk_cursor_ = std::prev(it)->first;
     // The next turn of the loop goes on: mail and heartbeats run in between.
-    flush_walk_ = loop_.after(std::chrono::milliseconds(0), [this] { walkStep(); });
+    if (bounded) flush_walk_ = loop_.after(std::chrono::milliseconds(0), [this] { walkStep(); });
     return;
   }
   walking_ = false;
@@ -341,12 +355,13 @@ void LimitService::walkStep() {
   walk_moved_ = 0;
 }
 
+void LimitService::finishWalk() {
+  loop_.checkThisThread();
+  while (walking_) walkStep(/*bounded=*/false);
+}
+
 void LimitService::onReplicationTick() {
-  if (replication_.changes) {
-    for (KeyChange& change : replication_.changes->take()) {
-      remember(change.key, change.placement, change.algorithm, change.limit, true);
-    }
-  }
+  takeChanges();
   const state::Nanos now = now_();
   if (view_ && replication_.factor > 1) {
     for (const std::string& key : changed_) {

@@ -140,6 +140,9 @@ class LimitService {
   // The peer restarted (a new incarnation) without leaving the view, so with an empty
   // store: every key it owns that this node holds is handed to it, as on a view change.
   void onPeerRestarted(const std::string& peer);
+  // Runs a hand-off walk under way to its end now, however many keys (leaving: there is
+  // no later turn of the loop for this service).
+  void finishWalk();
 
   std::size_t pending() const;
   // The keys this node owns among those it holds, as of the last complete sweep over
@@ -171,7 +174,8 @@ class LimitService {
   std::vector<placement::NodeId> placementOf(const std::string& key, const KeyMeta& meta,
                                              const placement::View& view) const;
   void onReplicationTick();
-  void walkStep();
+  void walkStep(bool bounded = true);
+  void takeChanges();  // the ChangeLog into keys_, marked changed
   // Appends a key's state to the frame for `peer`, sending full frames.
   void stage(const std::string& peer, const std::string& key, const KeyMeta& meta, wire::SyncReason reason,
              state::Nanos now);

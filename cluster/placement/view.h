@@ -5,14 +5,17 @@
 // milter threads read the current View the way they read the policy snapshot, one
 // reference per check, and never touch the cluster thread's own state.
 //
-// Who can own keys: members that are alive (active, or suspect: a suspect keeps its
-// keys until it is declared failed, so a lost heartbeat does not move every key it
-// owns), not draining, and to which this node has an established link: when a member's
-// link closes (a crash resets it at once), its keys go to their first replica, which
-// already holds their state, without waiting for the failure detector. Views of two
-// nodes can then differ for a while (one still reaches the member, the other not), and
-// a key may be counted on two nodes meanwhile; docs/limiter.md gives the bound.
-// This node is a candidate once it has joined and while it is not in maintenance.
+// Who can own keys: members to which this node has an established link and that are
+// alive (joining, active, or suspect: a suspect keeps its keys until it is declared
+// failed, so a lost heartbeat does not move every key it owns) and not draining. When a
+// member's link closes (a crash resets it at once), its keys go to their first replica,
+// which already holds their state, without waiting for the failure detector; when a
+// member joins, every node counts it as soon as its link is up. Views of two nodes can
+// differ for a while (one still reaches the member, the other not), and a key may be
+// counted on two nodes meanwhile; docs/limiter.md gives the bound. This node is a
+// candidate once it has a link to a peer (or runs alone after join_timeout) and while
+// it is not in maintenance. Quorum: more than half of the members not left, this node
+// included, are reachable (this node and the peers it has a link to).
 #pragma once
 
 #include <cstdint>

@@ -28,6 +28,7 @@
 #include "cluster/node.h"
 #include "cluster/placement/hrw.h"
 #include "plugin/engine.h"
+#include "plugin/zetian_internal.h"
 #include "tests/unit/cluster/test_support.h"
 
 namespace zetian::plugin {
@@ -346,6 +347,18 @@ class ClusterCheckTest : public ::testing::Test {
       return -1;
     }
     return std::stod(reply.body.substr(at + series.size()));
+  }
+
+  // GET /health on the member's socket lists `n` members, every one active.
+  static bool allActive(const Member& m, std::size_t n) {
+    const auto reply = cluster::testing::roundTrip(cluster::testing::connectUnix(m.health),
+                                                   cluster::testing::simpleRequest("GET", "/health"));
+    const auto doc = nlohmann::json::parse(reply.body, nullptr, false);
+    if (doc.is_discarded() || !doc.contains("members") || doc["members"].size() != n) return false;
+    for (const auto& member : doc["members"]) {
+      if (member.value("status", "") != "active") return false;
+    }
+    return true;
   }
 
   // The bucket for `key` in `store` is full again (not held, or held with the whole
@@ -677,6 +690,141 @@ TEST_F(ClusterCheckTest, CheckAsyncOutstandingAtShutdownStillCallsBackOnce) {
   owner_->release();
   members_[0]->engine.reset();
   EXPECT_EQ(probe.count(), 1);
+}
+
+// The C ABI's asynchronous form, on an engine opened through zetian.h that joins the
+// cluster as a fifth member ("c"), beside n1..n3 and the bare owner d.
+struct AbiProbe {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int calls = 0;
+  int action = -1;
+  std::thread::id thread;
+  zetian_verdict verdict = ZETIAN_VERDICT_INIT;
+
+  static void onChecked(void* ctx, const zetian_verdict* v, int action) {
+    auto* self = static_cast<AbiProbe*>(ctx);
+    std::lock_guard lock(self->mutex);
+    ++self->calls;
+    self->action = action;
+    self->thread = std::this_thread::get_id();
+    self->verdict = *v;
+    self->cv.notify_all();
+  }
+  bool waitCalled(std::chrono::milliseconds deadline) {
+    std::unique_lock lock(mutex);
+    return cv.wait_for(lock, deadline, [&] { return calls > 0; });
+  }
+  int count() {
+    std::lock_guard lock(mutex);
+    return calls;
+  }
+};
+
+TEST_F(ClusterCheckTest, CAbiCheckAsyncIsInlineWhenLocalLaterWhenRemoteAndOnceAtClose) {
+  settings_["failure_detection_timeout"] = "\"10s\"";
+  settings_["check_timeout"] = "\"5s\"";
+  const std::string rules = policy(rule("per-ip", "client_ip", 1));
+  ASSERT_NO_FATAL_FAILURE(startCluster(rules, true));
+  Member& c = addMember("c");
+  std::ofstream(c.config) << configFor(c, seedsFor(c), rules);
+  zetian_engine* handle = zetian_engine_open(c.config.c_str(), nullptr, 0, nullptr, nullptr);
+  ASSERT_NE(handle, nullptr);
+  struct Closer {
+    zetian_engine* handle;
+    ~Closer() { zetian_engine_close(handle); }
+  } closer{handle};
+  ASSERT_EQ(zetian_engine_start(handle, nullptr, nullptr), 0);
+  ASSERT_TRUE(waitViews(5));
+  ASSERT_TRUE(waitFor([&] { return allActive(c, 5); }, 20s));
+
+  {
+    zetian_session* s = zetian_session_open(handle, ipOwnedBy("per-ip", "c").c_str(), nullptr);
+    AbiProbe probe;
+    EXPECT_EQ(zetian_session_check_async(s, ZETIAN_STAGE_MAIL, "<a@example.org>", &AbiProbe::onChecked, &probe), 1);
+    EXPECT_EQ(probe.count(), 1);  // before it returned
+    EXPECT_EQ(probe.thread, std::this_thread::get_id());
+    EXPECT_EQ(probe.action, ZETIAN_CONTINUE);
+    zetian_session_close(s);
+  }
+  const std::string remote = ipOwnedBy("per-ip", "n2");
+  for (const int expected : {ZETIAN_CONTINUE, ZETIAN_TEMPFAIL}) {
+    zetian_session* s = zetian_session_open(handle, remote.c_str(), nullptr);
+    AbiProbe probe;
+    EXPECT_EQ(zetian_session_check_async(s, ZETIAN_STAGE_MAIL, "<a@example.org>", &AbiProbe::onChecked, &probe), 0);
+    ASSERT_TRUE(probe.waitCalled(10s));
+    EXPECT_NE(probe.thread, std::this_thread::get_id());
+    EXPECT_EQ(probe.action, expected);
+    EXPECT_EQ(probe.verdict.action, expected);
+    zetian_session_close(s);
+    EXPECT_EQ(probe.count(), 1);
+  }
+
+  // Outstanding at close: the owner is stalled, the call would wait 5 s; the close
+  // (which waits a moment for the open session, then stops the engine) answers it.
+  ASSERT_NO_FATAL_FAILURE(owner_->block());
+  zetian_session* s = zetian_session_open(handle, ipOwnedBy("per-ip", "d").c_str(), nullptr);
+  AbiProbe probe;
+  EXPECT_EQ(zetian_session_check_async(s, ZETIAN_STAGE_MAIL, "<a@example.org>", &AbiProbe::onChecked, &probe), 0);
+  EXPECT_EQ(probe.count(), 0);
+  closeEngine(handle, 100ms);
+  ASSERT_TRUE(probe.waitCalled(10s));
+  EXPECT_NE(probe.thread, std::this_thread::get_id());
+  EXPECT_EQ(probe.action, ZETIAN_CONTINUE);  // fail_mode local, as the engine closed
+  zetian_session_close(s);
+  EXPECT_EQ(probe.count(), 1);
+}
+
+// ---- 8. checks while membership changes (the TSan build's subject) --------------------
+
+TEST_F(ClusterCheckTest, EveryCheckReturnsWhileAFourthEngineJoinsAndLeavesRepeatedly) {
+  settings_["check_timeout"] = "\"200ms\"";
+  const std::string rules =
+      policy(rule("per-ip", "client_ip", 1000000) + rule("per-sender", "sender", 1000000, "action = \"tag\"\n"));
+  ASSERT_NO_FATAL_FAILURE(startCluster(rules));
+  std::vector<Engine*> engines{&engine(0), &engine(1), &engine(2)};
+  Member& extra = addMember("n4");
+
+  constexpr int kThreads = 8;
+  std::atomic<bool> stop{false};
+  std::atomic<int> not_continue{0};
+  std::atomic<std::int64_t> slowest_ms{0};
+  std::vector<int> checks(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; !stop.load(); ++k) {
+        Engine& e = *engines[std::size_t(t + k) % engines.size()];
+        const std::string ip = "10." + std::to_string(t) + "." + std::to_string(k / 250 % 250) + "." +
+                               std::to_string(k % 250 + 1);
+        const auto began = Clock::now();
+        if (mail(e, ip, "<s" + std::to_string(k % 7) + "@example.org>") != ZETIAN_CONTINUE) ++not_continue;
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count();
+        std::int64_t seen = slowest_ms.load();
+        while (ms > seen && !slowest_ms.compare_exchange_weak(seen, ms)) {
+        }
+        ++checks[std::size_t(t)];
+      }
+    });
+  }
+  int cycles = 0;
+  const auto until = Clock::now() + 2s;
+  while (cycles < 2 || Clock::now() < until) {
+    extra.engine = startEngine(extra, rules);
+    if (!extra.engine) break;
+    EXPECT_TRUE(waitViews(4)) << "cycle " << cycles;
+    extra.engine.reset();  // leaves: a goodbye to every member
+    EXPECT_TRUE(waitViews(3)) << "cycle " << cycles;
+    ++cycles;
+    if (HasFailure()) break;
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_GE(cycles, 2);
+  EXPECT_EQ(not_continue.load(), 0);
+  for (int t = 0; t < kThreads; ++t) EXPECT_GT(checks[std::size_t(t)], 0) << t;
+  // Each check returned, within check_timeout and its slack (generous for TSan).
+  EXPECT_LT(slowest_ms.load(), 3000);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cluster/limits/service.h"
 #include "cluster/node.h"
 #include "cluster/placement/hrw.h"
 #include "plugin/engine.h"
@@ -825,6 +826,55 @@ TEST_F(ClusterCheckTest, EveryCheckReturnsWhileAFourthEngineJoinsAndLeavesRepeat
   for (int t = 0; t < kThreads; ++t) EXPECT_GT(checks[std::size_t(t)], 0) << t;
   // Each check returned, within check_timeout and its slack (generous for TSan).
   EXPECT_LT(slowest_ms.load(), 3000);
+}
+
+// ---- LimitService: a frame that fills up while the owner's link refuses it ---------
+
+// More calls to one owner in one loop turn than a frame carries: queue() sends the full
+// frame at once; when the link refuses it (its send queue is over the hard limit: a
+// stalled owner), onPeerDown() fails the owner's calls and drops its outgoing entry,
+// which queue() still holds a reference to. Every call must still be answered once,
+// with Unreachable, and nothing freed may be touched (the ASan build checks the latter;
+// as of 69f5072 it fails there: queue() writes `out.items` through the reference into
+// the entry onPeerDown() erased; valgrind shows the same invalid access in Release).
+TEST(LimitServiceQueue, AFullFrameTheLinkRefusesFailsEveryCallOnceAndTouchesNothingFreed) {
+  struct RefusingPeers : cluster::limits::PeerDirectory {
+    std::optional<std::uint64_t> peerCapabilities(const std::string&) const override { return wire::kCapLimiter; }
+    bool sendToPeer(const std::string&, const wire::Message&) override {
+      ++sends;
+      return false;
+    }
+    int sends = 0;
+  } peers;
+  cluster::Loop loop;
+  loop.start();
+  state::BucketStore store(1000);
+  std::unique_ptr<cluster::limits::LimitService> service;
+  std::atomic<int> answered{0}, unreachable{0};
+  constexpr std::size_t kCalls = wire::kMaxLimitCalls + 1;
+  cluster::testing::runOnLoop(loop, [&] {
+    service = std::make_unique<cluster::limits::LimitService>(loop, peers, store, [] { return Engine::now(); });
+    cluster::limits::ItemSpec spec;
+    spec.key = std::string_view("r\0k", 3);
+    spec.limit = state::Limit{};
+    for (std::size_t i = 0; i < kCalls; ++i) {
+      service->call("d", {cluster::limits::toWire(spec)}, Clock::now() + 10s, [&](cluster::limits::CallResult r) {
+        ++answered;
+        if (r.failed == cluster::limits::FallbackReason::Unreachable) ++unreachable;
+      });
+    }
+    return true;
+  });
+  EXPECT_TRUE(waitFor([&] { return answered.load() >= int(kCalls); }, 10s));
+  EXPECT_EQ(cluster::testing::runOnLoop(loop, [&] { return service->pending(); }), 0u);
+  cluster::testing::runOnLoop(loop, [&] {
+    service.reset();
+    return true;
+  });
+  loop.stop();
+  EXPECT_EQ(answered.load(), int(kCalls));
+  EXPECT_EQ(unreachable.load(), int(kCalls));
+  EXPECT_GE(peers.sends, 1);
 }
 
 }  // namespace

@@ -560,6 +560,36 @@ TEST_F(FailModeTest, LocalDecidesWithThisNodesBucketAtOnceAndLogsOneEpisode) {
   EXPECT_GE(owner_->callsServed(), 1u);
 }
 
+// The owner never comes back: once the failure detector drops it, its keys move to
+// another member, and that member's first answer ends the episode. (Fails as of
+// 69f5072: episodes are keyed by owner and only that owner's answer ends one, so the
+// episode of an owner that left stays open, with no cluster_limits_recovered line.)
+TEST_F(FailModeTest, AnEpisodeEndsWhenTheViewMovesTheKeyToAnOwnerThatAnswers) {
+  settings_["failure_detection_timeout"] = "\"1s\"";
+  settings_["check_timeout"] = "\"2s\"";
+  ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 100), "local"), true));
+  // d owns the key now; among n1..n3 it goes to a member other than n1 (the checker).
+  const std::vector<std::string> survivors{"n1", "n2", "n3"};
+  std::string ip;
+  for (int skip = 0; ip.empty() && skip < 1000; ++skip) {
+    const std::string candidate = ipOwnedBy("per-ip", "d", skip);
+    if (*cluster::placement::ownerOf(storeKey("per-ip", candidate), survivors) != "n1") ip = candidate;
+  }
+  ASSERT_FALSE(ip.empty());
+  owner_->kill();
+  EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE);
+  EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE);
+  ASSERT_TRUE(stillListed("d"));
+  ASSERT_EQ(countOf(readFile(members_[0]->log), "cluster_limits_fallback owner=d"), 1u);
+
+  ASSERT_TRUE(waitViews(3));
+  EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE);
+  const std::string log = readFile(members_[0]->log);
+  EXPECT_EQ(countOf(log, "cluster_limits_recovered"), 1u) << log;
+  EXPECT_EQ(countOf(log, "cluster_limits_fallback"), 1u) << log;
+  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unreachable"), 2);
+}
+
 TEST_F(FailModeTest, OpenDoesNotEnforceTheLocalBucketsDenial) {
   const std::string ip = startWithDeadOwner("open", 2);
   ASSERT_FALSE(ip.empty());

@@ -120,6 +120,7 @@ struct BareOwner {
   cluster::Loop loop;
   state::BucketStore store{100000};
   std::unique_ptr<cluster::ClusterNode> node;  // created and destroyed on the loop thread
+  std::uint64_t capabilities = cluster::wire::kOwnCapabilities;
   std::promise<void> gate;
   bool blocked = false;
 
@@ -145,6 +146,7 @@ struct BareOwner {
     o.join_timeout = millis(settings.at("join_timeout"));
     o.store = &store;
     o.now = [] { return Engine::now(); };
+    o.capabilities = capabilities;
     auto started = loop.call(
         [&] {
           node = std::make_unique<cluster::ClusterNode>(loop, o, cluster::LogSink{},
@@ -273,7 +275,8 @@ class ClusterCheckTest : public ::testing::Test {
 
   // Three engines n1..n3, seeded with each other; with `bare_owner` a fourth member "d"
   // (BareOwner). Returns when every engine's view lists every member.
-  void startCluster(const std::string& rules, bool bare_owner = false) {
+  void startCluster(const std::string& rules, bool bare_owner = false,
+                    std::uint64_t owner_capabilities = cluster::wire::kOwnCapabilities) {
     for (const char* id : {"n1", "n2", "n3"}) addMember(id);
     if (bare_owner) {
       owner_ = std::make_unique<BareOwner>();
@@ -282,6 +285,7 @@ class ClusterCheckTest : public ::testing::Test {
       owner_->state_dir = dir_.file("d");
       std::filesystem::create_directories(owner_->state_dir);
       owner_->settings = settings_;
+      owner_->capabilities = owner_capabilities;
       for (const auto& m : members_) owner_->seeds.push_back(endpoint(m->port));
     }
     for (auto& m : members_) {
@@ -588,6 +592,23 @@ TEST_F(FailModeTest, AnEpisodeEndsWhenTheViewMovesTheKeyToAnOwnerThatAnswers) {
   EXPECT_EQ(countOf(log, "cluster_limits_recovered"), 1u) << log;
   EXPECT_EQ(countOf(log, "cluster_limits_fallback"), 1u) << log;
   EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unreachable"), 2);
+}
+
+// A member that announced no limiter capability (an older version) owns keys all the
+// same; checks for them follow fail_mode at once, and nothing is sent to it.
+TEST_F(FailModeTest, AnOwnerWithoutTheLimiterCapabilityFallsBackAtOnce) {
+  settings_["check_timeout"] = "\"2s\"";
+  ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 2), "local"), true, 0));
+  const std::string ip = ipOwnedBy("per-ip", "d");
+  std::vector<int> actions;
+  const auto began = Clock::now();
+  for (int i = 0; i < 4; ++i) actions.push_back(mail(engine(i % 3), ip, "<a@example.org>"));
+  EXPECT_LT(Clock::now() - began, 1000ms);
+  // Each node's own bucket: n1 twice, n2 and n3 once, all within the limit of 2.
+  EXPECT_EQ(std::count(actions.begin(), actions.end(), ZETIAN_CONTINUE), 4);
+  for (const auto& m : members_) EXPECT_GE(fallbacks(*m, "per-ip", "unsupported"), 1) << m->id;
+  EXPECT_EQ(owner_->callsServed(), 0u);
+  EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_TEMPFAIL);  // n1's third: its limit is 2
 }
 
 TEST_F(FailModeTest, OpenDoesNotEnforceTheLocalBucketsDenial) {

@@ -882,6 +882,57 @@ TEST_F(ClusterCheckTest, EveryCheckReturnsWhileAFourthEngineJoinsAndLeavesRepeat
   EXPECT_LT(slowest_ms.load(), 3000);
 }
 
+// ---- batching: calls to one owner in one loop turn share a frame ---------------------
+
+// The bare member d asks n2 directly through its LimitService: twenty calls made in one
+// closure travel in one LimitRequest, are answered one by one, and n2's store holds
+// exactly what they charged.
+TEST_F(ClusterCheckTest, CallsToOneOwnerInOneLoopTurnTravelInOneFrame) {
+  ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 15)), true));
+  const std::string key = storeKey("per-ip", "192.0.2.77");
+  const auto snapshot = engine(1).policy();
+  const auto* c = &snapshot->rules.at(0);
+  cluster::limits::ItemSpec spec;
+  spec.key = key;
+  spec.algorithm = c->rule.algorithm;
+  spec.limit = c->limit;
+  spec.blocking = true;
+  std::mutex mutex;
+  std::vector<cluster::limits::CallResult> results;
+  auto before = cluster::testing::runOnLoop(owner_->loop, [&] { return owner_->node->limits()->counters(); });
+  cluster::testing::runOnLoop(owner_->loop, [&] {
+    for (int i = 0; i < 20; ++i) {
+      owner_->node->limits()->call("n2", {cluster::limits::toWire(spec)}, Clock::now() + 10s,
+                                   [&](cluster::limits::CallResult r) {
+                                     std::lock_guard lock(mutex);
+                                     results.push_back(std::move(r));
+                                   });
+    }
+    return true;
+  });
+  ASSERT_TRUE(waitFor(
+      [&] {
+        std::lock_guard lock(mutex);
+        return results.size() == 20;
+      },
+      10s));
+  auto after = cluster::testing::runOnLoop(owner_->loop, [&] { return owner_->node->limits()->counters(); });
+  EXPECT_EQ(after.calls_sent - before.calls_sent, 20u);
+  EXPECT_EQ(after.frames_sent - before.frames_sent, 1u);
+  int charged = 0, denied = 0;
+  for (const auto& r : results) {
+    ASSERT_FALSE(r.failed) << cluster::limits::nameOf(*r.failed);
+    ASSERT_EQ(r.outcomes.size(), 1u);
+    if (r.outcomes[0].result == wire::ItemResult::Charged) ++charged;
+    if (r.outcomes[0].result == wire::ItemResult::Denied) ++denied;
+  }
+  EXPECT_EQ(charged, 15);
+  EXPECT_EQ(denied, 5);
+  auto left = engine(1).store().peek(key, c->rule.algorithm, c->limit, Engine::now(), 1);
+  ASSERT_TRUE(left);
+  EXPECT_FALSE(left->allowed);
+}
+
 // ---- LimitService: a frame that fills up while the owner's link refuses it ---------
 
 // More calls to one owner in one loop turn than a frame carries: queue() sends the full

@@ -466,6 +466,31 @@ TEST_F(ClusterCheckTest, NodeScopeCountsOnEachNode) {
   EXPECT_EQ(mail(engine(0), "192.0.2.1", "<a@example.org>"), ZETIAN_TEMPFAIL);
 }
 
+// ---- [affinity] method = "source_ip" ---------------------------------------------------
+
+// Client-keyed rules are owned by the owner of "ip:<client>"; a sender rule stays with
+// the owner of its own key.
+TEST_F(ClusterCheckTest, SourceIpAffinityPutsClientKeysOnTheClientsOwner) {
+  ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 10) + rule("per-sender", "sender", 10)) +
+                                       "[affinity]\nmethod = \"source_ip\"\n"));
+  // A client whose "ip:" placement is n2 while its per-ip key alone would go elsewhere.
+  std::string ip;
+  for (int skip = 0; ip.empty() && skip < 1000; ++skip) {
+    const std::string candidate = ipOwnedBy("per-ip", "n3", skip);
+    if (ownerOf("ip:" + candidate) == "n2") ip = candidate;
+  }
+  ASSERT_FALSE(ip.empty());
+  const std::string sender = "affine@example.org";
+  const std::string sender_owner = ownerOf(storeKey("per-sender", sender));
+  ASSERT_EQ(mail(engine(0), ip, "<" + sender + ">"), ZETIAN_CONTINUE);
+  std::map<std::string, Engine*> by_id;
+  for (const auto& m : members_) by_id[m->id] = m->engine.get();
+  for (const auto& [id, e] : by_id) {
+    EXPECT_EQ(full(e->store(), *e, "per-ip", storeKey("per-ip", ip)), id != "n2") << id;
+    EXPECT_EQ(full(e->store(), *e, "per-sender", storeKey("per-sender", sender)), id != sender_owner) << id;
+  }
+}
+
 // ---- 4. charge-then-refund across owners ----------------------------------------------
 
 TEST_F(ClusterCheckTest, ADenialOnOneOwnerGivesBackTheChargeMadeOnAnother) {

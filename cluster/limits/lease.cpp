@@ -200,8 +200,14 @@ std::uint64_t LeaseTable::topUpWant(std::string_view key, std::string_view owner
   std::lock_guard lock(shard.mu);
   auto it = shard.find(key);
   if (it == shard.lru.end()) {
+    // A first miss only starts counting (tryConsume() did not count it: no lease). The
+    // key earns a lease with a second check within one sync_interval; a key checked
+    // less often would have its lease returned unused before the next check, a grant
+    // and a return for nothing.
     it = shard.insert(key, owner, now, per_shard_);
-    it->demand = cost;  // tryConsume() found no lease, so it did not count this check
+    it->demand = cost;
+    it->max_lease = std::max<std::uint64_t>(max_lease, 1);
+    return 0;
   } else {
     if (it->owner != owner) {
       // The key moved: what the old owner charged goes back to it.

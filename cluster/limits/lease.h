@@ -162,11 +162,15 @@ class LeaseTable {
   void giveBack(std::string_view key, std::uint64_t cost);
 
   // The top-up to send with the exact check of `cost` that tryConsume() could not serve:
-  // tokens to ask `owner` for (0: the lease already holds its want, or a top-up from the
-  // same owner is awaited since less than one sync_interval). Marks the top-up as
-  // awaited; for a key without a lease it keeps a placeholder (counting `cost` as its
-  // demand), so that concurrent misses ask once. If the lease is of another owner (the
-  // key moved), its tokens are queued for return to that one.
+  // tokens to ask `owner` for, then marked as awaited. 0: nothing to ask, because
+  //   - the key had no lease: this first miss leaves a placeholder that counts `cost` as
+  //     demand, and the next miss within one sync_interval asks (a key checked less
+  //     often than that would return its lease unused before using it);
+  //   - a top-up from the same owner is awaited since less than one sync_interval (so
+  //     concurrent misses ask once);
+  //   - the lease already holds its want (the cost was larger than the lease).
+  // If the lease is of another owner (the key moved), its tokens are queued for return
+  // to that one and the top-up is asked of `owner`.
   std::uint64_t topUpWant(std::string_view key, std::string_view owner, std::uint64_t cost, Nanos now,
                           Nanos sync_interval, std::uint64_t max_lease);
 

@@ -131,6 +131,15 @@ struct LeaseTable::Shard {
     counters.returned = addSaturating(counters.returned, tokens);
     queued.push_back(LeaseReturn{std::move(key), std::move(owner), tokens});
   }
+  // Adds tokens to a lease, up to its max_lease; the surplus (two grants that crossed,
+  // a cost given back after a top-up, a max_lease that shrank) is queued for return, so
+  // that no lease ever holds more than max_lease.
+  void fill(Entry& e, std::uint64_t tokens, std::size_t bound) {
+    const std::uint64_t total = addSaturating(e.tokens, tokens);
+    const std::uint64_t kept = std::min(total, e.max_lease);
+    queue(e.owner, e.key, total - kept, bound);
+    e.tokens = kept;
+  }
   // A new entry at the front; a full shard first evicts its least recently used one.
   Lru::iterator insert(std::string_view key, std::string_view owner, Nanos now, std::size_t bound) {
     if (index.size() >= bound && !lru.empty()) {
@@ -189,8 +198,8 @@ void LeaseTable::giveBack(std::string_view key, std::uint64_t cost) {
   std::lock_guard lock(shard.mu);
   auto it = shard.find(key);
   if (it == shard.lru.end()) return;
-  it->tokens = addSaturating(it->tokens, cost);
   shard.counters.consumed -= std::min(shard.counters.consumed, cost);
+  shard.fill(*it, cost, per_shard_);
 }
 
 std::uint64_t LeaseTable::topUpWant(std::string_view key, std::string_view owner, std::uint64_t cost, Nanos now,
@@ -237,10 +246,10 @@ void LeaseTable::grant(std::string_view key, std::string_view owner, std::uint64
   } else if (it->owner != owner) {
     shard.queue(std::exchange(it->owner, std::string{owner}), it->key, std::exchange(it->tokens, 0), per_shard_);
   }
-  it->tokens = addSaturating(it->tokens, tokens);
   it->max_lease = std::max<std::uint64_t>(max_lease, 1);
   it->awaiting = false;
   shard.counters.granted = addSaturating(shard.counters.granted, tokens);
+  shard.fill(*it, tokens, per_shard_);
 }
 
 LeaseDue LeaseTable::due(Nanos now, Nanos sync_interval) {

@@ -7,6 +7,8 @@
 //     LeaseTable::tryConsume(). Enough tokens in the lease: allowed, no round trip.
 //     Otherwise the check goes to the owner as an exact check (an empty lease never
 //     denies by itself), and the top-up that topUpWant() computes rides the same call.
+//     A key earns a lease with its second miss within one sync_interval: a node that
+//     checks a key less often would return the lease unused before the next check.
 //   - The owner grants with grantFrom(): a partial charge of its bucket, as many tokens as
 //     the bucket holds up to what was asked. Leased tokens are therefore already counted
 //     in the authoritative bucket: a lease never creates tokens, it only moves the moment
@@ -23,8 +25,8 @@
 // one sync_interval, and max_lease = max(1, capacity / (2 × members)) (capacity: burst
 // for token_bucket/gcra, limit for the windows). The factor 2 covers a sync that comes
 // late or demand that grows within the window; max_lease keeps the leases of all nodes
-// together to at most half the capacity, so unused leased tokens cannot starve the
-// others of more than half the bucket.
+// together to about half the capacity at most, so unused leased tokens cannot starve
+// the others of more than about half the bucket.
 //
 // The bound (docs/limiter.md, "Fast mode (leases)"). Let A(I) be the most the rule's
 // bucket can admit over an interval I in exact mode (token_bucket, gcra:
@@ -37,14 +39,16 @@
 //       (≤ Σ over nodes of max_lease, and in practice about 2 × sync_interval of demand,
 //       since due() trims every lease to its demand).
 //   (2) Owner failure: the new owner serves the key from the replica's copy, which lacks
-//       what the old owner charged since its last replication of the key. Per failure,
-//       the overshoot is at most those charges: the tokens it leased out since then
+//       what the old owner charged since its last replication of the key. Per failure f,
+//       the overshoot C(f) is at most those charges: the tokens it leased out since then
 //       (≤ Σ over nodes of their largest lease when a node gets at most one grant per
 //       replication_interval, which sync_interval ≥ replication_interval gives in steady
 //       state) plus the exact checks it admitted since then (exact mode's own bound).
-//       Nodes drop, not return, the leases of a failed owner; consuming them is what the
-//       bound already counts, returning them to the new owner would refund tokens its
-//       copy never charged.
+//       Nodes drop, not return, the leases of a failed owner: the table cannot tell the
+//       tokens charged before that replication (in the new owner's copy) from those
+//       charged after (not in it). Returning them would stay within C(f) too (a refund
+//       of a lost charge gives back at most that charge), but dropping admits less and
+//       sends nothing to a new owner that never granted the lease.
 //   Under-admission: tokens idle in one node's lease are missing from the bucket that the
 //   others draw from until they are returned (at most one sync_interval later), so a
 //   node can be denied early by at most the leases outstanding.
@@ -60,8 +64,11 @@
 //   - giveBack() (a later rule denied the message) puts a lease-consumed cost back into
 //     the lease, not to the owner: the owner's charge for it stands, and the next check
 //     here uses it. If the lease is gone by then, the cost is lost (under-admission).
+//   - No lease holds more than its max_lease: a surplus (two grants that crossed, a cost
+//     given back after a top-up, a max_lease that shrank with a membership change) is
+//     returned at once. This keeps the bound's "tokens held in leases" a hard bound.
 //   - Evicted leases (memory bound), the old owner's tokens when a grant comes from a new
-//     owner, and trimmed excess are queued and come out of the next due(): every return
+//     owner, and surpluses are queued and come out of the next due(): every return
 //     leaves through one place, on the cluster thread.
 //   - A grant is accepted from any owner the caller passes; the caller discards grants
 //     from an owner it already passed to dropOwner() as failed.
@@ -158,7 +165,8 @@ class LeaseTable {
   bool tryConsume(std::string_view key, std::uint64_t cost, Nanos now);
 
   // Puts back `cost` that tryConsume() took (a later rule denied the message). No-op
-  // when the lease is gone.
+  // when the lease is gone; what would take the lease over its max_lease is queued for
+  // return to the owner.
   void giveBack(std::string_view key, std::uint64_t cost);
 
   // The top-up to send with the exact check of `cost` that tryConsume() could not serve:
@@ -174,9 +182,9 @@ class LeaseTable {
   std::uint64_t topUpWant(std::string_view key, std::string_view owner, std::uint64_t cost, Nanos now,
                           Nanos sync_interval, std::uint64_t max_lease);
 
-  // `owner` charged `tokens` for this node's lease of `key` (0: it had none). Adds them;
-  // if the lease held tokens of another owner, those are queued for return to it.
-  // max_lease is the current bound for the key (maxLease()), kept for due().
+  // `owner` charged `tokens` for this node's lease of `key` (0: it had none). Adds them,
+  // up to max_lease (the current bound for the key, maxLease(), kept for due()); the
+  // surplus is queued for return, and so are tokens the lease held of another owner.
   void grant(std::string_view key, std::string_view owner, std::uint64_t tokens, std::uint64_t max_lease,
              Nanos now);
 

@@ -163,6 +163,25 @@ TEST(LeaseTable, GiveBackReturnsToTheLeaseNotToTheOwner) {
   EXPECT_EQ(table.stats().tokens_held, 0u);
 }
 
+TEST(LeaseTable, LeaseNeverHoldsMoreThanMaxLeaseAndReturnsTheSurplus) {
+  LeaseTable table(1024);
+  table.grant("k", "owner", 10, 8, 0);  // more than asked: two grants crossed
+  EXPECT_EQ(table.stats().tokens_held, 8u);
+  ASSERT_TRUE(table.tryConsume("k", 3, 1));
+  table.grant("k", "owner", 2, 8, 2);
+  table.giveBack("k", 3);  // 7 + 3 > 8
+  EXPECT_EQ(table.stats().tokens_held, 8u);
+  table.grant("k", "owner", 0, 5, 3);  // members joined: max_lease shrank
+  EXPECT_EQ(table.stats().tokens_held, 5u);
+  LeaseDue d = table.due(4, kSecond);
+  std::uint64_t returned = 0;
+  for (const auto& r : d.returns) {
+    EXPECT_EQ(r.owner, "owner");
+    returned += r.tokens;
+  }
+  EXPECT_EQ(returned, 2u + 2u + 3u);
+}
+
 TEST(LeaseTable, GrantOfZeroTokensCreatesNoLease) {
   LeaseTable table(1024);
   table.grant("k", "owner", 0, 16, 0);
@@ -419,7 +438,7 @@ TEST(LeaseTableThreads, EightThreadsNeverConsumeMoreThanWasGranted) {
     while (!stop.load()) {
       LeaseDue d = table.due(1, kSecond);
       EXPECT_TRUE(d.top_ups.empty());
-      EXPECT_TRUE(d.returns.empty());
+      for (const LeaseReturn& r : d.returns) EXPECT_NE(r.key, "hot");  // others' surplus only
       (void)table.stats();
       table.grant("other" + std::to_string(i++ % 8), "owner", 1, 16, 1);
     }
@@ -530,6 +549,53 @@ TEST(LeaseAccuracy, KeyCheckedLessThanOncePerSyncIntervalStaysExact) {
   EXPECT_EQ(s.from_leases, 0u);
 }
 
+// The term L of the bound: a hot key under its limit (6000/min, burst 100), so its bucket
+// is full while the two other nodes hold busy leases (16 each). A burst at one instant
+// then gets the bucket's 100 plus what the leases hold: more than exact mode's 100 at
+// that instant, never more than 100 + 2 × 16.
+TEST(LeaseAccuracy, BurstWhileLeasesAreOutstandingExceedsExactByAtMostTheLeasesHeld) {
+  const Limit limit{6000, 60 * kSecond, 100};
+  const Algorithm algo = Algorithm::TokenBucket;
+  const Nanos sync = kSecond;
+  const std::uint64_t max_lease = maxLease(leaseCapacity(algo, limit), 3);
+  state::BucketStore store(16, 1);
+  LeaseTable node1(16, 1), node2(16, 1);
+  LeaseTable* remote[] = {&node1, &node2};
+  const std::string key = "r";
+  auto check = [&](LeaseTable& lease, Nanos now) {
+    if (lease.tryConsume(key, 1, now)) return true;
+    const bool allowed = store.charge(key, algo, limit, now, 1).allowed;
+    if (std::uint64_t want = lease.topUpWant(key, "0", 1, now, sync, max_lease))
+      lease.grant(key, "0", grantFrom(store, key, algo, limit, want, now), max_lease, now);
+    return allowed;
+  };
+  Nanos now = 0;
+  for (; now < 5 * kSecond; now += 50 * kMilli) {
+    if (now % (250 * kMilli) == 0) {
+      for (LeaseTable* lease : remote) {
+        LeaseDue d = lease->due(now, sync);
+        for (const auto& r : d.returns) store.refund(key, algo, limit, now, r.tokens);
+        for (const auto& t : d.top_ups)
+          lease->grant(key, "0", grantFrom(store, key, algo, limit, t.want, now), max_lease, now);
+      }
+    }
+    check(now % (100 * kMilli) == 0 ? node1 : node2, now);
+  }
+  const std::uint64_t held = node1.stats().tokens_held + node2.stats().tokens_held;
+  EXPECT_GT(held, 0u);
+  EXPECT_LE(held, 2 * max_lease);
+  std::uint64_t admitted = 0;
+  for (int i = 0; i < 150; ++i) {
+    admitted += store.charge(key, algo, limit, now, 1).allowed ? 1 : 0;
+    admitted += check(node1, now) ? 1 : 0;
+    admitted += check(node2, now) ? 1 : 0;
+  }
+  std::printf("burst of 450 at one instant: admitted %llu, leases held %llu before it\n",
+              static_cast<unsigned long long>(admitted), static_cast<unsigned long long>(held));
+  EXPECT_GT(admitted, 100u);
+  EXPECT_LE(admitted, 100u + held);
+}
+
 struct SimConfig {
   bool crashes = true;
   bool handoffs = true;
@@ -541,6 +607,10 @@ struct SimResult {
   std::uint64_t lost = 0;           // charges the failed owners had not replicated
   std::uint64_t lease_admitted = 0;
   std::uint64_t crashes = 0;
+  // The same bound from a moment in the middle of the run, when leases are outstanding:
+  // admitted since then ≤ A(since then) + tokens held in leases then + lost since then.
+  std::uint64_t admitted_since_mid = 0;
+  std::uint64_t bound_since_mid = 0;
   std::string describe;
 };
 
@@ -599,7 +669,18 @@ SimResult simulate(std::uint64_t seed, const SimConfig& config, state::BucketSto
     leases[n]->grant(key, name(owner), granted, max_lease, now);
   };
 
+  const int mid_step = static_cast<int>(uniform(0, static_cast<std::uint64_t>(steps - 1)));
+  Nanos mid_time = start;
+  std::uint64_t admitted_at_mid = 0;
+  std::uint64_t held_at_mid = 0;
+  std::uint64_t lost_at_mid = 0;
   for (int step = 0; step < steps; ++step) {
+    if (step == mid_step) {
+      mid_time = now;
+      admitted_at_mid = result.admitted;
+      lost_at_mid = result.lost;
+      for (const auto& table : leases) held_at_mid += table->stats().tokens_held;
+    }
     now += static_cast<Nanos>(gap(rng)) + 1;
     if (now >= next_replication) {
       replica = store.find(key);
@@ -661,13 +742,19 @@ SimResult simulate(std::uint64_t seed, const SimConfig& config, state::BucketSto
       for (std::size_t m = 0; m < members; ++m) refundAll(leases[m]->dropOwner(name(old), OwnerFate::Moved));
     }
   }
+  for (const auto& table : leases) EXPECT_LE(table->stats().tokens_held, max_lease) << "seed " << seed;
   result.bound = exactAdmissionForTest(algo, limit, start, now);
+  result.admitted_since_mid = result.admitted - admitted_at_mid;
+  result.bound_since_mid =
+      exactAdmissionForTest(algo, limit, mid_time, now) + held_at_mid + (result.lost - lost_at_mid);
   result.describe = "members=" + std::to_string(members) + " algo=" + std::string(state::algorithmName(algo)) +
                     " limit=" + std::to_string(limit.limit) + "/" + std::to_string(limit.period_ns / kMilli) +
                     "ms burst=" + std::to_string(limit.burst) + " sync=" + std::to_string(sync / kMilli) +
                     "ms replication=" + std::to_string(replication / kMilli) + "ms steps=" + std::to_string(steps) +
                     " admitted=" + std::to_string(result.admitted) + " bound=" + std::to_string(result.bound) +
-                    " lost=" + std::to_string(result.lost) + " crashes=" + std::to_string(result.crashes);
+                    " lost=" + std::to_string(result.lost) + " crashes=" + std::to_string(result.crashes) +
+                    " admitted_since_mid=" + std::to_string(result.admitted_since_mid) +
+                    " bound_since_mid=" + std::to_string(result.bound_since_mid);
   return result;
 }
 
@@ -678,6 +765,7 @@ TEST(LeaseBound, WithoutOwnerFailuresFastNeverAdmitsMoreThanExactCan) {
     const SimResult r = simulate(seed, SimConfig{.crashes = false, .handoffs = true}, store);
     lease_admitted += r.lease_admitted;
     ASSERT_LE(r.admitted, r.bound) << "seed " << seed << ": " << r.describe;
+    ASSERT_LE(r.admitted_since_mid, r.bound_since_mid) << "seed " << seed << ": " << r.describe;
   }
   EXPECT_GT(lease_admitted, 0u);  // the leases were used, not only the exact path
 }
@@ -689,6 +777,7 @@ TEST(LeaseBound, OwnerCrashesOvershootByAtMostWhatTheyHadNotReplicated) {
     const SimResult r = simulate(seed, SimConfig{.crashes = true, .handoffs = true}, store);
     crashes += r.crashes;
     ASSERT_LE(r.admitted, r.bound + r.lost) << "seed " << seed << ": " << r.describe;
+    ASSERT_LE(r.admitted_since_mid, r.bound_since_mid) << "seed " << seed << ": " << r.describe;
   }
   EXPECT_GT(crashes, 1000u);
 }

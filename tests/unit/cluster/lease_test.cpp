@@ -618,8 +618,9 @@ struct SimResult {
 // owner as exact checks with a top-up, run due() at random moments and refund what it
 // returns. The owner replicates its bucket now and then; a crash moves the key to the
 // next node with the replica's copy (what was charged since is lost), and the nodes drop
-// the failed owner's leases; a hand-off moves the whole state and the leases are
-// returned to the new owner.
+// the failed owner's leases when they notice, up to 2 s later (until then they keep
+// using them, and what they return to it is lost); a hand-off moves the whole state and
+// the leases are returned to the new owner.
 // `store` is the owner's bucket store, shared by the seeds of one test (emptied here).
 SimResult simulate(std::uint64_t seed, const SimConfig& config, state::BucketStore& store) {
   std::mt19937_64 rng(seed);
@@ -660,8 +661,18 @@ SimResult simulate(std::uint64_t seed, const SimConfig& config, state::BucketSto
   const int steps = static_cast<int>(uniform(200, 1500));
   std::exponential_distribution<double> gap(1.0 / static_cast<double>(mean_gap));
 
+  // A failed owner that the nodes have not noticed yet: until then they keep using its
+  // leases, and what they send it is lost.
+  std::optional<std::size_t> undetected;
+  Nanos detect_at = 0;
+  auto detect = [&] {
+    for (std::size_t m = 0; m < members; ++m)
+      EXPECT_TRUE(leases[m]->dropOwner(name(*undetected), OwnerFate::Failed).empty());
+    undetected.reset();
+  };
   auto refundAll = [&](const std::vector<LeaseReturn>& returns) {
-    for (const LeaseReturn& r : returns) store.refund(key, algo, limit, now, r.tokens);
+    for (const LeaseReturn& r : returns)
+      if (!undetected || r.owner != name(*undetected)) store.refund(key, algo, limit, now, r.tokens);
   };
   auto serveTopUp = [&](std::size_t n, std::uint64_t want) {
     const std::uint64_t granted = grantFrom(store, key, algo, limit, want, now);
@@ -682,6 +693,7 @@ SimResult simulate(std::uint64_t seed, const SimConfig& config, state::BucketSto
       for (const auto& table : leases) held_at_mid += table->stats().tokens_held;
     }
     now += static_cast<Nanos>(gap(rng)) + 1;
+    if (undetected && now >= detect_at) detect();
     if (now >= next_replication) {
       replica = store.find(key);
       charged_since_replication = 0;
@@ -731,9 +743,9 @@ SimResult simulate(std::uint64_t seed, const SimConfig& config, state::BucketSto
       replica = store.find(key);  // the new owner's state is what the replica held
       charged_since_replication = 0;
       leases[failed] = std::make_unique<LeaseTable>(16, 2);  // it restarts empty
-      for (std::size_t m = 0; m < members; ++m) {
-        EXPECT_TRUE(leases[m]->dropOwner(name(failed), OwnerFate::Failed).empty());
-      }
+      if (undetected) detect();
+      undetected = failed;
+      detect_at = now + static_cast<Nanos>(uniform(0, 2000)) * kMilli;
     } else if (config.handoffs && chance(0.002)) {
       // A join or drain: the old owner hands the whole state over, leases come back.
       const std::size_t old = owner;
@@ -773,13 +785,23 @@ TEST(LeaseBound, WithoutOwnerFailuresFastNeverAdmitsMoreThanExactCan) {
 TEST(LeaseBound, OwnerCrashesOvershootByAtMostWhatTheyHadNotReplicated) {
   state::BucketStore store(16, 1);
   std::uint64_t crashes = 0;
+  std::uint64_t over = 0, overshoot = 0, lost_there = 0;
   for (std::uint64_t seed = 1; seed <= 3000; ++seed) {
     const SimResult r = simulate(seed, SimConfig{.crashes = true, .handoffs = true}, store);
     crashes += r.crashes;
     ASSERT_LE(r.admitted, r.bound + r.lost) << "seed " << seed << ": " << r.describe;
     ASSERT_LE(r.admitted_since_mid, r.bound_since_mid) << "seed " << seed << ": " << r.describe;
+    if (r.admitted > r.bound) {
+      ++over;
+      overshoot += r.admitted - r.bound;
+      lost_there += r.lost;
+    }
   }
   EXPECT_GT(crashes, 1000u);
+  EXPECT_GT(over, 0u);  // the crashes do lose state: the test can see an overshoot
+  std::printf("%llu crashes; %llu runs admitted over A(run): by %llu in all, where the bound allowed %llu\n",
+              static_cast<unsigned long long>(crashes), static_cast<unsigned long long>(over),
+              static_cast<unsigned long long>(overshoot), static_cast<unsigned long long>(lost_there));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "cluster/limits/lease.h"
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <limits>
 #include <list>
@@ -107,7 +108,7 @@ struct LeaseTable::Shard {
   // (list nodes never move, so the views stay valid until the node is erased).
   Lru lru;
   std::unordered_map<std::string_view, Lru::iterator, KeyHasher, std::equal_to<>> index;
-  std::vector<LeaseReturn> queued;  // returns waiting for the next due(); at most per_shard
+  std::deque<LeaseReturn> queued;   // returns waiting for the next due(); at most per_shard
   LeaseStats counters;              // every field but leases and tokens_held
 
   Lru::iterator find(std::string_view key) {
@@ -126,7 +127,7 @@ struct LeaseTable::Shard {
       // they refill (under-admission, never more).
       counters.dropped = addSaturating(counters.dropped, queued.front().tokens);
       counters.returned -= std::min(counters.returned, queued.front().tokens);
-      queued.erase(queued.begin());
+      queued.pop_front();
     }
     counters.returned = addSaturating(counters.returned, tokens);
     queued.push_back(LeaseReturn{std::move(key), std::move(owner), tokens});

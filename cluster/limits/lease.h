@@ -78,7 +78,9 @@
 // from any thread: the table is split in shards, each guarded by its own mutex, and a
 // key always lives in the same shard (SipHash with a per-table random key: keys come
 // from SMTP clients). Memory is bounded by max_entries (per shard ceil(max / shards));
-// a full shard drops its least recently used lease, whose tokens are returned.
+// a full shard drops its least recently used lease, whose tokens are returned. Returns
+// waiting for due() are bounded the same way per shard; beyond that the oldest is given
+// up (counted as dropped: its tokens stay charged at the owner, under-admission only).
 #pragma once
 
 #include <cstddef>

@@ -43,6 +43,17 @@ static void on_header(void* ctx, const char* name, const char* value) {
   ++headers_added;
 }
 
+/* The asynchronous check's callback: counts its calls and keeps the action. */
+static int async_calls = 0;
+static int async_action = -1;
+
+static void on_checked(void* ctx, const zetian_verdict* verdict, int action) {
+  (void)ctx;
+  ++async_calls;
+  async_action = action;
+  EXPECT(verdict != NULL && verdict->action == action);
+}
+
 static int check(zetian_session* s, zetian_stage stage, const char* arg, zetian_verdict* v) {
   return zetian_session_check(s, stage, arg, v);
 }
@@ -124,6 +135,16 @@ int main(void) {
   /* Another client has its own count. */
   s = zetian_session_open(engine, "192.0.2.2", NULL);
   EXPECT(message(s, &v) == ZETIAN_CONTINUE);
+  zetian_session_close(s);
+
+  /* The asynchronous form: without a cluster every decision is local, so the callback
+   * runs once, inline, before it returns 1. 192.0.2.1 is past its limit. */
+  s = zetian_session_open(engine, "192.0.2.1", NULL);
+  EXPECT(zetian_session_check_async(s, ZETIAN_STAGE_MAIL, "<sender@example.org>", &on_checked, NULL) == 1);
+  EXPECT(async_calls == 1);
+  EXPECT(async_action == ZETIAN_TEMPFAIL);
+  EXPECT(zetian_session_check_async(s, ZETIAN_STAGE_MAIL, "<sender@example.org>", NULL, NULL) == 1);
+  EXPECT(async_calls == 1);
   zetian_session_close(s);
 
   EXPECT(zetian_engine_reload(engine, &on_error, NULL) == 0);

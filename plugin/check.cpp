@@ -124,8 +124,29 @@ ItemSpec specOf(const Engine::CheckJob& job, const Engine::CheckJob::Item& item)
 }  // namespace
 
 void Engine::setView(std::shared_ptr<const cluster::placement::View> view) {
-  std::lock_guard lock(view_mutex_);
-  view_ = std::move(view);
+  {
+    std::lock_guard lock(view_mutex_);
+    view_ = view;
+  }
+  // A fallback episode whose owner left the view is over: its keys have another owner,
+  // whose answers are not that owner's, so no answer would ever close it.
+  if (!view || episodes_open_.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard lock(episodes_mutex_);
+  for (auto it = episodes_.begin(); it != episodes_.end();) {
+    const bool gone = !it->first.empty() &&
+                      std::find(view->members.begin(), view->members.end(), it->first) == view->members.end();
+    if (!gone) {
+      ++it;
+      continue;
+    }
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                          it->second.since);
+    logger_->log(conf::LogLevel::Info, "cluster_limits_recovered owner=" + logValue(it->first) +
+                                           " fallbacks=" + std::to_string(it->second.fallbacks) +
+                                           " duration_ms=" + std::to_string(ms.count()) + " cause=owner_left_view");
+    it = episodes_.erase(it);
+  }
+  episodes_open_.store(episodes_.size(), std::memory_order_relaxed);
 }
 
 std::shared_ptr<const cluster::placement::View> Engine::view() const {
@@ -506,7 +527,7 @@ int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict
   job->stage = stage;
   job->verdict = verdict;
   job->started = started;
-  job->snapshot = policy();
+  job->snapshot = pinnedPolicy();  // the pinned one: late answers still read its rules
   job->snap = local.snap;
   job->keys = local.keys;
   job->items = local.items;

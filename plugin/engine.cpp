@@ -65,6 +65,8 @@ struct CheckSlot {
   }
 };
 thread_local CheckSlot t_check_slot;
+// This thread's reference to the snapshot it checks with (see pinPolicy()).
+thread_local std::shared_ptr<const PolicySnapshot> t_cached_policy;
 
 void waitForChecksOn(std::uint64_t snapshot_id) {
   std::lock_guard lock(checkSlots().mutex);
@@ -77,13 +79,15 @@ void waitForChecksOn(std::uint64_t snapshot_id) {
 
 }  // namespace
 
+std::shared_ptr<const PolicySnapshot> Engine::pinnedPolicy() { return t_cached_policy; }
+
 const PolicySnapshot* Engine::pinPolicy() const {
   // Taking the shared_ptr costs a lock and two reference-count updates that every
   // thread fights over: instead each thread keeps its own reference, and swaps it only
   // when a reload has published a newer snapshot. The pin is a store to this thread's
   // own slot, then a check that the snapshot is still current (publish() stores the
   // new id before it looks at the slots, so one of the two sees the other).
-  thread_local std::shared_ptr<const PolicySnapshot> cached;
+  std::shared_ptr<const PolicySnapshot>& cached = t_cached_policy;
   CheckSlot& slot = t_check_slot;
   for (;;) {
     const std::uint64_t id = policy_id_.load(std::memory_order_acquire);

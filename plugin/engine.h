@@ -143,6 +143,10 @@ class Engine final : public cluster::AdminApi {
   // The current snapshot, pinned for one check: publish() waits until no check still
   // uses the snapshot it replaced. The pointer stays valid until unpinPolicy().
   const PolicySnapshot* pinPolicy() const;
+  // A reference to the snapshot this thread pinned last, alive past the unpin (a check
+  // whose calls may be answered after it returned). Costs a shared reference count:
+  // only for checks that go to other nodes.
+  static std::shared_ptr<const PolicySnapshot> pinnedPolicy();
   static void unpinPolicy();
   void reloadWorker();
   Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides);

@@ -116,16 +116,24 @@ void LimitService::refund(const std::string& owner, std::vector<wire::LimitItem>
 }
 
 void LimitService::queue(const std::string& owner, wire::LimitCall call) {
-  Outgoing& out = outgoing_[owner];
-  if (out.calls.size() + 1 > wire::kMaxLimitCalls || out.items + call.items.size() > wire::kMaxLimitItemsPerFrame) {
-    // The frame for this turn is full: send it now and start the next.
-    Outgoing full = std::move(out);
-    out = Outgoing{};
+  auto it = outgoing_.find(owner);
+  if (it != outgoing_.end() && (it->second.calls.size() + 1 > wire::kMaxLimitCalls ||
+                                it->second.items + call.items.size() > wire::kMaxLimitItemsPerFrame)) {
+    // The frame for this turn is full: send it now and start the next. Sending may
+    // close the link and so call onPeerDown(), which changes outgoing_: nothing from
+    // before the send is used after it.
+    Outgoing full = std::move(it->second);
+    outgoing_.erase(it);
     ++counters_.frames_sent;
-    if (!peers_.sendToPeer(owner, wire::LimitRequest{std::move(full.calls)})) onPeerDown(owner);
+    if (!peers_.sendToPeer(owner, wire::LimitRequest{std::move(full.calls)})) {
+      // Every pending call to the owner, this one included, has failed: do not send it.
+      onPeerDown(owner);
+      return;
+    }
   }
+  Outgoing& out = outgoing_[owner];
   out.items += call.items.size();
-  outgoing_[owner].calls.push_back(std::move(call));
+  out.calls.push_back(std::move(call));
   ++counters_.calls_sent;
   if (!flush_posted_) {
     flush_posted_ = true;

@@ -523,17 +523,18 @@ TEST_F(ClusterCheckTest, ADenialOnOneOwnerGivesBackTheChargeMadeOnAnother) {
 
 // A cluster of n1..n3 and the bare owner "d", which is killed without a goodbye; the
 // others keep listing it (failure_detection_timeout 10 s) while the test checks.
+// A member whose link closes leaves every view at once (its keys go to their first
+// replica), so the owner that cannot answer here is one that announced no limiter
+// capability: it stays a member and owns keys, and checks for them fall back.
 class FailModeTest : public ClusterCheckTest {
  protected:
-  // Returns a client address whose per-ip key d owns, with d killed.
-  std::string startWithDeadOwner(const std::string& fail_mode, int limit) {
+  // Returns a client address whose per-ip key d owns; d announces no limiter.
+  std::string startWithOwnerWithoutLimiter(const std::string& fail_mode, int limit) {
     settings_["failure_detection_timeout"] = "\"10s\"";
     settings_["check_timeout"] = "\"2s\"";
-    startCluster(policy(rule("per-ip", "client_ip", limit), fail_mode), true);
+    startCluster(policy(rule("per-ip", "client_ip", limit), fail_mode), true, 0);
     if (HasFatalFailure()) return "";
-    const std::string ip = ipOwnedBy("per-ip", "d");
-    owner_->kill();
-    return ip;
+    return ipOwnedBy("per-ip", "d");
   }
 
   bool stillListed(const std::string& id) {
@@ -543,7 +544,7 @@ class FailModeTest : public ClusterCheckTest {
 };
 
 TEST_F(FailModeTest, LocalDecidesWithThisNodesBucketAtOnceAndLogsOneEpisode) {
-  const std::string ip = startWithDeadOwner("local", 3);
+  const std::string ip = startWithOwnerWithoutLimiter("local", 3);
   ASSERT_FALSE(ip.empty());
   const auto timeout = 2000ms;
   std::vector<int> actions;
@@ -558,16 +559,18 @@ TEST_F(FailModeTest, LocalDecidesWithThisNodesBucketAtOnceAndLogsOneEpisode) {
   EXPECT_EQ(std::count(actions.begin(), actions.end(), ZETIAN_CONTINUE), 3);
   EXPECT_EQ(std::count(actions.begin(), actions.end(), ZETIAN_TEMPFAIL), 5);
   EXPECT_LT(slowest, timeout / 2);
-  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unreachable"), 8);
+  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unsupported"), 8);
   EXPECT_EQ(fallbacks(*members_[0], "per-ip", "timeout"), 0);
   const std::string log = readFile(members_[0]->log);
   EXPECT_EQ(countOf(log, "cluster_limits_fallback"), 1u) << log;
-  EXPECT_NE(log.find("cluster_limits_fallback owner=d reason=unreachable fail_mode=local"), std::string::npos)
+  EXPECT_NE(log.find("cluster_limits_fallback owner=d reason=unsupported fail_mode=local"), std::string::npos)
       << log;
   EXPECT_EQ(countOf(log, "cluster_limits_recovered"), 0u) << log;
 
-  // d comes back (same id, same port, a fresh store): the first answer ends the episode.
+  // d comes back upgraded (same id, same port, a fresh store, the limiter announced):
+  // the episode is over once it has left the view, and d answers again afterwards.
   const auto port = owner_->port;
+  owner_->kill();
   owner_.reset();
   owner_ = std::make_unique<BareOwner>();
   owner_->id = "d";
@@ -576,27 +579,23 @@ TEST_F(FailModeTest, LocalDecidesWithThisNodesBucketAtOnceAndLogsOneEpisode) {
   owner_->settings = settings_;
   for (const auto& m : members_) owner_->seeds.push_back(endpoint(m->port));
   ASSERT_NO_FATAL_FAILURE(owner_->start());
-  ASSERT_TRUE(waitFor(
-      [&] {
-        mail(engine(0), ip, "<a@example.org>");
-        return countOf(readFile(members_[0]->log), "cluster_limits_recovered") > 0;
-      },
-      20s))
+  ASSERT_TRUE(waitViews(4));
+  ASSERT_TRUE(waitFor([&] { return countOf(readFile(members_[0]->log), "cluster_limits_recovered") > 0; }, 20s))
       << readFile(members_[0]->log);
+  mail(engine(0), ip, "<a@example.org>");
   const std::string after = readFile(members_[0]->log);
   EXPECT_EQ(countOf(after, "cluster_limits_recovered owner=d"), 1u) << after;
   EXPECT_EQ(countOf(after, "cluster_limits_fallback"), 1u) << after;
   EXPECT_GE(owner_->callsServed(), 1u);
 }
 
-// The owner never comes back: once the failure detector drops it, its keys move to
-// another member, and that member's first answer ends the episode. (Fails as of
-// 69f5072: episodes are keyed by owner and only that owner's answer ends one, so the
-// episode of an owner that left stays open, with no cluster_limits_recovered line.)
+// The owner never comes back: once it leaves the view, its keys move to another member,
+// and the episode ends then (cause=owner_left_view), not with an answer from d, which
+// will never come.
 TEST_F(FailModeTest, AnEpisodeEndsWhenTheViewMovesTheKeyToAnOwnerThatAnswers) {
   settings_["failure_detection_timeout"] = "\"1s\"";
   settings_["check_timeout"] = "\"2s\"";
-  ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 100), "local"), true));
+  ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 100), "local"), true, 0));
   // d owns the key now; among n1..n3 it goes to a member other than n1 (the checker).
   const std::vector<std::string> survivors{"n1", "n2", "n3"};
   std::string ip;
@@ -605,18 +604,19 @@ TEST_F(FailModeTest, AnEpisodeEndsWhenTheViewMovesTheKeyToAnOwnerThatAnswers) {
     if (*cluster::placement::ownerOf(storeKey("per-ip", candidate), survivors) != "n1") ip = candidate;
   }
   ASSERT_FALSE(ip.empty());
-  owner_->kill();
   EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE);
   EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE);
   ASSERT_TRUE(stillListed("d"));
   ASSERT_EQ(countOf(readFile(members_[0]->log), "cluster_limits_fallback owner=d"), 1u);
 
+  owner_->kill();
   ASSERT_TRUE(waitViews(3));
   EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE);
   const std::string log = readFile(members_[0]->log);
   EXPECT_EQ(countOf(log, "cluster_limits_recovered"), 1u) << log;
   EXPECT_EQ(countOf(log, "cluster_limits_fallback"), 1u) << log;
-  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unreachable"), 2);
+  EXPECT_NE(log.find("cause=owner_left_view"), std::string::npos) << log;
+  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unsupported"), 2);
 }
 
 // A member that announced no limiter capability (an older version) owns keys all the
@@ -637,17 +637,17 @@ TEST_F(FailModeTest, AnOwnerWithoutTheLimiterCapabilityFallsBackAtOnce) {
 }
 
 TEST_F(FailModeTest, OpenDoesNotEnforceTheLocalBucketsDenial) {
-  const std::string ip = startWithDeadOwner("open", 2);
+  const std::string ip = startWithOwnerWithoutLimiter("open", 2);
   ASSERT_FALSE(ip.empty());
   for (int i = 0; i < 5; ++i) EXPECT_EQ(mail(engine(0), ip, "<a@example.org>"), ZETIAN_CONTINUE) << i;
   ASSERT_TRUE(stillListed("d"));
-  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unreachable"), 5);
+  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unsupported"), 5);
   // Counted locally all the same: this node's bucket for the key is spent.
   EXPECT_FALSE(full(engine(0).store(), engine(0), "per-ip", storeKey("per-ip", ip)));
 }
 
 TEST_F(FailModeTest, ClosedTempfailsTheStageWith451) {
-  const std::string ip = startWithDeadOwner("closed", 5);
+  const std::string ip = startWithOwnerWithoutLimiter("closed", 5);
   ASSERT_FALSE(ip.empty());
   zetian_verdict v;
   EXPECT_EQ(mail(engine(0), ip, "<a@example.org>", &v), ZETIAN_TEMPFAIL);
@@ -655,7 +655,7 @@ TEST_F(FailModeTest, ClosedTempfailsTheStageWith451) {
   EXPECT_STREQ(v.rcode, "451");
   EXPECT_STREQ(v.xcode, "4.7.1");
   EXPECT_STREQ(v.rule, "per-ip");
-  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unreachable"), 1);
+  EXPECT_EQ(fallbacks(*members_[0], "per-ip", "unsupported"), 1);
   // Nothing was charged here: a refused stage costs nothing.
   EXPECT_TRUE(full(engine(0).store(), engine(0), "per-ip", storeKey("per-ip", ip)));
 }

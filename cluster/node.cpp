@@ -372,8 +372,10 @@ void ClusterNode::publishView() {
   }
   view->epoch = view_ ? view_->epoch + 1 : 1;
   view_ = view;
-  if (limits_) limits_->onView(view_);
+  // The checking threads first: from now on they charge the new owners, and the walk
+  // that follows (which first takes every charge made so far) misses none.
   if (view_listener_) view_listener_(view_);
+  if (limits_) limits_->onView(view_);
 }
 
 void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "cluster/limits/lease.h"
+
 namespace zetian::cluster::limits {
 
 wire::LimitOutcome toWire(const state::Outcome& outcome, wire::ItemResult result) {
@@ -45,6 +47,11 @@ std::size_t evaluateCall(state::BucketStore& store, std::span<const ItemSpec> it
   for (std::size_t i = 0; i < items.size(); ++i) out[i] = wire::LimitOutcome{};
   for (std::size_t i = 0; i < items.size(); ++i) {
     const ItemSpec& item = items[i];
+    if (item.op == wire::LimitOp::Lease) {
+      out[i].result = wire::ItemResult::Leased;
+      out[i].remaining = grantFrom(store, item.key, item.algorithm, item.limit, item.cost, now);
+      continue;
+    }
     if (item.op == wire::LimitOp::Refund) {
       store.refund(item.key, item.algorithm, item.limit, now, item.cost);
       out[i].result = wire::ItemResult::Refunded;

@@ -9,6 +9,8 @@
 //     charged before it is given back (Returned); the items after it are NotEvaluated.
 //   - A non-blocking denial (tag, quarantine, dry_run) does not stop the call.
 //   - Refund items give back a cost charged earlier (Refunded); they never stop a call.
+//   - Lease items charge up to `cost` tokens for the asker's fast-mode lease (Leased,
+//     with the tokens granted in `remaining`); they never stop a call either.
 #pragma once
 
 #include <cstdint>

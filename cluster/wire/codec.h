@@ -57,8 +57,8 @@ enum class MessageType : std::uint8_t {
 // did not announce; unknown bits are kept and ignored, so newer nodes can add bits.
 inline constexpr std::uint64_t kCapLimiter = 1;     // LimitRequest / LimitReply
 inline constexpr std::uint64_t kCapBucketSync = 2;  // BucketSync (replication, hand-off)
-inline constexpr std::uint64_t kCapLeases = 4;      // reserved for fast-mode leases (not implemented yet)
-inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync;
+inline constexpr std::uint64_t kCapLeases = 4;      // LimitOp::Lease / ItemResult::Leased (fast mode)
+inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync | kCapLeases;
 
 // Spelled as in /health; the wire carries the numeric value.
 enum class NodeStatus : std::uint8_t {
@@ -155,8 +155,10 @@ inline constexpr std::size_t kMaxLimitItemsPerFrame = 512;  // summed over the c
 inline constexpr std::size_t kMaxSyncBuckets = 512;
 inline constexpr std::size_t kMaxPlacementBytes = 64;
 
-enum class LimitOp : std::uint8_t { Charge = 0, Refund = 1 };
-inline constexpr std::uint8_t kMaxLimitOp = static_cast<std::uint8_t>(LimitOp::Refund);
+// Lease (only to a peer that announced kCapLeases): charge up to `cost` tokens, as many
+// as the bucket holds, for the asker's fast-mode lease (cluster/limits/lease.h).
+enum class LimitOp : std::uint8_t { Charge = 0, Refund = 1, Lease = 2 };
+inline constexpr std::uint8_t kMaxLimitOp = static_cast<std::uint8_t>(LimitOp::Lease);
 
 // One bucket operation. `key` is the store key: rule name, '\0', key value (bytes, <= kMaxStringBytes).
 struct LimitItem {
@@ -194,8 +196,9 @@ enum class ItemResult : std::uint8_t {
   Denied = 2,        // not allowed; nothing charged
   Returned = 3,      // allowed, then given back because a later blocking item of the call was denied
   Refunded = 4,      // a Refund item was applied
+  Leased = 5,        // a Lease item: `remaining` is the tokens granted (0: none)
 };
-inline constexpr std::uint8_t kMaxItemResult = 4;
+inline constexpr std::uint8_t kMaxItemResult = 5;
 
 struct LimitOutcome {
   ItemResult result = ItemResult::NotEvaluated;

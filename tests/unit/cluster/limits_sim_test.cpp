@@ -98,7 +98,13 @@ struct Rule {
   state::Limit limit;
 };
 
+// How a charge was decided (plugin/check.cpp): on the owner's own store (group 0), by
+// the owner for another node (onRequest), by an owner that no longer owns the key under
+// its own view (a requester's stale view), or by this node's bucket under fail_mode local.
+enum class Decided { Owner, Served, StaleServed, Fallback };
+
 struct Grant {
+  Decided how = Decided::Owner;
   int key = 0;
   Nanos at = 0;  // true time of the charge
   int node = 0;  // whose copy it was charged on
@@ -145,6 +151,7 @@ struct Node {
   Nanos died_at = 0;
   std::unique_ptr<state::BucketStore> store;
   std::map<int, std::set<std::uint32_t>> lineage;  // per key: the charges its state reflects
+  std::map<int, std::set<std::uint32_t>> sent;     // per key: charges it sent in some sync
   // LimitService (service.h) state.
   std::optional<std::vector<std::string>> view;
   std::set<int> keys;     // keys_
@@ -189,6 +196,41 @@ struct Params {
 struct Report {
   std::string failure;
   std::uint64_t admitted = 0, excess = 0, bound = 0, fallbacks = 0, events = 0;
+  // What the bound is made of: the checks in U by how they were decided, and the refunds
+  // that gave a token back.
+  std::uint64_t blind_fallback = 0, blind_owner = 0, blind_served = 0, blind_stale = 0, refund_tokens = 0;
+  // Admitted checks that only a dead node's copy held when it died (kill -9 / leave),
+  // and of those, the ones it had never sent in a sync.
+  std::uint64_t lost_crash = 0, lost_leave = 0, lost_never_sent = 0;
+  // Hand-off walks that skipped a key this node owned and held, because the key was
+  // still in the ChangeLog (charged locally since the last replication round).
+  std::uint64_t missed_handoffs = 0;
+
+  void add(const Report& o) {
+    admitted += o.admitted;
+    excess += o.excess;
+    bound += o.bound;
+    fallbacks += o.fallbacks;
+    events += o.events;
+    blind_fallback += o.blind_fallback;
+    blind_owner += o.blind_owner;
+    blind_served += o.blind_served;
+    blind_stale += o.blind_stale;
+    refund_tokens += o.refund_tokens;
+    lost_crash += o.lost_crash;
+    lost_leave += o.lost_leave;
+    lost_never_sent += o.lost_never_sent;
+    missed_handoffs += o.missed_handoffs;
+  }
+  std::string text() const {
+    auto n = [](std::uint64_t v) { return std::to_string(v); };
+    return "admitted=" + n(admitted) + " excess=" + n(excess) + " bound=" + n(bound) + " (blind: fallback=" +
+           n(blind_fallback) + " owner=" + n(blind_owner) + " served=" + n(blind_served) + " stale_owner=" +
+           n(blind_stale) + "; late refunds giving a token=" + n(refund_tokens) + ") fallbacks=" + n(fallbacks) +
+           " lost_at_crash=" + n(lost_crash) + " lost_at_leave=" + n(lost_leave) +
+           " lost_never_sent=" + n(lost_never_sent) + " missed_handoffs=" + n(missed_handoffs) +
+           " events=" + n(events);
+  }
 };
 
 class Simulation {
@@ -299,6 +341,7 @@ class Simulation {
     returnStore(node.store);
     node.store = takeStore();
     node.lineage.clear();
+    node.sent.clear();
     node.view.reset();
     node.keys.clear();
     node.changed.clear();
@@ -434,7 +477,26 @@ class Simulation {
     });
   }
 
+  // The charges only node n's copies hold, as it dies (kill -9) or its limit service
+  // goes (leave): judged admitted or not at the end of the run.
+  void noteLosses(int n, bool leaving) {
+    for (const auto& [key, set] : nodes_[n].lineage) {
+      for (std::uint32_t g : set) {
+        bool elsewhere = false;
+        for (int p = 0; p < static_cast<int>(nodes_.size()) && !elsewhere; ++p) {
+          if (p == n || !nodes_[p].alive || nodes_[p].leaving) continue;
+          auto it = nodes_[p].lineage.find(key);
+          elsewhere = it != nodes_[p].lineage.end() && it->second.count(g);
+        }
+        if (elsewhere) continue;
+        const auto sent = nodes_[n].sent.find(key);
+        losses_.push_back({g, leaving, sent == nodes_[n].sent.end() || !sent->second.count(g)});
+      }
+    }
+  }
+
   void crash(int n, bool power_loss) {
+    noteLosses(n, false);
     Node& node = nodes_[n];
     note([&] { return node.id + (power_loss ? " loses power" : " is killed (kill -9)"); });
     node.alive = false;
@@ -459,6 +521,7 @@ class Simulation {
   void leave(int n) {
     Node& node = nodes_[n];
     note([&] { return node.id + " leaves gracefully"; });
+    noteLosses(n, true);
     node.leaving = true;
     auto pending = std::move(node.pending);
     node.pending.clear();
@@ -572,7 +635,7 @@ class Simulation {
     const std::string owner = *placement::ownerOf(rule(key).key, *node.view);
     if (owner == node.id) {
       // Group 0: evaluateLocally, and the change goes to the ChangeLog.
-      if (chargeOn(n, key, n, true)) node.change_log.push_back(key);
+      if (chargeOn(n, key, n, true, Decided::Owner)) node.change_log.push_back(key);
       return;
     }
     call(n, indexOf(owner), key);
@@ -587,7 +650,7 @@ class Simulation {
 
   // evaluateCall of one item on node n's store. Returns whether it charged; `admitted`
   // says whether the check is decided by this charge (no answer to wait for).
-  bool chargeOn(int n, int key, int asker, bool admitted) {
+  bool chargeOn(int n, int key, int asker, bool admitted, Decided how) {
     ItemSpec spec;
     spec.key = rule(key).key;
     spec.algorithm = rule(key).algorithm;
@@ -603,6 +666,7 @@ class Simulation {
     }
     auto& set = lineage(n, key);
     Grant g;
+    g.how = how;
     g.key = key;
     g.at = now_;
     g.node = n;
@@ -622,7 +686,7 @@ class Simulation {
   // reported to the ChangeLog, never replicated).
   void fallBack(int n, int key) {
     ++report_.fallbacks;
-    chargeOn(n, key, n, true);
+    chargeOn(n, key, n, true, Decided::Fallback);
   }
 
   // ---- the limit service (cluster/limits/service.cpp) -------------------------------
@@ -686,7 +750,9 @@ class Simulation {
     reply.to = m.from;
     reply.call = m.call;
     reply.key = m.key;
-    reply.charged = chargeOn(m.to, m.key, m.from, false);
+    const Node& owner = nodes_[m.to];
+    const bool owns = owner.view && !owner.view->empty() && *placement::ownerOf(rule(m.key).key, *owner.view) == owner.id;
+    reply.charged = chargeOn(m.to, m.key, m.from, false, owns ? Decided::Served : Decided::StaleServed);
     reply.grant = last_grant_;
     if (reply.charged) remember(m.to, m.key, true);
     send(reply);
@@ -725,7 +791,7 @@ class Simulation {
     const auto before = nodes_[n].store->find(r.key);
     nodes_[n].store->refund(r.key, r.algorithm, r.limit, clock(n), 1);
     const auto after = nodes_[n].store->find(r.key);
-    const bool gave_token = before && after && (before->state.count != after->state.count ||
+    bool gave_token = before && after && (before->state.count != after->state.count ||
                                                 before->state.stamp != after->state.stamp);
     set.erase(m.grant);
     note([&] {
@@ -734,9 +800,24 @@ class Simulation {
     // A refund gives a token back now, not at the time of the charge: if the bucket
     // filled up meanwhile (the refill was capped at burst because of the charge) or
     // moved on to a new window, or if this copy no longer holds the charge at all (a
-    // merge kept another view), the token is one that no charge took. At most one per
-    // refund.
-    if (gave_token) ++unbacked_refunds_[m.key];
+    // merge kept another view), the token is one that no charge took: at most one per
+    // refund. token_bucket: counted when the copy now holds more tokens than one bucket
+    // fed exactly the charges its lineage still holds (translation by ages is exact);
+    // fixed_window: every refund that gave a token is counted.
+    if (gave_token && r.algorithm == state::Algorithm::TokenBucket) {
+      std::vector<Nanos> times;
+      for (std::uint32_t id : set) times.push_back(grants_[id].at);
+      std::sort(times.begin(), times.end());
+      state::BucketState one;
+      for (Nanos t : times) state::charge(r.algorithm, r.limit, one, t, 1);
+      const Nanos copy_full = std::max(state::idleAt(r.algorithm, r.limit, after->state) - nodes_[n].offset, now_);
+      const Nanos one_full = std::max(state::idleAt(r.algorithm, r.limit, one), now_);
+      gave_token = copy_full < one_full;
+    }
+    if (gave_token) {
+      ++unbacked_refunds_[m.key];
+      ++report_.refund_tokens;
+    }
   }
 
   // LimitService::remember.
@@ -787,6 +868,15 @@ class Simulation {
         node.changed.insert(key);
       }
     }
+    for (int key = 0; key < static_cast<int>(rules_.size()); ++key) {
+      if (node.keys.count(key) || !node.store->find(rule(key).key)) continue;
+      const auto before = placementOf(n, key, from);
+      const auto after = placementOf(n, key, *node.view);
+      if (!before.empty() && before.front() == node.id && !after.empty() && after.front() != node.id) {
+        ++report_.missed_handoffs;
+        note([&] { return node.id + " does not hand off " + name(rule(key)) + ": not yet taken from the ChangeLog"; });
+      }
+    }
     node.restarted.clear();
     sendStaged(n, staged, true);
   }
@@ -800,6 +890,7 @@ class Simulation {
     const auto held = node.store->find(rule(key).key);
     if (!held) return;
     auto& set = lineage(n, key);
+    node.sent[key].insert(set.begin(), set.end());
     staged[peer].push_back(Bucket{key, state::toPortable(held->algorithm, held->state, clock(n)), set});
   }
 
@@ -904,6 +995,11 @@ class Simulation {
   }
 
   void check() {
+    for (const Loss& loss : losses_) {
+      if (!grants_[loss.grant].admitted) continue;
+      ++(loss.leave ? report_.lost_leave : report_.lost_crash);
+      report_.lost_never_sent += loss.never_sent;
+    }
     for (int k = 0; k < static_cast<int>(rules_.size()); ++k) {
       const Rule& r = rules_[k];
       std::vector<std::uint32_t> admitted;
@@ -950,6 +1046,15 @@ class Simulation {
       }
       std::vector<bool> in_cover;
       const std::size_t cover = coverSize(edges, in_cover);
+      for (std::size_t i = 0; i < admitted.size(); ++i) {
+        if (!in_cover[i]) continue;
+        switch (grants_[admitted[i]].how) {
+          case Decided::Fallback: ++report_.blind_fallback; break;
+          case Decided::Owner: ++report_.blind_owner; break;
+          case Decided::Served: ++report_.blind_served; break;
+          case Decided::StaleServed: ++report_.blind_stale; break;
+        }
+      }
       const std::uint64_t bound = cover + unbacked_refunds_[k];
       report_.bound += bound;
       if (r.algorithm == state::Algorithm::TokenBucket) {
@@ -1026,6 +1131,12 @@ class Simulation {
   std::vector<Grant> grants_;
   std::uint32_t last_grant_ = 0;
   std::map<int, std::uint64_t> unbacked_refunds_;
+  struct Loss {
+    std::uint32_t grant;
+    bool leave;
+    bool never_sent;
+  };
+  std::vector<Loss> losses_;
   std::map<int, std::vector<Nanos>> attempts_;
   Report report_;
 };
@@ -1057,11 +1168,7 @@ void runSeeds(bool faults, std::uint64_t first_seed) {
     Simulation sim(seed, faults, verbose);
     if (!faults) sim.recordAttempts();
     const Report report = sim.run();
-    total.admitted += report.admitted;
-    total.excess += report.excess;
-    total.bound += report.bound;
-    total.fallbacks += report.fallbacks;
-    total.events += report.events;
+    total.add(report);
     if (verbose || !report.failure.empty()) {
       Simulation replay(seed, faults, true);
       if (!faults) replay.recordAttempts();
@@ -1071,9 +1178,7 @@ void runSeeds(bool faults, std::uint64_t first_seed) {
       for (const auto& line : replay.trace()) trace += "  " + line + "\n";
       const std::string summary = "seed " + std::to_string(seed) + " (" + (faults ? "faults" : "no faults") +
                                   "): " + replay.describe() + "\nlast events:\n" + trace +
-                                  "admitted=" + std::to_string(again.admitted) +
-                                  " excess=" + std::to_string(again.excess) + " bound=" + std::to_string(again.bound) +
-                                  " fallbacks=" + std::to_string(again.fallbacks);
+                                  again.text();
       if (!report.failure.empty()) {
         ADD_FAILURE() << report.failure << "\nreproduce: ZETIAN_SIM_SEED=" << seed << "\n" << summary;
         return;
@@ -1081,10 +1186,7 @@ void runSeeds(bool faults, std::uint64_t first_seed) {
       std::printf("%s\n", summary.c_str());
     }
   }
-  std::printf("%zu seeds: admitted=%llu excess=%llu bound=%llu fallbacks=%llu events=%llu\n", seeds.size(),
-              static_cast<unsigned long long>(total.admitted), static_cast<unsigned long long>(total.excess),
-              static_cast<unsigned long long>(total.bound), static_cast<unsigned long long>(total.fallbacks),
-              static_cast<unsigned long long>(total.events));
+  std::printf("%zu seeds: %s\n", seeds.size(), total.text().c_str());
 }
 
 TEST(LimitsSimulation, WithoutFaultsTheClusterAdmitsExactlyWhatOneBucketAdmits) { runSeeds(false, 1); }

@@ -145,6 +145,7 @@ struct Node {
   std::string id;
   bool alive = false;
   bool leaving = false;
+  bool departing = false;  // proposed fix: leaving, limit service still up for the hand-off
   bool joined = false;
   std::uint64_t incarnation = 0;
   Nanos offset = 0;
@@ -235,12 +236,24 @@ struct Report {
 
 class Simulation {
  public:
-  Simulation(std::uint64_t seed, bool faults, bool trace) : rng_(seed), trace_(trace) {
+  // `fixes`: model the changes proposed in the report (hand-off on leave, the walk takes
+  // the ChangeLog first) instead of the code as it is.
+  Simulation(std::uint64_t seed, bool faults, bool trace, bool fixes = false)
+      : rng_(seed), trace_(trace), fixes_(fixes) {
     params_.faults = faults;
     params_.nodes = pick(3, 7);
     params_.factor = pick(2, 3);
     params_.duration = pick(4, 10) * kSecond;
     params_.slow_share = faults ? pickReal(0.0, 0.04) : 0.0;
+    // For measuring one failure mode at a time: ZETIAN_SIM_EVENTS=crash|leave|join and
+    // ZETIAN_SIM_SLOW=0 (no message slower than check_timeout).
+    if (const char* only = std::getenv("ZETIAN_SIM_EVENTS")) {
+      const std::string kind(only);
+      if (kind == "crash") only_event_ = 0;
+      if (kind == "leave") only_event_ = 1;
+      if (kind == "join") only_event_ = 2;
+    }
+    if (const char* slow = std::getenv("ZETIAN_SIM_SLOW"); slow && std::string(slow) == "0") params_.slow_share = 0;
     const int keys = pick(2, 4);
     for (int k = 0; k < keys; ++k) {
       const bool window = k == keys - 1;
@@ -335,6 +348,7 @@ class Simulation {
     Node& node = nodes_[n];
     node.alive = true;
     node.leaving = false;
+    node.departing = false;
     node.joined = false;
     node.incarnation = ++incarnations_;
     node.offset = pickNanos(-3 * 24 * 3600 * kSecond, 3 * 24 * 3600 * kSecond);
@@ -405,7 +419,7 @@ class Simulation {
   void publishView(int n) {
     Node& node = nodes_[n];
     std::vector<std::string> members;
-    if (node.joined && !node.leaving) members.push_back(node.id);
+    if (node.joined && !node.leaving && !node.departing) members.push_back(node.id);
     for (const auto& [peer, link] : node.links) {
       if (link.up) members.push_back(nodes_[peer].id);
     }
@@ -521,7 +535,13 @@ class Simulation {
   void leave(int n) {
     Node& node = nodes_[n];
     note([&] { return node.id + " leaves gracefully"; });
-    noteLosses(n, true);
+    if (fixes_) {
+      // Proposed fix: publish the view without this node while the limit service is
+      // still there, so that the walk hands every owned key to its next owner before
+      // the Goodbye (same links, FIFO).
+      node.departing = true;
+      publishView(n);
+    }
     node.leaving = true;
     auto pending = std::move(node.pending);
     node.pending.clear();
@@ -536,6 +556,7 @@ class Simulation {
     }
     at(now_ + 60 * kMs, [this, n, ni] {
       if (!live(n, ni)) return;
+      noteLosses(n, true);
       nodes_[n].alive = false;
       nodes_[n].died_at = now_;
       returnStore(nodes_[n].store);
@@ -561,7 +582,8 @@ class Simulation {
     const int events = pick(1, 4);
     for (int e = 0; e < events; ++e) {
       const Nanos when = pickNanos(params_.duration / 10, params_.duration * 8 / 10);
-      const int kind = pick(0, 3);
+      int kind = pick(0, 3);
+      if (only_event_) kind = *only_event_;
       at(when, [this, kind] { membershipEvent(kind); });
     }
   }
@@ -834,7 +856,16 @@ class Simulation {
   // LimitService::onView + walkStep (one step: a handful of keys). A key this node owned
   // and no longer owns goes to its new owner at once; a key it still owns whose replica
   // set changed goes to the new replicas at the next round.
+  // Proposed fix: the walk first takes the ChangeLog, as a replication round does, so a
+  // key charged here as owner since the last round is handed off too.
+  void takeChangesForWalk(int n) {
+    if (!fixes_) return;
+    for (int key : nodes_[n].change_log) remember(n, key, true);
+    nodes_[n].change_log.clear();
+  }
+
   void onView(int n, std::vector<std::string> members) {
+    takeChangesForWalk(n);
     Node& node = nodes_[n];
     std::optional<std::vector<std::string>> from = node.view;
     node.view = std::move(members);
@@ -847,6 +878,7 @@ class Simulation {
 
   // LimitService::onPeerRestarted: its keys are handed to it as on a view change.
   void onPeerRestarted(int n, const std::string& peer) {
+    takeChangesForWalk(n);
     Node& node = nodes_[n];
     if (!node.view || node.keys.empty()) return;
     node.restarted.insert(peer);
@@ -869,7 +901,9 @@ class Simulation {
       }
     }
     for (int key = 0; key < static_cast<int>(rules_.size()); ++key) {
-      if (node.keys.count(key) || !node.store->find(rule(key).key)) continue;
+      if (node.keys.count(key) || !node.store->find(rule(key).key) ||
+          std::find(node.change_log.begin(), node.change_log.end(), key) == node.change_log.end())
+        continue;
       const auto before = placementOf(n, key, from);
       const auto after = placementOf(n, key, *node.view);
       if (!before.empty() && before.front() == node.id && !after.empty() && after.front() != node.id) {
@@ -1117,6 +1151,8 @@ class Simulation {
   Params params_;
   std::mt19937_64 rng_;
   bool trace_;
+  bool fixes_;
+  std::optional<int> only_event_;
   bool record_attempts_ = false;
   std::size_t trace_limit_ = 120;
   std::deque<std::string> trace_lines_;
@@ -1163,14 +1199,17 @@ void runSeeds(bool faults, std::uint64_t first_seed) {
     for (std::uint64_t i = 0; i < count; ++i) seeds.push_back(first_seed + i);
   }
   const bool verbose = seeds.size() == 1;
+  // ZETIAN_SIM_PROPOSED_FIXES=1: the same seeds against the fixes proposed in the
+  // simulation's report, for comparison (not what the code does today).
+  const bool fixes = envNumber("ZETIAN_SIM_PROPOSED_FIXES").value_or(0) != 0;
   Report total;
   for (const std::uint64_t seed : seeds) {
-    Simulation sim(seed, faults, verbose);
+    Simulation sim(seed, faults, verbose, fixes);
     if (!faults) sim.recordAttempts();
     const Report report = sim.run();
     total.add(report);
     if (verbose || !report.failure.empty()) {
-      Simulation replay(seed, faults, true);
+      Simulation replay(seed, faults, true, fixes);
       if (!faults) replay.recordAttempts();
       if (envNumber("ZETIAN_SIM_TRACE_ALL")) replay.traceAll();
       const Report again = replay.run();

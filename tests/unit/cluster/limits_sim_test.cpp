@@ -457,6 +457,7 @@ class Simulation {
       // has been silent for two heartbeats (1 s here), then the restart path.
       if (now_ - nodes_[p].died_at < kSecond) {
         at(now_ + 300 * kMs, [this, n, p, pi, incarnation] { linkUp(n, p, pi, incarnation); });
+        fifo_[{p, n}] = std::max(fifo_[{p, n}], now_ + 300 * kMs);
         return;
       }
       note([&] { return node.id + " sees " + nodes_[p].id + " restarted"; });
@@ -479,8 +480,14 @@ class Simulation {
     for (int p = 0; p < static_cast<int>(nodes_.size()); ++p) {
       if (p == n || !nodes_[p].alive || nodes_[p].leaving) continue;
       const std::uint64_t ni = nodes_[n].incarnation, pi = nodes_[p].incarnation;
-      at(now_ + pickNanos(kMs, 40 * kMs), [this, n, p, ni, pi] { linkUp(n, p, pi, ni); });
-      at(now_ + pickNanos(kMs, 40 * kMs), [this, n, p, ni, pi] { linkUp(p, n, ni, pi); });
+      // Each end is established at its own moment, but on one connection: whatever one
+      // end sends once established reaches the other after that end is established too
+      // (the handshake's last message comes first on the stream).
+      const Nanos n_up = now_ + pickNanos(kMs, 40 * kMs), p_up = now_ + pickNanos(kMs, 40 * kMs);
+      at(n_up, [this, n, p, ni, pi] { linkUp(n, p, pi, ni); });
+      at(p_up, [this, n, p, ni, pi] { linkUp(p, n, ni, pi); });
+      fifo_[{n, p}] = std::max(fifo_[{n, p}], p_up);
+      fifo_[{p, n}] = std::max(fifo_[{p, n}], n_up);
     }
     const std::uint64_t ni = nodes_[n].incarnation;
     // join_timeout: alone, it runs on its own.

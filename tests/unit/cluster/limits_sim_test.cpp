@@ -1053,17 +1053,30 @@ class Simulation {
       // The reference: one bucket of the same rule, on true time, fed the admitted checks.
       state::BucketState reference;
       std::uint64_t excess = 0;
-      Nanos last_full = 0;  // when the reference was last full (token_bucket relevance)
-      Nanos idle = 0;
+      // Relevance (token_bucket): a bucket charged with *every* admitted check, none
+      // refused (tokens may go below zero), in scaled units (tokens x period). When it is
+      // full, so is one bucket fed any subset of them, and the copies' buckets (each at
+      // most as full as the bucket of its lineage): checks before that moment no longer
+      // matter to any decision after it.
+      const __int128 capacity = __int128{static_cast<std::int64_t>(r.limit.burst)} * r.limit.period_ns;
+      const __int128 rate = static_cast<std::int64_t>(r.limit.limit);
+      __int128 forced = capacity;
+      Nanos forced_at = 0, last_full = 0;
       std::vector<Nanos> relevant_from(admitted.size());
       for (std::size_t i = 0; i < admitted.size(); ++i) {
         const Nanos t = grants_[admitted[i]].at;
-        if (idle <= t) last_full = std::max(last_full, idle);
+        const __int128 refilled = forced + rate * (t - forced_at);
+        if (refilled >= capacity) {
+          // Full again at the moment the refill reached the capacity.
+          const __int128 missing = capacity - forced;
+          last_full = static_cast<Nanos>(forced_at + (missing + rate - 1) / rate);
+        }
+        forced = std::min(refilled, capacity) - r.limit.period_ns;
+        forced_at = t;
         relevant_from[i] = r.algorithm == state::Algorithm::TokenBucket ? last_full : t - r.limit.period_ns + 1;
         if (r.algorithm == state::Algorithm::TokenBucket) {
           const bool allowed = state::charge(r.algorithm, r.limit, reference, t, 1).allowed;
           if (!allowed) ++excess;
-          idle = state::idleAt(r.algorithm, r.limit, reference);
           note([&] {
             return "check " + name(r) + " #" + std::to_string(admitted[i]) + " at " + std::to_string(t / 1000) +
                    "us on " + nodes_[grants_[admitted[i]].node].id + (allowed ? "" : " BEYOND ONE BUCKET");

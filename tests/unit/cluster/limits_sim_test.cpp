@@ -23,40 +23,53 @@
 // The bound, and why it holds. Every copy of a key on a node carries its lineage: the
 // set of charges (grant ids) its state reflects. A charge adds its id to the copy it was
 // made on; a transfer carries the sender's set; a merge keeps the set of the view it
-// picked (state/transfer.h: one view wins whole); a refund removes its id; a key the
-// store dropped (full again) has an empty set. For an admitted check d decided on copy C
-// at true time t, blind(d) is the set of checks admitted before t that C's lineage does
-// not hold and that could still matter (token_bucket: admitted since the reference
-// bucket below was last full; fixed_window: admitted less than one period before t).
-// U = the union of blind(d) over all admitted checks, per key, plus one per refund that
-// reached a copy not holding the charge it gives back (it adds a token no charge took).
-//   token_bucket: excess <= |U|, where excess = admitted - the most that one bucket
-//     (the same rule, on true time) admits out of the admitted checks (greedy in time
-//     order, which is optimal for unit costs). Proof: S = admitted \ U is admitted by one
-//     bucket, since every d in S was decided on a copy whose lineage holds every earlier
-//     check of S, and a token_bucket state that reflects a superset of charges holds no
-//     more tokens (translation by ages is exact for token_bucket, transfer.h). So what is
-//     checked is the design's invariant: no copy is ever fuller than the charges it
-//     knows; and U is what the design's failure modes make nodes miss:
-//       - an owner crash (or a graceful leave, which hands nothing off: node.cpp leave()
-//         destroys the limit service before publishing its last view): the checks the
-//         owner admitted after its last replication round that reached the replica;
-//       - a view disagreement: checks admitted by the old owner for nodes with the stale
-//         view after its hand-off, and by the new owner before the hand-off arrived
-//         (the merge keeps the more consumed view whole; the other side's are lost);
+// picked (state/transfer.h: one view wins whole); a refund removes its id; a node that
+// dies loses its copies. Per key, with A the admitted checks in true-time order:
+//   blind(d), for d in A decided on copy C at true time t: the checks of A before t that
+//     C's lineage lacks and that still matter at t (token_bucket: after the last moment
+//     a bucket forced with every check of A, none refused, was full: then any bucket fed
+//     a subset of A was full too; fixed_window: less than one period before t).
+//   U: a vertex cover of the "d was blind to g" edges (greedy, highest degree first;
+//     any cover will do, a small one keeps the bound tight).
+//   R: late refunds that gave back a token the copy's lineage no longer backs (the
+//     charge was merged away, or the bucket filled up or moved to a new window since,
+//     so the refill had already given that token back): at most one token each.
+//   token_bucket, checked: excess <= |U| + R, where excess = |A| minus the most one bucket
+//     of the same rule, on true time, admits out of A (greedy in time order, optimal for
+//     unit costs). Proof: take S = A \ U. Every d in S was decided on a copy whose
+//     lineage holds every still-relevant earlier check of S (an edge to a check outside
+//     U would be uncovered). A copy holds no more tokens than one bucket fed its lineage
+//     (translation by ages is exact for token_bucket, merges keep one view whole), up to
+//     one token per refund counted in R; and a bucket fed a superset holds no more
+//     tokens than one fed the subset. So one bucket fed S admits all of S but at most R.
+//     What the simulation checks is therefore the design's invariant (no copy is ever
+//     fuller than the charges it knows, up to late refunds), while U and R measure what
+//     the failure modes make nodes miss, each as it actually happened in the run:
+//       - kill -9 of an owner: what it admitted after its last replication round that
+//         reached the replica;
+//       - a graceful leave: the same, since it hands nothing off (node.cpp leave()
+//         destroys the limit service before it publishes its last view);
+//       - a view disagreement: what the old owner admitted for nodes with the stale view
+//         after its hand-off, and the new owner before the hand-off arrived (the merge
+//         keeps the more consumed view whole, the other side's checks are lost);
 //       - a restarted or joining owner deciding on an empty store until its keys arrive;
-//       - fallbacks (timeouts, unreachable owner, no members) under fail_mode local: the
-//         falling-back node decides on its own copy, blind to the owner's charges, and
-//         the owner is blind to its charges: up to one burst per node per episode.
+//       - fallbacks under fail_mode local (timeout, unreachable owner, no members): the
+//         falling-back node decides on its own copy, blind to the owner's checks, and the
+//         owner is blind to its: up to one burst per node per episode.
 //   fixed_window: windows are aligned to each node's own clock, so one bucket admits up
-//     to 2 x limit in any span of one period; checked: every span of one period holds at
-//     most 2 x limit + |U| admitted checks.
-// With no membership change and no slow message, U is empty and every key's admitted
-// count equals exactly what one bucket admits (the owner's, fed every check in order).
+//     to 2 x limit in a span of one period; checked: every span of one period holds at
+//     most 2 x limit + |U| + R admitted checks.
+// With no membership change and no slow message, U and R are empty and every key's
+// admitted count equals exactly what one bucket admits (the owner's, fed every check it
+// evaluated, in order).
 //
-// Running: ZETIAN_SIM_SEEDS=n runs n seeds per scenario (default 2000; 300 under a
-// sanitizer); ZETIAN_SIM_SEED=s runs only seed s and prints its trace. A failure prints
-// the seed and the last events of its run.
+// Running. ZETIAN_SIM_SEEDS=n runs n seeds per scenario (default 2000; 300 in sanitizer
+// builds); ZETIAN_SIM_SEED=s runs seed s alone and prints its trace (with
+// ZETIAN_SIM_TRACE_ALL=1, every event rather than the last 120). A failure prints the
+// seed, the check that broke and the last events. For measuring one failure mode at a
+// time: ZETIAN_SIM_EVENTS=crash|leave|join, ZETIAN_SIM_SLOW=0 (no slow messages), and
+// ZETIAN_SIM_PROPOSED_FIXES=1 (hand-off on leave; the hand-off walk takes the ChangeLog
+// first), which models changes proposed to cluster/ rather than the code as it is.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -86,7 +99,15 @@ using state::Nanos;
 constexpr Nanos kMs = 1'000'000;
 constexpr Nanos kSecond = 1'000 * kMs;
 
+// Sanitizer builds (make test-asan / test-tsan run the unit suite) take fewer seeds.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ZETIAN_SIM_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define ZETIAN_SIM_SANITIZED 1
+#endif
+#endif
+#ifdef ZETIAN_SIM_SANITIZED
 constexpr int kDefaultSeeds = 300;
 #else
 constexpr int kDefaultSeeds = 2000;

@@ -354,6 +354,7 @@ void ClusterNode::publishView() {
     if (pv.status == PeerStatus::maintenance) continue;
     view->members.push_back(pv.peer);
     if (it->second.region == options_.region) view->region_members.push_back(pv.peer);
+    if (it->second.link->link->peer().capabilities & wire::kCapLeases) view->lease_granters.push_back(pv.peer);
   }
   // This node owns keys once it has a peer to agree with (or runs alone after
   // join_timeout), and not while draining or leaving.
@@ -363,11 +364,12 @@ void ClusterNode::publishView() {
   }
   std::sort(view->members.begin(), view->members.end());
   std::sort(view->region_members.begin(), view->region_members.end());
+  std::sort(view->lease_granters.begin(), view->lease_granters.end());
   // A majority of the known members, this node included, must be reachable: the
   // minority side of a partition has no quorum, and its cluster rules follow fail_mode.
   view->quorum = 2 * reachable > known;
   if (view_ && view_->members == view->members && view_->region_members == view->region_members &&
-      view_->quorum == view->quorum) {
+      view_->quorum == view->quorum && view_->lease_granters == view->lease_granters) {
     return;
   }
   view->epoch = view_ ? view_->epoch + 1 : 1;

@@ -296,6 +296,17 @@ cluster::AdminReply Engine::metrics() {
       m("zetian_limit_keys_known", "gauge", "Cluster-scope keys this node holds state for (owned or replicated).",
         double(l.keys_known));
       m("zetian_limit_calls_pending", "gauge", "Checks waiting for an owner's answer.", double(limits->pending()));
+      const auto leases = leases_.stats();
+      m("zetian_leases", "gauge", "Fast-mode leases this node holds (keys owned elsewhere).", double(leases.leases));
+      m("zetian_lease_tokens_held", "gauge", "Unused tokens in those leases.", double(leases.tokens_held));
+      m("zetian_lease_tokens_consumed_total", "counter", "Checks decided here from a lease (no round trip).",
+        double(leases.consumed));
+      m("zetian_lease_tokens_granted_total", "counter", "Tokens owners granted to this node's leases.",
+        double(leases.granted));
+      m("zetian_lease_tokens_returned_total", "counter", "Unused lease tokens given back to their owners.",
+        double(leases.returned));
+      m("zetian_lease_tokens_dropped_total", "counter",
+        "Lease tokens dropped with an owner that left the view (charged there, never used).", double(leases.dropped));
     }
   }
   metrics_.renderRules(out);

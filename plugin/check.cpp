@@ -16,10 +16,13 @@
 // different owners run at the same time: a rule after the deciding denial may be charged
 // for a moment before it is given back.
 #include <algorithm>
+#include <map>
+#include <utility>
 #include <condition_variable>
 #include <mutex>
 
 #include "cluster/limits/evaluate.h"
+#include "cluster/limits/lease.h"
 #include "cluster/placement/hrw.h"
 #include "conf/text.h"
 #include "plugin/check_support.h"
@@ -58,6 +61,14 @@ struct Engine::CheckJob {
     std::size_t group = 0;
     wire::LimitOutcome outcome;
     bool fail_open = false;  // denied by this node's bucket under fail_mode open: not enforced
+    bool leased = false;     // fast mode: allowed from this node's lease, no group
+  };
+  // Fast mode: tokens to ask the owner for, riding a call (after its rule items).
+  struct LeaseAsk {
+    std::size_t item = 0;  // the rule item whose key the lease is for
+    std::uint64_t want = 0;
+    std::uint64_t max_lease = 0;
+    std::uint64_t granted = 0;  // from the answer
   };
   struct Group {
     std::string owner;  // empty: this node's store
@@ -65,6 +76,7 @@ struct Engine::CheckJob {
     std::optional<FallbackReason> failed;
     bool closed = false;  // fail_mode closed: the stage is refused
     bool answered = false;
+    std::vector<LeaseAsk> leases;
   };
 
   Session* session = nullptr;
@@ -102,6 +114,7 @@ struct Engine::CheckJob {
     groups[0].failed.reset();
     groups[0].closed = false;
     groups[0].answered = false;
+    groups[0].leases.clear();
     outstanding = 0;
     abandoned = false;
   }
@@ -124,9 +137,19 @@ ItemSpec specOf(const Engine::CheckJob& job, const Engine::CheckJob::Item& item)
 }  // namespace
 
 void Engine::setView(std::shared_ptr<const cluster::placement::View> view) {
+  std::shared_ptr<const cluster::placement::View> previous;
   {
     std::lock_guard lock(view_mutex_);
-    view_ = view;
+    previous = std::exchange(view_, view);
+  }
+  // Leases from a member that left the view end: dropped, not returned (it is gone, or
+  // its keys have new owners that never granted them; docs/limiter.md, "Fast mode").
+  if (previous && view) {
+    for (const auto& id : previous->members) {
+      if (id != view->self && !std::binary_search(view->members.begin(), view->members.end(), id)) {
+        leases_.dropOwner(id, cluster::limits::OwnerFate::Failed);
+      }
+    }
   }
   // A fallback episode whose owner left the view is over: its keys have another owner,
   // whose answers are not that owner's, so no answer would ever close it.
@@ -248,15 +271,30 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
                                              candidates);
         if (owner == view->self) owner.clear();
       }
+      std::uint64_t lease_want = 0, max_lease = 0;
+      if (!owner.empty() && c.rule.consistency == conf::Consistency::Fast && view->grantsLeases(owner)) {
+        // Fast mode: decided here from this node's lease when it holds the tokens;
+        // otherwise asked of the owner like exact mode, with a top-up riding along.
+        if (leases_.tryConsume(job.storeKey(item), kCost, job.started)) {
+          item.leased = true;
+          item.outcome.result = wire::ItemResult::Charged;
+          job.items.push_back(item);
+          continue;
+        }
+        max_lease = cluster::limits::maxLease(cluster::limits::leaseCapacity(c.rule.algorithm, c.limit),
+                                              candidates.size());
+        lease_want = leases_.topUpWant(job.storeKey(item), owner, kCost, job.started, sync_interval_ns_, max_lease);
+      }
       if (!owner.empty() || failed) {
         auto it = std::find_if(job.groups.begin() + 1, job.groups.end(), [&](const CheckJob::Group& g) {
           return g.owner == owner && g.failed == failed;
         });
         if (it == job.groups.end()) {
-          job.groups.push_back(CheckJob::Group{owner, {}, failed, false, false});
+          job.groups.push_back(CheckJob::Group{owner, {}, failed, false, false, {}});
           it = job.groups.end() - 1;
         }
         item.group = std::size_t(it - job.groups.begin());
+        if (lease_want > 0) it->leases.push_back(CheckJob::LeaseAsk{job.items.size(), lease_want, max_lease, 0});
       }
     }
     job.groups[item.group].items.push_back(job.items.size());
@@ -319,6 +357,11 @@ void Engine::finishCheck(CheckJob& job) {
       fallBack(job, g, *group.failed);
     } else if (!group.owner.empty()) {
       noteAnswered(group.owner);
+      // Tokens the owner charged for this node's lease are the lease's, whatever the
+      // stage's verdict.
+      for (const auto& ask : group.leases) {
+        leases_.grant(job.storeKey(job.items[ask.item]), group.owner, ask.granted, ask.max_lease, now());
+      }
     }
   }
   // The deciding item: the first blocking denial in rule order, or a stage refused by
@@ -366,6 +409,7 @@ void Engine::finishCheck(CheckJob& job) {
       }
       case wire::ItemResult::NotEvaluated:
       case wire::ItemResult::Refunded:
+      case wire::ItemResult::Leased:
         break;
     }
   }
@@ -399,6 +443,10 @@ void Engine::refundCharged(CheckJob& job) {
   std::vector<std::pair<std::string, std::vector<wire::LimitItem>>> remote;
   for (const auto& item : job.items) {
     if (item.outcome.result != wire::ItemResult::Charged) continue;
+    if (item.leased) {
+      leases_.giveBack(job.storeKey(item), kCost);
+      continue;
+    }
     const CheckJob::Group& group = job.groups[item.group];
     if (group.owner.empty() || group.failed) {
       store_->refund(job.storeKey(item), item.rule->rule.algorithm, item.rule->limit, job.started, kCost);
@@ -437,8 +485,15 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
     const auto& group = job->groups[g];
     if (group.failed) continue;
     Call call{g, group.owner, {}};
-    call.items.reserve(group.items.size());
+    call.items.reserve(group.items.size() + group.leases.size());
     for (std::size_t i : group.items) call.items.push_back(cluster::limits::toWire(specOf(*job, job->items[i])));
+    for (const auto& ask : group.leases) {
+      wire::LimitItem lease = cluster::limits::toWire(specOf(*job, job->items[ask.item]));
+      lease.op = wire::LimitOp::Lease;
+      lease.cost = ask.want;
+      lease.blocking = false;
+      call.items.push_back(std::move(lease));
+    }
     calls.push_back(std::move(call));
   }
   {
@@ -466,6 +521,16 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
               back.push_back(cluster::limits::toWire(specOf(*job, job->items[group.items[k]])));
             }
           }
+          for (std::size_t k = 0; k < group.leases.size(); ++k) {
+            const std::size_t at = group.items.size() + k;
+            if (at >= result.outcomes.size() || result.outcomes[at].result != wire::ItemResult::Leased ||
+                result.outcomes[at].remaining == 0) {
+              continue;
+            }
+            wire::LimitItem lease = cluster::limits::toWire(specOf(*job, job->items[group.leases[k].item]));
+            lease.cost = result.outcomes[at].remaining;
+            back.push_back(std::move(lease));
+          }
           if (auto* service = node_ ? node_->limits() : nullptr) service->refund(group.owner, std::move(back));
         }
         return;
@@ -475,6 +540,10 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
         group.failed = result.failed;
       } else {
         for (std::size_t k = 0; k < group.items.size(); ++k) job->items[group.items[k]].outcome = result.outcomes[k];
+        for (std::size_t k = 0; k < group.leases.size(); ++k) {
+          const auto& outcome = result.outcomes[group.items.size() + k];
+          if (outcome.result == wire::ItemResult::Leased) group.leases[k].granted = outcome.remaining;
+        }
       }
       last = --job->outstanding == 0;
     }
@@ -583,6 +652,61 @@ void Engine::checkAsync(Session& s, conf::Stage stage, const char* arg, zetian_v
     }
     done();
   });
+}
+
+const CompiledRule* Engine::ruleOfKey(const PolicySnapshot& snap, std::string_view store_key) const {
+  const std::size_t nul = store_key.find('\0');
+  if (nul == std::string_view::npos) return nullptr;
+  for (const auto& c : snap.rules) {
+    if (c.key_prefix.size() == nul + 1 && store_key.compare(0, nul + 1, c.key_prefix) == 0) return &c;
+  }
+  return nullptr;
+}
+
+// Fast mode, on the cluster thread every sync_interval / 4: top up the leases in use,
+// give back what idle or oversized leases hold.
+void Engine::leaseRound() {
+  cluster::limits::LimitService* service = node_ ? node_->limits() : nullptr;
+  if (!service) return;
+  const auto snap = policy();
+  const state::Nanos t = now();
+  cluster::limits::LeaseDue due = leases_.due(t, sync_interval_ns_);
+  auto itemFor = [&](const std::string& key, wire::LimitOp op, std::uint64_t cost) -> std::optional<wire::LimitItem> {
+    const CompiledRule* c = ruleOfKey(*snap, key);
+    if (!c) return std::nullopt;  // the rule is gone: its tokens refill at the owner
+    wire::LimitItem item;
+    item.op = op;
+    item.key = key;
+    item.algorithm = static_cast<std::uint8_t>(c->rule.algorithm);
+    item.limit = c->limit.limit;
+    item.period_ns = c->limit.period_ns;
+    item.burst = c->limit.burst;
+    item.cost = cost;
+    return item;
+  };
+  std::map<std::string, std::vector<wire::LimitItem>> returns;
+  for (const auto& r : due.returns) {
+    if (auto item = itemFor(r.key, wire::LimitOp::Refund, r.tokens)) returns[r.owner].push_back(std::move(*item));
+  }
+  for (auto& [owner, items] : returns) service->refund(owner, std::move(items));
+  const auto view = this->view();
+  for (const auto& top : due.top_ups) {
+    auto item = itemFor(top.key, wire::LimitOp::Lease, top.want);
+    if (!item || !view || !view->grantsLeases(top.owner)) continue;
+    const CompiledRule* c = ruleOfKey(*snap, top.key);
+    const std::uint64_t max_lease =
+        cluster::limits::maxLease(cluster::limits::leaseCapacity(c->rule.algorithm, c->limit),
+                                  view->candidates(c->rule.scope == conf::Scope::Region).size());
+    service->call(top.owner, {std::move(*item)}, std::chrono::steady_clock::now() + check_timeout_,
+                  [this, key = top.key, owner = top.owner, max_lease](CallResult result) {
+                    const std::uint64_t granted =
+                        !result.failed && !result.outcomes.empty() &&
+                                result.outcomes.front().result == wire::ItemResult::Leased
+                            ? result.outcomes.front().remaining
+                            : 0;
+                    leases_.grant(key, owner, granted, max_lease, now());
+                  });
+  }
 }
 
 bool Engine::maintenanceRefusal(const Session& s, conf::Stage stage, zetian_verdict* verdict) {

@@ -26,6 +26,9 @@ constexpr auto kStartTimeout = std::chrono::milliseconds(30'000);
 // 256 steps, about 26 s.
 constexpr std::size_t kExpirySlotsPerStep = 4096;
 constexpr auto kExpiryInterval = std::chrono::milliseconds(100);
+// Fast-mode leases this node holds at most (each a key owned elsewhere); beyond, the
+// least recently used is returned to its owner.
+constexpr std::size_t kMaxLeases = 100'000;
 
 std::string optionOctal(const std::optional<unsigned>& v) {
   if (!v) return "";
@@ -162,7 +165,9 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
       config_path_(std::move(path)),
       overrides_(std::move(overrides)),
       default_action_(config_.milter.default_action),
-      check_timeout_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.cluster.check_timeout)) {
+      check_timeout_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.cluster.check_timeout)),
+      leases_(kMaxLeases),
+      sync_interval_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(config_.cluster.sync_interval).count()) {
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
   store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
   publish(config_.policy, nullptr);
@@ -201,6 +206,7 @@ void Engine::shutdown() {
     std::promise<void> done;
     if (loop_.post([this, &done] {
           auto teardown = [this, &done] {
+            lease_timer_.cancel();
             node_.reset();
             housekeeping_.cancel();
             expiry_.cancel();
@@ -269,6 +275,10 @@ bool Engine::start(Errors* errors) {
       }
       node_ = std::make_unique<cluster::ClusterNode>(loop_, std::move(node_options), sink, load);
       node_->setViewListener([this](std::shared_ptr<const cluster::placement::View> view) { setView(std::move(view)); });
+      lease_timer_ = loop_.every(std::max(std::chrono::milliseconds(10),
+                                          std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              config_.cluster.sync_interval) / 4),
+                                 [this] { leaseRound(); });
       std::string error;
       if (!node_->start(&error)) {
         node_.reset();

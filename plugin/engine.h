@@ -29,6 +29,7 @@
 #include "cluster/health_server.h"
 #include "cluster/loop.h"
 #include "cluster/node.h"
+#include "cluster/limits/lease.h"
 #include "cluster/placement/view.h"
 #include "conf/config.h"
 #include "conf/load.h"
@@ -213,6 +214,14 @@ class Engine final : public cluster::AdminApi {
   std::shared_ptr<const cluster::placement::View> view_;
   const std::chrono::milliseconds check_timeout_;
   cluster::limits::ChangeLog changes_;  // cluster-scope keys charged here as owner
+  // Fast mode: this node's leases of keys owned elsewhere, topped up and returned by
+  // the cluster thread every sync_interval / 4 (leaseRound).
+  cluster::limits::LeaseTable leases_;
+  const state::Nanos sync_interval_ns_;
+  cluster::Timer lease_timer_;  // armed and cancelled on the loop thread
+  void leaseRound();
+  // The rule a store key belongs to in the current policy (rule name, '\0', value).
+  const CompiledRule* ruleOfKey(const PolicySnapshot& snap, std::string_view store_key) const;
   // Fallback episodes by owner ("" for no quorum), for one log line per episode.
   struct Episode {
     cluster::limits::FallbackReason reason{};

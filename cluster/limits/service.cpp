@@ -256,7 +256,13 @@ void LimitService::onReply(const std::string& peer, const wire::LimitReply& repl
       std::vector<wire::LimitItem> back;
       if (answer.status == wire::CallStatus::Ok && answer.outcomes.size() == late->second.items.size()) {
         for (std::size_t i = 0; i < answer.outcomes.size(); ++i) {
-          if (answer.outcomes[i].result == wire::ItemResult::Charged) back.push_back(late->second.items[i]);
+          const wire::LimitOutcome& outcome = answer.outcomes[i];
+          if (outcome.result == wire::ItemResult::Charged) back.push_back(late->second.items[i]);
+          if (outcome.result == wire::ItemResult::Leased && outcome.remaining > 0) {
+            // Tokens granted for a lease no one will hold.
+            back.push_back(late->second.items[i]);
+            back.back().cost = outcome.remaining;
+          }
         }
       }
       expired_.erase(late);

@@ -18,6 +18,7 @@
 // included, are reachable (this node and the peers it has a link to).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -37,6 +38,12 @@ struct View {
   std::vector<NodeId> region_members;
   // False while the cluster has no quorum: cluster-scope rules then follow fail_mode.
   bool quorum = true;
+  // Members that grant fast-mode leases (announced wire::kCapLeases), sorted by id.
+  std::vector<NodeId> lease_granters;
+
+  bool grantsLeases(std::string_view id) const {
+    return std::binary_search(lease_granters.begin(), lease_granters.end(), id);
+  }
 
   std::span<const NodeId> candidates(bool region_scope) const {
     return region_scope ? std::span<const NodeId>(region_members) : std::span<const NodeId>(members);

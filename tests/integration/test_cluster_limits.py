@@ -27,7 +27,7 @@ def mail_once(node, client_ip: str, sender: str = "<s@example.org>") -> bytes:
         c.quit()
 
 
-class ExactLimitTest(ClusterTestCase):
+class ThreeNodes(ClusterTestCase):
     def start_three(self, rules: list[dict], fail_mode: str = "local"):
         ids = ["n1", "n2", "n3"]
         for i in ids:
@@ -37,6 +37,8 @@ class ExactLimitTest(ClusterTestCase):
         self.wait_full_view(nodes)
         return nodes
 
+
+class ExactLimitTest(ThreeNodes):
     def test_one_by_one_round_robin_admits_exactly_the_limit(self):
         nodes = self.start_three([rule("per_ip", 10, "1h")])
         codes = [mail_once(nodes[i % 3], "192.0.2.7") for i in range(30)]
@@ -64,6 +66,30 @@ class ExactLimitTest(ClusterTestCase):
         nodes = self.start_three([rule("per_ip", 10, "1h", scope="node")])
         codes = [mail_once(nodes[i % 3], "192.0.2.9") for i in range(30)]
         self.assertEqual(codes.count(b"c"), 30)
+
+
+class FastModeTest(ThreeNodes):
+    """consistency = "fast": nodes decide from leases of tokens the owner charged up
+    front; with no owner failure it never admits more than exact mode would
+    (docs/limiter.md, "Fast mode (leases)")."""
+
+    def test_fast_never_admits_more_than_the_limit_and_decides_from_leases(self):
+        nodes = self.start_three([rule("per_ip", 60, "1h", consistency="fast")])
+        codes = [mail_once(nodes[i % 3], "192.0.2.10") for i in range(90)]
+        admitted = codes.count(b"c")
+        self.assertLessEqual(admitted, 60, self.diagnostics(nodes))
+        # Tokens idle in the other nodes' leases may deny a little early: at most the
+        # leases outstanding, each at most max(1, 60 / (2 x 3)) = 10 tokens.
+        self.assertGreaterEqual(admitted, 60 - 2 * 10, codes)
+        consumed = sum(n.metric("zetian_lease_tokens_consumed_total") for n in nodes)
+        print(f"fast: admitted {admitted} of 90 (limit 60), {consumed:.0f} decided from leases")
+        self.assertGreater(consumed, 0, "no check was decided from a lease")
+
+    def test_fast_one_by_one_with_a_small_limit(self):
+        nodes = self.start_three([rule("per_ip", 10, "1h", consistency="fast")])
+        codes = [mail_once(nodes[i % 3], "192.0.2.11") for i in range(30)]
+        self.assertLessEqual(codes.count(b"c"), 10, self.diagnostics(nodes))
+        self.assertGreaterEqual(codes.count(b"c"), 10 - 2, codes)
 
 
 if __name__ == "__main__":

@@ -533,7 +533,7 @@ TEST(WireCodec, TheLargestLimitRequestFitsInOneFrame) {
 }
 
 TEST(WireCodec, LimitRequestOutOfRangeValuesAreBadValues) {
-  expectBadValue(patched(kOneItem, 12, 2), "op");
+  expectBadValue(patched(kOneItem, 12, kMaxLimitOp + 1), "op");
   expectBadValue(patched(kOneItem, 19, kMaxAlgorithm + 1), "algorithm");
   expectBadValue(patched(kOneItem, 28, 0x80), "negative period_ns");
   expectBadValue(patched64(kOneItem, 28, ~std::uint64_t{0}), "period_ns -1");
@@ -765,7 +765,7 @@ TEST(WireCodec, EncodingALimitMessageOutsideTheCapsThrows) {
   EXPECT_NO_THROW(encode(requestOf(kMaxLimitItemsPerFrame / kMaxLimitItemsPerCall, kMaxLimitItemsPerCall, some)));
   const auto one = [](LimitItem i) { return LimitRequest{{LimitCall{1, {std::move(i)}}}}; };
   LimitItem bad = item("r");
-  bad.op = static_cast<LimitOp>(2);
+  bad.op = static_cast<LimitOp>(kMaxLimitOp + 1);
   EXPECT_THROW(encode(one(bad)), std::invalid_argument);
   bad = item("r");
   bad.algorithm = kMaxAlgorithm + 1;
@@ -783,7 +783,7 @@ TEST(WireCodec, EncodingALimitMessageOutsideTheCapsThrows) {
   EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {}}}}), std::invalid_argument);
   EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Refused, {LimitOutcome{}}}}}), std::invalid_argument);
   EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, static_cast<CallStatus>(2), {}}}}), std::invalid_argument);
-  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{static_cast<ItemResult>(5), 0, 0}}}}}),
+  EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{static_cast<ItemResult>(kMaxItemResult + 1), 0, 0}}}}}),
                std::invalid_argument);
   EXPECT_THROW(encode(LimitReply{{LimitAnswer{1, CallStatus::Ok, {LimitOutcome{ItemResult::Denied, 0, -1}}}}}),
                std::invalid_argument);

@@ -89,6 +89,16 @@ def store_key(rule_name: str, value: str) -> str:
     return rule_name + "\0" + value
 
 
+def limits_remaining(milter, rule: str, key: str, fresh: int) -> int:
+    """What `milter`'s own store has left for `key` under `rule` (GET /limits): `fresh`
+    when it holds nothing (a full bucket is not stored)."""
+    status, body, _ = milter.http("GET", f"/limits?rule={rule}&key={key}")
+    if status != 200:
+        raise AssertionError(f"GET /limits answered {status}: {body!r}")
+    held = json.loads(body)["limits"]
+    return int(held[0]["remaining"]) if held else fresh
+
+
 class Node:
     """One cluster node: a zetian-milter process and its view of the cluster."""
 

@@ -25,7 +25,8 @@ import threading
 import time
 import unittest
 
-from cluster_harness import FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, owner_of, store_key
+from cluster_harness import (FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, limits_remaining, owner_of,
+                             store_key)
 from harness import MilterClient, free_port, metric_samples, rule, wait_until
 from netns import NetnsClusterTestCase, NetnsNode
 
@@ -133,10 +134,7 @@ class LimitsTestMixin:
     def remaining(self, node: Node, ip: str, fresh: int = LIMIT) -> int:
         """What `node`'s own store has left for `ip` under RULE (GET /limits): `fresh`
         when it holds nothing."""
-        status, body, _ = node.milter.http("GET", f"/limits?rule={RULE}&key={ip}")
-        self.assertEqual(status, 200, body)
-        held = json.loads(body)["limits"]
-        return int(held[0]["remaining"]) if held else fresh
+        return limits_remaining(node.milter, RULE, ip, fresh)
 
     def events(self, node: Node, event: str) -> int:
         status, body, _ = node.milter.http("GET", "/metrics")

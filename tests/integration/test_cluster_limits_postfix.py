@@ -17,7 +17,8 @@ import threading
 import unittest
 import uuid
 
-from cluster_harness import FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, owner_of, store_key
+from cluster_harness import (FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, limits_remaining, owner_of,
+                             store_key)
 from harness import (POSTFIX, SMTP_SINK, MessageResult, Postfix, SmtpSession,
                      SmtpSink, free_port, make_workdir, metric_samples, rule, wait_until)
 
@@ -338,8 +339,8 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         self.assertTrue(all(r.accepted for r in before), "\n".join(map(str, before)))
         # The owner replicates every replication_interval (250 ms): once the first
         # replica holds the state, the owner has granted nothing since its last round.
-        wait_until(lambda: replica.metric("zetian_limit_buckets_received_total") >= 1, 10,
-                   what="the first replica to receive the key's state")
+        wait_until(lambda: limits_remaining(replica.milter, "per_ip", ip, LIMIT) == LIMIT - 5, 10,
+                   what="the first replica to hold the five charges")
         owner.kill9()
         after = self.send_round_robin(25, ip, postfixes=survivors, first=5)
         # (a) Mail keeps flowing through the survivors.

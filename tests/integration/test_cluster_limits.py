@@ -7,7 +7,7 @@ the Postfix-fronted tests live in test_cluster_limits_postfix.py."""
 import threading
 import unittest
 
-from cluster_harness import ClusterTestCase
+from cluster_harness import ClusterTestCase, limits_remaining, owner_of, store_key
 from harness import MilterClient, rule, wait_until
 
 
@@ -28,11 +28,13 @@ def mail_once(node, client_ip: str, sender: str = "<s@example.org>") -> bytes:
 
 
 class ThreeNodes(ClusterTestCase):
-    def start_three(self, rules: list[dict], fail_mode: str = "local"):
+    def start_three(self, rules: list[dict], fail_mode: str = "local", env: dict | None = None):
+        """n1..n3; `env`: per node id, variables for its process (test hooks)."""
         ids = ["n1", "n2", "n3"]
         for i in ids:
             self.endpoint(i)
-        nodes = [self.node(i, seeds=[ids[0]] if i != ids[0] else [], extra=policy(*rules, fail_mode=fail_mode))
+        nodes = [self.node(i, seeds=[ids[0]] if i != ids[0] else [], extra=policy(*rules, fail_mode=fail_mode),
+                           env=(env or {}).get(i))
                  for i in ids]
         self.wait_full_view(nodes)
         return nodes
@@ -66,6 +68,31 @@ class ExactLimitTest(ThreeNodes):
         nodes = self.start_three([rule("per_ip", 10, "1h", scope="node")])
         codes = [mail_once(nodes[i % 3], "192.0.2.9") for i in range(30)]
         self.assertEqual(codes.count(b"c"), 30)
+
+
+class ClockOffsetTest(ThreeNodes):
+    """Nodes whose clocks differ by minutes (ZETIAN_TEST_CLOCK_OFFSET_MS shifts a node's
+    limiter clock): bucket state travels as ages, so replication and failover keep the
+    count exactly."""
+
+    def test_failover_between_nodes_minutes_apart_keeps_the_count(self):
+        minutes = 60 * 1000
+        env = {"n1": {"ZETIAN_TEST_CLOCK_OFFSET_MS": str(-7 * minutes)},
+               "n2": {"ZETIAN_TEST_CLOCK_OFFSET_MS": str(11 * minutes)}}
+        nodes = self.start_three([rule("per_ip", 10, "1h")], env=env)
+        by_id = {n.id: n for n in nodes}
+        ip = "192.0.2.12"
+        key = store_key("per_ip", ip)
+        owner = by_id[owner_of(key, list(by_id))]
+        replica = by_id[owner_of(key, [i for i in by_id if i != owner.id])]
+        codes = [mail_once(nodes[i % 3], ip) for i in range(5)]
+        self.assertEqual(codes.count(b"c"), 5)
+        wait_until(lambda: limits_remaining(replica.milter, "per_ip", ip, 10) == 5, 10,
+                   what="the replica to hold the five charges")
+        owner.kill9()
+        survivors = [n for n in nodes if n is not owner]
+        codes += [mail_once(survivors[i % 2], ip) for i in range(25)]
+        self.assertEqual(codes.count(b"c"), 10, self.diagnostics(survivors))
 
 
 class FastModeTest(ThreeNodes):

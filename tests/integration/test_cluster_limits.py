@@ -28,13 +28,16 @@ def mail_once(node, client_ip: str, sender: str = "<s@example.org>") -> bytes:
 
 
 class ThreeNodes(ClusterTestCase):
-    def start_three(self, rules: list[dict], fail_mode: str = "local", env: dict | None = None):
-        """n1..n3; `env`: per node id, variables for its process (test hooks)."""
+    def start_three(self, rules: list[dict], fail_mode: str = "local", env: dict | None = None,
+                    regions: dict | None = None):
+        """n1..n3; `env`: per node id, variables for its process (test hooks);
+        `regions`: per node id, its cluster.region."""
         ids = ["n1", "n2", "n3"]
         for i in ids:
             self.endpoint(i)
         nodes = [self.node(i, seeds=[ids[0]] if i != ids[0] else [], extra=policy(*rules, fail_mode=fail_mode),
-                           env=(env or {}).get(i))
+                           env=(env or {}).get(i),
+                           cluster={"region": regions[i]} if regions else None)
                  for i in ids]
         self.wait_full_view(nodes)
         return nodes
@@ -63,6 +66,30 @@ class ExactLimitTest(ThreeNodes):
             t.join(30)
         self.assertEqual(len(codes), 30)
         self.assertEqual(codes.count(b"c"), 10, self.diagnostics(nodes))
+
+    def test_the_owner_reports_the_keys_it_owns_to_everyone(self):
+        nodes = self.start_three([rule("per_ip", 10, "1h")])
+        ip = "192.0.2.13"
+        owner = owner_of(store_key("per_ip", ip), [n.id for n in nodes])
+        mail_once(nodes[0], ip)
+
+        def owned_as_seen_by(node) -> dict:
+            health = node.health() or {}
+            return {m["id"]: m.get("keys_owned") for m in health.get("members", [])}
+        # Counted by the owner over the keys it holds, then sent in its heartbeats.
+        wait_until(lambda: all(owned_as_seen_by(n).get(owner) == 1 for n in nodes), 15,
+                   what=f"every node to see {owner} owning one key")
+        for n in nodes:
+            others = {k: v for k, v in owned_as_seen_by(n).items() if k != owner}
+            self.assertTrue(all(v == 0 for v in others.values()), others)
+
+    def test_region_scope_counts_once_per_region(self):
+        nodes = self.start_three([rule("per_ip", 10, "1h", scope="region")],
+                                 regions={"n1": "eu", "n2": "eu", "n3": "us"})
+        eu = [mail_once(nodes[i % 2], "192.0.2.14") for i in range(20)]
+        us = [mail_once(nodes[2], "192.0.2.14") for _ in range(15)]
+        self.assertEqual(eu.count(b"c"), 10, self.diagnostics(nodes))
+        self.assertEqual(us.count(b"c"), 10, self.diagnostics(nodes))
 
     def test_node_scope_counts_per_node(self):
         nodes = self.start_three([rule("per_ip", 10, "1h", scope="node")])

@@ -257,7 +257,7 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
       const bool by_client =
           snap.policy.affinity == conf::AffinityMethod::SourceIp && clientKeyed(c.rule.key) && s.facts.client_ip;
       if (region) job.keys += 'R';
-      if (by_client) job.keys += "ip:" + s.facts.client_ip_text;
+      if (by_client) job.keys.append("ip:").append(s.facts.client_ip_text);
       item.placement_end = job.keys.size();
       std::string owner;
       std::optional<FallbackReason> failed;

@@ -385,6 +385,11 @@ void ClusterNode::onLinkEstablished(PeerLink& pl) {
       if (keep_new) peer.link = nullptr;
       dropLink(loser);
       if (!keep_new) return;
+      adopt(link);
+      // Whatever went out on the link just dropped (a hand-off to this peer, say) is
+      // lost: the peer ignores a losing duplicate. Send its keys again on this one.
+      if (limits_) limits_->onPeerRestarted(hello.node_id);
+      return;
     } else {
       const bool old_alive = Clock::now() - peer.last_heard < 2 * options_.detector.heartbeat_interval;
       if (hello.incarnation < old_incarnation || old_alive) {

@@ -83,6 +83,8 @@ class Scenario:
         self.offered = 0
         self.admitted = 0
         self.notes = ""
+        self.trace: list[str] = []  # --trace: one line per message
+        self.t0 = time.monotonic()
 
     def cluster(self, stack, scope: str = "cluster") -> Cluster:
         cleanup = stack.callback
@@ -92,12 +94,15 @@ class Scenario:
             timing["sync_interval"] = self.args.sync_interval
         c = Cluster(work, cleanup, "a", [cluster_rule(RULE, self.limit, scope=scope,
                                                       consistency=self.args.consistency)],
-                    fail_mode="local", timing=timing)
+                    fail_mode="local", timing=timing, log_level=self.args.log_level)
         stack.callback(c.stop)
         return c
 
     def send(self, milter, ip: str) -> bytes | None:
         code = mail_once(milter, ip)
+        if self.args.trace:
+            self.trace.append(f"  {time.monotonic() - self.t0:7.3f} s  via {milter.node_id}: "
+                              f"{'no answer' if code is None else code.decode()}")
         if code is not None:
             self.offered += 1
             self.admitted += code == b"c"
@@ -231,6 +236,11 @@ def main() -> int:
     ap.add_argument("--consistency", default="exact", choices=["exact", "fast"])
     ap.add_argument("--sync-interval", help="[cluster] sync_interval (fast mode), e.g. 250ms")
     ap.add_argument("--milter", help="zetian-milter binary (default: $ZETIAN_MILTER or newest build)")
+    ap.add_argument("--trace", action="store_true",
+                    help="print every message: seconds since the scenario's first, node, reply "
+                         "(c: continue, y/t: refused)")
+    ap.add_argument("--log-level", default="info", help="the nodes' log.level (debug: one line per decision; "
+                    "ZETIAN_KEEP_TMP=1 keeps the logs)")
     args = ap.parse_args()
     if args.milter:
         os.environ["ZETIAN_MILTER"] = args.milter
@@ -245,6 +255,8 @@ def main() -> int:
             load = loadavg()
             s = run(args, name, 10 * names.index(name) + r)
             rows.append((name, s, load))
+            for line in s.trace:
+                log(line)
             log(f"{name:<12} run {r + 1}: offered {s.offered:3d}  admitted {s.admitted:3d}  "
                 f"(limit {s.limit}; load {load})  {s.notes}")
     log("")

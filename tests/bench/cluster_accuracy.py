@@ -22,6 +22,8 @@ session: negotiate, connect, HELO, MAIL FROM), one client IP per scenario.
                 starts while messages keep coming every 20 ms round-robin over the
                 nodes up (the new one included once it serves), until the four see
                 each other and at least 3 x LIMIT were offered
+  join_quiet    the same, but the new node gets messages only once the four see each
+                other active (its MTA held back until it has joined)
 
 Run from the repository (after building zetian-milter); root is not needed:
   python3 tests/bench/cluster_accuracy.py --milter build/milter/zetian-milter
@@ -49,7 +51,7 @@ from harness import MilterClient, make_workdir  # noqa: E402
 
 RULE = "per_ip"
 IDS = ["n1", "n2", "n3"]
-SCENARIOS = ["one_by_one", "all_at_once", "node_scope", "kill_now", "kill_synced", "join"]
+SCENARIOS = ["one_by_one", "all_at_once", "node_scope", "kill_now", "kill_synced", "join", "join_quiet"]
 
 
 def log(msg: str) -> None:
@@ -181,7 +183,7 @@ def run(args, name: str, index: int) -> Scenario:
             s.round_robin(c, survivors, ip, 3 * L - first)
             s.notes += (f"owner {owner} killed after {first} admitted; replica {replica} showed "
                         f"{held if held is not None else 'no bucket'} remaining at the kill")
-        elif name == "join":
+        elif name in ("join", "join_quiet"):
             ids4 = IDS + ["n4"]
             # A client IP whose key the newcomer owns among the four.
             for last in range(10 + index, 255):
@@ -208,7 +210,8 @@ def run(args, name: str, index: int) -> Scenario:
             full_view_at = None
             i = 0
             while time.monotonic() - t0 < 30:
-                up = ids4 if joined.is_set() else IDS
+                serving = full_view_at is not None if name == "join_quiet" else joined.is_set()
+                up = ids4 if serving else IDS
                 s.send(c.milters[up[i % len(up)]], ip)
                 i += 1
                 if full_view_at is None and joined.is_set() and all(

@@ -16,7 +16,7 @@ the node link (two thirds of all checks are remote), none is denied.
 
 A run starts one `smtp-source -m MESSAGES/3 -s SESSIONS` per Postfix at once and times
 until the last one ends (the queues are drained before every run); runs are
-interleaved across modes; best of RUNS. Ratios: time(node) / time(cluster) (target
+interleaved across modes, in an order rotated each run; best of RUNS. Ratios: time(node) / time(cluster) (target
 >= 0.95) and time(none) / time(mode).
 
 Run as root from the repository (after building zetian-milter):
@@ -165,7 +165,9 @@ def main() -> int:
             c = clusters.get(mode)
             return sum(cpu_seconds(m.pid) for m in c.milters.values()) if c else 0.0
         for run in range(1, args.runs + 1):
-            for mode in modes:
+            # Rotate the order each run, so that no mode always follows the same one.
+            shift = (run - 1) % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
                 load = loadavg()
                 cpu0 = trio_cpu(mode)
                 t = run_sources([p.port(mode) for p in postfixes], per_postfix, args.sessions)

@@ -166,7 +166,39 @@ struct Node {
   std::string dir;
   std::string health;
   std::unique_ptr<Engine> engine;
+  std::vector<int> loop_tids;  // the engine's cluster thread(s) ("zetian-cluster")
 };
+
+// Thread ids of this process named `name`.
+std::vector<int> threadsNamed(const std::string& name) {
+  std::vector<int> tids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(entry.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c == name) tids.push_back(std::stoi(entry.path().filename().string()));
+  }
+  return tids;
+}
+
+// CPU seconds (user + system) a thread of this process has used.
+double threadCpu(int tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::istringstream rest(text.substr(text.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks / double(sysconf(_SC_CLK_TCK));
+}
+
+double loopCpu(const Node& n) {
+  double sum = 0;
+  for (int tid : n.loop_tids) sum += threadCpu(tid);
+  return sum;
+}
 
 std::vector<Node> startCluster(const Options& o, const std::string& root) {
   std::vector<Node> nodes(std::size_t(o.nodes));
@@ -202,6 +234,12 @@ std::vector<Node> startCluster(const Options& o, const std::string& root) {
       for (const auto& e : errors) std::cerr << " " << e;
       std::cerr << "\n";
       std::exit(1);
+    }
+    // The cluster threads that appeared with this engine are its own.
+    for (int tid : threadsNamed("zetian-cluster")) {
+      bool known = false;
+      for (const auto& other : nodes) known |= std::find(other.loop_tids.begin(), other.loop_tids.end(), tid) != other.loop_tids.end();
+      if (!known) n.loop_tids.push_back(tid);
     }
   }
   // Every engine must list every member as a candidate owner before keys are placed.
@@ -305,6 +343,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> before;
   for (auto& n : nodes) before.push_back(metricsOf(n.health));
   const std::string load_before = loadavg();
+  std::vector<double> loop_cpu_before;
+  for (auto& n : nodes) loop_cpu_before.push_back(loopCpu(n));
   const auto t0 = Clock::now() + std::chrono::milliseconds(20);
   const auto stop = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   const std::uint64_t total = o.mode == "paced" ? std::uint64_t(o.rate * o.seconds) : 0;
@@ -340,6 +380,8 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   const std::string load_after = loadavg();
+  std::vector<double> loop_cpu;
+  for (std::size_t i = 0; i < nodes.size(); ++i) loop_cpu.push_back(loopCpu(nodes[i]) - loop_cpu_before[i]);
 
   std::vector<std::int64_t> lat, svc;
   std::uint64_t done = 0, not_continue = 0;
@@ -383,6 +425,14 @@ int main(int argc, char** argv) {
     std::printf("service time, the call alone (us): p50=%.1f p90=%.1f p99=%.1f p99.9=%.1f max=%.1f\n", pct(svc, 0.5),
                 pct(svc, 0.9), pct(svc, 0.99), pct(svc, 0.999), svc.empty() ? 0.0 : double(svc.back()) / 1000.0);
   }
+  std::printf("cluster thread CPU over the run (s):");
+  for (std::size_t i = 0; i < nodes.size(); ++i) std::printf(" %s=%.2f", nodes[i].id.c_str(), loop_cpu[i]);
+  if (served > 0) {
+    // What one owner's cluster thread would serve with a CPU to itself.
+    std::printf("; owner %s: %.1f us of its cluster thread per check served (%.0f checks/s per CPU)",
+                owner.c_str(), 1e6 * loop_cpu[1] / served, served / std::max(loop_cpu[1], 1e-9));
+  }
+  std::printf("\n");
   std::printf("loadavg before: %s  after: %s\n", load_before.c_str(), load_after.c_str());
 
   for (auto& w : workers) {

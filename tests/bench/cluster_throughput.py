@@ -37,7 +37,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cluster_nodes import Cluster, cluster_rule, loadavg  # noqa: E402  (sets the path too)
+from cluster_nodes import Cluster, cluster_rule, loadavg, owner_of, store_key  # noqa: E402  (sets the path too)
 
 import harness  # noqa: E402
 from harness import Postfix, SmtpSink, free_port, make_workdir, wait_until  # noqa: E402
@@ -121,7 +121,6 @@ def main() -> int:
             log(f"cluster {prefix}1..{prefix}3 (scope = {scope!r}) ready, milters on {ports[mode]}")
         owner = None
         if "cluster" in clusters:
-            from cluster_nodes import owner_of, store_key
             owner = owner_of(store_key(RULE, "127.0.0.1"), ["c" + i for i in IDS])
             log(f"owner of {RULE} 127.0.0.1: {owner}")
 

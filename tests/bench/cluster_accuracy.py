@@ -24,6 +24,13 @@ session: negotiate, connect, HELO, MAIL FROM), one client IP per scenario.
                 each other and at least 3 x LIMIT were offered
   join_quiet    the same, but the new node gets messages only once the four see each
                 other active (its MTA held back until it has joined)
+  restart       LIMIT / 2 one by one, then the key's owner is stopped (SIGTERM: it
+                leaves and hands its keys off) and started again on the same state_dir
+                while messages keep coming every 20 ms round-robin over the nodes up
+                (the restarted one once it serves), until the three see each other
+                again and at least 3 x LIMIT were offered
+  restart_synced  the same, but the stop waits until the first replica's bucket shows
+                the LIMIT / 2 charges
 
 Run from the repository (after building zetian-milter); root is not needed:
   python3 tests/bench/cluster_accuracy.py --milter build/milter/zetian-milter
@@ -51,7 +58,8 @@ from harness import MilterClient, make_workdir  # noqa: E402
 
 RULE = "per_ip"
 IDS = ["n1", "n2", "n3"]
-SCENARIOS = ["one_by_one", "all_at_once", "node_scope", "kill_now", "kill_synced", "join", "join_quiet"]
+SCENARIOS = ["one_by_one", "all_at_once", "node_scope", "kill_now", "kill_synced", "join", "join_quiet",
+             "restart", "restart_synced"]
 
 
 def log(msg: str) -> None:
@@ -226,6 +234,44 @@ def run(args, name: str, index: int) -> Scenario:
                        f"{full_view_at if full_view_at is None else round(full_view_at, 2)} s; "
                        f"{old_owner} handed off {moved:.0f} bucket states"
                        + (f"; n4 failed to start: {start_error[0]}" if start_error else ""))
+        elif name in ("restart", "restart_synced"):
+            c = s.cluster(stack).start(IDS)
+            owner = owner_of(store_key(RULE, ip), IDS)
+            first = L // 2
+            s.round_robin(c, IDS, ip, first)
+            if name == "restart_synced":
+                replica = owner_of(store_key(RULE, ip), [i for i in IDS if i != owner])
+                wait_until(lambda: (remaining_on(c.milters[replica], ip) or L + 1) <= L - first, 10,
+                           what=f"{replica} to hold the key's state after {first} charges")
+            restarted = threading.Event()
+            start_error: list[str] = []
+
+            def restart():
+                try:
+                    c.milters[owner].stop()
+                    c.milters[owner].start()
+                    restarted.set()
+                except Exception as e:  # reported with the row
+                    start_error.append(f"{type(e).__name__}: {e}")
+            restarter = threading.Thread(target=restart)
+            t0 = time.monotonic()
+            restarter.start()
+            back_at = None
+            i = 0
+            while time.monotonic() - t0 < 30:
+                up = IDS if restarted.is_set() else [n for n in IDS if n != owner]
+                s.send(c.milters[up[i % len(up)]], ip)
+                i += 1
+                if back_at is None and restarted.is_set() and all(
+                        all(member_view(c.milters[m]).get(j) == "active" for j in IDS) for m in IDS):
+                    back_at = time.monotonic() - t0
+                if back_at is not None and s.offered >= 3 * L:
+                    break
+                time.sleep(0.02)  # pacing of the offered load, not synchronisation
+            restarter.join(30)
+            s.notes = (f"owner {owner} restarted; all three active again after "
+                       f"{back_at if back_at is None else round(back_at, 2)} s"
+                       + (f"; restart failed: {start_error[0]}" if start_error else ""))
         else:
             raise ValueError(name)
     return s

@@ -290,12 +290,11 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
               f"{len(during)} checks during the join ({before_handoff} before the hand-off), "
               f"{passed} of {len(results)} passed in all (during the join by node: {by_node}; "
               f"after: {sum(r.accepted for r in after)}); fallbacks by node and reason: {fallbacks}")
-        # Not the limit: n4 is /ready while it still forms (no quorum yet), so with
-        # fail_mode local it decides its checks with a fresh bucket of its own, and the
-        # hand-off then replaces that bucket with the cluster's count (measured: 20 = 5
-        # before + 5 through n1..n3 + 10 through n4, every run). docs/limiter.md states
-        # no bound for a join yet; this is the one the issue's lead set meanwhile: the
-        # limit plus every check made between the join and the hand-off.
+        # Not always the limit: until n4 has a link it has no quorum, and with
+        # fail_mode local it decides with a fresh bucket of its own; then checks that
+        # reach it before the hand-off are decided on what it holds, and the hand-off
+        # merges in the cluster's count. The bound (docs/limiter.md, "Hand-off and
+        # restarts"): the limit plus every check made between the join and the hand-off.
         self.assertLessEqual(passed, LIMIT + before_handoff, results)
         # Once the hand-off is in, the cluster count holds: nothing more passes.
         self.assertEqual(sum(r.accepted for r in after), 0, after)
@@ -487,10 +486,8 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
               f"{len(during)} checks meanwhile ({before_handoff} before the hand-off), {passed} of "
               f"{len(results)} passed in all (meanwhile by node: {by_node}; after: "
               f"{sum(r.accepted for r in after)}); fallbacks by node and reason: {fallbacks}")
-        # As for a join: the restarted owner is /ready before it has quorum, decides alone
-        # meanwhile (fail_mode local: its own, fresh bucket), and the hand-off back then
-        # replaces that bucket with the count. The lead's bound meanwhile: the limit plus
-        # every check made before the hand-off.
+        # As for a join (docs/limiter.md, "Hand-off and restarts"): the limit plus every
+        # check made before the hand-off back.
         self.assertLessEqual(passed, LIMIT + before_handoff, results)
         self.assertEqual(sum(r.accepted for r in after), 0, after)
 

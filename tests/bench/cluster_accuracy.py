@@ -274,6 +274,11 @@ def run(args, name: str, index: int) -> Scenario:
                        + (f"; restart failed: {start_error[0]}" if start_error else ""))
         else:
             raise ValueError(name)
+        if args.consistency == "fast":
+            # Whether leases decided anything: a killed or restarted node's counter is gone.
+            up = [i for i, m in c.milters.items() if m.running()]
+            leased = sum(c.metric(i, "zetian_lease_tokens_consumed_total") for i in up)
+            s.notes += f"{'; ' if s.notes else ''}decided from a lease: {leased:.0f} (on {', '.join(up)})"
     return s
 
 

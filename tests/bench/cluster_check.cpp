@@ -14,7 +14,13 @@
 // placement view (cluster::placement::ownerOf), so every check is remote; with
 // --scope node every check is local, for comparison. The rule's limit is far above the
 // run, so every check is charged and none is denied. --consistency passes through to
-// the rule (exact today; fast once leases exist).
+// the rule; with fast, the checks decided from b1's lease (no round trip) are counted
+// from its metrics (zetian_lease_tokens_consumed_total) and reported as a share.
+//
+// Warm-up (--warmup S, not measured): paced mode runs the same schedule at the same
+// rate for S seconds first, so that fast-mode leases form and are sized for the
+// measured load (a lease follows the demand of the last sync_interval; a closed-loop
+// warm-up would size it for a different rate); closed mode checks as fast as it can.
 //
 // A benchmark, not a test: it is not registered with CTest. Figures and commands:
 // docs/BENCHMARKS.md ("Cluster-scope checks").
@@ -63,13 +69,14 @@ struct Options {
   std::string consistency = "exact";
   int keys = 1000;   // distinct client IPs
   double warmup = 1;
+  std::string sync_interval;  // [cluster] sync_interval; empty: the default
 };
 
 [[noreturn]] void usage(const char* why) {
   std::cerr << "cluster_check: " << why << "\n"
             << "usage: cluster_check paced|closed [--nodes 2|3] [--rate N] [--seconds S] [--threads N]\n"
                "         [--from 1|2] [--scope cluster|node] [--consistency exact|fast] [--keys N]\n"
-               "         [--warmup S]\n";
+               "         [--warmup S] [--sync-interval DURATION]\n";
   std::exit(2);
 }
 
@@ -92,6 +99,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--consistency") o.consistency = v;
       else if (a == "--keys") o.keys = std::stoi(v);
       else if (a == "--warmup") o.warmup = std::stod(v);
+      else if (a == "--sync-interval") o.sync_interval = v;
       else usage(("unknown option " + a).c_str());
     } catch (const std::logic_error&) {
       usage(("bad value for " + a + ": " + v).c_str());
@@ -227,6 +235,7 @@ std::vector<Node> startCluster(const Options& o, const std::string& root) {
                         << "seeds = [" << seeds << "]\n"
                         << "shared_secret = \"bench-secret-0123456789abcdef\"\n"
                         << "heartbeat_interval = \"200ms\"\nfailure_detection_timeout = \"2s\"\n";
+    if (!o.sync_interval.empty()) std::ofstream(path, std::ios::app) << "sync_interval = \"" << o.sync_interval << "\"\n";
     zetian::plugin::Errors errors;
     n.engine = Engine::open(path, {}, &errors);
     if (!n.engine || !n.engine->start(&errors)) {
@@ -328,17 +337,35 @@ int main(int argc, char** argv) {
     w.latency.reserve(o.mode == "paced" ? paced : std::size_t(1) << 20);
     w.service.reserve(o.mode == "paced" ? paced : 0);
   }
-  // Warm-up: links, sessions, buckets; not measured.
+  // Warm-up: links, sessions, buckets, fast-mode leases; not measured. Paced mode
+  // warms up on the measured schedule (see the top of the file).
+  const auto warmup_start = Clock::now();
   {
-    const auto until = Clock::now() + std::chrono::duration<double>(o.warmup);
+    const auto w0 = warmup_start + std::chrono::milliseconds(20);
+    const auto until = w0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.warmup));
+    const bool paced = o.mode == "paced";
+    const std::uint64_t count = std::uint64_t(o.rate * o.warmup);
     std::vector<std::thread> ts;
-    for (auto& w : workers) {
-      ts.emplace_back([&w, until] {
-        for (std::size_t i = 0; Clock::now() < until; ++i) check(w, i);
+    for (int t = 0; t < o.threads; ++t) {
+      ts.emplace_back([&o, &workers, t, w0, until, paced, count] {
+        Worker& w = workers[std::size_t(t)];
+        if (!paced) {
+          for (std::size_t i = 0; Clock::now() < until; ++i) check(w, i);
+          return;
+        }
+        for (std::uint64_t i = std::uint64_t(t); i < count; i += std::uint64_t(o.threads)) {
+          const auto due = w0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(double(i) / o.rate));
+          if (Clock::now() < due) std::this_thread::sleep_until(due);
+          check(w, i / std::uint64_t(o.threads));
+        }
       });
     }
     for (auto& t : ts) t.join();
   }
+  const double warmup_checks_lease = [&] {
+    const std::string m = metricsOf(nodes[0].health);
+    return metricSum(m, "zetian_lease_tokens_consumed_total");
+  }();
 
   std::vector<std::string> before;
   for (auto& n : nodes) before.push_back(metricsOf(n.health));
@@ -409,6 +436,15 @@ int main(int argc, char** argv) {
     fallbacks += delta(i, "zetian_fallbacks_total");
   }
   const double served = delta(1, "zetian_limit_calls_served_total");
+  double leased = 0, granted = 0, returned = 0, dropped = 0;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    leased += delta(i, "zetian_lease_tokens_consumed_total");
+    granted += delta(i, "zetian_lease_tokens_granted_total");
+    returned += delta(i, "zetian_lease_tokens_returned_total");
+    dropped += delta(i, "zetian_lease_tokens_dropped_total");
+  }
+  double leases_held = 0;
+  for (std::size_t i = 0; i < nodes.size(); ++i) leases_held += metricSum(after[i], "zetian_leases");
 
   std::printf("mode=%s scope=%s consistency=%s nodes=%d drivers=%zu threads=%d keys=%zu", o.mode.c_str(),
               o.scope.c_str(), o.consistency.c_str(), o.nodes, drivers.size(), o.threads, ips.size());
@@ -418,6 +454,12 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(not_continue), fallbacks);
   std::printf("remote calls sent=%.0f frames=%.0f (%.2f calls/frame) served by owner %s=%.0f\n", sent, frames,
               frames > 0 ? sent / frames : 0.0, owner.c_str(), served);
+  if (o.consistency == "fast") {
+    std::printf("fast mode: decided from a lease=%.0f of %llu checks (%.1f%%; %.0f during the %.1f s warm-up); "
+                "tokens granted=%.0f returned=%.0f dropped=%.0f; leases held at the end=%.0f\n",
+                leased, static_cast<unsigned long long>(done), done > 0 ? 100.0 * leased / double(done) : 0.0,
+                warmup_checks_lease, o.warmup, granted, returned, dropped, leases_held);
+  }
   const char* what = o.mode == "paced" ? "latency from due time" : "latency per call";
   std::printf("%s (us): p50=%.1f p90=%.1f p99=%.1f p99.9=%.1f max=%.1f\n", what, pct(lat, 0.5), pct(lat, 0.9),
               pct(lat, 0.99), pct(lat, 0.999), lat.empty() ? 0.0 : double(lat.back()) / 1000.0);

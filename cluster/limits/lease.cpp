@@ -254,6 +254,7 @@ void LeaseTable::grant(std::string_view key, std::string_view owner, std::uint64
 }
 
 LeaseDue LeaseTable::due(Nanos now, Nanos sync_interval) {
+  constexpr Nanos kIdleIntervals = 2;
   const Nanos sync = std::max<Nanos>(sync_interval, 1);
   LeaseDue out;
   for (std::size_t i = 0; i < shard_count_; ++i) {
@@ -263,7 +264,9 @@ LeaseDue LeaseTable::due(Nanos now, Nanos sync_interval) {
     shard.queued.clear();
     for (auto it = shard.lru.begin(); it != shard.lru.end();) {
       Entry& e = *it;
-      if (elapsed(now, e.last_use) >= sync) {
+      // Idle for two sync_intervals, not one: a key checked about once per interval
+      // would otherwise lose its lease just before each check and pay a round trip.
+      if (elapsed(now, e.last_use) >= kIdleIntervals * sync) {
         if (e.tokens > 0) {
           shard.counters.returned = addSaturating(shard.counters.returned, e.tokens);
           out.returns.push_back(LeaseReturn{e.key, e.owner, e.tokens});

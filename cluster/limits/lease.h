@@ -15,7 +15,7 @@
 //     they are charged earlier than the decision that uses them.
 //   - Every sync_interval, due() lists per lease either a top-up (the lease is in use and
 //     holds less than one sync_interval of demand, ×2) or a return of unused tokens (the
-//     lease saw no check for a whole sync_interval, or holds more than its demand now
+//     lease saw no check for two sync_intervals, or holds more than its demand now
 //     needs). Returned tokens are refunded to the owner's bucket. dropOwner() ends the
 //     leases of an owner that changed (returned) or failed (dropped: they were charged
 //     there and the new owner's copy may not know it).
@@ -50,7 +50,7 @@
 //       of a lost charge gives back at most that charge), but dropping admits less and
 //       sends nothing to a new owner that never granted the lease.
 //   Under-admission: tokens idle in one node's lease are missing from the bucket that the
-//   others draw from until they are returned (at most one sync_interval later), so a
+//   others draw from until they are returned (at most two sync_intervals later), so a
 //   node can be denied early by at most the leases outstanding.
 //
 // Design choices, and why:
@@ -191,7 +191,7 @@ class LeaseTable {
              Nanos now);
 
   // What to send now: top-ups of leases in use whose last sizing is at least one
-  // sync_interval old, returns of leases idle for one sync_interval (removed), of the
+  // sync_interval old, returns of leases idle for two sync_intervals (removed), of the
   // excess over the current want (kept, trimmed), and of everything queued since the
   // last call (evictions, owner changes). Visits every lease: call it a few times per
   // sync_interval, not per check. sync_interval <= 0 is treated as 1 ns.

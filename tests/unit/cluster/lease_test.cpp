@@ -188,26 +188,26 @@ TEST(LeaseTable, GrantOfZeroTokensCreatesNoLease) {
   EXPECT_EQ(table.stats().leases, 0u);
 }
 
-TEST(LeaseTable, IdleLeaseIsReturnedAfterOneSyncInterval) {
+TEST(LeaseTable, IdleLeaseIsReturnedAfterTwoSyncIntervals) {
   LeaseTable table(1024);
   table.grant("k", "owner", 7, 16, 0);
   ASSERT_TRUE(table.tryConsume("k", 2, 100 * kMilli));
   LeaseDue early = table.due(kSecond - 1, kSecond);
   EXPECT_TRUE(early.returns.empty());
   EXPECT_EQ(table.stats().leases, 1u);
-  LeaseDue d = table.due(100 * kMilli + kSecond, kSecond);
+  LeaseDue d = table.due(100 * kMilli + 2 * kSecond, kSecond);
   ASSERT_EQ(d.returns.size(), 1u);
   EXPECT_EQ(d.returns[0], (LeaseReturn{"k", "owner", 5}));
   EXPECT_TRUE(d.top_ups.empty());
   EXPECT_EQ(table.stats().leases, 0u);
-  EXPECT_FALSE(table.tryConsume("k", 1, 2 * kSecond));
+  EXPECT_FALSE(table.tryConsume("k", 1, 3 * kSecond));
 }
 
 TEST(LeaseTable, IdleLeaseWithNothingLeftIsForgottenSilently) {
   LeaseTable table(1024);
   table.grant("k", "owner", 1, 16, 0);
   ASSERT_TRUE(table.tryConsume("k", 1, 0));
-  LeaseDue d = table.due(kSecond, kSecond);
+  LeaseDue d = table.due(2 * kSecond, kSecond);
   EXPECT_TRUE(d.returns.empty());
   EXPECT_TRUE(d.top_ups.empty());
   EXPECT_EQ(table.stats().leases, 0u);
@@ -289,7 +289,7 @@ TEST(LeaseTable, PlaceholderWithoutAGrantIsForgottenWhenIdle) {
   ASSERT_EQ(table.topUpWant("k", "owner", 1, 1, kSecond, 16), 4u);
   table.grant("k", "owner", 0, 16, 2);  // the owner had nothing
   EXPECT_EQ(table.stats().leases, 1u);
-  LeaseDue d = table.due(kSecond + 1, kSecond);
+  LeaseDue d = table.due(2 * kSecond + 1, kSecond);
   EXPECT_TRUE(d.returns.empty());
   EXPECT_TRUE(d.top_ups.empty());
   EXPECT_EQ(table.stats().leases, 0u);

@@ -18,6 +18,7 @@
 #include "cluster/discovery/resolver.h"
 #include "cluster/events.h"
 #include "cluster/incarnation.h"
+#include "cluster/member_cache.h"
 #include "cluster/listen_address.h"
 #include "cluster/node_state.h"
 #include "cluster/transport/tls.h"
@@ -306,10 +307,47 @@ bool ClusterNode::start(std::string* error) {
     limits_ = std::make_unique<limits::LimitService>(loop_, *this, *options_.store, std::move(now),
                                                      std::move(replication));
   }
+  // The members known before a restart are dialed at once, as seeds are.
+  std::size_t cached = 0;
+  for (auto& [id, address] : readMemberCache(options_.state_dir)) {
+    if (id == options_.node_id || isOwnEndpoint(address) || peers_.count(id)) continue;
+    Peer& peer = peers_[id];
+    peer.address = address;
+    peer.next_dial = Clock::now();
+    ++cached;
+  }
+  if (cached > 0) {
+    logLine(conf::LogLevel::Info, "cluster_member_cache members=" + std::to_string(cached) +
+                                      " note=\"dialing the members known before this start\"");
+  }
+  rebuildMemberAddresses();
   resolveSeeds();
   onTick();
   publishView();
   return true;
+}
+
+void ClusterNode::saveMemberCache() {
+  if (options_.state_dir.empty()) return;
+  std::vector<CachedMember> members;
+  for (const auto& [id, peer] : peers_) {
+    if (peer.address.empty() || peer.said_goodbye) continue;
+    if (detector_.statusOf(id) == PeerStatus::left) continue;
+    members.emplace_back(id, peer.address);
+  }
+  std::string text = formatMemberCache(members);
+  if (text == member_cache_text_) return;
+  std::string error;
+  // A small file and a rename, no fsync: the loop thread does not wait on the disk.
+  if (!writeMemberCache(options_.state_dir, text, &error)) {
+    if (!member_cache_error_logged_) {
+      member_cache_error_logged_ = true;
+      logLine(conf::LogLevel::Warn, "cluster_member_cache_unwritable error=" + logValue(error) +
+                                        " action=\"a restarted node will wait to be dialed; check node.state_dir\"");
+    }
+    return;
+  }
+  member_cache_text_ = std::move(text);
 }
 
 void ClusterNode::setViewListener(std::function<void(std::shared_ptr<const placement::View>)> listener) {
@@ -587,7 +625,10 @@ void ClusterNode::applyTransitions(const std::vector<membership::Transition>& tr
     last_state_ = state;
     emit("cluster_state_changed", "");
   }
-  if (!transitions.empty()) gossip();
+  if (!transitions.empty()) {
+    gossip();
+    saveMemberCache();
+  }
   publishView();
 }
 

@@ -224,6 +224,8 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   // Builds the placement view and hands it to the listener when it differs from the
   // last one published.
   void publishView();
+  // Keeps state_dir/members current (member_cache.h) when the known members change.
+  void saveMemberCache();
 
   Loop& loop_;
   NodeOptions options_;
@@ -270,6 +272,8 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   std::unique_ptr<limits::LimitService> limits_;
   std::function<void(std::shared_ptr<const placement::View>)> view_listener_;
   std::shared_ptr<const placement::View> view_;  // the last one published
+  std::string member_cache_text_;  // as last written
+  bool member_cache_error_logged_ = false;
 };
 
 }  // namespace zetian::cluster

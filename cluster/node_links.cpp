@@ -437,6 +437,7 @@ void ClusterNode::adopt(Link* link) {
   link->link->send(wire::Heartbeat{heartbeat_sequence_, unixMillis(), 0, 0,
                                    maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}});
   link->link->send(memberList(), PeerLink::Priority::Bulk);
+  saveMemberCache();
   publishView();
 }
 

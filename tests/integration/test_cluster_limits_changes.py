@@ -333,6 +333,32 @@ class LimitsWhileMembersComeAndGo(LimitsTestMixin, ClusterTestCase):
                 return m["incarnation"]
         return None
 
+    def test_a_node_without_seeds_dials_the_members_it_knew_after_a_restart(self):
+        # n1 has no seeds: the others find it. Its state_dir keeps whom it knew, so after
+        # a restart it dials them at once rather than waiting for their backoff.
+        nodes = self.start_nodes(IDS)
+        n1 = nodes[0]
+        cache = os.path.join(n1.milter.state_dir, "members")
+
+        def cached() -> str:
+            try:
+                with open(cache) as f:
+                    return f.read()
+            except FileNotFoundError:
+                return ""
+        wait_until(lambda: all(f"{i} 127.0.0.1:{self.ports[i]}\n" in cached() for i in IDS[1:]), 10,
+                   what="n1's member cache to list the others", diagnostics=cached)
+        n1.kill9()
+        n1.milter._stopped = False
+        n1.start()
+        self.wait_full_view(nodes, RELINK_S)
+        # The first start had no cache; the second dialed both others from it (logged
+        # while the cluster starts, before the engine's "started" line).
+        log = n1.log_text()
+        first_start = log.index(" started node=")
+        self.assertNotIn("cluster_member_cache", log[:first_start])
+        self.assertIn(f"cluster_member_cache members={len(IDS) - 1}", log[first_start:])
+
     def restart_owner(self, graceful: bool):
         nodes = self.start_nodes(IDS)
         # An owner other than n1, the seed (n1 has no seeds: alone after a restart it

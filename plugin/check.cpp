@@ -654,15 +654,6 @@ void Engine::checkAsync(Session& s, conf::Stage stage, const char* arg, zetian_v
   });
 }
 
-const CompiledRule* Engine::ruleOfKey(const PolicySnapshot& snap, std::string_view store_key) const {
-  const std::size_t nul = store_key.find('\0');
-  if (nul == std::string_view::npos) return nullptr;
-  for (const auto& c : snap.rules) {
-    if (c.key_prefix.size() == nul + 1 && store_key.compare(0, nul + 1, c.key_prefix) == 0) return &c;
-  }
-  return nullptr;
-}
-
 // Fast mode, on the cluster thread every sync_interval / 4: top up the leases in use,
 // give back what idle or oversized leases hold.
 void Engine::leaseRound() {
@@ -671,33 +662,39 @@ void Engine::leaseRound() {
   const auto snap = policy();
   const state::Nanos t = now();
   cluster::limits::LeaseDue due = leases_.due(t, sync_interval_ns_);
-  auto itemFor = [&](const std::string& key, wire::LimitOp op, std::uint64_t cost) -> std::optional<wire::LimitItem> {
-    const CompiledRule* c = ruleOfKey(*snap, key);
-    if (!c) return std::nullopt;  // the rule is gone: its tokens refill at the owner
+  // The rule of a store key (rule name, '\0', value) in the current policy; none when
+  // the rule is gone (its tokens then refill at the owner).
+  auto ruleOf = [&](const std::string& key) -> const CompiledRule* {
+    const std::size_t nul = key.find('\0');
+    return nul == std::string::npos ? nullptr : snap->find(key.substr(0, nul));
+  };
+  auto itemFor = [](const CompiledRule& c, const std::string& key, wire::LimitOp op, std::uint64_t cost) {
     wire::LimitItem item;
     item.op = op;
     item.key = key;
-    item.algorithm = static_cast<std::uint8_t>(c->rule.algorithm);
-    item.limit = c->limit.limit;
-    item.period_ns = c->limit.period_ns;
-    item.burst = c->limit.burst;
+    item.algorithm = static_cast<std::uint8_t>(c.rule.algorithm);
+    item.limit = c.limit.limit;
+    item.period_ns = c.limit.period_ns;
+    item.burst = c.limit.burst;
     item.cost = cost;
     return item;
   };
   std::map<std::string, std::vector<wire::LimitItem>> returns;
   for (const auto& r : due.returns) {
-    if (auto item = itemFor(r.key, wire::LimitOp::Refund, r.tokens)) returns[r.owner].push_back(std::move(*item));
+    if (const CompiledRule* c = ruleOf(r.key)) {
+      returns[r.owner].push_back(itemFor(*c, r.key, wire::LimitOp::Refund, r.tokens));
+    }
   }
   for (auto& [owner, items] : returns) service->refund(owner, std::move(items));
   const auto view = this->view();
   for (const auto& top : due.top_ups) {
-    auto item = itemFor(top.key, wire::LimitOp::Lease, top.want);
-    if (!item || !view || !view->grantsLeases(top.owner)) continue;
-    const CompiledRule* c = ruleOfKey(*snap, top.key);
+    const CompiledRule* c = ruleOf(top.key);
+    if (!c || !view || !view->grantsLeases(top.owner)) continue;
+    wire::LimitItem item = itemFor(*c, top.key, wire::LimitOp::Lease, top.want);
     const std::uint64_t max_lease =
         cluster::limits::maxLease(cluster::limits::leaseCapacity(c->rule.algorithm, c->limit),
                                   view->candidates(c->rule.scope == conf::Scope::Region).size());
-    service->call(top.owner, {std::move(*item)}, std::chrono::steady_clock::now() + check_timeout_,
+    service->call(top.owner, {std::move(item)}, std::chrono::steady_clock::now() + check_timeout_,
                   [this, key = top.key, owner = top.owner, max_lease](CallResult result) {
                     const std::uint64_t granted =
                         !result.failed && !result.outcomes.empty() &&

@@ -220,8 +220,6 @@ class Engine final : public cluster::AdminApi {
   const state::Nanos sync_interval_ns_;
   cluster::Timer lease_timer_;  // armed and cancelled on the loop thread
   void leaseRound();
-  // The rule a store key belongs to in the current policy (rule name, '\0', value).
-  const CompiledRule* ruleOfKey(const PolicySnapshot& snap, std::string_view store_key) const;
   // Fallback episodes by owner ("" for no quorum), for one log line per episode.
   struct Episode {
     cluster::limits::FallbackReason reason{};

@@ -89,17 +89,9 @@ def main() -> int:
     ap.add_argument("--milter", help="zetian-milter binary (default: $ZETIAN_MILTER or newest build)")
     args = ap.parse_args()
 
-    if os.geteuid() != 0:
-        return print("must run as root (it starts throwaway Postfix instances)", file=sys.stderr) or 2
-    if not harness.POSTFIX or not harness.SMTP_SOURCE or not harness.SMTP_SINK:
-        return print("postfix, smtp-source and smtp-sink are needed: apt-get install postfix",
-                     file=sys.stderr) or 2
-    if args.milter:
-        os.environ["ZETIAN_MILTER"] = args.milter
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for m in modes:
-        if m not in ("none", "cluster", "node"):
-            ap.error(f"unknown mode {m!r}")
+    stop, modes = harness.postfix_bench_setup(ap, args, ("none", "cluster", "node"))
+    if stop is not None:
+        return stop
     per_postfix = max(args.messages // 3, 1)
 
     with contextlib.ExitStack() as stack:

@@ -93,17 +93,9 @@ def main() -> int:
                     help="smtp-source -d: all messages of a client over one connection")
     args = ap.parse_args()
 
-    if os.geteuid() != 0:
-        return print("must run as root (it starts a throwaway Postfix)", file=sys.stderr) or 2
-    if not harness.POSTFIX or not harness.SMTP_SOURCE or not harness.SMTP_SINK:
-        return print("postfix, smtp-source and smtp-sink are needed: apt-get install postfix",
-                     file=sys.stderr) or 2
-    if args.milter:
-        os.environ["ZETIAN_MILTER"] = args.milter
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for m in modes:
-        if m not in ("none", "inet", "unix"):
-            ap.error(f"unknown mode {m!r}")
+    stop, modes = harness.postfix_bench_setup(ap, args, ("none", "inet", "unix"))
+    if stop is not None:
+        return stop
 
     with contextlib.ExitStack() as stack:
         cleanup = stack.callback

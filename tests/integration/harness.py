@@ -995,6 +995,26 @@ def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     return out
 
 
+def postfix_bench_setup(ap, args, known_modes: Sequence[str]) -> tuple[int | None, list[str]]:
+    """The checks every Postfix benchmark script makes before it starts (tests/bench/):
+    root, the postfix tools, --milter into ZETIAN_MILTER, and --modes parsed against
+    `known_modes` (ap.error() on an unknown one). Returns (exit code to stop with, or
+    None; the modes)."""
+    if os.geteuid() != 0:
+        print("must run as root (it starts throwaway Postfix instances)", file=sys.stderr)
+        return 2, []
+    if not POSTFIX or not SMTP_SOURCE or not SMTP_SINK:
+        print("postfix, smtp-source and smtp-sink are needed: apt-get install postfix", file=sys.stderr)
+        return 2, []
+    if args.milter:
+        os.environ["ZETIAN_MILTER"] = args.milter
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in known_modes:
+            ap.error(f"unknown mode {m!r}")
+    return None, modes
+
+
 def milter_binary() -> str:
     path = _find_built("zetian-milter", "ZETIAN_MILTER")
     if not path:

@@ -177,7 +177,13 @@ Timer Loop::every(std::chrono::milliseconds interval, std::function<void()> fn) 
   return arm(interval, true, std::move(fn));
 }
 
-Timer Loop::arm(std::chrono::milliseconds period, bool repeat, std::function<void()> fn) {
+Timer Loop::soon(std::function<void()> fn) {
+  checkThisThread();
+  return arm(std::nullopt, false, std::move(fn));
+}
+
+// `period` nullopt: active at once, in this turn (soon()).
+Timer Loop::arm(std::optional<std::chrono::milliseconds> period, bool repeat, std::function<void()> fn) {
   if (!fn) throw std::invalid_argument("Loop timer: empty callback");
   auto state = std::make_shared<Timer::State>();
   state->loop = this;
@@ -185,10 +191,16 @@ Timer Loop::arm(std::chrono::milliseconds period, bool repeat, std::function<voi
   state->repeat = repeat;
   state->ev = event_new(base_, -1, repeat ? EV_PERSIST : 0, &Loop::onTimer, state.get());
   if (state->ev == nullptr) throw std::runtime_error("cannot create a timer event (out of memory?)");
-  const timeval tv = toTimeval(period);
-  if (event_add(state->ev, &tv) != 0) {
-    event_free(state->ev);
-    throw std::runtime_error("cannot arm a timer event");
+  if (period) {
+    const timeval tv = toTimeval(*period);
+    if (event_add(state->ev, &tv) != 0) {
+      event_free(state->ev);
+      throw std::runtime_error("cannot arm a timer event");
+    }
+  } else {
+    // Queued behind the events already active in this turn; event_free() (cancel)
+    // takes it off the active queue.
+    event_active(state->ev, EV_TIMEOUT, 1);
   }
   timers_.emplace(state.get(), state);
   return Timer(std::move(state));

@@ -148,6 +148,14 @@ class Loop {
   // goes on. A timer that is not kept (the handle discarded) is cancelled at once.
   [[nodiscard]] Timer after(std::chrono::milliseconds delay, std::function<void()> fn);
   [[nodiscard]] Timer every(std::chrono::milliseconds interval, std::function<void()> fn);
+  // Run `fn` once later in this same turn of the loop: after the callbacks already due
+  // in this turn (sockets that were ready, the mailbox batch being drained), before
+  // the loop waits again. For work that gathers what one turn produced, such as one
+  // frame per peer per turn; after(0) would cost a turn of its own (one more
+  // epoll_wait before anything is sent). fn must not arm soon() again from inside
+  // itself, which would keep the loop in one turn: use after(0) to yield. Same handle
+  // and rules as after().
+  [[nodiscard]] Timer soon(std::function<void()> fn);
 
   // True on the loop thread (only while it runs). Inline: every ownership check of a
   // loop-owned object goes through it.
@@ -162,7 +170,7 @@ class Loop {
  private:
   friend class Timer;
   [[noreturn]] void abortOffLoop(const CallSite& where) const;
-  Timer arm(std::chrono::milliseconds period, bool repeat, std::function<void()> fn);
+  Timer arm(std::optional<std::chrono::milliseconds> period, bool repeat, std::function<void()> fn);
   void release(Timer::State* state);
   static void onTimer(int fd, short what, void* arg);
   static void onWake(int fd, short what, void* arg);

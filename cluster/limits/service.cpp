@@ -137,8 +137,9 @@ void LimitService::queue(const std::string& owner, wire::LimitCall call) {
   ++counters_.calls_sent;
   if (!flush_posted_) {
     flush_posted_ = true;
-    // After the rest of this turn's mailbox: every call posted meanwhile joins the frame.
-    flush_timer_ = loop_.after(std::chrono::milliseconds(0), [this] { flush(); });
+    // Later in this turn, after the rest of the mailbox batch and the frames already
+    // read: every call queued meanwhile joins the frame, and nothing waits a turn.
+    flush_timer_ = loop_.soon([this] { flush(); });
   }
 }
 

@@ -4,6 +4,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <sys/socket.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
@@ -117,7 +118,18 @@ void PeerLink::failHandshake(RefusalKind kind, std::string reason, bool refused)
 
 void PeerLink::writeFrame(const std::string& frame) {
   bytes_sent_ += frame.size();
-  bufferevent_write(bev_, frame.data(), frame.size());
+  std::size_t done = 0;
+  // An established plain link with nothing queued writes the frame at once. Through
+  // the bufferevent it would wait for the next turn of the loop and cost two
+  // epoll_ctl calls (watch for writable, stop watching) plus that turn: on a remote
+  // limit check, which is a frame each way, that was a third of the system calls.
+  // What the socket does not take (or an error, which the bufferevent's own write
+  // then reports through onEvent) goes the usual way, after what was written.
+  if (established_ && !tls_ && evbuffer_get_length(bufferevent_get_output(bev_)) == 0) {
+    const ssize_t n = ::send(bufferevent_getfd(bev_), frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) done = static_cast<std::size_t>(n);
+  }
+  if (done < frame.size()) bufferevent_write(bev_, frame.data() + done, frame.size() - done);
 }
 
 bool PeerLink::send(const wire::Message& message, Priority priority) {

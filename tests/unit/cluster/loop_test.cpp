@@ -432,6 +432,29 @@ TEST(LoopTimer, AfterZeroRunsOnTheNextTurn) {
   EXPECT_EQ(fired.get_future().wait_for(10s), std::future_status::ready);
 }
 
+// soon() runs in the turn that armed it, after the callbacks already due: before a
+// timer of after(0), which waits for the next turn, even when armed after it.
+TEST(LoopTimer, SoonRunsInThisTurnBeforeAnAfterZeroArmedFirst) {
+  Loop loop;
+  loop.start();
+  std::vector<std::string> order;  // loop thread only
+  std::promise<void> both;
+  Timer later;
+  Timer now;
+  onLoop(loop, [&] {
+    later = loop.after(0ms, [&] {
+      order.push_back("after(0)");
+      both.set_value();
+    });
+    now = loop.soon([&] { order.push_back("soon"); });
+    order.push_back("armed");
+    return true;
+  });
+  ASSERT_EQ(both.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(onLoop(loop, [&] { return order; }), (std::vector<std::string>{"armed", "soon", "after(0)"}));
+  EXPECT_FALSE(onLoop(loop, [&] { return now.active(); }));
+}
+
 // Reads `read()` on the loop thread once `span` has passed, from a timer of its own:
 // the loop has had its turns meanwhile, so a timer that should have stopped had every
 // chance to fire again.
@@ -464,6 +487,19 @@ TEST(LoopTimer, EveryRepeatsUntilCancelled) {
   });
   EXPECT_GE(at_cancel, 3);
   EXPECT_EQ(readLater(loop, 50ms, [&] { return count; }), at_cancel);
+}
+
+TEST(LoopTimer, ASoonCancelledBeforeItsTurnNeverRuns) {
+  Loop loop;
+  loop.start();
+  std::atomic<int> count{0};
+  onLoop(loop, [&] {
+    Timer t = loop.soon([&] { ++count; });
+    t.cancel();
+    static_cast<void>(loop.soon([&] { ++count; }));  // discarded handle: cancelled at once
+    return true;
+  });
+  EXPECT_EQ(readLater(loop, 50ms, [&] { return count.load(); }), 0);
 }
 
 TEST(LoopTimer, DestroyingOrDiscardingTheHandleCancels) {

@@ -81,6 +81,7 @@ NodeOptions nodeOptionsFrom(const conf::Config& config) {
   o.events_exec = config.events.exec;
   o.replication_factor = static_cast<std::size_t>(c.replication_factor);
   o.replication_interval = std::chrono::duration_cast<std::chrono::milliseconds>(c.replication_interval);
+  o.settle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c.check_timeout) / 2;
   // A link with nothing received for the whole failure window plus slack is dead.
   o.link_limits.idle_timeout = std::max(
       std::chrono::milliseconds(5000),
@@ -304,6 +305,10 @@ bool ClusterNode::start(std::string* error) {
     replication.emit = [this](const std::string& event, std::uint64_t keys) {
       emit(event, "", {{"ZETIAN_KEYS_MOVED", std::to_string(keys)}});
     };
+    replication.settle_timeout = options_.settle_timeout;
+    replication.on_unsettled = [this](std::shared_ptr<const std::vector<std::string>> peers) {
+      if (settling_listener_) settling_listener_(std::move(peers));
+    };
     limits_ = std::make_unique<limits::LimitService>(loop_, *this, *options_.store, std::move(now),
                                                      std::move(replication));
   }
@@ -350,6 +355,11 @@ void ClusterNode::saveMemberCache() {
   member_cache_text_ = std::move(text);
 }
 
+void ClusterNode::setSettlingListener(std::function<void(std::shared_ptr<const std::vector<std::string>>)> listener) {
+  assertLoopThread();
+  settling_listener_ = std::move(listener);
+}
+
 void ClusterNode::setViewListener(std::function<void(std::shared_ptr<const placement::View>)> listener) {
   assertLoopThread();
   view_listener_ = std::move(listener);
@@ -386,8 +396,11 @@ void ClusterNode::publishView() {
     if (pv.status == PeerStatus::left) continue;
     ++known;
     auto it = peers_.find(pv.peer);
-    if (it == peers_.end() || !it->second.link || !it->second.link->link->established()) continue;
     if (pv.status == PeerStatus::failed) continue;
+    if (it == peers_.end() || !it->second.link || !it->second.link->link->established()) {
+      if (pv.status != PeerStatus::maintenance) view->pending.push_back(pv.peer);
+      continue;
+    }
     ++reachable;
     if (pv.status == PeerStatus::maintenance) continue;
     view->members.push_back(pv.peer);
@@ -403,11 +416,13 @@ void ClusterNode::publishView() {
   std::sort(view->members.begin(), view->members.end());
   std::sort(view->region_members.begin(), view->region_members.end());
   std::sort(view->lease_granters.begin(), view->lease_granters.end());
+  std::sort(view->pending.begin(), view->pending.end());
   // A majority of the known members, this node included, must be reachable: the
   // minority side of a partition has no quorum, and its cluster rules follow fail_mode.
   view->quorum = 2 * reachable > known;
   if (view_ && view_->members == view->members && view_->region_members == view->region_members &&
-      view_->quorum == view->quorum && view_->lease_granters == view->lease_granters) {
+      view_->quorum == view->quorum && view_->lease_granters == view->lease_granters &&
+      view_->pending == view->pending) {
     return;
   }
   view->epoch = view_ ? view_->epoch + 1 : 1;

@@ -97,6 +97,8 @@ struct NodeOptions {
   // Replication of the keys this node owns (limits/service.h).
   std::size_t replication_factor = 2;
   std::chrono::milliseconds replication_interval{250};
+  // A new owner waits at most this long for a peer's hand-off (check_timeout / 2).
+  std::chrono::milliseconds settle_timeout{100};
   limits::ChangeLog* changes = nullptr;  // the engine's own charges as owner
 };
 
@@ -164,6 +166,9 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   // Called on the loop thread with every new placement view (membership changed), and
   // at once with the current one. Set before start().
   void setViewListener(std::function<void(std::shared_ptr<const placement::View>)> listener);
+  // Called on the loop thread with the peers whose hand-off this node awaits, each time
+  // that set changes (limits/service.h, "Settling"). Set before start().
+  void setSettlingListener(std::function<void(std::shared_ptr<const std::vector<std::string>>)> listener);
 
   // limits::PeerDirectory
   std::optional<std::uint64_t> peerCapabilities(const std::string& peer) const override;
@@ -271,6 +276,7 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   transport::HandshakeSlots handshake_slots_;  // accepted links in their handshake
   std::unique_ptr<limits::LimitService> limits_;
   std::function<void(std::shared_ptr<const placement::View>)> view_listener_;
+  std::function<void(std::shared_ptr<const std::vector<std::string>>)> settling_listener_;
   std::shared_ptr<const placement::View> view_;  // the last one published
   std::string member_cache_text_;  // as last written
   bool member_cache_error_logged_ = false;

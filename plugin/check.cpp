@@ -77,6 +77,9 @@ struct Engine::CheckJob {
     bool closed = false;  // fail_mode closed: the stage is refused
     bool answered = false;
     std::vector<LeaseAsk> leases;
+    // `owner` is this node, which awaits the key's hand-off: the call waits on the
+    // cluster thread until it is settled (cluster/limits/service.h, "Settling").
+    bool own = false;
   };
 
   Session* session = nullptr;
@@ -237,6 +240,7 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
 
   if (job.groups.empty()) job.groups.emplace_back();  // group 0: this node's store
   std::shared_ptr<const cluster::placement::View> view;
+  std::shared_ptr<const std::vector<std::string>> unsettled;
   for (std::size_t index : rule_indices) {
     const CompiledRule& c = snap.rules[index];
     if (!appliesToSender(c.rule, s.facts)) continue;
@@ -251,7 +255,11 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
     item.end = job.keys.size();
     item.placement_end = item.end;
     if (config_.cluster.enabled && c.rule.scope != conf::Scope::Node) {
-      if (!view) view = this->view();
+      if (!view) {
+        std::lock_guard lock(view_mutex_);
+        view = view_;
+        unsettled = unsettled_;
+      }
       // The placement descriptor (placement/view.h) goes right after the store key.
       const bool region = c.rule.scope == conf::Scope::Region;
       const bool by_client =
@@ -267,12 +275,23 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
         failed = FallbackReason::NoQuorum;
       } else {
         noteAnswered("");  // a no-quorum episode ends with the quorum
-        owner = *cluster::placement::ownerOf(cluster::placement::hashKey(job.placement(item), job.storeKey(item)),
-                                             candidates);
-        if (owner == view->self) owner.clear();
+        const auto hash = cluster::placement::hashKey(job.placement(item), job.storeKey(item));
+        owner = *cluster::placement::ownerOf(hash, candidates);
+        if (owner == view->self) {
+          // Owned here. While a hand-off to this node is awaited, a key it holds no
+          // state for, whose previous owner is that peer, is decided once settled.
+          bool settle = false;
+          if (unsettled && !unsettled->empty()) {
+            const auto before = cluster::placement::heldBefore(hash, *view, region);
+            settle = before && std::binary_search(unsettled->begin(), unsettled->end(), *before) &&
+                     !store_->find(job.storeKey(item));
+          }
+          if (!settle) owner.clear();
+        }
       }
+      const bool own = !owner.empty() && owner == view->self;
       std::uint64_t lease_want = 0, max_lease = 0;
-      if (!owner.empty() && c.rule.consistency == conf::Consistency::Fast && view->grantsLeases(owner)) {
+      if (!owner.empty() && !own && c.rule.consistency == conf::Consistency::Fast && view->grantsLeases(owner)) {
         // Fast mode: decided here from this node's lease when it holds the tokens;
         // otherwise asked of the owner like exact mode, with a top-up riding along.
         if (leases_.tryConsume(job.storeKey(item), kCost, job.started)) {
@@ -290,7 +309,7 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
           return g.owner == owner && g.failed == failed;
         });
         if (it == job.groups.end()) {
-          job.groups.push_back(CheckJob::Group{owner, {}, failed, false, false, {}});
+          job.groups.push_back(CheckJob::Group{owner, {}, failed, false, false, {}, own});
           it = job.groups.end() - 1;
         }
         item.group = std::size_t(it - job.groups.begin());
@@ -448,7 +467,7 @@ void Engine::refundCharged(CheckJob& job) {
       continue;
     }
     const CheckJob::Group& group = job.groups[item.group];
-    if (group.owner.empty() || group.failed) {
+    if (group.owner.empty() || group.failed || group.own) {
       store_->refund(job.storeKey(item), item.rule->rule.algorithm, item.rule->limit, job.started, kCost);
       continue;
     }

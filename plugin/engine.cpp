@@ -275,6 +275,10 @@ bool Engine::start(Errors* errors) {
       }
       node_ = std::make_unique<cluster::ClusterNode>(loop_, std::move(node_options), sink, load);
       node_->setViewListener([this](std::shared_ptr<const cluster::placement::View> view) { setView(std::move(view)); });
+      node_->setSettlingListener([this](std::shared_ptr<const std::vector<std::string>> peers) {
+        std::lock_guard lock(view_mutex_);
+        unsettled_ = std::move(peers);
+      });
       lease_timer_ = loop_.every(std::max(std::chrono::milliseconds(10),
                                           std::chrono::duration_cast<std::chrono::milliseconds>(
                                               config_.cluster.sync_interval) / 4),

@@ -212,6 +212,9 @@ class Engine final : public cluster::AdminApi {
   // long a check waits for an owner.
   mutable std::mutex view_mutex_;  // guards view_
   std::shared_ptr<const cluster::placement::View> view_;
+  // The peers whose hand-off this node awaits (cluster/limits/service.h, "Settling");
+  // null or empty: none. Guarded by view_mutex_.
+  std::shared_ptr<const std::vector<std::string>> unsettled_;
   const std::chrono::milliseconds check_timeout_;
   cluster::limits::ChangeLog changes_;  // cluster-scope keys charged here as owner
   // Fast mode: this node's leases of keys owned elsewhere, topped up and returned by

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <span>
 
 #include "cluster/placement/hrw.h"
 #include "state/transfer.h"
@@ -46,6 +47,12 @@ LimitService::~LimitService() {
   flush_timer_.cancel();
   replication_timer_.cancel();
   flush_walk_.cancel();
+  settle_timer_.cancel();
+  auto parked = std::move(parked_);
+  parked_.clear();
+  for (auto& p : parked) {
+    if (p.done) p.done(CallResult{FallbackReason::Closed, {}});
+  }
   // Exactly once, also at shutdown: every waiting check gets its answer.
   auto pending = std::move(pending_);
   pending_.clear();
@@ -74,6 +81,22 @@ ServiceCounters LimitService::counters() const {
 void LimitService::call(const std::string& owner, std::vector<wire::LimitItem> items, Clock::time_point deadline,
                         Done done) {
   loop_.checkThisThread();
+  if (owner == replication_.self) {
+    // This node's own check of a key whose hand-off may still be on its way.
+    if (items.empty() || items.size() > wire::kMaxLimitItemsPerCall) {
+      done(CallResult{FallbackReason::Refused, {}});
+      return;
+    }
+    wire::LimitCall own{0, std::move(items)};
+    if (mustSettle(own)) {
+      ++counters_.calls_held;
+      parked_.push_back(Parked{"", std::move(own), std::move(done)});
+      return;
+    }
+    wire::LimitAnswer answer = serve(own, now_());
+    done(CallResult{std::nullopt, std::move(answer.outcomes)});
+    return;
+  }
   const std::optional<std::uint64_t> caps = peers_.peerCapabilities(owner);
   if (!caps) {
     done(CallResult{FallbackReason::Unreachable, {}});
@@ -209,32 +232,141 @@ void LimitService::onPeerDown(const std::string& peer) {
   }
   for (std::uint64_t id : ids) finish(id, CallResult{FallbackReason::Unreachable, {}});
   std::erase_if(expired_, [&](const auto& entry) { return entry.second.owner == peer; });
+  // Its calls waiting here have no one to answer to; its hand-off will not come.
+  std::erase_if(parked_, [&](const Parked& p) { return p.from == peer; });
+  handoff_due_.erase(peer);
+  if (unsettled_.erase(peer) > 0) {
+    publishUnsettled();
+    releaseParked();
+    armSettle();
+  }
+}
+
+// Evaluates one call on this node's store, as its owner, and remembers what it charged
+// for replication.
+wire::LimitAnswer LimitService::serve(const wire::LimitCall& call, state::Nanos now) {
+  thread_local std::vector<ItemSpec> specs;
+  specs.clear();
+  for (const auto& item : call.items) specs.push_back(fromWire(item));
+  wire::LimitAnswer answer;
+  answer.request_id = call.request_id;
+  answer.outcomes.resize(specs.size());
+  evaluateCall(store_, specs, now, answer.outcomes);
+  for (std::size_t i = 0; i < call.items.size(); ++i) {
+    const auto result = answer.outcomes[i].result;
+    if (result == wire::ItemResult::NotEvaluated || result == wire::ItemResult::Denied) continue;
+    const wire::LimitItem& item = call.items[i];
+    remember(item.key, item.placement, specs[i].algorithm, specs[i].limit, true);
+  }
+  ++counters_.calls_served;
+  return answer;
 }
 
 void LimitService::onRequest(const std::string& peer, const wire::LimitRequest& request) {
   loop_.checkThisThread();
   wire::LimitReply reply;
   reply.answers.reserve(request.calls.size());
-  std::vector<ItemSpec> specs;
   const state::Nanos now = now_();
   for (const wire::LimitCall& call : request.calls) {
-    specs.clear();
-    for (const auto& item : call.items) specs.push_back(fromWire(item));
-    wire::LimitAnswer answer;
-    answer.request_id = call.request_id;
-    answer.outcomes.resize(specs.size());
-    evaluateCall(store_, specs, now, answer.outcomes);
-    for (std::size_t i = 0; i < call.items.size(); ++i) {
-      const auto result = answer.outcomes[i].result;
-      if (result == wire::ItemResult::NotEvaluated || result == wire::ItemResult::Denied) continue;
-      const wire::LimitItem& item = call.items[i];
-      remember(item.key, item.placement, specs[i].algorithm, specs[i].limit, true);
+    if (mustSettle(call)) {
+      // Answered in a reply of its own once settled; replies are matched by id.
+      ++counters_.calls_held;
+      parked_.push_back(Parked{peer, call, nullptr});
+      continue;
     }
-    reply.answers.push_back(std::move(answer));
-    ++counters_.calls_served;
+    reply.answers.push_back(serve(call, now));
   }
   // A request within the caps gives a reply within the caps (one outcome per item).
-  peers_.sendToPeer(peer, reply);
+  if (!reply.answers.empty()) peers_.sendToPeer(peer, reply);
+}
+
+// ---- Settling ------------------------------------------------------------------------
+
+bool LimitService::mustSettle(const wire::LimitCall& call) const {
+  if (unsettled_.empty() || !view_) return false;
+  for (const wire::LimitItem& item : call.items) {
+    if (item.op == wire::LimitOp::Refund) continue;
+    const auto before = placement::heldBefore(placement::hashKey(item.placement, item.key), *view_,
+                                              placement::regionScoped(item.placement));
+    if (before && unsettled_.count(*before) && !store_.find(item.key)) return true;
+  }
+  return false;
+}
+
+// Answers the parked calls that need not wait any longer (all of them with `all`).
+void LimitService::releaseParked(bool all) {
+  if (parked_.empty()) return;
+  std::vector<Parked> ready;
+  std::deque<Parked> still;
+  for (auto& p : parked_) {
+    if (all || !mustSettle(p.call)) {
+      ready.push_back(std::move(p));
+    } else {
+      still.push_back(std::move(p));
+    }
+  }
+  parked_ = std::move(still);
+  if (ready.empty()) return;
+  const state::Nanos now = now_();
+  std::map<std::string, wire::LimitReply> replies;
+  std::vector<std::pair<Done, CallResult>> own;
+  for (auto& p : ready) {
+    wire::LimitAnswer answer = serve(p.call, now);
+    if (p.from.empty()) {
+      own.emplace_back(std::move(p.done), CallResult{std::nullopt, std::move(answer.outcomes)});
+    } else {
+      replies[p.from].answers.push_back(std::move(answer));
+    }
+  }
+  for (auto& [peer, reply] : replies) {
+    // kMaxLimitCalls per frame, as the requests came.
+    for (std::size_t begin = 0; begin < reply.answers.size(); begin += wire::kMaxLimitCalls) {
+      const std::size_t end = std::min(reply.answers.size(), begin + wire::kMaxLimitCalls);
+      wire::LimitReply part;
+      part.answers.assign(std::make_move_iterator(reply.answers.begin() + begin),
+                          std::make_move_iterator(reply.answers.begin() + end));
+      peers_.sendToPeer(peer, part);
+    }
+  }
+  // Last: a callback may call back into this service.
+  for (auto& [done, result] : own) {
+    if (done) done(std::move(result));
+  }
+}
+
+void LimitService::armSettle() {
+  if (unsettled_.empty()) {
+    settle_timer_.cancel();
+    return;
+  }
+  Clock::time_point first = Clock::time_point::max();
+  for (const auto& [peer, until] : unsettled_) first = std::min(first, until);
+  settle_timer_ = loop_.after(ceilMillis(first - Clock::now()), [this] { onSettleTimer(); });
+}
+
+void LimitService::onSettleTimer() {
+  const Clock::time_point now = Clock::now();
+  const std::size_t before = unsettled_.size();
+  std::erase_if(unsettled_, [&](const auto& entry) { return entry.second <= now; });
+  if (unsettled_.size() != before) publishUnsettled();
+  releaseParked(unsettled_.empty());
+  armSettle();
+}
+
+void LimitService::publishUnsettled() {
+  if (!replication_.on_unsettled) return;
+  auto peers = std::make_shared<std::vector<std::string>>();
+  for (const auto& [peer, until] : unsettled_) peers->push_back(peer);
+  replication_.on_unsettled(std::move(peers));
+}
+
+void LimitService::sendHandoffDone() {
+  for (const std::string& peer : handoff_due_) {
+    const std::optional<std::uint64_t> caps = peers_.peerCapabilities(peer);
+    if (!caps || !(*caps & wire::kCapHandoffDone)) continue;
+    peers_.sendToPeer(peer, wire::BucketSync{wire::SyncReason::Handoff, ++sync_sequence_, true, {}});
+  }
+  handoff_due_.clear();
 }
 
 void LimitService::onReply(const std::string& peer, const wire::LimitReply& reply) {
@@ -307,10 +439,14 @@ void LimitService::onView(std::shared_ptr<const placement::View> view) {
   takeChanges();
   // A walk under way restarts towards the newest view from the view it started from:
   // a key it already handed off is handed off again only if it moved again.
+  noteNewcomers(view_.get(), *view);
   if (!walking_) walk_from_ = view_;
   view_ = std::move(view);
+  releaseParked();  // a call may have a new owner, or this node no longer owns its key
   if (!walk_from_ || keys_.empty()) {
     walking_ = false;
+    restarted_.clear();
+    sendHandoffDone();
     return;
   }
   walking_ = true;
@@ -318,10 +454,72 @@ void LimitService::onView(std::shared_ptr<const placement::View> view) {
   walkStep();
 }
 
+// Both sides of settling on a view change.
+//
+// As the old owner: every member new in the view gets this node's marker when the walk
+// ends (every member, when this node itself just became a candidate).
+//
+// As the new owner: a peer linked anew may have keys to hand here, and so may every
+// member, linked or still pending, while this node has been a candidate for less than
+// settle_timeout (it has just joined or come back). Each such peer's marker is awaited,
+// for settle_timeout at most; one already received since this node became a candidate
+// is not awaited again, and a peer gone from the view is no longer awaited.
+void LimitService::noteNewcomers(const placement::View* before, const placement::View& after) {
+  const auto contains = [](std::span<const placement::NodeId> ids, const std::string& id) {
+    return std::binary_search(ids.begin(), ids.end(), id);
+  };
+  const auto had = [&](const std::string& id) { return before && contains(before->candidates(false), id); };
+  const auto now_in = after.candidates(false);
+  const bool self_in = contains(now_in, replication_.self);
+  const bool self_new = self_in && !had(replication_.self);
+  const Clock::time_point now = Clock::now();
+  bool changed = false;
+  if (self_new) {
+    self_since_ = now;
+    settled_.clear();
+  } else if (!self_in) {
+    self_since_.reset();
+    settled_.clear();
+  }
+  changed |= std::erase_if(unsettled_, [&](const auto& entry) {
+               return !self_in || (!contains(now_in, entry.first) && !contains(after.pending, entry.first));
+             }) > 0;
+  // A peer that left the candidates is a newcomer again when it comes back.
+  std::erase_if(settled_, [&](const std::string& id) { return had(id) && !contains(now_in, id); });
+  const bool window = self_since_ && now < *self_since_ + replication_.settle_timeout;
+  const Clock::time_point until = window ? *self_since_ + replication_.settle_timeout
+                                         : now + replication_.settle_timeout;
+  for (const std::string& id : now_in) {
+    if (id == replication_.self) continue;
+    const bool newcomer = self_new || !had(id);
+    if (newcomer) handoff_due_.insert(id);
+    if (!self_in || settled_.count(id) || !(newcomer || window)) continue;
+    const std::optional<std::uint64_t> caps = peers_.peerCapabilities(id);
+    if (!caps || !(*caps & wire::kCapHandoffDone) || !(*caps & wire::kCapBucketSync)) {
+      changed |= unsettled_.erase(id) > 0;  // an older peer sends no marker
+      continue;
+    }
+    changed |= unsettled_.emplace(id, until).second;
+  }
+  if (window) {
+    for (const std::string& id : after.pending) {
+      if (!settled_.count(id)) changed |= unsettled_.emplace(id, until).second;
+    }
+  }
+  if (changed) {
+    publishUnsettled();
+    armSettle();
+  }
+}
+
 void LimitService::onPeerRestarted(const std::string& peer) {
   loop_.checkThisThread();
   takeChanges();
-  if (!view_ || keys_.empty()) return;
+  handoff_due_.insert(peer);
+  if (!view_ || keys_.empty()) {
+    if (!walking_) sendHandoffDone();
+    return;
+  }
   restarted_.insert(peer);
   if (!walking_) walk_from_ = view_;
   walking_ = true;
@@ -363,6 +561,7 @@ void LimitService::walkStep(bool bounded) {
   walk_cursor_.reset();
   walk_from_.reset();
   restarted_.clear();
+  sendHandoffDone();
   if (walk_moved_ > 0) {
     ++counters_.rebalances;
     if (replication_.emit) replication_.emit("rebalancing_completed", walk_moved_);
@@ -441,7 +640,8 @@ void LimitService::stage(const std::string& peer, const std::string& key, const 
   auto& batch = staged_[static_cast<std::size_t>(reason)][peer];
   batch.push_back(std::move(bucket));
   if (batch.size() >= wire::kMaxSyncBuckets) {
-    wire::BucketSync sync{reason, ++sync_sequence_, true, std::move(batch)};
+    // A hand-off ends with its marker (sendHandoffDone), not with a frame of the walk.
+    wire::BucketSync sync{reason, ++sync_sequence_, reason != wire::SyncReason::Handoff, std::move(batch)};
     batch.clear();
     peers_.sendToPeer(peer, sync);
   }
@@ -451,7 +651,8 @@ void LimitService::sendStaged() {
   for (std::size_t r = 0; r < 2; ++r) {
     for (auto& [peer, batch] : staged_[r]) {
       if (batch.empty()) continue;
-      wire::BucketSync sync{static_cast<wire::SyncReason>(r), ++sync_sequence_, true, std::move(batch)};
+      const auto reason = static_cast<wire::SyncReason>(r);
+      wire::BucketSync sync{reason, ++sync_sequence_, reason != wire::SyncReason::Handoff, std::move(batch)};
       batch.clear();
       peers_.sendToPeer(peer, sync);
     }
@@ -461,7 +662,6 @@ void LimitService::sendStaged() {
 
 void LimitService::onSync(const std::string& peer, const wire::BucketSync& sync) {
   loop_.checkThisThread();
-  (void)peer;
   const state::Nanos now = now_();
   for (const wire::SyncedBucket& bucket : sync.buckets) {
     const state::Algorithm algorithm = static_cast<state::Algorithm>(bucket.algorithm);
@@ -477,6 +677,15 @@ void LimitService::onSync(const std::string& peer, const wire::BucketSync& sync)
     remember(bucket.key, bucket.placement, algorithm, limit, sync.reason == wire::SyncReason::Handoff);
     ++counters_.buckets_received;
   }
+  // The peer's marker: its hand-off towards this node is complete.
+  if (sync.reason == wire::SyncReason::Handoff && sync.last) {
+    settled_.insert(peer);
+    if (unsettled_.erase(peer) > 0) {
+      publishUnsettled();
+      armSettle();
+    }
+  }
+  releaseParked();
 }
 
 }  // namespace zetian::cluster::limits

@@ -26,6 +26,17 @@
 // an owner fails its first replica, now the owner, already holds the state: what is
 // lost is at most what the owner granted since its last round.
 //
+// Settling. A node that becomes the owner of keys another node held until now (it
+// joined, or came back) may be asked about them before their state arrives. Each peer
+// that announced kCapHandoffDone ends its hand-off walk towards this node with a marker
+// (a Handoff BucketSync with last = true). Until that marker, or until settle_timeout
+// after the peer appeared in this node's view, a call for a key this node owns, holds
+// no state for, and whose previous owner (the next member by HRW score) is that peer,
+// waits here; it is answered as soon as the key's state or the marker arrives. The
+// engine does the same for this node's own checks of such keys (call() with this
+// node as the owner). Without this wait the new owner would start such a key from
+// zero: the limit would be admitted again.
+//
 // Hand-off. When the view changes (a member joins, fails, leaves, drains or returns),
 // this node walks the keys it knows, in bounded steps per loop turn: a key it owned and
 // no longer owns is sent at once to its new owner, which merges it (and replicates it
@@ -45,6 +56,7 @@
 #include <memory>
 #include <unordered_set>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -96,6 +108,10 @@ struct ReplicationOptions {
   ChangeLog* changes = nullptr;  // the engine's charges as owner; may be null
   // rebalancing_started / rebalancing_completed with the keys handed off.
   std::function<void(const std::string& event, std::uint64_t keys)> emit;
+  // How long a new owner waits at most for a peer's hand-off to end (check_timeout / 2).
+  std::chrono::milliseconds settle_timeout{100};
+  // The peers whose hand-off this node awaits, each time that set changes (sorted).
+  std::function<void(std::shared_ptr<const std::vector<std::string>>)> on_unsettled;
 };
 
 struct ServiceCounters {
@@ -109,6 +125,7 @@ struct ServiceCounters {
   std::uint64_t buckets_handed_off = 0; // bucket states sent to new owners
   std::uint64_t buckets_received = 0;   // bucket states merged from other nodes
   std::uint64_t rebalances = 0;         // walks that moved keys
+  std::uint64_t calls_held = 0;         // calls that waited for a hand-off (settling)
   std::uint64_t keys_known = 0;         // keys remembered for replication (a gauge)
 };
 
@@ -124,6 +141,8 @@ class LimitService {
   LimitService(const LimitService&) = delete;
   LimitService& operator=(const LimitService&) = delete;
 
+  // `owner` may be this node itself: for a key whose hand-off is still awaited (see
+  // Settling); the call is then evaluated here, once settled.
   void call(const std::string& owner, std::vector<wire::LimitItem> items, Clock::time_point deadline, Done done);
   // Give back charges to `owner` (a later rule of the same stage denied, elsewhere): no
   // answer is awaited; if the link is down the charge stays (it refills with time).
@@ -184,6 +203,15 @@ class LimitService {
   void flush();
   void armDeadline();
   void onDeadline();
+  // Settling (see the top of this file).
+  bool mustSettle(const wire::LimitCall& call) const;
+  wire::LimitAnswer serve(const wire::LimitCall& call, state::Nanos now);
+  void releaseParked(bool all = false);
+  void armSettle();
+  void onSettleTimer();
+  void publishUnsettled();
+  void sendHandoffDone();
+  void noteNewcomers(const placement::View* before, const placement::View& after);
 
   Loop& loop_;
   PeerDirectory& peers_;
@@ -228,6 +256,21 @@ class LimitService {
   std::uint64_t keys_owned_ = 0;   // as of the last complete sweep
   std::map<std::string, std::vector<wire::SyncedBucket>> staged_[2];  // per reason, per peer
   std::uint64_t sync_sequence_ = 0;
+
+  // Settling: peers whose hand-off marker this node awaits, until when; the calls
+  // waiting for them (`from` empty: this node's own check, answered through `done`).
+  struct Parked {
+    std::string from;
+    wire::LimitCall call;
+    Done done;
+  };
+  std::map<std::string, Clock::time_point> unsettled_;
+  std::set<std::string> settled_;  // markers received since this node became a candidate
+  std::optional<Clock::time_point> self_since_;  // when this node became a candidate
+  std::deque<Parked> parked_;
+  Timer settle_timer_;
+  // Peers that get this node's marker when its walk ends.
+  std::set<std::string> handoff_due_;
 };
 
 }  // namespace zetian::cluster::limits

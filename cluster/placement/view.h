@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,10 +46,39 @@ struct View {
     return std::binary_search(lease_granters.begin(), lease_granters.end(), id);
   }
 
+  // Members alive and known but not linked yet (a node that just started learns them
+  // from a peer's member list before it dials them), sorted by id. Not candidates:
+  // they matter only to a node waiting for hand-offs (heldBefore below).
+  std::vector<NodeId> pending;
+
   std::span<const NodeId> candidates(bool region_scope) const {
     return region_scope ? std::span<const NodeId>(region_members) : std::span<const NodeId>(members);
   }
 };
+
+// The member that most likely held the key before this node, when this node owns it:
+// the first after this node by HRW score among the candidates and, for cluster scope,
+// the pending members too (a member this node has not linked to yet may be the one
+// that owned the key while this node was away). nullopt when this node does not own
+// the key or is alone. `hash` is hashKey(descriptor, store key).
+inline std::optional<NodeId> heldBefore(std::string_view hash, const View& view, bool region_scope) {
+  const auto candidates = view.candidates(region_scope);
+  const auto owner = ownerOf(hash, candidates);
+  if (!owner || *owner != view.self) return std::nullopt;
+  std::vector<NodeId> all(candidates.begin(), candidates.end());
+  if (!region_scope) all.insert(all.end(), view.pending.begin(), view.pending.end());
+  std::optional<NodeId> best;
+  std::uint64_t best_score = 0;
+  for (const NodeId& id : all) {
+    if (id == view.self) continue;
+    const std::uint64_t s = score(id, hash);
+    if (!best || s > best_score || (s == best_score && id < *best)) {
+      best = id;
+      best_score = s;
+    }
+  }
+  return best;
+}
 
 // How a key is placed, as it travels with the key between nodes (wire::LimitItem and
 // wire::SyncedBucket `placement`, at most 64 bytes): "R" first when the rule has

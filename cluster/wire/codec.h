@@ -58,7 +58,12 @@ enum class MessageType : std::uint8_t {
 inline constexpr std::uint64_t kCapLimiter = 1;     // LimitRequest / LimitReply
 inline constexpr std::uint64_t kCapBucketSync = 2;  // BucketSync (replication, hand-off)
 inline constexpr std::uint64_t kCapLeases = 4;      // LimitOp::Lease / ItemResult::Leased (fast mode)
-inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync | kCapLeases;
+// A Handoff BucketSync with last = true ends the sender's hand-off walk towards the
+// receiver's place in the view (docs/limiter.md, "Moving bucket state"): until it comes
+// (or a short wait runs out) a new owner holds the checks of keys that peer may still
+// hand it. Walk frames before it carry last = false.
+inline constexpr std::uint64_t kCapHandoffDone = 8;
+inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync | kCapLeases | kCapHandoffDone;
 
 // Spelled as in /health; the wire carries the numeric value.
 enum class NodeStatus : std::uint8_t {

@@ -268,17 +268,17 @@ TEST(Handshake, MacsAndSessionKeyCoverTheDocumentedInputs) {
   const auto na = bytesOf(std::get<Challenge>(t.challenge).nonce);
   EXPECT_EQ(std::get<Challenge>(t.challenge).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 accept", ni, na, "mx1", "prod"})));
-  static_assert(kProtocolVersion == 1 && kOwnCapabilities == 7, "the decimal fields below");
+  static_assert(kProtocolVersion == 1 && kOwnCapabilities == 15, "the decimal fields below");
   EXPECT_EQ(std::get<Response>(t.response).nonce, std::get<Challenge>(t.challenge).nonce);
   EXPECT_EQ(std::get<Response>(t.response).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 initiate", ni, na, "mx1", "prod",
-                                          "10.0.0.1:7946", "eu-west", "1001", "1", "7"})));
+                                          "10.0.0.1:7946", "eu-west", "1001", "1", "15"})));
   EXPECT_EQ(std::get<Hello>(t.hello_a), (Hello{"mx2", "10.0.0.2:7946", "prod", "eu-north",
                                                std::get<Hello>(t.hello_i).nonce, 2002,
                                                kProtocolVersion, kOwnCapabilities}));
   EXPECT_EQ(std::get<Response>(t.proof).mac,
             hmacSha256(kSecret, macInput({"zetian-v1 identify", ni, na, "mx2", "10.0.0.2:7946",
-                                          "prod", "eu-north", "2002", "1", "7"})));
+                                          "prod", "eu-north", "2002", "1", "15"})));
   EXPECT_EQ(std::get<Established>(initiator.state()).session_key,
             hmacSha256(kSecret, macInput({"zetian-v1 link", ni, na})));
 }

@@ -81,7 +81,7 @@ NodeOptions nodeOptionsFrom(const conf::Config& config) {
   o.events_exec = config.events.exec;
   o.replication_factor = static_cast<std::size_t>(c.replication_factor);
   o.replication_interval = std::chrono::duration_cast<std::chrono::milliseconds>(c.replication_interval);
-  o.settle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c.check_timeout) / 2;
+  o.check_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c.check_timeout);
   // A link with nothing received for the whole failure window plus slack is dead.
   o.link_limits.idle_timeout = std::max(
       std::chrono::milliseconds(5000),
@@ -305,7 +305,7 @@ bool ClusterNode::start(std::string* error) {
     replication.emit = [this](const std::string& event, std::uint64_t keys) {
       emit(event, "", {{"ZETIAN_KEYS_MOVED", std::to_string(keys)}});
     };
-    replication.settle_timeout = options_.settle_timeout;
+    replication.check_timeout = options_.check_timeout;
     replication.on_unsettled = [this](std::shared_ptr<const std::vector<std::string>> peers) {
       if (settling_listener_) settling_listener_(std::move(peers));
     };
@@ -373,6 +373,12 @@ std::optional<std::uint64_t> ClusterNode::peerCapabilities(const std::string& pe
   return it->second.link->link->peer().capabilities;
 }
 
+bool ClusterNode::linkComing(const std::string& peer) const {
+  assertLoopThread();
+  auto it = peers_.find(peer);
+  return it != peers_.end() && !it->second.link && it->second.link_coming;
+}
+
 bool ClusterNode::sendToPeer(const std::string& peer, const wire::Message& message) {
   assertLoopThread();
   auto it = peers_.find(peer);
@@ -392,12 +398,17 @@ void ClusterNode::publishView() {
   // failure detector has made up its mind.
   std::size_t known = 1;      // members not left, this node included
   std::size_t reachable = 1;  // of those, this node and the peers it has a link to
+  std::vector<std::string> in_detector;
   for (const auto& pv : detector_.peers()) {
+    in_detector.push_back(pv.peer);
     if (pv.status == PeerStatus::left) continue;
     ++known;
     auto it = peers_.find(pv.peer);
     if (pv.status == PeerStatus::failed) continue;
-    if (it == peers_.end() || !it->second.link || !it->second.link->link->established()) {
+    const bool linked = it != peers_.end() && it->second.link && it->second.link->link->established();
+    // A peer whose link is being replaced (crossing dials, see dropLink) keeps its place.
+    const bool coming = it != peers_.end() && !it->second.link && it->second.link_coming;
+    if (!linked && !coming) {
       if (pv.status != PeerStatus::maintenance) view->pending.push_back(pv.peer);
       continue;
     }
@@ -405,7 +416,9 @@ void ClusterNode::publishView() {
     if (pv.status == PeerStatus::maintenance) continue;
     view->members.push_back(pv.peer);
     if (it->second.region == options_.region) view->region_members.push_back(pv.peer);
-    if (it->second.link->link->peer().capabilities & wire::kCapLeases) view->lease_granters.push_back(pv.peer);
+    if (linked && (it->second.link->link->peer().capabilities & wire::kCapLeases)) {
+      view->lease_granters.push_back(pv.peer);
+    }
   }
   // This node owns keys once it has a peer to agree with (or runs alone after
   // join_timeout), and not while draining or leaving.
@@ -416,6 +429,14 @@ void ClusterNode::publishView() {
   std::sort(view->members.begin(), view->members.end());
   std::sort(view->region_members.begin(), view->region_members.end());
   std::sort(view->lease_granters.begin(), view->lease_granters.end());
+  // Members only heard of (a peer's member list), or linked but not heard from yet,
+  // are pending too.
+  std::sort(in_detector.begin(), in_detector.end());
+  for (const auto& [id, peer] : peers_) {
+    if (peer.said_goodbye) continue;
+    if (std::binary_search(in_detector.begin(), in_detector.end(), id)) continue;
+    view->pending.push_back(id);
+  }
   std::sort(view->pending.begin(), view->pending.end());
   // A majority of the known members, this node included, must be reachable: the
   // minority side of a partition has no quorum, and its cluster rules follow fail_mode.
@@ -517,7 +538,10 @@ void ClusterNode::handleMemberList(const wire::MemberList& list) {
       peer.backoff = std::chrono::milliseconds(0);
     }
   }
-  if (addresses_changed) rebuildMemberAddresses();
+  if (addresses_changed) {
+    rebuildMemberAddresses();
+    publishView();  // new members are pending in the view (a new owner waits for their hand-off)
+  }
 }
 
 void ClusterNode::handleProbeRequest(Link& link, const wire::ProbeRequest& request) {

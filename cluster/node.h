@@ -97,8 +97,7 @@ struct NodeOptions {
   // Replication of the keys this node owns (limits/service.h).
   std::size_t replication_factor = 2;
   std::chrono::milliseconds replication_interval{250};
-  // A new owner waits at most this long for a peer's hand-off (check_timeout / 2).
-  std::chrono::milliseconds settle_timeout{100};
+  std::chrono::milliseconds check_timeout{200};  // [cluster] check_timeout
   limits::ChangeLog* changes = nullptr;  // the engine's own charges as owner
 };
 
@@ -173,6 +172,7 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   // limits::PeerDirectory
   std::optional<std::uint64_t> peerCapabilities(const std::string& peer) const override;
   bool sendToPeer(const std::string& peer, const wire::Message& message) override;
+  bool linkComing(const std::string& peer) const override;
 
  private:
   struct Link;

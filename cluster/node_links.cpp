@@ -304,15 +304,33 @@ void ClusterNode::dropLink(Link* link) {
   counters_.bytes_sent += link->link->bytesSent();
   counters_.bytes_received += link->link->bytesReceived();
   bool chosen = false;
+  bool coming = false;
+  bool publish = false;
   for (auto& [id, peer] : peers_) {
     if (peer.link != link) continue;
     peer.link = nullptr;
     chosen = true;
     if (limits_) limits_->onPeerDown(id);
+    // Closed while our own dial to the peer is under way: most likely the peer keeping
+    // that link of two that crossed (the one opened by the smaller id). Leaving the view
+    // now and coming back in a moment would move its keys away and back, and a key
+    // charged in between on both sides would lose charges when the copies merge.
+    // So it stays in the view until the dial ends: adopted (adopt()), or failed (below;
+    // at the latest at the handshake timeout).
+    if (peer.dialing) {
+      peer.link_coming = true;
+      coming = true;
+    }
   }
   if (!link->dialed.empty() && !link->peer_id.empty()) {
     if (auto it = peers_.find(link->peer_id); it != peers_.end() && it->second.address == link->dialed) {
       it->second.dialing = false;
+      if (!chosen && it->second.link_coming) {
+        // The dial a closed link waited for failed: now the peer leaves the view.
+        it->second.link_coming = false;
+        if (limits_) limits_->onPeerDown(link->peer_id);
+        publish = true;
+      }
     }
   }
   auto it = std::find_if(links_.begin(), links_.end(), [&](const auto& l) { return l.get() == link; });
@@ -321,7 +339,7 @@ void ClusterNode::dropLink(Link* link) {
     links_.erase(it);
   }
   scheduleReap();
-  if (chosen) publishView();
+  if ((chosen && !coming) || publish) publishView();
 }
 
 void ClusterNode::onLinkClosed(PeerLink& pl, const std::string& reason, bool refused) {
@@ -427,6 +445,7 @@ void ClusterNode::adopt(Link* link) {
   peer.region = hello.region;
   peer.incarnation = hello.incarnation;
   peer.dialing = false;
+  peer.link_coming = false;
   peer.backoff = std::chrono::milliseconds(0);
   peer.next_dial = Clock::now();
   if (moved) rebuildMemberAddresses();
@@ -439,6 +458,7 @@ void ClusterNode::adopt(Link* link) {
   link->link->send(memberList(), PeerLink::Priority::Bulk);
   saveMemberCache();
   publishView();
+  if (limits_) limits_->onPeerUp(hello.node_id);
 }
 
 }  // namespace zetian::cluster

@@ -38,6 +38,9 @@ struct ClusterNode::Peer {
   bool was_failed = false;    // for node_recovered
   // Dialing
   bool dialing = false;
+  // Its link closed while our dial to it was under way (crossing dials): it stays in
+  // the view until that dial ends, and calls to it wait (limits::PeerDirectory::linkComing).
+  bool link_coming = false;
   Clock::time_point next_dial{};
   std::chrono::milliseconds backoff{0};
 };

@@ -283,6 +283,12 @@ cluster::AdminReply Engine::metrics() {
         double(l.frames_sent));
       m("zetian_limit_calls_served_total", "counter", "Checks this node answered as key owner.",
         double(l.calls_served));
+      m("zetian_limit_calls_held_total", "counter",
+        "Checks for a key this node had just come to own, held until its previous owner's hand-off ended.",
+        double(l.calls_held));
+      m("zetian_limit_calls_forwarded_total", "counter",
+        "Checks for keys this node no longer owns, passed on to their owner (the asker's view was behind).",
+        double(l.calls_forwarded));
       m("zetian_limit_late_replies_total", "counter",
         "Owner answers that came after check_timeout (their charges were refunded).", double(l.late_replies));
       m("zetian_limit_refunds_sent_total", "counter", "Charges given back to owners (a later rule denied).",

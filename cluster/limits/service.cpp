@@ -34,7 +34,12 @@ std::string_view nameOf(FallbackReason reason) {
 
 LimitService::LimitService(Loop& loop, PeerDirectory& peers, state::BucketStore& store,
                            std::function<state::Nanos()> now, ReplicationOptions replication)
-    : loop_(loop), peers_(peers), store_(store), now_(std::move(now)), replication_(std::move(replication)) {
+    : loop_(loop),
+      peers_(peers),
+      store_(store),
+      now_(std::move(now)),
+      replication_(std::move(replication)),
+      settle_timeout_(replication_.check_timeout / 2) {
   loop_.checkThisThread();
   if (replication_.interval.count() > 0) {
     replication_timer_ = loop_.every(replication_.interval, [this] { onReplicationTick(); });
@@ -79,7 +84,7 @@ ServiceCounters LimitService::counters() const {
 }
 
 void LimitService::call(const std::string& owner, std::vector<wire::LimitItem> items, Clock::time_point deadline,
-                        Done done) {
+                        Done done, bool forwarded) {
   loop_.checkThisThread();
   if (owner == replication_.self) {
     // This node's own check of a key whose hand-off may still be on its way.
@@ -98,11 +103,12 @@ void LimitService::call(const std::string& owner, std::vector<wire::LimitItem> i
     return;
   }
   const std::optional<std::uint64_t> caps = peers_.peerCapabilities(owner);
-  if (!caps) {
+  const bool link_coming = !caps && peers_.linkComing(owner);
+  if (!caps && !link_coming) {
     done(CallResult{FallbackReason::Unreachable, {}});
     return;
   }
-  if (!(*caps & wire::kCapLimiter)) {
+  if (caps && !(*caps & wire::kCapLimiter)) {
     done(CallResult{FallbackReason::Unsupported, {}});
     return;
   }
@@ -113,12 +119,33 @@ void LimitService::call(const std::string& owner, std::vector<wire::LimitItem> i
     done(CallResult{FallbackReason::Refused, {}});
     return;
   }
-  const std::uint64_t id = next_id_++;
+  const std::uint64_t id = next_id_++ | (forwarded ? wire::kForwardedCallBit : 0);
   wire::LimitCall wire_call{id, items};
   pending_.emplace(id, Pending{owner, std::move(items), deadline, std::move(done)});
   deadlines_.emplace_back(deadline, id);
   armDeadline();
+  if (link_coming) {
+    awaiting_link_[owner].push_back(std::move(wire_call));
+    return;
+  }
   queue(owner, std::move(wire_call));
+}
+
+void LimitService::onPeerUp(const std::string& peer) {
+  loop_.checkThisThread();
+  auto it = awaiting_link_.find(peer);
+  if (it == awaiting_link_.end()) return;
+  std::vector<wire::LimitCall> calls = std::move(it->second);
+  awaiting_link_.erase(it);
+  const std::optional<std::uint64_t> caps = peers_.peerCapabilities(peer);
+  for (auto& call : calls) {
+    if (!pending_.count(call.request_id)) continue;  // its deadline passed
+    if (!caps || !(*caps & wire::kCapLimiter)) {
+      finish(call.request_id, CallResult{caps ? FallbackReason::Unsupported : FallbackReason::Unreachable, {}});
+      continue;
+    }
+    queue(peer, std::move(call));
+  }
 }
 
 void LimitService::refund(const std::string& owner, std::vector<wire::LimitItem> items) {
@@ -226,6 +253,7 @@ void LimitService::onDeadline() {
 void LimitService::onPeerDown(const std::string& peer) {
   loop_.checkThisThread();
   outgoing_.erase(peer);
+  awaiting_link_.erase(peer);
   std::vector<std::uint64_t> ids;
   for (const auto& [id, p] : pending_) {
     if (p.owner == peer) ids.push_back(id);
@@ -268,6 +296,10 @@ void LimitService::onRequest(const std::string& peer, const wire::LimitRequest& 
   reply.answers.reserve(request.calls.size());
   const state::Nanos now = now_();
   for (const wire::LimitCall& call : request.calls) {
+    if (const auto owner = forwardTo(call)) {
+      forward(peer, *owner, call);
+      continue;
+    }
     if (mustSettle(call)) {
       // Answered in a reply of its own once settled; replies are matched by id.
       ++counters_.calls_held;
@@ -278,6 +310,54 @@ void LimitService::onRequest(const std::string& peer, const wire::LimitRequest& 
   }
   // A request within the caps gives a reply within the caps (one outcome per item).
   if (!reply.answers.empty()) peers_.sendToPeer(peer, reply);
+}
+
+// ---- Forwarding ----------------------------------------------------------------------
+
+std::optional<std::string> LimitService::forwardTo(const wire::LimitCall& call) const {
+  if (!view_ || (call.request_id & wire::kForwardedCallBit) || call.items.empty()) return std::nullopt;
+  std::optional<std::string> target;
+  for (const wire::LimitItem& item : call.items) {
+    const auto owner = placement::ownerOf(placement::hashKey(item.placement, item.key),
+                                          view_->candidates(placement::regionScoped(item.placement)));
+    if (!owner || *owner == replication_.self || (target && *target != *owner)) return std::nullopt;
+    target = owner;
+  }
+  const std::optional<std::uint64_t> caps = peers_.peerCapabilities(*target);
+  if (!caps || !(*caps & wire::kCapLimiter)) return std::nullopt;
+  return target;
+}
+
+void LimitService::forward(const std::string& from, const std::string& owner, const wire::LimitCall& call) {
+  ++counters_.calls_forwarded;
+  if (call.request_id & kRefundIdBit) {
+    // No one waits for a refund's answer: pass the items on.
+    queue(owner, wire::LimitCall{next_refund_id_++ | wire::kForwardedCallBit, call.items});
+    return;
+  }
+  const std::uint64_t id = call.request_id;
+  // When the owner cannot be asked after all, this node answers itself, as it did
+  // before forwarding. Past the deadline the requester has decided without an answer
+  // (it waits as long): it gets a refusal, which charges nothing, and what the owner
+  // charged late is refunded to the owner.
+  this->call(
+      owner, call.items, Clock::now() + replication_.check_timeout,
+      [this, from, id, items = call.items](CallResult result) {
+        wire::LimitAnswer answer;
+        if (result.failed == FallbackReason::Timeout || result.failed == FallbackReason::Closed) {
+          answer.request_id = id;
+          answer.status = wire::CallStatus::Refused;
+        } else if (result.failed) {
+          answer = serve(wire::LimitCall{id, items}, now_());
+        } else {
+          answer.request_id = id;
+          answer.outcomes = std::move(result.outcomes);
+        }
+        wire::LimitReply reply;
+        reply.answers.push_back(std::move(answer));
+        peers_.sendToPeer(from, reply);
+      },
+      /*forwarded=*/true);
 }
 
 // ---- Settling ------------------------------------------------------------------------
@@ -486,9 +566,9 @@ void LimitService::noteNewcomers(const placement::View* before, const placement:
              }) > 0;
   // A peer that left the candidates is a newcomer again when it comes back.
   std::erase_if(settled_, [&](const std::string& id) { return had(id) && !contains(now_in, id); });
-  const bool window = self_since_ && now < *self_since_ + replication_.settle_timeout;
-  const Clock::time_point until = window ? *self_since_ + replication_.settle_timeout
-                                         : now + replication_.settle_timeout;
+  const bool window = self_since_ && now < *self_since_ + settle_timeout_;
+  const Clock::time_point until = window ? *self_since_ + settle_timeout_
+                                         : now + settle_timeout_;
   for (const std::string& id : now_in) {
     if (id == replication_.self) continue;
     const bool newcomer = self_new || !had(id);

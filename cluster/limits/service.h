@@ -29,13 +29,20 @@
 // Settling. A node that becomes the owner of keys another node held until now (it
 // joined, or came back) may be asked about them before their state arrives. Each peer
 // that announced kCapHandoffDone ends its hand-off walk towards this node with a marker
-// (a Handoff BucketSync with last = true). Until that marker, or until settle_timeout
+// (a Handoff BucketSync with last = true). Until that marker, or until check_timeout / 2
 // after the peer appeared in this node's view, a call for a key this node owns, holds
 // no state for, and whose previous owner (the next member by HRW score) is that peer,
 // waits here; it is answered as soon as the key's state or the marker arrives. The
 // engine does the same for this node's own checks of such keys (call() with this
 // node as the owner). Without this wait the new owner would start such a key from
 // zero: the limit would be admitted again.
+//
+// Forwarding. Views differ for a while after a change: a requester that has not seen
+// the new owner yet still asks the old one, which has handed the key off. The old
+// owner then passes the call on to the owner in its own view and relays the answer
+// (one hop at most: a forwarded call is never forwarded again), so no charge lands on
+// a copy that is no longer counted. It answers itself when the call's keys have
+// different owners in its view, or when that owner cannot be asked.
 //
 // Hand-off. When the view changes (a member joins, fails, leaves, drains or returns),
 // this node walks the keys it knows, in bounded steps per loop turn: a key it owned and
@@ -96,6 +103,10 @@ class PeerDirectory {
   virtual std::optional<std::uint64_t> peerCapabilities(const std::string& peer) const = 0;
   // Queues `message` on the peer's link (control priority). False: no established link.
   virtual bool sendToPeer(const std::string& peer, const wire::Message& message) = 0;
+  // The peer's link closed while this node's own dial to it was under way (two nodes
+  // that dialed each other at once: one link is dropped): a link is about to come back,
+  // and calls to the peer wait for it (until their deadline) instead of failing.
+  virtual bool linkComing(const std::string& /*peer*/) const { return false; }
 
  protected:
   ~PeerDirectory() = default;
@@ -108,8 +119,9 @@ struct ReplicationOptions {
   ChangeLog* changes = nullptr;  // the engine's charges as owner; may be null
   // rebalancing_started / rebalancing_completed with the keys handed off.
   std::function<void(const std::string& event, std::uint64_t keys)> emit;
-  // How long a new owner waits at most for a peer's hand-off to end (check_timeout / 2).
-  std::chrono::milliseconds settle_timeout{100};
+  // A forwarded call's deadline; a new owner waits at most half of it for a peer's
+  // hand-off (see Settling).
+  std::chrono::milliseconds check_timeout{200};
   // The peers whose hand-off this node awaits, each time that set changes (sorted).
   std::function<void(std::shared_ptr<const std::vector<std::string>>)> on_unsettled;
 };
@@ -126,6 +138,7 @@ struct ServiceCounters {
   std::uint64_t buckets_received = 0;   // bucket states merged from other nodes
   std::uint64_t rebalances = 0;         // walks that moved keys
   std::uint64_t calls_held = 0;         // calls that waited for a hand-off (settling)
+  std::uint64_t calls_forwarded = 0;    // calls passed on to their keys' new owner
   std::uint64_t keys_known = 0;         // keys remembered for replication (a gauge)
 };
 
@@ -143,7 +156,8 @@ class LimitService {
 
   // `owner` may be this node itself: for a key whose hand-off is still awaited (see
   // Settling); the call is then evaluated here, once settled.
-  void call(const std::string& owner, std::vector<wire::LimitItem> items, Clock::time_point deadline, Done done);
+  void call(const std::string& owner, std::vector<wire::LimitItem> items, Clock::time_point deadline, Done done,
+            bool forwarded = false);
   // Give back charges to `owner` (a later rule of the same stage denied, elsewhere): no
   // answer is awaited; if the link is down the charge stays (it refills with time).
   void refund(const std::string& owner, std::vector<wire::LimitItem> items);
@@ -154,6 +168,8 @@ class LimitService {
   void onSync(const std::string& peer, const wire::BucketSync& sync);
   // The peer's link closed: its pending calls fail now.
   void onPeerDown(const std::string& peer);
+  // A link to the peer is established: calls that waited for it (linkComing) go out.
+  void onPeerUp(const std::string& peer);
   // A new placement view (ClusterNode::publishView): starts a hand-off walk.
   void onView(std::shared_ptr<const placement::View> view);
   // The peer restarted (a new incarnation) without leaving the view, so with an empty
@@ -205,6 +221,11 @@ class LimitService {
   void onDeadline();
   // Settling (see the top of this file).
   bool mustSettle(const wire::LimitCall& call) const;
+  // The owner, in this node's view, of every key of a call that this node does not own;
+  // nullopt when this node owns one of them, they have different owners, or the call
+  // was forwarded already.
+  std::optional<std::string> forwardTo(const wire::LimitCall& call) const;
+  void forward(const std::string& from, const std::string& owner, const wire::LimitCall& call);
   wire::LimitAnswer serve(const wire::LimitCall& call, state::Nanos now);
   void releaseParked(bool all = false);
   void armSettle();
@@ -226,10 +247,12 @@ class LimitService {
   Clock::time_point deadline_armed_for_{};
   // Calls waiting for the end of this loop turn, per owner.
   std::unordered_map<std::string, Outgoing> outgoing_;
+  // Calls waiting for a link that is coming back (PeerDirectory::linkComing), per owner.
+  std::unordered_map<std::string, std::vector<wire::LimitCall>> awaiting_link_;
   bool flush_posted_ = false;
   Timer flush_timer_;
   // Refunds carry ids of their own (this bit set): no one waits for their answers.
-  static constexpr std::uint64_t kRefundIdBit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t kRefundIdBit = wire::kRefundCallBit;
   std::uint64_t next_refund_id_ = kRefundIdBit;
   // Ids of calls that timed out, with their owner, so that a late answer is refunded
   // (bounded: the oldest are forgotten first).
@@ -267,6 +290,7 @@ class LimitService {
   std::map<std::string, Clock::time_point> unsettled_;
   std::set<std::string> settled_;  // markers received since this node became a candidate
   std::optional<Clock::time_point> self_since_;  // when this node became a candidate
+  std::chrono::milliseconds settle_timeout_;     // check_timeout / 2
   std::deque<Parked> parked_;
   Timer settle_timer_;
   // Peers that get this node's marker when its walk ends.

@@ -182,8 +182,15 @@ struct LimitItem {
   bool operator==(const LimitItem&) const = default;
 };
 
+inline constexpr std::uint64_t kRefundCallBit = std::uint64_t{1} << 63;
+inline constexpr std::uint64_t kForwardedCallBit = std::uint64_t{1} << 62;
+
 // One stage's items for one owner; the owner evaluates them in order, atomically per item.
 struct LimitCall {
+  // Chosen by the sender, echoed in the answer. Two bits carry meaning: kRefundCallBit,
+  // a refund (no one waits for its answer), and kForwardedCallBit, a call that a node
+  // which no longer owns the keys passed on to their owner: its receiver answers it
+  // itself and never forwards it again.
   std::uint64_t request_id = 0;
   std::vector<LimitItem> items;  // 1..kMaxLimitItemsPerCall
   bool operator==(const LimitCall&) const = default;

@@ -230,9 +230,14 @@ def run(args, name: str, index: int) -> Scenario:
                 time.sleep(0.02)  # pacing of the offered load, not synchronisation
             starter.join(30)
             moved = c.metric(old_owner, "zetian_limit_buckets_handed_off_total")
+            per_node = ", ".join(
+                f"{m} served {c.metric(m, 'zetian_limit_calls_served_total'):.0f} "
+                f"held {c.metric(m, 'zetian_limit_calls_held_total'):.0f} "
+                f"forwarded {c.metric(m, 'zetian_limit_calls_forwarded_total'):.0f} "
+                f"fallbacks {c.metric(m, 'zetian_fallbacks_total'):.0f}" for m in ids4)
             s.notes = (f"key owned by {old_owner}, then n4; n4 seen by all after "
                        f"{full_view_at if full_view_at is None else round(full_view_at, 2)} s; "
-                       f"{old_owner} handed off {moved:.0f} bucket states"
+                       f"{old_owner} handed off {moved:.0f} bucket states; {per_node}"
                        + (f"; n4 failed to start: {start_error[0]}" if start_error else ""))
         elif name in ("restart", "restart_synced"):
             c = s.cluster(stack).start(IDS)

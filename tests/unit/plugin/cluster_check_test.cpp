@@ -920,7 +920,8 @@ TEST_F(ClusterCheckTest, EveryCheckReturnsWhileAFourthEngineJoinsAndLeavesRepeat
 // exactly what they charged.
 TEST_F(ClusterCheckTest, CallsToOneOwnerInOneLoopTurnTravelInOneFrame) {
   ASSERT_NO_FATAL_FAILURE(startCluster(policy(rule("per-ip", "client_ip", 15)), true));
-  const std::string key = storeKey("per-ip", "192.0.2.77");
+  // A key n2 owns: a node passes on the calls for keys it does not own.
+  const std::string key = storeKey("per-ip", ipOwnedBy("per-ip", "n2"));
   const auto snapshot = engine(1).policy();
   const auto* c = &snapshot->rules.at(0);
   cluster::limits::ItemSpec spec;

@@ -441,9 +441,10 @@ void ClusterNode::publishView() {
   // A majority of the known members, this node included, must be reachable: the
   // minority side of a partition has no quorum, and its cluster rules follow fail_mode.
   view->quorum = 2 * reachable > known;
+  view->forming = !joined_ && reachable == 1 && !maintenance_ && !leaving_;
   if (view_ && view_->members == view->members && view_->region_members == view->region_members &&
       view_->quorum == view->quorum && view_->lease_granters == view->lease_granters &&
-      view_->pending == view->pending) {
+      view_->pending == view->pending && view_->forming == view->forming) {
     return;
   }
   view->epoch = view_ ? view_->epoch + 1 : 1;

@@ -145,6 +145,10 @@ void Engine::setView(std::shared_ptr<const cluster::placement::View> view) {
     std::lock_guard lock(view_mutex_);
     previous = std::exchange(view_, view);
   }
+  if (!view || !view->forming) {
+    view_formed_.notify_all();
+    runFormingWaiters();
+  }
   // Leases from a member that left the view end: dropped, not returned (it is gone, or
   // its keys have new owners that never granted them; docs/limiter.md, "Fast mode").
   if (previous && view) {
@@ -587,10 +591,44 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
   }
 }
 
+// ---- A node that is forming ------------------------------------------------------------
+//
+// A node that has just started with members to join has no view yet: no owner to ask,
+// no quorum. Deciding by fail_mode at once would decide with a bucket that knows
+// nothing of the cluster's count (fail_mode local admits the whole limit again), while
+// the links are usually up within milliseconds. So a check with cluster-scope rules
+// waits for the view, at most check_timeout, then goes on as usual (by fail_mode if the
+// view is still not there). Once the view has formed, or after join_timeout, nothing
+// waits.
+
+bool Engine::waitsForView(conf::Stage stage) const {
+  if (!config_.cluster.enabled) return false;
+  {
+    std::lock_guard lock(view_mutex_);
+    if (!view_ || !view_->forming) return false;
+  }
+  const auto snap = policy();
+  for (std::size_t index : snap->by_stage[std::size_t(stage)]) {
+    if (snap->rules[index].rule.scope != conf::Scope::Node) return true;
+  }
+  return false;
+}
+
+void Engine::runFormingWaiters() {
+  forming_timer_.cancel();
+  auto waiters = std::move(forming_waiters_);
+  forming_waiters_.clear();
+  for (auto& resume : waiters) resume();
+}
+
 int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict) {
   const state::Nanos started = now();
   fillContinue(verdict);
   if (maintenanceRefusal(s, stage, verdict)) return ZETIAN_TEMPFAIL;
+  if (waitsForView(stage)) {
+    std::unique_lock lock(view_mutex_);
+    view_formed_.wait_for(lock, check_timeout_, [&] { return !view_ || !view_->forming || shut_down_.load(); });
+  }
   // The job lives in this thread while every decision is local (no allocation once
   // warm); a check that calls other nodes moves to a shared job the cluster thread
   // can hold.
@@ -643,6 +681,43 @@ void Engine::checkAsync(Session& s, conf::Stage stage, const char* arg, zetian_v
     done();
     return;
   }
+  if (waitsForView(stage)) {
+    // Resumed on the loop thread once the view has formed, or at check_timeout.
+    // `done` runs once even if the check throws after calling it.
+    auto fired = std::make_shared<std::atomic<bool>>(false);
+    std::function<void()> once = [done = std::move(done), fired] {
+      if (!fired->exchange(true)) done();
+    };
+    auto resume = [this, s = &s, stage, arg = std::string(arg ? arg : ""), has_arg = arg != nullptr, verdict,
+                   once, started] {
+      try {
+        checkAsyncNow(*s, stage, has_arg ? arg.c_str() : nullptr, verdict, once, started);
+      } catch (const std::exception& e) {
+        internalFailure("check", e.what(), verdict);
+        once();
+      } catch (...) {
+        internalFailure("check", "unknown exception", verdict);
+        once();
+      }
+    };
+    auto shared = std::make_shared<decltype(resume)>(std::move(resume));
+    const bool posted = loop_.post([this, shared] {
+      const auto current = view();
+      if (!current || !current->forming) {
+        (*shared)();
+        return;
+      }
+      forming_waiters_.push_back([shared] { (*shared)(); });
+      if (!forming_timer_.active()) forming_timer_ = loop_.after(check_timeout_, [this] { runFormingWaiters(); });
+    });
+    if (posted) return;
+    // The loop is stopping or flooded: decide now, by fail_mode.
+  }
+  checkAsyncNow(s, stage, arg, verdict, std::move(done), started);
+}
+
+void Engine::checkAsyncNow(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict,
+                           std::function<void()> done, state::Nanos started) {
   auto job = std::make_shared<CheckJob>();
   job->session = &s;
   job->stage = stage;

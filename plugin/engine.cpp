@@ -207,6 +207,7 @@ void Engine::shutdown() {
     if (loop_.post([this, &done] {
           auto teardown = [this, &done] {
             lease_timer_.cancel();
+            runFormingWaiters();  // checks waiting for the view: decided now, called back once
             node_.reset();
             housekeeping_.cancel();
             expiry_.cancel();

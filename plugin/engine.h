@@ -158,6 +158,11 @@ class Engine final : public cluster::AdminApi {
                    const wire::LimitOutcome& outcome, Verdict verdict);
   // The steps of a check (check.cpp).
   bool prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const char* arg);
+  // This node is forming and the stage has cluster-scope rules: the check waits.
+  bool waitsForView(conf::Stage stage) const;
+  void runFormingWaiters();  // on the loop thread
+  void checkAsyncNow(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict,
+                     std::function<void()> done, state::Nanos started);
   void evaluateLocally(CheckJob& job, std::size_t group);
   void fallBack(CheckJob& job, std::size_t group, cluster::limits::FallbackReason reason);
   void sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void()> all_answered);
@@ -215,6 +220,12 @@ class Engine final : public cluster::AdminApi {
   // The peers whose hand-off this node awaits (cluster/limits/service.h, "Settling");
   // null or empty: none. Guarded by view_mutex_.
   std::shared_ptr<const std::vector<std::string>> unsettled_;
+  // While this node is forming (placement::View::forming), checks with cluster rules
+  // wait for the view, at most check_timeout: synchronous ones on view_formed_,
+  // asynchronous ones as closures the loop thread runs (forming_waiters_, loop only).
+  std::condition_variable view_formed_;
+  std::vector<std::function<void()>> forming_waiters_;
+  cluster::Timer forming_timer_;
   const std::chrono::milliseconds check_timeout_;
   cluster::limits::ChangeLog changes_;  // cluster-scope keys charged here as owner
   // Fast mode: this node's leases of keys owned elsewhere, topped up and returned by

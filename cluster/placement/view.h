@@ -50,6 +50,10 @@ struct View {
   // from a peer's member list before it dials them), sorted by id. Not candidates:
   // they matter only to a node waiting for hand-offs (heldBefore below).
   std::vector<NodeId> pending;
+  // This node is still forming: it has members to join (seeds, discovery) and has not
+  // reached any yet, within join_timeout. Its cluster checks wait for the view (up to
+  // check_timeout) rather than decide alone with a bucket that knows nothing.
+  bool forming = false;
 
   std::span<const NodeId> candidates(bool region_scope) const {
     return region_scope ? std::span<const NodeId>(region_members) : std::span<const NodeId>(members);

@@ -755,6 +755,58 @@ TEST_F(ClusterCheckTest, CheckAsyncCallsBackInlineWhenLocalAndOnceFromTheCluster
   EXPECT_EQ(fallbacks(*members_[0], "per-ip", "timeout"), 0);
 }
 
+// A node that has just started, with a member to join it has not reached yet, has no
+// view: its checks wait for one (at most check_timeout) instead of deciding alone by
+// fail_mode with a bucket that knows nothing of the cluster's count.
+TEST_F(ClusterCheckTest, ANodeStillFormingHoldsItsChecksUntilItsFirstView) {
+  settings_["join_timeout"] = "\"20s\"";
+  settings_["check_timeout"] = "\"5s\"";
+  owner_ = std::make_unique<BareOwner>();
+  owner_->id = "d";
+  owner_->port = freePort();
+  owner_->state_dir = dir_.file("d");
+  std::filesystem::create_directories(owner_->state_dir);
+  owner_->settings = settings_;
+  ASSERT_NO_FATAL_FAILURE(owner_->start());
+  owner_->block();  // d accepts the connection but answers nothing: n4 stays forming
+  Member& m = addMember("n4");
+  std::ofstream(m.config) << configFor(m, {endpoint(owner_->port)}, policy(rule("per-ip", "client_ip", 5)));
+  Errors errors;
+  m.engine = Engine::open(m.config, {}, &errors);
+  ASSERT_TRUE(m.engine) << (errors.empty() ? "" : errors.front());
+  ASSERT_TRUE(m.engine->start(&errors)) << (errors.empty() ? "" : errors.front());
+  Engine& e = *m.engine;
+  ASSERT_TRUE(waitFor([&] { return e.view() != nullptr; }, 10s));
+  ASSERT_TRUE(e.view()->forming);
+  // A client address whose key d will own once the two see each other.
+  std::string ip;
+  for (int b = 1; b < 255 && ip.empty(); ++b) {
+    const std::string candidate = "10.9.0." + std::to_string(b);
+    const std::vector<std::string> both{"d", "n4"};
+    if (*cluster::placement::ownerOf(storeKey("per-ip", candidate), both) == "d") ip = candidate;
+  }
+  ASSERT_FALSE(ip.empty());
+
+  auto async_session = e.openSession(ip.c_str(), nullptr);
+  zetian_verdict async_verdict;
+  AsyncProbe probe;
+  e.checkAsync(*async_session, conf::Stage::Mail, "<a@example.org>", &async_verdict, probe.callback(&async_verdict));
+  EXPECT_EQ(probe.count(), 0);  // neither decided alone nor failed: it waits
+  std::atomic<int> sync_action{-1};
+  std::thread sync_check([&] { sync_action = mail(e, ip, "<b@example.org>"); });
+
+  owner_->release();
+  ASSERT_TRUE(probe.waitCalled(10s));
+  sync_check.join();
+  EXPECT_EQ(probe.verdict.action, ZETIAN_CONTINUE);
+  EXPECT_EQ(sync_action.load(), ZETIAN_CONTINUE);
+  EXPECT_FALSE(e.view()->forming);
+  // Both were decided by d, the key's owner, and neither fell back.
+  EXPECT_EQ(owner_->callsServed(), 2u);
+  EXPECT_EQ(fallbacks(m, "per-ip", "no_quorum"), 0);
+  e.closeSession(std::move(async_session));
+}
+
 TEST_F(ClusterCheckTest, CheckAsyncOutstandingAtShutdownStillCallsBackOnce) {
   settings_["failure_detection_timeout"] = "\"10s\"";
   settings_["check_timeout"] = "\"5s\"";

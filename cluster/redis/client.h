@@ -1,0 +1,204 @@
+// The limiter's connection to Redis, on the cluster thread (hiredis's async API on the
+// loop's event_base).
+//
+// What it does:
+// - Connects (TCP, the host resolved without blocking the loop, or a Unix socket),
+//   authenticates (AUTH [username] password), selects the database and loads the
+//   scripts (SCRIPT LOAD) before it takes any call: a connection is Ready only once all
+//   of that has succeeded. A failure at any step closes it and tries again with
+//   jittered exponential backoff; the first failure of an episode is logged with what
+//   to do, the recovery once.
+// - call() runs one SMTP stage's Redis items, one EVALSHA per item, all sent back to
+//   back on the one connection (pipelined: one round trip for the stage). The answer
+//   follows the owner's rule for a call (limits/evaluate.h): items in order, and a
+//   blocking denial gives back what the items before it charged (Returned); items after
+//   it are NotEvaluated (given back too, since the pipeline charged them already).
+// - While Redis is known to be down (no connection, or one being re-established after
+//   a failure), a call fails at once (Unreachable): no message waits for a connect
+//   timeout. Only the first connection after start() lets calls wait for it, up to
+//   their deadline. A call without an answer by its deadline fails (Timeout); what its
+//   late answers charged is given back. A connection that leaves a call unanswered for
+//   twice the timeout is considered stuck and is replaced.
+// - NOSCRIPT (the server lost its scripts: restart without persistence, SCRIPT FLUSH)
+//   reloads them and runs the item again, once.
+//
+// The scripts themselves are data from the caller (Scripts below, built from
+// state/redis_scripts.h), so this file knows nothing of the algorithms.
+//
+// Threads: everything runs on the loop thread and checks it, except status() and
+// counters(), which any thread may call.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/limits/service.h"
+#include "cluster/log_sink.h"
+#include "cluster/loop.h"
+#include "cluster/wire/codec.h"
+#include "state/limit.h"
+
+struct redisAsyncContext;
+struct redisReply;
+
+namespace zetian::cluster::discovery {
+class Resolver;
+}
+
+namespace zetian::cluster::redis {
+
+struct Script {
+  std::string name;    // for logs
+  std::string source;  // Lua
+};
+
+// How the limiter's items become script calls, supplied by the caller.
+struct Scripts {
+  std::vector<Script> all;  // loaded on every new connection
+  // Which of `all` runs an item (its op and algorithm decide), and its ARGV.
+  std::function<std::size_t(const wire::LimitItem& item)> which;
+  std::function<std::vector<std::string>(const wire::LimitItem& item)> args;
+  // The script's reply (an array of integers) as an outcome; nullopt: not a reply the
+  // scripts give (counted as a protocol error, the item fails).
+  std::function<std::optional<state::Outcome>(const std::vector<long long>& reply)> outcome;
+};
+
+struct Target {
+  std::string host;  // a name or a numeric address; empty for a Unix socket
+  std::uint16_t port = 6379;
+  std::string unix_path;
+  int db = 0;
+};
+
+std::string describe(const Target& target);  // "redis://host:port/db" or "unix:/path?db=N"
+
+struct ClientOptions {
+  Target target;
+  std::string username;  // empty: AUTH with the password alone
+  std::string password;  // empty: no AUTH
+  std::chrono::milliseconds timeout{250};
+  std::string key_prefix = "zetian:";
+  std::chrono::milliseconds min_backoff{100};
+  std::chrono::milliseconds max_backoff{5000};
+};
+
+enum class LinkState : std::uint8_t { Connecting, Ready, Down };
+std::string_view nameOf(LinkState state);
+
+// Errors by kind, as in zetian_redis_errors_total{kind}.
+enum class ErrorKind : std::uint8_t {
+  Connect,    // could not connect, or the connection closed
+  Auth,       // AUTH or SELECT refused
+  Timeout,    // no answer by the call's deadline
+  NoScript,   // the server had lost the scripts (reloaded)
+  Reply,      // an error reply to a script (READONLY, OOM, a script error...)
+  Protocol,   // a reply the scripts never give
+};
+inline constexpr std::size_t kErrorKinds = 6;
+std::string_view nameOf(ErrorKind kind);
+
+struct ClientStatus {
+  std::string address;  // describe(target), with the resolved address once known
+  LinkState state = LinkState::Connecting;
+  std::string role;        // from ROLE at connect ("master", "slave"...), empty before
+  std::string last_error;  // empty when none since the last Ready
+  bool ever_ready = false;
+};
+
+struct ClientCounters {
+  std::uint64_t calls = 0;        // stages sent to Redis
+  std::uint64_t items = 0;        // script runs for them (refunds included)
+  std::uint64_t late_answers = 0; // answers after their call's deadline (charges given back)
+  std::uint64_t connects = 0;     // connections that became Ready
+  std::uint64_t script_loads = 0; // SCRIPT LOAD runs
+  std::array<std::uint64_t, kErrorKinds> errors{};
+};
+
+class Client {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Done = limits::LimitService::Done;
+
+  // `on_latency`: every answered item's round trip in nanoseconds (may be empty).
+  Client(Loop& loop, ClientOptions options, Scripts scripts, LogSink log,
+         std::function<void(std::int64_t nanos)> on_latency = {});
+  // Fails every call still waiting with Closed and closes the connection.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  void start();  // connect (in the background)
+
+  // One stage's items; `done` runs exactly once, on the loop thread (inline when the
+  // call fails at once).
+  void call(std::vector<wire::LimitItem> items, Clock::time_point deadline, Done done);
+  // Give back charges (no answer awaited; lost if Redis is down: they refill).
+  void refund(std::vector<wire::LimitItem> items);
+
+  ClientStatus status() const;      // any thread
+  ClientCounters counters() const;  // any thread
+
+ private:
+  struct Call;
+  struct Inflight;
+  enum class Step : std::uint8_t { Auth, Select, Role, Load, Item, Refund };
+
+  void connect();
+  void onResolved(const std::string& host);
+  void attach(redisAsyncContext* ctx);
+  void onDisconnected(int status);
+  void onSetupReply(Step step, redisReply* reply, std::size_t script);
+  void onItemReply(const std::shared_ptr<Call>& call, std::size_t index, redisReply* reply);
+  void send(const std::shared_ptr<Call>& call, std::size_t index);
+  void finishIfComplete(const std::shared_ptr<Call>& call);
+  void fail(const std::string& why, ErrorKind kind);
+  void scheduleReconnect();
+  void becomeReady();
+  void armDeadline();
+  void onDeadline();
+  void flushWaiting();
+  void setState(LinkState state, const std::string& error);
+  void countError(ErrorKind kind);
+  bool command(Inflight* inflight, const std::vector<std::string>& argv);  // false: not queued (freed)
+  static void onReplyCb(redisAsyncContext* ctx, void* reply, void* privdata);
+  static void onConnectCb(const redisAsyncContext* ctx, int status);
+  static void onDisconnectCb(const redisAsyncContext* ctx, int status);
+
+  Loop& loop_;
+  ClientOptions options_;
+  Scripts scripts_;
+  LogSink log_;
+  std::function<void(std::int64_t)> on_latency_;
+  std::unique_ptr<discovery::Resolver> resolver_;
+  redisAsyncContext* ctx_ = nullptr;
+  std::uint64_t generation_ = 0;  // of ctx_: callbacks of an older connection are ignored
+  std::vector<std::string> shas_;  // of scripts_.all on this connection
+  std::size_t setup_pending_ = 0;
+  bool closing_ = false;
+  bool started_ = false;
+  std::chrono::milliseconds backoff_{0};
+  Timer reconnect_timer_;
+  Timer connect_timer_;  // the connection and its setup must finish within timeout
+  Timer deadline_timer_;
+  Clock::time_point deadline_armed_for_{};
+  // Calls sent and not yet complete (answered or past their deadline with answers
+  // still due), by deadline; calls waiting for the first connection.
+  std::deque<std::shared_ptr<Call>> inflight_;
+  std::deque<std::shared_ptr<Call>> waiting_;
+  bool logged_down_ = false;  // the current episode's first failure was logged
+
+  mutable std::mutex status_mutex_;  // guards status_ and counters_ for other threads
+  ClientStatus status_;
+  ClientCounters counters_;
+};
+
+}  // namespace zetian::cluster::redis

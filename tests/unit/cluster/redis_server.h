@@ -8,7 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -20,8 +20,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-extern char** environ;
 
 namespace zetian::cluster::testing {
 
@@ -60,9 +58,14 @@ class RedisServer {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (posix_spawnp(&pid_, "redis-server", nullptr, nullptr, argv.data(), environ) != 0) {
-      pid_ = -1;
-      throw std::runtime_error("cannot run redis-server: install it (apt-get install redis-server)");
+    // fork + exec rather than posix_spawn: the child asks to be killed when the test
+    // dies (a crashed or aborted test leaves no server behind).
+    pid_ = fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      execvp("redis-server", argv.data());
+      _exit(127);
     }
     const auto until = std::chrono::steady_clock::now() + deadline;
     while (std::chrono::steady_clock::now() < until) {
@@ -70,7 +73,9 @@ class RedisServer {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
-        throw std::runtime_error("redis-server exited at start; see " + dir_);
+        throw std::runtime_error(WIFEXITED(status) && WEXITSTATUS(status) == 127
+                                     ? "cannot run redis-server: install it (apt-get install redis-server)"
+                                     : "redis-server exited at start; see its log in " + dir_);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling with a deadline
     }

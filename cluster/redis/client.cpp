@@ -449,8 +449,21 @@ void Client::refund(std::vector<wire::LimitItem> items) {
 void Client::send(const std::shared_ptr<Call>& call, std::size_t index) {
   const wire::LimitItem& item = call->items[index];
   const std::size_t script = scripts_.which(item);
+  std::string error;
+  auto args = scripts_.args(item, &error);
+  if (!args) {
+    countError(ErrorKind::Reply);
+    if (log_) {
+      log_(conf::LogLevel::Warn, "redis_refused_item key=" + logValue(item.key) + " error=" + logValue(error));
+    }
+    call->answered[index] = true;
+    --call->unanswered;
+    if (!call->failed) call->failed = limits::FallbackReason::Refused;
+    finishIfComplete(call);
+    return;
+  }
   std::vector<std::string> argv{"EVALSHA", shas_.at(script), "1", options_.key_prefix + item.key};
-  for (auto& a : scripts_.args(item)) argv.push_back(std::move(a));
+  for (auto& a : *args) argv.push_back(std::move(a));
   {
     std::lock_guard lock(status_mutex_);
     ++counters_.items;
@@ -499,6 +512,13 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
     finishIfComplete(call);
     return;
   }
+  if (call->items[index].op == wire::LimitOp::Refund) {
+    call->answered[index] = true;
+    --call->unanswered;
+    call->outcomes[index] = wire::LimitOutcome{wire::ItemResult::Refunded, 0, 0};
+    finishIfComplete(call);
+    return;
+  }
   std::vector<long long> values;
   bool ok = reply->type == REDIS_REPLY_ARRAY;
   for (std::size_t i = 0; ok && i < reply->elements; ++i) {
@@ -515,8 +535,6 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
   if (!outcome) {
     countError(ErrorKind::Protocol);
     if (!call->failed) call->failed = limits::FallbackReason::Refused;
-  } else if (call->items[index].op == wire::LimitOp::Refund) {
-    call->outcomes[index] = wire::LimitOutcome{wire::ItemResult::Refunded, 0, 0};
   } else {
     call->outcomes[index] =
         limits::toWire(*outcome, outcome->allowed ? wire::ItemResult::Charged : wire::ItemResult::Denied);

@@ -64,11 +64,14 @@ struct Script {
 // How the limiter's items become script calls, supplied by the caller.
 struct Scripts {
   std::vector<Script> all;  // loaded on every new connection
-  // Which of `all` runs an item (its op and algorithm decide), and its ARGV.
+  // Which of `all` runs an item (its op and algorithm decide), and its ARGV; nullopt
+  // with *error set: the item cannot run in Redis (outside the scripts' domain), and
+  // fails.
   std::function<std::size_t(const wire::LimitItem& item)> which;
-  std::function<std::vector<std::string>(const wire::LimitItem& item)> args;
-  // The script's reply (an array of integers) as an outcome; nullopt: not a reply the
-  // scripts give (counted as a protocol error, the item fails).
+  std::function<std::optional<std::vector<std::string>>(const wire::LimitItem& item, std::string* error)> args;
+  // A charge's reply (an array of integers) as an outcome; nullopt: not a reply the
+  // scripts give (counted as a protocol error, the item fails). A refund's reply is
+  // not read beyond being no error.
   std::function<std::optional<state::Outcome>(const std::vector<long long>& reply)> outcome;
 };
 

@@ -46,7 +46,7 @@ Scripts testScripts() {
   Scripts s;
   s.all = {{"count", kCount}, {"refund", kRefund}};
   s.which = [](const wire::LimitItem& item) { return item.op == wire::LimitOp::Refund ? 1u : 0u; };
-  s.args = [](const wire::LimitItem& item) {
+  s.args = [](const wire::LimitItem& item, std::string*) -> std::optional<std::vector<std::string>> {
     return std::vector<std::string>{std::to_string(item.limit), std::to_string(item.cost)};
   };
   s.outcome = [](const std::vector<long long>& r) -> std::optional<state::Outcome> {

@@ -14,7 +14,7 @@ CTEST_ARGS  ?=
 PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-dev \
             libtoml11-dev libhiredis-dev libgtest-dev libbenchmark-dev python3 \
             libc-ares-dev libcurl4-openssl-dev nlohmann-json3-dev postfix swaks curl \
-            dnsmasq-base iproute2 openssl
+            dnsmasq-base iproute2 openssl redis-server
 
 # A locale with a decimal comma, for the test that JSON numbers ignore the locale.
 PACKAGES += locales

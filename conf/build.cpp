@@ -383,7 +383,8 @@ void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster, con
 }
 
 bool hasSpaceOrControl(std::string_view text) {
-  return std::any_of(text.begin(), text.end(), [](char c) { return c == ' ' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return c == ' ' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
 // True when `key` holds a non-empty array: `sentinels = []` counts as unset.

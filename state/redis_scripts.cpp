@@ -365,8 +365,8 @@ std::optional<std::string> redisDomainError(Algorithm algo, const Limit& limit) 
   if (limit.period_ns <= 0 || limit.period_ns % kNanosPerMs != 0 || limit.period_ns / kNanosPerMs > kScriptMaxPeriodMs)
     return "period must be a whole number of milliseconds, 1ms to 2^40 ms, for a Redis rule";
   if (usesBurst(algo)) {
-    const unsigned __int128 product = static_cast<unsigned __int128>(limit.burst) *
-                                      static_cast<unsigned __int128>(limit.period_ns / kNanosPerMs);
+    const unsigned __int128 product =
+        static_cast<unsigned __int128>(limit.burst) * static_cast<unsigned __int128>(limit.period_ns / kNanosPerMs);
     const unsigned __int128 refill = (product + limit.limit - 1) / limit.limit;
     if (refill > static_cast<unsigned __int128>(kScriptMaxPeriodMs))
       return "burst * period / limit (the time to fill an empty bucket) must be at most 2^40 ms for a Redis rule";
@@ -381,7 +381,8 @@ std::optional<std::vector<std::string>> redisScriptArgs(ScriptOp op, Algorithm a
     if (error) *error = std::move(why);
     return std::nullopt;
   };
-  if (static_cast<std::size_t>(algo) > static_cast<std::size_t>(Algorithm::FixedWindow)) return refuse("unknown algorithm");
+  if (static_cast<std::size_t>(algo) > static_cast<std::size_t>(Algorithm::FixedWindow))
+    return refuse("unknown algorithm");
   if (auto why = redisDomainError(algo, limit)) return refuse(std::move(*why));
   if (cost > kScriptMaxCost) return refuse("cost must be at most 2^53 for a Redis rule");
   if (now_ms && (*now_ms < 0 || *now_ms > kScriptMaxNowMs)) return refuse("now must be 0 to 2^42 ms");

@@ -79,6 +79,9 @@ local B = arg(4, 0, 4294967296)
 if not B then return fail('burst must be an integer in 0..2^32') end
 local cost = arg(5, 0, TWO53)
 if not cost then return fail('cost must be an integer in 0..2^53') end
+-- Redis 4 replicates a script by its text unless told otherwise, and refuses writes
+-- after TIME then; from Redis 5 effects are replicated anyway (7 ignores the call).
+if redis.replicate_commands then redis.replicate_commands() end
 local now
 if ARGV[6] == nil or ARGV[6] == '' then
   local t = redis.call('TIME')

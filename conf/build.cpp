@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <variant>
 
 #include "conf/syntax.h"
 #include "conf/text.h"
@@ -381,35 +382,133 @@ void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster, con
   }
 }
 
-void buildRedis(TableReader r, RedisSection& redis) {
-  if (auto enabled = r.boolean("enabled")) redis.enabled = *enabled;
-  if (auto address = r.string("address")) {
+bool hasSpaceOrControl(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return c == ' ' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+// True when `key` holds a non-empty array: `sentinels = []` counts as unset.
+bool nonEmptyArray(const TableReader& r, std::string_view key) {
+  const toml::value* v = r.find(key);
+  return v && v->is_array() && !v->as_array().empty();
+}
+
+// `redis.sentinels` or `redis.cluster`: HOST:PORT each, read as `cluster.seeds` are,
+// none twice (the client would ask the same server twice and count it as two).
+std::vector<HostPort> readRedisHosts(TableReader& r, Diagnostics& diag, std::string_view key) {
+  std::vector<HostPort> out;
+  auto list = r.strings(key);
+  if (!list) return out;
+  for (const auto& [text, where] : *list) {
     std::string why;
-    bool ok = false;
-    if (address->starts_with("unix:")) {
-      const std::string path = address->substr(5);
-      ok = !path.empty() && path.front() == '/' && checkUnixSocketPath(path, &why);
-      if (!ok && why.empty()) why = "the path after unix: must be absolute";
+    if (auto hp = parseHostPort(text, &why)) {
+      if (std::find(out.begin(), out.end(), *hp) != out.end()) {
+        diag.atValue(*where, backticked(r.path(key)) + " lists " + quoteValue(text) + " twice");
+      } else {
+        out.push_back(std::move(*hp));
+      }
     } else {
-      ok = parseHostPort(*address, &why).has_value();
-    }
-    if (ok) {
-      redis.address = *address;
-    } else {
-      r.error("address", "`redis.address`: " + why + " (HOST:PORT or unix:/path)");
+      diag.atValue(*where, backticked(r.path(key)) + ": " + why);
     }
   }
+  return out;
+}
+
+void buildRedis(TableReader r, Diagnostics& diag, RedisSection& redis, const MilterSection& milter) {
+  std::optional<RedisUrl> url;
+  if (auto text = r.string("url")) {
+    std::string why;
+    if (text->empty()) {
+      r.error("url", "`redis.url` is empty; write redis://HOST:PORT/DB or unix:/path, e.g. \"redis://127.0.0.1:6379/0\"");
+    } else if (url = parseRedisUrl(*text, &why); !url) {
+      r.error("url", "`redis.url`: " + why);
+    }
+  }
+  const bool sentinels_given = nonEmptyArray(r, "sentinels");
+  std::vector<HostPort> sentinels = readRedisHosts(r, diag, "sentinels");
+  const auto master_name = r.string("master_name");
+  const bool cluster_given = nonEmptyArray(r, "cluster");
+  std::vector<HostPort> nodes = readRedisHosts(r, diag, "cluster");
+  static constexpr std::string_view kMonitor = "the name the Sentinels monitor (`sentinel monitor NAME ...` in sentinel.conf)";
+
+  if (master_name) {
+    if (master_name->empty()) {
+      r.error("master_name", "`redis.master_name` is empty; give " + std::string(kMonitor));
+    } else if (!std::all_of(master_name->begin(), master_name->end(), isNameChar)) {
+      r.error("master_name", "`redis.master_name` must be characters from A-Z a-z 0-9 _ . - (as Sentinel allows), not " +
+                                 quoteValue(*master_name));
+    } else if (!sentinels_given) {
+      r.error("master_name", "`redis.master_name` is only used with `redis.sentinels`: list the Sentinels as HOST:PORT");
+    }
+  }
+  if (sentinels_given && cluster_given) {
+    r.error("cluster", "give either `redis.sentinels` (a master followed through its Sentinels) or `redis.cluster` (a "
+                       "Redis Cluster), not both");
+  } else if (sentinels_given && !r.has("master_name")) {
+    r.error("sentinels", "`redis.sentinels` needs `redis.master_name`, " + std::string(kMonitor));
+  }
+  const bool has_server = url && !std::holds_alternative<std::monostate>(url->server);
+  if (url) {
+    if (sentinels_given && has_server) {
+      r.error("url", "with `redis.sentinels` the Sentinels name the master: `redis.url` may only give the database, as "
+                     "\"redis:///2\", or be left out for database 0");
+    } else if (cluster_given && has_server) {
+      r.error("url", "with `redis.cluster` the nodes are the listed ones and those they name: leave `redis.url` out");
+    } else if (cluster_given && url->database != 0) {
+      r.error("url", "a Redis Cluster has only database 0, not " + std::to_string(url->database) + "; leave `redis.url` out");
+    } else if (!sentinels_given && !cluster_given && !has_server) {
+      r.error("url", "`redis.url` needs a host: redis://HOST:PORT/DB, e.g. \"redis://127.0.0.1:6379/0\" (a URL with only "
+                     "a database, \"redis:///2\", goes with `redis.sentinels`)");
+    }
+  } else if (r.table() && !r.has("url") && !r.has("master_name") && !sentinels_given && !cluster_given) {
+    r.errorAtTable("[redis] does not say where Redis is: give `redis.url` (e.g. \"redis://127.0.0.1:6379/0\" or "
+                   "\"unix:/run/redis/redis-server.sock\"), `redis.sentinels` with `redis.master_name`, or `redis.cluster`");
+  }
+  if (cluster_given) {
+    redis.endpoint = RedisCluster{std::move(nodes)};
+  } else if (sentinels_given) {
+    redis.endpoint = RedisSentinels{std::move(sentinels), master_name.value_or("")};
+  } else if (has_server) {
+    std::visit([&](const auto& server) { redis.endpoint = server; }, url->server);
+  }
+  if (url) redis.database = url->database;
+
+  const toml::value* inline_password = r.find("password");
+  const bool password_given = r.has("password_file") || (inline_password && inline_password->is_string() &&
+                                                         !inline_password->as_string().str.empty());
   if (auto password = r.secret("password", "password_file")) redis.password = std::move(*password);
-  if (auto db = r.integer("database", 0, INT_MAX)) redis.database = static_cast<int>(*db);
+  if (auto user = r.string("username"); user && !user->empty()) {
+    if (hasSpaceOrControl(*user)) {
+      r.error("username", "`redis.username` cannot contain spaces or control characters (no Redis ACL user has them)");
+    } else if (!password_given) {
+      r.error("username", "`redis.username` needs a password: an ACL user logs in with both; put it in "
+                          "`redis.password_file` (or `redis.password`)");
+    } else {
+      redis.username = *user;
+    }
+  }
   if (auto prefix = r.string("key_prefix")) {
-    if (std::any_of(prefix->begin(), prefix->end(), [](char c) { return c == ' ' || static_cast<unsigned char>(c) < 0x20; })) {
+    if (hasSpaceOrControl(*prefix)) {
       r.error("key_prefix", "`redis.key_prefix` cannot contain spaces or control characters");
+    } else if (cluster_given && prefix->find_first_of("{}") != std::string::npos) {
+      // Redis Cluster places a key by the text between its first '{' and the next '}';
+      // zetian puts such a tag after the prefix so that one bucket's keys share a slot.
+      r.error("key_prefix", "`redis.key_prefix` cannot contain '{' or '}' with `redis.cluster`: Redis Cluster places a "
+                            "key by its first {...}, which would put every key in one slot");
     } else {
       redis.key_prefix = *prefix;
     }
   }
   if (auto t = boundedDuration(r, "timeout", kMinRedisTimeout, Duration(0), "a busy server takes milliseconds to answer")) {
-    redis.timeout = *t;
+    // As for cluster.check_timeout: a check still waiting when the MTA gives up on the
+    // milter step is answered to nobody.
+    if (*t >= milter.timeout) {
+      r.error("timeout", "`redis.timeout` (" + formatDuration(*t) + ") must be below `milter.timeout` (" +
+                             formatDuration(milter.timeout) + "): a Redis check that outlasts the MTA's patience is "
+                             "answered to nobody");
+    } else {
+      redis.timeout = *t;
+    }
   }
 }
 
@@ -433,10 +532,11 @@ Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLook
   buildHealth(TableReader(diag, top.subtable("health"), "health"), config.health);
   buildLog(TableReader(diag, top.subtable("log"), "log"), config.log);
   buildCluster(TableReader(diag, top.subtable("cluster"), "cluster"), diag, config.cluster, config.milter);
-  buildRedis(TableReader(diag, top.subtable("redis"), "redis"), config.redis);
+  const toml::value* redis = top.subtable("redis");
+  buildRedis(TableReader(diag, redis, "redis"), diag, config.redis, config.milter);
   buildEvents(TableReader(diag, top.subtable("events"), "events"), config.events);
   TableReader ratelimit(diag, top.subtable("ratelimit"), "ratelimit");
-  config.policy = buildPolicy(ratelimit, diag);
+  config.policy = buildPolicy(ratelimit, diag, redis != nullptr);
   buildAffinity(TableReader(diag, top.subtable("affinity"), "affinity"), config.policy);
   return config;
 }

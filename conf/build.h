@@ -13,8 +13,9 @@ namespace zetian::conf {
 // `account_lookup`, milter.user and milter.group must exist.
 Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLookupFn& account_lookup);
 
-// [ratelimit] and its rules (rules.cpp).
-Policy buildPolicy(TableReader& ratelimit, Diagnostics& diag);
+// [ratelimit] and its rules (rules.cpp). `redis_given`: the file has a [redis] section,
+// which store "redis" needs (its own errors are reported by the [redis] builder).
+Policy buildPolicy(TableReader& ratelimit, Diagnostics& diag, bool redis_given);
 // [affinity], also policy (rules.cpp).
 void buildAffinity(TableReader affinity, Policy& policy);
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "conf/net.h"
@@ -35,6 +36,10 @@ enum class Discovery { Seeds, Dns, Multicast };
 enum class Consistency { Exact, Fast };
 // What a cluster-scope check does when the key's owner cannot answer in time.
 enum class FailMode { Local, Open, Closed };
+// Where a rule's count is kept. Local: in this node's store, or with the key's owner in
+// the cluster, as the rule's scope and consistency say. Redis: in the Redis of [redis],
+// one count for every node that uses that Redis, whatever its cluster.
+enum class Store { Local, Redis };
 // How a rule key's owner is chosen: by the key itself, or, for client-keyed rules, by
 // the client's IP address (one owner per SMTP session's client checks).
 enum class AffinityMethod { Key, SourceIp };
@@ -52,6 +57,7 @@ std::string_view discoveryName(Discovery d);
 std::string_view consistencyName(Consistency c);
 std::string_view failModeName(FailMode m);
 std::string_view affinityMethodName(AffinityMethod m);
+std::string_view storeName(Store s);
 
 // "1h", "10m", "5s", "250ms", "1d"; the largest unit that divides the duration.
 std::string formatDuration(Duration d);
@@ -77,6 +83,10 @@ struct Rule {
   std::optional<std::string> reply;  // "451 4.7.1 text", placeholders kept unexpanded
   SenderFilter senders = SenderFilter::Any;
   Consistency consistency = Consistency::Exact;
+  // Resolved: the rule's own `store`, else `ratelimit.store`. A Redis rule never sets
+  // scope or consistency (the loader refuses them), so theirs are the defaults and
+  // mean nothing.
+  Store store = Store::Local;
 };
 
 struct Policy {
@@ -85,6 +95,9 @@ struct Policy {
   std::uint64_t max_keys = 1'000'000;
   FailMode fail_mode = FailMode::Local;
   AffinityMethod affinity = AffinityMethod::Key;
+  // `ratelimit.store`, the store of the rules that name none; already resolved into
+  // every Rule::store.
+  Store store = Store::Local;
   std::vector<Rule> rules;
 };
 
@@ -142,13 +155,48 @@ struct ClusterSection {
   std::optional<ClusterTls> tls;
 };
 
+struct HostPort {
+  std::string host;  // a name or an address; an IPv6 address without its brackets
+  std::uint16_t port = 0;
+  bool operator==(const HostPort&) const = default;
+};
+
+// The four ways to reach Redis; RedisSection::endpoint holds one of them, parsed and
+// checked, so the client never parses text.
+
+// One server over TCP (`url = "redis://HOST:PORT/DB"`).
+struct RedisServer {
+  HostPort address;  // the port is 6379 when the URL gives none
+  bool operator==(const RedisServer&) const = default;
+};
+// One server on this machine, through its Unix socket (`url = "unix:/path?db=N"`).
+struct RedisUnixSocket {
+  std::string path;  // absolute, at most 107 bytes
+  bool operator==(const RedisUnixSocket&) const = default;
+};
+// The master that Sentinels name (`sentinels` and `master_name`), followed across
+// failovers; the client asks any listed Sentinel for it and never writes to a replica.
+struct RedisSentinels {
+  std::vector<HostPort> sentinels;  // at least one, none twice
+  std::string master_name;          // as in sentinel.conf's `sentinel monitor NAME ...`
+  bool operator==(const RedisSentinels&) const = default;
+};
+// A Redis Cluster (`cluster`): the client loads the slot map from any listed node.
+struct RedisCluster {
+  std::vector<HostPort> nodes;  // at least one, none twice
+  bool operator==(const RedisCluster&) const = default;
+};
+
 struct RedisSection {
-  bool enabled = false;
-  std::string address = "127.0.0.1:6379";  // host:port or unix:/path
-  std::string password;                    // password or password_file
-  int database = 0;
+  // std::monostate: there is no [redis] section, and no rule has store "redis".
+  std::variant<std::monostate, RedisServer, RedisUnixSocket, RedisSentinels, RedisCluster> endpoint;
+  int database = 0;      // SELECT it after connecting unless 0; always 0 with RedisCluster
+  std::string username;  // a Redis 6 ACL user; "" authenticates with the password alone
+  std::string password;  // from password or password_file; "" sends no AUTH; never logged
   std::string key_prefix = "zetian:";
-  Duration timeout = std::chrono::milliseconds(250);
+  Duration timeout = std::chrono::milliseconds(250);  // below milter.timeout
+
+  bool configured() const { return !std::holds_alternative<std::monostate>(endpoint); }
 };
 
 struct EventsSection {

@@ -78,6 +78,10 @@ constexpr std::array<NamedValue<AffinityMethod>, 2> kAffinityMethods{{
     {"key", AffinityMethod::Key},
     {"source_ip", AffinityMethod::SourceIp},
 }};
+constexpr std::array<NamedValue<Store>, 2> kStores{{
+    {"local", Store::Local},
+    {"redis", Store::Redis},
+}};
 // Spelled as state::algorithmName() spells them; a unit test checks both agree.
 constexpr std::array<NamedValue<state::Algorithm>, 4> kAlgorithms{{
     {"token_bucket", state::Algorithm::TokenBucket},
@@ -125,6 +129,7 @@ std::span<const NamedValue<Consistency>> consistencyNames() { return kConsistenc
 std::span<const NamedValue<FailMode>> failModeNames() { return kFailModes; }
 std::span<const NamedValue<AffinityMethod>> affinityMethodNames() { return kAffinityMethods; }
 std::span<const NamedValue<state::Algorithm>> algorithmNames() { return kAlgorithms; }
+std::span<const NamedValue<Store>> storeNames() { return kStores; }
 
 std::string_view keyKindName(KeyKind k) { return nameOf(kKeyKinds, k); }
 std::string_view stageName(Stage s) { return nameOf(kStages, s); }
@@ -138,6 +143,7 @@ std::string_view discoveryName(Discovery d) { return nameOf(kDiscoveries, d); }
 std::string_view consistencyName(Consistency c) { return nameOf(kConsistencies, c); }
 std::string_view failModeName(FailMode m) { return nameOf(kFailModes, m); }
 std::string_view affinityMethodName(AffinityMethod m) { return nameOf(kAffinityMethods, m); }
+std::string_view storeName(Store s) { return nameOf(kStores, s); }
 
 std::string formatDuration(Duration d) {
   const std::int64_t ms = d.count();

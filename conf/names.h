@@ -30,6 +30,7 @@ std::span<const NamedValue<Consistency>> consistencyNames();
 std::span<const NamedValue<FailMode>> failModeNames();
 std::span<const NamedValue<AffinityMethod>> affinityMethodNames();
 std::span<const NamedValue<state::Algorithm>> algorithmNames();
+std::span<const NamedValue<Store>> storeNames();
 
 template <class E>
 std::optional<E> lookupName(std::span<const NamedValue<E>> table, std::string_view name) {

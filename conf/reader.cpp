@@ -119,8 +119,28 @@ std::string sectionLabel(std::string_view path) {
   return "[" + std::string(path) + "]";
 }
 
+// Keys that existed once, with what replaced them: "did you mean" or "belongs in
+// [cluster]" (for redis.enabled) would point the wrong way.
+struct ReplacedKey {
+  std::string_view path;
+  std::string_view hint;
+};
+constexpr ReplacedKey kReplacedKeys[] = {
+    {"redis.enabled", "Redis is used by the rules whose store is \"redis\" (`ratelimit.rule.store` or `ratelimit.store`); "
+                      "[redis] only says where it is: remove `enabled`"},
+    {"redis.address", "it is now `redis.url`, e.g. url = \"redis://127.0.0.1:6379/0\" or "
+                      "\"unix:/run/redis/redis-server.sock\""},
+    {"redis.database", "the database is now part of `redis.url`, e.g. \"redis://127.0.0.1:6379/3\" or \"unix:/path?db=3\""},
+};
+
 void reportUnknown(Diagnostics& diag, const toml::value& v, std::string_view parent, std::string_view key) {
   const std::string shown = parent.empty() ? printableKey(key) : std::string(parent) + "." + printableKey(key);
+  for (const auto& replaced : kReplacedKeys) {
+    if (replaced.path == shown) {
+      diag.atKey(v, key, "unknown key `" + shown + "`: " + std::string(replaced.hint));
+      return;
+    }
+  }
   std::vector<std::string_view> siblings;
   for (const auto& entry : schemaKeys()) {
     if (parentOf(entry.path) == parent) siblings.push_back(lastSegment(entry.path));

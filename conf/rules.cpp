@@ -36,9 +36,14 @@ Stage firstStageOf(KeyKind key) {
 // Recipient keys have one value per recipient: only the rcpt stage sees them one by one.
 bool onlyAtRcpt(KeyKind key) { return key == KeyKind::Rcpt || key == KeyKind::RcptDomain; }
 
+constexpr std::string_view kRedisNeeded =
+    "needs a [redis] section that says where Redis is (`redis.url`, `redis.sentinels` or `redis.cluster`)";
+
 struct RuleBuilder {
   Diagnostics& diag;
   std::map<std::string, int> names;  // rule name -> line of first definition
+  Store default_store;                // `ratelimit.store`
+  bool redis_given;                   // the file has a [redis] section
 
   std::optional<Rule> build(const toml::value& table) {
     TableReader r(diag, &table, "ratelimit.rule");
@@ -115,16 +120,43 @@ struct RuleBuilder {
       *field = static_cast<int>(*prefix);
     }
 
+    // True when the key is given with a valid value.
     auto optionalChoice = [&](std::string_view k, auto names, auto& field) {
       if (auto v = r.choice(k, names)) {
         field = *v;
-      } else if (r.has(k)) {
-        ok = false;
+        return true;
       }
+      if (r.has(k)) ok = false;
+      return false;
     };
     optionalChoice("algorithm", algorithmNames(), rule.algorithm);
-    optionalChoice("scope", scopeNames(), rule.scope);
-    optionalChoice("consistency", consistencyNames(), rule.consistency);
+    const bool scope_given = optionalChoice("scope", scopeNames(), rule.scope);
+    const bool consistency_given = optionalChoice("consistency", consistencyNames(), rule.consistency);
+    const bool store_given = optionalChoice("store", storeNames(), rule.store);
+    if (!r.has("store")) rule.store = default_store;
+    if (rule.store == Store::Redis) {
+      if (store_given && !redis_given) {
+        r.error("store", "store \"redis\" " + std::string(kRedisNeeded));
+        ok = false;
+      }
+      // Both keys say how the zetian nodes share a count; a Redis count is shared by
+      // every node that uses the Redis, each check decided there in one step. Taking
+      // them silently would promise a behaviour that does not happen.
+      const std::string with = store_given ? "with store \"redis\"" : "with store \"redis\" (from `ratelimit.store`)";
+      if (scope_given) {
+        r.error("scope", "`ratelimit.rule.scope` does not apply " + with +
+                             ": every node that uses this Redis shares the rule's count; remove `scope`" +
+                             (store_given ? "" : ", or set store = \"local\" on this rule to count by node, cluster or region"));
+        ok = false;
+      }
+      if (consistency_given) {
+        r.error("consistency", "`ratelimit.rule.consistency` does not apply " + with +
+                                   ": Redis decides every check itself, checking and charging in one step; remove "
+                                   "`consistency`" +
+                                   (store_given ? "" : ", or set store = \"local\" on this rule for a count the cluster keeps"));
+        ok = false;
+      }
+    }
     const auto action = r.choice("action", actionNames());
     const bool action_known = action.has_value() || !r.has("action");
     if (action) rule.action = *action;
@@ -160,7 +192,7 @@ struct RuleBuilder {
 
 }  // namespace
 
-Policy buildPolicy(TableReader& r, Diagnostics& diag) {
+Policy buildPolicy(TableReader& r, Diagnostics& diag, bool redis_given) {
   Policy policy;
   if (auto exempt = r.strings("exempt")) {
     for (const auto& [text, where] : *exempt) {
@@ -177,8 +209,12 @@ Policy buildPolicy(TableReader& r, Diagnostics& diag) {
   if (auto b = r.boolean("exempt_authenticated")) policy.exempt_authenticated = *b;
   if (auto n = r.integer("max_keys", 1, kMaxCount)) policy.max_keys = static_cast<std::uint64_t>(*n);
   if (auto m = r.choice("fail_mode", failModeNames())) policy.fail_mode = *m;
+  if (auto store = r.choice("store", storeNames())) {
+    policy.store = *store;
+    if (*store == Store::Redis && !redis_given) r.error("store", "`ratelimit.store` = \"redis\" " + std::string(kRedisNeeded));
+  }
 
-  RuleBuilder builder{diag, {}};
+  RuleBuilder builder{diag, {}, policy.store, redis_given};
   const std::vector<const toml::value*> tables = r.tables("rule");
   for (const toml::value* table : tables) {
     if (auto rule = builder.build(*table)) policy.rules.push_back(std::move(*rule));

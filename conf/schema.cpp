@@ -38,6 +38,7 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"ratelimit.exempt_authenticated", Boolean},
     {"ratelimit.max_keys", Integer},
     {"ratelimit.fail_mode", String},
+    {"ratelimit.store", String},
     {"ratelimit.rule", TableArray},
     {"ratelimit.rule.name", String},
     {"ratelimit.rule.key", String},
@@ -53,6 +54,7 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"ratelimit.rule.reply", String},
     {"ratelimit.rule.senders", String},
     {"ratelimit.rule.consistency", String},
+    {"ratelimit.rule.store", String},
 
     {"cluster", Table},
     {"cluster.enabled", Boolean},
@@ -83,11 +85,13 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"affinity.method", String},
 
     {"redis", Table},
-    {"redis.enabled", Boolean},
-    {"redis.address", String},
+    {"redis.url", String},
+    {"redis.sentinels", StringArray},
+    {"redis.master_name", String},
+    {"redis.cluster", StringArray},
+    {"redis.username", String},
     {"redis.password", String},
     {"redis.password_file", String},
-    {"redis.database", Integer},
     {"redis.key_prefix", String},
     {"redis.timeout", Duration},
 

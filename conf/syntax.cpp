@@ -102,6 +102,98 @@ std::optional<HostPort> parseHostPort(std::string_view text, std::string* error,
   return HostPort{std::string(host), *p};
 }
 
+std::optional<RedisUrl> parseRedisUrl(std::string_view text, std::string* error) {
+  auto bad = [&](std::string message) -> std::optional<RedisUrl> {
+    fail(error, std::move(message));
+    return std::nullopt;
+  };
+  static constexpr std::string_view kForms = "write redis://HOST:PORT/DB or unix:/path";
+  static constexpr std::string_view kSocketExample = "unix:/run/redis/redis-server.sock";
+  // The database: decimal, one spelling per number ("02" is refused like "1h1h").
+  auto database = [&](std::string_view digits, int& out) {
+    if (!allDigits(digits) || digits.size() > 10 || (digits.size() > 1 && digits.front() == '0')) return false;
+    std::int64_t n = 0;
+    std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (n > kMaxRedisDatabase) return false;
+    out = static_cast<int>(n);
+    return true;
+  };
+  auto bad_database = [&](std::string_view digits) {
+    return bad("the database in " + quoteValue(text) + " must be a number from 0 to " + std::to_string(kMaxRedisDatabase) +
+               ", not " + quoteValue(digits));
+  };
+  const auto scheme_end = text.find(':');
+  std::string scheme(text.substr(0, scheme_end == std::string_view::npos ? 0 : scheme_end));
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; });
+  const bool has_authority = scheme_end != std::string_view::npos && text.substr(scheme_end).starts_with("://");
+
+  if (scheme == "unix" && scheme_end != std::string_view::npos) {
+    std::string_view rest = text.substr(scheme_end + 1);
+    if (rest.starts_with("//")) {
+      return bad("write a Unix socket with one slash after unix:, as " + std::string(kSocketExample));
+    }
+    if (rest.empty() || rest.front() != '/') {
+      return bad("the path after unix: must be absolute, e.g. " + std::string(kSocketExample));
+    }
+    RedisUrl url;
+    if (const auto query = rest.find('?'); query != std::string_view::npos) {
+      const std::string_view parameter = rest.substr(query + 1);
+      rest = rest.substr(0, query);
+      if (!parameter.starts_with("db=")) {
+        return bad("after '?' a unix: URL takes only db=N, e.g. " + std::string(kSocketExample) + "?db=2");
+      }
+      if (!database(parameter.substr(3), url.database)) return bad_database(parameter.substr(3));
+    }
+    std::string why;
+    if (!checkUnixSocketPath(rest, &why)) return bad(why);
+    url.server = RedisUnixSocket{std::string(rest)};
+    return url;
+  }
+  // A user or password before '@': checked before anything that quotes the text, so
+  // no message ever repeats a password.
+  if (text.find('@') != std::string_view::npos) {
+    return bad("a user or password does not belong in the URL, which is logged and shown by /health: put the password "
+               "in `redis.password_file` and the user in `redis.username`");
+  }
+  if (scheme == "rediss" && has_authority) {
+    return bad("rediss:// (Redis over TLS) is not supported: Debian 12's hiredis 0.14 has no TLS. To reach a remote "
+               "Redis safely, point the URL at the local end of a TLS tunnel (stunnel or spiped), e.g. "
+               "redis://127.0.0.1:6380/0, or keep Redis on a private network");
+  }
+  if (scheme != "redis" || !has_authority) {
+    if (has_authority) {
+      std::string message = "unknown scheme " + quoteValue(scheme + "://") + "; " + std::string(kForms);
+      if (scheme.find("sentinel") != std::string::npos) {
+        message += "; for Sentinel, list the Sentinels in `redis.sentinels` and name the master in `redis.master_name`";
+      }
+      return bad(message);
+    }
+    if (parseHostPort(text, nullptr, {.default_port = 6379})) {
+      return bad(quoteValue(text) + " is not a URL; did you mean \"redis://" + std::string(text.substr(0, 200)) + "\"?");
+    }
+    return bad(quoteValue(text) + " is not a Redis URL; " + std::string(kForms));
+  }
+
+  const std::string_view rest = text.substr(scheme_end + 3);
+  const auto authority_end = rest.find_first_of("/?#");
+  const std::string_view authority = rest.substr(0, authority_end);
+  const std::string_view tail = authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
+  if (tail.find_first_of("?#") != std::string_view::npos) {
+    return bad("a redis:// URL takes no query or fragment: write the database as its path, e.g. redis://127.0.0.1:6379/2");
+  }
+  RedisUrl url;
+  if (tail.size() > 1 && !database(tail.substr(1), url.database)) return bad_database(tail.substr(1));
+  if (authority.empty()) return url;
+  if (authority.front() == ':' && authority.find(':', 1) == std::string_view::npos) {  // "::1" is an unbracketed IPv6
+    return bad(quoteValue(text) + " needs a host before the port, e.g. redis://127.0.0.1:6379/0");
+  }
+  std::string why;
+  const auto address = parseHostPort(authority, &why, {.default_port = 6379});
+  if (!address) return bad(why);
+  url.server = RedisServer{*address};
+  return url;
+}
+
 bool checkUnixSocketPath(std::string_view path, std::string* error) {
   if (path.empty()) return fail(error, "the socket path is empty");
   if (path.size() > kMaxUnixPath) {

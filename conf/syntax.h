@@ -8,15 +8,13 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "conf/config.h"
 
 namespace zetian::conf {
 
-struct HostPort {
-  std::string host;  // a name or an address; an IPv6 address without its brackets
-  std::uint16_t port = 0;
-};
+// HostPort itself is in config.h, where the Redis endpoints hold it.
 
 // What parseHostPort accepts beyond HOST:PORT with a port from 1 to 65535.
 struct HostPortRules {
@@ -35,6 +33,25 @@ struct HostPortRules {
 // address, a multicast group).
 std::optional<HostPort> parseHostPort(std::string_view text, std::string* error = nullptr,
                                       HostPortRules rules = {});
+
+// What `redis.url` says: one server, over TCP or a Unix socket, and a database; or,
+// without a host ("redis:///2", for Sentinel and Cluster mode), only a database.
+struct RedisUrl {
+  std::variant<std::monostate, RedisServer, RedisUnixSocket> server;  // monostate: no host
+  int database = 0;
+};
+
+// The highest database number: Redis's `databases` setting is at most INT_MAX, and
+// SELECT takes 0 to databases - 1.
+inline constexpr int kMaxRedisDatabase = 2147483646;
+
+// "redis://HOST[:PORT][/DB]" (HOST a name, an IPv4 address or an IPv6 address in
+// brackets; PORT 6379 and DB 0 when absent), "redis:///DB" (no host), or
+// "unix:/absolute/path[?db=DB]". Refused with a reason: rediss:// (no TLS in Debian
+// 12's hiredis), any other scheme, a user or password in the URL (it would be logged;
+// no message quotes such a URL), a query on redis://, a bad port or database. DB is
+// 0 to kMaxRedisDatabase, decimal without leading zeros.
+std::optional<RedisUrl> parseRedisUrl(std::string_view text, std::string* error = nullptr);
 
 // A host name (RFC 1123 labels, '_' tolerated) or an IP address.
 bool isHostName(std::string_view text);

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <string>
+#include <variant>
 
 namespace zetian::plugin {
 namespace {
@@ -12,6 +13,19 @@ using enum ReloadEffect;
 
 std::string tlsField(const conf::Config& c, std::string conf::ClusterTls::*field) {
   return c.cluster.tls ? (*c.cluster.tls).*field : std::string();
+}
+
+// The part of the Redis endpoint one key gives; an empty value when the other mode is used.
+template <class Endpoint>
+Endpoint redisEndpoint(const conf::Config& c) {
+  const auto* e = std::get_if<Endpoint>(&c.redis.endpoint);
+  return e ? *e : Endpoint{};
+}
+
+bool sameRedisUrl(const conf::Config& a, const conf::Config& b) {
+  return a.redis.database == b.redis.database &&
+         redisEndpoint<conf::RedisServer>(a) == redisEndpoint<conf::RedisServer>(b) &&
+         redisEndpoint<conf::RedisUnixSocket>(a) == redisEndpoint<conf::RedisUnixSocket>(b);
 }
 
 constexpr std::array kSettings = std::to_array<ReloadSetting>({
@@ -40,6 +54,7 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     // The store is sized for it at start (its hash table and shards).
     {"ratelimit.max_keys", "", Restart, ZETIAN_SAME(policy.max_keys)},
     {"ratelimit.fail_mode", "", Live, nullptr},
+    {"ratelimit.store", "", Live, nullptr},
     {"ratelimit.rule", "", Live, nullptr},
 
     {"cluster.enabled", "", Restart, ZETIAN_SAME(cluster.enabled)},
@@ -77,10 +92,21 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
 
     {"affinity.method", "", Live, nullptr},
 
-    {"redis.enabled", "", Restart, ZETIAN_SAME(redis.enabled)},
-    {"redis.address", "", Restart, ZETIAN_SAME(redis.address)},
+    {"redis.url", "", Restart, sameRedisUrl},
+    {"redis.sentinels", "", Restart,
+     [](const conf::Config& a, const conf::Config& b) {
+       return redisEndpoint<conf::RedisSentinels>(a).sentinels == redisEndpoint<conf::RedisSentinels>(b).sentinels;
+     }},
+    {"redis.master_name", "", Restart,
+     [](const conf::Config& a, const conf::Config& b) {
+       return redisEndpoint<conf::RedisSentinels>(a).master_name == redisEndpoint<conf::RedisSentinels>(b).master_name;
+     }},
+    {"redis.cluster", "", Restart,
+     [](const conf::Config& a, const conf::Config& b) {
+       return redisEndpoint<conf::RedisCluster>(a) == redisEndpoint<conf::RedisCluster>(b);
+     }},
+    {"redis.username", "", Restart, ZETIAN_SAME(redis.username)},
     {"redis.password", "redis.password_file", Restart, ZETIAN_SAME(redis.password)},
-    {"redis.database", "", Restart, ZETIAN_SAME(redis.database)},
     {"redis.key_prefix", "", Restart, ZETIAN_SAME(redis.key_prefix)},
     {"redis.timeout", "", Restart, ZETIAN_SAME(redis.timeout)},
 

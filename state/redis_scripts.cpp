@@ -79,6 +79,9 @@ local B = arg(4, 0, 4294967296)
 if not B then return fail('burst must be an integer in 0..2^32') end
 local cost = arg(5, 0, TWO53)
 if not cost then return fail('cost must be an integer in 0..2^53') end
+-- Redis 4 replicates a script by its text unless told otherwise, and refuses writes
+-- after TIME then; from Redis 5 effects are replicated anyway (7 ignores the call).
+if redis.replicate_commands then redis.replicate_commands() end
 local now
 if ARGV[6] == nil or ARGV[6] == '' then
   local t = redis.call('TIME')
@@ -365,8 +368,8 @@ std::optional<std::string> redisDomainError(Algorithm algo, const Limit& limit) 
   if (limit.period_ns <= 0 || limit.period_ns % kNanosPerMs != 0 || limit.period_ns / kNanosPerMs > kScriptMaxPeriodMs)
     return "period must be a whole number of milliseconds, 1ms to 2^40 ms, for a Redis rule";
   if (usesBurst(algo)) {
-    const unsigned __int128 product = static_cast<unsigned __int128>(limit.burst) *
-                                      static_cast<unsigned __int128>(limit.period_ns / kNanosPerMs);
+    const unsigned __int128 product =
+        static_cast<unsigned __int128>(limit.burst) * static_cast<unsigned __int128>(limit.period_ns / kNanosPerMs);
     const unsigned __int128 refill = (product + limit.limit - 1) / limit.limit;
     if (refill > static_cast<unsigned __int128>(kScriptMaxPeriodMs))
       return "burst * period / limit (the time to fill an empty bucket) must be at most 2^40 ms for a Redis rule";
@@ -381,7 +384,8 @@ std::optional<std::vector<std::string>> redisScriptArgs(ScriptOp op, Algorithm a
     if (error) *error = std::move(why);
     return std::nullopt;
   };
-  if (static_cast<std::size_t>(algo) > static_cast<std::size_t>(Algorithm::FixedWindow)) return refuse("unknown algorithm");
+  if (static_cast<std::size_t>(algo) > static_cast<std::size_t>(Algorithm::FixedWindow))
+    return refuse("unknown algorithm");
   if (auto why = redisDomainError(algo, limit)) return refuse(std::move(*why));
   if (cost > kScriptMaxCost) return refuse("cost must be at most 2^53 for a Redis rule");
   if (now_ms && (*now_ms < 0 || *now_ms > kScriptMaxNowMs)) return refuse("now must be 0 to 2^42 ms");

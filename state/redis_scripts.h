@@ -10,7 +10,7 @@
 // the part that must mirror limit.cpp exactly, and the client loads and tracks four
 // SHAs instead of twelve.
 //
-// ## Calling a script
+// ## Calling a script (Redis 4.0 or later: HSET with several fields)
 //   EVALSHA <sha of redisScript(algo).source> 1 <key> <redisScriptArgs(...)...>
 // Load each source once with SCRIPT LOAD (the reply is its SHA1); an EVALSHA answered
 // with an error starting "NOSCRIPT" means Redis lost its script cache (restart,

@@ -50,7 +50,7 @@ TEST(ConfChecks, EveryEmptyStringIsRefusedUnlessItMeansNone) {
   const std::set<std::string> empty_means_none = {
       "milter.user",       "milter.group",  "milter.pid_file", "health.listen",   "health.admin_token",
       "log.file",          "cluster.advertise", "cluster.dns_name", "cluster.shared_secret", "cluster.region",
-      "redis.password",    "redis.key_prefix", "events.exec",
+      "redis.username",    "redis.password", "redis.key_prefix", "events.exec",
   };
   for (const auto& key : schemaKeys()) {
     if (key.type != ValueType::String) continue;
@@ -74,6 +74,7 @@ TEST(ConfChecks, EveryEmptyStringIsRefusedUnlessItMeansNone) {
           if (name != other) text += std::string(other) + " = \"/x\"\n";
         }
       }
+      if (table == "redis" && name != "url") text += "url = \"redis://127.0.0.1\"\n";  // [redis] needs a server
       text += kRule;
     }
     const auto r = load(text);
@@ -177,9 +178,9 @@ TEST(ConfChecks, ClusterTimingsHaveSaneBounds) {
   EXPECT_ERROR_AT(onlyError("[cluster]\nheartbeat_interval = \"1s\"\nfailure_detection_timeout = \"1500ms\"\n"), 3, 29,
                   "at least twice `cluster.heartbeat_interval` (2s)");
   EXPECT_ERROR_AT(onlyError("[cluster]\njoin_timeout = \"10ms\"\n"), 2, 16, "at least 1s, not 10ms");
-  EXPECT_ERROR_AT(onlyError("[redis]\ntimeout = \"1ms\"\n"), 2, 11, "at least 10ms, not 1ms");
+  EXPECT_ERROR_AT(onlyError("[redis]\ntimeout = \"1ms\"\nurl = \"redis://r\"\n"), 2, 11, "at least 10ms, not 1ms");
   const Config c = good("[cluster]\nheartbeat_interval = \"100ms\"\nfailure_detection_timeout = \"1s\"\njoin_timeout = \"1s\"\n"
-                        "[redis]\ntimeout = \"10ms\"\n");
+                        "[redis]\nurl = \"redis://r\"\ntimeout = \"10ms\"\n");
   EXPECT_EQ(c.cluster.heartbeat_interval, 100ms);
   EXPECT_EQ(c.cluster.failure_detection_timeout, 1s);
   EXPECT_EQ(c.cluster.join_timeout, 1s);

@@ -36,8 +36,9 @@ TEST(LoadGood, EmptyFileGivesTheDefaults) {
   EXPECT_FALSE(c.cluster.enabled);
   EXPECT_EQ(c.cluster.advertise, "0.0.0.0:7946");  // defaults to bind
   EXPECT_FALSE(c.cluster.tls.has_value());
-  EXPECT_FALSE(c.redis.enabled);
+  EXPECT_FALSE(c.redis.configured());
   EXPECT_EQ(c.redis.timeout, 250ms);
+  EXPECT_EQ(c.policy.store, Store::Local);
 }
 
 TEST(LoadGood, EveryKeySetIsRead) {
@@ -128,10 +129,9 @@ ca = "/etc/zetian/ca.crt"
 method = "source_ip"
 
 [redis]
-enabled = true
-address = "unix:/run/redis/redis.sock"
+url = "unix:/run/redis/redis.sock?db=3"
+username = "zetian"
 password = "redis-password"
-database = 3
 key_prefix = "zt:"
 timeout = "1s"
 
@@ -209,8 +209,8 @@ exec = "/usr/local/bin/zetian-hook"
   EXPECT_EQ(c.cluster.tls->cert, "/etc/zetian/node.crt");
   EXPECT_EQ(c.cluster.tls->key, "/etc/zetian/node.key");
   EXPECT_EQ(c.cluster.tls->ca, "/etc/zetian/ca.crt");
-  EXPECT_TRUE(c.redis.enabled);
-  EXPECT_EQ(c.redis.address, "unix:/run/redis/redis.sock");
+  EXPECT_EQ(c.redis.endpoint, (decltype(c.redis.endpoint){RedisUnixSocket{"/run/redis/redis.sock"}}));
+  EXPECT_EQ(c.redis.username, "zetian");
   EXPECT_EQ(c.redis.password, "redis-password");
   EXPECT_EQ(c.redis.database, 3);
   EXPECT_EQ(c.redis.key_prefix, "zt:");
@@ -384,7 +384,6 @@ TEST(LoadErrors, OutOfRange) {
   EXPECT_ERROR_AT(onlyError(rule + "limit = 1\nprefix_v6 = 129\n"), 6, 13, "from 0 to 128");
   EXPECT_ERROR_AT(onlyError("[ratelimit]\nmax_keys = 0\n"), 2, 12, "from 1 to");
   EXPECT_ERROR_AT(onlyError("[cluster]\nfailure_threshold = 0\n"), 2, 21, "from 1 to 1000");
-  EXPECT_ERROR_AT(onlyError("[redis]\ndatabase = -1\n"), 2, 12, "from 0 to");
 }
 
 TEST(LoadErrors, DuplicateRuleName) {
@@ -471,7 +470,7 @@ TEST(LoadErrors, OtherSectionChecks) {
   EXPECT_ERROR_AT(onlyError("[cluster.tls]\ncert = \"/c\"\nkey = \"/k\"\n"), 1, 1, "needs `cluster.tls.ca`");
   EXPECT_ERROR_AT(onlyError("[cluster]\nheartbeat_interval = \"5s\"\nfailure_detection_timeout = \"1s\"\n"), 3, 29,
                   "at least twice `cluster.heartbeat_interval` (10s)");
-  EXPECT_ERROR_AT(onlyError("[redis]\naddress = \"redis.local\"\n"), 2, 11, "needs a port");
+  EXPECT_ERROR_AT(onlyError("[redis]\nurl = \"redis.local:6379\"\n"), 2, 7, "did you mean \"redis://redis.local:6379\"?");
   EXPECT_ERROR_AT(onlyError("[events]\nexec = \"hook.sh\"\n"), 2, 8, "absolute path");
   EXPECT_ERROR_AT(onlyError("[node]\nid = \"mx 1\"\n"), 2, 6, "A-Z a-z 0-9");
 }
@@ -538,7 +537,7 @@ TEST(Secrets, FromFileWithTrailingNewlineStripped) {
   TempDir dir;
   const auto token = dir.write("token", "abcdefghijklmnopqrstuvwxyz\r\n");
   const auto pw = dir.write("pw", "redis-secret\n\n");
-  const Config c = good("[health]\nadmin_token_file = \"" + token + "\"\n[redis]\npassword_file = \"" + pw + "\"\n");
+  const Config c = good("[health]\nadmin_token_file = \"" + token + "\"\n[redis]\nurl = \"redis://r\"\npassword_file = \"" + pw + "\"\n");
   EXPECT_EQ(c.health.admin_token, "abcdefghijklmnopqrstuvwxyz");
   EXPECT_EQ(c.redis.password, "redis-secret");
 }
@@ -553,10 +552,11 @@ TEST(Secrets, InlineAndFileTogetherIsAnError) {
 
 TEST(Secrets, UnreadableOrEmptyFileIsAnError) {
   TempDir dir;
-  EXPECT_ERROR_AT(onlyError("[redis]\npassword_file = \"" + dir.path("absent") + "\"\n"), 2, 17, "No such file or directory");
+  const std::string redis = "[redis]\nurl = \"redis://r\"\n";
+  EXPECT_ERROR_AT(onlyError(redis + "password_file = \"" + dir.path("absent") + "\"\n"), 3, 17, "No such file or directory");
   const auto empty = dir.write("empty", "\n");
-  EXPECT_ERROR_AT(onlyError("[redis]\npassword_file = \"" + empty + "\"\n"), 2, 17, "is empty");
-  EXPECT_ERROR_AT(onlyError("[redis]\npassword_file = \"" + dir.path("") + "\"\n"), 2, 17, "is a directory");
+  EXPECT_ERROR_AT(onlyError(redis + "password_file = \"" + empty + "\"\n"), 3, 17, "is empty");
+  EXPECT_ERROR_AT(onlyError(redis + "password_file = \"" + dir.path("") + "\"\n"), 3, 17, "is a directory");
 }
 
 TEST(Secrets, NeverAppearInMessages) {

@@ -1,12 +1,12 @@
 // The Redis Lua scripts against state/limit.h, on a real redis-server started here.
 //
-// The main test runs thousands of seeded random sequences (charges, refunds and peeks,
-// time steps of zero, of exact emission intervals, large gaps and a few steps back, a
-// limit changed now and then under a held bucket) through a script with an explicit
-// `now` and through state::charge / state::refund, and requires the same allowed,
-// remaining and retry_after_ns at every step. The other
-// tests cover what the client relies on: NOSCRIPT after SCRIPT FLUSH, the TTL, another
-// algorithm's key, domain errors, and concurrent bursts from several connections.
+// The main test runs thousands of seeded random sequences (charges, refunds and peeks;
+// time steps of zero, of exact emission intervals, large gaps and a few steps back; now
+// and then a changed limit or algorithm under a held bucket) through a script with an
+// explicit `now` and through state::charge / state::refund, and requires the same
+// allowed, remaining and retry_after_ns at every step. The other tests cover what the
+// client relies on: NOSCRIPT after SCRIPT FLUSH, the TTL, another algorithm's key,
+// domain errors, and concurrent bursts from several connections.
 //
 // Without redis-server the Redis tests skip, except under CI=true where they fail.
 #include <fcntl.h>
@@ -163,8 +163,8 @@ class RedisServer {
 
   bool launch(const std::string& binary) {
     const std::string port = std::to_string(port_);
-    std::vector<std::string> args{binary,  "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                  "--dir", dir_,     "--daemonize", "no"};
+    std::vector<std::string> args{binary,         "--port", port,    "--bind", "127.0.0.1",   "--save", "",
+                                  "--appendonly", "no",     "--dir", dir_,     "--daemonize", "no"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -229,13 +229,14 @@ class RedisScriptsTest : public ::testing::Test {
   void loadScripts() {
     for (Algorithm a : kAlgorithms) {
       Reply r = command(redis_.get(), {"SCRIPT", "LOAD", std::string(redisScript(a).source)});
-      ASSERT_TRUE(r && r->type == REDIS_REPLY_STRING) << algorithmName(a) << ": " << (r ? std::string(r->str, r->len) : "");
+      ASSERT_TRUE(r && r->type == REDIS_REPLY_STRING)
+          << algorithmName(a) << ": " << (r ? std::string(r->str, r->len) : "");
       sha_[static_cast<std::size_t>(a)] = std::string(r->str, r->len);
     }
   }
 
-  std::vector<std::string> call(Algorithm a, const std::string& key, ScriptOp op, const Limit& limit, std::uint64_t cost,
-                                std::optional<std::int64_t> now_ms) {
+  std::vector<std::string> call(Algorithm a, const std::string& key, ScriptOp op, const Limit& limit,
+                                std::uint64_t cost, std::optional<std::int64_t> now_ms) {
     std::string error;
     auto args = redisScriptArgs(op, a, limit, cost, now_ms, &error);
     EXPECT_TRUE(args) << error;
@@ -273,8 +274,8 @@ class RedisScriptsTest : public ::testing::Test {
   // A `now` far enough ahead of Redis's clock that no key written by a test expires
   // by the real clock meanwhile (PEXPIREAT is on Redis's time scale).
   static std::int64_t futureMs() {
-    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::system_clock::now().time_since_epoch());
+    const auto wall =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
     return wall.count() + std::int64_t{10} * 365 * 86'400'000;
   }
 
@@ -303,7 +304,8 @@ struct Step {
   StepKind kind;
   std::int64_t now_ms;
   std::uint64_t cost;
-  Limit limit;  // now and then a policy update changes it under the held bucket
+  Limit limit;     // now and then a policy update changes it under the held bucket
+  Algorithm algo;  // and now and then the rule's algorithm
 };
 struct Scenario {
   std::vector<Step> steps;
@@ -332,7 +334,9 @@ Limit randomLimit(std::mt19937_64& rng, Algorithm algo) {
     switch (uniform(rng, 0, 4)) {
       case 0: period_ms = pick<std::int64_t>(rng, {1, 2, 3, 7, 10, 60, 100, 997}); break;
       case 1: period_ms = pick<std::int64_t>(rng, {1'000, 60'000, 3'600'000, 86'400'000}); break;
-      case 2: period_ms = static_cast<std::int64_t>(std::min<std::uint64_t>(l.limit, 100'000) * uniform(rng, 1, 100)); break;
+      case 2:
+        period_ms = static_cast<std::int64_t>(std::min<std::uint64_t>(l.limit, 100'000) * uniform(rng, 1, 100));
+        break;
       case 3: period_ms = static_cast<std::int64_t>(uniform(rng, 1, 1'000'000)); break;
       default: period_ms = pick<std::int64_t>(rng, {604'800'000, 31'536'000'000, kScriptMaxPeriodMs}); break;
     }
@@ -363,21 +367,39 @@ Scenario randomScenario(std::mt19937_64& rng, Algorithm algo, std::int64_t base_
   for (int i = 0; i < steps; ++i) {
     if (uniform(rng, 0, 39) == 0) change();
     switch (uniform(rng, 0, 21)) {
-      case 0: case 1: case 2: case 3: case 4: break;  // the same millisecond
-      case 5: case 6: case 7: forward(static_cast<std::int64_t>(uniform(rng, 0, interval))); break;
-      case 8: case 9: forward(interval); break;  // exactly one emission interval (when whole)
-      case 10: case 11: case 12: case 13: forward(static_cast<std::int64_t>(uniform(rng, 0, p))); break;
+      case 0:
+      case 1:
+      case 2:
+      case 3:
+      case 4: break;  // the same millisecond
+      case 5:
+      case 6:
+      case 7: forward(static_cast<std::int64_t>(uniform(rng, 0, interval))); break;
+      case 8:
+      case 9: forward(interval); break;  // exactly one emission interval (when whole)
+      case 10:
+      case 11:
+      case 12:
+      case 13: forward(static_cast<std::int64_t>(uniform(rng, 0, p))); break;
       case 14: forward(p); break;
-      case 15: case 16: forward(static_cast<std::int64_t>(uniform(rng, 0, std::min<std::int64_t>(3 * p, top)))); break;
+      case 15:
+      case 16: forward(static_cast<std::int64_t>(uniform(rng, 0, std::min<std::int64_t>(3 * p, top)))); break;
       case 17: forward(static_cast<std::int64_t>(uniform(rng, 0, 1'000'000'000'000))); break;  // a large gap
-      case 18: now -= static_cast<std::int64_t>(uniform(rng, 0, std::min<std::int64_t>(p, 100'000'000))); break;  // back
+      case 18:
+        now -= static_cast<std::int64_t>(uniform(rng, 0, std::min<std::int64_t>(p, 100'000'000)));
+        break;  // back
       default: forward(static_cast<std::int64_t>(uniform(rng, 0, std::min<std::int64_t>(10 * p, top)))); break;
     }
     std::uint64_t cost = 1;
     switch (uniform(rng, 0, 19)) {
       case 0: cost = 0; break;
       case 1: cost = capacity + uniform(rng, 1, 3); break;  // can never fit
-      case 2: case 3: case 4: case 5: case 6: case 7: cost = uniform(rng, 0, capacity); break;
+      case 2:
+      case 3:
+      case 4:
+      case 5:
+      case 6:
+      case 7: cost = uniform(rng, 0, capacity); break;
       case 8: cost = pick<std::uint64_t>(rng, {kScriptMaxCost, kScriptMaxCost - 1, capacity * 2 + 1}); break;
       default: break;
     }
@@ -386,7 +408,12 @@ Scenario randomScenario(std::mt19937_64& rng, Algorithm algo, std::int64_t base_
     if (k == 0 || k == 1) kind = StepKind::Refund;
     if (k == 2) kind = StepKind::Peek;
     if (kind != StepKind::Refund) cost = std::min<std::uint64_t>(cost, capacity + 3);
-    s.steps.push_back({kind, now, cost, limit});
+    Algorithm step_algo = algo;
+    if (uniform(rng, 0, 29) == 0) {
+      const Algorithm other = kAlgorithms[uniform(rng, 0, kAlgorithms.size() - 1)];
+      if (!redisDomainError(other, limit)) step_algo = other;
+    }
+    s.steps.push_back({kind, now, cost, limit, step_algo});
   }
   return s;
 }
@@ -401,7 +428,8 @@ std::string describe(Algorithm algo, const Scenario& s, std::size_t i, const Out
                      std::uint64_t seed, int n) {
   std::ostringstream out;
   const Step& step = s.steps[i];
-  out << algorithmName(algo) << " seed=" << seed << " sequence=" << n << " step=" << i << " limit=" << step.limit.limit
+  out << algorithmName(algo) << " seed=" << seed << " sequence=" << n << " step=" << i
+      << " step_algorithm=" << algorithmName(step.algo) << " limit=" << step.limit.limit
       << " period_ms=" << step.limit.period_ns / kMs << " burst=" << step.limit.burst << " now_ms=" << step.now_ms
       << " cost=" << step.cost << " kind=" << static_cast<int>(step.kind) << "\n  script: allowed=" << got.allowed
       << " remaining=" << got.remaining << " retry_ns=" << got.retry_after_ns << "\n  state/: allowed=" << want.allowed
@@ -425,9 +453,12 @@ class RedisScriptsEquivalence : public RedisScriptsTest {
         const ScriptOp op = step.kind == StepKind::Charge   ? ScriptOp::Charge
                             : step.kind == StepKind::Refund ? ScriptOp::Refund
                                                             : ScriptOp::Peek;
-        append(redis_.get(), call(algo, key, op, step.limit, step.cost, step.now_ms));
+        append(redis_.get(), call(step.algo, key, op, step.limit, step.cost, step.now_ms));
       }
+      // What the key holds: a bucket of `held` (if state.initialised), as the local
+      // store keeps it: another algorithm's charge replaces it, its refund is ignored.
       BucketState state;
+      Algorithm held = algo;
       for (std::size_t i = 0; i < s.steps.size(); ++i) {
         const Step& step = s.steps[i];
         const Nanos now = step.now_ms * kMs;
@@ -435,21 +466,31 @@ class RedisScriptsEquivalence : public RedisScriptsTest {
         ASSERT_TRUE(r) << "connection lost";
         if (step.kind == StepKind::Refund) {
           ASSERT_EQ(r->type, REDIS_REPLY_INTEGER) << (r->type == REDIS_REPLY_ERROR ? r->str : "");
-          const bool held = state.initialised;
-          EXPECT_EQ(r->integer, held ? 1 : 0) << describe(algo, s, i, {}, {}, seed, n);
-          if (held && step.cost > 0) {
-            refund(algo, step.limit, state, now, step.cost);
-            forgetIfIdle(algo, step.limit, state, now);
+          const bool mine = state.initialised && held == step.algo;
+          EXPECT_EQ(r->integer, mine ? 1 : 0) << describe(algo, s, i, {}, {}, seed, n);
+          if (mine && step.cost > 0) {
+            refund(held, step.limit, state, now, step.cost);
+            forgetIfIdle(held, step.limit, state, now);
           }
           ++refunds;
           continue;
         }
         const Outcome got = toOutcome(r.get());
+        const Algorithm a = step.algo;
         const bool can_fit =
-            step.cost <= ((algo == Algorithm::TokenBucket || algo == Algorithm::Gcra) ? step.limit.burst : step.limit.limit);
-        const Outcome want = step.kind == StepKind::Peek ? peek(algo, step.limit, state, now, step.cost)
-                                                         : charge(algo, step.limit, state, now, step.cost);
-        if (step.kind == StepKind::Charge && can_fit) forgetIfIdle(algo, step.limit, state, now);
+            step.cost <= ((a == Algorithm::TokenBucket || a == Algorithm::Gcra) ? step.limit.burst : step.limit.limit);
+        BucketState seen = state.initialised && held == a ? state : BucketState{};
+        const Outcome want = step.kind == StepKind::Peek ? peek(a, step.limit, seen, now, step.cost)
+                                                         : charge(a, step.limit, seen, now, step.cost);
+        if (step.kind == StepKind::Charge) {
+          if (can_fit) {
+            state = seen;
+            held = a;
+            forgetIfIdle(a, step.limit, state, now);
+          } else if (held != a) {
+            state = BucketState{};  // the other algorithm's bucket is dropped
+          }
+        }
         ASSERT_TRUE(got.allowed == want.allowed && got.remaining == want.remaining &&
                     got.retry_after_ns == want.retry_after_ns)
             << describe(algo, s, i, got, want, seed, n);
@@ -463,12 +504,16 @@ class RedisScriptsEquivalence : public RedisScriptsTest {
   }
 };
 
-TEST_F(RedisScriptsEquivalence, TokenBucketScriptAnswersAsStateOnRandomSequences) { compare(Algorithm::TokenBucket, 11); }
+TEST_F(RedisScriptsEquivalence, TokenBucketScriptAnswersAsStateOnRandomSequences) {
+  compare(Algorithm::TokenBucket, 11);
+}
 TEST_F(RedisScriptsEquivalence, GcraScriptAnswersAsStateOnRandomSequences) { compare(Algorithm::Gcra, 12); }
 TEST_F(RedisScriptsEquivalence, SlidingWindowScriptAnswersAsStateOnRandomSequences) {
   compare(Algorithm::SlidingWindow, 13);
 }
-TEST_F(RedisScriptsEquivalence, FixedWindowScriptAnswersAsStateOnRandomSequences) { compare(Algorithm::FixedWindow, 14); }
+TEST_F(RedisScriptsEquivalence, FixedWindowScriptAnswersAsStateOnRandomSequences) {
+  compare(Algorithm::FixedWindow, 14);
+}
 
 // ---- what the client relies on --------------------------------------------------------
 
@@ -597,16 +642,16 @@ TEST_F(RedisScriptsTest, ScriptsRefuseArgumentsOutsideTheDomainWithAClearError) 
   const std::string key = bucketKey("domain", 0);
   const std::string sha = sha_[static_cast<std::size_t>(Algorithm::TokenBucket)];
   const std::vector<std::vector<std::string>> bad{
-      {"charge", "0", "1000", "1", "1"},             // limit 0
-      {"charge", "4294967297", "1000", "1", "1"},    // limit above 2^32
-      {"charge", "10", "0", "1", "1"},               // period 0
-      {"charge", "10", "1000", "1", "1.5"},          // not an integer
-      {"charge", "10", "1000", "1", "-1"},           // negative
-      {"charge", "10", "1000", "1", "1e3"},          // not decimal digits
+      {"charge", "0", "1000", "1", "1"},                     // limit 0
+      {"charge", "4294967297", "1000", "1", "1"},            // limit above 2^32
+      {"charge", "10", "0", "1", "1"},                       // period 0
+      {"charge", "10", "1000", "1", "1.5"},                  // not an integer
+      {"charge", "10", "1000", "1", "-1"},                   // negative
+      {"charge", "10", "1000", "1", "1e3"},                  // not decimal digits
       {"charge", "10", "1000", "1", "1", "99999999999999"},  // now beyond 2^42 ms
-      {"charge", "1", "1099511627776", "2", "1"},    // a bucket that takes 2^41 ms to fill
-      {"spend", "10", "1000", "1", "1"},             // unknown op
-      {"charge", "10", "1000"},                      // too few
+      {"charge", "1", "1099511627776", "2", "1"},            // a bucket that takes 2^41 ms to fill
+      {"spend", "10", "1000", "1", "1"},                     // unknown op
+      {"charge", "10", "1000"},                              // too few
   };
   for (const auto& args : bad) {
     std::vector<std::string> full{"EVALSHA", sha, "1", key};
@@ -671,8 +716,10 @@ TEST(RedisScriptsArgs, BuildsArgvInMillisecondsAndRefusesOutsideTheDomain) {
   EXPECT_FALSE(redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{10, kMs + 1, 10}, 1, std::nullopt, &error));
   EXPECT_NE(error.find("whole number of milliseconds"), std::string::npos) << error;
   EXPECT_FALSE(redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{0, kMs, 10}, 1, std::nullopt, &error));
-  EXPECT_FALSE(redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{kScriptMaxCount + 1, kMs, 10}, 1, std::nullopt, &error));
-  EXPECT_FALSE(redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{10, kMs, 10}, kScriptMaxCost + 1, std::nullopt, &error));
+  EXPECT_FALSE(
+      redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{kScriptMaxCount + 1, kMs, 10}, 1, std::nullopt, &error));
+  EXPECT_FALSE(
+      redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{10, kMs, 10}, kScriptMaxCost + 1, std::nullopt, &error));
   EXPECT_FALSE(redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{10, kMs, 10}, 1, kScriptMaxNowMs + 1, &error));
   EXPECT_FALSE(redisScriptArgs(ScriptOp::Charge, Algorithm::Gcra, Limit{10, kMs, 10}, 1, -1, &error));
 }
@@ -680,7 +727,8 @@ TEST(RedisScriptsArgs, BuildsArgvInMillisecondsAndRefusesOutsideTheDomain) {
 TEST(RedisScriptsArgs, DomainCoversTheConfigurationRangeAndNamesTheFillTimeBound) {
   // The configuration's extremes: limit and burst up to 1e9, whole-ms periods.
   EXPECT_FALSE(redisDomainError(Algorithm::TokenBucket, Limit{1'000'000'000, 86'400'000 * kMs, 1'000'000'000}));
-  EXPECT_FALSE(redisDomainError(Algorithm::SlidingWindow, Limit{1'000'000'000, kScriptMaxPeriodMs * kMs, 1'000'000'000}));
+  EXPECT_FALSE(
+      redisDomainError(Algorithm::SlidingWindow, Limit{1'000'000'000, kScriptMaxPeriodMs * kMs, 1'000'000'000}));
   // burst * period / limit: exactly 2^40 ms is inside, one more ms is not.
   EXPECT_FALSE(redisDomainError(Algorithm::Gcra, Limit{2, kScriptMaxPeriodMs * kMs, 2}));
   const auto why = redisDomainError(Algorithm::Gcra, Limit{1, kScriptMaxPeriodMs * kMs, 2});

@@ -112,8 +112,24 @@ cluster::AdminReply Engine::health() {
       .field("max_keys", store_->maxKeys())
       .field("evictions", stats.evictions)
       .endObject()
-      .key("members")
-      .beginArray();
+      .key("redis");
+  // The connection of store = "redis" rules; null without a [redis] section.
+  if (redis_) {
+    const auto r = redis_->status();
+    w.beginObject()
+        .field("address", r.address)
+        .field("state", std::string(cluster::redis::nameOf(r.state)))
+        .field("role", r.role);
+    if (r.last_error.empty()) {
+      w.key("last_error").null();
+    } else {
+      w.field("last_error", r.last_error);
+    }
+    w.endObject();
+  } else {
+    w.null();
+  }
+  w.key("members").beginArray();
   for (const auto& m : members) {
     w.beginObject()
         .field("id", m.id)
@@ -314,6 +330,26 @@ cluster::AdminReply Engine::metrics() {
       m("zetian_lease_tokens_dropped_total", "counter",
         "Lease tokens dropped with an owner that left the view (charged there, never used).", double(leases.dropped));
     }
+  }
+  if (redis_) {
+    const auto r = redis_->status();
+    const auto c = redis_->counters();
+    m("zetian_redis_up", "gauge", "1 while the Redis connection is ready; 0 while store = \"redis\" rules follow fail_mode.",
+      r.state == cluster::redis::LinkState::Ready ? 1 : 0);
+    m("zetian_redis_calls_total", "counter", "SMTP stages whose store = \"redis\" rules went to Redis.", double(c.calls));
+    m("zetian_redis_scripts_total", "counter", "Script runs sent to Redis (one per rule of a stage, refunds included).",
+      double(c.items));
+    m("zetian_redis_late_answers_total", "counter", "Redis answers after redis.timeout (their charges were given back).",
+      double(c.late_answers));
+    m("zetian_redis_connects_total", "counter", "Connections to Redis that became ready.", double(c.connects));
+    m("zetian_redis_script_loads_total", "counter", "SCRIPT LOAD runs (each connection, and after NOSCRIPT).",
+      double(c.script_loads));
+    out += "# HELP zetian_redis_errors_total Redis errors by kind.\n# TYPE zetian_redis_errors_total counter\n";
+    for (std::size_t k = 0; k < cluster::redis::kErrorKinds; ++k) {
+      out += "zetian_redis_errors_total{kind=\"" + std::string(cluster::redis::nameOf(cluster::redis::ErrorKind(k))) +
+             "\"} " + std::to_string(c.errors[k]) + "\n";
+    }
+    metrics_.redis_latency.render(out, "zetian_redis_duration_seconds", "Round trip of one Redis script run.");
   }
   metrics_.renderRules(out);
   metrics_.decision_latency.render(out, "zetian_decision_duration_seconds",

@@ -45,6 +45,10 @@ constexpr std::uint64_t kCost = 1;
 // so itself (it fails every call at its deadline); only a stalled loop needs this.
 constexpr auto kLoopSlack = std::chrono::milliseconds(50);
 
+// The owner of a group of store = "redis" rules, as fallback episodes log it: '@' is not
+// allowed in a node id, so it names no node.
+constexpr std::string_view kRedisOwner = "@redis";
+
 bool blocking(conf::Action action) { return action == conf::Action::Tempfail || action == conf::Action::Reject; }
 
 bool clientKeyed(conf::KeyKind kind) {
@@ -80,6 +84,9 @@ struct Engine::CheckJob {
     // `owner` is this node, which awaits the key's hand-off: the call waits on the
     // cluster thread until it is settled (cluster/limits/service.h, "Settling").
     bool own = false;
+    // The rules of this group keep their count in Redis (store = "redis"); `owner` is
+    // kRedisOwner, for the fallback episodes' log lines.
+    bool redis = false;
   };
 
   Session* session = nullptr;
@@ -258,6 +265,18 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
     }
     item.end = job.keys.size();
     item.placement_end = item.end;
+    if (c.rule.store == conf::Store::Redis) {
+      // One group for the stage's Redis rules: one pipelined round trip.
+      auto it = std::find_if(job.groups.begin() + 1, job.groups.end(), [](const CheckJob::Group& g) { return g.redis; });
+      if (it == job.groups.end()) {
+        job.groups.push_back(CheckJob::Group{std::string(kRedisOwner), {}, std::nullopt, false, false, {}, false, true});
+        it = job.groups.end() - 1;
+      }
+      item.group = std::size_t(it - job.groups.begin());
+      job.groups[item.group].items.push_back(job.items.size());
+      job.items.push_back(item);
+      continue;
+    }
     if (config_.cluster.enabled && c.rule.scope != conf::Scope::Node) {
       if (!view) {
         std::lock_guard lock(view_mutex_);
@@ -313,7 +332,7 @@ bool Engine::prepareCheck(CheckJob& job, Session& s, conf::Stage stage, const ch
           return g.owner == owner && g.failed == failed;
         });
         if (it == job.groups.end()) {
-          job.groups.push_back(CheckJob::Group{owner, {}, failed, false, false, {}, own});
+          job.groups.push_back(CheckJob::Group{owner, {}, failed, false, false, {}, own, false});
           it = job.groups.end() - 1;
         }
         item.group = std::size_t(it - job.groups.begin());
@@ -485,8 +504,13 @@ void Engine::refundCharged(CheckJob& job) {
   if (remote.empty()) return;
   auto send = [this, remote = std::move(remote)]() mutable {
     cluster::limits::LimitService* service = node_ ? node_->limits() : nullptr;
-    if (!service) return;
-    for (auto& [owner, items] : remote) service->refund(owner, std::move(items));
+    for (auto& [owner, items] : remote) {
+      if (owner == kRedisOwner) {
+        if (redis_) redis_->refund(std::move(items));
+      } else if (service) {
+        service->refund(owner, std::move(items));
+      }
+    }
   };
   if (loop_.isThisThread()) {
     send();
@@ -502,12 +526,13 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
     std::size_t group;
     std::string owner;
     std::vector<wire::LimitItem> items;
+    bool redis = false;
   };
   std::vector<Call> calls;
   for (std::size_t g = 1; g < job->groups.size(); ++g) {
     const auto& group = job->groups[g];
     if (group.failed) continue;
-    Call call{g, group.owner, {}};
+    Call call{g, group.owner, {}, group.redis};
     call.items.reserve(group.items.size() + group.leases.size());
     for (std::size_t i : group.items) call.items.push_back(cluster::limits::toWire(specOf(*job, job->items[i])));
     for (const auto& ask : group.leases) {
@@ -527,7 +552,9 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
     all_answered();
     return;
   }
-  const auto deadline = std::chrono::steady_clock::now() + check_timeout_;
+  const auto sent = std::chrono::steady_clock::now();
+  const auto deadline = sent + check_timeout_;
+  const auto redis_deadline = sent + redis_timeout_;  // [redis] timeout for Redis rules
   // The answer to one group; the last one completes the check. Runs exactly once per
   // group: on the cluster thread, or here if the calls could not be posted.
   auto on_answer = [this, job, all_answered](std::size_t g, CallResult result) {
@@ -554,7 +581,11 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
             lease.cost = result.outcomes[at].remaining;
             back.push_back(std::move(lease));
           }
-          if (auto* service = node_ ? node_->limits() : nullptr) service->refund(group.owner, std::move(back));
+          if (group.redis) {
+            if (redis_) redis_->refund(std::move(back));
+          } else if (auto* service = node_ ? node_->limits() : nullptr) {
+            service->refund(group.owner, std::move(back));
+          }
         }
         return;
       }
@@ -573,14 +604,23 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
     if (last) all_answered();
   };
   auto shared_calls = std::make_shared<std::vector<Call>>(std::move(calls));
-  const bool posted = loop_.post([this, shared_calls, deadline, on_answer] {
+  const bool posted = loop_.post([this, shared_calls, deadline, redis_deadline, on_answer] {
     cluster::limits::LimitService* service = node_ ? node_->limits() : nullptr;
     for (auto& call : *shared_calls) {
+      const std::size_t g = call.group;
+      if (call.redis) {
+        if (!redis_) {
+          on_answer(g, CallResult{FallbackReason::Closed, {}});
+          continue;
+        }
+        redis_->call(std::move(call.items), redis_deadline,
+                     [on_answer, g](CallResult result) { on_answer(g, std::move(result)); });
+        continue;
+      }
       if (!service) {
         on_answer(call.group, CallResult{FallbackReason::Closed, {}});
         continue;
       }
-      const std::size_t g = call.group;
       service->call(call.owner, std::move(call.items), deadline,
                     [on_answer, g](CallResult result) { on_answer(g, std::move(result)); });
     }
@@ -609,7 +649,8 @@ bool Engine::waitsForView(conf::Stage stage) const {
   }
   const auto snap = policy();
   for (std::size_t index : snap->by_stage[std::size_t(stage)]) {
-    if (snap->rules[index].rule.scope != conf::Scope::Node) return true;
+    const conf::Rule& rule = snap->rules[index].rule;
+    if (rule.store != conf::Store::Redis && rule.scope != conf::Scope::Node) return true;
   }
   return false;
 }
@@ -661,7 +702,10 @@ int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict
   sendCalls(job, [job] { job->answered.notify_all(); });
   {
     std::unique_lock lock(job->mutex);
-    if (!job->answered.wait_for(lock, check_timeout_ + kLoopSlack, [&] { return job->outstanding == 0; })) {
+    const bool has_redis =
+        std::any_of(job->groups.begin(), job->groups.end(), [](const CheckJob::Group& g) { return g.redis; });
+    const auto wait = (has_redis ? std::max(check_timeout_, redis_timeout_) : check_timeout_) + kLoopSlack;
+    if (!job->answered.wait_for(lock, wait, [&] { return job->outstanding == 0; })) {
       // The cluster thread did not even report the deadline: decide without it.
       job->abandoned = true;
       for (auto& group : job->groups) {

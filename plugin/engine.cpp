@@ -8,6 +8,7 @@
 
 #include "conf/text.h"
 #include "cluster/incarnation.h"
+#include "cluster/redis/limiter.h"
 #include "plugin/accounts.h"
 #include "plugin/check_support.h"
 #include "plugin/reload_settings.h"
@@ -166,6 +167,7 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
       overrides_(std::move(overrides)),
       default_action_(config_.milter.default_action),
       check_timeout_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.cluster.check_timeout)),
+      redis_timeout_(std::chrono::duration_cast<std::chrono::milliseconds>(config_.redis.timeout)),
       leases_(kMaxLeases),
       sync_interval_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(config_.cluster.sync_interval).count()) {
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
@@ -208,6 +210,7 @@ void Engine::shutdown() {
           auto teardown = [this, &done] {
             lease_timer_.cancel();
             runFormingWaiters();  // checks waiting for the view: decided now, called back once
+            redis_.reset();       // calls still waiting answer Closed
             node_.reset();
             housekeeping_.cancel();
             expiry_.cancel();
@@ -253,6 +256,18 @@ bool Engine::start(Errors* errors) {
       return error.empty() ? "the health server did not start" : error;
     }
     startHousekeeping();
+    if (config_.redis.configured()) {
+      std::string error;
+      auto options = cluster::redis::clientOptionsFrom(config_.redis, &error);
+      if (!options) return error;
+      redis_ = std::make_unique<cluster::redis::Client>(
+          loop_, std::move(*options), cluster::redis::limiterScripts(),
+          [this](conf::LogLevel level, std::string_view line) {
+            if (logger_->enabled(level)) logger_->log(level, line);
+          },
+          [this](std::int64_t nanos) { metrics_.redis_latency.observe(nanos); });
+      redis_->start();
+    }
     if (config_.cluster.enabled) {
       auto sink = [this](conf::LogLevel level, std::string_view line) {
         if (logger_->enabled(level)) logger_->log(level, line);

@@ -31,6 +31,7 @@
 #include "cluster/node.h"
 #include "cluster/limits/lease.h"
 #include "cluster/placement/view.h"
+#include "cluster/redis/client.h"
 #include "conf/config.h"
 #include "conf/load.h"
 #include "plugin/keys.h"
@@ -227,6 +228,9 @@ class Engine final : public cluster::AdminApi {
   std::vector<std::function<void()>> forming_waiters_;
   cluster::Timer forming_timer_;
   const std::chrono::milliseconds check_timeout_;
+  // [redis] timeout: the deadline of a stage's Redis rules. A check waits for the later
+  // of the two (plus slack).
+  const std::chrono::milliseconds redis_timeout_;
   cluster::limits::ChangeLog changes_;  // cluster-scope keys charged here as owner
   // Fast mode: this node's leases of keys owned elsewhere, topped up and returned by
   // the cluster thread every sync_interval / 4 (leaseRound).
@@ -248,6 +252,7 @@ class Engine final : public cluster::AdminApi {
   // Owned by the loop thread: created and destroyed there.
   std::unique_ptr<cluster::HealthServer> health_;
   std::unique_ptr<cluster::ClusterNode> node_;  // [cluster] enabled only
+  std::unique_ptr<cluster::redis::Client> redis_;  // [redis] configured only; loop thread
   cluster::Timer housekeeping_;  // armed and cancelled on the loop thread
   cluster::Timer expiry_;        // likewise: one bounded expiry step per turn
   std::uint64_t last_messages_ = 0;

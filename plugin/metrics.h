@@ -86,6 +86,7 @@ struct Metrics {
   std::atomic<std::uint64_t> reloads_ok_total{0};
   std::atomic<std::uint64_t> reloads_failed_total{0};
   LatencyHistogram decision_latency;
+  LatencyHistogram redis_latency;  // each Redis script run, sent to answered
 
   // The counters for a rule name, created on first use.
   std::shared_ptr<RuleCounters> ruleCounters(const std::string& rule);

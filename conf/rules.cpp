@@ -7,6 +7,7 @@
 #include "conf/build.h"
 #include "conf/syntax.h"
 #include "conf/text.h"
+#include "state/redis_scripts.h"
 
 namespace zetian::conf {
 namespace {
@@ -155,6 +156,18 @@ struct RuleBuilder {
                                    "`consistency`" +
                                    (store_given ? "" : ", or set store = \"local\" on this rule for a count the cluster keeps"));
         ok = false;
+      }
+      // The scripts are exact within a domain (state/redis_scripts.h); a rule outside it
+      // would be refused by every call at run time, so it is refused here.
+      if (rule.limit > 0 && rule.period.count() > 0) {
+        const state::Limit limit{rule.limit, std::chrono::duration_cast<std::chrono::nanoseconds>(rule.period).count(),
+                                 rule.burst};
+        if (auto why = state::redisDomainError(rule.algorithm, limit)) {
+          r.error(store_given ? "store" : "period",
+                  std::string(store_given ? "`ratelimit.rule.store`" : "`ratelimit.rule.period`") +
+                      ": this rule cannot be kept in Redis: " + *why + "; lower burst or period, or raise limit");
+          ok = false;
+        }
       }
     }
     const auto action = r.choice("action", actionNames());

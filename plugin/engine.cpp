@@ -387,6 +387,20 @@ bool Engine::reload(Errors* errors) {
     logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   const conf::Config& next = *loaded.config;
+  // [redis] takes effect at a restart: a reload cannot give a rule a Redis this process
+  // has no connection to (its checks would all fall back). Refused whole, as any error.
+  if (!config_.redis.configured()) {
+    for (const auto& r : next.policy.rules) {
+      if (r.store != conf::Store::Redis) continue;
+      errors->push_back("rule " + cluster::backquoted(r.name) +
+                        ": store = \"redis\" needs the [redis] section, which takes effect at a restart; this "
+                        "process started without one: restart zetian-milter to use Redis");
+      metrics_.reloads_failed_total.fetch_add(1, std::memory_order_relaxed);
+      logger_->log(conf::LogLevel::Error, "reload refused config=" + logValue(config_.source) +
+                                              " errors=1 first=" + logValue(errors->front()) + " policy=kept");
+      return false;
+    }
+  }
   const std::vector<std::string_view> restart = settingsNeedingRestart(config_, next);
   if (!restart.empty()) {
     logger_->log(conf::LogLevel::Warn,

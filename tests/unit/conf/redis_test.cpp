@@ -61,6 +61,17 @@ TEST(RedisUrl, RedissIsRefusedWithTheWayToReachARemoteRedisSafely) {
   EXPECT_NE(e.message.find("private network"), std::string::npos) << e.format();
 }
 
+TEST(RedisStore, ARuleOutsideTheScriptsDomainIsRefused) {
+  // 100 tokens refilled at 1 per 3650 days: an empty bucket takes 365,000 days to fill,
+  // beyond what the scripts count exactly (2^40 ms).
+  const auto e = onlyError(
+      "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n"
+      "[[ratelimit.rule]]\nname = \"r\"\nkey = \"client_ip\"\nlimit = 1\nperiod = \"3650d\"\nburst = 100\n"
+      "store = \"redis\"\n");
+  EXPECT_ERROR_AT(e, 9, 9, "`ratelimit.rule.store`: this rule cannot be kept in Redis: burst * period / limit");
+  EXPECT_NE(e.message.find("lower burst or period, or raise limit"), std::string::npos) << e.format();
+}
+
 TEST(RedisUrl, OtherSchemesAndBareAddressesAreRefused) {
   EXPECT_ERROR_AT(onlyError("[redis]\nurl = \"http://10.0.0.5:6379\"\n"), 2, 7,
                   "`redis.url`: unknown scheme \"http://\"; write redis://HOST:PORT/DB or unix:/path");

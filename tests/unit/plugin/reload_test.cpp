@@ -136,6 +136,21 @@ TEST_F(EngineReloadTest, AReloadThatChangesOnlyThePolicyReportsNoRestart) {
   EXPECT_EQ(logText().find("need a restart"), std::string::npos) << logText();
 }
 
+TEST_F(EngineReloadTest, AReloadCannotMoveARuleToARedisThisProcessHasNoConnectionTo) {
+  const std::string head = "[log]\nlevel = \"info\"\ntarget = \"file\"\nfile = \"" + log_path_ + "\"\n";
+  auto e = open(head + kRule);
+  ASSERT_TRUE(e);
+  std::string redis_rule = kRule;
+  redis_rule += "store = \"redis\"\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n";
+  write(head + redis_rule);
+  Errors errors;
+  EXPECT_FALSE(e->reload(&errors));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("restart zetian-milter to use Redis"), std::string::npos) << errors[0];
+  EXPECT_EQ(e->policy()->rules.at(0).rule.store, conf::Store::Local);  // the policy is kept
+  EXPECT_NE(logText().find("reload refused"), std::string::npos) << logText();
+}
+
 // The rule changes key and period: the old rule's buckets are keyed by client address,
 // the new one's by sender. After the reload, once every checker has gone through a
 // check that began after it, no bucket of the old kind may be left: one would have

@@ -44,6 +44,15 @@ class AdminApi {
   virtual AdminReply limitsShow(const LimitsQuery& query) = 0;
   // POST /limits/reset?rule=R&key=K
   virtual AdminReply limitsReset(const std::string& rule, const std::string& key) = 0;
+  // What the server calls for the two above: as reloadAsync, `respond` exactly once on
+  // the loop thread, now or later (an engine that must ask Redis answers when it has).
+  virtual void limitsShowAsync(const LimitsQuery& query, std::function<void(AdminReply)> respond) {
+    respond(limitsShow(query));
+  }
+  virtual void limitsResetAsync(const std::string& rule, const std::string& key,
+                                std::function<void(AdminReply)> respond) {
+    respond(limitsReset(rule, key));
+  }
   // POST /maintenance?state=on|off: drain this node (new SMTP sessions get 421 4.3.2,
   // peers show it as `maintenance`) or bring it back
   virtual AdminReply maintenance(bool enabled) = 0;

@@ -125,7 +125,9 @@ struct Reply {
   std::string content_type = "application/json";
   std::string body;
   std::string allow;      // for 405
-  bool deferred = false;  // POST /reload: answered later, through reloadLater()
+  // Answered later (POST /reload, /limits): `later` starts the work and is given the
+  // function that answers (answerLater()).
+  std::function<void(std::function<void(AdminReply)>)> later;
 };
 
 // An engine's answer as sent: a status outside 100-599 is the engine's bug, sent as 500.
@@ -138,7 +140,7 @@ Reply toReply(AdminReply&& r) {
 }
 
 Reply errorReply(int status, std::string_view message) {
-  return Reply{status, "application/json", jsonError(message), {}};
+  return Reply{status, "application/json", jsonError(message), {}, {}};
 }
 
 enum class Method { kGet, kPost };
@@ -200,7 +202,7 @@ struct HealthServer::Impl {
     bool request_started = false;  // bytes of an unfinished request are buffered
     bool paused = false;           // EV_READ off until the output drains
     bool closing = false;          // last reply queued; close once it is sent
-    // A POST /reload waiting for its answer (reloadLater): nothing more is read, and no
+    // A request answered later (answerLater: /reload, /limits): nothing more is read, and no
     // timeout runs, until it comes. Its ticket is its key in Impl::awaiting.
     bool awaiting = false;
     bool awaiting_keep_alive = true;
@@ -226,7 +228,7 @@ struct HealthServer::Impl {
   void readRequests(Connection* conn);
   void fail(Connection* conn, int status, std::string_view message);
   void send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
-  void reloadLater(Connection* conn, bool keep_alive);
+  void answerLater(Connection* conn, bool keep_alive, std::function<void(std::function<void(AdminReply)>)> later);
   void finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
 
   Reply handle(const Request& req, bool trusted);
@@ -641,8 +643,8 @@ void HealthServer::Impl::readRequests(Connection* conn) {
     } catch (...) {
       reply = errorReply(500, "internal error");
     }
-    if (reply.deferred) {
-      reloadLater(conn, req.keep_alive);
+    if (reply.later) {
+      answerLater(conn, req.keep_alive, std::move(reply.later));
       return;
     }
     finishRequest(conn, reply, req.method == "HEAD", req.keep_alive);
@@ -667,7 +669,8 @@ void HealthServer::Impl::finishRequest(Connection* conn, const Reply& reply, boo
 // order) and runs no timeout, while the loop serves everyone else. If the client goes
 // away first its ticket is gone, and if the server does its liveness token has
 // expired: either way the answer is dropped.
-void HealthServer::Impl::reloadLater(Connection* conn, bool keep_alive) {
+void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive,
+                                     std::function<void(std::function<void(AdminReply)>)> later) {
   conn->awaiting = true;
   conn->awaiting_keep_alive = keep_alive;
   bufferevent_disable(conn->bev, EV_READ);
@@ -691,7 +694,7 @@ void HealthServer::Impl::reloadLater(Connection* conn, bool keep_alive) {
     readRequests(conn);  // a request the client pipelined behind the reload
   };
   try {
-    api.reloadAsync(std::move(respond));
+    later(std::move(respond));
   } catch (const std::exception& e) {
     awaiting.erase(conn->ticket);
     conn->awaiting = false;
@@ -768,9 +771,9 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
   if (path == "/ready") return toReply(api.ready());
   if (path == "/metrics") return toReply(api.metrics());
   if (path == "/reload") {
-    Reply later;
-    later.deferred = true;
-    return later;
+    Reply reply;
+    reply.later = [this](std::function<void(AdminReply)> respond) { api.reloadAsync(std::move(respond)); };
+    return reply;
   }
 
   std::string query_error;
@@ -813,10 +816,16 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
       }
       q.limit = limit;
     }
-    return toReply(api.limitsShow(q));
+    Reply reply;
+    reply.later = [this, q](std::function<void(AdminReply)> respond) { api.limitsShowAsync(q, std::move(respond)); };
+    return reply;
   }
   if (rule.empty()) return errorReply(400, "rule is required: POST /limits/reset?rule=RULE&key=KEY");
-  return toReply(api.limitsReset(rule, key));
+  Reply reply;
+  reply.later = [this, rule, key](std::function<void(AdminReply)> respond) {
+    api.limitsResetAsync(rule, key, std::move(respond));
+  };
+  return reply;
 }
 
 }  // namespace zetian::cluster

@@ -408,6 +408,26 @@ void Engine::reloadWorker() {
   }
 }
 
+namespace {
+
+// One row of /limits: what a charge of 1 would leave, as the rule's bucket stands.
+void writeLimitRow(cluster::JsonWriter& w, const CompiledRule& c, std::string_view value, const state::Outcome& o) {
+  const double remaining = o.allowed ? o.remaining + 1 : o.remaining;
+  w.beginObject()
+      .field("rule", c.rule.name)
+      .field("key", value)
+      .field("remaining", static_cast<std::int64_t>(remaining))
+      .field("retry_after_s", o.allowed ? 0.0 : double(o.retry_after_ns) / 1e9)
+      .field("limit", c.rule.limit)
+      .field("burst", c.rule.burst)
+      .field("period", conf::formatDuration(c.rule.period))
+      .field("algorithm", state::algorithmName(c.rule.algorithm))
+      .field("store", conf::storeName(c.rule.store))
+      .endObject();
+}
+
+}  // namespace
+
 cluster::AdminReply Engine::limitsShow(const cluster::LimitsQuery& q) {
   const auto snap = policy();
   const CompiledRule* only = nullptr;
@@ -422,25 +442,14 @@ cluster::AdminReply Engine::limitsShow(const cluster::LimitsQuery& q) {
     // A bucket another algorithm wrote means nothing to this rule (a policy change):
     // the rule would start it fresh, so it is not shown.
     if (held.algorithm != c.rule.algorithm) return false;
-    const state::Outcome o = state::peek(c.rule.algorithm, c.limit, held.state, t, 1);
-    const double remaining = o.allowed ? o.remaining + 1 : o.remaining;
-    w.beginObject()
-        .field("rule", c.rule.name)
-        .field("key", value)
-        .field("remaining", static_cast<std::int64_t>(remaining))
-        .field("retry_after_s", o.allowed ? 0.0 : double(o.retry_after_ns) / 1e9)
-        .field("limit", c.rule.limit)
-        .field("burst", c.rule.burst)
-        .field("period", conf::formatDuration(c.rule.period))
-        .field("algorithm", state::algorithmName(c.rule.algorithm))
-        .endObject();
+    writeLimitRow(w, c, value, state::peek(c.rule.algorithm, c.limit, held.state, t, 1));
     return true;
   };
 
   if (!q.key.empty()) {
-    // One key: a direct lookup per rule, never a scan.
+    // One key: a direct lookup per rule, never a scan (Redis rules: limitsShowAsync).
     for (const auto& c : snap->rules) {
-      if (only && &c != only) continue;
+      if ((only && &c != only) || c.rule.store == conf::Store::Redis) continue;
       if (const auto held = store_->find(c.key_prefix + q.key)) entry(c, q.key, *held);
     }
     w.endArray().field("truncated", false).field("more", false).key("next").null().endObject();
@@ -474,6 +483,12 @@ cluster::AdminReply Engine::limitsShow(const cluster::LimitsQuery& q) {
   } else {
     w.null();
   }
+  // The rules whose counts are in Redis are not in a listing (ask for one key).
+  w.key("not_listed").beginArray();
+  for (const auto& c : snap->rules) {
+    if (c.rule.store == conf::Store::Redis && (!only || &c == only)) w.value(c.rule.name);
+  }
+  w.endArray();
   w.endObject();
   return json(200, w.take());
 }
@@ -493,6 +508,106 @@ cluster::AdminReply Engine::limitsReset(const std::string& rule, const std::stri
   cluster::JsonWriter w;
   w.beginObject().field("ok", true).field("reset", erased).endObject();
   return json(200, w.take());
+}
+
+void Engine::limitsShowAsync(const cluster::LimitsQuery& q, std::function<void(cluster::AdminReply)> respond) {
+  const auto snap = policy();
+  const CompiledRule* only = q.rule.empty() ? nullptr : snap->find(q.rule);
+  std::vector<const CompiledRule*> in_redis;
+  for (const auto& c : snap->rules) {
+    if (c.rule.store == conf::Store::Redis && (!only || &c == only)) in_redis.push_back(&c);
+  }
+  if (in_redis.empty() || (!q.rule.empty() && !only) || q.key.empty()) {
+    respond(limitsShow(q));
+    return;
+  }
+  if (!redis_) {
+    respond(json(503, cluster::jsonError("no Redis connection in this process")));
+    return;
+  }
+  // The local rules now; the Redis ones as Redis answers (pipelined, in rule order).
+  struct Gather {
+    std::shared_ptr<const PolicySnapshot> snap;
+    std::vector<const CompiledRule*> rules;
+    std::vector<std::optional<state::Outcome>> outcomes;
+    std::size_t left = 0;
+    std::string error;
+    std::vector<std::pair<const CompiledRule*, state::Outcome>> local;  // the local rules' rows
+  };
+  auto g = std::make_shared<Gather>();
+  g->snap = snap;
+  g->rules = in_redis;
+  g->outcomes.resize(in_redis.size());
+  g->left = in_redis.size();
+  const state::Nanos t = now();
+  for (const auto& c : snap->rules) {
+    if ((only && &c != only) || c.rule.store == conf::Store::Redis) continue;
+    const auto held = store_->find(c.key_prefix + q.key);
+    if (held && held->algorithm == c.rule.algorithm) {
+      g->local.emplace_back(&c, state::peek(c.rule.algorithm, c.limit, held->state, t, 1));
+    }
+  }
+  const std::string key = q.key;
+  for (std::size_t i = 0; i < in_redis.size(); ++i) {
+    const CompiledRule& c = *in_redis[i];
+    const std::string store_key = c.key_prefix + key;
+    wire::LimitItem item;
+    item.key = store_key;
+    item.algorithm = static_cast<std::uint8_t>(c.rule.algorithm);
+    item.limit = c.limit.limit;
+    item.period_ns = c.limit.period_ns;
+    item.burst = c.limit.burst;
+    item.cost = 1;
+    redis_->peek(item, [this, g, i, key, respond](std::optional<state::Outcome> outcome, std::string error) {
+      if (!error.empty() && g->error.empty()) g->error = error;
+      g->outcomes[i] = outcome;
+      if (--g->left > 0) return;
+      if (!g->error.empty()) {
+        respond(json(503, cluster::jsonError("Redis did not answer for the rules with store = \"redis\": " + g->error)));
+        return;
+      }
+      cluster::JsonWriter w;
+      w.beginObject().key("limits").beginArray();
+      for (const auto& [rule, outcome] : g->local) writeLimitRow(w, *rule, key, outcome);
+      for (std::size_t k = 0; k < g->rules.size(); ++k) {
+        if (g->outcomes[k]) writeLimitRow(w, *g->rules[k], key, *g->outcomes[k]);
+      }
+      w.endArray().field("truncated", false).field("more", false).key("next").null().endObject();
+      respond(json(200, w.take()));
+    });
+  }
+}
+
+void Engine::limitsResetAsync(const std::string& rule, const std::string& key,
+                              std::function<void(cluster::AdminReply)> respond) {
+  const auto snap = policy();
+  const CompiledRule* c = snap->find(rule);
+  if (!c || c->rule.store != conf::Store::Redis) {
+    respond(limitsReset(rule, key));
+    return;
+  }
+  if (key.empty() || key == "*") {
+    respond(json(501, cluster::jsonError("rule '" + rule +
+                                         "' keeps its counts in Redis: resetting every key is not built yet; reset one "
+                                         "key, or delete the keys with redis-cli (prefix " +
+                                         config_.redis.key_prefix + rule + ")")));
+    return;
+  }
+  if (!redis_) {
+    respond(json(503, cluster::jsonError("no Redis connection in this process")));
+    return;
+  }
+  redis_->erase(c->key_prefix + key, [this, rule, key, respond](long long erased, std::string error) {
+    if (!error.empty()) {
+      respond(json(503, cluster::jsonError("Redis did not reset the key: " + error)));
+      return;
+    }
+    logger_->log(conf::LogLevel::Info, "limits_reset rule=" + logValue(rule) + " key=" + logValue(key) +
+                                           " erased=" + std::to_string(erased) + " store=redis");
+    cluster::JsonWriter w;
+    w.beginObject().field("ok", true).field("reset", static_cast<std::int64_t>(erased)).endObject();
+    respond(json(200, w.take()));
+  });
 }
 
 }  // namespace zetian::plugin

@@ -128,6 +128,10 @@ class Engine final : public cluster::AdminApi {
   void reloadAsync(std::function<void(cluster::AdminReply)> respond) override;
   cluster::AdminReply limitsShow(const cluster::LimitsQuery& query) override;
   cluster::AdminReply limitsReset(const std::string& rule, const std::string& key) override;
+  // The same, asking Redis for the rules with store = "redis" (admin.cpp).
+  void limitsShowAsync(const cluster::LimitsQuery& query, std::function<void(cluster::AdminReply)> respond) override;
+  void limitsResetAsync(const std::string& rule, const std::string& key,
+                        std::function<void(cluster::AdminReply)> respond) override;
   cluster::AdminReply maintenance(bool enabled) override;
 
   // Monotonic nanoseconds, the limiter's clock.

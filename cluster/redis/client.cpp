@@ -89,6 +89,7 @@ struct Client::Inflight {
   Step step;
   std::shared_ptr<Call> call;  // Item, Refund
   std::size_t index = 0;       // the item; for Load, the script
+  std::function<void(redisReply*)> admin;  // Admin: called with the reply, or null
 };
 
 Client::Client(Loop& loop, ClientOptions options, Scripts scripts, LogSink log,
@@ -193,7 +194,7 @@ void Client::attach(redisAsyncContext* ctx) {
   // The setup, pipelined behind the connect: hiredis sends it once connected.
   setup_pending_ = 0;
   auto setup = [&](Step step, std::vector<std::string> argv, std::size_t script = 0) {
-    if (command(new Inflight{this, generation_, step, nullptr, script}, argv)) ++setup_pending_;
+    if (command(new Inflight{this, generation_, step, nullptr, script, {}}, argv)) ++setup_pending_;
   };
   if (!options_.password.empty()) {
     if (options_.username.empty()) {
@@ -264,6 +265,9 @@ void Client::onReplyCb(redisAsyncContext*, void* reply, void* privdata) {
     case Step::Item:
     case Step::Refund:
       self->onItemReply(in->call, in->index, in->generation == self->generation_ ? r : nullptr);
+      return;
+    case Step::Admin:
+      in->admin(in->generation == self->generation_ && !self->closing_ ? r : nullptr);
       return;
     default:
       if (self->closing_ || in->generation != self->generation_) return;
@@ -446,6 +450,63 @@ void Client::refund(std::vector<wire::LimitItem> items) {
   armDeadline();
 }
 
+void Client::peek(const wire::LimitItem& item, PeekDone done) {
+  loop_.checkThisThread();
+  if (status().state != LinkState::Ready || !ctx_) {
+    done(std::nullopt, "Redis is not connected: " + status().last_error);
+    return;
+  }
+  std::string error;
+  auto args = scripts_.peek_args(item, &error);
+  if (!args) {
+    done(std::nullopt, error);
+    return;
+  }
+  // EXISTS first (same connection, answered in order): a key Redis does not hold is
+  // reported as such, not as the fresh bucket a peek would describe.
+  const std::string key = options_.key_prefix + item.key;
+  auto exists = std::make_shared<std::optional<bool>>();
+  command(new Inflight{this, generation_, Step::Admin, nullptr, 0, [exists](redisReply* r) {
+                         if (r && r->type == REDIS_REPLY_INTEGER) *exists = r->integer > 0;
+                       }},
+          {"EXISTS", key});
+  std::vector<std::string> argv{"EVALSHA", shas_.at(scripts_.which(item)), "1", key};
+  for (auto& a : *args) argv.push_back(std::move(a));
+  const bool queued = command(new Inflight{this, generation_, Step::Admin, nullptr, 0,
+                                           [this, exists, done](redisReply* r) {
+                                             if (!r) return done(std::nullopt, "the Redis connection closed");
+                                             if (r->type == REDIS_REPLY_ERROR) return done(std::nullopt, errorText(r));
+                                             if (!exists->value_or(false)) return done(std::nullopt, "");
+                                             std::vector<long long> values;
+                                             for (std::size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
+                                               if (r->element[i]->type == REDIS_REPLY_INTEGER) {
+                                                 values.push_back(r->element[i]->integer);
+                                               }
+                                             }
+                                             auto outcome = scripts_.outcome(values);
+                                             if (!outcome) return done(std::nullopt, "an unexpected reply from Redis");
+                                             done(outcome, "");
+                                           }},
+                              argv);
+  if (!queued) done(std::nullopt, "the Redis connection is closing");
+}
+
+void Client::erase(const std::string& store_key, EraseDone done) {
+  loop_.checkThisThread();
+  if (status().state != LinkState::Ready || !ctx_) {
+    done(0, "Redis is not connected: " + status().last_error);
+    return;
+  }
+  const bool queued = command(new Inflight{this, generation_, Step::Admin, nullptr, 0,
+                                           [done](redisReply* r) {
+                                             if (!r) return done(0, "the Redis connection closed");
+                                             if (r->type != REDIS_REPLY_INTEGER) return done(0, errorText(r));
+                                             done(r->integer, "");
+                                           }},
+                              {"DEL", options_.key_prefix + store_key});
+  if (!queued) done(0, "the Redis connection is closing");
+}
+
 void Client::send(const std::shared_ptr<Call>& call, std::size_t index) {
   const wire::LimitItem& item = call->items[index];
   const std::size_t script = scripts_.which(item);
@@ -469,7 +530,7 @@ void Client::send(const std::shared_ptr<Call>& call, std::size_t index) {
     ++counters_.items;
   }
   const Step step = call->refund_only ? Step::Refund : Step::Item;
-  if (!command(new Inflight{this, generation_, step, call, index}, argv)) {
+  if (!command(new Inflight{this, generation_, step, call, index, {}}, argv)) {
     // The context refused the command: it is going away; fail() follows from hiredis.
     onItemReply(call, index, nullptr);
   }
@@ -493,7 +554,7 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
       countError(ErrorKind::NoScript);
       call->retried[index] = true;
       const std::size_t script = scripts_.which(call->items[index]);
-      command(new Inflight{this, generation_, Step::Load, nullptr, script},
+      command(new Inflight{this, generation_, Step::Load, nullptr, script, {}},
               {"SCRIPT", "LOAD", scripts_.all[script].source});
       {
         std::lock_guard lock(status_mutex_);

@@ -69,6 +69,8 @@ struct Scripts {
   // fails.
   std::function<std::size_t(const wire::LimitItem& item)> which;
   std::function<std::optional<std::vector<std::string>>(const wire::LimitItem& item, std::string* error)> args;
+  // The ARGV of a peek (what a charge of `item` would answer, changing nothing).
+  std::function<std::optional<std::vector<std::string>>(const wire::LimitItem& item, std::string* error)> peek_args;
   // A charge's reply (an array of integers) as an outcome; nullopt: not a reply the
   // scripts give (counted as a protocol error, the item fails). A refund's reply is
   // not read beyond being no error.
@@ -147,13 +149,22 @@ class Client {
   // Give back charges (no answer awaited; lost if Redis is down: they refill).
   void refund(std::vector<wire::LimitItem> items);
 
+  // For the admin endpoints. `done` runs exactly once on the loop thread: with the
+  // answer, or with an error text (Redis down, an error reply). peek(): what a charge
+  // of `item` would answer, or nullopt when Redis holds no bucket for its key.
+  // erase(): DEL of the item's key; the number of keys deleted.
+  using PeekDone = std::function<void(std::optional<state::Outcome> outcome, std::string error)>;
+  void peek(const wire::LimitItem& item, PeekDone done);
+  using EraseDone = std::function<void(long long erased, std::string error)>;
+  void erase(const std::string& store_key, EraseDone done);
+
   ClientStatus status() const;      // any thread
   ClientCounters counters() const;  // any thread
 
  private:
   struct Call;
   struct Inflight;
-  enum class Step : std::uint8_t { Auth, Select, Role, Load, Item, Refund };
+  enum class Step : std::uint8_t { Auth, Select, Role, Load, Item, Refund, Admin };
 
   void connect();
   void onResolved(const std::string& host);

@@ -24,6 +24,10 @@ Scripts limiterScripts() {
     return state::redisScriptArgs(op, static_cast<state::Algorithm>(item.algorithm),
                                   state::Limit{item.limit, item.period_ns, item.burst}, item.cost, std::nullopt, error);
   };
+  s.peek_args = [](const wire::LimitItem& item, std::string* error) {
+    return state::redisScriptArgs(state::ScriptOp::Peek, static_cast<state::Algorithm>(item.algorithm),
+                                  state::Limit{item.limit, item.period_ns, item.burst}, item.cost, std::nullopt, error);
+  };
   s.outcome = [](const std::vector<long long>& reply) { return state::outcomeFromReply(reply); };
   return s;
 }

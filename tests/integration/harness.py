@@ -543,8 +543,8 @@ class RedisServer:
     """A `redis-server` of the test's own: 127.0.0.1 on a free port, its files (and its
     log) in a folder of its own under `workdir`, nothing saved unless `appendonly`.
 
-    start() waits for PING; kill9() is a crash (SIGKILL, reaped); stop() a clean
-    shutdown; restart() starts it again on the same port and folder (with `appendonly`
+    start() waits for PING; kill9() is a crash (SIGKILL, reaped); freeze()/thaw() a
+    server that stops answering (SIGSTOP/SIGCONT); stop() a clean shutdown; restart() starts it again on the same port and folder (with `appendonly`
     and `appendfsync always` every write is on disk before Redis answers it, so even
     a kill -9 loses no count). command() speaks RESP for assertions on keys."""
 
@@ -602,6 +602,16 @@ class RedisServer:
         when this returns."""
         assert self.process is not None
         self.process.stop(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections (the kernel's backlog) and takes
+        commands, but nothing is answered until thaw()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         assert self.process is not None

@@ -403,6 +403,49 @@ class RedisLimitsBehindPostfix(unittest.TestCase):
             self.assertEqual(self.fallbacks(m, "per_ip"), 3, m.log_tail())
         self.assertSinkCount(before + [r for r in after if r.accepted])
 
+    def test_redis_frozen_waits_at_most_the_timeout(self):
+        """A Redis that takes requests and never answers (SIGSTOP): unlike a killed one,
+        nothing tells the milter it is gone, so only the deadline bounds the wait."""
+        self.start_redis()
+        self.start_trio(rule("per_ip", LIMIT, "1h", store="redis"))
+        ip = "127.0.0.37"
+        before = self.send_round_robin(5, ip)
+        self.assertTrue(all(r.accepted for r in before), "\n".join(map(str, before)))
+        self.redis.freeze()
+        # Five through each milter, all passing on the local buckets (fail_mode local).
+        # Each milter's first check waits for its deadline (send_round_robin bounds every
+        # MAIL FROM by redis.timeout + 1 s). At twice the timeout without an answer the
+        # connection counts as stuck and is replaced; the checks sent before that wait
+        # (at most until then), the ones after fall back at once: from each milter's
+        # fourth message on (more than 2 x redis.timeout after its first).
+        during = self.send_round_robin(15, ip, first=5)
+        self.assertPassed(during, 15, "per_ip")
+        took = [f"{t * 1000:.0f}" for t in self.mail_seconds]
+        for k, m in enumerate(self.milters):
+            self.assertGreaterEqual(self.mail_seconds[k], REDIS_TIMEOUT_MS / 1000 * 0.9,
+                                    f"{m.node_id}'s first check did not wait for Redis: {took} ms")
+            for late in self.mail_seconds[9 + k::3]:
+                self.assertLess(late, REDIS_TIMEOUT_MS / 1000 / 2,
+                                f"{m.node_id} still waited with the connection known stuck: {took} ms")
+            self.assertGreaterEqual(self.fallbacks(m, "per_ip", "timeout"), 1, m.log_tail())
+            self.assertEqual(self.fallbacks(m, "per_ip"), 5, m.log_tail())
+            wait_until(lambda: self.log_lines(m, "redis_down"), 5, what=f"{m.node_id}'s redis_down line",
+                       diagnostics=m.log_tail)
+            self.assertTrue(self.health_redis(m)["last_error"])
+        self.redis.thaw()
+        for m in self.milters:
+            self.wait_redis_state(m, "up")
+            wait_until(lambda: self.log_lines(m, "redis_up"), 5, what=f"{m.node_id}'s redis_up line",
+                       diagnostics=m.log_tail)
+            self.assertEqual(len(self.log_lines(m, "redis_down")), 1, m.log_tail())
+        # Redis runs what it had read when it resumes, the dropped connection's scripts
+        # too (their checks passed on the local buckets): at most the five left.
+        after = self.send_round_robin(10, ip, first=20)
+        passed = [r for r in after if r.accepted]
+        self.assertLessEqual(len(passed), LIMIT - 5, "\n".join(map(str, after)))
+        self.assertPassed(after, len(passed), "per_ip")
+        self.assertSinkCount(before + during + passed)
+
     # -- 3. Redis restarted: the counts it kept
 
     def test_redis_restart_keeps_the_counts_and_each_outage_is_one_episode(self):

@@ -53,6 +53,7 @@ POSTCONF = shutil.which("postconf", path="/usr/sbin:/usr/bin:/sbin:/bin") or ""
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or ""
 SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or ""
 PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin") or "prlimit"
+REDIS_SERVER = shutil.which("redis-server", path="/usr/bin:/usr/sbin:/bin") or ""
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Helpers wait at most this long for anything to happen (process start, delivery, ...).
@@ -494,6 +495,158 @@ def _b64e(s: str) -> str:
 
 def _b64d(s: str) -> str:
     return base64.b64decode(s).decode(errors="replace")
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+def _resp_command(*args: str | bytes | int) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def _resp_read(f) -> object:
+    """One RESP2 reply from a binary file: str for +, int for :, bytes or None for $,
+    list or None for *; an error reply is returned as a RedisError (not raised)."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("Redis closed the connection")
+    kind, body = line[:1], line[1:-2]
+    if kind == b"+":
+        return body.decode()
+    if kind == b"-":
+        return RedisError(body.decode(errors="replace"))
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        n = int(body)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        if len(data) != n + 2:
+            raise ConnectionError("Redis closed the connection")
+        return data[:-2]
+    if kind == b"*":
+        n = int(body)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ConnectionError(f"not a RESP reply: {line!r}")
+
+
+class RedisServer:
+    """A `redis-server` of the test's own: 127.0.0.1 on a free port, its files (and its
+    log) in a folder of its own under `workdir`, nothing saved unless `appendonly`.
+
+    start() waits for PING; kill9() is a crash (SIGKILL, reaped); freeze()/thaw() a
+    server that stops answering (SIGSTOP/SIGCONT); stop() a clean shutdown; restart() starts it again on the same port and folder (with `appendonly`
+    and `appendfsync always` every write is on disk before Redis answers it, so even
+    a kill -9 loses no count). command() speaks RESP for assertions on keys."""
+
+    def __init__(self, workdir: str, cleanup: Callable[[Callable], None], appendonly: bool = False,
+                 password: str | None = None, name: str = "redis"):
+        if not REDIS_SERVER:
+            raise unittest.SkipTest("redis-server is not installed: "
+                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server")
+        self.port = free_port()
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.appendonly = appendonly
+        self.password = password
+        self.cleanup = cleanup
+        self.process: Optional[ManagedProcess] = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+                "--daemonize", "no", "--save", "", "--logfile", ""]
+        if self.appendonly:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
+        return argv
+
+    def start(self, timeout: float = DEFAULT_DEADLINE_S) -> "RedisServer":
+        if self.running():
+            raise HarnessError(f"redis-server on port {self.port} is already running")
+        self.process = ManagedProcess(self.argv(), self.log_path, cwd=self.dir, name="redis-server")
+        self.starts += 1
+        if self.starts == 1:
+            self.cleanup(self._cleanup_stop)
+        wait_until(lambda: self.ping() or not self.process.running(), timeout,
+                   what=f"redis-server on port {self.port} to answer PING", diagnostics=self.log_tail)
+        if not self.process.running():
+            self.process.stop()
+            raise HarnessError(f"redis-server exited at start\n{self.log_tail()}")
+        return self
+
+    restart = start  # same port, same folder: what the AOF holds comes back
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    def kill9(self) -> None:
+        """SIGKILL and reap: the port is closed (and its clients' connections reset)
+        when this returns."""
+        assert self.process is not None
+        self.process.stop(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections (the kernel's backlog) and takes
+        commands, but nothing is answered until thaw()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        status = self.process.stop(signal.SIGTERM)
+        if status != 0:
+            raise HarnessError(f"redis-server exited with {status} on SIGTERM\n{self.log_tail()}")
+
+    def _cleanup_stop(self):
+        if self.process is not None and self.process.running():
+            self.process.stop(signal.SIGKILL)
+
+    def command(self, *args: str | bytes | int, timeout: float = 5.0) -> object:
+        """Run one command (after AUTH when the server has a password); an error reply
+        raises RedisError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            if self.password is not None:
+                s.sendall(_resp_command("AUTH", self.password))
+                reply = _resp_read(f)
+                if isinstance(reply, RedisError):
+                    raise reply
+            s.sendall(_resp_command(*args))
+            reply = _resp_read(f)
+        if isinstance(reply, RedisError):
+            raise reply
+        return reply
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING", timeout=1.0) == "PONG"
+        except (OSError, ConnectionError, RedisError):
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        return f"--- redis-server {self.log_path} (last {lines} lines) ---\n" + tail(self.log_path, lines)
 
 
 # --------------------------------------------------------------------------- Postfix

@@ -884,7 +884,11 @@ void Engine::noteFallback(const std::string& owner, FallbackReason reason, conf:
                "cluster_limits_fallback owner=" + logValue(owner.empty() ? "-" : owner) +
                    " reason=" + std::string(cluster::limits::nameOf(reason)) +
                    " fail_mode=" + std::string(conf::failModeName(mode)) + " rule=" + logValue(rule.rule.name) +
-                   " action=\"deciding without the key owner until it answers again; check the cluster links\"");
+                   (owner == kRedisOwner
+                        ? " action=\"deciding without Redis until it answers again; GET /health shows the "
+                          "connection's last error\""
+                        : " action=\"deciding without the key owner until it answers again; check the cluster "
+                          "links\""));
 }
 
 void Engine::noteAnswered(const std::string& owner) {

@@ -140,7 +140,9 @@ void Client::start() {
 
 void Client::connect() {
   if (closing_) return;
-  setState(LinkState::Connecting, status().last_error);
+  // A reconnection during an episode keeps showing `down` (with the last error): only
+  // the first connection after start is `connecting`.
+  if (!logged_down_) setState(LinkState::Connecting, status().last_error);
   // The connection and its setup (AUTH, SELECT, ROLE, SCRIPT LOAD) within the timeout.
   connect_timer_ = loop_.after(options_.timeout, [this] {
     fail("no connection within " + std::to_string(options_.timeout.count()) + " ms (redis.timeout)",

@@ -558,7 +558,7 @@ void Engine::limitsShowAsync(const cluster::LimitsQuery& q, std::function<void(c
     item.period_ns = c.limit.period_ns;
     item.burst = c.limit.burst;
     item.cost = 1;
-    redis_->peek(item, [this, g, i, key, respond](std::optional<state::Outcome> outcome, std::string error) {
+    redis_->peek(item, [g, i, key, respond](std::optional<state::Outcome> outcome, std::string error) {
       if (!error.empty() && g->error.empty()) g->error = error;
       g->outcomes[i] = outcome;
       if (--g->left > 0) return;

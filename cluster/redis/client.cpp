@@ -689,17 +689,21 @@ void Client::onDeadline() {
   deadline_armed_for_ = {};
   const auto now = Clock::now();
   bool stuck = false;
+  // Collected first, called after: a callback may call back into this client (a
+  // refund), which must not change the queues under these loops.
+  std::vector<Done> due;
   for (auto* q : {&inflight_, &waiting_}) {
     for (const auto& c : *q) {
       if (c->done && c->deadline <= now && !c->refund_only) {
         countError(ErrorKind::Timeout);
-        std::exchange(c->done, nullptr)(limits::CallResult{limits::FallbackReason::Timeout, {}});
+        due.push_back(std::exchange(c->done, nullptr));
       } else if (!c->done && c->deadline + options_.timeout <= now && c->unanswered > 0) {
         stuck = true;
       }
     }
   }
   std::erase_if(waiting_, [](const auto& c) { return !c->done; });
+  for (auto& done : due) done(limits::CallResult{limits::FallbackReason::Timeout, {}});
   if (stuck && ctx_) {
     fail("no answer for " + std::to_string(2 * options_.timeout.count()) + " ms: the connection is stuck",
          ErrorKind::Timeout);

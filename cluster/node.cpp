@@ -449,8 +449,10 @@ void ClusterNode::publishView() {
   }
   view->epoch = view_ ? view_->epoch + 1 : 1;
   view_ = view;
-  // The checking threads first: from now on they charge the new owners, and the walk
-  // that follows (which first takes every charge made so far) misses none.
+  // The hand-offs to await first (limits/service.h, beforeView), then the checking
+  // threads: from now on they charge the new owners, and the walk that follows (which
+  // first takes every charge made so far) misses none.
+  if (limits_) limits_->beforeView(*view_);
   if (view_listener_) view_listener_(view_);
   if (limits_) limits_->onView(view_);
 }

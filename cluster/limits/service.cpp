@@ -519,7 +519,6 @@ void LimitService::onView(std::shared_ptr<const placement::View> view) {
   takeChanges();
   // A walk under way restarts towards the newest view from the view it started from:
   // a key it already handed off is handed off again only if it moved again.
-  noteNewcomers(view_.get(), *view);
   if (!walking_) walk_from_ = view_;
   view_ = std::move(view);
   releaseParked();  // a call may have a new owner, or this node no longer owns its key
@@ -590,6 +589,11 @@ void LimitService::noteNewcomers(const placement::View* before, const placement:
     publishUnsettled();
     armSettle();
   }
+}
+
+void LimitService::beforeView(const placement::View& view) {
+  loop_.checkThisThread();
+  noteNewcomers(view_.get(), view);
 }
 
 void LimitService::onPeerRestarted(const std::string& peer) {

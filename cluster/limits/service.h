@@ -170,7 +170,12 @@ class LimitService {
   void onPeerDown(const std::string& peer);
   // A link to the peer is established: calls that waited for it (linkComing) go out.
   void onPeerUp(const std::string& peer);
-  // A new placement view (ClusterNode::publishView): starts a hand-off walk.
+  // A new placement view (ClusterNode::publishView), in two steps. beforeView() comes
+  // before the checking threads see the view: the peers whose hand-off this node must
+  // await are published first, so that no check decides a key this node has just come
+  // to own before it knows to wait. onView() comes after them: it starts the hand-off
+  // walk, which must see every charge they made under the old view.
+  void beforeView(const placement::View& view);
   void onView(std::shared_ptr<const placement::View> view);
   // The peer restarted (a new incarnation) without leaving the view, so with an empty
   // store: every key it owns that this node holds is handed to it, as on a view change.

@@ -168,8 +168,10 @@ class LimitServiceTest : public ::testing::Test {
   // "x" joins a cluster of p and q: it becomes a candidate, so it awaits their hand-offs.
   void join() {
     onLoop([&] {
-      service_->onView(viewOf({"p", "q"}));
-      service_->onView(viewOf({"p", "q", "x"}));
+      for (auto view : {viewOf({"p", "q"}), viewOf({"p", "q", "x"})}) {
+        service_->beforeView(*view);
+        service_->onView(view);
+      }
       return true;
     });
   }

@@ -99,7 +99,7 @@ Client::Client(Loop& loop, ClientOptions options, Scripts scripts, LogSink log,
       scripts_(std::move(scripts)),
       log_(std::move(log)),
       on_latency_(std::move(on_latency)) {
-  status_.address = describe(options_.target);
+  status_.address = address();
 }
 
 Client::~Client() {
@@ -108,6 +108,7 @@ Client::~Client() {
   reconnect_timer_.cancel();
   connect_timer_.cancel();
   deadline_timer_.cancel();
+  sentinel_.reset();  // its lookups in flight are abandoned
   resolver_.reset();  // a lookup in flight is abandoned
   if (ctx_) {
     redisAsyncContext* ctx = std::exchange(ctx_, nullptr);
@@ -127,7 +128,8 @@ void Client::start() {
   loop_.checkThisThread();
   if (started_) return;
   started_ = true;
-  if (!options_.target.host.empty() && !numericHost(options_.target.host)) {
+  // A Sentinel may name its master by a host name (announce-hostnames).
+  if (!options_.sentinels.empty() || (!options_.target.host.empty() && !numericHost(options_.target.host))) {
     std::string error;
     resolver_ = discovery::Resolver::create(loop_.base(), "", &error);
     if (!resolver_) {
@@ -135,7 +137,29 @@ void Client::start() {
       return;
     }
   }
+  if (!options_.sentinels.empty()) {
+    Sentinel::Options so;
+    so.sentinels = options_.sentinels;
+    so.master_name = options_.master_name;
+    so.timeout = options_.timeout;
+    so.min_backoff = options_.min_backoff;
+    so.max_backoff = options_.max_backoff;
+    sentinel_ = std::make_unique<Sentinel>(loop_, std::move(so), log_, [this](const auto& master) {
+      onMasterChange(master);
+    });
+    std::string error;
+    if (!sentinel_->start(&error)) {
+      fail("cannot start the DNS resolver: " + error, ErrorKind::Connect);
+      return;
+    }
+  }
   connect();
+}
+
+std::string Client::address() const {
+  if (options_.sentinels.empty()) return describe(options_.target);
+  const std::string master = "sentinel master " + options_.master_name;
+  return options_.target.host.empty() ? master + " (not located yet)" : master + " at " + describe(options_.target);
 }
 
 void Client::connect() {
@@ -143,6 +167,50 @@ void Client::connect() {
   // A reconnection during an episode keeps showing `down` (with the last error): only
   // the first connection after start is `connecting`.
   if (!logged_down_) setState(LinkState::Connecting, status().last_error);
+  const std::uint64_t attempt = ++attempt_;
+  if (!sentinel_) {
+    connectToTarget();
+    return;
+  }
+  // Every connection asks the Sentinels first: after a failover the old address is
+  // stale, and ROLE (checked in the setup) refuses a replica they may still name.
+  sentinel_->locate([this, attempt](std::optional<SentinelAddress> master, std::string error) {
+    if (closing_ || attempt != attempt_ || ctx_) return;
+    if (!master) {
+      fail(error + "; check redis.sentinels and redis.master_name", ErrorKind::Connect);
+      return;
+    }
+    options_.target.host = master->host;
+    options_.target.port = master->port;
+    {
+      std::lock_guard lock(status_mutex_);
+      status_.address = address();
+    }
+    connectToTarget();
+  });
+}
+
+// A failover's new master (or, with no address, a Sentinel subscription made again).
+void Client::onMasterChange(const std::optional<SentinelAddress>& announced) {
+  if (closing_) return;
+  if (announced) {
+    if (log_) {
+      log_(conf::LogLevel::Info, "redis_master_switch master_name=" + logValue(options_.master_name) +
+                                     " address=" + logValue(describe(*announced)));
+    }
+    const bool same = announced->host == options_.target.host && announced->port == options_.target.port;
+    if (same && ctx_) return;  // connected, or connecting, to it already
+    if (ctx_) fail("the Sentinels moved master " + options_.master_name + " to " + describe(*announced), ErrorKind::Connect);
+  } else if (ctx_ || status().state != LinkState::Down) {
+    return;  // only a client that is down retries at once
+  }
+  // Now, not after the backoff: the failover is what it was waiting for.
+  reconnect_timer_.cancel();
+  backoff_ = std::chrono::milliseconds(0);
+  connect();
+}
+
+void Client::connectToTarget() {
   // The connection and its setup (AUTH, SELECT, ROLE, SCRIPT LOAD) within the timeout.
   connect_timer_ = loop_.after(options_.timeout, [this] {
     fail("no connection within " + std::to_string(options_.timeout.count()) + " ms (redis.timeout)",
@@ -155,16 +223,17 @@ void Client::connect() {
     attach(redisAsyncConnect(t.host.c_str(), t.port));
   } else {
     const std::uint64_t generation = generation_;
-    resolver_->resolveHost(t.host, t.port, [this, generation](std::vector<discovery::Endpoint> endpoints,
-                                                              std::string error) {
-      if (closing_ || generation != generation_ || ctx_) return;
+    const std::uint64_t attempt = attempt_;
+    resolver_->resolveHost(t.host, t.port, [this, generation, attempt](std::vector<discovery::Endpoint> endpoints,
+                                                                       std::string error) {
+      if (closing_ || generation != generation_ || attempt != attempt_ || ctx_) return;
       if (endpoints.empty()) {
         fail("cannot resolve " + options_.target.host + ": " + error, ErrorKind::Connect);
         return;
       }
       {
         std::lock_guard lock(status_mutex_);
-        status_.address = describe(options_.target) + " (" + discovery::formatEndpoint(endpoints.front()) + ")";
+        status_.address = address() + " (" + discovery::formatEndpoint(endpoints.front()) + ")";
       }
       attach(redisAsyncConnect(endpoints.front().host.c_str(), endpoints.front().port));
     });
@@ -310,7 +379,8 @@ void Client::onSetupReply(Step step, redisReply* reply, std::size_t script) {
     }
     if (role != "master") {
       fail("the server is a " + (role.empty() ? std::string("server of unknown role") : role) +
-               ", not a master: it would refuse the limiter's writes; point redis.url at the master",
+               ", not a master: it would refuse the limiter's writes; " +
+               (sentinel_ ? "asking the Sentinels again" : "point redis.url at the master"),
            ErrorKind::Reply);
       return;
     }
@@ -372,6 +442,7 @@ void Client::fail(const std::string& why, ErrorKind kind) {
                                    "answers again; reconnecting in the background\"");
   }
   logged_down_ = true;
+  ++attempt_;  // a connection still being located or resolved is abandoned
   setState(LinkState::Down, why);
   if (ctx_) {
     redisAsyncContext* ctx = std::exchange(ctx_, nullptr);
@@ -563,6 +634,18 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
         ++counters_.script_loads;
       }
       send(call, index);
+      return;
+    }
+    if (text.rfind("READONLY", 0) == 0) {
+      // A master demoted under us (a failover while it still answers): drop it, and
+      // find the master again (ROLE refuses a replica).
+      call->answered[index] = true;
+      --call->unanswered;
+      if (!call->failed) call->failed = limits::FallbackReason::Refused;
+      fail("the server answered READONLY: it is a replica now; " +
+               std::string(sentinel_ ? "asking the Sentinels for the master" : "point redis.url at the master"),
+           ErrorKind::Reply);
+      finishIfComplete(call);
       return;
     }
     countError(ErrorKind::Reply);

@@ -44,6 +44,7 @@
 #include "cluster/limits/service.h"
 #include "cluster/log_sink.h"
 #include "cluster/loop.h"
+#include "cluster/redis/sentinel.h"
 #include "cluster/wire/codec.h"
 #include "state/limit.h"
 
@@ -87,7 +88,11 @@ struct Target {
 std::string describe(const Target& target);  // "redis://host:port/db" or "unix:/path?db=N"
 
 struct ClientOptions {
+  // The server; with `sentinels`, only its database (the Sentinels name host and port).
   Target target;
+  // Not empty: follow the master the Sentinels name `master_name` (sentinel.h).
+  std::vector<SentinelAddress> sentinels;
+  std::string master_name;
   std::string username;  // empty: AUTH with the password alone
   std::string password;  // empty: no AUTH
   std::chrono::milliseconds timeout{250};
@@ -167,6 +172,9 @@ class Client {
   enum class Step : std::uint8_t { Auth, Select, Role, Load, Item, Refund, Admin };
 
   void connect();
+  void connectToTarget();
+  void onMasterChange(const std::optional<SentinelAddress>& announced);
+  std::string address() const;  // for status and logs
   void onResolved(const std::string& host);
   void attach(redisAsyncContext* ctx);
   void onDisconnected(int status);
@@ -193,6 +201,8 @@ class Client {
   LogSink log_;
   std::function<void(std::int64_t)> on_latency_;
   std::unique_ptr<discovery::Resolver> resolver_;
+  std::unique_ptr<Sentinel> sentinel_;  // with options_.sentinels only
+  std::uint64_t attempt_ = 0;           // of connect(): a stale Sentinel answer is ignored
   redisAsyncContext* ctx_ = nullptr;
   std::uint64_t generation_ = 0;  // of ctx_: callbacks of an older connection are ignored
   std::vector<std::string> shas_;  // of scripts_.all on this connection

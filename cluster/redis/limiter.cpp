@@ -39,10 +39,9 @@ std::optional<ClientOptions> clientOptionsFrom(const conf::RedisSection& section
     o.target.port = server->address.port;
   } else if (const auto* socket = std::get_if<conf::RedisUnixSocket>(&section.endpoint)) {
     o.target.unix_path = socket->path;
-  } else if (std::holds_alternative<conf::RedisSentinels>(section.endpoint)) {
-    *error = "redis.sentinels: following a Sentinel-managed master is not built yet in this version; "
-             "point redis.url at the master for now";
-    return std::nullopt;
+  } else if (const auto* sentinels = std::get_if<conf::RedisSentinels>(&section.endpoint)) {
+    for (const auto& s : sentinels->sentinels) o.sentinels.push_back(SentinelAddress{s.host, s.port});
+    o.master_name = sentinels->master_name;
   } else if (std::holds_alternative<conf::RedisCluster>(section.endpoint)) {
     *error = "redis.cluster: Redis Cluster is not built yet in this version; use one Redis (redis.url) for now";
     return std::nullopt;

@@ -8,6 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
+#include <functional>
+#include <iostream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -290,6 +293,129 @@ TEST_F(RedisClientTest, ACallPastItsDeadlineTimesOutAndItsLateChargeIsGivenBack)
   while (Clock::now() < until && server.command("EXISTS t:late") != ":0\r\n") std::this_thread::sleep_for(2ms);
   EXPECT_EQ(server.command("EXISTS t:late"), ":0\r\n");
   EXPECT_EQ(client_->status().state, LinkState::Ready);
+}
+
+// --- Sentinel: one master, one replica, three Sentinels, all real processes ---
+
+bool waitFor(const std::function<bool()>& ready, std::chrono::milliseconds deadline) {
+  const auto until = Clock::now() + deadline;
+  while (Clock::now() < until) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(5ms);  // polling with a deadline
+  }
+  return ready();
+}
+
+class RedisSentinelTest : public RedisClientTest {
+ protected:
+  // The master, its replica and three Sentinels that agree on both (quorum 2, a master
+  // down after 500 ms), the replica in sync.
+  void startSet() {
+    // No 5 s wait for more replicas before the first sync.
+    master_ = std::make_unique<RedisServer>(dir_.path(), std::vector<std::string>{"--repl-diskless-sync-delay", "0"});
+    master_->start();
+    replica_ = std::make_unique<RedisServer>(
+        dir_.path(), std::vector<std::string>{"--replicaof", "127.0.0.1", std::to_string(master_->port())});
+    replica_->start();
+    for (int i = 0; i < 3; ++i) {
+      const std::string conf = dir_.path() + "/sentinel-" + std::to_string(i) + ".conf";
+      std::ofstream(conf) << "sentinel monitor mymaster 127.0.0.1 " << master_->port() << " 2\n"
+                          << "sentinel down-after-milliseconds mymaster 500\n"
+                          << "sentinel failover-timeout mymaster 2000\n";
+      sentinels_.push_back(std::make_unique<RedisServer>(dir_.path(), std::vector<std::string>{"--sentinel"}, 0, conf));
+      sentinels_.back()->start();
+    }
+    ASSERT_TRUE(waitFor([&] { return replica_->command("INFO replication").find("master_link_status:up") !=
+                                     std::string::npos; },
+                        20s))
+        << "the replica never synced";
+    // Each Sentinel has found the replica and the two others (hello messages, every 2 s).
+    const std::string agreed = "address=127.0.0.1:" + std::to_string(master_->port()) + ",slaves=1,sentinels=3";
+    for (auto& s : sentinels_) {
+      ASSERT_TRUE(waitFor([&] { return s->command("INFO sentinel").find(agreed) != std::string::npos; }, 30s))
+          << "a Sentinel never saw the whole set: " << s->command("INFO sentinel");
+    }
+  }
+  ClientOptions sentinelOptions(const std::string& master_name = "mymaster") {
+    ClientOptions o = optionsFor(*master_);
+    o.target = Target{};
+    // A Sentinel that is not running comes first: the client must go on to the others.
+    o.sentinels.push_back(SentinelAddress{"127.0.0.1", testing::freeTcpPort()});
+    for (auto& s : sentinels_) o.sentinels.push_back(SentinelAddress{"127.0.0.1", s->port()});
+    o.master_name = master_name;
+    return o;
+  }
+  int charged(const std::string& key, int tries, std::uint64_t limit) {
+    int n = 0;
+    for (int i = 0; i < tries; ++i) {
+      auto r = call({item(key, limit)})->wait();
+      EXPECT_TRUE(r && !r->failed) << (r && r->failed ? limits::nameOf(*r->failed) : "no answer");
+      if (r && !r->failed && r->outcomes.at(0).result == wire::ItemResult::Charged) ++n;
+    }
+    return n;
+  }
+
+  std::unique_ptr<RedisServer> master_;
+  std::unique_ptr<RedisServer> replica_;
+  std::vector<std::unique_ptr<RedisServer>> sentinels_;
+};
+
+TEST_F(RedisSentinelTest, FollowsTheNewMasterAfterAFailoverAndTheLimitHolds) {
+  startSet();
+  // A reconnection by backoff would come 20 to 40 s after the kill: following the new
+  // master sooner is the Sentinels' +switch-master at work.
+  ClientOptions options = sentinelOptions();
+  options.min_backoff = options.max_backoff = 40s;
+  startClient(options);
+  ASSERT_TRUE(waitState(LinkState::Ready));
+  EXPECT_NE(client_->status().address.find(":" + std::to_string(master_->port())), std::string::npos)
+      << client_->status().address;
+  EXPECT_EQ(client_->status().role, "master");
+  EXPECT_EQ(charged("k", 6, 10), 6);
+  // On the replica before the master goes, so the failover loses no count.
+  // (WAIT from a connection of its own would wait for nothing: it waits for that
+  // connection's writes.)
+  ASSERT_TRUE(waitFor([&] { return replica_->command("GET t:k") == "$1\r\n6\r\n"; }, 10s))
+      << replica_->command("GET t:k");
+
+  const auto killed = Clock::now();
+  master_->kill();
+  ASSERT_TRUE(waitState(LinkState::Down));
+  // Known down: a call fails at once (fail_mode decides), it does not wait.
+  const auto asked = Clock::now();
+  bool inline_done = false;
+  auto down = call({item("k", 10)}, &inline_done)->wait();
+  ASSERT_TRUE(down && down->failed);
+  EXPECT_EQ(*down->failed, limits::FallbackReason::Unreachable);
+  EXPECT_LT(Clock::now() - asked, 500ms);
+
+  // The Sentinels promote the replica; the client follows it.
+  const std::string replica = ":" + std::to_string(replica_->port());
+  ASSERT_TRUE(waitFor([&] {
+    const auto st = client_->status();
+    return st.state == LinkState::Ready && st.address.find(replica) != std::string::npos;
+  }, 15s)) << client_->status().address << " " << client_->status().last_error << "\n" << log();
+  const auto followed = Clock::now() - killed;
+  EXPECT_EQ(client_->status().role, "master");
+  EXPECT_NE(log().find("redis_master_switch"), std::string::npos) << log();
+  std::cout << "followed the new master " << std::chrono::duration_cast<std::chrono::milliseconds>(followed).count()
+            << " ms after the kill\n";
+  // The limit of 10 holds across the failover: 6 before, 4 after.
+  EXPECT_EQ(charged("k", 10, 10), 4);
+}
+
+TEST_F(RedisSentinelTest, AMasterNameNoSentinelKnowsIsAClearError) {
+  startSet();
+  startClient(sentinelOptions("othermaster"));
+  ASSERT_TRUE(waitFor([&] { return client_->status().last_error.find("othermaster") != std::string::npos; }, 10s))
+      << client_->status().last_error;
+  EXPECT_EQ(client_->status().state, LinkState::Down);
+  EXPECT_NE(client_->status().last_error.find("monitors no master named othermaster"), std::string::npos)
+      << client_->status().last_error;
+  EXPECT_NE(client_->status().last_error.find("redis.master_name"), std::string::npos);
+  auto r = call({item("k", 10)})->wait();
+  ASSERT_TRUE(r && r->failed);
+  EXPECT_EQ(*r->failed, limits::FallbackReason::Unreachable);
 }
 
 }  // namespace

@@ -40,9 +40,15 @@ inline std::uint16_t freeTcpPort() {
 
 class RedisServer {
  public:
-  // `dir`: its working folder (dump and AOF files); `extra`: more redis-server arguments.
-  RedisServer(std::string dir, std::vector<std::string> extra = {}, std::uint16_t port = 0)
-      : dir_(std::move(dir)), extra_(std::move(extra)), port_(port ? port : freeTcpPort()) {}
+  // `dir`: its working folder (dump and AOF files); `extra`: more redis-server arguments;
+  // `config_file`: a configuration file to start from (a Sentinel needs one it can
+  // rewrite), before the arguments.
+  RedisServer(std::string dir, std::vector<std::string> extra = {}, std::uint16_t port = 0,
+              std::string config_file = {})
+      : dir_(std::move(dir)),
+        extra_(std::move(extra)),
+        config_file_(std::move(config_file)),
+        port_(port ? port : freeTcpPort()) {}
   ~RedisServer() { stop(); }
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -54,6 +60,7 @@ class RedisServer {
     std::vector<std::string> args{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
                                   "--dir", dir_, "--save", "", "--daemonize", "no", "--logfile",
                                   dir_ + "/redis-" + std::to_string(port_) + ".log"};
+    if (!config_file_.empty()) args.insert(args.begin() + 1, config_file_);
     args.insert(args.end(), extra_.begin(), extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -136,6 +143,7 @@ class RedisServer {
 
   std::string dir_;
   std::vector<std::string> extra_;
+  std::string config_file_;
   std::uint16_t port_;
   pid_t pid_ = -1;
 };

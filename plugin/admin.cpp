@@ -586,15 +586,25 @@ void Engine::limitsResetAsync(const std::string& rule, const std::string& key,
     respond(limitsReset(rule, key));
     return;
   }
-  if (key.empty() || key == "*") {
-    respond(json(501, cluster::jsonError("rule '" + rule +
-                                         "' keeps its counts in Redis: resetting every key is not built yet; reset one "
-                                         "key, or delete the keys with redis-cli (prefix " +
-                                         config_.redis.key_prefix + rule + ")")));
-    return;
-  }
   if (!redis_) {
     respond(json(503, cluster::jsonError("no Redis connection in this process")));
+    return;
+  }
+  if (key.empty() || key == "*") {
+    // Every key of the rule: a SCAN of Redis, on the cluster thread, answered once done.
+    redis_->eraseAll(c->key_prefix, [this, rule, respond](long long erased, std::string error) {
+      if (!error.empty()) {
+        respond(json(503, cluster::jsonError("Redis did not reset every key of rule '" + rule + "' (" +
+                                             std::to_string(erased) + " deleted before): " + error +
+                                             "; try again once Redis answers")));
+        return;
+      }
+      logger_->log(conf::LogLevel::Info, "limits_reset rule=" + logValue(rule) + " key=* erased=" +
+                                             std::to_string(erased) + " store=redis");
+      cluster::JsonWriter w;
+      w.beginObject().field("ok", true).field("reset", static_cast<std::int64_t>(erased)).endObject();
+      respond(json(200, w.take()));
+    });
     return;
   }
   redis_->erase(c->key_prefix + key, [this, rule, key, respond](long long erased, std::string error) {

@@ -580,6 +580,75 @@ void Client::erase(const std::string& store_key, EraseDone done) {
   if (!queued) done(0, "the Redis connection is closing");
 }
 
+// One eraseAll(): SCAN from `cursor` until it comes back to 0.
+struct Client::Sweep {
+  std::string pattern;
+  std::string cursor = "0";
+  long long erased = 0;
+  EraseDone done;
+};
+
+namespace {
+// A SCAN MATCH pattern for the keys that start with `prefix` (glob characters escaped).
+std::string globPrefix(const std::string& prefix) {
+  std::string out;
+  for (const char c : prefix) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "*";
+}
+}  // namespace
+
+void Client::eraseAll(const std::string& store_key_prefix, EraseDone done) {
+  loop_.checkThisThread();
+  if (status().state != LinkState::Ready || !ctx_) {
+    done(0, "Redis is not connected: " + status().last_error);
+    return;
+  }
+  auto s = std::make_shared<Sweep>();
+  s->pattern = globPrefix(options_.key_prefix + store_key_prefix);
+  s->done = std::move(done);
+  sweep(s);
+}
+
+void Client::sweep(const std::shared_ptr<Sweep>& s) {
+  const bool queued = command(
+      new Inflight{this, generation_, Step::Admin, nullptr, 0,
+                   [this, s](redisReply* r) {
+                     if (!r) return s->done(s->erased, "the Redis connection closed");
+                     if (r->type == REDIS_REPLY_ERROR) return s->done(s->erased, errorText(r));
+                     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+                         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+                       return s->done(s->erased, "an unexpected reply to SCAN");
+                     }
+                     s->cursor.assign(r->element[0]->str, r->element[0]->len);
+                     const redisReply* keys = r->element[1];
+                     auto next = [this, s] {
+                       if (s->cursor == "0") return s->done(s->erased, "");
+                       sweep(s);
+                     };
+                     if (keys->elements == 0) return next();
+                     std::vector<std::string> argv{"UNLINK"};
+                     for (std::size_t i = 0; i < keys->elements; ++i) {
+                       argv.emplace_back(keys->element[i]->str, keys->element[i]->len);
+                     }
+                     const bool sent = command(new Inflight{this, generation_, Step::Admin, nullptr, 0,
+                                                            [s, next](redisReply* u) {
+                                                              if (!u) return s->done(s->erased, "the Redis connection closed");
+                                                              if (u->type != REDIS_REPLY_INTEGER) {
+                                                                return s->done(s->erased, errorText(u));
+                                                              }
+                                                              s->erased += u->integer;
+                                                              next();
+                                                            }},
+                                               argv);
+                     if (!sent) s->done(s->erased, "the Redis connection is closing");
+                   }},
+      {"SCAN", s->cursor, "MATCH", s->pattern, "COUNT", "1000"});
+  if (!queued) s->done(s->erased, "the Redis connection is closing");
+}
+
 void Client::send(const std::shared_ptr<Call>& call, std::size_t index) {
   const wire::LimitItem& item = call->items[index];
   const std::size_t script = scripts_.which(item);

@@ -162,6 +162,10 @@ class Client {
   void peek(const wire::LimitItem& item, PeekDone done);
   using EraseDone = std::function<void(long long erased, std::string error)>;
   void erase(const std::string& store_key, EraseDone done);
+  // Every key whose store key starts with `store_key_prefix` (SCAN, UNLINK per batch):
+  // the number deleted, or an error with the number deleted before it. Keys created
+  // while it runs may be left.
+  void eraseAll(const std::string& store_key_prefix, EraseDone done);
 
   ClientStatus status() const;      // any thread
   ClientCounters counters() const;  // any thread
@@ -171,6 +175,8 @@ class Client {
   struct Inflight;
   enum class Step : std::uint8_t { Auth, Select, Role, Load, Item, Refund, Admin };
 
+  struct Sweep;
+  void sweep(const std::shared_ptr<Sweep>& sweep);
   void connect();
   void connectToTarget();
   void onMasterChange(const std::optional<SentinelAddress>& announced);

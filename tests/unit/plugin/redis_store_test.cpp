@@ -117,9 +117,18 @@ TEST_F(RedisStoreTest, LimitsShowAndResetWorkOnRedisHeldKeys) {
   ASSERT_EQ(reset["_status"], 200) << reset.dump();
   EXPECT_EQ(reset["reset"], 1);
   EXPECT_EQ(request("a", "GET", "/limits?rule=per-ip&key=192.0.2.10")["limits"].size(), 0u);
-  EXPECT_EQ(request("a", "POST", "/limits/reset?rule=per-ip&key=*")["_status"], 501);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(mail(*e, "192.0.2.10"), ZETIAN_CONTINUE);
   EXPECT_EQ(mail(*e, "192.0.2.10"), ZETIAN_TEMPFAIL);
+  // Every key of the rule, and only those: a key of the same text under a prefix that
+  // merely starts like the rule's stays.
+  EXPECT_EQ(mail(*e, "192.0.2.11"), ZETIAN_CONTINUE);
+  EXPECT_EQ(mail(*e, "192.0.2.12"), ZETIAN_CONTINUE);
+  ASSERT_EQ(server_.command("SET zetian:per-ip2 x"), "+OK\r\n");
+  auto all = request("a", "POST", "/limits/reset?rule=per-ip&key=*");
+  ASSERT_EQ(all["_status"], 200) << all.dump();
+  EXPECT_EQ(all["reset"], 3);
+  EXPECT_EQ(server_.command("EXISTS zetian:per-ip2"), ":1\r\n");
+  EXPECT_EQ(mail(*e, "192.0.2.10"), ZETIAN_CONTINUE);
 }
 
 TEST_F(RedisStoreTest, WhileRedisIsDownFailModeDecidesAtOnce) {

@@ -549,7 +549,7 @@ class RedisServer:
     a kill -9 loses no count). command() speaks RESP for assertions on keys."""
 
     def __init__(self, workdir: str, cleanup: Callable[[Callable], None], appendonly: bool = False,
-                 password: str | None = None, name: str = "redis"):
+                 password: str | None = None, name: str = "redis", extra: Sequence[str] = ()):
         if not REDIS_SERVER:
             raise unittest.SkipTest("redis-server is not installed: "
                                     "DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server")
@@ -560,12 +560,19 @@ class RedisServer:
         self.appendonly = appendonly
         self.password = password
         self.cleanup = cleanup
+        self.extra = list(extra)  # more redis-server arguments ("--replicaof", ...)
         self.process: Optional[ManagedProcess] = None
         self.starts = 0
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def info(self, section: str) -> dict[str, str]:
+        """INFO `section` as name -> value."""
+        reply = self.command("INFO", section)
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
     def argv(self) -> list[str]:
         argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
@@ -576,7 +583,7 @@ class RedisServer:
             argv += ["--appendonly", "no"]
         if self.password is not None:
             argv += ["--requirepass", self.password]
-        return argv
+        return argv + self.extra
 
     def start(self, timeout: float = DEFAULT_DEADLINE_S) -> "RedisServer":
         if self.running():
@@ -647,6 +654,31 @@ class RedisServer:
 
     def log_tail(self, lines: int = 30) -> str:
         return f"--- redis-server {self.log_path} (last {lines} lines) ---\n" + tail(self.log_path, lines)
+
+
+class RedisSentinel(RedisServer):
+    """A Redis Sentinel (`redis-server CONF --sentinel`) watching the master on
+    127.0.0.1:`master_port` as `master_name`, with quorum `quorum` and a master called
+    down after `down_after_ms`. Its configuration file (which a Sentinel rewrites) is in
+    its own folder."""
+
+    def __init__(self, workdir: str, cleanup: Callable[[Callable], None], master_port: int,
+                 master_name: str = "mymaster", quorum: int = 2, down_after_ms: int = 500,
+                 name: str = "sentinel"):
+        super().__init__(workdir, cleanup, name=name)
+        self.conf_path = os.path.join(self.dir, "sentinel.conf")
+        with open(self.conf_path, "w") as f:
+            f.write(f"sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}\n"
+                    f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+                    f"sentinel failover-timeout {master_name} 2000\n")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [REDIS_SERVER, self.conf_path, "--sentinel", "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", self.dir, "--daemonize", "no", "--logfile", ""]
 
 
 # --------------------------------------------------------------------------- Postfix

@@ -13,7 +13,10 @@ test sent is counted by another.
 Messages are counted twice: by the SMTP replies, and by their tokens at the sink once
 all three Postfix queues are empty (so a message that Postfix accepted but did not
 deliver yet cannot hide). Each MAIL FROM is timed: with Redis down no message may wait
-for a connect or a timeout beyond `redis.timeout`."""
+for a connect or a timeout beyond `redis.timeout`.
+
+The Sentinel test starts its own master, replica and three Sentinels (all local
+redis-server processes) and kills the master mid-run."""
 
 import json
 import os
@@ -23,7 +26,7 @@ import unittest
 import uuid
 
 from harness import (POSTFIX, REDIS_SERVER, SMTP_SINK, MessageResult, Milter, Postfix, RedisServer,
-                     SmtpSession, SmtpSink, free_port, make_workdir, metric_samples, milter_binary,
+                     RedisSentinel, SmtpSession, SmtpSink, free_port, make_workdir, metric_samples, milter_binary,
                      rule, wait_until)
 
 LIMIT = 10
@@ -523,6 +526,53 @@ class RedisLimitsBehindPostfix(unittest.TestCase):
         self.assertEqual(self.fallbacks(m, "per_ip", "unreachable"), 12, m.log_tail())
         self.assertEqual(len(self.log_lines(m, "redis_down")), 1, m.log_tail())
         self.assertSinkCount([r for r in results if r.accepted])
+
+    # -- 4. a master followed through its Sentinels
+
+    def test_sentinel_failover_is_followed_and_the_limit_holds(self):
+        master = RedisServer(self.workdir, self.addCleanup, name="master",
+                             extra=["--repl-diskless-sync-delay", "0"]).start()
+        replica = RedisServer(self.workdir, self.addCleanup, name="replica",
+                              extra=["--replicaof", "127.0.0.1", str(master.port)]).start()
+        sentinels = [RedisSentinel(self.workdir, self.addCleanup, master.port, name=f"sentinel{i}").start()
+                     for i in range(3)]
+        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 30,
+                   what="the replica to sync", diagnostics=replica.log_tail)
+        # Every Sentinel has found the replica and the two others (hello messages, every 2 s).
+        agreed = f"address=127.0.0.1:{master.port},slaves=1,sentinels=3"
+        for s in sentinels:
+            wait_until(lambda s=s: agreed in s.info("sentinel").get("master0", ""), 30,
+                       what=f"Sentinel {s.port} to see the whole set", diagnostics=s.log_tail)
+        section = {"sentinels": [s.address for s in sentinels], "master_name": "mymaster", "timeout": "2s"}
+        milters = [self.start_milter(i, "redis:///0", rule("per_ip", LIMIT, "1h", store="redis"),
+                                     fail_mode="closed", redis=section)
+                   for i in range(len(IDS))]
+        for m in milters:
+            health = self.wait_redis_state(m, "up")
+            self.assertEqual(health["address"], f"sentinel master mymaster at redis://127.0.0.1:{master.port}/0")
+            self.assertEqual(health["role"], "master")
+        before = self.send_round_robin(6, "127.0.0.38")
+        self.assertPassed(before, 6, "per_ip")
+        # Replication is asynchronous: the counts are on the replica before the master goes.
+        offset = int(master.info("replication")["master_repl_offset"])
+        wait_until(lambda: int(replica.info("replication").get("slave_repl_offset", "0")) >= offset, 10,
+                   what="the replica to catch up")
+
+        killed = time.monotonic()
+        master.kill9()
+        promoted = f"sentinel master mymaster at redis://127.0.0.1:{replica.port}/0"
+        for m in milters:
+            wait_until(lambda m=m: (lambda r: r["state"] == "up" and r["address"] == promoted)(self.health_redis(m)),
+                       20, what=f"{m.node_id} to follow the new master",
+                       diagnostics=lambda m=m: json.dumps(self.health_redis(m)) + "\n" + m.log_tail())
+        followed = time.monotonic() - killed
+        print(f"\nthe three milters followed the new master {followed:.2f} s after the kill", flush=True)
+        for m in milters:
+            self.assertTrue(self.log_lines(m, "redis_master_switch"), m.log_tail())
+        # The limit holds across the failover: 6 before, 4 after.
+        after = self.send_round_robin(10, "127.0.0.38", first=6)
+        self.assertPassed(after, LIMIT - 6, "per_ip")
+        self.assertSinkCount([r for r in before + after if r.accepted])
 
 
 if __name__ == "__main__":

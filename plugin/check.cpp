@@ -15,8 +15,10 @@
 // stage whose rules are all local behaves exactly as it always has. Groups evaluated on
 // different owners run at the same time: a rule after the deciding denial may be charged
 // for a moment before it is given back.
+//
+// What the checks know of the cluster (the view, a forming node's wait, fallback
+// episodes, lease rounds) is in cluster_view.cpp.
 #include <algorithm>
-#include <map>
 #include <utility>
 #include <condition_variable>
 #include <mutex>
@@ -44,10 +46,6 @@ constexpr std::uint64_t kCost = 1;
 // How long a synchronous check waits beyond check_timeout for the cluster thread to say
 // so itself (it fails every call at its deadline); only a stalled loop needs this.
 constexpr auto kLoopSlack = std::chrono::milliseconds(50);
-
-// The owner of a group of store = "redis" rules, as fallback episodes log it: '@' is not
-// allowed in a node id, so it names no node.
-constexpr std::string_view kRedisOwner = "@redis";
 
 bool blocking(conf::Action action) { return action == conf::Action::Tempfail || action == conf::Action::Reject; }
 
@@ -145,51 +143,6 @@ ItemSpec specOf(const Engine::CheckJob& job, const Engine::CheckJob::Item& item)
 }
 
 }  // namespace
-
-void Engine::setView(std::shared_ptr<const cluster::placement::View> view) {
-  std::shared_ptr<const cluster::placement::View> previous;
-  {
-    std::lock_guard lock(view_mutex_);
-    previous = std::exchange(view_, view);
-  }
-  if (!view || !view->forming) {
-    view_formed_.notify_all();
-    runFormingWaiters();
-  }
-  // Leases from a member that left the view end: dropped, not returned (it is gone, or
-  // its keys have new owners that never granted them; docs/limiter.md, "Fast mode").
-  if (previous && view) {
-    for (const auto& id : previous->members) {
-      if (id != view->self && !std::binary_search(view->members.begin(), view->members.end(), id)) {
-        leases_.dropOwner(id, cluster::limits::OwnerFate::Failed);
-      }
-    }
-  }
-  // A fallback episode whose owner left the view is over: its keys have another owner,
-  // whose answers are not that owner's, so no answer would ever close it.
-  if (!view || episodes_open_.load(std::memory_order_relaxed) == 0) return;
-  std::lock_guard lock(episodes_mutex_);
-  for (auto it = episodes_.begin(); it != episodes_.end();) {
-    const bool gone = !it->first.empty() &&
-                      std::find(view->members.begin(), view->members.end(), it->first) == view->members.end();
-    if (!gone) {
-      ++it;
-      continue;
-    }
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                          it->second.since);
-    logger_->log(conf::LogLevel::Info, "cluster_limits_recovered owner=" + logValue(it->first) +
-                                           " fallbacks=" + std::to_string(it->second.fallbacks) +
-                                           " duration_ms=" + std::to_string(ms.count()) + " cause=owner_left_view");
-    it = episodes_.erase(it);
-  }
-  episodes_open_.store(episodes_.size(), std::memory_order_relaxed);
-}
-
-std::shared_ptr<const cluster::placement::View> Engine::view() const {
-  std::lock_guard lock(view_mutex_);
-  return view_;
-}
 
 void Engine::logDecision(const Session& s, conf::Stage stage, const CompiledRule& c, std::string_view key,
                          const wire::LimitOutcome& outcome, Verdict verdict) {
@@ -631,37 +584,6 @@ void Engine::sendCalls(const std::shared_ptr<CheckJob>& job, std::function<void(
   }
 }
 
-// ---- A node that is forming ------------------------------------------------------------
-//
-// A node that has just started with members to join has no view yet: no owner to ask,
-// no quorum. Deciding by fail_mode at once would decide with a bucket that knows
-// nothing of the cluster's count (fail_mode local admits the whole limit again), while
-// the links are usually up within milliseconds. So a check with cluster-scope rules
-// waits for the view, at most check_timeout, then goes on as usual (by fail_mode if the
-// view is still not there). Once the view has formed, or after join_timeout, nothing
-// waits.
-
-bool Engine::waitsForView(conf::Stage stage) const {
-  if (!config_.cluster.enabled) return false;
-  {
-    std::lock_guard lock(view_mutex_);
-    if (!view_ || !view_->forming) return false;
-  }
-  const auto snap = policy();
-  for (std::size_t index : snap->by_stage[std::size_t(stage)]) {
-    const conf::Rule& rule = snap->rules[index].rule;
-    if (rule.store != conf::Store::Redis && rule.scope != conf::Scope::Node) return true;
-  }
-  return false;
-}
-
-void Engine::runFormingWaiters() {
-  forming_timer_.cancel();
-  auto waiters = std::move(forming_waiters_);
-  forming_waiters_.clear();
-  for (auto& resume : waiters) resume();
-}
-
 int Engine::check(Session& s, conf::Stage stage, const char* arg, zetian_verdict* verdict) {
   const state::Nanos started = now();
   fillContinue(verdict);
@@ -794,56 +716,6 @@ void Engine::checkAsyncNow(Session& s, conf::Stage stage, const char* arg, zetia
 
 // Fast mode, on the cluster thread every sync_interval / 4: top up the leases in use,
 // give back what idle or oversized leases hold.
-void Engine::leaseRound() {
-  cluster::limits::LimitService* service = node_ ? node_->limits() : nullptr;
-  if (!service) return;
-  const auto snap = policy();
-  const state::Nanos t = now();
-  cluster::limits::LeaseDue due = leases_.due(t, sync_interval_ns_);
-  // The rule of a store key (rule name, '\0', value) in the current policy; none when
-  // the rule is gone (its tokens then refill at the owner).
-  auto ruleOf = [&](const std::string& key) -> const CompiledRule* {
-    const std::size_t nul = key.find('\0');
-    return nul == std::string::npos ? nullptr : snap->find(key.substr(0, nul));
-  };
-  auto itemFor = [](const CompiledRule& c, const std::string& key, wire::LimitOp op, std::uint64_t cost) {
-    wire::LimitItem item;
-    item.op = op;
-    item.key = key;
-    item.algorithm = static_cast<std::uint8_t>(c.rule.algorithm);
-    item.limit = c.limit.limit;
-    item.period_ns = c.limit.period_ns;
-    item.burst = c.limit.burst;
-    item.cost = cost;
-    return item;
-  };
-  std::map<std::string, std::vector<wire::LimitItem>> returns;
-  for (const auto& r : due.returns) {
-    if (const CompiledRule* c = ruleOf(r.key)) {
-      returns[r.owner].push_back(itemFor(*c, r.key, wire::LimitOp::Refund, r.tokens));
-    }
-  }
-  for (auto& [owner, items] : returns) service->refund(owner, std::move(items));
-  const auto view = this->view();
-  for (const auto& top : due.top_ups) {
-    const CompiledRule* c = ruleOf(top.key);
-    if (!c || !view || !view->grantsLeases(top.owner)) continue;
-    wire::LimitItem item = itemFor(*c, top.key, wire::LimitOp::Lease, top.want);
-    const std::uint64_t max_lease =
-        cluster::limits::maxLease(cluster::limits::leaseCapacity(c->rule.algorithm, c->limit),
-                                  view->candidates(c->rule.scope == conf::Scope::Region).size());
-    service->call(top.owner, {std::move(item)}, std::chrono::steady_clock::now() + check_timeout_,
-                  [this, key = top.key, owner = top.owner, max_lease](CallResult result) {
-                    const std::uint64_t granted =
-                        !result.failed && !result.outcomes.empty() &&
-                                result.outcomes.front().result == wire::ItemResult::Leased
-                            ? result.outcomes.front().remaining
-                            : 0;
-                    leases_.grant(key, owner, granted, max_lease, now());
-                  });
-  }
-}
-
 bool Engine::maintenanceRefusal(const Session& s, conf::Stage stage, zetian_verdict* verdict) {
   if (stage != conf::Stage::Connect || !maintenance_.load(std::memory_order_relaxed) || !s.facts.client_ip ||
       kLoopback4.contains(*s.facts.client_ip) || kLoopback6.contains(*s.facts.client_ip)) {
@@ -863,46 +735,6 @@ bool Engine::maintenanceRefusal(const Session& s, conf::Stage stage, zetian_verd
                                             " client=" + s.facts.client_ip_text);
   }
   return true;
-}
-
-// Fallback episodes: one log line when a node starts deciding without an owner (per
-// owner and reason), one when the owner answers again, however many checks between.
-void Engine::noteFallback(const std::string& owner, FallbackReason reason, conf::FailMode mode,
-                          const CompiledRule& rule) {
-  std::lock_guard lock(episodes_mutex_);
-  auto [it, fresh] = episodes_.try_emplace(owner);
-  Episode& e = it->second;
-  if (!fresh && e.reason == reason) {
-    ++e.fallbacks;
-    return;
-  }
-  e.reason = reason;
-  e.fallbacks = 1;
-  e.since = std::chrono::steady_clock::now();
-  episodes_open_.store(episodes_.size(), std::memory_order_relaxed);
-  logger_->log(conf::LogLevel::Warn,
-               "cluster_limits_fallback owner=" + logValue(owner.empty() ? "-" : owner) +
-                   " reason=" + std::string(cluster::limits::nameOf(reason)) +
-                   " fail_mode=" + std::string(conf::failModeName(mode)) + " rule=" + logValue(rule.rule.name) +
-                   (owner == kRedisOwner
-                        ? " action=\"deciding without Redis until it answers again; GET /health shows the "
-                          "connection's last error\""
-                        : " action=\"deciding without the key owner until it answers again; check the cluster "
-                          "links\""));
-}
-
-void Engine::noteAnswered(const std::string& owner) {
-  if (episodes_open_.load(std::memory_order_relaxed) == 0) return;
-  std::lock_guard lock(episodes_mutex_);
-  auto it = episodes_.find(owner);
-  if (it == episodes_.end()) return;
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                        it->second.since);
-  logger_->log(conf::LogLevel::Info, "cluster_limits_recovered owner=" + logValue(owner.empty() ? "-" : owner) +
-                                         " fallbacks=" + std::to_string(it->second.fallbacks) +
-                                         " duration_ms=" + std::to_string(ms.count()));
-  episodes_.erase(it);
-  episodes_open_.store(episodes_.size(), std::memory_order_relaxed);
 }
 
 }  // namespace zetian::plugin

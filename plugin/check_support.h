@@ -12,6 +12,10 @@
 
 namespace zetian::plugin {
 
+// The owner of a group of store = "redis" rules, as fallback episodes log it: '@' is not
+// allowed in a node id, so it names no node.
+inline constexpr std::string_view kRedisOwner = "@redis";
+
 inline void copyTruncated(char* dst, std::size_t size, std::string_view src) {
   std::size_t n = std::min(size - 1, src.size());
   std::memcpy(dst, src.data(), n);

@@ -222,6 +222,7 @@ class Engine final : public cluster::AdminApi {
   // long a check waits for an owner.
   mutable std::mutex view_mutex_;  // guards view_
   std::shared_ptr<const cluster::placement::View> view_;
+  std::atomic<bool> view_forming_{false};  // view_ && view_->forming, for a check's first look
   // The peers whose hand-off this node awaits (cluster/limits/service.h, "Settling");
   // null or empty: none. Guarded by view_mutex_.
   std::shared_ptr<const std::vector<std::string>> unsettled_;

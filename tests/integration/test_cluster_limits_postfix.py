@@ -12,15 +12,13 @@ Messages are counted twice: by the SMTP replies, and by their tokens at the sink
 all three Postfix queues are empty (so a message that Postfix accepted but did not
 deliver yet cannot hide)."""
 
-import os
-import threading
 import unittest
 import uuid
 
 from cluster_harness import (FAILURE_TIMEOUT_S, ClusterTestCase, Node, hrw_score, limits_remaining, owner_of,
                              store_key)
-from harness import (POSTFIX, SMTP_SINK, MessageResult, Postfix, SmtpSession,
-                     SmtpSink, free_port, make_workdir, metric_samples, rule, wait_until)
+from harness import MessageResult, SmtpSession, metric_samples, rule, wait_until
+from postfix_trio import PostfixTrio
 
 LIMIT = 10
 IDS = ["n1", "n2", "n3"]
@@ -69,43 +67,15 @@ class OwnerOfMatchesThePlacementCode(unittest.TestCase):
             owner_of("k", [])
 
 
-class ClusterLimitsBehindPostfix(ClusterTestCase):
-    sink: SmtpSink
-    postfixes: list[Postfix]
-    milter_ports: list[int]
-
+class ClusterLimitsBehindPostfix(PostfixTrio, ClusterTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
-        cls.class_dir = make_workdir("cl-postfix", cls.addClassCleanup)
-        cls.sink = SmtpSink(cls.class_dir, cls.addClassCleanup)
-        cls.milter_ports = [free_port() for _ in IDS]
-        cls.postfixes = []
-        for node_id, port in zip(IDS, cls.milter_ports):
-            workdir = os.path.join(cls.class_dir, f"postfix-{node_id}")
-            os.makedirs(workdir)
-            os.chmod(workdir, 0o755)
-            cls.postfixes.append(Postfix(workdir, cls.addClassCleanup, cls.sink.port,
-                                         milter=f"inet:127.0.0.1:{port}",
-                                         default_action="tempfail"))
+        cls.start_postfix_trio("cl-postfix", IDS)
 
     def setUp(self):
         super().setUp()
-        self.tag = f"{self.id().rsplit('.', 1)[-1][5:25]}-{uuid.uuid4().hex[:6]}"
-        fatal_before = [len(p.fatal_lines()) for p in self.postfixes]
-
-        def check_postfix_logs():
-            for p, before in zip(self.postfixes, fatal_before):
-                new = p.fatal_lines()[before:]
-                if new:
-                    self.fail("Postfix logged fatal/panic errors during the test:\n"
-                              + "\n".join(new))
-        self.addCleanup(check_postfix_logs)
+        self.watch_postfix()
 
     # -- fixture
 
@@ -141,50 +111,13 @@ class ClusterLimitsBehindPostfix(ClusterTestCase):
         return [self.send_one(first + i, postfixes[i % len(postfixes)], source, sender)
                 for i in range(count)]
 
-    def send_all_at_once(self, count: int, source: str) -> list[MessageResult]:
-        """`count` sessions, round-robin over the Postfix trio, each opened (banner and
-        EHLO) before any of them sends MAIL FROM, then all released together."""
-        barrier = threading.Barrier(count, timeout=60)
-        results: list[MessageResult | None] = [None] * count
-        errors: list[str] = []
-
-        def one(i: int):
-            try:
-                with SmtpSession(self.postfixes[i % 3].port(), source=source) as s:
-                    barrier.wait()
-                    results[i] = s.send(token=f"{self.tag}-{i:02d}-{uuid.uuid4().hex[:8]}")
-            except Exception as e:  # reported below with the others
-                barrier.abort()
-                errors.append(f"session {i}: {type(e).__name__}: {e}")
-        threads = [threading.Thread(target=one, args=(i,), name=f"smtp-{i}") for i in range(count)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        self.assertFalse(any(t.is_alive() for t in threads), "an SMTP session did not finish")
-        self.assertEqual(errors, [])
-        return [r for r in results if r is not None]
-
     # -- checking
 
     def assertRateLimited(self, result: MessageResult, rule_name: str, nodes: list[Node]):
-        """MAIL FROM got zetian's 451 4.7.1 for `rule_name` (Postfix's own reply when a
-        milter fails is also 451 4.7.1, but does not name the rule)."""
-        ok = (result.mail.code == 451 and result.mail.text.startswith("4.7.1")
-              and rule_name in result.mail.text and result.data is None)
-        if not ok:
-            self.fail(f"want 451 4.7.1 naming {rule_name}, got {result}\n{self.everything(nodes)}")
+        self.assertZetianTempfail(result, rule_name, lambda: self.everything(nodes))
 
     def assertSinkCount(self, passed: list[MessageResult], nodes: list[Node]):
-        """Every accepted message reached the sink, and nothing else of this test did."""
-        for r in passed:
-            self.sink.wait_for(r.token, diagnostics=lambda: self.everything(nodes))
-        wait_until(lambda: all(p.queue_is_empty() for p in self.postfixes), 30,
-                   what="the three Postfix queues to empty",
-                   diagnostics=lambda: self.everything(nodes))
-        at_sink = self.sink.find(self.tag)
-        self.assertEqual(sorted(m.message["Message-ID"] for m in at_sink),
-                         sorted(f"<{r.token}@zetian.test>" for r in passed))
+        self.assertAtTheSink(passed, lambda: self.everything(nodes))
 
     def assertPassed(self, results: list[MessageResult], count: int, rule_name: str,
                      nodes: list[Node]):

@@ -20,14 +20,13 @@ redis-server processes) and kills the master mid-run."""
 
 import json
 import os
-import threading
 import time
 import unittest
 import uuid
 
-from harness import (POSTFIX, REDIS_SERVER, SMTP_SINK, MessageResult, Milter, Postfix, RedisServer,
-                     RedisSentinel, SmtpSession, SmtpSink, free_port, make_workdir, metric_samples, milter_binary,
-                     rule, wait_until)
+from harness import (REDIS_SERVER, MessageResult, Milter, RedisSentinel, RedisServer, SmtpSession, free_port,
+                     make_workdir, metric_samples, milter_binary, rule, wait_until)
+from postfix_trio import PostfixTrio
 
 LIMIT = 10
 IDS = ["r1", "r2", "r3"]
@@ -58,52 +57,23 @@ def period_seconds(text: str) -> int:
     return {"1h": 3600, "1h1m": 3660, "1h2m": 3720}[text]
 
 
-class RedisLimitsBehindPostfix(unittest.TestCase):
-    sink: SmtpSink
-    postfixes: list[Postfix]
-    milter_ports: list[int]
-
+class RedisLimitsBehindPostfix(PostfixTrio, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
         if not REDIS_SERVER:
             raise unittest.SkipTest("redis-server is not installed: "
                                     "DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server")
         milter_binary()
-        cls.class_dir = make_workdir("redis-postfix", cls.addClassCleanup)
-        cls.sink = SmtpSink(cls.class_dir, cls.addClassCleanup)
-        cls.milter_ports = [free_port() for _ in IDS]
-        cls.postfixes = []
-        for node_id, port in zip(IDS, cls.milter_ports):
-            workdir = os.path.join(cls.class_dir, f"postfix-{node_id}")
-            os.makedirs(workdir)
-            os.chmod(workdir, 0o755)
-            cls.postfixes.append(Postfix(workdir, cls.addClassCleanup, cls.sink.port,
-                                         milter=f"inet:127.0.0.1:{port}",
-                                         default_action="tempfail"))
+        cls.start_postfix_trio("redis-postfix", IDS)
 
     def setUp(self):
         super().setUp()
-        name = self.id().rsplit(".", 1)[-1][5:25]
-        self.tag = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.workdir = make_workdir(name, self.addCleanup)
+        self.watch_postfix()
+        self.workdir = make_workdir(self.tag.rsplit("-", 1)[0], self.addCleanup)
         self.milters: list[Milter] = []
         self.redis: RedisServer | None = None
         self.mail_seconds: list[float] = []
-        fatal_before = [len(p.fatal_lines()) for p in self.postfixes]
-
-        def check_postfix_logs():
-            for p, before in zip(self.postfixes, fatal_before):
-                new = p.fatal_lines()[before:]
-                if new:
-                    self.fail("Postfix logged fatal/panic errors during the test:\n"
-                              + "\n".join(new))
-        self.addCleanup(check_postfix_logs)
 
     # -- fixture
 
@@ -187,31 +157,6 @@ class RedisLimitsBehindPostfix(unittest.TestCase):
         self.assertLess(median, REDIS_TIMEOUT_MS / 1000 / 2,
                         f"median MAIL FROM {median * 1000:.1f} ms of {len(self.mail_seconds)}")
 
-    def send_all_at_once(self, count: int, source: str) -> list[MessageResult]:
-        """`count` sessions, round-robin over the Postfix trio, each opened (banner and
-        EHLO) before any of them sends MAIL FROM, then all released together."""
-        barrier = threading.Barrier(count, timeout=60)
-        results: list[MessageResult | None] = [None] * count
-        errors: list[str] = []
-
-        def one(i: int):
-            try:
-                with SmtpSession(self.postfixes[i % 3].port(), source=source) as s:
-                    barrier.wait()
-                    results[i] = s.send(token=f"{self.tag}-{i:02d}-{uuid.uuid4().hex[:8]}")
-            except Exception as e:  # reported below with the others
-                barrier.abort()
-                errors.append(f"session {i}: {type(e).__name__}: {e}")
-        threads = [threading.Thread(target=one, args=(i,), name=f"smtp-{i}") for i in range(count)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        self.assertFalse(any(t.is_alive() for t in threads), "an SMTP session did not finish")
-        self.assertEqual(errors, [])
-        self.assertEqual(sum(r is not None for r in results), count)
-        return [r for r in results if r is not None]
-
     # -- reading the milters
 
     def health_redis(self, m: Milter) -> dict:
@@ -242,28 +187,13 @@ class RedisLimitsBehindPostfix(unittest.TestCase):
     # -- checking
 
     def assertRateLimited(self, result: MessageResult, rule_name: str):
-        """MAIL FROM got zetian's 451 4.7.1 for `rule_name` (Postfix's own reply when a
-        milter fails is also 451 4.7.1, but does not name the rule)."""
-        ok = (result.mail.code == 451 and result.mail.text.startswith("4.7.1")
-              and rule_name in result.mail.text and result.data is None)
-        if not ok:
-            self.fail(f"want 451 4.7.1 naming {rule_name}, got {result}\n{self.everything()}")
+        self.assertZetianTempfail(result, rule_name, self.everything)
 
     def assertClosed(self, result: MessageResult):
-        ok = (result.mail.code == 451 and result.mail.text.startswith("4.7.1")
-              and CLOSED_TEXT in result.mail.text and result.data is None)
-        if not ok:
-            self.fail(f"want 451 4.7.1 {CLOSED_TEXT}, got {result}\n{self.everything()}")
+        self.assertZetianTempfail(result, CLOSED_TEXT, self.everything)
 
     def assertSinkCount(self, passed: list[MessageResult]):
-        """Every accepted message reached the sink, and nothing else of this test did."""
-        for r in passed:
-            self.sink.wait_for(r.token, diagnostics=self.everything)
-        wait_until(lambda: all(p.queue_is_empty() for p in self.postfixes), 30,
-                   what="the three Postfix queues to empty", diagnostics=self.everything)
-        at_sink = self.sink.find(self.tag)
-        self.assertEqual(sorted(m.message["Message-ID"] for m in at_sink),
-                         sorted(f"<{r.token}@zetian.test>" for r in passed))
+        self.assertAtTheSink(passed, self.everything)
 
     def assertPassed(self, results: list[MessageResult], count: int, rule_name: str):
         """Exactly `count` accepted, every other one refused by `rule_name`."""

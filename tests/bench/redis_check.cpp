@@ -8,12 +8,21 @@
 //           time to the end of the call (a check delayed behind a late one counts its
 //           wait), and the call alone beside it.
 //
+// Beside the rate and the latencies it prints where the CPU went over the run: this
+// process (getrusage: user, system, context switches) and its cluster thread per check,
+// and, read from the server's INFO before and after (TCP or Unix URLs without a
+// password), Redis's CPU per check, the EVALSHAs per read (how deep the pipelining
+// was) and the time Redis spent inside EVALSHA per call. On a small machine that
+// shares its CPUs with Redis these say which side ran out.
+//
 // A benchmark, not a test (not registered with CTest). Figures: docs/BENCHMARKS.md
-// ("Redis store"):
+// ("Redis store (issue 9)"):
 //
 //   redis-server --port 6390 --save '' --appendonly no --daemonize yes
 //   build/tests/bench/redis_check closed --url redis://127.0.0.1:6390/0 --threads 16 --seconds 10
 //   build/tests/bench/redis_check paced --url redis://127.0.0.1:6390/0 --rate 10000 --seconds 10
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -25,6 +34,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -102,6 +113,113 @@ double metric(const std::string& text, const std::string& series) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
 }
 
+std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+// CPU seconds (user + system) of this process's threads named `name`.
+double threadsCpu(const std::string& name) {
+  double ticks = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(entry.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c != name) continue;
+    std::ifstream f(entry.path() / "stat");
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::istringstream rest(text.substr(text.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
+    }
+  }
+  return ticks / double(sysconf(_SC_CLK_TCK));
+}
+
+struct Usage {
+  double user = 0, sys = 0;
+  long voluntary = 0, involuntary = 0;
+};
+
+Usage usage() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return {double(u.ru_utime.tv_sec) + double(u.ru_utime.tv_usec) / 1e6,
+          double(u.ru_stime.tv_sec) + double(u.ru_stime.tv_usec) / 1e6, u.ru_nvcsw, u.ru_nivcsw};
+}
+
+// The server's `INFO all`, as field -> value ("cmdstat_evalsha" -> "calls=...,usec=..."),
+// or empty when the URL is not one this reads or the server does not answer. A
+// blocking side channel on a connection of its own, outside the measured interval.
+std::map<std::string, std::string> redisInfo(const std::string& url) {
+  int fd = -1;
+  if (url.rfind("unix:", 0) == 0) {
+    const std::string path = url.substr(5, url.find('?') == std::string::npos ? std::string::npos : url.find('?') - 5);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.size() >= sizeof a.sun_path) return {};
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fd = (::close(fd), -1);
+  } else if (url.rfind("redis://", 0) == 0) {
+    const std::string rest = url.substr(8);
+    const auto colon = rest.find(':'), slash = rest.find('/');
+    if (colon == std::string::npos || rest.substr(0, colon) != "127.0.0.1") return {};  // loopback only
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    try {
+      a.sin_port = htons(std::uint16_t(std::stoi(rest.substr(colon + 1, slash - colon - 1))));
+    } catch (const std::logic_error&) {
+      return {};
+    }
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fd = (::close(fd), -1);
+  }
+  if (fd < 0) return {};
+  const std::string req = "*2\r\n$4\r\nINFO\r\n$3\r\nall\r\n";
+  std::string in;
+  if (::write(fd, req.data(), req.size()) == ssize_t(req.size())) {
+    // A bulk string: "$<length>\r\n<text>\r\n".
+    char buf[65536];
+    std::size_t want = std::string::npos;
+    for (ssize_t n; (want == std::string::npos || in.size() < want) && (n = ::read(fd, buf, sizeof buf)) > 0;) {
+      in.append(buf, std::size_t(n));
+      const auto eol = in.find("\r\n");
+      if (want == std::string::npos && eol != std::string::npos) {
+        if (in[0] != '$') break;
+        want = eol + 2 + std::stoul(in.substr(1, eol - 1)) + 2;
+      }
+    }
+  }
+  ::close(fd);
+  std::map<std::string, std::string> info;
+  std::istringstream lines(in);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const auto colon = line.find(':');
+    if (colon != std::string::npos && line[0] != '#' && line[0] != '$')
+      info[line.substr(0, colon)] = line.substr(colon + 1);
+  }
+  return info;
+}
+
+double infoNumber(const std::map<std::string, std::string>& info, const std::string& field) {
+  const auto it = info.find(field);
+  return it == info.end() ? 0 : std::strtod(it->second.c_str(), nullptr);
+}
+
+// A value inside a commandstats line: "calls=12,usec=345,..." -> usec.
+double infoStat(const std::map<std::string, std::string>& info, const std::string& cmd, const std::string& key) {
+  const auto it = info.find("cmdstat_" + cmd);
+  if (it == info.end()) return 0;
+  const auto at = ("," + it->second).find("," + key + "=");
+  return at == std::string::npos ? 0 : std::strtod(it->second.c_str() + at + key.size() + 1, nullptr);
+}
+
 double pct(std::vector<std::int64_t>& v, double p) {
   if (v.empty()) return 0;
   const std::size_t k = std::min(v.size() - 1, std::size_t(p / 100.0 * double(v.size())));
@@ -157,6 +275,10 @@ int main(int argc, char** argv) {
     if (action != ZETIAN_CONTINUE) ++w.not_continue;
   };
   const std::string before = metricsOf(health);
+  const auto redis_before = redisInfo(o.url);
+  const std::string load_before = loadavg();
+  const Usage usage_before = usage();
+  const double loop_before = threadsCpu("zetian-cluster");
   const auto t0 = Clock::now() + std::chrono::milliseconds(20);
   const auto stop = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   const std::uint64_t total = std::uint64_t(o.rate * o.seconds);
@@ -189,6 +311,10 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double loop_cpu = threadsCpu("zetian-cluster") - loop_before;
+  const Usage usage_after = usage();
+  const std::string load_after = loadavg();
+  const auto redis_after = redisInfo(o.url);
   const std::string after = metricsOf(health);
   std::vector<std::int64_t> lat, svc;
   std::uint64_t done = 0, not_continue = 0;
@@ -211,6 +337,28 @@ int main(int argc, char** argv) {
   if (o.mode == "paced") {
     std::printf("service time, the call alone (us): p50=%.1f p90=%.1f p99=%.1f p99.9=%.1f\n", pct(svc, 50),
                 pct(svc, 90), pct(svc, 99), pct(svc, 99.9));
+  }
+  const double checks = double(std::max<std::uint64_t>(done, 1));
+  const double per = 1e6 / checks;
+  std::printf("load before %s, after %s\n", load_before.c_str(), load_after.c_str());
+  std::printf("this process: user %.2f s, system %.2f s, %.1f us CPU per check (cluster thread %.2f s, %.1f us per"
+              " check); context switches %.2f voluntary, %.2f involuntary per check\n",
+              usage_after.user - usage_before.user, usage_after.sys - usage_before.sys,
+              per * (usage_after.user - usage_before.user + usage_after.sys - usage_before.sys), loop_cpu,
+              per * loop_cpu, double(usage_after.voluntary - usage_before.voluntary) / checks,
+              double(usage_after.involuntary - usage_before.involuntary) / checks);
+  if (redis_before.empty() || redis_after.empty()) {
+    std::printf("redis-server: INFO not read (only loopback TCP or unix: URLs without a password are)\n");
+  } else {
+    const auto delta = [&](const std::string& f) { return infoNumber(redis_after, f) - infoNumber(redis_before, f); };
+    const double cpu = delta("used_cpu_user") + delta("used_cpu_sys");
+    const double evalsha = infoStat(redis_after, "evalsha", "calls") - infoStat(redis_before, "evalsha", "calls");
+    const double usec = infoStat(redis_after, "evalsha", "usec") - infoStat(redis_before, "evalsha", "usec");
+    const double reads = delta("total_reads_processed");
+    std::printf("redis-server: CPU %.2f s (%.0f%% of one CPU), %.1f us per check; EVALSHA %.0f, %.1f per read"
+                " (%.0f reads), %.2f us inside each\n",
+                cpu, 100 * cpu / elapsed, per * cpu, evalsha, reads > 0 ? evalsha / reads : 0, reads,
+                evalsha > 0 ? usec / evalsha : 0);
   }
   engine.reset();
   std::filesystem::remove_all(dir);

@@ -378,6 +378,9 @@ void RaftCore::handleAppendResponse(const Message& m) {
   if (pr.state == Progress::State::probe) pr.becomeReplicate();
   if (maybeCommit()) {
     broadcastAppend();
+  } else if (was_paused && pr.sent_commit < log_.committed()) {
+    // A paused follower missed the commit broadcast meanwhile: tell it now.
+    sendAppend(m.from, true);
   }
   while (sendAppend(m.from, false)) {
   }
@@ -414,6 +417,7 @@ bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
   const Index last = entries.empty() ? prev : entries.back().index;
   m.entries = std::move(entries);
   pr.sentAppend(last, !m.entries.empty());
+  pr.sent_commit = std::max(pr.sent_commit, std::min(m.commit, last));
   send(std::move(m));
   return true;
 }
@@ -428,7 +432,9 @@ void RaftCore::broadcastHeartbeat() {
   for (NodeId voter : config_.voters) {
     if (voter == config_.id) continue;
     Message m = to(voter, MessageType::heartbeat);
-    m.commit = std::min(progress_[voter].match, log_.committed());
+    Progress& pr = progress_[voter];
+    m.commit = std::min(pr.match, log_.committed());
+    pr.sent_commit = std::max(pr.sent_commit, m.commit);
     send(std::move(m));
   }
 }

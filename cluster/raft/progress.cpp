@@ -22,12 +22,15 @@ bool Progress::maybeDecreaseTo(Index rejected, Index match_hint) {
     // an append from before that acknowledgement.
     if (rejected <= match) return false;
     next = match + 1;
+    sent_commit = std::min(sent_commit, next - 1);
     return true;
   }
   // In probe only one append is out, the one after next - 1; any other rejection is
   // a late answer to an earlier probe.
   if (rejected != next - 1) return false;
   next = std::max(std::min(rejected, match_hint + 1), match + 1);
+  // The append that carried it was refused, so the commit index may not have landed.
+  sent_commit = std::min(sent_commit, next - 1);
   probe_sent = false;
   return true;
 }

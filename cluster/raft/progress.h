@@ -31,6 +31,10 @@ struct Progress {
   bool recent_active = false;
   // replicate: the last index of each unanswered append, oldest first.
   std::deque<Index> inflight;
+  // The highest commit index this follower was told of and could act on (an append
+  // lets a follower commit only up to its last entry): spares an append whose only
+  // news would be a commit index it already has.
+  Index sent_commit = 0;
 
   // An acceptance up to `index`. True when it taught us something (match moved).
   bool maybeUpdate(Index index);

@@ -329,6 +329,12 @@ void RaftCore::stepLeader(const Message& m) {
     pr.recent_active = true;
     // The follower is listening again: a lost probe need not wait for the next append.
     pr.probe_sent = false;
+    // Nor a full window whose appends were lost (dropped, or the follower restarted
+    // without them): free one slot, so one append goes out and its answer (an
+    // acceptance, or a rejection that drops back to probe) gets things moving.
+    if (pr.state == Progress::State::replicate && pr.paused(config_.max_inflight_appends)) {
+      pr.inflight.pop_front();
+    }
     if (pr.match < log_.lastIndex()) sendAppend(m.from, true);
   }
 }

@@ -12,7 +12,8 @@
 //
 // Commands:
 //   add-nodes N [pre-vote=true] [check-quorum=true] [election=10] [heartbeat=1]
-//               [max-append=64] [seed=0]      nodes 1..N, all voters
+//               [max-append=64] [max-inflight=256] [seed=0]
+//                               nodes 1..N, all voters
 //   campaign ID                 start an election on ID now
 //   propose ID DATA             a client command at ID
 //   process-ready ID...         handle each node's Ready (persist, send, apply, advance)
@@ -216,6 +217,8 @@ class Interpreter {
         c.heartbeat_ticks = std::stoi(value);
       } else if (key == "max-append") {
         c.max_entries_per_append = std::stoul(value);
+      } else if (key == "max-inflight") {
+        c.max_inflight_appends = std::stoul(value);
       } else if (key == "seed") {
         c.seed = std::stoull(value);
       } else {

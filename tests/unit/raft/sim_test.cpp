@@ -53,6 +53,12 @@ class Simulation {
     base_.election_ticks = 10;
     base_.max_entries_per_append = static_cast<std::size_t>(pick(1, 8));
     base_.max_inflight_appends = static_cast<std::size_t>(pick(1, 16));
+    // How rough the run is varies by seed: some calm, some with a crash or a new
+    // partition every few dozen rounds.
+    crash_rate_ = std::vector<double>{0.002, 0.01, 0.03}[static_cast<std::size_t>(pick(0, 2))];
+    ready_crash_rate_ = std::vector<double>{0.001, 0.003, 0.01}[static_cast<std::size_t>(pick(0, 2))];
+    partition_rate_ = std::vector<double>{0.01, 0.05}[static_cast<std::size_t>(pick(0, 1))];
+    groups_ = pick(2, 3);
     drop_ = pick(0, 20) / 100.0;
     duplicate_ = pick(0, 10) / 100.0;
     max_delay_ = pick(0, 3);
@@ -61,7 +67,7 @@ class Simulation {
       nodes_[id];
       start(id);
     }
-    note("cluster of " + std::to_string(size) + " pre_vote=" + std::to_string(base_.pre_vote) +
+    note("cluster of " + std::to_string(size) + " crash_rate=" + std::to_string(crash_rate_) + " pre_vote=" + std::to_string(base_.pre_vote) +
          " check_quorum=" + std::to_string(base_.check_quorum) + " heartbeat=" +
          std::to_string(base_.heartbeat_ticks) + " drop=" + std::to_string(drop_) + " duplicate=" +
          std::to_string(duplicate_) + " max_delay=" + std::to_string(max_delay_));
@@ -129,14 +135,21 @@ class Simulation {
              " last=" + std::to_string(node.core->log().lastIndex()));
       }
     }
-    if (coin(0.01)) {
+    if (coin(crash_rate_)) {
       auto up = upNodes();
-      if (!up.empty()) crash(up[static_cast<std::size_t>(pick(0, static_cast<int>(up.size()) - 1))], "between readies");
+      // Half the crashes hit a leader: the histories of the paper's figure 8 need
+      // leaders that die with entries half replicated.
+      std::vector<NodeId> leaders;
+      for (NodeId id : up) {
+        if (nodes_[id].core->role() == Role::leader) leaders.push_back(id);
+      }
+      auto& from = !leaders.empty() && coin(0.5) ? leaders : up;
+      if (!from.empty()) crash(from[static_cast<std::size_t>(pick(0, static_cast<int>(from.size()) - 1))], "between readies");
     }
-    if (group_.empty() && coin(0.02)) {
+    if (group_.empty() && coin(partition_rate_)) {
       std::string desc;
       for (NodeId id : base_.voters) {
-        group_[id] = pick(0, 1);
+        group_[id] = pick(0, groups_ - 1);
         desc += " " + std::to_string(id) + ":" + std::to_string(group_[id]);
       }
       note("partition" + desc);
@@ -175,9 +188,9 @@ class Simulation {
     SimNode& node = nodes_[id];
     if (!node.core || !node.core->hasReady()) return;
     Ready rd = node.core->ready();
-    if (faults_ && coin(0.003)) return crash(id, "before writing a ready");
+    if (faults_ && coin(ready_crash_rate_)) return crash(id, "before writing a ready");
     node.storage.write(rd);
-    if (faults_ && coin(0.003)) return crash(id, "after writing, before sending");
+    if (faults_ && coin(ready_crash_rate_)) return crash(id, "after writing, before sending");
     for (Message& m : rd.messages) send(std::move(m));
     for (const Entry& e : rd.committed) apply(id, e);
     node.core->advance();
@@ -370,6 +383,10 @@ class Simulation {
   std::uint64_t seed_;
   bool verbose_;
   Config base_;
+  double crash_rate_ = 0;        // per round: a node crashes between Readies
+  double ready_crash_rate_ = 0;  // per Ready: before its writes, or after them
+  double partition_rate_ = 0;    // per round while healed
+  int groups_ = 2;
   double drop_ = 0;
   double duplicate_ = 0;
   int max_delay_ = 0;

@@ -80,6 +80,13 @@ std::vector<Message> ofType(const std::vector<Message>& messages, MessageType ty
 void electLeader(RaftCore& core) {
   core.campaign();
   flush(core);
+  if (core.role() == Role::pre_candidate) {
+    for (NodeId voter : core.config().voters) {
+      if (voter == core.id() || core.role() != Role::pre_candidate) continue;
+      core.step(make(MessageType::pre_vote_response, voter, core.id(), core.term() + 1));
+    }
+    flush(core);
+  }
   for (NodeId voter : core.config().voters) {
     if (voter == core.id() || core.role() == Role::leader) continue;
     core.step(make(MessageType::vote_response, voter, core.id(), core.term()));
@@ -507,6 +514,85 @@ TEST(RaftPaper54, OnlyANodeHoldingEveryCommittedEntryCanBeElected) {
     ASSERT_GE(net.core(id).log().lastIndex(), 2u);
     EXPECT_EQ(net.core(id).log().all()[1].data, "committed");
   }
+}
+
+// ---- Extensions: PreVote (thesis 9.6), CheckQuorum and the lease (thesis 6.2) -------
+
+Config extendedConfig(NodeId id, int cluster_size) {
+  Config c = paperConfig(id, cluster_size);
+  c.pre_vote = true;
+  c.check_quorum = true;
+  return c;
+}
+
+TEST(RaftExtensions, APreVoteRaisesNobodysTerm) {
+  RaftCore candidate(extendedConfig(1, 3), {});
+  candidate.campaign();
+  EXPECT_EQ(candidate.role(), Role::pre_candidate);
+  EXPECT_EQ(candidate.term(), 0u);
+  Ready rd = candidate.ready();
+  EXPECT_FALSE(rd.hard_state) << "nothing to write: neither term nor vote changed";
+  ASSERT_EQ(rd.messages.size(), 2u);
+  EXPECT_EQ(rd.messages[0].type, MessageType::pre_vote);
+  EXPECT_EQ(rd.messages[0].term, 1u) << "asks for the term it would campaign in";
+  candidate.advance();
+
+  RaftCore voter(extendedConfig(2, 3), {});
+  voter.step(rd.messages[0]);
+  EXPECT_EQ(voter.term(), 0u);
+  EXPECT_EQ(voter.vote(), kNoNode);
+  auto replies = flush(voter);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_FALSE(replies[0].reject);
+  EXPECT_EQ(replies[0].term, 1u);
+
+  candidate.step(replies[0]);
+  EXPECT_EQ(candidate.role(), Role::candidate) << "a quorum of yes starts the real election";
+  EXPECT_EQ(candidate.term(), 1u);
+}
+
+TEST(RaftExtensions, AFollowerThatHeardFromItsLeaderIgnoresVotesUntilTheLeaseRunsOut) {
+  RaftCore follower(extendedConfig(2, 3), {});
+  follower.step(make(MessageType::heartbeat, 1, 2, 1));
+  ASSERT_EQ(follower.leader(), 1u);
+  Message vote = make(MessageType::vote, 3, 2, 2);
+  EXPECT_EQ(follower.step(vote), StepOutcome::leader_lease);
+  EXPECT_EQ(follower.term(), 1u);
+  // An election timeout without the leader ends the lease (and starts a pre-vote of
+  // its own, which changes no term).
+  for (int i = 0; i < follower.config().election_ticks; ++i) follower.tick();
+  EXPECT_EQ(follower.step(vote), StepOutcome::handled);
+  EXPECT_EQ(follower.term(), 2u);
+  EXPECT_EQ(follower.vote(), 3u);
+}
+
+TEST(RaftExtensions, ALeaderStepsDownAtTheFirstElectionTimeoutWithoutAQuorum) {
+  RaftCore leader(extendedConfig(1, 3), {});
+  electLeader(leader);
+  const int t = leader.config().election_ticks;
+  // Follower 2 answers within the first interval, so the first check passes.
+  for (int i = 0; i < t - 1; ++i) leader.tick();
+  leader.step(make(MessageType::heartbeat_response, 2, 1, leader.term()));
+  leader.tick();
+  EXPECT_EQ(leader.role(), Role::leader);
+  for (int i = 0; i < t; ++i) leader.tick();
+  EXPECT_EQ(leader.role(), Role::follower);
+  EXPECT_EQ(leader.term(), 1u);
+}
+
+TEST(RaftExtensions, ALeaderWithActiveFollowersKeepsLeading) {
+  RaftCore leader(extendedConfig(1, 3), {});
+  electLeader(leader);
+  for (int i = 0; i < 5 * leader.config().election_ticks; ++i) {
+    leader.tick();
+    leader.step(make(MessageType::heartbeat_response, 2, 1, leader.term()));
+  }
+  EXPECT_EQ(leader.role(), Role::leader);
+
+  RaftCore alone(extendedConfig(1, 1), {});
+  alone.campaign();
+  for (int i = 0; i < 5 * alone.config().election_ticks; ++i) alone.tick();
+  EXPECT_EQ(alone.role(), Role::leader) << "a single node is its own quorum";
 }
 
 // ---- The Ready contract ------------------------------------------------------------

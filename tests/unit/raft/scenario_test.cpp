@@ -279,8 +279,12 @@ class Interpreter {
     if (c.role() != Role::leader) return std::to_string(id) + " is not the leader\n";
     std::string out;
     for (const auto& [peer, pr] : c.progress()) {
-      out += std::to_string(peer) + ": match=" + std::to_string(pr.match) + " next=" + std::to_string(pr.next) +
-             (pr.state == Progress::State::probe ? " probe" : " replicate") + "\n";
+      out += std::to_string(peer) + ": match=" + std::to_string(pr.match);
+      if (peer == id) {
+        out += " (self: what is durable)\n";
+        continue;
+      }
+      out += " next=" + std::to_string(pr.next) + (pr.state == Progress::State::probe ? " probe" : " replicate") + "\n";
     }
     return out;
   }

@@ -41,6 +41,9 @@ struct SimNode {
   Storage storage;
   Index applied = 0;  // how many entries this incarnation's state machine applied
   int down_until = -1;
+  // A Ready written but not yet finished (sent, applied, advanced): the driver's
+  // fsync runs off the loop, and messages keep arriving and being stepped meanwhile.
+  std::optional<Ready> held;
 };
 
 class Simulation {
@@ -59,6 +62,7 @@ class Simulation {
     ready_crash_rate_ = std::vector<double>{0.001, 0.003, 0.01}[static_cast<std::size_t>(pick(0, 2))];
     partition_rate_ = std::vector<double>{0.01, 0.05}[static_cast<std::size_t>(pick(0, 1))];
     groups_ = pick(2, 3);
+    hold_rate_ = std::vector<double>{0, 0.3, 0.7}[static_cast<std::size_t>(pick(0, 2))];
     drop_ = pick(0, 20) / 100.0;
     duplicate_ = pick(0, 10) / 100.0;
     max_delay_ = pick(0, 3);
@@ -122,6 +126,7 @@ class Simulation {
   void crash(NodeId id, const std::string& when) {
     SimNode& node = nodes_[id];
     node.core.reset();
+    node.held.reset();
     node.down_until = round_ + pick(1, 40);
     note("crash " + std::to_string(id) + " " + when);
   }
@@ -186,11 +191,21 @@ class Simulation {
 
   void processReady(NodeId id) {
     SimNode& node = nodes_[id];
-    if (!node.core || !node.core->hasReady()) return;
+    if (!node.core) return;
+    if (node.held) return finishReady(id);
+    if (!node.core->hasReady()) return;
     Ready rd = node.core->ready();
     if (faults_ && coin(ready_crash_rate_)) return crash(id, "before writing a ready");
     node.storage.write(rd);
     if (faults_ && coin(ready_crash_rate_)) return crash(id, "after writing, before sending");
+    node.held = std::move(rd);
+    if (!coin(hold_rate_)) finishReady(id);
+  }
+
+  void finishReady(NodeId id) {
+    SimNode& node = nodes_[id];
+    Ready rd = std::move(*node.held);
+    node.held.reset();
     for (Message& m : rd.messages) send(std::move(m));
     for (const Entry& e : rd.committed) apply(id, e);
     node.core->advance();
@@ -387,6 +402,7 @@ class Simulation {
   double ready_crash_rate_ = 0;  // per Ready: before its writes, or after them
   double partition_rate_ = 0;    // per round while healed
   int groups_ = 2;
+  double hold_rate_ = 0;         // per Ready: finished only at the node's next turn
   double drop_ = 0;
   double duplicate_ = 0;
   int max_delay_ = 0;

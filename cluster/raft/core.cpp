@@ -491,8 +491,8 @@ Ready RaftCore::ready() {
   last_soft_ = soft;
   last_hard_ = hard;
   ready_outstanding_ = true;
-  ready_last_entry_.reset();
-  if (!rd.entries.empty()) ready_last_entry_ = {rd.entries.back().index, rd.entries.back().term};
+  ready_entries_.clear();
+  for (const Entry& e : rd.entries) ready_entries_.emplace_back(e.index, e.term);
   ready_applied_to_ = rd.committed.empty() ? log_.applied() : rd.committed.back().index;
   return rd;
 }
@@ -500,7 +500,14 @@ Ready RaftCore::ready() {
 void RaftCore::advance() {
   if (!ready_outstanding_) throw std::logic_error("raft: advance() without a Ready");
   ready_outstanding_ = false;
-  if (ready_last_entry_) log_.stableTo(ready_last_entry_->first, ready_last_entry_->second);
+  // Overwrites cut a suffix, so the written entries still in the log are a prefix of
+  // them: the last one still there says how far the log is durable.
+  for (auto it = ready_entries_.rbegin(); it != ready_entries_.rend(); ++it) {
+    if (log_.matchTerm(it->first, it->second)) {
+      log_.stableTo(it->first, it->second);
+      break;
+    }
+  }
   log_.appliedTo(ready_applied_to_);
   if (role_ == Role::leader) {
     // Our own entries now count towards the quorum (they are durable here).

@@ -173,7 +173,9 @@ class RaftCore {
   SoftState last_soft_;
   HardState last_hard_;
   bool ready_outstanding_ = false;
-  std::optional<std::pair<Index, Term>> ready_last_entry_;
+  // (index, term) of each entry the outstanding Ready writes: those still in the log
+  // at advance() are durable, even when a step meanwhile replaced a suffix of them.
+  std::vector<std::pair<Index, Term>> ready_entries_;
   Index ready_applied_to_ = 0;
 };
 

@@ -63,7 +63,8 @@ class RaftLog {
 
   std::vector<Entry> unstableEntries() const;
   // The driver persisted everything up to `index`, which had `term`; ignored when the
-  // entry was overwritten meanwhile (then it is unstable again).
+  // entry was overwritten meanwhile (then it is unstable again, and the caller may
+  // try an earlier entry of the same write).
   void stableTo(Index index, Term term);
   // Entries [lo, hi), at most max_count of them.
   std::vector<Entry> slice(Index lo, Index hi, std::size_t max_count) const;

@@ -32,6 +32,8 @@
 //   progress ID                 the leader's view of each voter
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

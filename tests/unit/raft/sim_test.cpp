@@ -4,6 +4,7 @@
 // that keep only what the node had written. After every step it checks the paper's
 // safety properties (figure 3):
 //   election safety      at most one leader per term, ever;
+//   leader append-only   a leader never overwrites or deletes its own entries;
 //   log matching         two logs with the same term at an index agree up to it;
 //   leader completeness  a leader of term T holds every entry committed before T;
 //   state machine safety every node applies the same entry at each index;
@@ -270,6 +271,7 @@ class Simulation {
              std::to_string(id));
       }
       checkLeaderCompleteness(id, c);
+      checkLeaderAppendOnly(id, c);
     }
     recordCommits(id, c);
     for (NodeId other : upNodes()) {
@@ -303,6 +305,20 @@ class Simulation {
              describe(lb[k]));
       }
     }
+  }
+
+  // A leader never overwrites or deletes entries of its own log (figure 3): while it
+  // leads a term, the last entry it had is still there and nothing was cut.
+  void checkLeaderAppendOnly(NodeId id, const RaftCore& c) {
+    auto& seen = leader_tail_[id];
+    const Entry* last = c.log().all().empty() ? nullptr : &c.log().all().back();
+    if (seen.term == c.term() && seen.index > 0) {
+      if (c.log().lastIndex() < seen.index || !c.log().matchTerm(seen.index, seen.entry_term)) {
+        fail("leader " + std::to_string(id) + " of term " + std::to_string(c.term()) + " lost its entry " +
+             std::to_string(seen.entry_term) + "/" + std::to_string(seen.index));
+      }
+    }
+    seen = {c.term(), last ? last->index : 0, last ? last->term : 0};
   }
 
   void checkLeaderCompleteness(NodeId id, const RaftCore& c) {
@@ -389,6 +405,11 @@ class Simulation {
     Term term;
     std::string data;
   };
+  struct LeaderTail {
+    Term term = 0;  // the term it led when last checked
+    Index index = 0;
+    Term entry_term = 0;
+  };
   struct Committed {
     Entry entry;
     Term observed_term;  // the term of the node that first showed it committed
@@ -414,6 +435,7 @@ class Simulation {
   std::map<NodeId, int> group_;
   std::vector<InFlight> network_;
   std::map<Term, NodeId> leaders_;
+  std::map<NodeId, LeaderTail> leader_tail_;
   std::vector<Entry> applied_;
   std::vector<Committed> committed_;
   std::vector<Pending> pending_;

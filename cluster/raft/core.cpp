@@ -1,0 +1,518 @@
+#include "cluster/raft/core.h"
+
+#include <algorithm>
+#include <set>
+#include <stdexcept>
+
+namespace zetian::cluster::raft {
+
+namespace {
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("raft: " + what);
+}
+
+void validate(const Config& c, const DurableState& d) {
+  require(c.id != kNoNode, "node id 0 is reserved (it means \"nobody\")");
+  require(!c.voters.empty(), "no voters");
+  std::set<NodeId> unique(c.voters.begin(), c.voters.end());
+  require(unique.size() == c.voters.size(), "a voter is listed twice");
+  require(!unique.contains(kNoNode), "voter id 0 is reserved");
+  require(unique.contains(c.id), "node " + std::to_string(c.id) + " is not among the voters");
+  require(c.heartbeat_ticks >= 1, "heartbeat_ticks must be at least 1");
+  require(c.election_ticks > c.heartbeat_ticks, "election_ticks must exceed heartbeat_ticks");
+  require(c.max_entries_per_append >= 1, "max_entries_per_append must be at least 1");
+  require(c.max_inflight_appends >= 1, "max_inflight_appends must be at least 1");
+
+  Term previous_term = 0;
+  for (std::size_t k = 0; k < d.entries.size(); ++k) {
+    const Entry& e = d.entries[k];
+    require(e.index == k + 1, "stored entry " + describe(e) + " is not at position " + std::to_string(k + 1));
+    require(e.term >= previous_term && e.term > 0, "stored entry " + describe(e) + " has a term out of order");
+    previous_term = e.term;
+  }
+  const HardState& h = d.hard_state;
+  require(h.term >= previous_term, "hard state term " + std::to_string(h.term) + " is below the last entry's");
+  require(h.commit <= d.entries.size(), "hard state commit " + std::to_string(h.commit) + " is beyond the log");
+  require(h.vote == kNoNode || unique.contains(h.vote), "hard state vote is not a voter");
+  require(c.applied <= h.commit, "applied index is beyond the commit index");
+}
+
+}  // namespace
+
+RaftCore::RaftCore(Config config, DurableState durable) : config_(std::move(config)) {
+  validate(config_, durable);
+  std::sort(config_.voters.begin(), config_.voters.end());
+  rng_.seed(config_.seed);
+  log_.restore(std::move(durable.entries), durable.hard_state.commit, config_.applied);
+  becomeFollower(durable.hard_state.term, kNoNode);
+  vote_ = durable.hard_state.vote;
+  // Already durable: the first Ready reports only what changes from here.
+  last_hard_ = hardState();
+  last_soft_ = {leader_, role_};
+}
+
+// ---- Roles -------------------------------------------------------------------------
+
+void RaftCore::reset(Term term) {
+  if (term != term_) {
+    term_ = term;
+    vote_ = kNoNode;
+  }
+  leader_ = kNoNode;
+  election_elapsed_ = 0;
+  heartbeat_elapsed_ = 0;
+  resetElectionTimeout();
+  votes_.clear();
+  progress_.clear();
+}
+
+void RaftCore::resetElectionTimeout() {
+  // [t, 2t): two nodes that time out together rarely draw the same again (5.2). The
+  // modulo bias is negligible next to 2^64 and keeps the draw the same on every
+  // standard library (std::uniform_int_distribution is not specified bit for bit).
+  const auto t = static_cast<std::uint64_t>(config_.election_ticks);
+  randomized_election_timeout_ = config_.election_ticks + static_cast<int>(rng_() % t);
+}
+
+void RaftCore::becomeFollower(Term term, NodeId leader) {
+  reset(term);
+  leader_ = leader;
+  role_ = Role::follower;
+}
+
+void RaftCore::becomePreCandidate() {
+  // Neither the term nor the vote changes: a pre-vote that fails leaves no trace that
+  // could disturb anyone (thesis 9.6).
+  votes_.clear();
+  progress_.clear();
+  leader_ = kNoNode;
+  role_ = Role::pre_candidate;
+  election_elapsed_ = 0;
+  resetElectionTimeout();
+}
+
+void RaftCore::becomeCandidate() {
+  reset(term_ + 1);
+  vote_ = config_.id;
+  role_ = Role::candidate;
+}
+
+void RaftCore::becomeLeader() {
+  reset(term_);
+  leader_ = config_.id;
+  role_ = Role::leader;
+  for (NodeId voter : config_.voters) {
+    Progress& pr = progress_[voter];
+    pr.next = log_.lastIndex() + 1;
+    pr.match = 0;
+  }
+  // Only what is durable counts for the leader itself; advance() moves it forward.
+  Progress& self = progress_[config_.id];
+  self.match = log_.stableIndex();
+  self.recent_active = true;
+  // 5.4.2: entries of earlier terms commit only through one of the current term, so
+  // a new leader appends one at once rather than waiting for a client.
+  log_.appendOwn(Entry{term_, log_.lastIndex() + 1, EntryType::no_op, {}});
+  broadcastAppend();
+}
+
+void RaftCore::campaign() {
+  if (role_ == Role::leader) return;
+  startElection(config_.pre_vote);
+}
+
+void RaftCore::startElection(bool pre_vote) {
+  MessageType type;
+  Term vote_term;
+  if (pre_vote) {
+    becomePreCandidate();
+    type = MessageType::pre_vote;
+    vote_term = term_ + 1;
+  } else {
+    becomeCandidate();
+    type = MessageType::vote;
+    vote_term = term_;
+  }
+  recordVote(config_.id, true);
+  if (role_ != Role::pre_candidate && role_ != Role::candidate) return;  // won alone
+  for (NodeId voter : config_.voters) {
+    if (voter == config_.id) continue;
+    Message m = to(voter, type);
+    m.term = vote_term;
+    m.log_term = log_.lastTerm();
+    m.index = log_.lastIndex();
+    send(std::move(m));
+  }
+}
+
+void RaftCore::recordVote(NodeId from, bool granted) {
+  votes_.emplace(from, granted);  // the first answer of each voter counts
+  std::size_t yes = 0;
+  std::size_t no = 0;
+  for (const auto& [node, vote] : votes_) (vote ? yes : no) += 1;
+  if (yes >= quorum()) {
+    if (role_ == Role::pre_candidate) {
+      startElection(false);
+    } else {
+      becomeLeader();
+    }
+  } else if (no > config_.voters.size() - quorum()) {
+    becomeFollower(term_, kNoNode);
+  }
+}
+
+// ---- Ticks -------------------------------------------------------------------------
+
+void RaftCore::tick() {
+  if (role_ == Role::leader) {
+    tickHeartbeat();
+  } else {
+    tickElection();
+  }
+}
+
+void RaftCore::tickElection() {
+  ++election_elapsed_;
+  if (election_elapsed_ >= randomized_election_timeout_) {
+    election_elapsed_ = 0;
+    startElection(config_.pre_vote);
+  }
+}
+
+void RaftCore::tickHeartbeat() {
+  ++heartbeat_elapsed_;
+  ++election_elapsed_;
+  if (election_elapsed_ >= config_.election_ticks) {
+    election_elapsed_ = 0;
+    if (config_.check_quorum && !quorumActiveAndReset()) {
+      // Thesis 6.2: without a quorum this leader cannot commit anything, and clients
+      // that keep talking to it would wait forever; let them find the real one.
+      becomeFollower(term_, kNoNode);
+      return;
+    }
+  }
+  if (heartbeat_elapsed_ >= config_.heartbeat_ticks) {
+    heartbeat_elapsed_ = 0;
+    broadcastHeartbeat();
+  }
+}
+
+bool RaftCore::quorumActiveAndReset() {
+  std::size_t active = 0;
+  for (auto& [node, pr] : progress_) {
+    if (node == config_.id || pr.recent_active) ++active;
+    if (node != config_.id) pr.recent_active = false;
+  }
+  return active >= quorum();
+}
+
+// ---- Messages in -------------------------------------------------------------------
+
+bool RaftCore::isVoter(NodeId node) const {
+  return std::binary_search(config_.voters.begin(), config_.voters.end(), node);
+}
+
+StepOutcome RaftCore::checkShape(const Message& m) const {
+  if (m.to != config_.id) return StepOutcome::not_addressed;
+  if (m.from == config_.id || !isVoter(m.from)) return StepOutcome::unknown_sender;
+  if (m.term == 0) return StepOutcome::malformed;
+  if (m.type == MessageType::append) {
+    Index expected = m.index + 1;
+    Term previous = m.log_term;
+    for (const Entry& e : m.entries) {
+      if (e.index != expected || e.term < previous || e.term > m.term) return StepOutcome::malformed;
+      ++expected;
+      previous = e.term;
+    }
+  }
+  return StepOutcome::handled;
+}
+
+bool RaftCore::inLeaderLease() const {
+  return config_.check_quorum && leader_ != kNoNode && election_elapsed_ < config_.election_ticks;
+}
+
+StepOutcome RaftCore::step(const Message& m) {
+  if (StepOutcome shape = checkShape(m); shape != StepOutcome::handled) return shape;
+
+  const bool is_vote_request = m.type == MessageType::vote || m.type == MessageType::pre_vote;
+  if (m.term > term_) {
+    if (is_vote_request && inLeaderLease()) return StepOutcome::leader_lease;
+    const bool keeps_term = m.type == MessageType::pre_vote ||
+                            (m.type == MessageType::pre_vote_response && !m.reject);
+    if (!keeps_term) {
+      const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat;
+      becomeFollower(m.term, from_leader ? m.from : kNoNode);
+    }
+  } else if (m.term < term_) {
+    if ((config_.check_quorum || config_.pre_vote) &&
+        (m.type == MessageType::append || m.type == MessageType::heartbeat)) {
+      // An old leader that was cut off: with PreVote or CheckQuorum our term may have
+      // risen without an election it could see, and it would keep sending forever.
+      // Our term in the answer makes it step down.
+      send(to(m.from, MessageType::append_response));
+    } else if (m.type == MessageType::pre_vote) {
+      // Tell a pre-candidate of a lower term it lost, so it does not wait a timeout.
+      Message r = to(m.from, MessageType::pre_vote_response);
+      r.reject = true;
+      send(std::move(r));
+    }
+    return StepOutcome::stale_term;
+  }
+
+  if (is_vote_request) {
+    handleVoteRequest(m);
+    return StepOutcome::handled;
+  }
+  switch (role_) {
+    case Role::leader: stepLeader(m); break;
+    case Role::pre_candidate:
+    case Role::candidate: stepCandidate(m); break;
+    case Role::follower: stepFollower(m); break;
+  }
+  return StepOutcome::handled;
+}
+
+void RaftCore::handleVoteRequest(const Message& m) {
+  const MessageType answer =
+      m.type == MessageType::vote ? MessageType::vote_response : MessageType::pre_vote_response;
+  // One vote per term (5.2), repeated to the same candidate if it asks again. A
+  // pre-vote for a later term binds nothing, so it needs only the log check.
+  const bool can_vote = vote_ == m.from || (vote_ == kNoNode && leader_ == kNoNode) ||
+                        (m.type == MessageType::pre_vote && m.term > term_);
+  Message r = to(m.from, answer);
+  if (can_vote && log_.isUpToDate(m.index, m.log_term)) {
+    r.term = m.term;
+    if (m.type == MessageType::vote) {
+      vote_ = m.from;
+      election_elapsed_ = 0;  // granting a vote defers our own candidacy (5.2)
+    }
+  } else {
+    r.reject = true;
+  }
+  send(std::move(r));
+}
+
+void RaftCore::stepFollower(const Message& m) {
+  if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+    election_elapsed_ = 0;
+    leader_ = m.from;
+    if (m.type == MessageType::append) {
+      handleAppend(m);
+    } else {
+      handleHeartbeat(m);
+    }
+  }
+}
+
+void RaftCore::stepCandidate(const Message& m) {
+  const MessageType expected =
+      role_ == Role::pre_candidate ? MessageType::pre_vote_response : MessageType::vote_response;
+  if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+    // A leader of our term exists (5.2): it won, we did not.
+    becomeFollower(term_, m.from);
+    stepFollower(m);
+  } else if (m.type == expected) {
+    recordVote(m.from, !m.reject);
+  }
+}
+
+void RaftCore::stepLeader(const Message& m) {
+  auto it = progress_.find(m.from);
+  if (it == progress_.end()) return;
+  Progress& pr = it->second;
+  if (m.type == MessageType::append_response) {
+    pr.recent_active = true;
+    handleAppendResponse(m);
+  } else if (m.type == MessageType::heartbeat_response) {
+    pr.recent_active = true;
+    // The follower is listening again: a lost probe need not wait for the next append.
+    pr.probe_sent = false;
+    // Nor a full window whose appends were lost (dropped, or the follower restarted
+    // without them): free one slot, so one append goes out and its answer (an
+    // acceptance, or a rejection that drops back to probe) gets things moving.
+    if (pr.state == Progress::State::replicate && pr.paused(config_.max_inflight_appends)) {
+      pr.inflight.pop_front();
+    }
+    if (pr.match < log_.lastIndex()) sendAppend(m.from, true);
+  }
+}
+
+void RaftCore::handleAppend(const Message& m) {
+  Message r = to(m.from, MessageType::append_response);
+  if (m.index < log_.committed()) {
+    // Everything up to our commit index is settled; say where we are instead.
+    r.index = log_.committed();
+  } else if (auto last = log_.tryAppend(m.index, m.log_term, m.commit, m.entries)) {
+    r.index = *last;
+  } else {
+    auto [hint_index, hint_term] = log_.findConflictByTerm(std::min(m.index, log_.lastIndex()), m.log_term);
+    r.reject = true;
+    r.index = m.index;
+    r.reject_hint = hint_index;
+    r.log_term = hint_term;
+  }
+  send(std::move(r));
+}
+
+void RaftCore::handleHeartbeat(const Message& m) {
+  log_.commitTo(m.commit);
+  send(to(m.from, MessageType::heartbeat_response));
+}
+
+void RaftCore::handleAppendResponse(const Message& m) {
+  Progress& pr = progress_[m.from];
+  if (m.reject) {
+    // The hint is the follower's last entry that may match, with its term. If our
+    // entry there has a higher term, no entry of that term of ours can match either:
+    // jump below all of them at once.
+    Index next_probe = m.reject_hint;
+    if (m.log_term > 0) next_probe = log_.findConflictByTerm(m.reject_hint, m.log_term).first;
+    if (pr.maybeDecreaseTo(m.index, next_probe)) {
+      if (pr.state == Progress::State::replicate) pr.becomeProbe();
+      sendAppend(m.from, true);
+    }
+    return;
+  }
+  const bool was_paused = pr.paused(config_.max_inflight_appends);
+  if (!pr.maybeUpdate(m.index)) {
+    // Nothing new, but the answer freed the probe: keep the follower moving.
+    if (was_paused && pr.match < log_.lastIndex()) sendAppend(m.from, false);
+    return;
+  }
+  if (pr.state == Progress::State::probe) pr.becomeReplicate();
+  if (maybeCommit()) {
+    broadcastAppend();
+  } else if (was_paused && pr.sent_commit < log_.committed()) {
+    // A paused follower missed the commit broadcast meanwhile: tell it now.
+    sendAppend(m.from, true);
+  }
+  while (sendAppend(m.from, false)) {
+  }
+}
+
+// ---- Messages out ------------------------------------------------------------------
+
+Message RaftCore::to(NodeId peer, MessageType type) const {
+  Message m;
+  m.type = type;
+  m.from = config_.id;
+  m.to = peer;
+  m.term = term_;
+  return m;
+}
+
+void RaftCore::send(Message m) { outbox_.push_back(std::move(m)); }
+
+bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
+  Progress& pr = progress_[peer];
+  if (pr.paused(config_.max_inflight_appends)) return false;
+  const Index prev = pr.next - 1;
+  auto prev_term = log_.term(prev);
+  if (!prev_term) {
+    throw std::logic_error("raft: no term for index " + std::to_string(prev) + " to send to " +
+                           std::to_string(peer));
+  }
+  std::vector<Entry> entries = log_.slice(pr.next, log_.lastIndex() + 1, config_.max_entries_per_append);
+  if (entries.empty() && !send_if_empty) return false;
+  Message m = to(peer, MessageType::append);
+  m.index = prev;
+  m.log_term = *prev_term;
+  m.commit = log_.committed();
+  const Index last = entries.empty() ? prev : entries.back().index;
+  m.entries = std::move(entries);
+  pr.sentAppend(last, !m.entries.empty());
+  pr.sent_commit = std::max(pr.sent_commit, std::min(m.commit, last));
+  send(std::move(m));
+  return true;
+}
+
+void RaftCore::broadcastAppend() {
+  for (NodeId voter : config_.voters) {
+    if (voter != config_.id) sendAppend(voter, true);
+  }
+}
+
+void RaftCore::broadcastHeartbeat() {
+  for (NodeId voter : config_.voters) {
+    if (voter == config_.id) continue;
+    Message m = to(voter, MessageType::heartbeat);
+    Progress& pr = progress_[voter];
+    m.commit = std::min(pr.match, log_.committed());
+    pr.sent_commit = std::max(pr.sent_commit, m.commit);
+    send(std::move(m));
+  }
+}
+
+bool RaftCore::maybeCommit() {
+  std::vector<Index> matches;
+  for (NodeId voter : config_.voters) matches.push_back(progress_[voter].match);
+  std::sort(matches.begin(), matches.end(), std::greater<>());
+  return log_.maybeCommit(matches[quorum() - 1], term_);
+}
+
+ProposeResult RaftCore::propose(std::string data) {
+  ProposeResult result;
+  if (role_ != Role::leader) {
+    result.leader = leader_;
+    return result;
+  }
+  Entry e{term_, log_.lastIndex() + 1, EntryType::normal, std::move(data)};
+  result = {true, e.index, e.term, config_.id};
+  log_.appendOwn(std::move(e));
+  for (NodeId voter : config_.voters) {
+    if (voter != config_.id) sendAppend(voter, false);
+  }
+  return result;
+}
+
+// ---- Ready / advance ---------------------------------------------------------------
+
+bool RaftCore::hasReady() const {
+  if (ready_outstanding_) return false;
+  return SoftState{leader_, role_} != last_soft_ || hardState() != last_hard_ || !outbox_.empty() ||
+         log_.stableIndex() < log_.lastIndex() || log_.applied() < log_.committed();
+}
+
+Ready RaftCore::ready() {
+  if (ready_outstanding_) throw std::logic_error("raft: ready() called before advance() of the previous Ready");
+  Ready rd;
+  SoftState soft{leader_, role_};
+  if (soft != last_soft_) rd.soft_state = soft;
+  HardState hard = hardState();
+  if (hard != last_hard_) rd.hard_state = hard;
+  rd.entries = log_.unstableEntries();
+  rd.messages = std::move(outbox_);
+  outbox_.clear();
+  rd.committed = log_.nextCommitted();
+  rd.must_sync = !rd.entries.empty() || hard.term != last_hard_.term || hard.vote != last_hard_.vote;
+
+  last_soft_ = soft;
+  last_hard_ = hard;
+  ready_outstanding_ = true;
+  ready_entries_.clear();
+  for (const Entry& e : rd.entries) ready_entries_.emplace_back(e.index, e.term);
+  ready_applied_to_ = rd.committed.empty() ? log_.applied() : rd.committed.back().index;
+  return rd;
+}
+
+void RaftCore::advance() {
+  if (!ready_outstanding_) throw std::logic_error("raft: advance() without a Ready");
+  ready_outstanding_ = false;
+  // Overwrites cut a suffix, so the written entries still in the log are a prefix of
+  // them: the last one still there says how far the log is durable.
+  for (auto it = ready_entries_.rbegin(); it != ready_entries_.rend(); ++it) {
+    if (log_.matchTerm(it->first, it->second)) {
+      log_.stableTo(it->first, it->second);
+      break;
+    }
+  }
+  log_.appliedTo(ready_applied_to_);
+  if (role_ == Role::leader) {
+    // Our own entries now count towards the quorum (they are durable here).
+    if (progress_[config_.id].maybeUpdate(log_.stableIndex()) && maybeCommit()) broadcastAppend();
+  }
+}
+
+}  // namespace zetian::cluster::raft

@@ -1,0 +1,182 @@
+// RaftCore: one node's Raft state machine, pure and deterministic, in the manner of
+// etcd's raft. Inputs: tick() (logical time), step(message) (the network), campaign()
+// and propose(data) (the driver). Output: a Ready batch (types.h says how to handle
+// it), then advance(). No sockets, clocks or threads; the only randomness, the election
+// timeout, comes from a seed in the Config. The same inputs give the same outputs.
+//
+// What it implements (section numbers are the Raft paper's, "thesis" is Ongaro's):
+//   - Leader election (5.2) with an election timeout drawn from [t, 2t) ticks on every
+//     reset, so split votes resolve.
+//   - PreVote (thesis 9.6): a node first asks whether it could win, without raising its
+//     term; only with a quorum of yes does it start a real election. A node that was cut
+//     off and times out again and again therefore rejoins at the term it left, and does
+//     not depose a healthy leader.
+//   - CheckQuorum (thesis 6.2) and the leader lease: a leader that has not heard from a
+//     quorum (itself included) within an election timeout steps down; a node that heard
+//     from a leader within the last election timeout ignores (pre)vote requests for a
+//     higher term, so a node that lost its link to the leader cannot depose it.
+//   - Log replication (5.3) with a per-follower Progress (progress.h): probe one append
+//     at a time, then stream. A rejection carries a hint (term and index of the
+//     follower's last entry that could match), so a divergent tail costs one round trip
+//     per term rather than one per entry.
+//   - Safety (5.4): votes only for candidates at least as up to date; commit by counting
+//     replicas only for entries of the current term, each new leader appending a no-op
+//     so it can commit at all.
+//   - Durability: a leader counts its own entries towards commit only after advance()
+//     says they are stable; every message leaves in a Ready, after the Ready's writes.
+//
+// Not yet (later steps of issue 10): learners and membership changes (EntryType::config
+// is carried, not interpreted), snapshots and compaction, leadership transfer,
+// ReadIndex. Voters are fixed by the Config.
+//
+// Bad input: a Config or durable state that breaks an invariant is refused by the
+// constructor (std::invalid_argument, saying what is wrong). A message that is
+// malformed or from an unknown node is dropped, and step() says why. A broken internal
+// invariant throws std::logic_error: stopping beats risking a committed entry.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cluster/raft/log.h"
+#include "cluster/raft/progress.h"
+#include "cluster/raft/types.h"
+
+namespace zetian::cluster::raft {
+
+struct Config {
+  NodeId id = kNoNode;
+  std::vector<NodeId> voters;  // must include id
+  int election_ticks = 10;     // t: timeouts drawn from [t, 2t); CheckQuorum every t
+  int heartbeat_ticks = 1;     // < election_ticks
+  bool pre_vote = true;
+  bool check_quorum = true;
+  std::uint64_t seed = 0;      // for the randomized election timeout only
+  std::size_t max_entries_per_append = 64;
+  std::size_t max_inflight_appends = 256;
+  Index applied = 0;           // where the state machine stands at start (<= commit)
+};
+
+// What the driver had made durable before a (re)start.
+struct DurableState {
+  HardState hard_state;
+  std::vector<Entry> entries;  // the whole log from index 1, as written by Readies
+};
+
+enum class StepOutcome : std::uint8_t {
+  handled,
+  stale_term,      // from an earlier term; answered when that helps the sender catch up
+  leader_lease,    // a (pre)vote while a live leader is known: ignored (CheckQuorum)
+  not_addressed,   // `to` is not this node
+  unknown_sender,  // `from` is not a voter
+  malformed,       // term 0, or an append whose entries do not follow its index
+};
+
+struct ProposeResult {
+  bool accepted = false;
+  Index index = 0;          // accepted: where the entry sits in the log
+  Term term = 0;            // accepted: its term; it is committed only if still there
+  NodeId leader = kNoNode;  // refused: the leader as far as this node knows, to forward to
+};
+
+class RaftCore {
+ public:
+  RaftCore(Config config, DurableState durable);
+
+  void tick();
+  StepOutcome step(const Message& message);
+  // Start an election now, as if the election timeout had expired (a PreVote first when
+  // enabled). A leader ignores it.
+  void campaign();
+  ProposeResult propose(std::string data);
+
+  bool hasReady() const;
+  // The next batch. Call advance() once it is handled, before the next ready(); step(),
+  // tick() and propose() may run in between (their output waits for the next Ready).
+  Ready ready();
+  void advance();
+
+  NodeId id() const { return config_.id; }
+  Term term() const { return term_; }
+  NodeId vote() const { return vote_; }
+  NodeId leader() const { return leader_; }
+  Role role() const { return role_; }
+  const RaftLog& log() const { return log_; }
+  const Config& config() const { return config_; }
+  int randomizedElectionTimeout() const { return randomized_election_timeout_; }
+  // The leader's view of each voter (empty unless leader).
+  const std::map<NodeId, Progress>& progress() const { return progress_; }
+
+ private:
+  // Roles and their transitions.
+  void becomeFollower(Term term, NodeId leader);
+  void becomePreCandidate();
+  void becomeCandidate();
+  void becomeLeader();
+  void reset(Term term);
+  void resetElectionTimeout();
+  void startElection(bool pre_vote);
+
+  // Ticks.
+  void tickElection();
+  void tickHeartbeat();
+  bool quorumActiveAndReset();
+
+  // Messages in.
+  StepOutcome checkShape(const Message& m) const;
+  bool inLeaderLease() const;
+  void handleVoteRequest(const Message& m);
+  void stepLeader(const Message& m);
+  void stepCandidate(const Message& m);
+  void stepFollower(const Message& m);
+  void handleAppend(const Message& m);
+  void handleHeartbeat(const Message& m);
+  void handleAppendResponse(const Message& m);
+  void recordVote(NodeId from, bool granted);
+
+  // Messages out.
+  Message to(NodeId peer, MessageType type) const;
+  void send(Message m);
+  bool sendAppend(NodeId peer, bool send_if_empty);
+  void broadcastAppend();
+  void broadcastHeartbeat();
+  bool maybeCommit();
+
+  std::size_t quorum() const { return config_.voters.size() / 2 + 1; }
+  bool isVoter(NodeId node) const;
+  HardState hardState() const { return {term_, vote_, log_.committed()}; }
+
+  Config config_;
+  RaftLog log_;
+  Term term_ = 0;
+  NodeId vote_ = kNoNode;
+  NodeId leader_ = kNoNode;
+  Role role_ = Role::follower;
+
+  // Ticks since the last reset: of the election timer (followers, candidates; the
+  // leader uses it to pace CheckQuorum) and of the heartbeat timer (leader).
+  int election_elapsed_ = 0;
+  int heartbeat_elapsed_ = 0;
+  int randomized_election_timeout_ = 0;
+  std::mt19937_64 rng_;
+
+  std::map<NodeId, bool> votes_;  // candidate: who answered, and whether yes
+  std::map<NodeId, Progress> progress_;
+  std::vector<Message> outbox_;
+
+  // What the last Ready handed out, to tell what changed and what advance() confirms.
+  SoftState last_soft_;
+  HardState last_hard_;
+  bool ready_outstanding_ = false;
+  // (index, term) of each entry the outstanding Ready writes: those still in the log
+  // at advance() are durable, even when a step meanwhile replaced a suffix of them.
+  std::vector<std::pair<Index, Term>> ready_entries_;
+  Index ready_applied_to_ = 0;
+};
+
+}  // namespace zetian::cluster::raft

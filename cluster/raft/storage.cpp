@@ -150,7 +150,7 @@ void Storage::recover(RecoveredState& out) {
            d.detail + "). The file is only ever replaced by a rename, so a crash cannot " +
            "tear it." + std::string(kDamageAdvice));
     }
-    out.snapshot = Snapshot{d.header.index, d.header.term, d.header.voters, std::string(d.payload)};
+    out.snapshot = StoredSnapshot{d.header.index, d.header.term, d.header.voters, std::string(d.payload)};
     snapshot_index_ = d.header.index;
     snapshot_term_ = d.header.term;
   }
@@ -420,7 +420,7 @@ void Storage::saveHardState(const HardState& hard_state) {
   writeFileAtomically(std::string(kHardStateName), bytes);
 }
 
-void Storage::saveSnapshot(const Snapshot& snapshot) {
+void Storage::saveSnapshot(const StoredSnapshot& snapshot) {
   checkUsable();
   std::string bytes;
   try {

@@ -53,13 +53,14 @@
 namespace zetian::cluster::raft {
 
 // A snapshot as stored: the state machine's bytes as of `index` (whose term is `term`),
-// and the voters at that point.
-struct Snapshot {
+// and the voters at that point. Its own name, apart from whatever the core calls the
+// snapshots it hands out, so the two can evolve without clashing.
+struct StoredSnapshot {
   Index index = 0;
   Term term = 0;
   std::vector<NodeId> voters;
   std::string data;
-  bool operator==(const Snapshot&) const = default;
+  bool operator==(const StoredSnapshot&) const = default;
 };
 
 class StorageError : public std::runtime_error {
@@ -95,7 +96,7 @@ struct StorageOptions {
 // What open() found.
 struct RecoveredState {
   HardState hard_state;            // zero when no hard state was ever saved
-  std::optional<Snapshot> snapshot;
+  std::optional<StoredSnapshot> snapshot;
   // The stored log, consecutive. Without a snapshot it starts at index 1; with one it
   // starts at or below snapshot->index + 1 (entries up to the snapshot's index are
   // covered by it and may be dropped by the caller) and may end below it.
@@ -133,7 +134,7 @@ class Storage {
   // before it (it syncs them first: a stored commit index never points past the log).
   void saveHardState(const HardState& hard_state);
   // Durable on return, like saveHardState. The log is not touched: compact() next.
-  void saveSnapshot(const Snapshot& snapshot);
+  void saveSnapshot(const StoredSnapshot& snapshot);
   // Deletes the segments whose entries are all at or below up_to, which must not be
   // above the saved snapshot's index. Durable on return.
   void compact(Index up_to);

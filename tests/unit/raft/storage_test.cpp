@@ -204,7 +204,7 @@ TEST_F(StorageTest, CompactionDropsWholeSegmentsBelowTheSnapshot) {
   const fs::path dir = fresh();
   raft::StorageOptions small;
   small.segment_bytes = 256;
-  const raft::Snapshot snap{30, 1, {1, 2, 3}, "[ratelimit]\n"};
+  const raft::StoredSnapshot snap{30, 1, {1, 2, 3}, "[ratelimit]\n"};
   {
     auto opened = raft::Storage::open(dir, small);
     opened.storage->append(entries(1, 1, 40));
@@ -353,8 +353,8 @@ TEST_F(StorageTest, ACutHardStateWriteLeavesTheOldOrTheNewOne) {
 }
 
 TEST_F(StorageTest, ACutSnapshotWriteLeavesTheOldOrTheNewOne) {
-  const raft::Snapshot old_snap{10, 2, {1, 2, 3}, "old policy"};
-  const raft::Snapshot new_snap{20, 3, {1, 2, 3, 4}, "[ratelimit]\nrules = [] # new policy\n"};
+  const raft::StoredSnapshot old_snap{10, 2, {1, 2, 3}, "old policy"};
+  const raft::StoredSnapshot new_snap{20, 3, {1, 2, 3, 4}, "[ratelimit]\nrules = [] # new policy\n"};
   const std::uint64_t old_size = zetian::state::encodeSnapshotFile({10, 2, {1, 2, 3}}, old_snap.data).size();
   const std::uint64_t size = zetian::state::encodeSnapshotFile({20, 3, {1, 2, 3, 4}}, new_snap.data).size();
   for (std::uint64_t cut = 0; cut <= size; ++cut) {
@@ -484,7 +484,7 @@ TEST_F(StorageTest, RandomHistoriesReadBackAsTheModelSays) {
     const fs::path dir = fresh();
     auto opened = raft::Storage::open(dir, opts);
     std::vector<Entry> model;  // the stored log, from model.front().index on
-    std::optional<raft::Snapshot> snap;
+    std::optional<raft::StoredSnapshot> snap;
     raft::Term term = 1;
     for (int step = 0; step < 80; ++step) {
       raft::Storage& s = *opened.storage;
@@ -511,7 +511,7 @@ TEST_F(StorageTest, RandomHistoriesReadBackAsTheModelSays) {
       } else if (op == 7 && !model.empty()) {
         const raft::Index at = pick(std::max<raft::Index>(model.front().index, snap ? snap->index : 1),
                                     model.back().index);
-        snap = raft::Snapshot{at, model[at - model.front().index].term, {1, 2, 3}, "state " + std::to_string(at)};
+        snap = raft::StoredSnapshot{at, model[at - model.front().index].term, {1, 2, 3}, "state " + std::to_string(at)};
         s.saveSnapshot(*snap);
         s.compact(pick(model.front().index > 1 ? model.front().index - 1 : 0, at));
         const raft::Index first = s.firstIndex();

@@ -106,8 +106,17 @@ OpenedStorage Storage::open(const fs::path& dir, StorageOptions options) {
 
 void Storage::recover(RecoveredState& out) {
   std::error_code ec;
+  // The folders this call creates, outermost first: each one's entry in its parent is
+  // fsynced, or a crash soon after the first start could take the whole folder (and a
+  // vote cast from it) away.
+  std::vector<fs::path> created;
+  for (fs::path p = fs::absolute(dir_, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    created.insert(created.begin(), p);
+    if (p == p.parent_path()) break;
+  }
   fs::create_directories(dir_, ec);
   if (ec) fail("cannot create " + dir_.string() + ": " + ec.message());
+  for (const fs::path& p : created) fsyncPath(p.parent_path());
 
   bool removed_temp = false;
   for (const fs::directory_entry& e : fs::directory_iterator(dir_, ec)) {
@@ -513,19 +522,23 @@ void Storage::fsyncFile(int fd, const fs::path& path) {
 }
 
 void Storage::fsyncDir() {
-  const int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  fsyncPath(dir_);
+  dir_dirty_ = false;
+}
+
+void Storage::fsyncPath(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     failed_ = true;
-    fail("cannot open " + dir_.string() + " to fsync it: " + errnoText(errno));
+    fail("cannot open " + dir.string() + " to fsync it: " + errnoText(errno));
   }
   const int rc = ::fsync(fd);
   const int err = errno;
   ::close(fd);
   if (rc != 0) {
     failed_ = true;
-    fail("fsync of " + dir_.string() + " failed: " + errnoText(err));
+    fail("fsync of " + dir.string() + " failed: " + errnoText(err));
   }
-  dir_dirty_ = false;
 }
 
 }  // namespace zetian::cluster::raft

@@ -169,6 +169,7 @@ class Storage {
   void removeFile(const std::filesystem::path& path);
   void fsyncFile(int fd, const std::filesystem::path& path);
   void fsyncDir();
+  void fsyncPath(const std::filesystem::path& dir);
 
   std::filesystem::path dir_;
   StorageOptions options_;

@@ -91,7 +91,7 @@ std::string openError(const fs::path& dir) {
 }  // namespace
 
 TEST_F(StorageTest, AFreshFolderRecoversNothing) {
-  const fs::path dir = fresh();
+  const fs::path dir = fresh() / "state" / "raft";  // missing folders are created
   auto opened = raft::Storage::open(dir);
   EXPECT_TRUE(fs::is_directory(dir));
   EXPECT_EQ(opened.recovered.hard_state, raft::HardState{});

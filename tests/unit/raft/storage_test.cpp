@@ -534,3 +534,32 @@ TEST_F(StorageTest, RandomHistoriesReadBackAsTheModelSays) {
     }
   }
 }
+
+TEST_F(StorageTest, StrangersAreIgnoredWithAWarningAndAGapAfterTheSnapshotIsRefused) {
+  const fs::path dir = fresh();
+  raft::StorageOptions small;
+  small.segment_bytes = 150;
+  {
+    auto opened = raft::Storage::open(dir, small);
+    opened.storage->append(entries(1, 1, 12));
+    opened.storage->saveSnapshot({4, 1, {1}, "s"});
+    opened.storage->compact(4);
+  }
+  { std::ofstream(dir / "notes.txt") << "an operator's note"; }
+  auto opened = raft::Storage::open(dir, small);
+  ASSERT_EQ(opened.recovered.warnings.size(), 1u);
+  EXPECT_NE(opened.recovered.warnings[0].find("notes.txt"), std::string::npos);
+  EXPECT_EQ(opened.recovered.entries.back().index, 12u);
+  opened.storage.reset();
+  // The snapshot moved back (an older file restored by hand): segments start after it.
+  const std::vector<fs::path> files = segmentFiles(dir);
+  ASSERT_GE(std::stoull(files.front().filename().string()), 3u);
+  {
+    auto older = raft::Storage::open(fresh());
+    older.storage->saveSnapshot({1, 1, {1}, "old"});
+    fs::copy_file(older.storage->dir() / "snapshot", dir / "snapshot", fs::copy_options::overwrite_existing);
+  }
+  const std::string error = openError(dir);
+  EXPECT_NE(error.find("the snapshot ends at index 1"), std::string::npos) << error;
+  EXPECT_NE(error.find(files.front().string()), std::string::npos) << error;
+}

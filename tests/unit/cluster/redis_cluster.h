@@ -1,0 +1,142 @@
+// A real Redis Cluster for a test: N masters (RedisServer, redis_server.h, each with
+// `--cluster-enabled yes` on its own port and bus port, in the test's folder), joined by
+// `redis-cli --cluster create ... --cluster-replicas 0`, ready once every node's CLUSTER
+// INFO says cluster_state:ok (polled with a deadline). Coverage is not required
+// (`cluster-require-full-coverage no`): a test that kills a master expects the others
+// to go on serving their slots.
+//
+// It also moves a slot the way `redis-cli --cluster reshard` does, one step at a time
+// (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE), so a test can run checks between steps.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/unit/cluster/redis_server.h"
+
+namespace zetian::cluster::testing {
+
+class RedisCluster {
+ public:
+  explicit RedisCluster(std::string dir, std::size_t masters = 3) : dir_(std::move(dir)) {
+    for (std::size_t i = 0; i < masters; ++i) {
+      const std::uint16_t port = freeTcpPort();
+      std::uint16_t bus = freeTcpPort();
+      while (bus == port) bus = freeTcpPort();
+      nodes_.push_back(std::make_unique<RedisServer>(
+          dir_,
+          std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file",
+                                   "nodes-" + std::to_string(port) + ".conf", "--cluster-port", std::to_string(bus),
+                                   "--cluster-require-full-coverage", "no", "--appendonly", "no"},
+          port));
+    }
+  }
+
+  // Starts the servers, creates the cluster and waits until every node says it is ok.
+  // Throws on failure (with where to look).
+  void start(std::chrono::milliseconds deadline = std::chrono::seconds(30)) {
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    std::string create = "redis-cli --cluster create";
+    for (auto& node : nodes_) {
+      node->start();
+      create += " 127.0.0.1:" + std::to_string(node->port());
+    }
+    create += " --cluster-replicas 0 --cluster-yes > " + dir_ + "/create.log 2>&1";
+    if (std::system(create.c_str()) != 0) {
+      throw std::runtime_error("redis-cli --cluster create failed; see " + dir_ + "/create.log");
+    }
+    while (std::chrono::steady_clock::now() < until) {
+      bool ok = true;
+      for (auto& node : nodes_) {
+        if (node->running() && node->command("CLUSTER INFO").find("cluster_state:ok") == std::string::npos) ok = false;
+      }
+      if (ok) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling with a deadline
+    }
+    throw std::runtime_error("the Redis Cluster did not reach cluster_state:ok within the deadline");
+  }
+
+  std::size_t size() const { return nodes_.size(); }
+  RedisServer& node(std::size_t i) { return *nodes_.at(i); }
+  std::string address(std::size_t i) const { return "127.0.0.1:" + std::to_string(nodes_.at(i)->port()); }
+
+  std::string id(std::size_t i) const {
+    std::string reply = nodes_.at(i)->command("CLUSTER MYID");  // "$40\r\n<id>\r\n"
+    const auto start = reply.find("\r\n");
+    if (start == std::string::npos) throw std::runtime_error("CLUSTER MYID: no answer");
+    return reply.substr(start + 2, 40);
+  }
+
+  // The node that serves `slot` as the first running node sees it, by index; -1 when
+  // none. (CLUSTER NODES of a few nodes fits in one read of command().)
+  int ownerOf(std::uint16_t slot) const {
+    for (const auto& asked : nodes_) {
+      if (!asked->running()) continue;
+      const std::string nodes = asked->command("CLUSTER NODES");
+      std::size_t at = 0;
+      while (at < nodes.size()) {
+        std::size_t end = nodes.find('\n', at);
+        if (end == std::string::npos) end = nodes.size();
+        const std::string line = nodes.substr(at, end - at);
+        at = end + 1;
+        if (!servesSlot(line, slot)) continue;
+        for (std::size_t i = 0; i < nodes_.size(); ++i) {
+          if (line.find(" 127.0.0.1:" + std::to_string(nodes_[i]->port()) + "@") != std::string::npos) return int(i);
+        }
+      }
+      return -1;
+    }
+    return -1;
+  }
+
+  // The four steps of moving `slot` from node `from` to node `to` (keys: those in it).
+  void beginMigration(std::uint16_t slot, std::size_t from, std::size_t to) {
+    expectOk(node(to).command("CLUSTER SETSLOT " + std::to_string(slot) + " IMPORTING " + id(from)));
+    expectOk(node(from).command("CLUSTER SETSLOT " + std::to_string(slot) + " MIGRATING " + id(to)));
+  }
+  void migrateKeys(std::size_t from, std::size_t to, const std::vector<std::string>& keys) {
+    std::string line = "MIGRATE 127.0.0.1 " + std::to_string(node(to).port()) + " \"\" 0 5000 KEYS";
+    for (const auto& k : keys) line += " " + k;
+    const std::string reply = node(from).command(line);
+    if (reply.rfind("+OK", 0) != 0 && reply.rfind("+NOKEY", 0) != 0) {
+      throw std::runtime_error("MIGRATE failed: " + reply);
+    }
+  }
+  void endMigration(std::uint16_t slot, std::size_t from, std::size_t to) {
+    const std::string set = "CLUSTER SETSLOT " + std::to_string(slot) + " NODE " + id(to);
+    expectOk(node(to).command(set));
+    expectOk(node(from).command(set));
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (i != from && i != to && nodes_[i]->running()) expectOk(node(i).command(set));
+    }
+  }
+
+ private:
+  static void expectOk(const std::string& reply) {
+    if (reply.rfind("+OK", 0) != 0) throw std::runtime_error("expected +OK, got " + reply);
+  }
+  static bool servesSlot(const std::string& line, std::uint16_t slot) {
+    // Fields 9.. are slots or ranges ("0-5460", "7", "[7->-id]" while migrating).
+    std::size_t pos = 0;
+    for (int field = 0; field < 8 && pos != std::string::npos; ++field) pos = line.find(' ', pos + 1);
+    while (pos != std::string::npos) {
+      const std::size_t start = pos + 1;
+      pos = line.find(' ', start);
+      const std::string token = line.substr(start, pos == std::string::npos ? std::string::npos : pos - start);
+      if (token.empty() || token[0] == '[') continue;
+      const auto dash = token.find('-');
+      const long first = std::strtol(token.c_str(), nullptr, 10);
+      const long last = dash == std::string::npos ? first : std::strtol(token.c_str() + dash + 1, nullptr, 10);
+      if (slot >= first && slot <= last) return true;
+    }
+    return false;
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
+};
+
+}  // namespace zetian::cluster::testing

@@ -472,6 +472,10 @@ bool ClusterClient::applySlotMap(const redisReply* reply, const std::string& fro
     if (host.empty()) host = from_host;  // "the node you asked"
     ranges.push_back({{first, last}, joinAddress(host, static_cast<std::uint16_t>(port))});
   }
+  if (ranges.empty()) {
+    *error = "CLUSTER SLOTS lists no served slot: the cluster has no slots assigned yet";
+    return false;
+  }
   std::fill(slots_.begin(), slots_.end(), -1);
   std::vector<std::string> masters;
   std::size_t covered = 0;

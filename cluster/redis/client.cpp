@@ -638,6 +638,16 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
       return;
     }
     countError(ErrorKind::Reply);
+    if (call->raw_done && text.rfind("CLUSTERDOWN", 0) == 0) {
+      // The cluster refuses every key while it lacks a master: as unreachable as a
+      // master down, and reported per episode by the engine's fallback lines rather
+      // than once per item here.
+      call->answered[index] = true;
+      --call->unanswered;
+      if (!call->failed) call->failed = limits::FallbackReason::Unreachable;
+      finishIfComplete(call);
+      return;
+    }
     if (log_) {
       log_(conf::LogLevel::Warn, "redis_error address=" + logValue(status().address) + " error=" + logValue(text));
     }

@@ -397,5 +397,50 @@ TEST(RedisClusterClientStart, NoReachableSeedFailsCallsAtOnce) {
   loop.stop();
 }
 
+TEST(RedisClusterClientStart, ASeedThatIsNoClusterNodeIsAClearError) {
+  TempDir dir;
+  zetian::cluster::testing::RedisServer plain(dir.path());
+  plain.start();
+  Loop loop;
+  loop.start();
+  std::unique_ptr<ClusterClient> client;
+  ClusterOptions o;
+  o.seeds.push_back({"127.0.0.1", plain.port()});
+  o.connection.timeout = 1s;
+  o.connection.min_backoff = 20ms;
+  std::mutex log_mutex;
+  std::string log;
+  runOnLoop(loop, [&] {
+    client = std::make_unique<ClusterClient>(loop, o, limiterScripts(), [&](conf::LogLevel, std::string_view line) {
+      std::lock_guard lock(log_mutex);
+      log += std::string(line) + "\n";
+    });
+    client->start();
+    return true;
+  });
+  const auto until = Clock::now() + 10s;
+  while (client->status().state != LinkState::Down && Clock::now() < until) std::this_thread::sleep_for(2ms);
+  const auto status = client->status();
+  EXPECT_EQ(status.state, LinkState::Down);
+  EXPECT_NE(status.last_error.find("cluster support disabled"), std::string::npos) << status.last_error;
+  {
+    std::lock_guard lock(log_mutex);
+    EXPECT_NE(log.find("redis_cluster_map_failed"), std::string::npos) << log;
+  }
+  std::optional<limits::CallResult> result;
+  runOnLoop(loop, [&] {
+    client->call({item("k", 3)}, Clock::now() + 1s, [&](limits::CallResult r) { result = r; });
+    return true;
+  });
+  ASSERT_TRUE(result);  // at once: Redis is known not to serve
+  ASSERT_TRUE(result->failed);
+  EXPECT_EQ(*result->failed, limits::FallbackReason::Unreachable);
+  runOnLoop(loop, [&] {
+    client.reset();
+    return true;
+  });
+  loop.stop();
+}
+
 }  // namespace
 }  // namespace zetian::cluster::redis

@@ -293,6 +293,51 @@ TEST_F(RedisClusterClientTest, ASlotReshardedWhileChecksRunLosesNoDecision) {
   EXPECT_EQ(r->outcomes.at(0).result, wire::ItemResult::Denied);
 }
 
+TEST_F(RedisClusterClientTest, ARedisCliReshardWhileChecksRunLosesNoDecision) {
+  startClient();
+  ASSERT_TRUE(waitState(LinkState::Ready)) << client_->status().last_error;
+  // redis-cli moves the source's first slots: keys there, on master 0, moving to 1.
+  constexpr std::uint16_t kMoved = 200;
+  std::vector<std::string> keys;
+  for (int n = 0; keys.size() < 6 && n < 1000000; ++n) {
+    if (slotOf("r" + std::to_string(n)) < kMoved) keys.push_back("r" + std::to_string(n));
+  }
+  ASSERT_EQ(keys.size(), 6u);
+  ASSERT_EQ(cluster_->ownerOf(slotOf(keys[0])), 0);
+  constexpr int kLimit = 300;
+  std::atomic<bool> resharded{false};
+  std::atomic<int> round{0};
+  std::map<std::string, int> charged;
+  std::vector<limits::FallbackReason> failures;
+  std::thread checks([&] {
+    // Until the resharding is over and every key has had more attempts than its limit.
+    for (int n = 0; !resharded || n < 2 * kLimit; ++n) {
+      std::vector<wire::LimitItem> items;
+      for (const auto& k : keys) items.push_back(item(k, kLimit));
+      const auto outcomes = burst(items, &failures);
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        charged[items[i].key] += outcomes[i] && *outcomes[i] == wire::ItemResult::Charged;
+      }
+      round = n + 1;
+    }
+  });
+  const auto until = Clock::now() + 30s;
+  while (round < 5 && Clock::now() < until) std::this_thread::sleep_for(1ms);  // polling with a deadline
+  const std::string reshard = "redis-cli --cluster reshard " + cluster_->address(0) + " --cluster-from " +
+                              cluster_->id(0) + " --cluster-to " + cluster_->id(1) + " --cluster-slots " +
+                              std::to_string(kMoved) + " --cluster-yes > " + dir_.path() + "/reshard.log 2>&1";
+  const int status = std::system(reshard.c_str());
+  const int rounds_during = round;
+  resharded = true;
+  checks.join();
+  ASSERT_EQ(status, 0) << "see " << dir_.path() << "/reshard.log";
+  EXPECT_TRUE(failures.empty()) << failures.size() << " calls failed, the first: " << limits::nameOf(failures.at(0));
+  for (const auto& k : keys) EXPECT_EQ(charged[k], kLimit) << k;
+  EXPECT_EQ(cluster_->ownerOf(slotOf(keys[0])), 1);
+  EXPECT_GT(client_->counters().moved, 0u);
+  EXPECT_GT(rounds_during, 5);
+}
+
 TEST_F(RedisClusterClientTest, AKilledMastersKeysFailAtOnceAndTheOthersStillWork) {
   startClient({0, 1, 2});
   ASSERT_TRUE(waitState(LinkState::Ready)) << client_->status().last_error;

@@ -43,8 +43,8 @@
 
 #include "cluster/limits/service.h"
 #include "cluster/log_sink.h"
-#include "cluster/redis/backend.h"
 #include "cluster/loop.h"
+#include "cluster/redis/backend.h"
 #include "cluster/wire/codec.h"
 #include "state/limit.h"
 

@@ -433,8 +433,17 @@ void ClusterClient::loadSlotMap() {
     map_loading_ = false;
     if (reply && reply->type == REDIS_REPLY_ERROR) error = std::string(reply->str, reply->len);
     if (error.empty() && reply && applySlotMap(reply, from, &error)) {
-      map_backoff_ = std::chrono::milliseconds(0);
-      if (map_wanted_) loadSlotMap();
+      if (map_wanted_) {
+        loadSlotMap();
+      } else if (aMasterIsDown()) {
+        // Its slots may move to a promoted replica once the cluster notices (after its
+        // cluster-node-timeout): nothing else would tell this node, since no MOVED comes
+        // from a master it cannot reach. Asked again with backoff until every master
+        // of the map is reachable.
+        scheduleSlotMap();
+      } else {
+        map_backoff_ = std::chrono::milliseconds(0);
+      }
       return;
     }
     onSlotMapFailed(from + ": " + (error.empty() ? std::string("no answer") : error));
@@ -521,12 +530,24 @@ void ClusterClient::onSlotMapFailed(const std::string& why) {
   }
   logged_map_down_ = true;
   if (!map_loaded_) failWaiting(limits::FallbackReason::Unreachable);
+  scheduleSlotMap();
+}
+
+void ClusterClient::scheduleSlotMap() {
   map_backoff_ = map_backoff_.count() == 0 ? options_.connection.min_backoff
                                            : std::min(options_.connection.max_backoff, map_backoff_ * 2);
   map_wanted_ = true;
   map_timer_ = loop_.after(jittered(map_backoff_), [this] {
     if (map_wanted_) loadSlotMap();
   });
+}
+
+bool ClusterClient::aMasterIsDown() const {
+  for (const auto& m : masters_) {
+    auto it = connections_.find(m);
+    if (it != connections_.end() && it->second->status().state == LinkState::Down) return true;
+  }
+  return false;
 }
 
 void ClusterClient::onConnectionsChanged() {

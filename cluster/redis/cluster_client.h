@@ -8,8 +8,9 @@
 //   becomes ready, so nothing is sent to it.
 // - The slot map (slot -> master) comes from CLUSTER SLOTS, asked of any ready
 //   connection (a known master first, else the listed seeds). It is asked again after
-//   a MOVED, when a master's connection goes down (a failover may have promoted a
-//   replica), and on a failed load, with backoff; one load at a time.
+//   a MOVED, when a master's connection goes down and then with backoff while it stays
+//   down (a failover may promote a replica in its place), and after a failed load, with
+//   backoff; one load at a time.
 // - A stage's items are placed by the slot of their full key as sent (key_prefix
 //   included, key_slot.h) and sent concurrently, one raw call (Client::callRaw) per
 //   master. Each master reports each item's answer; once every item has its answer the
@@ -96,6 +97,8 @@ class ClusterClient : public Backend {
   void loadSlotMap();
   bool applySlotMap(const redisReply* reply, const std::string& from, std::string* error);
   void onSlotMapFailed(const std::string& why);
+  void scheduleSlotMap();  // the next load after a backoff
+  bool aMasterIsDown() const;
   void onConnectionsChanged();
   void retireUnused();
   bool seedsAllDown() const;

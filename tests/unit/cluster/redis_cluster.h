@@ -22,8 +22,11 @@ namespace zetian::cluster::testing {
 
 class RedisCluster {
  public:
-  explicit RedisCluster(std::string dir, std::size_t masters = 3) : dir_(std::move(dir)) {
-    for (std::size_t i = 0; i < masters; ++i) {
+  // `replica_of`: one replica for each master index listed; node(masters + k) is the
+  // replica of master replica_of[k].
+  explicit RedisCluster(std::string dir, std::size_t masters = 3, std::vector<std::size_t> replica_of = {})
+      : dir_(std::move(dir)), masters_(masters), replica_of_(std::move(replica_of)) {
+    for (std::size_t i = 0; i < masters + replica_of_.size(); ++i) {
       const std::uint16_t port = freeTcpPort();
       std::uint16_t bus = freeTcpPort();
       while (bus == port) bus = freeTcpPort();
@@ -49,9 +52,9 @@ class RedisCluster {
     const auto until = std::chrono::steady_clock::now() + deadline;
     for (auto& node : nodes_) node->start();
     const std::size_t n = nodes_.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t first = 16384 * i / n;
-      const std::size_t last = 16384 * (i + 1) / n - 1;
+    for (std::size_t i = 0; i < masters_; ++i) {
+      const std::size_t first = 16384 * i / masters_;
+      const std::size_t last = 16384 * (i + 1) / masters_ - 1;
       expectOk(nodes_[i]->command("CLUSTER ADDSLOTSRANGE " + std::to_string(first) + " " + std::to_string(last)));
       expectOk(nodes_[i]->command("CLUSTER SET-CONFIG-EPOCH " + std::to_string(i + 1)));
     }
@@ -65,8 +68,29 @@ class RedisCluster {
       }
     }
     const std::string known = "cluster_known_nodes:" + std::to_string(n) + "\r\n";
+    auto everyoneKnowsEveryone = [&] {
+      for (auto& node : nodes_) {
+        if (node->command("CLUSTER INFO").find(known) == std::string::npos) return false;
+      }
+      return true;
+    };
+    while (!everyoneKnowsEveryone()) {
+      if (std::chrono::steady_clock::now() > until) throw std::runtime_error("the Redis Cluster nodes did not meet");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling with a deadline
+    }
+    for (std::size_t k = 0; k < replica_of_.size(); ++k) {
+      // Refused ("Unknown node") until the MEET handshake has taught it the master's id.
+      const std::string replicate = "CLUSTER REPLICATE " + id(replica_of_[k]);
+      while (nodes_[masters_ + k]->command(replicate).rfind("+OK", 0) != 0) {
+        if (std::chrono::steady_clock::now() > until) throw std::runtime_error("CLUSTER REPLICATE kept failing");
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling with a deadline
+      }
+    }
     while (std::chrono::steady_clock::now() < until) {
       bool ok = true;
+      for (std::size_t k = 0; k < replica_of_.size(); ++k) {
+        ok = ok && nodes_[masters_ + k]->command("INFO replication").find("master_link_status:up") != std::string::npos;
+      }
       for (auto& node : nodes_) {
         const std::string info = node->command("CLUSTER INFO");
         ok = ok && info.find("cluster_state:ok") != std::string::npos &&
@@ -157,6 +181,8 @@ class RedisCluster {
   std::string dir_;
   std::vector<std::unique_ptr<RedisServer>> nodes_;
   std::vector<std::uint16_t> buses_;  // each node's cluster bus port
+  std::size_t masters_;
+  std::vector<std::size_t> replica_of_;
 };
 
 }  // namespace zetian::cluster::testing

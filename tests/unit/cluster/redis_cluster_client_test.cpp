@@ -369,6 +369,53 @@ TEST_F(RedisClusterClientTest, AKilledMastersKeysFailAtOnceAndTheOthersStillWork
   EXPECT_NE(log().find("redis_down"), std::string::npos) << log();
 }
 
+// Three masters and a replica of master 2 (node 3).
+class RedisClusterFailoverTest : public RedisClusterClientTest {
+ protected:
+  void SetUp() override {
+    cluster_ = std::make_unique<RedisCluster>(dir_.path(), 3, std::vector<std::size_t>{2});
+    cluster_->start();
+    loop_.start();
+  }
+};
+
+TEST_F(RedisClusterFailoverTest, AFailoverIsFollowedToThePromotedReplicaWithItsCounts) {
+  startClient({0, 1});
+  ASSERT_TRUE(waitState(LinkState::Ready)) << client_->status().last_error;
+  EXPECT_EQ(client_->status().address.find(cluster_->address(3)), std::string::npos);  // never a replica
+  const std::string key = keysOn(2, "fo", 1).at(0);
+  for (int n = 0; n < 3; ++n) {
+    auto r = call({item(key, 10)})->wait();
+    ASSERT_TRUE(r && !r->failed);
+    EXPECT_EQ(r->outcomes.at(0).result, wire::ItemResult::Charged);
+  }
+  ASSERT_EQ(cluster_->node(2).command("WAIT 1 5000"), ":1\r\n");  // the replica has the 3 charges
+  cluster_->node(2).kill();
+  // Until the cluster promotes the replica (cluster-node-timeout 1 s, then an election)
+  // the key's checks fail at once; then they go to the new master.
+  int passed = 0;
+  bool back = false;
+  const auto until = Clock::now() + 30s;
+  while (!back && Clock::now() < until) {
+    bool inline_done = false;
+    auto r = call({item(key, 10)}, &inline_done)->wait();
+    ASSERT_TRUE(r);
+    if (r->failed) {
+      EXPECT_EQ(*r->failed, limits::FallbackReason::Unreachable);
+      std::this_thread::sleep_for(10ms);  // paces the retries while the cluster fails over
+      continue;
+    }
+    back = true;
+    passed += r->outcomes.at(0).result == wire::ItemResult::Charged;
+  }
+  ASSERT_TRUE(back) << "no answer for the key after the failover; " << client_->status().last_error;
+  EXPECT_EQ(masterOf(key), cluster_->address(3));
+  std::vector<wire::LimitItem> more(20, item(key, 10));
+  for (const auto& outcome : burst(more)) passed += outcome && *outcome == wire::ItemResult::Charged;
+  EXPECT_EQ(passed, 7);  // 10 - the 3 the old master had charged
+  EXPECT_TRUE(waitState(LinkState::Ready)) << client_->status().last_error;
+}
+
 TEST_F(RedisClusterClientTest, PeekAndEraseGoToTheKeysMaster) {
   startClient();
   ASSERT_TRUE(waitState(LinkState::Ready)) << client_->status().last_error;

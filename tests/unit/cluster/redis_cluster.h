@@ -26,19 +26,9 @@ class RedisCluster {
   // replica of master replica_of[k].
   explicit RedisCluster(std::string dir, std::size_t masters = 3, std::vector<std::size_t> replica_of = {})
       : dir_(std::move(dir)), masters_(masters), replica_of_(std::move(replica_of)) {
-    for (std::size_t i = 0; i < masters + replica_of_.size(); ++i) {
-      const std::uint16_t port = freeTcpPort();
-      std::uint16_t bus = freeTcpPort();
-      while (bus == port) bus = freeTcpPort();
-      buses_.push_back(bus);
-      nodes_.push_back(std::make_unique<RedisServer>(
-          dir_,
-          std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file",
-                                   "nodes-" + std::to_string(port) + ".conf", "--cluster-port", std::to_string(bus),
-                                   "--cluster-require-full-coverage", "no", "--cluster-node-timeout", "1000",
-                                   "--appendonly", "no"},
-          port));
-    }
+    nodes_.resize(masters + replica_of_.size());
+    buses_.resize(nodes_.size());
+    for (std::size_t i = 0; i < nodes_.size(); ++i) makeNode(i);
   }
 
   // Starts the servers, makes them one cluster and waits until every node knows every
@@ -50,7 +40,19 @@ class RedisCluster {
   // cluster_state:ok no sooner than 2 s after it started (CLUSTER_WRITABLE_DELAY).
   void start(std::chrono::milliseconds deadline = std::chrono::seconds(30)) {
     const auto until = std::chrono::steady_clock::now() + deadline;
-    for (auto& node : nodes_) node->start();
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      // A port found free can be taken before the server binds it (another process's
+      // outgoing connection): then the node gets new ports.
+      for (int attempt = 1;; ++attempt) {
+        try {
+          nodes_[i]->start();
+          break;
+        } catch (const std::runtime_error&) {
+          if (attempt == 3) throw;
+          makeNode(i);
+        }
+      }
+    }
     const std::size_t n = nodes_.size();
     for (std::size_t i = 0; i < masters_; ++i) {
       const std::size_t first = 16384 * i / masters_;
@@ -158,6 +160,26 @@ class RedisCluster {
   }
 
  private:
+  void makeNode(std::size_t i) {
+    std::uint16_t port = freeTcpPort();
+    std::uint16_t bus = freeTcpPort();
+    auto taken = [&](std::uint16_t p) {
+      for (std::size_t j = 0; j < nodes_.size(); ++j) {
+        if (j != i && nodes_[j] && (nodes_[j]->port() == p || buses_[j] == p)) return true;
+      }
+      return false;
+    };
+    while (taken(port)) port = freeTcpPort();
+    while (bus == port || taken(bus)) bus = freeTcpPort();
+    buses_[i] = bus;
+    nodes_[i] = std::make_unique<RedisServer>(
+        dir_,
+        std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file",
+                                 "nodes-" + std::to_string(port) + ".conf", "--cluster-port", std::to_string(bus),
+                                 "--cluster-require-full-coverage", "no", "--cluster-node-timeout", "1000",
+                                 "--appendonly", "no"},
+        port);
+  }
   static void expectOk(const std::string& reply) {
     if (reply.rfind("+OK", 0) != 0) throw std::runtime_error("expected +OK, got " + reply);
   }

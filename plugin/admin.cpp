@@ -349,6 +349,14 @@ cluster::AdminReply Engine::metrics() {
       out += "zetian_redis_errors_total{kind=\"" + std::string(cluster::redis::nameOf(cluster::redis::ErrorKind(k))) +
              "\"} " + std::to_string(c.errors[k]) + "\n";
     }
+    if (r.role == "cluster") {
+      out += "# HELP zetian_redis_cluster_redirects_total Redis Cluster redirections followed, by kind.\n"
+             "# TYPE zetian_redis_cluster_redirects_total counter\n"
+             "zetian_redis_cluster_redirects_total{kind=\"moved\"} " + std::to_string(c.moved) + "\n"
+             "zetian_redis_cluster_redirects_total{kind=\"ask\"} " + std::to_string(c.asked) + "\n";
+      m("zetian_redis_cluster_slot_map_loads_total", "counter", "Redis Cluster slot maps loaded (CLUSTER SLOTS).",
+        double(c.slot_map_loads));
+    }
     metrics_.redis_latency.render(out, "zetian_redis_duration_seconds", "Round trip of one Redis script run.");
   }
   metrics_.renderRules(out);

@@ -258,14 +258,13 @@ bool Engine::start(Errors* errors) {
     startHousekeeping();
     if (config_.redis.configured()) {
       std::string error;
-      auto options = cluster::redis::clientOptionsFrom(config_.redis, &error);
-      if (!options) return error;
-      redis_ = std::make_unique<cluster::redis::Client>(
-          loop_, std::move(*options), cluster::redis::limiterScripts(),
+      redis_ = cluster::redis::backendFrom(
+          loop_, config_.redis,
           [this](conf::LogLevel level, std::string_view line) {
             if (logger_->enabled(level)) logger_->log(level, line);
           },
-          [this](std::int64_t nanos) { metrics_.redis_latency.observe(nanos); });
+          [this](std::int64_t nanos) { metrics_.redis_latency.observe(nanos); }, &error);
+      if (!redis_) return error;
       redis_->start();
     }
     if (config_.cluster.enabled) {

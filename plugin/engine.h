@@ -31,7 +31,7 @@
 #include "cluster/node.h"
 #include "cluster/limits/lease.h"
 #include "cluster/placement/view.h"
-#include "cluster/redis/client.h"
+#include "cluster/redis/backend.h"
 #include "conf/config.h"
 #include "conf/load.h"
 #include "plugin/keys.h"
@@ -257,7 +257,7 @@ class Engine final : public cluster::AdminApi {
   // Owned by the loop thread: created and destroyed there.
   std::unique_ptr<cluster::HealthServer> health_;
   std::unique_ptr<cluster::ClusterNode> node_;  // [cluster] enabled only
-  std::unique_ptr<cluster::redis::Client> redis_;  // [redis] configured only; loop thread
+  std::unique_ptr<cluster::redis::Backend> redis_;  // [redis] configured only; loop thread
   cluster::Timer housekeeping_;  // armed and cancelled on the loop thread
   cluster::Timer expiry_;        // likewise: one bounded expiry step per turn
   std::uint64_t last_messages_ = 0;

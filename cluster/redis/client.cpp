@@ -79,6 +79,11 @@ struct Client::Call {
   Clock::time_point sent_at;
   Done done;                // empty once reported (or for a refund)
   bool refund_only = false;
+  // callRaw(): each item reported as it is (`done` then only reports a failure of the
+  // whole call), and ASKING sent before the items that follow an ASK.
+  RawDone raw_done;
+  std::vector<bool> asking;
+  std::vector<std::string> redirects;  // per item: its MOVED or ASK reply
 };
 
 // hiredis's privdata for one command: freed by the reply callback, which hiredis calls
@@ -412,9 +417,12 @@ void Client::becomeReady() {
 }
 
 void Client::setState(LinkState state, const std::string& error) {
-  std::lock_guard lock(status_mutex_);
-  status_.state = state;
-  status_.last_error = error;
+  {
+    std::lock_guard lock(status_mutex_);
+    status_.state = state;
+    status_.last_error = error;
+  }
+  if (on_state_) on_state_();
 }
 
 void Client::countError(ErrorKind kind) {
@@ -487,6 +495,43 @@ void Client::call(std::vector<wire::LimitItem> items, Clock::time_point deadline
     std::exchange(c->done, nullptr)(limits::CallResult{std::nullopt, {}});
     return;
   }
+  dispatch(c);
+}
+
+void Client::callRaw(std::vector<wire::LimitItem> items, std::vector<bool> asking, Clock::time_point deadline,
+                     RawDone done) {
+  loop_.checkThisThread();
+  auto c = std::make_shared<Call>();
+  c->deadline = std::min(deadline, Clock::now() + options_.timeout);
+  const std::size_t n = items.size();
+  // A failure of the whole call (Redis down, the deadline, closing) is every item's.
+  c->done = [done, n](limits::CallResult r) {
+    std::vector<ItemReply> replies(n);
+    for (auto& reply : replies) reply.failed = r.failed.value_or(limits::FallbackReason::Refused);
+    done(std::move(replies));
+  };
+  c->raw_done = std::move(done);
+  c->items = std::move(items);
+  c->asking = std::move(asking);
+  c->asking.resize(n, false);
+  c->redirects.assign(n, std::string());
+  c->outcomes.assign(n, std::nullopt);
+  c->answered.assign(n, false);
+  c->retried.assign(n, false);
+  c->unanswered = n;
+  {
+    std::lock_guard lock(status_mutex_);
+    ++counters_.calls;
+  }
+  if (n == 0) {
+    c->done = nullptr;
+    std::exchange(c->raw_done, nullptr)({});
+    return;
+  }
+  dispatch(c);
+}
+
+void Client::dispatch(const std::shared_ptr<Call>& c) {
   const LinkState state = status().state;
   if (state == LinkState::Ready && ctx_) {
     c->sent_at = Clock::now();
@@ -629,24 +674,46 @@ void Client::sweep(const std::shared_ptr<Sweep>& s) {
                        sweep(s);
                      };
                      if (keys->elements == 0) return next();
-                     std::vector<std::string> argv{"UNLINK"};
+                     // One UNLINK per key, pipelined: a Redis Cluster refuses a
+                     // multi-key UNLINK whose keys lie in different slots.
+                     auto batch = std::make_shared<std::size_t>(keys->elements);
+                     auto failed = std::make_shared<bool>(false);
                      for (std::size_t i = 0; i < keys->elements; ++i) {
-                       argv.emplace_back(keys->element[i]->str, keys->element[i]->len);
+                       const bool sent = command(
+                           new Inflight{this, generation_, Step::Admin, nullptr, 0,
+                                        [s, next, batch, failed](redisReply* u) {
+                                          if (*failed) return;
+                                          if (!u || u->type != REDIS_REPLY_INTEGER) {
+                                            *failed = true;
+                                            return s->done(s->erased, u ? errorText(u) : "the Redis connection closed");
+                                          }
+                                          s->erased += u->integer;
+                                          if (--*batch == 0) next();
+                                        }},
+                           {"UNLINK", std::string(keys->element[i]->str, keys->element[i]->len)});
+                       if (!sent) {
+                         *failed = true;
+                         return s->done(s->erased, "the Redis connection is closing");
+                       }
                      }
-                     const bool sent = command(new Inflight{this, generation_, Step::Admin, nullptr, 0,
-                                                            [s, next](redisReply* u) {
-                                                              if (!u) return s->done(s->erased, "the Redis connection closed");
-                                                              if (u->type != REDIS_REPLY_INTEGER) {
-                                                                return s->done(s->erased, errorText(u));
-                                                              }
-                                                              s->erased += u->integer;
-                                                              next();
-                                                            }},
-                                               argv);
-                     if (!sent) s->done(s->erased, "the Redis connection is closing");
                    }},
       {"SCAN", s->cursor, "MATCH", s->pattern, "COUNT", "1000"});
   if (!queued) s->done(s->erased, "the Redis connection is closing");
+}
+
+void Client::query(const std::vector<std::string>& argv, QueryDone done) {
+  loop_.checkThisThread();
+  if (status().state != LinkState::Ready || !ctx_) {
+    done(nullptr, "not connected: " + status().last_error);
+    return;
+  }
+  const bool queued = command(new Inflight{this, generation_, Step::Admin, nullptr, 0,
+                                           [done](redisReply* r) {
+                                             if (!r) return done(nullptr, "the Redis connection closed");
+                                             done(r, "");
+                                           }},
+                              argv);
+  if (!queued) done(nullptr, "the Redis connection is closing");
 }
 
 void Client::send(const std::shared_ptr<Call>& call, std::size_t index) {
@@ -672,6 +739,10 @@ void Client::send(const std::shared_ptr<Call>& call, std::size_t index) {
     ++counters_.items;
   }
   const Step step = call->refund_only ? Step::Refund : Step::Item;
+  if (!call->asking.empty() && call->asking[index]) {
+    // Its reply (+OK) tells nothing: a refusal shows as the item's own MOVED.
+    command(new Inflight{this, generation_, Step::Admin, nullptr, 0, [](redisReply*) {}}, {"ASKING"});
+  }
   if (!command(new Inflight{this, generation_, step, call, index, {}}, argv)) {
     // The context refused the command: it is going away; fail() follows from hiredis.
     onItemReply(call, index, nullptr);
@@ -705,6 +776,14 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
       send(call, index);
       return;
     }
+    if (call->raw_done && (text.rfind("MOVED ", 0) == 0 || text.rfind("ASK ", 0) == 0)) {
+      // A Redis Cluster's redirection: the caller runs the item at the node it names.
+      call->redirects[index] = text;
+      call->answered[index] = true;
+      --call->unanswered;
+      finishIfComplete(call);
+      return;
+    }
     if (text.rfind("READONLY", 0) == 0) {
       // A master demoted under us (a failover while it still answers): drop it, and
       // find the master again (ROLE refuses a replica).
@@ -718,6 +797,16 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
       return;
     }
     countError(ErrorKind::Reply);
+    if (call->raw_done && text.rfind("CLUSTERDOWN", 0) == 0) {
+      // The cluster refuses every key while it lacks a master: as unreachable as a
+      // master down, and reported per episode by the engine's fallback lines rather
+      // than once per item here.
+      call->answered[index] = true;
+      --call->unanswered;
+      if (!call->failed) call->failed = limits::FallbackReason::Unreachable;
+      finishIfComplete(call);
+      return;
+    }
     if (log_) {
       log_(conf::LogLevel::Warn, "redis_error address=" + logValue(status().address) + " error=" + logValue(text));
     }
@@ -757,46 +846,38 @@ void Client::onItemReply(const std::shared_ptr<Call>& call, std::size_t index, r
   finishIfComplete(call);
 }
 
-// Once every item has its answer: the call's verdict (limits/evaluate.h's rule), and
+// Once every item has its answer: the call's verdict (settleCall, backend.h), and
 // whatever must be given back.
 void Client::finishIfComplete(const std::shared_ptr<Call>& call) {
   if (call->unanswered > 0) return;
   std::erase(inflight_, call);
-  std::vector<wire::LimitItem> back;
   if (call->refund_only) return;
-  if (!call->done || call->failed) {
-    // Decided without these answers (timeout), or the call failed: every charge goes back.
-    for (std::size_t i = 0; i < call->items.size(); ++i) {
-      if (call->outcomes[i] && call->outcomes[i]->result == wire::ItemResult::Charged) {
-        back.push_back(call->items[i]);
+  if (call->raw_done && call->done) {
+    // Raw: each item as it is; the caller settles (and gives back what it must).
+    call->done = nullptr;
+    std::vector<ItemReply> replies(call->items.size());
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      if (call->outcomes[i]) {
+        replies[i].outcome = call->outcomes[i];
+      } else if (!call->redirects[i].empty()) {
+        replies[i].redirect = std::move(call->redirects[i]);
+      } else {
+        replies[i].failed = call->failed.value_or(limits::FallbackReason::Refused);
       }
     }
-    if (!call->done) {
-      std::lock_guard lock(status_mutex_);
-      ++counters_.late_answers;
-    }
-    if (call->done) std::exchange(call->done, nullptr)(limits::CallResult{call->failed, {}});
-    refund(std::move(back));
+    std::exchange(call->raw_done, nullptr)(std::move(replies));
     return;
   }
-  std::vector<wire::LimitOutcome> outcomes(call->items.size());
-  for (std::size_t i = 0; i < call->items.size(); ++i) outcomes[i] = *call->outcomes[i];
-  // The first blocking denial stops the call: charges before it are returned, and
-  // those after it (the pipeline made them) did not happen as far as the caller knows.
-  for (std::size_t i = 0; i < outcomes.size(); ++i) {
-    if (outcomes[i].result != wire::ItemResult::Denied || !call->items[i].blocking) continue;
-    for (std::size_t j = 0; j < outcomes.size(); ++j) {
-      if (j == i || outcomes[j].result != wire::ItemResult::Charged) continue;
-      back.push_back(call->items[j]);
-      outcomes[j].result = j < i ? wire::ItemResult::Returned : wire::ItemResult::NotEvaluated;
-      if (j > i) outcomes[j] = wire::LimitOutcome{};
-    }
-    for (std::size_t j = i + 1; j < outcomes.size(); ++j) {
-      if (outcomes[j].result == wire::ItemResult::Denied) outcomes[j] = wire::LimitOutcome{};
-    }
-    break;
+  // Decided without these answers (the deadline passed): every charge goes back.
+  const bool late = !call->done;
+  if (late) {
+    std::lock_guard lock(status_mutex_);
+    ++counters_.late_answers;
   }
-  std::exchange(call->done, nullptr)(limits::CallResult{std::nullopt, std::move(outcomes)});
+  Settled settled = settleCall(call->items, call->outcomes, late ? limits::FallbackReason::Timeout : call->failed);
+  std::vector<wire::LimitItem> back;
+  for (const std::size_t i : settled.give_back) back.push_back(call->items[i]);
+  if (call->done) std::exchange(call->done, nullptr)(std::move(settled.result));
   refund(std::move(back));
 }
 

@@ -44,6 +44,7 @@
 #include "cluster/limits/service.h"
 #include "cluster/log_sink.h"
 #include "cluster/loop.h"
+#include "cluster/redis/backend.h"
 #include "cluster/redis/sentinel.h"
 #include "cluster/wire/codec.h"
 #include "state/limit.h"
@@ -101,74 +102,51 @@ struct ClientOptions {
   std::chrono::milliseconds max_backoff{5000};
 };
 
-enum class LinkState : std::uint8_t { Connecting, Ready, Down };
-std::string_view nameOf(LinkState state);
-
-// Errors by kind, as in zetian_redis_errors_total{kind}.
-enum class ErrorKind : std::uint8_t {
-  Connect,    // could not connect, or the connection closed
-  Auth,       // AUTH or SELECT refused
-  Timeout,    // no answer by the call's deadline
-  NoScript,   // the server had lost the scripts (reloaded)
-  Reply,      // an error reply to a script (READONLY, OOM, a script error...)
-  Protocol,   // a reply the scripts never give
-};
-inline constexpr std::size_t kErrorKinds = 6;
-std::string_view nameOf(ErrorKind kind);
-
-struct ClientStatus {
-  std::string address;  // describe(target), with the resolved address once known
-  LinkState state = LinkState::Connecting;
-  std::string role;        // from ROLE at connect ("master", "slave"...), empty before
-  std::string last_error;  // empty when none since the last Ready
-  bool ever_ready = false;
-};
-
-struct ClientCounters {
-  std::uint64_t calls = 0;        // stages sent to Redis
-  std::uint64_t items = 0;        // script runs for them (refunds included)
-  std::uint64_t late_answers = 0; // answers after their call's deadline (charges given back)
-  std::uint64_t connects = 0;     // connections that became Ready
-  std::uint64_t script_loads = 0; // SCRIPT LOAD runs
-  std::array<std::uint64_t, kErrorKinds> errors{};
-};
-
-class Client {
+class Client : public Backend {
  public:
-  using Clock = std::chrono::steady_clock;
-  using Done = limits::LimitService::Done;
-
   // `on_latency`: every answered item's round trip in nanoseconds (may be empty).
   Client(Loop& loop, ClientOptions options, Scripts scripts, LogSink log,
          std::function<void(std::int64_t nanos)> on_latency = {});
   // Fails every call still waiting with Closed and closes the connection.
-  ~Client();
+  ~Client() override;
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  void start();  // connect (in the background)
+  // Backend (backend.h).
+  void start() override;
+  void call(std::vector<wire::LimitItem> items, Clock::time_point deadline, Done done) override;
+  void refund(std::vector<wire::LimitItem> items) override;
+  void peek(const wire::LimitItem& item, PeekDone done) override;
+  void erase(const std::string& store_key, EraseDone done) override;
+  ClientStatus status() const override;
+  ClientCounters counters() const override;
 
-  // One stage's items; `done` runs exactly once, on the loop thread (inline when the
-  // call fails at once).
-  void call(std::vector<wire::LimitItem> items, Clock::time_point deadline, Done done);
-  // Give back charges (no answer awaited; lost if Redis is down: they refill).
-  void refund(std::vector<wire::LimitItem> items);
+  void eraseAll(const std::string& store_key_prefix, EraseDone done) override;
 
-  // For the admin endpoints. `done` runs exactly once on the loop thread: with the
-  // answer, or with an error text (Redis down, an error reply). peek(): what a charge
-  // of `item` would answer, or nullopt when Redis holds no bucket for its key.
-  // erase(): DEL of the item's key; the number of keys deleted.
-  using PeekDone = std::function<void(std::optional<state::Outcome> outcome, std::string error)>;
-  void peek(const wire::LimitItem& item, PeekDone done);
-  using EraseDone = std::function<void(long long erased, std::string error)>;
-  void erase(const std::string& store_key, EraseDone done);
-  // Every key whose store key starts with `store_key_prefix` (SCAN, UNLINK per batch):
-  // the number deleted, or an error with the number deleted before it. Keys created
-  // while it runs may be left.
-  void eraseAll(const std::string& store_key_prefix, EraseDone done);
-
-  ClientStatus status() const;      // any thread
-  ClientCounters counters() const;  // any thread
+  // For ClusterClient, which runs one Client per master and settles a stage itself once
+  // every master has answered: one master's share of a stage, reported item by item
+  // instead of settled. `asking[i]`: send ASKING right before item i (it follows an
+  // ASK redirection; the two go back to back on the connection). `done` runs exactly
+  // once on the loop thread (inline when the call fails at once), with one reply per
+  // item; a charge it reports is the caller's to keep or give back, while a charge
+  // answered after `done` ran (past the deadline) is given back here, as for call().
+  struct ItemReply {
+    std::optional<wire::LimitOutcome> outcome;     // Charged, Denied or Refunded
+    std::optional<limits::FallbackReason> failed;  // or the item could not run
+    std::string redirect;  // or the error reply "MOVED <slot> <host>:<port>" / "ASK ...": it runs elsewhere
+  };
+  using RawDone = std::function<void(std::vector<ItemReply> replies)>;
+  void callRaw(std::vector<wire::LimitItem> items, std::vector<bool> asking, Clock::time_point deadline,
+               RawDone done);
+  // One command of the caller's (CLUSTER SLOTS) on the ready connection; `done` runs
+  // exactly once on the loop thread, with the reply (valid during the call only), or
+  // null and an error text.
+  using QueryDone = std::function<void(const redisReply* reply, std::string error)>;
+  void query(const std::vector<std::string>& argv, QueryDone done);
+  // Called (on the loop thread) whenever the connection's state changes: a ClusterClient
+  // learns when a connection is ready or down without polling. It must not call back
+  // into this client synchronously (defer with Loop::after).
+  void onStateChange(std::function<void()> fn) { on_state_ = std::move(fn); }
 
  private:
   struct Call;
@@ -188,6 +166,7 @@ class Client {
   void onItemReply(const std::shared_ptr<Call>& call, std::size_t index, redisReply* reply);
   void send(const std::shared_ptr<Call>& call, std::size_t index);
   void finishIfComplete(const std::shared_ptr<Call>& call);
+  void dispatch(const std::shared_ptr<Call>& call);
   void fail(const std::string& why, ErrorKind kind);
   void scheduleReconnect();
   void becomeReady();
@@ -206,6 +185,7 @@ class Client {
   Scripts scripts_;
   LogSink log_;
   std::function<void(std::int64_t)> on_latency_;
+  std::function<void()> on_state_;
   std::unique_ptr<discovery::Resolver> resolver_;
   std::unique_ptr<Sentinel> sentinel_;  // with options_.sentinels only
   std::uint64_t attempt_ = 0;           // of connect(): a stale Sentinel answer is ignored

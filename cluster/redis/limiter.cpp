@@ -3,6 +3,7 @@
 #include <chrono>
 #include <variant>
 
+#include "cluster/redis/cluster_client.h"
 #include "state/redis_scripts.h"
 
 namespace zetian::cluster::redis {
@@ -43,8 +44,7 @@ std::optional<ClientOptions> clientOptionsFrom(const conf::RedisSection& section
     for (const auto& s : sentinels->sentinels) o.sentinels.push_back(SentinelAddress{s.host, s.port});
     o.master_name = sentinels->master_name;
   } else if (std::holds_alternative<conf::RedisCluster>(section.endpoint)) {
-    *error = "redis.cluster: Redis Cluster is not built yet in this version; use one Redis (redis.url) for now";
-    return std::nullopt;
+    // Each node's target comes from the slot map (ClusterClient).
   } else {
     *error = "no [redis] section: set redis.url";
     return std::nullopt;
@@ -55,6 +55,20 @@ std::optional<ClientOptions> clientOptionsFrom(const conf::RedisSection& section
   o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(section.timeout);
   o.key_prefix = section.key_prefix;
   return o;
+}
+
+std::unique_ptr<Backend> backendFrom(Loop& loop, const conf::RedisSection& section, LogSink log,
+                                     std::function<void(std::int64_t nanos)> on_latency, std::string* error) {
+  auto options = clientOptionsFrom(section, error);
+  if (!options) return nullptr;
+  if (const auto* cluster = std::get_if<conf::RedisCluster>(&section.endpoint)) {
+    ClusterOptions c;
+    for (const auto& node : cluster->nodes) c.seeds.push_back(ClusterOptions::Node{node.host, node.port});
+    c.connection = std::move(*options);
+    return std::make_unique<ClusterClient>(loop, std::move(c), limiterScripts(), std::move(log),
+                                           std::move(on_latency));
+  }
+  return std::make_unique<Client>(loop, std::move(*options), limiterScripts(), std::move(log), std::move(on_latency));
 }
 
 }  // namespace zetian::cluster::redis

@@ -18,7 +18,14 @@ void validate(const Config& c, const DurableState& d) {
   std::set<NodeId> unique(c.voters.begin(), c.voters.end());
   require(unique.size() == c.voters.size(), "a voter is listed twice");
   require(!unique.contains(kNoNode), "voter id 0 is reserved");
-  require(unique.contains(c.id), "node " + std::to_string(c.id) + " is not among the voters");
+  std::set<NodeId> learners(c.learners.begin(), c.learners.end());
+  require(learners.size() == c.learners.size(), "a learner is listed twice");
+  require(!learners.contains(kNoNode), "learner id 0 is reserved");
+  for (NodeId learner : learners) {
+    require(!unique.contains(learner), "node " + std::to_string(learner) + " is both voter and learner");
+  }
+  // Every node this one may have voted for: the initial voters and any the log adds.
+  std::set<NodeId> known = unique;
   require(c.heartbeat_ticks >= 1, "heartbeat_ticks must be at least 1");
   require(c.election_ticks > c.heartbeat_ticks, "election_ticks must exceed heartbeat_ticks");
   require(c.max_entries_per_append >= 1, "max_entries_per_append must be at least 1");
@@ -30,11 +37,16 @@ void validate(const Config& c, const DurableState& d) {
     require(e.index == k + 1, "stored entry " + describe(e) + " is not at position " + std::to_string(k + 1));
     require(e.term >= previous_term && e.term > 0, "stored entry " + describe(e) + " has a term out of order");
     previous_term = e.term;
+    if (e.type == EntryType::config) {
+      auto change = decodeConfChange(e.data);
+      require(change.has_value(), "stored entry " + describe(e) + " is not a membership change");
+      known.insert(change->node);
+    }
   }
   const HardState& h = d.hard_state;
   require(h.term >= previous_term, "hard state term " + std::to_string(h.term) + " is below the last entry's");
   require(h.commit <= d.entries.size(), "hard state commit " + std::to_string(h.commit) + " is beyond the log");
-  require(h.vote == kNoNode || unique.contains(h.vote), "hard state vote is not a voter");
+  require(h.vote == kNoNode || known.contains(h.vote), "hard state vote is for a node never in the cluster");
   require(c.applied <= h.commit, "applied index is beyond the commit index");
 }
 
@@ -45,6 +57,9 @@ RaftCore::RaftCore(Config config, DurableState durable) : config_(std::move(conf
   std::sort(config_.voters.begin(), config_.voters.end());
   rng_.seed(config_.seed);
   log_.restore(std::move(durable.entries), durable.hard_state.commit, config_.applied);
+  membership_.voters.insert(config_.voters.begin(), config_.voters.end());
+  membership_.learners.insert(config_.learners.begin(), config_.learners.end());
+  applyCommittedConfig();
   becomeFollower(durable.hard_state.term, kNoNode);
   vote_ = durable.hard_state.vote;
   // Already durable: the first Ready reports only what changes from here.
@@ -102,11 +117,8 @@ void RaftCore::becomeLeader() {
   reset(term_);
   leader_ = config_.id;
   role_ = Role::leader;
-  for (NodeId voter : config_.voters) {
-    Progress& pr = progress_[voter];
-    pr.next = log_.lastIndex() + 1;
-    pr.match = 0;
-  }
+  for (NodeId member : membership_.voters) progress_[member].next = log_.lastIndex() + 1;
+  for (NodeId member : membership_.learners) progress_[member].next = log_.lastIndex() + 1;
   // Only what is durable counts for the leader itself; advance() moves it forward.
   Progress& self = progress_[config_.id];
   self.match = log_.stableIndex();
@@ -114,11 +126,15 @@ void RaftCore::becomeLeader() {
   // 5.4.2: entries of earlier terms commit only through one of the current term, so
   // a new leader appends one at once rather than waiting for a client.
   log_.appendOwn(Entry{term_, log_.lastIndex() + 1, EntryType::no_op, {}});
+  // No membership change until this no-op commits: that also commits any change an
+  // earlier leader left in the log, and keeps a change of ours from racing one of a
+  // leader we have not heard of (Ongaro, raft-dev, 2015).
+  pending_conf_index_ = log_.lastIndex();
   broadcastAppend();
 }
 
 void RaftCore::campaign() {
-  if (role_ == Role::leader) return;
+  if (role_ == Role::leader || !isVoter(config_.id)) return;
   startElection(config_.pre_vote);
 }
 
@@ -136,7 +152,7 @@ void RaftCore::startElection(bool pre_vote) {
   }
   recordVote(config_.id, true);
   if (role_ != Role::pre_candidate && role_ != Role::candidate) return;  // won alone
-  for (NodeId voter : config_.voters) {
+  for (NodeId voter : membership_.voters) {
     if (voter == config_.id) continue;
     Message m = to(voter, type);
     m.term = vote_term;
@@ -157,7 +173,7 @@ void RaftCore::recordVote(NodeId from, bool granted) {
     } else {
       becomeLeader();
     }
-  } else if (no > config_.voters.size() - quorum()) {
+  } else if (no > membership_.voters.size() - quorum()) {
     becomeFollower(term_, kNoNode);
   }
 }
@@ -175,6 +191,12 @@ void RaftCore::tick() {
 void RaftCore::tickElection() {
   ++election_elapsed_;
   if (election_elapsed_ >= randomized_election_timeout_) {
+    if (!isVoter(config_.id)) {
+      // Learners and non-members never campaign; the timer only marks the lease as
+      // expired (and stops there rather than counting forever).
+      election_elapsed_ = randomized_election_timeout_;
+      return;
+    }
     election_elapsed_ = 0;
     startElection(config_.pre_vote);
   }
@@ -201,7 +223,7 @@ void RaftCore::tickHeartbeat() {
 bool RaftCore::quorumActiveAndReset() {
   std::size_t active = 0;
   for (auto& [node, pr] : progress_) {
-    if (node == config_.id || pr.recent_active) ++active;
+    if (isVoter(node) && (node == config_.id || pr.recent_active)) ++active;
     if (node != config_.id) pr.recent_active = false;
   }
   return active >= quorum();
@@ -209,19 +231,28 @@ bool RaftCore::quorumActiveAndReset() {
 
 // ---- Messages in -------------------------------------------------------------------
 
-bool RaftCore::isVoter(NodeId node) const {
-  return std::binary_search(config_.voters.begin(), config_.voters.end(), node);
-}
-
 StepOutcome RaftCore::checkShape(const Message& m) const {
   if (m.to != config_.id) return StepOutcome::not_addressed;
-  if (m.from == config_.id || !isVoter(m.from)) return StepOutcome::unknown_sender;
+  if (m.from == config_.id || m.from == kNoNode) return StepOutcome::unknown_sender;
+  switch (m.type) {
+    case MessageType::vote:
+    case MessageType::pre_vote:
+    case MessageType::vote_response:
+    case MessageType::pre_vote_response:
+      // A removed node that never learned of its removal keeps campaigning: it gets
+      // no hearing. A voter we have not yet learned of is heard once we have.
+      if (!isVoter(m.from)) return StepOutcome::unknown_sender;
+      break;
+    default:
+      break;
+  }
   if (m.term == 0) return StepOutcome::malformed;
   if (m.type == MessageType::append) {
     Index expected = m.index + 1;
     Term previous = m.log_term;
     for (const Entry& e : m.entries) {
       if (e.index != expected || e.term < previous || e.term > m.term) return StepOutcome::malformed;
+      if (e.type == EntryType::config && !decodeConfChange(e.data)) return StepOutcome::malformed;
       ++expected;
       previous = e.term;
     }
@@ -271,6 +302,7 @@ StepOutcome RaftCore::step(const Message& m) {
     case Role::candidate: stepCandidate(m); break;
     case Role::follower: stepFollower(m); break;
   }
+  applyCommittedConfig();
   return StepOutcome::handled;
 }
 
@@ -429,16 +461,15 @@ bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
 }
 
 void RaftCore::broadcastAppend() {
-  for (NodeId voter : config_.voters) {
-    if (voter != config_.id) sendAppend(voter, true);
+  for (const auto& [member, pr] : progress_) {
+    if (member != config_.id) sendAppend(member, true);
   }
 }
 
 void RaftCore::broadcastHeartbeat() {
-  for (NodeId voter : config_.voters) {
-    if (voter == config_.id) continue;
-    Message m = to(voter, MessageType::heartbeat);
-    Progress& pr = progress_[voter];
+  for (auto& [member, pr] : progress_) {
+    if (member == config_.id) continue;
+    Message m = to(member, MessageType::heartbeat);
     m.commit = std::min(pr.match, log_.committed());
     pr.sent_commit = std::max(pr.sent_commit, m.commit);
     send(std::move(m));
@@ -447,24 +478,85 @@ void RaftCore::broadcastHeartbeat() {
 
 bool RaftCore::maybeCommit() {
   std::vector<Index> matches;
-  for (NodeId voter : config_.voters) matches.push_back(progress_[voter].match);
+  for (NodeId voter : membership_.voters) matches.push_back(progress_[voter].match);
   std::sort(matches.begin(), matches.end(), std::greater<>());
   return log_.maybeCommit(matches[quorum() - 1], term_);
 }
 
-ProposeResult RaftCore::propose(std::string data) {
+ProposeResult RaftCore::refuse(std::string why) const {
   ProposeResult result;
-  if (role_ != Role::leader) {
-    result.leader = leader_;
-    return result;
-  }
-  Entry e{term_, log_.lastIndex() + 1, EntryType::normal, std::move(data)};
-  result = {true, e.index, e.term, config_.id};
+  result.leader = leader_;
+  result.refusal = std::move(why);
+  return result;
+}
+
+ProposeResult RaftCore::appendProposal(EntryType type, std::string data) {
+  Entry e{term_, log_.lastIndex() + 1, type, std::move(data)};
+  ProposeResult result{true, e.index, e.term, config_.id, {}};
   log_.appendOwn(std::move(e));
-  for (NodeId voter : config_.voters) {
-    if (voter != config_.id) sendAppend(voter, false);
+  for (const auto& [member, pr] : progress_) {
+    if (member != config_.id) sendAppend(member, false);
   }
   return result;
+}
+
+ProposeResult RaftCore::propose(std::string data) {
+  if (role_ != Role::leader) return refuse("not the leader");
+  return appendProposal(EntryType::normal, std::move(data));
+}
+
+ProposeResult RaftCore::proposeConfChange(const ConfChange& change) {
+  if (role_ != Role::leader) return refuse("not the leader");
+  if (pending_conf_index_ > log_.committed()) {
+    return refuse("a membership change (or this leader's first entry) at index " +
+                  std::to_string(pending_conf_index_) + " is not committed yet");
+  }
+  if (std::string why = membership_.check(change); !why.empty()) return refuse(why);
+  ProposeResult result = appendProposal(EntryType::config, encodeConfChange(change));
+  pending_conf_index_ = result.index;
+  return result;
+}
+
+// ---- Membership --------------------------------------------------------------------
+
+void RaftCore::applyCommittedConfig() {
+  while (conf_applied_ < log_.committed()) {
+    const Index index = ++conf_applied_;
+    const std::vector<Entry> entry = log_.slice(index, index + 1, 1);
+    if (entry.empty()) throw std::logic_error("raft: committed entry " + std::to_string(index) + " is missing");
+    if (entry.front().type != EntryType::config) continue;
+    auto change = decodeConfChange(entry.front().data);
+    // Every config entry was checked on its way in (validate(), checkShape()).
+    if (!change) throw std::logic_error("raft: unreadable membership change " + describe(entry.front()));
+    membership_.apply(*change);
+    onMembershipChanged();
+  }
+}
+
+void RaftCore::onMembershipChanged() {
+  if (role_ != Role::leader) return;
+  if (!isVoter(config_.id)) {
+    // Removed (thesis 4.2.2): the commit that got us here was just broadcast (every
+    // commit on a leader is), so the others learn of it; leave the lead to them.
+    becomeFollower(term_, kNoNode);
+    return;
+  }
+  for (auto it = progress_.begin(); it != progress_.end();) {
+    it = membership_.isMember(it->first) ? std::next(it) : progress_.erase(it);
+  }
+  std::vector<NodeId> added;
+  for (const auto& members : {membership_.voters, membership_.learners}) {
+    for (NodeId member : members) {
+      if (progress_.contains(member)) continue;
+      Progress& pr = progress_[member];
+      pr.next = log_.lastIndex() + 1;
+      pr.recent_active = true;  // a grace period of one CheckQuorum round
+      added.push_back(member);
+    }
+  }
+  for (NodeId member : added) sendAppend(member, true);
+  // A smaller quorum may already hold more entries.
+  if (maybeCommit()) broadcastAppend();
 }
 
 // ---- Ready / advance ---------------------------------------------------------------
@@ -513,6 +605,7 @@ void RaftCore::advance() {
     // Our own entries now count towards the quorum (they are durable here).
     if (progress_[config_.id].maybeUpdate(log_.stableIndex()) && maybeCommit()) broadcastAppend();
   }
+  applyCommittedConfig();
 }
 
 }  // namespace zetian::cluster::raft

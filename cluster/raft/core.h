@@ -25,9 +25,24 @@
 //   - Durability: a leader counts its own entries towards commit only after advance()
 //     says they are stable; every message leaves in a Ready, after the Ready's writes.
 //
-// Not yet (later steps of issue 10): learners and membership changes (EntryType::config
-// is carried, not interpreted), snapshots and compaction, leadership transfer,
-// ReadIndex. Voters are fixed by the Config.
+//   - Membership (thesis 4): learners receive the log but neither vote nor count for
+//     commit or quorum. Single-server changes (membership.h) are log entries of type
+//     config, proposed with proposeConfChange(). A change takes effect on each node when
+//     that node learns it is committed (not when it is appended): nothing to undo when
+//     an uncommitted suffix is overwritten, and the membership on restart is the
+//     Config's plus the changes in the committed log. Safety then rests on one change
+//     at a time: a leader refuses a change while an earlier one is uncommitted, and
+//     also until it has committed an entry of its own term (the fix Ongaro gave for
+//     single-server changes across leader changes), so no two memberships more than
+//     one change apart ever decide at once. A leader that removes itself sends the
+//     commit on, then steps down. A node that is not a voter (a learner, a node still
+//     joining, a removed one) never campaigns, and (pre)vote requests and answers from
+//     non-voters are dropped, so a removed node cannot disrupt the cluster. Appends and
+//     heartbeats are taken from any node: a member that has not yet learned of a
+//     newer member must still follow it when it leads.
+//
+// Not yet (later steps of issue 10): snapshots and compaction, leadership transfer,
+// ReadIndex.
 //
 // Bad input: a Config or durable state that breaks an invariant is refused by the
 // constructor (std::invalid_argument, saying what is wrong). A message that is
@@ -44,6 +59,7 @@
 #include <vector>
 
 #include "cluster/raft/log.h"
+#include "cluster/raft/membership.h"
 #include "cluster/raft/progress.h"
 #include "cluster/raft/types.h"
 
@@ -51,7 +67,12 @@ namespace zetian::cluster::raft {
 
 struct Config {
   NodeId id = kNoNode;
-  std::vector<NodeId> voters;  // must include id
+  // The membership before the first log entry, the same on every node; the log's
+  // committed config entries change it from there. `id` need not be in it: a node that
+  // joins later starts with the cluster's initial membership and learns its own place
+  // from the log it receives.
+  std::vector<NodeId> voters;
+  std::vector<NodeId> learners;
   int election_ticks = 10;     // t: timeouts drawn from [t, 2t); CheckQuorum every t
   int heartbeat_ticks = 1;     // < election_ticks
   bool pre_vote = true;
@@ -73,8 +94,9 @@ enum class StepOutcome : std::uint8_t {
   stale_term,      // from an earlier term; answered when that helps the sender catch up
   leader_lease,    // a (pre)vote while a live leader is known: ignored (CheckQuorum)
   not_addressed,   // `to` is not this node
-  unknown_sender,  // `from` is not a voter
-  malformed,       // term 0, or an append whose entries do not follow its index
+  unknown_sender,  // `from` is this node or 0, or a (pre)vote request or answer from a non-voter
+  malformed,       // term 0, an append whose entries do not follow its index, or an
+                   // unreadable config entry
 };
 
 struct ProposeResult {
@@ -82,6 +104,7 @@ struct ProposeResult {
   Index index = 0;          // accepted: where the entry sits in the log
   Term term = 0;            // accepted: its term; it is committed only if still there
   NodeId leader = kNoNode;  // refused: the leader as far as this node knows, to forward to
+  std::string refusal;      // refused: why, for the operator ("not the leader", ...)
 };
 
 class RaftCore {
@@ -94,6 +117,8 @@ class RaftCore {
   // enabled). A leader ignores it.
   void campaign();
   ProposeResult propose(std::string data);
+  // A single-server membership change (see above for when it is refused).
+  ProposeResult proposeConfChange(const ConfChange& change);
 
   bool hasReady() const;
   // The next batch. Call advance() once it is handled, before the next ready(); step(),
@@ -108,8 +133,10 @@ class RaftCore {
   Role role() const { return role_; }
   const RaftLog& log() const { return log_; }
   const Config& config() const { return config_; }
+  // The membership in force here: the Config's, changed by the committed config entries.
+  const Membership& membership() const { return membership_; }
   int randomizedElectionTimeout() const { return randomized_election_timeout_; }
-  // The leader's view of each voter (empty unless leader).
+  // The leader's view of each member, learners included (empty unless leader).
   const std::map<NodeId, Progress>& progress() const { return progress_; }
 
  private:
@@ -146,13 +173,25 @@ class RaftCore {
   void broadcastAppend();
   void broadcastHeartbeat();
   bool maybeCommit();
+  ProposeResult refuse(std::string why) const;
+  ProposeResult appendProposal(EntryType type, std::string data);
 
-  std::size_t quorum() const { return config_.voters.size() / 2 + 1; }
-  bool isVoter(NodeId node) const;
+  // Membership.
+  void applyCommittedConfig();
+  void onMembershipChanged();
+
+  std::size_t quorum() const { return membership_.voters.size() / 2 + 1; }
+  bool isVoter(NodeId node) const { return membership_.isVoter(node); }
   HardState hardState() const { return {term_, vote_, log_.committed()}; }
 
   Config config_;
   RaftLog log_;
+  Membership membership_;
+  // Config entries up to here are in membership_ (all committed ones, once caught up).
+  Index conf_applied_ = 0;
+  // Leader: the last config entry it appended (or its first entry of the term); a new
+  // change waits until this is committed.
+  Index pending_conf_index_ = 0;
   Term term_ = 0;
   NodeId vote_ = kNoNode;
   NodeId leader_ = kNoNode;

@@ -27,7 +27,7 @@ inline constexpr NodeId kNoNode = 0;
 enum class EntryType : std::uint8_t {
   normal,  // an application command (the policy document, later)
   no_op,   // appended by each new leader so it can commit in its own term (paper 5.4.2)
-  config,  // a membership change; carried but not yet interpreted (a later step)
+  config,  // a membership change, its data a ConfChange's text (membership.h)
 };
 
 struct Entry {

@@ -182,7 +182,10 @@ std::string Network::describeState() const {
            " vote=" + std::to_string(c.vote()) + " leader=" + std::to_string(c.leader()) +
            " last=" + std::to_string(log.lastTerm()) + "/" + std::to_string(log.lastIndex()) +
            " commit=" + std::to_string(log.committed()) + " applied=" + std::to_string(log.applied());
-    if (!group_.empty()) out += " group=" + std::to_string(group_.at(id));
+    if (!group_.empty()) {
+      auto group = group_.find(id);
+      out += group == group_.end() ? " group=none" : " group=" + std::to_string(group->second);
+    }
     out += "\n";
   }
   return out;

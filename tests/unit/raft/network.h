@@ -42,6 +42,9 @@ class Network {
   // A node with a prepared log (paper tests): stored as if written by earlier Readies.
   void addNode(NodeId id, const Config& base, Storage storage);
 
+  // The config of the first node added: the cluster's initial membership, for a node
+  // that joins later.
+  Config baseConfig() const { return configs_.begin()->second; }
   bool has(NodeId id) const { return nodes_.contains(id); }
   bool isUp(NodeId id) const { return nodes_.at(id).core != nullptr; }
   RaftCore& core(NodeId id) { return *nodes_.at(id).core; }

@@ -628,9 +628,10 @@ TEST(RaftReady, InconsistentDurableStateIsRefusedAtStart) {
   refuses(c, DurableState{HardState{1, kNoNode, 3}, logOf({1})});                            // commit past the end
   refuses(c, DurableState{HardState{1, kNoNode, 0}, logOf({1, 2})});                         // term below the log's
   refuses(c, DurableState{HardState{1, 9, 0}, {}});                                          // vote for a stranger
-  Config not_a_voter = c;
-  not_a_voter.voters = {2, 3};
-  refuses(not_a_voter, {});
+  refuses(c, DurableState{HardState{1, kNoNode, 0}, {Entry{1, 1, EntryType::config, "add-voter x"}}});
+  Config both = c;
+  both.learners = {3};
+  refuses(both, {});
   Config bad_timing = c;
   bad_timing.election_ticks = 1;
   refuses(bad_timing, {});
@@ -648,11 +649,73 @@ TEST(RaftReady, AMalformedAppendIsDroppedAndChangesNothing) {
   future.log_term = 1;
   future.entries = {Entry{2, 2, EntryType::normal, "x"}};
   EXPECT_EQ(core->step(future), StepOutcome::malformed) << "an entry from a term after the message's";
-  EXPECT_EQ(core->step(make(MessageType::heartbeat, 7, 2, 1)), StepOutcome::unknown_sender);
+  EXPECT_EQ(core->step(make(MessageType::vote, 7, 2, 1)), StepOutcome::unknown_sender) << "not a voter";
+  EXPECT_EQ(core->step(make(MessageType::heartbeat, 2, 2, 1)), StepOutcome::unknown_sender) << "from itself";
   EXPECT_EQ(core->step(make(MessageType::heartbeat, 1, 3, 1)), StepOutcome::not_addressed);
   EXPECT_EQ(core->log().lastIndex(), 1u);
   EXPECT_EQ(core->leader(), kNoNode);
   EXPECT_FALSE(core->hasReady());
+}
+
+// Thesis 4: membership changes, single-server, taking effect when committed.
+
+TEST(RaftMembership, AChangeIsTextAndReadBackStrictly) {
+  for (ConfChange c : {ConfChange{ChangeType::add_voter, 4}, ConfChange{ChangeType::add_learner, 12},
+                       ConfChange{ChangeType::promote, 4}, ConfChange{ChangeType::remove, 1}}) {
+    EXPECT_EQ(decodeConfChange(encodeConfChange(c)), c) << encodeConfChange(c);
+  }
+  for (const char* bad : {"", "add-voter", "add-voter 0", "add-voter 04", "add-voter 4 ", "add-voter -4",
+                          "add-voter x", "join 4", "add-voter 99999999999999999999"}) {
+    EXPECT_FALSE(decodeConfChange(bad)) << bad;
+  }
+}
+
+TEST(RaftMembership, ARestartReplaysOnlyTheCommittedChanges) {
+  std::vector<Entry> log = logOf({1, 1, 1, 1});
+  log[1].type = EntryType::config;
+  log[1].data = "add-learner 4";
+  log[2].type = EntryType::config;
+  log[2].data = "promote 4";
+  RaftCore core(paperConfig(1, 3), DurableState{HardState{1, 4, 2}, log});
+  EXPECT_EQ(core.membership().voters, (std::set<NodeId>{1, 2, 3}));
+  EXPECT_EQ(core.membership().learners, (std::set<NodeId>{4}));
+  // The promotion commits when a leader says so; then 4 is a voter here too.
+  Message append = make(MessageType::append, 2, 1, 2);
+  append.index = 4;
+  append.log_term = 1;
+  append.commit = 4;
+  EXPECT_EQ(core.step(append), StepOutcome::handled);
+  EXPECT_EQ(core.membership().voters, (std::set<NodeId>{1, 2, 3, 4}));
+  EXPECT_TRUE(core.membership().learners.empty());
+}
+
+TEST(RaftMembership, AnUnreadableChangeIsRefusedOnTheWayIn) {
+  auto core = makeCore(2, 3, {1}, 1);
+  Message m = make(MessageType::append, 1, 2, 1);
+  m.index = 1;
+  m.log_term = 1;
+  m.entries = {Entry{1, 2, EntryType::config, "add-voter"}};
+  EXPECT_EQ(core->step(m), StepOutcome::malformed);
+  EXPECT_EQ(core->log().lastIndex(), 1u);
+}
+
+TEST(RaftMembership, ALearnerDoesNotCampaignNorCountItsVote) {
+  Config c = paperConfig(4, 3);
+  c.learners = {4};
+  RaftCore learner(c, {});
+  for (int i = 0; i < 10 * c.election_ticks; ++i) learner.tick();
+  learner.campaign();
+  EXPECT_EQ(learner.role(), Role::follower);
+  EXPECT_FALSE(learner.hasReady());
+
+  Config voter_config = paperConfig(1, 3);
+  voter_config.learners = {4};
+  RaftCore candidate(voter_config, {});
+  candidate.campaign();
+  for (const Message& m : flush(candidate)) EXPECT_NE(m.to, 4u) << "a vote request to a learner";
+  Message yes = make(MessageType::vote_response, 4, 1, 1);
+  EXPECT_EQ(candidate.step(yes), StepOutcome::unknown_sender);
+  EXPECT_EQ(candidate.role(), Role::candidate);
 }
 
 }  // namespace

@@ -80,6 +80,8 @@ void RaftCore::reset(Term term) {
   resetElectionTimeout();
   votes_.clear();
   progress_.clear();
+  lead_transferee_ = kNoNode;
+  transfer_elapsed_ = 0;
 }
 
 void RaftCore::resetElectionTimeout() {
@@ -138,7 +140,7 @@ void RaftCore::campaign() {
   startElection(config_.pre_vote);
 }
 
-void RaftCore::startElection(bool pre_vote) {
+void RaftCore::startElection(bool pre_vote, bool transfer) {
   MessageType type;
   Term vote_term;
   if (pre_vote) {
@@ -158,6 +160,7 @@ void RaftCore::startElection(bool pre_vote) {
     m.term = vote_term;
     m.log_term = log_.lastTerm();
     m.index = log_.lastIndex();
+    m.transfer = transfer;
     send(std::move(m));
   }
 }
@@ -205,6 +208,12 @@ void RaftCore::tickElection() {
 void RaftCore::tickHeartbeat() {
   ++heartbeat_elapsed_;
   ++election_elapsed_;
+  if (lead_transferee_ != kNoNode && ++transfer_elapsed_ >= config_.election_ticks) {
+    // The target did not take over in time (lost messages, or it is down): stop
+    // waiting and take proposals again rather than stay unavailable.
+    lead_transferee_ = kNoNode;
+    transfer_elapsed_ = 0;
+  }
   if (election_elapsed_ >= config_.election_ticks) {
     election_elapsed_ = 0;
     if (config_.check_quorum && !quorumActiveAndReset()) {
@@ -269,11 +278,13 @@ StepOutcome RaftCore::step(const Message& m) {
 
   const bool is_vote_request = m.type == MessageType::vote || m.type == MessageType::pre_vote;
   if (m.term > term_) {
-    if (is_vote_request && inLeaderLease()) return StepOutcome::leader_lease;
+    // A campaign the leader asked for (transfer) is heard despite the lease.
+    if (is_vote_request && inLeaderLease() && !m.transfer) return StepOutcome::leader_lease;
     const bool keeps_term = m.type == MessageType::pre_vote ||
                             (m.type == MessageType::pre_vote_response && !m.reject);
     if (!keeps_term) {
-      const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat;
+      const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat ||
+                               m.type == MessageType::timeout_now;
       becomeFollower(m.term, from_leader ? m.from : kNoNode);
     }
   } else if (m.term < term_) {
@@ -327,6 +338,12 @@ void RaftCore::handleVoteRequest(const Message& m) {
 }
 
 void RaftCore::stepFollower(const Message& m) {
+  if (m.type == MessageType::timeout_now) {
+    // The leader hands over to us: campaign now, no PreVote (the leader is known to
+    // agree), the lease set aside by the flag on our vote requests.
+    if (isVoter(config_.id)) startElection(false, true);
+    return;
+  }
   if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
     election_elapsed_ = 0;
     leader_ = m.from;
@@ -414,6 +431,7 @@ void RaftCore::handleAppendResponse(const Message& m) {
     return;
   }
   if (pr.state == Progress::State::probe) pr.becomeReplicate();
+  sendTimeoutNowIfCaughtUp(m.from);
   if (maybeCommit()) {
     broadcastAppend();
   } else if (was_paused && pr.sent_commit < log_.committed()) {
@@ -483,6 +501,12 @@ bool RaftCore::maybeCommit() {
   return log_.maybeCommit(matches[quorum() - 1], term_);
 }
 
+ProposeResult RaftCore::refuseDuringTransfer() const {
+  // The target is about to lead: an entry accepted here could be lost with our term,
+  // and a client is better served by retrying at the new leader.
+  return refuse("leadership transfer to node " + std::to_string(lead_transferee_) + " in progress");
+}
+
 ProposeResult RaftCore::refuse(std::string why) const {
   ProposeResult result;
   result.leader = leader_;
@@ -500,13 +524,43 @@ ProposeResult RaftCore::appendProposal(EntryType type, std::string data) {
   return result;
 }
 
+void RaftCore::sendTimeoutNowIfCaughtUp(NodeId peer) {
+  if (peer != lead_transferee_ || progress_[peer].match != log_.lastIndex()) return;
+  send(to(peer, MessageType::timeout_now));
+}
+
+TransferResult RaftCore::transferLeader(NodeId target) {
+  TransferResult result;
+  result.leader = leader_;
+  if (role_ != Role::leader) {
+    result.refusal = "not the leader";
+  } else if (target == config_.id) {
+    result.refusal = "node " + std::to_string(target) + " leads already";
+  } else if (!isVoter(target)) {
+    result.refusal = "node " + std::to_string(target) + " is not a voter";
+  } else {
+    result.started = true;
+    if (lead_transferee_ == target) return result;
+    lead_transferee_ = target;
+    transfer_elapsed_ = 0;
+    if (progress_[target].match == log_.lastIndex()) {
+      sendTimeoutNowIfCaughtUp(target);
+    } else {
+      sendAppend(target, true);
+    }
+  }
+  return result;
+}
+
 ProposeResult RaftCore::propose(std::string data) {
   if (role_ != Role::leader) return refuse("not the leader");
+  if (lead_transferee_ != kNoNode) return refuseDuringTransfer();
   return appendProposal(EntryType::normal, std::move(data));
 }
 
 ProposeResult RaftCore::proposeConfChange(const ConfChange& change) {
   if (role_ != Role::leader) return refuse("not the leader");
+  if (lead_transferee_ != kNoNode) return refuseDuringTransfer();
   if (pending_conf_index_ > log_.committed()) {
     return refuse("a membership change (or this leader's first entry) at index " +
                   std::to_string(pending_conf_index_) + " is not committed yet");
@@ -541,6 +595,7 @@ void RaftCore::onMembershipChanged() {
     becomeFollower(term_, kNoNode);
     return;
   }
+  if (!isVoter(lead_transferee_)) lead_transferee_ = kNoNode;
   for (auto it = progress_.begin(); it != progress_.end();) {
     it = membership_.isMember(it->first) ? std::next(it) : progress_.erase(it);
   }

@@ -41,8 +41,13 @@
 //     heartbeats are taken from any node: a member that has not yet learned of a
 //     newer member must still follow it when it leads.
 //
-// Not yet (later steps of issue 10): snapshots and compaction, leadership transfer,
-// ReadIndex.
+//   - Leadership transfer (thesis 3.10): transferLeader(target) stops the leader taking
+//     proposals, brings the target's log up to date, then sends it a timeout_now; the
+//     target campaigns at once, without a PreVote, and its vote requests are marked so
+//     that voters answer them despite their leader lease. A transfer not done within an
+//     election timeout is abandoned and the leader takes proposals again.
+//
+// Not yet (later steps of issue 10): snapshots and compaction, ReadIndex.
 //
 // Bad input: a Config or durable state that breaks an invariant is refused by the
 // constructor (std::invalid_argument, saying what is wrong). A message that is
@@ -107,6 +112,12 @@ struct ProposeResult {
   std::string refusal;      // refused: why, for the operator ("not the leader", ...)
 };
 
+struct TransferResult {
+  bool started = false;
+  NodeId leader = kNoNode;  // refused: the leader as far as this node knows
+  std::string refusal;      // refused: why
+};
+
 class RaftCore {
  public:
   RaftCore(Config config, DurableState durable);
@@ -119,6 +130,11 @@ class RaftCore {
   ProposeResult propose(std::string data);
   // A single-server membership change (see above for when it is refused).
   ProposeResult proposeConfChange(const ConfChange& change);
+  // Hand the lead to voter `target` (see above). A second call for another target
+  // replaces the first; for the same target it changes nothing.
+  TransferResult transferLeader(NodeId target);
+  // The voter this leader is handing over to, kNoNode when none.
+  NodeId leadTransferee() const { return lead_transferee_; }
 
   bool hasReady() const;
   // The next batch. Call advance() once it is handled, before the next ready(); step(),
@@ -147,7 +163,7 @@ class RaftCore {
   void becomeLeader();
   void reset(Term term);
   void resetElectionTimeout();
-  void startElection(bool pre_vote);
+  void startElection(bool pre_vote, bool transfer = false);
 
   // Ticks.
   void tickElection();
@@ -173,7 +189,9 @@ class RaftCore {
   void broadcastAppend();
   void broadcastHeartbeat();
   bool maybeCommit();
+  void sendTimeoutNowIfCaughtUp(NodeId peer);
   ProposeResult refuse(std::string why) const;
+  ProposeResult refuseDuringTransfer() const;
   ProposeResult appendProposal(EntryType type, std::string data);
 
   // Membership.
@@ -192,6 +210,9 @@ class RaftCore {
   // Leader: the last config entry it appended (or its first entry of the term); a new
   // change waits until this is committed.
   Index pending_conf_index_ = 0;
+  // Leader: the voter it is handing over to, and ticks since the handover began.
+  NodeId lead_transferee_ = kNoNode;
+  int transfer_elapsed_ = 0;
   Term term_ = 0;
   NodeId vote_ = kNoNode;
   NodeId leader_ = kNoNode;

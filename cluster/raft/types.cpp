@@ -23,6 +23,7 @@ std::string_view messageTypeName(MessageType type) {
     case MessageType::append_response: return "append-response";
     case MessageType::heartbeat: return "heartbeat";
     case MessageType::heartbeat_response: return "heartbeat-response";
+    case MessageType::timeout_now: return "timeout-now";
   }
   return "unknown";
 }
@@ -75,6 +76,7 @@ std::string describe(const Message& m) {
     case MessageType::vote:
     case MessageType::pre_vote:
       out += " log=" + std::to_string(m.log_term) + "/" + std::to_string(m.index);
+      if (m.transfer) out += " transfer";
       break;
     case MessageType::append: {
       out += " log=" + std::to_string(m.log_term) + "/" + std::to_string(m.index) +
@@ -101,6 +103,7 @@ std::string describe(const Message& m) {
     case MessageType::vote_response:
     case MessageType::pre_vote_response:
     case MessageType::heartbeat_response:
+    case MessageType::timeout_now:
       break;
   }
   if (m.reject) out += " rejected";

@@ -47,6 +47,7 @@ enum class MessageType : std::uint8_t {
   append_response,
   heartbeat,           // AppendEntries without entries or a consistency check
   heartbeat_response,
+  timeout_now,         // leadership transfer: the leader tells a caught-up voter to campaign now
 };
 
 // One message. Which fields mean what depends on the type:
@@ -64,6 +65,8 @@ enum class MessageType : std::uint8_t {
 //                        divergent term in one round trip instead of one entry a time.
 //   heartbeat:           commit = min(leader's commit, the follower's known match), so a
 //                        follower never commits past what it was shown to hold.
+//   vote (transfer):     transfer = the campaign follows a timeout_now from the leader,
+//                        so voters answer it despite their leader lease (thesis 3.10).
 struct Message {
   MessageType type = MessageType::heartbeat;
   NodeId from = kNoNode;
@@ -75,6 +78,7 @@ struct Message {
   std::vector<Entry> entries;
   bool reject = false;
   Index reject_hint = 0;
+  bool transfer = false;
   bool operator==(const Message&) const = default;
 };
 

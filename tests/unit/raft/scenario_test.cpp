@@ -21,6 +21,7 @@
 //   conf-change ID CHANGE NODE  propose a membership change at ID; CHANGE is add-voter,
 //                               add-learner, promote or remove
 //   membership ID               the voters and learners in force at ID
+//   transfer-leader ID TARGET   ask leader ID to hand over to TARGET
 //   process-ready ID...         handle each node's Ready (persist, send, apply, advance)
 //   deliver-msgs ID...          step the messages waiting for each node
 //   stabilize                   both, on every node, until nothing moves
@@ -145,6 +146,13 @@ class Interpreter {
       net_.addNode(id, net_.baseConfig(), Storage{});
     } else if (verb == "conf-change") {
       confChange(args, out);
+    } else if (verb == "transfer-leader") {
+      const NodeId target = parseId(args.at(1));
+      withChanges(ids({args.at(0)}), out, [&](NodeId node) {
+        TransferResult r = net_.core(node).transferLeader(target);
+        out += r.started ? "transferring to " + std::to_string(target) + "\n"
+                         : "refused: " + r.refusal + " (leader=" + std::to_string(r.leader) + ")\n";
+      });
     } else if (verb == "membership") {
       out = describeMembership(parseId(args.at(0)));
     } else if (verb == "process-ready") {

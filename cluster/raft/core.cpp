@@ -82,6 +82,10 @@ void RaftCore::reset(Term term) {
   progress_.clear();
   lead_transferee_ = kNoNode;
   transfer_elapsed_ = 0;
+  // A leader's unconfirmed reads die with its leadership (their callers time out and
+  // retry); reads already granted stay valid and wait in read_states_.
+  pending_reads_.clear();
+  held_reads_.clear();
 }
 
 void RaftCore::resetElectionTimeout() {
@@ -284,7 +288,7 @@ StepOutcome RaftCore::step(const Message& m) {
                             (m.type == MessageType::pre_vote_response && !m.reject);
     if (!keeps_term) {
       const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat ||
-                               m.type == MessageType::timeout_now;
+                               m.type == MessageType::timeout_now || m.type == MessageType::read_index_response;
       becomeFollower(m.term, from_leader ? m.from : kNoNode);
     }
   } else if (m.term < term_) {
@@ -314,6 +318,7 @@ StepOutcome RaftCore::step(const Message& m) {
     case Role::follower: stepFollower(m); break;
   }
   applyCommittedConfig();
+  releaseHeldReads();
   return StepOutcome::handled;
 }
 
@@ -344,6 +349,10 @@ void RaftCore::stepFollower(const Message& m) {
     if (isVoter(config_.id)) startElection(false, true);
     return;
   }
+  if (m.type == MessageType::read_index_response) {
+    read_states_.push_back({m.index, m.context});
+    return;
+  }
   if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
     election_elapsed_ = 0;
     leader_ = m.from;
@@ -371,11 +380,16 @@ void RaftCore::stepLeader(const Message& m) {
   auto it = progress_.find(m.from);
   if (it == progress_.end()) return;
   Progress& pr = it->second;
+  if (m.type == MessageType::read_index) {
+    startRead(m.from, m.context);
+    return;
+  }
   if (m.type == MessageType::append_response) {
     pr.recent_active = true;
     handleAppendResponse(m);
   } else if (m.type == MessageType::heartbeat_response) {
     pr.recent_active = true;
+    if (m.index > 0) ackReads(m.from, m.index);
     // The follower is listening again: a lost probe need not wait for the next append.
     pr.probe_sent = false;
     // Nor a full window whose appends were lost (dropped, or the follower restarted
@@ -407,7 +421,9 @@ void RaftCore::handleAppend(const Message& m) {
 
 void RaftCore::handleHeartbeat(const Message& m) {
   log_.commitTo(m.commit);
-  send(to(m.from, MessageType::heartbeat_response));
+  Message r = to(m.from, MessageType::heartbeat_response);
+  r.index = m.index;  // the read round we hereby confirm the leader for
+  send(std::move(r));
 }
 
 void RaftCore::handleAppendResponse(const Message& m) {
@@ -489,6 +505,9 @@ void RaftCore::broadcastHeartbeat() {
     if (member == config_.id) continue;
     Message m = to(member, MessageType::heartbeat);
     m.commit = std::min(pr.match, log_.committed());
+    // Every heartbeat asks for the newest read round, so a lost answer is made up by
+    // the next one.
+    m.index = pending_reads_.empty() ? 0 : pending_reads_.back().round;
     pr.sent_commit = std::max(pr.sent_commit, m.commit);
     send(std::move(m));
   }
@@ -571,6 +590,78 @@ ProposeResult RaftCore::proposeConfChange(const ConfChange& change) {
   return result;
 }
 
+// ---- ReadIndex ---------------------------------------------------------------------
+
+bool RaftCore::committedInTerm() const { return log_.term(log_.committed()) == term_; }
+
+ReadIndexResult RaftCore::readIndex(std::string context) {
+  ReadIndexResult result;
+  result.leader = leader_;
+  if (role_ == Role::leader) {
+    startRead(config_.id, std::move(context));
+  } else if (leader_ == kNoNode) {
+    result.refusal = "no leader known";
+    return result;
+  } else {
+    Message m = to(leader_, MessageType::read_index);
+    m.context = std::move(context);
+    send(std::move(m));
+  }
+  result.accepted = true;
+  return result;
+}
+
+void RaftCore::startRead(NodeId requester, std::string context) {
+  if (!committedInTerm()) {
+    // Thesis 6.4 step 1: until an entry of its term commits, a new leader may not know
+    // the latest commit index (its predecessor's commits may be beyond ours).
+    held_reads_.emplace_back(requester, std::move(context));
+    return;
+  }
+  if (quorum() == 1) {
+    releaseRead(requester, log_.committed(), std::move(context));
+    return;
+  }
+  // Thesis 6.4 steps 2-3: the commit index now is the read index, valid once a quorum
+  // confirms that no other leader has been elected since.
+  pending_reads_.push_back({++read_round_, requester, log_.committed(), std::move(context), {config_.id}});
+  broadcastHeartbeat();
+}
+
+void RaftCore::ackReads(NodeId from, std::uint64_t round) {
+  if (!isVoter(from)) return;
+  // An answer to round r was sent after every read up to round r had begun.
+  for (PendingRead& read : pending_reads_) {
+    if (read.round > round) break;
+    read.acks.insert(from);
+  }
+  while (!pending_reads_.empty()) {
+    PendingRead& front = pending_reads_.front();
+    const auto acks = std::count_if(front.acks.begin(), front.acks.end(), [&](NodeId n) { return isVoter(n); });
+    if (static_cast<std::size_t>(acks) < quorum()) break;
+    releaseRead(front.requester, front.index, std::move(front.context));
+    pending_reads_.pop_front();
+  }
+}
+
+void RaftCore::releaseRead(NodeId requester, Index index, std::string context) {
+  if (requester == config_.id) {
+    read_states_.push_back({index, std::move(context)});
+    return;
+  }
+  Message m = to(requester, MessageType::read_index_response);
+  m.index = index;
+  m.context = std::move(context);
+  send(std::move(m));
+}
+
+void RaftCore::releaseHeldReads() {
+  if (role_ != Role::leader || held_reads_.empty() || !committedInTerm()) return;
+  std::vector<std::pair<NodeId, std::string>> held = std::move(held_reads_);
+  held_reads_.clear();
+  for (auto& [requester, context] : held) startRead(requester, std::move(context));
+}
+
 // ---- Membership --------------------------------------------------------------------
 
 void RaftCore::applyCommittedConfig() {
@@ -618,8 +709,10 @@ void RaftCore::onMembershipChanged() {
 
 bool RaftCore::hasReady() const {
   if (ready_outstanding_) return false;
+  const bool read_due = std::any_of(read_states_.begin(), read_states_.end(),
+                                    [&](const ReadState& r) { return r.index <= log_.committed(); });
   return SoftState{leader_, role_} != last_soft_ || hardState() != last_hard_ || !outbox_.empty() ||
-         log_.stableIndex() < log_.lastIndex() || log_.applied() < log_.committed();
+         log_.stableIndex() < log_.lastIndex() || log_.applied() < log_.committed() || read_due;
 }
 
 Ready RaftCore::ready() {
@@ -641,6 +734,11 @@ Ready RaftCore::ready() {
   ready_entries_.clear();
   for (const Entry& e : rd.entries) ready_entries_.emplace_back(e.index, e.term);
   ready_applied_to_ = rd.committed.empty() ? log_.applied() : rd.committed.back().index;
+  // A read is due once the state machine has applied its index, which the driver does
+  // (this Ready's committed entries) before it serves the reads.
+  std::vector<ReadState> later;
+  for (ReadState& r : read_states_) (r.index <= ready_applied_to_ ? rd.read_states : later).push_back(std::move(r));
+  read_states_ = std::move(later);
   return rd;
 }
 
@@ -661,6 +759,7 @@ void RaftCore::advance() {
     if (progress_[config_.id].maybeUpdate(log_.stableIndex()) && maybeCommit()) broadcastAppend();
   }
   applyCommittedConfig();
+  releaseHeldReads();
 }
 
 }  // namespace zetian::cluster::raft

@@ -46,8 +46,16 @@
 //     target campaigns at once, without a PreVote, and its vote requests are marked so
 //     that voters answer them despite their leader lease. A transfer not done within an
 //     election timeout is abandoned and the leader takes proposals again.
+//   - ReadIndex (thesis 6.4): readIndex(context) on the leader notes its commit index,
+//     confirms it still leads with a heartbeat round answered by a quorum, and then
+//     hands out a ReadState (context, index) in the first Ready whose committed entries
+//     bring the state machine to that index. A follower forwards the request to the
+//     leader and hands out the ReadState the leader grants it the same way. A new
+//     leader does not know the commit index until it has committed an entry of its own
+//     term, so it holds reads until then. Reads are not retried: a request lost with a
+//     message or a leader change gets no answer, and the driver retries after a timeout.
 //
-// Not yet (later steps of issue 10): snapshots and compaction, ReadIndex.
+// Not yet (later steps of issue 10): snapshots and compaction.
 //
 // Bad input: a Config or durable state that breaks an invariant is refused by the
 // constructor (std::invalid_argument, saying what is wrong). A message that is
@@ -57,9 +65,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,6 +122,12 @@ struct ProposeResult {
   std::string refusal;      // refused: why, for the operator ("not the leader", ...)
 };
 
+struct ReadIndexResult {
+  bool accepted = false;     // a ReadState with this context will follow, barring loss
+  NodeId leader = kNoNode;
+  std::string refusal;       // refused: why (no leader known)
+};
+
 struct TransferResult {
   bool started = false;
   NodeId leader = kNoNode;  // refused: the leader as far as this node knows
@@ -133,6 +149,8 @@ class RaftCore {
   // Hand the lead to voter `target` (see above). A second call for another target
   // replaces the first; for the same target it changes nothing.
   TransferResult transferLeader(NodeId target);
+  // A linearizable read (see above); `context` comes back in the ReadState.
+  ReadIndexResult readIndex(std::string context);
   // The voter this leader is handing over to, kNoNode when none.
   NodeId leadTransferee() const { return lead_transferee_; }
 
@@ -194,6 +212,13 @@ class RaftCore {
   ProposeResult refuseDuringTransfer() const;
   ProposeResult appendProposal(EntryType type, std::string data);
 
+  // ReadIndex.
+  bool committedInTerm() const;
+  void startRead(NodeId requester, std::string context);
+  void ackReads(NodeId from, std::uint64_t round);
+  void releaseRead(NodeId requester, Index index, std::string context);
+  void releaseHeldReads();
+
   // Membership.
   void applyCommittedConfig();
   void onMembershipChanged();
@@ -213,6 +238,21 @@ class RaftCore {
   // Leader: the voter it is handing over to, and ticks since the handover began.
   NodeId lead_transferee_ = kNoNode;
   int transfer_elapsed_ = 0;
+
+  // Leader: reads waiting for a quorum to confirm the leadership, oldest first, each
+  // with the heartbeat round that asks for it; and reads held until the first commit
+  // of the term. Any node: granted reads waiting for the state machine to reach them.
+  struct PendingRead {
+    std::uint64_t round = 0;
+    NodeId requester = kNoNode;
+    Index index = 0;
+    std::string context;
+    std::set<NodeId> acks;
+  };
+  std::deque<PendingRead> pending_reads_;
+  std::vector<std::pair<NodeId, std::string>> held_reads_;
+  std::uint64_t read_round_ = 0;
+  std::vector<ReadState> read_states_;
   Term term_ = 0;
   NodeId vote_ = kNoNode;
   NodeId leader_ = kNoNode;

@@ -24,6 +24,8 @@ std::string_view messageTypeName(MessageType type) {
     case MessageType::heartbeat: return "heartbeat";
     case MessageType::heartbeat_response: return "heartbeat-response";
     case MessageType::timeout_now: return "timeout-now";
+    case MessageType::read_index: return "read-index";
+    case MessageType::read_index_response: return "read-index-response";
   }
   return "unknown";
 }
@@ -99,10 +101,19 @@ std::string describe(const Message& m) {
       break;
     case MessageType::heartbeat:
       out += " commit=" + std::to_string(m.commit);
+      if (m.index > 0) out += " read=" + std::to_string(m.index);
+      break;
+    case MessageType::heartbeat_response:
+      if (m.index > 0) out += " read=" + std::to_string(m.index);
+      break;
+    case MessageType::read_index:
+      out += " context=" + quoted(m.context);
+      break;
+    case MessageType::read_index_response:
+      out += " index=" + std::to_string(m.index) + " context=" + quoted(m.context);
       break;
     case MessageType::vote_response:
     case MessageType::pre_vote_response:
-    case MessageType::heartbeat_response:
     case MessageType::timeout_now:
       break;
   }

@@ -48,6 +48,8 @@ enum class MessageType : std::uint8_t {
   heartbeat,           // AppendEntries without entries or a consistency check
   heartbeat_response,
   timeout_now,         // leadership transfer: the leader tells a caught-up voter to campaign now
+  read_index,          // a follower asks the leader for a read index (thesis 6.4)
+  read_index_response,
 };
 
 // One message. Which fields mean what depends on the type:
@@ -65,6 +67,11 @@ enum class MessageType : std::uint8_t {
 //                        divergent term in one round trip instead of one entry a time.
 //   heartbeat:           commit = min(leader's commit, the follower's known match), so a
 //                        follower never commits past what it was shown to hold.
+//   heartbeat(_response): index = the leader's newest pending read round (0: none),
+//                        echoed by the follower, which confirms the leader for every
+//                        read up to that round (ReadIndex, thesis 6.4).
+//   read_index:          context = the follower's opaque read context.
+//   read_index_response: index = the read index granted, context = as asked.
 //   vote (transfer):     transfer = the campaign follows a timeout_now from the leader,
 //                        so voters answer it despite their leader lease (thesis 3.10).
 struct Message {
@@ -79,6 +86,7 @@ struct Message {
   bool reject = false;
   Index reject_hint = 0;
   bool transfer = false;
+  std::string context;
   bool operator==(const Message&) const = default;
 };
 
@@ -99,13 +107,22 @@ struct SoftState {
   bool operator==(const SoftState&) const = default;
 };
 
+// A linearizable read may be served once the state machine has applied `index`:
+// `context` is what the caller passed to readIndex(), to match the answer to the read.
+struct ReadState {
+  Index index = 0;
+  std::string context;
+  bool operator==(const ReadState&) const = default;
+};
+
 // One batch of work for the driver, handled in this order:
 //   1. write hard_state (if set) and entries (which may overwrite a suffix of the stored
 //      log from entries.front().index on), durably when must_sync;
 //   2. then send messages: every one of them may depend on step 1 (a vote granted, an
 //      append acknowledged, a leader's own entries counted), so none leaves before;
 //   3. apply committed entries, in order;
-//   4. call advance().
+//   4. serve the reads in read_states (their index is applied by now);
+//   5. call advance().
 // Nothing else about a Ready needs care; a crash anywhere in it loses at most what the
 // driver had not yet written, which the core never counted as durable.
 struct Ready {
@@ -114,6 +131,7 @@ struct Ready {
   std::vector<Entry> entries;           // to append to stable storage
   std::vector<Message> messages;        // to send after the writes
   std::vector<Entry> committed;         // to apply after the writes
+  std::vector<ReadState> read_states;   // reads to serve once `committed` is applied
   bool must_sync = false;               // entries, term or vote changed: fsync before sending
 };
 

@@ -90,6 +90,10 @@ bool Network::processReady(NodeId id, std::string* out) {
     trace += "  apply " + describe(e) + "\n";
     node.applied.push_back(e);
   }
+  for (const ReadState& r : rd.read_states) {
+    trace += "  read " + r.context + " at index " + std::to_string(r.index) + "\n";
+    node.reads.push_back(r);
+  }
   node.core->advance();
   if (out) *out += trace;
   return true;

@@ -32,6 +32,7 @@ struct TestNode {
   Storage storage;
   std::vector<Entry> applied;      // the state machine: every entry applied, in order
   std::vector<Message> mailbox;    // delivered on the next deliver()
+  std::vector<ReadState> reads;    // every read the node's Readies released, in order
 };
 
 class Network {

@@ -718,5 +718,121 @@ TEST(RaftMembership, ALearnerDoesNotCampaignNorCountItsVote) {
   EXPECT_EQ(candidate.role(), Role::candidate);
 }
 
+// Thesis 6.4: ReadIndex.
+
+// The Ready after one step, whole (flush() keeps only the messages).
+Ready readyOf(RaftCore& core) {
+  if (!core.hasReady()) return {};
+  Ready rd = core.ready();
+  core.advance();
+  return rd;
+}
+
+Message heartbeatAnswer(NodeId from, const RaftCore& leader, Index round) {
+  Message m = make(MessageType::heartbeat_response, from, leader.id(), leader.term());
+  m.index = round;
+  return m;
+}
+
+TEST(RaftReadIndex, ANewLeaderHoldsReadsUntilAnEntryOfItsTermCommits) {
+  auto leader = makeCore(1, 3, {1, 1}, 1, 1);
+  electLeader(*leader);  // term 2, its no-op at index 3, commit still 1
+  ASSERT_TRUE(leader->readIndex("mine").accepted);
+  Message forwarded = make(MessageType::read_index, 3, 1, leader->term());
+  forwarded.context = "theirs";
+  EXPECT_EQ(leader->step(forwarded), StepOutcome::handled);
+  Ready held = readyOf(*leader);
+  EXPECT_TRUE(held.read_states.empty());
+  EXPECT_TRUE(held.messages.empty()) << "no read round before the first commit of the term";
+
+  // Index 2 (term 1) commits only through the no-op at 3; then both reads start.
+  leader->step(acceptance(2, *leader, 3));
+  Ready started = readyOf(*leader);
+  EXPECT_EQ(leader->log().committed(), 3u);
+  EXPECT_TRUE(started.read_states.empty()) << "not confirmed by a quorum yet";
+  auto beats = ofType(started.messages, MessageType::heartbeat);
+  ASSERT_EQ(beats.size(), 4u);  // one round per read, to 2 and 3
+  const Index last_round = beats.back().index;
+  EXPECT_GT(last_round, 0u);
+
+  // One answer (from 2) to the last round confirms both reads: 1 and 2 are a quorum.
+  leader->step(heartbeatAnswer(2, *leader, last_round));
+  Ready released = readyOf(*leader);
+  ASSERT_EQ(released.read_states.size(), 1u);
+  EXPECT_EQ(released.read_states[0], (ReadState{3, "mine"}));
+  auto answers = ofType(released.messages, MessageType::read_index_response);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].to, 3u);
+  EXPECT_EQ(answers[0].index, 3u);
+  EXPECT_EQ(answers[0].context, "theirs");
+}
+
+TEST(RaftReadIndex, AReadNeedsAQuorumOfAnswersToARoundAfterItBegan) {
+  auto leader = makeCore(1, 5);
+  electLeader(*leader);
+  for (NodeId f : {2, 3}) leader->step(acceptance(f, *leader, 1));
+  flush(*leader);
+  ASSERT_EQ(leader->log().committed(), 1u);
+  leader->readIndex("a");
+  const Index round_a = ofType(flush(*leader), MessageType::heartbeat).front().index;
+  leader->readIndex("b");
+  const Index round_b = ofType(flush(*leader), MessageType::heartbeat).front().index;
+  ASSERT_GT(round_b, round_a);
+
+  // Answers to round a do not confirm b, which began later.
+  leader->step(heartbeatAnswer(2, *leader, round_a));
+  leader->step(heartbeatAnswer(3, *leader, round_a));
+  Ready first = readyOf(*leader);
+  ASSERT_EQ(first.read_states.size(), 1u);
+  EXPECT_EQ(first.read_states[0].context, "a");
+  // A learner's or a stranger's answer counts for nothing; a third voter's does.
+  leader->step(heartbeatAnswer(2, *leader, round_b));
+  leader->step(heartbeatAnswer(9, *leader, round_b));
+  EXPECT_TRUE(readyOf(*leader).read_states.empty());
+  leader->step(heartbeatAnswer(4, *leader, round_b));
+  Ready second = readyOf(*leader);
+  ASSERT_EQ(second.read_states.size(), 1u);
+  EXPECT_EQ(second.read_states[0].context, "b");
+}
+
+TEST(RaftReadIndex, AFollowerServesAGrantedReadOnlyOnceItHasAppliedTheIndex) {
+  auto follower = makeCore(2, 3, {1, 1, 1}, 1, 1);
+  ASSERT_FALSE(follower->readIndex("x").accepted) << "no leader known";
+  Message beat = make(MessageType::heartbeat, 1, 2, 1);
+  beat.commit = 1;
+  follower->step(beat);
+  ASSERT_TRUE(follower->readIndex("x").accepted);
+  auto asked = ofType(readyOf(*follower).messages, MessageType::read_index);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].to, 1u);
+
+  Message granted = make(MessageType::read_index_response, 1, 2, 1);
+  granted.index = 3;
+  granted.context = "x";
+  follower->step(granted);
+  EXPECT_TRUE(readyOf(*follower).read_states.empty()) << "index 3 is not even committed here";
+  beat.commit = 3;
+  follower->step(beat);
+  Ready rd = readyOf(*follower);
+  ASSERT_EQ(rd.committed.size(), 2u);
+  EXPECT_EQ(rd.committed.back().index, 3u);
+  ASSERT_EQ(rd.read_states.size(), 1u) << "released with the entries that reach its index";
+  EXPECT_EQ(rd.read_states[0], (ReadState{3, "x"}));
+}
+
+TEST(RaftReadIndex, ALeaderThatStepsDownDropsItsUnconfirmedReads) {
+  auto leader = makeCore(1, 3);
+  electLeader(*leader);
+  leader->step(acceptance(2, *leader, 1));
+  flush(*leader);
+  leader->readIndex("lost");
+  const Index round = ofType(flush(*leader), MessageType::heartbeat).front().index;
+  const Message late = heartbeatAnswer(2, *leader, round);
+  leader->step(make(MessageType::heartbeat, 3, 1, leader->term() + 1));
+  ASSERT_EQ(leader->role(), Role::follower);
+  EXPECT_EQ(leader->step(late), StepOutcome::stale_term);
+  EXPECT_TRUE(readyOf(*leader).read_states.empty());
+}
+
 }  // namespace
 }  // namespace zetian::cluster::raft::testing

@@ -22,6 +22,8 @@
 //                               add-learner, promote or remove
 //   membership ID               the voters and learners in force at ID
 //   transfer-leader ID TARGET   ask leader ID to hand over to TARGET
+//   read-index ID CONTEXT       a linearizable read at ID (its ReadState shows as
+//                               "read CONTEXT at index N" when a Ready releases it)
 //   process-ready ID...         handle each node's Ready (persist, send, apply, advance)
 //   deliver-msgs ID...          step the messages waiting for each node
 //   stabilize                   both, on every node, until nothing moves
@@ -153,6 +155,10 @@ class Interpreter {
         out += r.started ? "transferring to " + std::to_string(target) + "\n"
                          : "refused: " + r.refusal + " (leader=" + std::to_string(r.leader) + ")\n";
       });
+    } else if (verb == "read-index") {
+      const NodeId id = ids({args.at(0)}).front();
+      ReadIndexResult r = net_.core(id).readIndex(args.at(1));
+      out = r.accepted ? "reading\n" : "refused: " + r.refusal + "\n";
     } else if (verb == "membership") {
       out = describeMembership(parseId(args.at(0)));
     } else if (verb == "process-ready") {

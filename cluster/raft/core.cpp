@@ -24,8 +24,7 @@ void validate(const Config& c, const DurableState& d) {
   for (NodeId learner : learners) {
     require(!unique.contains(learner), "node " + std::to_string(learner) + " is both voter and learner");
   }
-  // Every node this one may have voted for: the initial voters and any the log adds.
-  std::set<NodeId> known = unique;
+
   require(c.heartbeat_ticks >= 1, "heartbeat_ticks must be at least 1");
   require(c.election_ticks > c.heartbeat_ticks, "election_ticks must exceed heartbeat_ticks");
   require(c.max_entries_per_append >= 1, "max_entries_per_append must be at least 1");
@@ -40,13 +39,11 @@ void validate(const Config& c, const DurableState& d) {
     if (e.type == EntryType::config) {
       auto change = decodeConfChange(e.data);
       require(change.has_value(), "stored entry " + describe(e) + " is not a membership change");
-      known.insert(change->node);
     }
   }
   const HardState& h = d.hard_state;
   require(h.term >= previous_term, "hard state term " + std::to_string(h.term) + " is below the last entry's");
   require(h.commit <= d.entries.size(), "hard state commit " + std::to_string(h.commit) + " is beyond the log");
-  require(h.vote == kNoNode || known.contains(h.vote), "hard state vote is for a node never in the cluster");
   require(c.applied <= h.commit, "applied index is beyond the commit index");
 }
 
@@ -247,17 +244,13 @@ bool RaftCore::quorumActiveAndReset() {
 StepOutcome RaftCore::checkShape(const Message& m) const {
   if (m.to != config_.id) return StepOutcome::not_addressed;
   if (m.from == config_.id || m.from == kNoNode) return StepOutcome::unknown_sender;
-  switch (m.type) {
-    case MessageType::vote:
-    case MessageType::pre_vote:
-    case MessageType::vote_response:
-    case MessageType::pre_vote_response:
-      // A removed node that never learned of its removal keeps campaigning: it gets
-      // no hearing. A voter we have not yet learned of is heard once we have.
-      if (!isVoter(m.from)) return StepOutcome::unknown_sender;
-      break;
-    default:
-      break;
+  // A removed node that never learned of its removal keeps campaigning, and may even
+  // think it leads: it gets no hearing from anyone who knows.
+  if (membership_.removed.contains(m.from)) return StepOutcome::unknown_sender;
+  // Votes count only from voters. Vote requests are heard from anyone else (thesis
+  // 4.2.1): a voter we have not yet learned of must be able to win.
+  if ((m.type == MessageType::vote_response || m.type == MessageType::pre_vote_response) && !isVoter(m.from)) {
+    return StepOutcome::unknown_sender;
   }
   if (m.term == 0) return StepOutcome::malformed;
   if (m.type == MessageType::append) {
@@ -292,11 +285,11 @@ StepOutcome RaftCore::step(const Message& m) {
       becomeFollower(m.term, from_leader ? m.from : kNoNode);
     }
   } else if (m.term < term_) {
-    if ((config_.check_quorum || config_.pre_vote) &&
-        (m.type == MessageType::append || m.type == MessageType::heartbeat)) {
-      // An old leader that was cut off: with PreVote or CheckQuorum our term may have
-      // risen without an election it could see, and it would keep sending forever.
-      // Our term in the answer makes it step down.
+    if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+      // An old leader that was cut off: our term may have risen without an election
+      // it could see (PreVote, CheckQuorum, or a campaign by a node it counts as no
+      // voter, whose vote requests it drops), and it would keep sending forever. Our
+      // term in the answer (paper figure 2) makes it step down.
       send(to(m.from, MessageType::append_response));
     } else if (m.type == MessageType::pre_vote) {
       // Tell a pre-candidate of a lower term it lost, so it does not wait a timeout.

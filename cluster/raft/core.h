@@ -36,10 +36,11 @@
 //     single-server changes across leader changes), so no two memberships more than
 //     one change apart ever decide at once. A leader that removes itself sends the
 //     commit on, then steps down. A node that is not a voter (a learner, a node still
-//     joining, a removed one) never campaigns, and (pre)vote requests and answers from
-//     non-voters are dropped, so a removed node cannot disrupt the cluster. Appends and
-//     heartbeats are taken from any node: a member that has not yet learned of a
-//     newer member must still follow it when it leads.
+//     joining, a removed one) never campaigns. A removed node's id is never reused,
+//     and every message from it is dropped by the nodes that know of its removal, so
+//     it cannot disrupt the cluster (the driver should also stop it). Other messages
+//     are heard from any node, as a member that has not yet learned of a newer one
+//     must still vote for it and follow it; only votes from voters are counted.
 //
 //   - Leadership transfer (thesis 3.10): transferLeader(target) stops the leader taking
 //     proposals, brings the target's log up to date, then sends it a timeout_now; the
@@ -109,7 +110,7 @@ enum class StepOutcome : std::uint8_t {
   stale_term,      // from an earlier term; answered when that helps the sender catch up
   leader_lease,    // a (pre)vote while a live leader is known: ignored (CheckQuorum)
   not_addressed,   // `to` is not this node
-  unknown_sender,  // `from` is this node or 0, or a (pre)vote request or answer from a non-voter
+  unknown_sender,  // `from` is this node, 0, or a removed node; or a vote answer from a non-voter
   malformed,       // term 0, an append whose entries do not follow its index, or an
                    // unreadable config entry
 };

@@ -44,6 +44,7 @@ std::optional<ConfChange> decodeConfChange(std::string_view data) {
 std::string Membership::check(const ConfChange& c) const {
   const std::string node = "node " + std::to_string(c.node);
   if (c.node == kNoNode) return "node id 0 is reserved";
+  if (removed.contains(c.node)) return node + " was removed; a node id is never reused";
   switch (c.type) {
     case ChangeType::add_voter:
       if (isVoter(c.node)) return node + " is already a voter";
@@ -76,6 +77,7 @@ void Membership::apply(const ConfChange& c) {
     case ChangeType::remove:
       voters.erase(c.node);
       learners.erase(c.node);
+      removed.insert(c.node);
       break;
   }
 }

@@ -36,14 +36,18 @@ std::optional<ConfChange> decodeConfChange(std::string_view data);
 struct Membership {
   std::set<NodeId> voters;
   std::set<NodeId> learners;
+  // Every node a committed change removed. A node id is never reused: a removed node
+  // that rejoins does so under a new id, with an empty log, so nothing it says under
+  // its old id (it may still run, with a stale view of the cluster) is listened to.
+  std::set<NodeId> removed;
 
   bool isVoter(NodeId node) const { return voters.contains(node); }
   bool isLearner(NodeId node) const { return learners.contains(node); }
   bool isMember(NodeId node) const { return isVoter(node) || isLearner(node); }
 
   // Empty when `change` makes sense against this membership; otherwise why not (adding
-  // a node already in that role, promoting a non-learner, removing a stranger or the
-  // last voter).
+  // a node already in that role or one removed before, promoting a non-learner,
+  // removing a stranger or the last voter).
   std::string check(const ConfChange& change) const;
   // Applies a change that check() accepted; a change it would refuse changes nothing,
   // so replaying a log on every node gives every node the same membership.

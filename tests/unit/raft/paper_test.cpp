@@ -838,5 +838,44 @@ TEST(RaftReadIndex, ALeaderThatStepsDownDropsItsUnconfirmedReads) {
   EXPECT_TRUE(readyOf(*leader).read_states.empty());
 }
 
+// Thesis 3.10: leadership transfer.
+
+TEST(RaftTransfer, OnlyACampaignTheLeaderAskedForIsHeardDuringTheLease) {
+  Config c = paperConfig(2, 3);
+  c.check_quorum = true;
+  RaftCore follower(c, DurableState{HardState{1, kNoNode, 0}, {}});
+  Message beat = make(MessageType::heartbeat, 1, 2, 1);
+  follower.step(beat);
+  ASSERT_EQ(follower.leader(), 1u);
+  Message plain = make(MessageType::vote, 3, 2, 2);
+  EXPECT_EQ(follower.step(plain), StepOutcome::leader_lease);
+  EXPECT_EQ(follower.term(), 1u);
+  Message asked = plain;
+  asked.transfer = true;
+  EXPECT_EQ(follower.step(asked), StepOutcome::handled);
+  EXPECT_EQ(follower.term(), 2u);
+  EXPECT_EQ(follower.vote(), 3u);
+}
+
+TEST(RaftTransfer, TheTargetCampaignsAtOnceWithoutAPreVote) {
+  Config c = paperConfig(3, 3);
+  c.pre_vote = true;
+  RaftCore target(c, DurableState{HardState{1, kNoNode, 0}, {}});
+  target.step(make(MessageType::timeout_now, 1, 3, 1));
+  EXPECT_EQ(target.role(), Role::candidate);
+  EXPECT_EQ(target.term(), 2u);
+  auto votes = ofType(flush(target), MessageType::vote);
+  ASSERT_EQ(votes.size(), 2u);
+  for (const Message& v : votes) EXPECT_TRUE(v.transfer);
+
+  // A learner told to campaign does not.
+  Config lc = paperConfig(4, 3);
+  lc.learners = {4};
+  RaftCore learner(lc, DurableState{HardState{1, kNoNode, 0}, {}});
+  learner.step(make(MessageType::timeout_now, 1, 4, 1));
+  EXPECT_EQ(learner.role(), Role::follower);
+  EXPECT_EQ(learner.term(), 1u);
+}
+
 }  // namespace
 }  // namespace zetian::cluster::raft::testing

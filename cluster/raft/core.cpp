@@ -18,7 +18,13 @@ void validate(const Config& c, const DurableState& d) {
   std::set<NodeId> unique(c.voters.begin(), c.voters.end());
   require(unique.size() == c.voters.size(), "a voter is listed twice");
   require(!unique.contains(kNoNode), "voter id 0 is reserved");
-  require(unique.contains(c.id), "node " + std::to_string(c.id) + " is not among the voters");
+  std::set<NodeId> learners(c.learners.begin(), c.learners.end());
+  require(learners.size() == c.learners.size(), "a learner is listed twice");
+  require(!learners.contains(kNoNode), "learner id 0 is reserved");
+  for (NodeId learner : learners) {
+    require(!unique.contains(learner), "node " + std::to_string(learner) + " is both voter and learner");
+  }
+
   require(c.heartbeat_ticks >= 1, "heartbeat_ticks must be at least 1");
   require(c.election_ticks > c.heartbeat_ticks, "election_ticks must exceed heartbeat_ticks");
   require(c.max_entries_per_append >= 1, "max_entries_per_append must be at least 1");
@@ -30,11 +36,14 @@ void validate(const Config& c, const DurableState& d) {
     require(e.index == k + 1, "stored entry " + describe(e) + " is not at position " + std::to_string(k + 1));
     require(e.term >= previous_term && e.term > 0, "stored entry " + describe(e) + " has a term out of order");
     previous_term = e.term;
+    if (e.type == EntryType::config) {
+      auto change = decodeConfChange(e.data);
+      require(change.has_value(), "stored entry " + describe(e) + " is not a membership change");
+    }
   }
   const HardState& h = d.hard_state;
   require(h.term >= previous_term, "hard state term " + std::to_string(h.term) + " is below the last entry's");
   require(h.commit <= d.entries.size(), "hard state commit " + std::to_string(h.commit) + " is beyond the log");
-  require(h.vote == kNoNode || unique.contains(h.vote), "hard state vote is not a voter");
   require(c.applied <= h.commit, "applied index is beyond the commit index");
 }
 
@@ -45,6 +54,9 @@ RaftCore::RaftCore(Config config, DurableState durable) : config_(std::move(conf
   std::sort(config_.voters.begin(), config_.voters.end());
   rng_.seed(config_.seed);
   log_.restore(std::move(durable.entries), durable.hard_state.commit, config_.applied);
+  membership_.voters.insert(config_.voters.begin(), config_.voters.end());
+  membership_.learners.insert(config_.learners.begin(), config_.learners.end());
+  applyCommittedConfig();
   becomeFollower(durable.hard_state.term, kNoNode);
   vote_ = durable.hard_state.vote;
   // Already durable: the first Ready reports only what changes from here.
@@ -65,6 +77,12 @@ void RaftCore::reset(Term term) {
   resetElectionTimeout();
   votes_.clear();
   progress_.clear();
+  lead_transferee_ = kNoNode;
+  transfer_elapsed_ = 0;
+  // A leader's unconfirmed reads die with its leadership (their callers time out and
+  // retry); reads already granted stay valid and wait in read_states_.
+  pending_reads_.clear();
+  held_reads_.clear();
 }
 
 void RaftCore::resetElectionTimeout() {
@@ -102,11 +120,8 @@ void RaftCore::becomeLeader() {
   reset(term_);
   leader_ = config_.id;
   role_ = Role::leader;
-  for (NodeId voter : config_.voters) {
-    Progress& pr = progress_[voter];
-    pr.next = log_.lastIndex() + 1;
-    pr.match = 0;
-  }
+  for (NodeId member : membership_.voters) progress_[member].next = log_.lastIndex() + 1;
+  for (NodeId member : membership_.learners) progress_[member].next = log_.lastIndex() + 1;
   // Only what is durable counts for the leader itself; advance() moves it forward.
   Progress& self = progress_[config_.id];
   self.match = log_.stableIndex();
@@ -114,15 +129,19 @@ void RaftCore::becomeLeader() {
   // 5.4.2: entries of earlier terms commit only through one of the current term, so
   // a new leader appends one at once rather than waiting for a client.
   log_.appendOwn(Entry{term_, log_.lastIndex() + 1, EntryType::no_op, {}});
+  // No membership change until this no-op commits: that also commits any change an
+  // earlier leader left in the log, and keeps a change of ours from racing one of a
+  // leader we have not heard of (Ongaro, raft-dev, 2015).
+  pending_conf_index_ = log_.lastIndex();
   broadcastAppend();
 }
 
 void RaftCore::campaign() {
-  if (role_ == Role::leader) return;
+  if (role_ == Role::leader || !isVoter(config_.id)) return;
   startElection(config_.pre_vote);
 }
 
-void RaftCore::startElection(bool pre_vote) {
+void RaftCore::startElection(bool pre_vote, bool transfer) {
   MessageType type;
   Term vote_term;
   if (pre_vote) {
@@ -136,12 +155,13 @@ void RaftCore::startElection(bool pre_vote) {
   }
   recordVote(config_.id, true);
   if (role_ != Role::pre_candidate && role_ != Role::candidate) return;  // won alone
-  for (NodeId voter : config_.voters) {
+  for (NodeId voter : membership_.voters) {
     if (voter == config_.id) continue;
     Message m = to(voter, type);
     m.term = vote_term;
     m.log_term = log_.lastTerm();
     m.index = log_.lastIndex();
+    m.transfer = transfer;
     send(std::move(m));
   }
 }
@@ -157,7 +177,7 @@ void RaftCore::recordVote(NodeId from, bool granted) {
     } else {
       becomeLeader();
     }
-  } else if (no > config_.voters.size() - quorum()) {
+  } else if (no > membership_.voters.size() - quorum()) {
     becomeFollower(term_, kNoNode);
   }
 }
@@ -175,6 +195,12 @@ void RaftCore::tick() {
 void RaftCore::tickElection() {
   ++election_elapsed_;
   if (election_elapsed_ >= randomized_election_timeout_) {
+    if (!isVoter(config_.id)) {
+      // Learners and non-members never campaign; the timer only marks the lease as
+      // expired (and stops there rather than counting forever).
+      election_elapsed_ = randomized_election_timeout_;
+      return;
+    }
     election_elapsed_ = 0;
     startElection(config_.pre_vote);
   }
@@ -183,6 +209,12 @@ void RaftCore::tickElection() {
 void RaftCore::tickHeartbeat() {
   ++heartbeat_elapsed_;
   ++election_elapsed_;
+  if (lead_transferee_ != kNoNode && ++transfer_elapsed_ >= config_.election_ticks) {
+    // The target did not take over in time (lost messages, or it is down): stop
+    // waiting and take proposals again rather than stay unavailable.
+    lead_transferee_ = kNoNode;
+    transfer_elapsed_ = 0;
+  }
   if (election_elapsed_ >= config_.election_ticks) {
     election_elapsed_ = 0;
     if (config_.check_quorum && !quorumActiveAndReset()) {
@@ -201,7 +233,7 @@ void RaftCore::tickHeartbeat() {
 bool RaftCore::quorumActiveAndReset() {
   std::size_t active = 0;
   for (auto& [node, pr] : progress_) {
-    if (node == config_.id || pr.recent_active) ++active;
+    if (isVoter(node) && (node == config_.id || pr.recent_active)) ++active;
     if (node != config_.id) pr.recent_active = false;
   }
   return active >= quorum();
@@ -209,19 +241,24 @@ bool RaftCore::quorumActiveAndReset() {
 
 // ---- Messages in -------------------------------------------------------------------
 
-bool RaftCore::isVoter(NodeId node) const {
-  return std::binary_search(config_.voters.begin(), config_.voters.end(), node);
-}
-
 StepOutcome RaftCore::checkShape(const Message& m) const {
   if (m.to != config_.id) return StepOutcome::not_addressed;
-  if (m.from == config_.id || !isVoter(m.from)) return StepOutcome::unknown_sender;
+  if (m.from == config_.id || m.from == kNoNode) return StepOutcome::unknown_sender;
+  // A removed node that never learned of its removal keeps campaigning, and may even
+  // think it leads: it gets no hearing from anyone who knows.
+  if (membership_.removed.contains(m.from)) return StepOutcome::unknown_sender;
+  // Votes count only from voters. Vote requests are heard from anyone else (thesis
+  // 4.2.1): a voter we have not yet learned of must be able to win.
+  if ((m.type == MessageType::vote_response || m.type == MessageType::pre_vote_response) && !isVoter(m.from)) {
+    return StepOutcome::unknown_sender;
+  }
   if (m.term == 0) return StepOutcome::malformed;
   if (m.type == MessageType::append) {
     Index expected = m.index + 1;
     Term previous = m.log_term;
     for (const Entry& e : m.entries) {
       if (e.index != expected || e.term < previous || e.term > m.term) return StepOutcome::malformed;
+      if (e.type == EntryType::config && !decodeConfChange(e.data)) return StepOutcome::malformed;
       ++expected;
       previous = e.term;
     }
@@ -238,19 +275,21 @@ StepOutcome RaftCore::step(const Message& m) {
 
   const bool is_vote_request = m.type == MessageType::vote || m.type == MessageType::pre_vote;
   if (m.term > term_) {
-    if (is_vote_request && inLeaderLease()) return StepOutcome::leader_lease;
+    // A campaign the leader asked for (transfer) is heard despite the lease.
+    if (is_vote_request && inLeaderLease() && !m.transfer) return StepOutcome::leader_lease;
     const bool keeps_term = m.type == MessageType::pre_vote ||
                             (m.type == MessageType::pre_vote_response && !m.reject);
     if (!keeps_term) {
-      const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat;
+      const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat ||
+                               m.type == MessageType::timeout_now || m.type == MessageType::read_index_response;
       becomeFollower(m.term, from_leader ? m.from : kNoNode);
     }
   } else if (m.term < term_) {
-    if ((config_.check_quorum || config_.pre_vote) &&
-        (m.type == MessageType::append || m.type == MessageType::heartbeat)) {
-      // An old leader that was cut off: with PreVote or CheckQuorum our term may have
-      // risen without an election it could see, and it would keep sending forever.
-      // Our term in the answer makes it step down.
+    if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+      // An old leader that was cut off: our term may have risen without an election
+      // it could see (PreVote, CheckQuorum, or a campaign by a node it counts as no
+      // voter, whose vote requests it drops), and it would keep sending forever. Our
+      // term in the answer (paper figure 2) makes it step down.
       send(to(m.from, MessageType::append_response));
     } else if (m.type == MessageType::pre_vote) {
       // Tell a pre-candidate of a lower term it lost, so it does not wait a timeout.
@@ -271,6 +310,8 @@ StepOutcome RaftCore::step(const Message& m) {
     case Role::candidate: stepCandidate(m); break;
     case Role::follower: stepFollower(m); break;
   }
+  applyCommittedConfig();
+  releaseHeldReads();
   return StepOutcome::handled;
 }
 
@@ -295,6 +336,16 @@ void RaftCore::handleVoteRequest(const Message& m) {
 }
 
 void RaftCore::stepFollower(const Message& m) {
+  if (m.type == MessageType::timeout_now) {
+    // The leader hands over to us: campaign now, no PreVote (the leader is known to
+    // agree), the lease set aside by the flag on our vote requests.
+    if (isVoter(config_.id)) startElection(false, true);
+    return;
+  }
+  if (m.type == MessageType::read_index_response) {
+    read_states_.push_back({m.index, m.context});
+    return;
+  }
   if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
     election_elapsed_ = 0;
     leader_ = m.from;
@@ -322,11 +373,16 @@ void RaftCore::stepLeader(const Message& m) {
   auto it = progress_.find(m.from);
   if (it == progress_.end()) return;
   Progress& pr = it->second;
+  if (m.type == MessageType::read_index) {
+    startRead(m.from, m.context);
+    return;
+  }
   if (m.type == MessageType::append_response) {
     pr.recent_active = true;
     handleAppendResponse(m);
   } else if (m.type == MessageType::heartbeat_response) {
     pr.recent_active = true;
+    if (m.index > 0) ackReads(m.from, m.index);
     // The follower is listening again: a lost probe need not wait for the next append.
     pr.probe_sent = false;
     // Nor a full window whose appends were lost (dropped, or the follower restarted
@@ -358,7 +414,9 @@ void RaftCore::handleAppend(const Message& m) {
 
 void RaftCore::handleHeartbeat(const Message& m) {
   log_.commitTo(m.commit);
-  send(to(m.from, MessageType::heartbeat_response));
+  Message r = to(m.from, MessageType::heartbeat_response);
+  r.index = m.index;  // the read round we hereby confirm the leader for
+  send(std::move(r));
 }
 
 void RaftCore::handleAppendResponse(const Message& m) {
@@ -382,6 +440,7 @@ void RaftCore::handleAppendResponse(const Message& m) {
     return;
   }
   if (pr.state == Progress::State::probe) pr.becomeReplicate();
+  sendTimeoutNowIfCaughtUp(m.from);
   if (maybeCommit()) {
     broadcastAppend();
   } else if (was_paused && pr.sent_commit < log_.committed()) {
@@ -429,17 +488,19 @@ bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
 }
 
 void RaftCore::broadcastAppend() {
-  for (NodeId voter : config_.voters) {
-    if (voter != config_.id) sendAppend(voter, true);
+  for (const auto& [member, pr] : progress_) {
+    if (member != config_.id) sendAppend(member, true);
   }
 }
 
 void RaftCore::broadcastHeartbeat() {
-  for (NodeId voter : config_.voters) {
-    if (voter == config_.id) continue;
-    Message m = to(voter, MessageType::heartbeat);
-    Progress& pr = progress_[voter];
+  for (auto& [member, pr] : progress_) {
+    if (member == config_.id) continue;
+    Message m = to(member, MessageType::heartbeat);
     m.commit = std::min(pr.match, log_.committed());
+    // Every heartbeat asks for the newest read round, so a lost answer is made up by
+    // the next one.
+    m.index = pending_reads_.empty() ? 0 : pending_reads_.back().round;
     pr.sent_commit = std::max(pr.sent_commit, m.commit);
     send(std::move(m));
   }
@@ -447,32 +508,204 @@ void RaftCore::broadcastHeartbeat() {
 
 bool RaftCore::maybeCommit() {
   std::vector<Index> matches;
-  for (NodeId voter : config_.voters) matches.push_back(progress_[voter].match);
+  for (NodeId voter : membership_.voters) matches.push_back(progress_[voter].match);
   std::sort(matches.begin(), matches.end(), std::greater<>());
   return log_.maybeCommit(matches[quorum() - 1], term_);
 }
 
-ProposeResult RaftCore::propose(std::string data) {
+ProposeResult RaftCore::refuseDuringTransfer() const {
+  // The target is about to lead: an entry accepted here could be lost with our term,
+  // and a client is better served by retrying at the new leader.
+  return refuse("leadership transfer to node " + std::to_string(lead_transferee_) + " in progress");
+}
+
+ProposeResult RaftCore::refuse(std::string why) const {
   ProposeResult result;
-  if (role_ != Role::leader) {
-    result.leader = leader_;
-    return result;
-  }
-  Entry e{term_, log_.lastIndex() + 1, EntryType::normal, std::move(data)};
-  result = {true, e.index, e.term, config_.id};
+  result.leader = leader_;
+  result.refusal = std::move(why);
+  return result;
+}
+
+ProposeResult RaftCore::appendProposal(EntryType type, std::string data) {
+  Entry e{term_, log_.lastIndex() + 1, type, std::move(data)};
+  ProposeResult result{true, e.index, e.term, config_.id, {}};
   log_.appendOwn(std::move(e));
-  for (NodeId voter : config_.voters) {
-    if (voter != config_.id) sendAppend(voter, false);
+  for (const auto& [member, pr] : progress_) {
+    if (member != config_.id) sendAppend(member, false);
   }
   return result;
+}
+
+void RaftCore::sendTimeoutNowIfCaughtUp(NodeId peer) {
+  if (peer != lead_transferee_ || progress_[peer].match != log_.lastIndex()) return;
+  send(to(peer, MessageType::timeout_now));
+}
+
+TransferResult RaftCore::transferLeader(NodeId target) {
+  TransferResult result;
+  result.leader = leader_;
+  if (role_ != Role::leader) {
+    result.refusal = "not the leader";
+  } else if (target == config_.id) {
+    result.refusal = "node " + std::to_string(target) + " leads already";
+  } else if (!isVoter(target)) {
+    result.refusal = "node " + std::to_string(target) + " is not a voter";
+  } else {
+    result.started = true;
+    if (lead_transferee_ == target) return result;
+    lead_transferee_ = target;
+    transfer_elapsed_ = 0;
+    if (progress_[target].match == log_.lastIndex()) {
+      sendTimeoutNowIfCaughtUp(target);
+    } else {
+      sendAppend(target, true);
+    }
+  }
+  return result;
+}
+
+ProposeResult RaftCore::propose(std::string data) {
+  if (role_ != Role::leader) return refuse("not the leader");
+  if (lead_transferee_ != kNoNode) return refuseDuringTransfer();
+  return appendProposal(EntryType::normal, std::move(data));
+}
+
+ProposeResult RaftCore::proposeConfChange(const ConfChange& change) {
+  if (role_ != Role::leader) return refuse("not the leader");
+  if (lead_transferee_ != kNoNode) return refuseDuringTransfer();
+  if (pending_conf_index_ > log_.committed()) {
+    return refuse("a membership change (or this leader's first entry) at index " +
+                  std::to_string(pending_conf_index_) + " is not committed yet");
+  }
+  if (std::string why = membership_.check(change); !why.empty()) return refuse(why);
+  ProposeResult result = appendProposal(EntryType::config, encodeConfChange(change));
+  pending_conf_index_ = result.index;
+  return result;
+}
+
+// ---- ReadIndex ---------------------------------------------------------------------
+
+bool RaftCore::committedInTerm() const { return log_.term(log_.committed()) == term_; }
+
+ReadIndexResult RaftCore::readIndex(std::string context) {
+  ReadIndexResult result;
+  result.leader = leader_;
+  if (role_ == Role::leader) {
+    startRead(config_.id, std::move(context));
+  } else if (leader_ == kNoNode) {
+    result.refusal = "no leader known";
+    return result;
+  } else {
+    Message m = to(leader_, MessageType::read_index);
+    m.context = std::move(context);
+    send(std::move(m));
+  }
+  result.accepted = true;
+  return result;
+}
+
+void RaftCore::startRead(NodeId requester, std::string context) {
+  if (!committedInTerm()) {
+    // Thesis 6.4 step 1: until an entry of its term commits, a new leader may not know
+    // the latest commit index (its predecessor's commits may be beyond ours).
+    held_reads_.emplace_back(requester, std::move(context));
+    return;
+  }
+  if (quorum() == 1) {
+    releaseRead(requester, log_.committed(), std::move(context));
+    return;
+  }
+  // Thesis 6.4 steps 2-3: the commit index now is the read index, valid once a quorum
+  // confirms that no other leader has been elected since.
+  pending_reads_.push_back({++read_round_, requester, log_.committed(), std::move(context), {config_.id}});
+  broadcastHeartbeat();
+}
+
+void RaftCore::ackReads(NodeId from, std::uint64_t round) {
+  if (!isVoter(from)) return;
+  // An answer to round r was sent after every read up to round r had begun.
+  for (PendingRead& read : pending_reads_) {
+    if (read.round > round) break;
+    read.acks.insert(from);
+  }
+  while (!pending_reads_.empty()) {
+    PendingRead& front = pending_reads_.front();
+    const auto acks = std::count_if(front.acks.begin(), front.acks.end(), [&](NodeId n) { return isVoter(n); });
+    if (static_cast<std::size_t>(acks) < quorum()) break;
+    releaseRead(front.requester, front.index, std::move(front.context));
+    pending_reads_.pop_front();
+  }
+}
+
+void RaftCore::releaseRead(NodeId requester, Index index, std::string context) {
+  if (requester == config_.id) {
+    read_states_.push_back({index, std::move(context)});
+    return;
+  }
+  Message m = to(requester, MessageType::read_index_response);
+  m.index = index;
+  m.context = std::move(context);
+  send(std::move(m));
+}
+
+void RaftCore::releaseHeldReads() {
+  if (role_ != Role::leader || held_reads_.empty() || !committedInTerm()) return;
+  std::vector<std::pair<NodeId, std::string>> held = std::move(held_reads_);
+  held_reads_.clear();
+  for (auto& [requester, context] : held) startRead(requester, std::move(context));
+}
+
+// ---- Membership --------------------------------------------------------------------
+
+void RaftCore::applyCommittedConfig() {
+  while (conf_applied_ < log_.committed()) {
+    const Index index = ++conf_applied_;
+    const std::vector<Entry> entry = log_.slice(index, index + 1, 1);
+    if (entry.empty()) throw std::logic_error("raft: committed entry " + std::to_string(index) + " is missing");
+    if (entry.front().type != EntryType::config) continue;
+    auto change = decodeConfChange(entry.front().data);
+    // Every config entry was checked on its way in (validate(), checkShape()).
+    if (!change) throw std::logic_error("raft: unreadable membership change " + describe(entry.front()));
+    membership_.apply(*change);
+    onMembershipChanged();
+  }
+}
+
+void RaftCore::onMembershipChanged() {
+  if (role_ != Role::leader) return;
+  if (!isVoter(config_.id)) {
+    // Removed (thesis 4.2.2): the commit that got us here was just broadcast (every
+    // commit on a leader is), so the others learn of it; leave the lead to them.
+    becomeFollower(term_, kNoNode);
+    return;
+  }
+  if (!isVoter(lead_transferee_)) lead_transferee_ = kNoNode;
+  for (auto it = progress_.begin(); it != progress_.end();) {
+    it = membership_.isMember(it->first) ? std::next(it) : progress_.erase(it);
+  }
+  std::vector<NodeId> added;
+  for (const auto& members : {membership_.voters, membership_.learners}) {
+    for (NodeId member : members) {
+      if (progress_.contains(member)) continue;
+      Progress& pr = progress_[member];
+      pr.next = log_.lastIndex() + 1;
+      pr.recent_active = true;  // a grace period of one CheckQuorum round
+      added.push_back(member);
+    }
+  }
+  for (NodeId member : added) sendAppend(member, true);
+  // A smaller quorum may already hold more entries.
+  if (maybeCommit()) broadcastAppend();
 }
 
 // ---- Ready / advance ---------------------------------------------------------------
 
 bool RaftCore::hasReady() const {
   if (ready_outstanding_) return false;
+  const bool read_due = std::any_of(read_states_.begin(), read_states_.end(),
+                                    [&](const ReadState& r) { return r.index <= log_.committed(); });
   return SoftState{leader_, role_} != last_soft_ || hardState() != last_hard_ || !outbox_.empty() ||
-         log_.stableIndex() < log_.lastIndex() || log_.applied() < log_.committed();
+         log_.stableIndex() < log_.lastIndex() || log_.applied() < log_.committed() || read_due;
 }
 
 Ready RaftCore::ready() {
@@ -494,6 +727,11 @@ Ready RaftCore::ready() {
   ready_entries_.clear();
   for (const Entry& e : rd.entries) ready_entries_.emplace_back(e.index, e.term);
   ready_applied_to_ = rd.committed.empty() ? log_.applied() : rd.committed.back().index;
+  // A read is due once the state machine has applied its index, which the driver does
+  // (this Ready's committed entries) before it serves the reads.
+  std::vector<ReadState> later;
+  for (ReadState& r : read_states_) (r.index <= ready_applied_to_ ? rd.read_states : later).push_back(std::move(r));
+  read_states_ = std::move(later);
   return rd;
 }
 
@@ -513,6 +751,8 @@ void RaftCore::advance() {
     // Our own entries now count towards the quorum (they are durable here).
     if (progress_[config_.id].maybeUpdate(log_.stableIndex()) && maybeCommit()) broadcastAppend();
   }
+  applyCommittedConfig();
+  releaseHeldReads();
 }
 
 }  // namespace zetian::cluster::raft

@@ -25,9 +25,38 @@
 //   - Durability: a leader counts its own entries towards commit only after advance()
 //     says they are stable; every message leaves in a Ready, after the Ready's writes.
 //
-// Not yet (later steps of issue 10): learners and membership changes (EntryType::config
-// is carried, not interpreted), snapshots and compaction, leadership transfer,
-// ReadIndex. Voters are fixed by the Config.
+//   - Membership (thesis 4): learners receive the log but neither vote nor count for
+//     commit or quorum. Single-server changes (membership.h) are log entries of type
+//     config, proposed with proposeConfChange(). A change takes effect on each node when
+//     that node learns it is committed (not when it is appended): nothing to undo when
+//     an uncommitted suffix is overwritten, and the membership on restart is the
+//     Config's plus the changes in the committed log. Safety then rests on one change
+//     at a time: a leader refuses a change while an earlier one is uncommitted, and
+//     also until it has committed an entry of its own term (the fix Ongaro gave for
+//     single-server changes across leader changes), so no two memberships more than
+//     one change apart ever decide at once. A leader that removes itself sends the
+//     commit on, then steps down. A node that is not a voter (a learner, a node still
+//     joining, a removed one) never campaigns. A removed node's id is never reused,
+//     and every message from it is dropped by the nodes that know of its removal, so
+//     it cannot disrupt the cluster (the driver should also stop it). Other messages
+//     are heard from any node, as a member that has not yet learned of a newer one
+//     must still vote for it and follow it; only votes from voters are counted.
+//
+//   - Leadership transfer (thesis 3.10): transferLeader(target) stops the leader taking
+//     proposals, brings the target's log up to date, then sends it a timeout_now; the
+//     target campaigns at once, without a PreVote, and its vote requests are marked so
+//     that voters answer them despite their leader lease. A transfer not done within an
+//     election timeout is abandoned and the leader takes proposals again.
+//   - ReadIndex (thesis 6.4): readIndex(context) on the leader notes its commit index,
+//     confirms it still leads with a heartbeat round answered by a quorum, and then
+//     hands out a ReadState (context, index) in the first Ready whose committed entries
+//     bring the state machine to that index. A follower forwards the request to the
+//     leader and hands out the ReadState the leader grants it the same way. A new
+//     leader does not know the commit index until it has committed an entry of its own
+//     term, so it holds reads until then. Reads are not retried: a request lost with a
+//     message or a leader change gets no answer, and the driver retries after a timeout.
+//
+// Not yet (later steps of issue 10): snapshots and compaction.
 //
 // Bad input: a Config or durable state that breaks an invariant is refused by the
 // constructor (std::invalid_argument, saying what is wrong). A message that is
@@ -37,13 +66,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cluster/raft/log.h"
+#include "cluster/raft/membership.h"
 #include "cluster/raft/progress.h"
 #include "cluster/raft/types.h"
 
@@ -51,7 +83,12 @@ namespace zetian::cluster::raft {
 
 struct Config {
   NodeId id = kNoNode;
-  std::vector<NodeId> voters;  // must include id
+  // The membership before the first log entry, the same on every node; the log's
+  // committed config entries change it from there. `id` need not be in it: a node that
+  // joins later starts with the cluster's initial membership and learns its own place
+  // from the log it receives.
+  std::vector<NodeId> voters;
+  std::vector<NodeId> learners;
   int election_ticks = 10;     // t: timeouts drawn from [t, 2t); CheckQuorum every t
   int heartbeat_ticks = 1;     // < election_ticks
   bool pre_vote = true;
@@ -73,8 +110,9 @@ enum class StepOutcome : std::uint8_t {
   stale_term,      // from an earlier term; answered when that helps the sender catch up
   leader_lease,    // a (pre)vote while a live leader is known: ignored (CheckQuorum)
   not_addressed,   // `to` is not this node
-  unknown_sender,  // `from` is not a voter
-  malformed,       // term 0, or an append whose entries do not follow its index
+  unknown_sender,  // `from` is this node, 0, or a removed node; or a vote answer from a non-voter
+  malformed,       // term 0, an append whose entries do not follow its index, or an
+                   // unreadable config entry
 };
 
 struct ProposeResult {
@@ -82,6 +120,19 @@ struct ProposeResult {
   Index index = 0;          // accepted: where the entry sits in the log
   Term term = 0;            // accepted: its term; it is committed only if still there
   NodeId leader = kNoNode;  // refused: the leader as far as this node knows, to forward to
+  std::string refusal;      // refused: why, for the operator ("not the leader", ...)
+};
+
+struct ReadIndexResult {
+  bool accepted = false;     // a ReadState with this context will follow, barring loss
+  NodeId leader = kNoNode;
+  std::string refusal;       // refused: why (no leader known)
+};
+
+struct TransferResult {
+  bool started = false;
+  NodeId leader = kNoNode;  // refused: the leader as far as this node knows
+  std::string refusal;      // refused: why
 };
 
 class RaftCore {
@@ -94,6 +145,15 @@ class RaftCore {
   // enabled). A leader ignores it.
   void campaign();
   ProposeResult propose(std::string data);
+  // A single-server membership change (see above for when it is refused).
+  ProposeResult proposeConfChange(const ConfChange& change);
+  // Hand the lead to voter `target` (see above). A second call for another target
+  // replaces the first; for the same target it changes nothing.
+  TransferResult transferLeader(NodeId target);
+  // A linearizable read (see above); `context` comes back in the ReadState.
+  ReadIndexResult readIndex(std::string context);
+  // The voter this leader is handing over to, kNoNode when none.
+  NodeId leadTransferee() const { return lead_transferee_; }
 
   bool hasReady() const;
   // The next batch. Call advance() once it is handled, before the next ready(); step(),
@@ -108,8 +168,10 @@ class RaftCore {
   Role role() const { return role_; }
   const RaftLog& log() const { return log_; }
   const Config& config() const { return config_; }
+  // The membership in force here: the Config's, changed by the committed config entries.
+  const Membership& membership() const { return membership_; }
   int randomizedElectionTimeout() const { return randomized_election_timeout_; }
-  // The leader's view of each voter (empty unless leader).
+  // The leader's view of each member, learners included (empty unless leader).
   const std::map<NodeId, Progress>& progress() const { return progress_; }
 
  private:
@@ -120,7 +182,7 @@ class RaftCore {
   void becomeLeader();
   void reset(Term term);
   void resetElectionTimeout();
-  void startElection(bool pre_vote);
+  void startElection(bool pre_vote, bool transfer = false);
 
   // Ticks.
   void tickElection();
@@ -146,13 +208,52 @@ class RaftCore {
   void broadcastAppend();
   void broadcastHeartbeat();
   bool maybeCommit();
+  void sendTimeoutNowIfCaughtUp(NodeId peer);
+  ProposeResult refuse(std::string why) const;
+  ProposeResult refuseDuringTransfer() const;
+  ProposeResult appendProposal(EntryType type, std::string data);
 
-  std::size_t quorum() const { return config_.voters.size() / 2 + 1; }
-  bool isVoter(NodeId node) const;
+  // ReadIndex.
+  bool committedInTerm() const;
+  void startRead(NodeId requester, std::string context);
+  void ackReads(NodeId from, std::uint64_t round);
+  void releaseRead(NodeId requester, Index index, std::string context);
+  void releaseHeldReads();
+
+  // Membership.
+  void applyCommittedConfig();
+  void onMembershipChanged();
+
+  std::size_t quorum() const { return membership_.voters.size() / 2 + 1; }
+  bool isVoter(NodeId node) const { return membership_.isVoter(node); }
   HardState hardState() const { return {term_, vote_, log_.committed()}; }
 
   Config config_;
   RaftLog log_;
+  Membership membership_;
+  // Config entries up to here are in membership_ (all committed ones, once caught up).
+  Index conf_applied_ = 0;
+  // Leader: the last config entry it appended (or its first entry of the term); a new
+  // change waits until this is committed.
+  Index pending_conf_index_ = 0;
+  // Leader: the voter it is handing over to, and ticks since the handover began.
+  NodeId lead_transferee_ = kNoNode;
+  int transfer_elapsed_ = 0;
+
+  // Leader: reads waiting for a quorum to confirm the leadership, oldest first, each
+  // with the heartbeat round that asks for it; and reads held until the first commit
+  // of the term. Any node: granted reads waiting for the state machine to reach them.
+  struct PendingRead {
+    std::uint64_t round = 0;
+    NodeId requester = kNoNode;
+    Index index = 0;
+    std::string context;
+    std::set<NodeId> acks;
+  };
+  std::deque<PendingRead> pending_reads_;
+  std::vector<std::pair<NodeId, std::string>> held_reads_;
+  std::uint64_t read_round_ = 0;
+  std::vector<ReadState> read_states_;
   Term term_ = 0;
   NodeId vote_ = kNoNode;
   NodeId leader_ = kNoNode;

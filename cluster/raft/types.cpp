@@ -23,6 +23,9 @@ std::string_view messageTypeName(MessageType type) {
     case MessageType::append_response: return "append-response";
     case MessageType::heartbeat: return "heartbeat";
     case MessageType::heartbeat_response: return "heartbeat-response";
+    case MessageType::timeout_now: return "timeout-now";
+    case MessageType::read_index: return "read-index";
+    case MessageType::read_index_response: return "read-index-response";
   }
   return "unknown";
 }
@@ -75,6 +78,7 @@ std::string describe(const Message& m) {
     case MessageType::vote:
     case MessageType::pre_vote:
       out += " log=" + std::to_string(m.log_term) + "/" + std::to_string(m.index);
+      if (m.transfer) out += " transfer";
       break;
     case MessageType::append: {
       out += " log=" + std::to_string(m.log_term) + "/" + std::to_string(m.index) +
@@ -97,10 +101,20 @@ std::string describe(const Message& m) {
       break;
     case MessageType::heartbeat:
       out += " commit=" + std::to_string(m.commit);
+      if (m.index > 0) out += " read=" + std::to_string(m.index);
+      break;
+    case MessageType::heartbeat_response:
+      if (m.index > 0) out += " read=" + std::to_string(m.index);
+      break;
+    case MessageType::read_index:
+      out += " context=" + quoted(m.context);
+      break;
+    case MessageType::read_index_response:
+      out += " index=" + std::to_string(m.index) + " context=" + quoted(m.context);
       break;
     case MessageType::vote_response:
     case MessageType::pre_vote_response:
-    case MessageType::heartbeat_response:
+    case MessageType::timeout_now:
       break;
   }
   if (m.reject) out += " rejected";

@@ -27,7 +27,7 @@ inline constexpr NodeId kNoNode = 0;
 enum class EntryType : std::uint8_t {
   normal,  // an application command (the policy document, later)
   no_op,   // appended by each new leader so it can commit in its own term (paper 5.4.2)
-  config,  // a membership change; carried but not yet interpreted (a later step)
+  config,  // a membership change, its data a ConfChange's text (membership.h)
 };
 
 struct Entry {
@@ -47,6 +47,9 @@ enum class MessageType : std::uint8_t {
   append_response,
   heartbeat,           // AppendEntries without entries or a consistency check
   heartbeat_response,
+  timeout_now,         // leadership transfer: the leader tells a caught-up voter to campaign now
+  read_index,          // a follower asks the leader for a read index (thesis 6.4)
+  read_index_response,
 };
 
 // One message. Which fields mean what depends on the type:
@@ -64,6 +67,13 @@ enum class MessageType : std::uint8_t {
 //                        divergent term in one round trip instead of one entry a time.
 //   heartbeat:           commit = min(leader's commit, the follower's known match), so a
 //                        follower never commits past what it was shown to hold.
+//   heartbeat(_response): index = the leader's newest pending read round (0: none),
+//                        echoed by the follower, which confirms the leader for every
+//                        read up to that round (ReadIndex, thesis 6.4).
+//   read_index:          context = the follower's opaque read context.
+//   read_index_response: index = the read index granted, context = as asked.
+//   vote (transfer):     transfer = the campaign follows a timeout_now from the leader,
+//                        so voters answer it despite their leader lease (thesis 3.10).
 struct Message {
   MessageType type = MessageType::heartbeat;
   NodeId from = kNoNode;
@@ -75,6 +85,8 @@ struct Message {
   std::vector<Entry> entries;
   bool reject = false;
   Index reject_hint = 0;
+  bool transfer = false;
+  std::string context;
   bool operator==(const Message&) const = default;
 };
 
@@ -95,13 +107,22 @@ struct SoftState {
   bool operator==(const SoftState&) const = default;
 };
 
+// A linearizable read may be served once the state machine has applied `index`:
+// `context` is what the caller passed to readIndex(), to match the answer to the read.
+struct ReadState {
+  Index index = 0;
+  std::string context;
+  bool operator==(const ReadState&) const = default;
+};
+
 // One batch of work for the driver, handled in this order:
 //   1. write hard_state (if set) and entries (which may overwrite a suffix of the stored
 //      log from entries.front().index on), durably when must_sync;
 //   2. then send messages: every one of them may depend on step 1 (a vote granted, an
 //      append acknowledged, a leader's own entries counted), so none leaves before;
 //   3. apply committed entries, in order;
-//   4. call advance().
+//   4. serve the reads in read_states (their index is applied by now);
+//   5. call advance().
 // Nothing else about a Ready needs care; a crash anywhere in it loses at most what the
 // driver had not yet written, which the core never counted as durable.
 struct Ready {
@@ -110,6 +131,7 @@ struct Ready {
   std::vector<Entry> entries;           // to append to stable storage
   std::vector<Message> messages;        // to send after the writes
   std::vector<Entry> committed;         // to apply after the writes
+  std::vector<ReadState> read_states;   // reads to serve once `committed` is applied
   bool must_sync = false;               // entries, term or vote changed: fsync before sending
 };
 

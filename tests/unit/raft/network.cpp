@@ -90,6 +90,10 @@ bool Network::processReady(NodeId id, std::string* out) {
     trace += "  apply " + describe(e) + "\n";
     node.applied.push_back(e);
   }
+  for (const ReadState& r : rd.read_states) {
+    trace += "  read " + r.context + " at index " + std::to_string(r.index) + "\n";
+    node.reads.push_back(r);
+  }
   node.core->advance();
   if (out) *out += trace;
   return true;
@@ -182,7 +186,10 @@ std::string Network::describeState() const {
            " vote=" + std::to_string(c.vote()) + " leader=" + std::to_string(c.leader()) +
            " last=" + std::to_string(log.lastTerm()) + "/" + std::to_string(log.lastIndex()) +
            " commit=" + std::to_string(log.committed()) + " applied=" + std::to_string(log.applied());
-    if (!group_.empty()) out += " group=" + std::to_string(group_.at(id));
+    if (!group_.empty()) {
+      auto group = group_.find(id);
+      out += group == group_.end() ? " group=none" : " group=" + std::to_string(group->second);
+    }
     out += "\n";
   }
   return out;

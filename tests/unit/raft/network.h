@@ -32,6 +32,7 @@ struct TestNode {
   Storage storage;
   std::vector<Entry> applied;      // the state machine: every entry applied, in order
   std::vector<Message> mailbox;    // delivered on the next deliver()
+  std::vector<ReadState> reads;    // every read the node's Readies released, in order
 };
 
 class Network {
@@ -42,6 +43,9 @@ class Network {
   // A node with a prepared log (paper tests): stored as if written by earlier Readies.
   void addNode(NodeId id, const Config& base, Storage storage);
 
+  // The config of the first node added: the cluster's initial membership, for a node
+  // that joins later.
+  Config baseConfig() const { return configs_.begin()->second; }
   bool has(NodeId id) const { return nodes_.contains(id); }
   bool isUp(NodeId id) const { return nodes_.at(id).core != nullptr; }
   RaftCore& core(NodeId id) { return *nodes_.at(id).core; }

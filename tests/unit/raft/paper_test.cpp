@@ -135,7 +135,12 @@ TEST(RaftPaper51, AMessageOfAStaleTermChangesNothing) {
   EXPECT_EQ(core->step(m), StepOutcome::stale_term);
   EXPECT_EQ(core->term(), 2u);
   EXPECT_EQ(core->log().lastIndex(), 1u);
-  EXPECT_TRUE(flush(*core).empty());
+  // Figure 2: the answer carries our term, so the stale leader learns it is stale.
+  auto answers = flush(*core);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].type, MessageType::append_response);
+  EXPECT_EQ(answers[0].term, 2u);
+  EXPECT_EQ(answers[0].to, 2u);
 }
 
 // ---- 5.2 Leader election -----------------------------------------------------------
@@ -627,10 +632,10 @@ TEST(RaftReady, InconsistentDurableStateIsRefusedAtStart) {
   refuses(c, DurableState{HardState{1, kNoNode, 0}, logOf({2, 1})});                         // terms go back
   refuses(c, DurableState{HardState{1, kNoNode, 3}, logOf({1})});                            // commit past the end
   refuses(c, DurableState{HardState{1, kNoNode, 0}, logOf({1, 2})});                         // term below the log's
-  refuses(c, DurableState{HardState{1, 9, 0}, {}});                                          // vote for a stranger
-  Config not_a_voter = c;
-  not_a_voter.voters = {2, 3};
-  refuses(not_a_voter, {});
+  refuses(c, DurableState{HardState{1, kNoNode, 0}, {Entry{1, 1, EntryType::config, "add-voter x"}}});
+  Config both = c;
+  both.learners = {3};
+  refuses(both, {});
   Config bad_timing = c;
   bad_timing.election_ticks = 1;
   refuses(bad_timing, {});
@@ -648,11 +653,228 @@ TEST(RaftReady, AMalformedAppendIsDroppedAndChangesNothing) {
   future.log_term = 1;
   future.entries = {Entry{2, 2, EntryType::normal, "x"}};
   EXPECT_EQ(core->step(future), StepOutcome::malformed) << "an entry from a term after the message's";
-  EXPECT_EQ(core->step(make(MessageType::heartbeat, 7, 2, 1)), StepOutcome::unknown_sender);
+  EXPECT_EQ(core->step(make(MessageType::vote_response, 7, 2, 1)), StepOutcome::unknown_sender) << "not a voter";
+  EXPECT_EQ(core->step(make(MessageType::heartbeat, 2, 2, 1)), StepOutcome::unknown_sender) << "from itself";
   EXPECT_EQ(core->step(make(MessageType::heartbeat, 1, 3, 1)), StepOutcome::not_addressed);
   EXPECT_EQ(core->log().lastIndex(), 1u);
   EXPECT_EQ(core->leader(), kNoNode);
   EXPECT_FALSE(core->hasReady());
+}
+
+// Thesis 4: membership changes, single-server, taking effect when committed.
+
+TEST(RaftMembership, AChangeIsTextAndReadBackStrictly) {
+  for (ConfChange c : {ConfChange{ChangeType::add_voter, 4}, ConfChange{ChangeType::add_learner, 12},
+                       ConfChange{ChangeType::promote, 4}, ConfChange{ChangeType::remove, 1}}) {
+    EXPECT_EQ(decodeConfChange(encodeConfChange(c)), c) << encodeConfChange(c);
+  }
+  for (const char* bad : {"", "add-voter", "add-voter 0", "add-voter 04", "add-voter 4 ", "add-voter -4",
+                          "add-voter x", "join 4", "add-voter 99999999999999999999"}) {
+    EXPECT_FALSE(decodeConfChange(bad)) << bad;
+  }
+}
+
+TEST(RaftMembership, ARestartReplaysOnlyTheCommittedChanges) {
+  std::vector<Entry> log = logOf({1, 1, 1, 1});
+  log[1].type = EntryType::config;
+  log[1].data = "add-learner 4";
+  log[2].type = EntryType::config;
+  log[2].data = "promote 4";
+  RaftCore core(paperConfig(1, 3), DurableState{HardState{1, 4, 2}, log});
+  EXPECT_EQ(core.membership().voters, (std::set<NodeId>{1, 2, 3}));
+  EXPECT_EQ(core.membership().learners, (std::set<NodeId>{4}));
+  // The promotion commits when a leader says so; then 4 is a voter here too.
+  Message append = make(MessageType::append, 2, 1, 2);
+  append.index = 4;
+  append.log_term = 1;
+  append.commit = 4;
+  EXPECT_EQ(core.step(append), StepOutcome::handled);
+  EXPECT_EQ(core.membership().voters, (std::set<NodeId>{1, 2, 3, 4}));
+  EXPECT_TRUE(core.membership().learners.empty());
+}
+
+TEST(RaftMembership, AnUnreadableChangeIsRefusedOnTheWayIn) {
+  auto core = makeCore(2, 3, {1}, 1);
+  Message m = make(MessageType::append, 1, 2, 1);
+  m.index = 1;
+  m.log_term = 1;
+  m.entries = {Entry{1, 2, EntryType::config, "add-voter"}};
+  EXPECT_EQ(core->step(m), StepOutcome::malformed);
+  EXPECT_EQ(core->log().lastIndex(), 1u);
+}
+
+TEST(RaftMembership, ALearnerDoesNotCampaignNorCountItsVote) {
+  Config c = paperConfig(4, 3);
+  c.learners = {4};
+  RaftCore learner(c, {});
+  for (int i = 0; i < 10 * c.election_ticks; ++i) learner.tick();
+  learner.campaign();
+  EXPECT_EQ(learner.role(), Role::follower);
+  EXPECT_FALSE(learner.hasReady());
+
+  Config voter_config = paperConfig(1, 3);
+  voter_config.learners = {4};
+  RaftCore candidate(voter_config, {});
+  candidate.campaign();
+  for (const Message& m : flush(candidate)) EXPECT_NE(m.to, 4u) << "a vote request to a learner";
+  Message yes = make(MessageType::vote_response, 4, 1, 1);
+  EXPECT_EQ(candidate.step(yes), StepOutcome::unknown_sender);
+  EXPECT_EQ(candidate.role(), Role::candidate);
+}
+
+// Thesis 6.4: ReadIndex.
+
+// The Ready after one step, whole (flush() keeps only the messages).
+Ready readyOf(RaftCore& core) {
+  if (!core.hasReady()) return {};
+  Ready rd = core.ready();
+  core.advance();
+  return rd;
+}
+
+Message heartbeatAnswer(NodeId from, const RaftCore& leader, Index round) {
+  Message m = make(MessageType::heartbeat_response, from, leader.id(), leader.term());
+  m.index = round;
+  return m;
+}
+
+TEST(RaftReadIndex, ANewLeaderHoldsReadsUntilAnEntryOfItsTermCommits) {
+  auto leader = makeCore(1, 3, {1, 1}, 1, 1);
+  electLeader(*leader);  // term 2, its no-op at index 3, commit still 1
+  ASSERT_TRUE(leader->readIndex("mine").accepted);
+  Message forwarded = make(MessageType::read_index, 3, 1, leader->term());
+  forwarded.context = "theirs";
+  EXPECT_EQ(leader->step(forwarded), StepOutcome::handled);
+  Ready held = readyOf(*leader);
+  EXPECT_TRUE(held.read_states.empty());
+  EXPECT_TRUE(held.messages.empty()) << "no read round before the first commit of the term";
+
+  // Index 2 (term 1) commits only through the no-op at 3; then both reads start.
+  leader->step(acceptance(2, *leader, 3));
+  Ready started = readyOf(*leader);
+  EXPECT_EQ(leader->log().committed(), 3u);
+  EXPECT_TRUE(started.read_states.empty()) << "not confirmed by a quorum yet";
+  auto beats = ofType(started.messages, MessageType::heartbeat);
+  ASSERT_EQ(beats.size(), 4u);  // one round per read, to 2 and 3
+  const Index last_round = beats.back().index;
+  EXPECT_GT(last_round, 0u);
+
+  // One answer (from 2) to the last round confirms both reads: 1 and 2 are a quorum.
+  leader->step(heartbeatAnswer(2, *leader, last_round));
+  Ready released = readyOf(*leader);
+  ASSERT_EQ(released.read_states.size(), 1u);
+  EXPECT_EQ(released.read_states[0], (ReadState{3, "mine"}));
+  auto answers = ofType(released.messages, MessageType::read_index_response);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].to, 3u);
+  EXPECT_EQ(answers[0].index, 3u);
+  EXPECT_EQ(answers[0].context, "theirs");
+}
+
+TEST(RaftReadIndex, AReadNeedsAQuorumOfAnswersToARoundAfterItBegan) {
+  auto leader = makeCore(1, 5);
+  electLeader(*leader);
+  for (NodeId f : {2, 3}) leader->step(acceptance(f, *leader, 1));
+  flush(*leader);
+  ASSERT_EQ(leader->log().committed(), 1u);
+  leader->readIndex("a");
+  const Index round_a = ofType(flush(*leader), MessageType::heartbeat).front().index;
+  leader->readIndex("b");
+  const Index round_b = ofType(flush(*leader), MessageType::heartbeat).front().index;
+  ASSERT_GT(round_b, round_a);
+
+  // Answers to round a do not confirm b, which began later.
+  leader->step(heartbeatAnswer(2, *leader, round_a));
+  leader->step(heartbeatAnswer(3, *leader, round_a));
+  Ready first = readyOf(*leader);
+  ASSERT_EQ(first.read_states.size(), 1u);
+  EXPECT_EQ(first.read_states[0].context, "a");
+  // A learner's or a stranger's answer counts for nothing; a third voter's does.
+  leader->step(heartbeatAnswer(2, *leader, round_b));
+  leader->step(heartbeatAnswer(9, *leader, round_b));
+  EXPECT_TRUE(readyOf(*leader).read_states.empty());
+  leader->step(heartbeatAnswer(4, *leader, round_b));
+  Ready second = readyOf(*leader);
+  ASSERT_EQ(second.read_states.size(), 1u);
+  EXPECT_EQ(second.read_states[0].context, "b");
+}
+
+TEST(RaftReadIndex, AFollowerServesAGrantedReadOnlyOnceItHasAppliedTheIndex) {
+  auto follower = makeCore(2, 3, {1, 1, 1}, 1, 1);
+  ASSERT_FALSE(follower->readIndex("x").accepted) << "no leader known";
+  Message beat = make(MessageType::heartbeat, 1, 2, 1);
+  beat.commit = 1;
+  follower->step(beat);
+  ASSERT_TRUE(follower->readIndex("x").accepted);
+  auto asked = ofType(readyOf(*follower).messages, MessageType::read_index);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].to, 1u);
+
+  Message granted = make(MessageType::read_index_response, 1, 2, 1);
+  granted.index = 3;
+  granted.context = "x";
+  follower->step(granted);
+  EXPECT_TRUE(readyOf(*follower).read_states.empty()) << "index 3 is not even committed here";
+  beat.commit = 3;
+  follower->step(beat);
+  Ready rd = readyOf(*follower);
+  ASSERT_EQ(rd.committed.size(), 2u);
+  EXPECT_EQ(rd.committed.back().index, 3u);
+  ASSERT_EQ(rd.read_states.size(), 1u) << "released with the entries that reach its index";
+  EXPECT_EQ(rd.read_states[0], (ReadState{3, "x"}));
+}
+
+TEST(RaftReadIndex, ALeaderThatStepsDownDropsItsUnconfirmedReads) {
+  auto leader = makeCore(1, 3);
+  electLeader(*leader);
+  leader->step(acceptance(2, *leader, 1));
+  flush(*leader);
+  leader->readIndex("lost");
+  const Index round = ofType(flush(*leader), MessageType::heartbeat).front().index;
+  const Message late = heartbeatAnswer(2, *leader, round);
+  leader->step(make(MessageType::heartbeat, 3, 1, leader->term() + 1));
+  ASSERT_EQ(leader->role(), Role::follower);
+  EXPECT_EQ(leader->step(late), StepOutcome::stale_term);
+  EXPECT_TRUE(readyOf(*leader).read_states.empty());
+}
+
+// Thesis 3.10: leadership transfer.
+
+TEST(RaftTransfer, OnlyACampaignTheLeaderAskedForIsHeardDuringTheLease) {
+  Config c = paperConfig(2, 3);
+  c.check_quorum = true;
+  RaftCore follower(c, DurableState{HardState{1, kNoNode, 0}, {}});
+  Message beat = make(MessageType::heartbeat, 1, 2, 1);
+  follower.step(beat);
+  ASSERT_EQ(follower.leader(), 1u);
+  Message plain = make(MessageType::vote, 3, 2, 2);
+  EXPECT_EQ(follower.step(plain), StepOutcome::leader_lease);
+  EXPECT_EQ(follower.term(), 1u);
+  Message asked = plain;
+  asked.transfer = true;
+  EXPECT_EQ(follower.step(asked), StepOutcome::handled);
+  EXPECT_EQ(follower.term(), 2u);
+  EXPECT_EQ(follower.vote(), 3u);
+}
+
+TEST(RaftTransfer, TheTargetCampaignsAtOnceWithoutAPreVote) {
+  Config c = paperConfig(3, 3);
+  c.pre_vote = true;
+  RaftCore target(c, DurableState{HardState{1, kNoNode, 0}, {}});
+  target.step(make(MessageType::timeout_now, 1, 3, 1));
+  EXPECT_EQ(target.role(), Role::candidate);
+  EXPECT_EQ(target.term(), 2u);
+  auto votes = ofType(flush(target), MessageType::vote);
+  ASSERT_EQ(votes.size(), 2u);
+  for (const Message& v : votes) EXPECT_TRUE(v.transfer);
+
+  // A learner told to campaign does not.
+  Config lc = paperConfig(4, 3);
+  lc.learners = {4};
+  RaftCore learner(lc, DurableState{HardState{1, kNoNode, 0}, {}});
+  learner.step(make(MessageType::timeout_now, 1, 4, 1));
+  EXPECT_EQ(learner.role(), Role::follower);
+  EXPECT_EQ(learner.term(), 1u);
 }
 
 }  // namespace

@@ -16,6 +16,14 @@
 //                               nodes 1..N, all voters
 //   campaign ID                 start an election on ID now
 //   propose ID DATA             a client command at ID
+//   add-node ID                 a new node, empty, with the cluster's initial membership
+//                               (it learns its place from the log it receives)
+//   conf-change ID CHANGE NODE  propose a membership change at ID; CHANGE is add-voter,
+//                               add-learner, promote or remove
+//   membership ID               the voters and learners in force at ID
+//   transfer-leader ID TARGET   ask leader ID to hand over to TARGET
+//   read-index ID CONTEXT       a linearizable read at ID (its ReadState shows as
+//                               "read CONTEXT at index N" when a Ready releases it)
 //   process-ready ID...         handle each node's Ready (persist, send, apply, advance)
 //   deliver-msgs ID...          step the messages waiting for each node
 //   stabilize                   both, on every node, until nothing moves
@@ -134,6 +142,25 @@ class Interpreter {
       withChanges(ids(args), out, [&](NodeId id) { net_.core(id).campaign(); });
     } else if (verb == "propose") {
       propose(args, out);
+    } else if (verb == "add-node") {
+      const NodeId id = parseId(args.at(0));
+      if (net_.has(id)) throw std::invalid_argument("node " + args[0] + " exists");
+      net_.addNode(id, net_.baseConfig(), Storage{});
+    } else if (verb == "conf-change") {
+      confChange(args, out);
+    } else if (verb == "transfer-leader") {
+      const NodeId target = parseId(args.at(1));
+      withChanges(ids({args.at(0)}), out, [&](NodeId node) {
+        TransferResult r = net_.core(node).transferLeader(target);
+        out += r.started ? "transferring to " + std::to_string(target) + "\n"
+                         : "refused: " + r.refusal + " (leader=" + std::to_string(r.leader) + ")\n";
+      });
+    } else if (verb == "read-index") {
+      const NodeId id = ids({args.at(0)}).front();
+      ReadIndexResult r = net_.core(id).readIndex(args.at(1));
+      out = r.accepted ? "reading\n" : "refused: " + r.refusal + "\n";
+    } else if (verb == "membership") {
+      out = describeMembership(parseId(args.at(0)));
     } else if (verb == "process-ready") {
       for (NodeId id : ids(args)) net_.processReady(id, &out);
     } else if (verb == "deliver-msgs") {
@@ -232,12 +259,35 @@ class Interpreter {
 
   void propose(const std::vector<std::string>& args, std::string& out) {
     const NodeId id = ids({args.at(0)}).front();
-    ProposeResult r = net_.core(id).propose(args.at(1));
+    describePropose(net_.core(id).propose(args.at(1)), out);
+  }
+
+  static void describePropose(const ProposeResult& r, std::string& out) {
     if (r.accepted) {
       out = "proposed at " + std::to_string(r.term) + "/" + std::to_string(r.index) + "\n";
     } else {
-      out = "refused: not the leader (leader=" + std::to_string(r.leader) + ")\n";
+      out = "refused: " + r.refusal + " (leader=" + std::to_string(r.leader) + ")\n";
     }
+  }
+
+  void confChange(const std::vector<std::string>& args, std::string& out) {
+    const NodeId id = ids({args.at(0)}).front();
+    auto change = decodeConfChange(args.at(1) + " " + args.at(2));
+    if (!change) throw std::invalid_argument("not a membership change: " + args[1] + " " + args[2]);
+    withChanges({id}, out, [&](NodeId node) {
+      std::string result;
+      describePropose(net_.core(node).proposeConfChange(*change), result);
+      out += result;
+    });
+  }
+
+  std::string describeMembership(NodeId id) {
+    const Membership& m = net_.core(id).membership();
+    std::string out = "voters=";
+    for (NodeId v : m.voters) out += (out.back() == '=' ? "" : ",") + std::to_string(v);
+    out += " learners=";
+    for (NodeId l : m.learners) out += (out.back() == '=' ? "" : ",") + std::to_string(l);
+    return out + "\n";
   }
 
   void tickUntilCampaign(std::string& out) {

@@ -10,7 +10,13 @@
 //   state machine safety every node applies the same entry at each index;
 // and at the end, after healing everything, that every proposal a client saw applied
 // on the leader it asked is applied on every node (and that the cluster still makes
-// progress: a last proposal commits everywhere).
+// progress: a last proposal commits on every member).
+//
+// Some seeds also change the membership as they go (spare nodes join as learners, are
+// promoted, members are removed, leaders included) and transfer the leadership; every
+// seed issues linearizable reads at random nodes and checks each released read: its
+// index is applied on the node that serves it, and is at least the highest commit index
+// any node had seen when the read was issued (a read never misses a completed write).
 //
 // ZETIAN_RAFT_SIM_SEED=n replays one seed and prints its trace; ZETIAN_RAFT_SIM_SEEDS=n
 // runs n seeds instead of the default (a long campaign: docs/raft.md).
@@ -67,21 +73,31 @@ class Simulation {
     drop_ = pick(0, 20) / 100.0;
     duplicate_ = pick(0, 10) / 100.0;
     max_delay_ = pick(0, 3);
+    change_rate_ = std::vector<double>{0, 0.01, 0.04}[static_cast<std::size_t>(pick(0, 2))];
+    transfer_rate_ = std::vector<double>{0, 0.005, 0.02}[static_cast<std::size_t>(pick(0, 2))];
+    // Spare nodes run from the start outside the cluster (the initial membership, an
+    // empty log), waiting to be added.
+    const int spares = change_rate_ > 0 ? pick(1, 2) : 0;
     for (int i = 1; i <= size; ++i) base_.voters.push_back(static_cast<NodeId>(i));
-    for (NodeId id : base_.voters) {
-      nodes_[id];
-      start(id);
+    ever_member_.insert(base_.voters.begin(), base_.voters.end());
+    for (int i = 1; i <= size + spares; ++i) {
+      nodes_[static_cast<NodeId>(i)];
+      start(static_cast<NodeId>(i));
     }
     note("cluster of " + std::to_string(size) + " crash_rate=" + std::to_string(crash_rate_) + " pre_vote=" + std::to_string(base_.pre_vote) +
          " check_quorum=" + std::to_string(base_.check_quorum) + " heartbeat=" +
          std::to_string(base_.heartbeat_ticks) + " drop=" + std::to_string(drop_) + " duplicate=" +
-         std::to_string(duplicate_) + " max_delay=" + std::to_string(max_delay_));
+         std::to_string(duplicate_) + " max_delay=" + std::to_string(max_delay_) + " spares=" +
+         std::to_string(spares) + " change_rate=" + std::to_string(change_rate_) +
+         " transfer_rate=" + std::to_string(transfer_rate_));
   }
 
   void run(int rounds) {
     for (round_ = 0; round_ < rounds; ++round_) {
       faults();
       clientProposes();
+      operatorActs();
+      clientReads();
       for (NodeId id : upNodes()) nodes_[id].core->tick();
       stepAll();
     }
@@ -89,6 +105,19 @@ class Simulation {
   }
 
   const std::deque<std::string>& trace() const { return trace_; }
+
+  // What a run exercised, so the test can tell the features were reached at all.
+  struct Stats {
+    std::uint64_t changes = 0;    // membership changes committed
+    std::uint64_t handovers = 0;  // timeout_now messages sent (transfers reaching their end)
+    std::uint64_t reads = 0;      // reads released and checked
+  };
+  Stats stats() const {
+    Stats out = stats_;
+    out.changes = static_cast<std::uint64_t>(
+        std::count_if(applied_.begin(), applied_.end(), [](const Entry& e) { return e.type == EntryType::config; }));
+    return out;
+  }
 
  private:
   // ---- randomness --------------------------------------------------------------------
@@ -134,7 +163,20 @@ class Simulation {
 
   // ---- faults and clients ------------------------------------------------------------
   void faults() {
+    for (auto it = stop_at_.begin(); it != stop_at_.end();) {
+      if (it->second > round_) {
+        ++it;
+        continue;
+      }
+      SimNode& node = nodes_[it->first];
+      node.core.reset();
+      node.held.reset();
+      stopped_.insert(it->first);
+      note("stop removed node " + std::to_string(it->first));
+      it = stop_at_.erase(it);
+    }
     for (auto& [id, node] : nodes_) {
+      if (stopped_.contains(id)) continue;
       if (!node.core && node.down_until <= round_) {
         start(id);
         note("restart " + std::to_string(id) + " term=" + std::to_string(node.core->term()) +
@@ -154,7 +196,7 @@ class Simulation {
     }
     if (group_.empty() && coin(partition_rate_)) {
       std::string desc;
-      for (NodeId id : base_.voters) {
+      for (const auto& [id, node] : nodes_) {
         group_[id] = pick(0, groups_ - 1);
         desc += " " + std::to_string(id) + ":" + std::to_string(group_[id]);
       }
@@ -175,6 +217,58 @@ class Simulation {
       if (r.accepted) pending_.push_back({id, r.index, r.term, data});
       return;
     }
+  }
+
+  RaftCore* someLeader() {
+    for (NodeId id : upNodes()) {
+      if (nodes_[id].core->role() == Role::leader) return nodes_[id].core.get();
+    }
+    return nullptr;
+  }
+
+  // Membership changes and leadership transfers, at a leader, as an operator would.
+  void operatorActs() {
+    RaftCore* leader = someLeader();
+    if (!leader) return;
+    if (coin(change_rate_)) {
+      const Membership& m = leader->membership();
+      std::vector<ConfChange> options;
+      for (const auto& [id, node] : nodes_) {
+        if (!m.isMember(id)) {
+          // Node ids are never reused: a removed node stays out (and keeps running,
+          // which is what shows it cannot disrupt the cluster).
+          if (ever_member_.contains(id)) continue;
+          options.push_back({coin(0.8) ? ChangeType::add_learner : ChangeType::add_voter, id});
+        } else if (m.isLearner(id)) {
+          options.push_back({coin(0.5) ? ChangeType::promote : ChangeType::remove, id});
+        } else if (m.voters.size() > 2) {
+          options.push_back({ChangeType::remove, id});
+        }
+      }
+      if (!options.empty()) {
+        const ConfChange change = options[static_cast<std::size_t>(pick(0, static_cast<int>(options.size()) - 1))];
+        ProposeResult r = leader->proposeConfChange(change);
+        if (r.accepted) ever_member_.insert(change.node);
+        note(std::to_string(leader->id()) + " " + encodeConfChange(change) + ": " +
+             (r.accepted ? "proposed at " + std::to_string(r.index) : "refused: " + r.refusal));
+      }
+    }
+    if (coin(transfer_rate_)) {
+      std::vector<NodeId> voters(leader->membership().voters.begin(), leader->membership().voters.end());
+      const NodeId target = voters[static_cast<std::size_t>(pick(0, static_cast<int>(voters.size()) - 1))];
+      TransferResult r = leader->transferLeader(target);
+      note(std::to_string(leader->id()) + " transfer to " + std::to_string(target) + ": " +
+           (r.started ? "started" : "refused: " + r.refusal));
+    }
+  }
+
+  void clientReads() {
+    if (!coin(0.1)) return;
+    auto up = upNodes();
+    const NodeId id = up.empty() ? kNoNode : up[static_cast<std::size_t>(pick(0, static_cast<int>(up.size()) - 1))];
+    if (id == kNoNode) return;
+    const std::string context = "r" + std::to_string(next_read_++);
+    if (nodes_[id].core->readIndex(context).accepted) reads_issued_[context] = committed_.size();
   }
 
   // ---- steps -------------------------------------------------------------------------
@@ -207,8 +301,12 @@ class Simulation {
     SimNode& node = nodes_[id];
     Ready rd = std::move(*node.held);
     node.held.reset();
-    for (Message& m : rd.messages) send(std::move(m));
+    for (Message& m : rd.messages) {
+      if (m.type == MessageType::timeout_now) ++stats_.handovers;
+      send(std::move(m));
+    }
     for (const Entry& e : rd.committed) apply(id, e);
+    for (const ReadState& r : rd.read_states) serveRead(id, r);
     node.core->advance();
   }
 
@@ -249,6 +347,12 @@ class Simulation {
       }
     } else {
       applied_.push_back(e);
+      auto change = e.type == EntryType::config ? decodeConfChange(e.data) : std::nullopt;
+      if (change && change->type == ChangeType::remove) {
+        // The operator stops a removed node, some time after its removal commits; until
+        // then it runs with whatever view it has, which must not disturb anyone.
+        stop_at_[change->node] = round_ + pick(0, 60);
+      }
     }
     for (const Pending& p : pending_) {
       if (p.node == id && p.index == e.index && p.term == e.term && !acknowledged_.contains(e.index)) {
@@ -256,6 +360,20 @@ class Simulation {
         note("acknowledged " + describe(e));
       }
     }
+  }
+
+  void serveRead(NodeId id, const ReadState& r) {
+    auto issued = reads_issued_.find(r.context);
+    if (issued == reads_issued_.end()) fail("node " + std::to_string(id) + " released unknown read " + r.context);
+    if (nodes_[id].applied < r.index) {
+      fail("node " + std::to_string(id) + " released read " + r.context + " at index " + std::to_string(r.index) +
+           " with only " + std::to_string(nodes_[id].applied) + " applied");
+    }
+    if (r.index < issued->second) {
+      fail("read " + r.context + " at index " + std::to_string(r.index) + " misses commits up to " +
+           std::to_string(issued->second) + " made before it was issued");
+    }
+    ++stats_.reads;
   }
 
   // ---- invariants --------------------------------------------------------------------
@@ -338,7 +456,7 @@ class Simulation {
     drop_ = 0;
     duplicate_ = 0;
     for (auto& [id, node] : nodes_) {
-      if (!node.core) start(id);
+      if (!node.core && !stopped_.contains(id)) start(id);
     }
     note("settle: healed, all up, no loss");
     Index marker_index = 0;  // where the last proposal sits; 0: none yet
@@ -361,7 +479,9 @@ class Simulation {
           }
         }
       }
-      done = marker_index != 0 && allApplied(marker_index) && applied_[marker_index - 1].term == marker_term;
+      RaftCore* leader = someLeader();
+      done = marker_index != 0 && leader && allApplied(marker_index, leader->membership()) &&
+             applied_[marker_index - 1].term == marker_term;
     }
     if (!done) {
       fail("no progress after healing (liveness); marker at " + std::to_string(marker_index) + "\n" +
@@ -392,8 +512,11 @@ class Simulation {
     return out;
   }
 
-  bool allApplied(Index index) const {
+  // Every member (voter or learner) has applied `index`; removed and spare nodes are
+  // not waited for.
+  bool allApplied(Index index, const Membership& members) const {
     for (const auto& [id, node] : nodes_) {
+      if (!members.isMember(id)) continue;
       if (!node.core || node.applied < index) return false;
     }
     return true;
@@ -427,6 +550,8 @@ class Simulation {
   double drop_ = 0;
   double duplicate_ = 0;
   int max_delay_ = 0;
+  double change_rate_ = 0;    // per round: the leader is asked for a membership change
+  double transfer_rate_ = 0;  // per round: the leader is asked to hand over
   bool faults_ = true;  // crashes inside a Ready's handling (off while settling)
   int round_ = 0;
   std::uint64_t restarts_ = 0;
@@ -440,6 +565,13 @@ class Simulation {
   std::vector<Committed> committed_;
   std::vector<Pending> pending_;
   std::map<Index, Entry> acknowledged_;
+  Stats stats_;
+  std::set<NodeId> ever_member_;
+  std::map<NodeId, int> stop_at_;  // removed nodes: the round the operator stops them
+  std::set<NodeId> stopped_;  // proposed as a member once: never added again
+  std::uint64_t next_read_ = 0;
+  std::map<std::string, std::size_t> reads_issued_;  // context -> highest commit seen at issue
+
   std::deque<std::string> trace_;
 };
 
@@ -449,10 +581,15 @@ std::optional<std::uint64_t> envNumber(const char* name) {
   return std::stoull(value);
 }
 
-bool runSeed(std::uint64_t seed, bool verbose, std::string& failure) {
+bool runSeed(std::uint64_t seed, bool verbose, std::string& failure, Simulation::Stats* total = nullptr) {
   Simulation sim(seed, verbose);
   try {
     sim.run(400);
+    if (total) {
+      total->changes += sim.stats().changes;
+      total->handovers += sim.stats().handovers;
+      total->reads += sim.stats().reads;
+    }
   } catch (const std::exception& e) {
     failure = e.what();
     failure += "\nlast events:\n";
@@ -471,12 +608,20 @@ TEST(RaftSimulation, SafetyHoldsUnderLossDelayPartitionsAndCrashes) {
   }
   const std::uint64_t seeds = envNumber("ZETIAN_RAFT_SIM_SEEDS").value_or(300);
   const auto start = std::chrono::steady_clock::now();
+  Simulation::Stats total;
   for (std::uint64_t seed = 1; seed <= seeds; ++seed) {
     std::string failure;
-    ASSERT_TRUE(runSeed(seed, false, failure)) << failure;
+    ASSERT_TRUE(runSeed(seed, false, failure, &total)) << failure;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << seeds << " seeds in " << seconds << " s\n";
+  std::cout << seeds << " seeds in " << seconds << " s: " << total.changes << " membership changes committed, "
+            << total.handovers << " leadership handovers, " << total.reads << " reads checked\n";
+  if (seeds >= 100) {
+    // A third of the seeds change membership and transfer leadership, all of them read.
+    EXPECT_GT(total.changes, seeds / 10);
+    EXPECT_GT(total.handovers, seeds / 10);
+    EXPECT_GT(total.reads, seeds);
+  }
 }
 
 }  // namespace

@@ -966,7 +966,7 @@ class Simulation {
       m.buckets = std::move(buckets);
       note([&] {
         return nodes_[n].id + (handoff ? " hands off " : " replicates ") + std::to_string(m.buckets.size()) +
-               " keys to " + nodes_[peer].id;
+               " keys to " + nodes_[m.to].id;
       });
       send(std::move(m));
     }

@@ -55,7 +55,8 @@ struct PolicyLoadResult {
 // `name` is what errors call the document ("policy.toml", "<policy version 7>").
 PolicyLoadResult loadPolicy(std::string_view text, const std::string& name, const PolicyLoadOptions& options = {});
 
-// The canonical text of `policy` (for a node's file: policyText(config.policy)).
+// The canonical text of `policy`, a policy the loader gave (for a node's file:
+// policyText(config.policy)); values the loader would refuse are written as they are.
 std::string policyText(const Policy& policy);
 
 // One `key = value` line of the canonical text: the value as TOML writes it ("100",

@@ -22,8 +22,6 @@ PolicyLoadResult finish(Diagnostics& diag, std::optional<Policy> policy) {
   return result;
 }
 
-std::string tomlText(std::string_view s) { return tomlString(s); }
-
 void appendFields(std::string& out, const std::vector<CanonicalField>& fields) {
   for (const auto& f : fields) out += std::string(f.key) + " = " + f.value + "\n";
 }
@@ -72,46 +70,46 @@ PolicyLoadResult loadPolicy(std::string_view text, const std::string& name, cons
 
 std::vector<CanonicalField> canonicalRatelimitFields(const Policy& policy) {
   std::string exempt = "[";
-  for (std::size_t i = 0; i < policy.exempt.size(); ++i) exempt += (i ? ", " : "") + tomlText(policy.exempt[i].toString());
+  for (std::size_t i = 0; i < policy.exempt.size(); ++i) exempt += (i ? ", " : "") + tomlString(policy.exempt[i].toString());
   exempt += "]";
   return {
       {"exempt", std::move(exempt)},
       {"exempt_authenticated", policy.exempt_authenticated ? "true" : "false"},
       {"max_keys", std::to_string(policy.max_keys)},
-      {"fail_mode", tomlText(failModeName(policy.fail_mode))},
-      {"store", tomlText(storeName(policy.store))},
+      {"fail_mode", tomlString(failModeName(policy.fail_mode))},
+      {"store", tomlString(storeName(policy.store))},
   };
 }
 
 std::vector<CanonicalField> canonicalRuleFields(const Rule& rule) {
   std::vector<CanonicalField> f;
-  f.push_back({"name", tomlText(rule.name)});
-  f.push_back({"key", tomlText(keyKindName(rule.key))});
+  f.push_back({"name", tomlString(rule.name)});
+  f.push_back({"key", tomlString(keyKindName(rule.key))});
   // The loader refuses a prefix on any other key.
   if (rule.key == KeyKind::ClientNet) {
     f.push_back({"prefix_v4", std::to_string(rule.prefix_v4)});
     f.push_back({"prefix_v6", std::to_string(rule.prefix_v6)});
   }
-  f.push_back({"stage", tomlText(stageName(rule.stage))});
+  f.push_back({"stage", tomlString(stageName(rule.stage))});
   f.push_back({"limit", std::to_string(rule.limit)});
-  f.push_back({"period", tomlText(formatDuration(rule.period))});
+  f.push_back({"period", tomlString(formatDuration(rule.period))});
   f.push_back({"burst", std::to_string(rule.burst)});
-  f.push_back({"algorithm", tomlText(state::algorithmName(rule.algorithm))});
+  f.push_back({"algorithm", tomlString(state::algorithmName(rule.algorithm))});
   // A Redis rule may not name a scope or a consistency (the loader refuses them).
   if (rule.store != Store::Redis) {
-    f.push_back({"scope", tomlText(scopeName(rule.scope))});
-    f.push_back({"consistency", tomlText(consistencyName(rule.consistency))});
+    f.push_back({"scope", tomlString(scopeName(rule.scope))});
+    f.push_back({"consistency", tomlString(consistencyName(rule.consistency))});
   }
-  f.push_back({"store", tomlText(storeName(rule.store))});
-  f.push_back({"action", tomlText(actionName(rule.action))});
+  f.push_back({"store", tomlString(storeName(rule.store))});
+  f.push_back({"action", tomlString(actionName(rule.action))});
   // Before stage "mail" the sender is unknown and the loader refuses the key.
-  if (rule.stage >= Stage::Mail) f.push_back({"senders", tomlText(senderFilterName(rule.senders))});
-  if (rule.reply) f.push_back({"reply", tomlText(*rule.reply)});
+  if (rule.stage >= Stage::Mail) f.push_back({"senders", tomlString(senderFilterName(rule.senders))});
+  if (rule.reply) f.push_back({"reply", tomlString(*rule.reply)});
   return f;
 }
 
 std::vector<CanonicalField> canonicalAffinityFields(const Policy& policy) {
-  return {{"method", tomlText(affinityMethodName(policy.affinity))}};
+  return {{"method", tomlString(affinityMethodName(policy.affinity))}};
 }
 
 std::string policyText(const Policy& policy) {

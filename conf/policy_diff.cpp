@@ -63,15 +63,13 @@ PolicyDiff diffPolicies(const Policy& before, const Policy& after) {
   for (const auto& c : after.exempt) new_blocks.push_back(c.toString());
   const std::set<std::string> old_set(old_blocks.begin(), old_blocks.end());
   const std::set<std::string> new_set(new_blocks.begin(), new_blocks.end());
+  // Sets, not searches of the lists: an exempt list can hold ten thousand blocks.
+  std::set<std::string> shown_added, shown_removed;
   for (const auto& b : new_blocks) {
-    if (!old_set.count(b) && std::find(diff.exempt_added.begin(), diff.exempt_added.end(), b) == diff.exempt_added.end()) {
-      diff.exempt_added.push_back(b);
-    }
+    if (!old_set.count(b) && shown_added.insert(b).second) diff.exempt_added.push_back(b);
   }
   for (const auto& b : old_blocks) {
-    if (!new_set.count(b) && std::find(diff.exempt_removed.begin(), diff.exempt_removed.end(), b) == diff.exempt_removed.end()) {
-      diff.exempt_removed.push_back(b);
-    }
+    if (!new_set.count(b) && shown_removed.insert(b).second) diff.exempt_removed.push_back(b);
   }
   diff.exempt_reordered = diff.exempt_added.empty() && diff.exempt_removed.empty() && old_blocks != new_blocks;
 

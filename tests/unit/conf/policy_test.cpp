@@ -411,6 +411,11 @@ TEST(PolicyDiffTest, ExemptionsAndSettings) {
   EXPECT_TRUE(reordered.exempt_reordered);
   EXPECT_FALSE(reordered.empty());
   EXPECT_EQ(renderPolicyDiff(reordered), "ratelimit.exempt: the same blocks in another order\n");
+
+  // A block written twice is removed once.
+  const PolicyDiff twice = diffPolicies(goodPolicy("[ratelimit]\nexempt = [\"10.0.0.0/8\", \"10.0.0.0/8\"]\n" + std::string(kRule)),
+                                        goodPolicy("[ratelimit]\nexempt = []\n" + std::string(kRule)));
+  EXPECT_EQ(twice.exempt_removed, (std::vector<std::string>{"10.0.0.0/8"}));
 }
 
 }  // namespace

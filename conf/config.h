@@ -87,6 +87,7 @@ struct Rule {
   // scope or consistency (the loader refuses them), so theirs are the defaults and
   // mean nothing.
   Store store = Store::Local;
+  bool operator==(const Rule&) const = default;
 };
 
 struct Policy {
@@ -99,6 +100,7 @@ struct Policy {
   // every Rule::store.
   Store store = Store::Local;
   std::vector<Rule> rules;
+  bool operator==(const Policy&) const = default;
 };
 
 struct NodeSection {

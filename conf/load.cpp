@@ -22,13 +22,12 @@
 #include <sstream>
 
 #include "conf/build.h"
+#include "conf/parse.h"
 #include "conf/reader.h"
 #include "conf/text.h"
 
 namespace zetian::conf {
 namespace {
-
-constexpr std::size_t kMaxConfigBytes = 1 << 20;
 
 constexpr std::string_view kEmbeddedName = "<embedded default>";
 
@@ -134,25 +133,6 @@ bool isBareKey(std::string_view s) {
   });
 }
 
-// A TOML basic string holding `s`.
-std::string tomlString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 // Parses `text` as the document "v = <text>" whose values carry the source name
 // "--set KEY"; returns its single value, or nothing when it is not exactly that.
 std::optional<toml::value> parseOverrideValue(const std::string& text, const std::string& source) {
@@ -223,6 +203,55 @@ LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
 
 }  // namespace
 
+std::string tomlString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::optional<toml::value> parseDocument(std::string_view text, const std::string& name, PreparedSource& prepared,
+                                         Diagnostics& diag) {
+  if (text.size() > kMaxConfigBytes) {
+    diag.atFile("the configuration is larger than 1 MiB; is this the right file?");
+    return std::nullopt;
+  }
+  if (auto bad = firstInvalidUtf8(text)) {
+    // TOML documents are UTF-8; toml11 3.7 also misreads its own buffers when it
+    // reports invalid UTF-8 in a string, so it never gets to see any.
+    const std::string_view before = text.substr(0, *bad);
+    const auto line_start = before.rfind('\n');
+    const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+    const int column = static_cast<int>(*bad - (line_start == std::string_view::npos ? 0 : line_start + 1)) + 1;
+    diag.atPlace(line, column, "the file is not valid UTF-8 here; TOML files must be UTF-8");
+    return std::nullopt;
+  }
+  prepared = prepareSource(text);
+  if (prepared.refused_at) {
+    diag.atPlace(prepared.refused_at->line, prepared.refused_at->column, std::move(prepared.refusal));
+    return std::nullopt;
+  }
+  diag.setSource(SourceMap(text, prepared.text, prepared.breaks));
+  try {
+    std::istringstream in{prepared.text};
+    return toml::parse(in, name);
+  } catch (const toml::syntax_error& e) {
+    syntaxError(e, diag.source(), diag);
+    return std::nullopt;
+  }
+}
+
 std::string ConfigError::format() const {
   if (line <= 0) return file + ": " + message;
   return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
@@ -231,34 +260,10 @@ std::string ConfigError::format() const {
 LoadResult loadString(std::string_view text, const std::string& name, const LoadOptions& options) {
   Diagnostics diag(name);
   try {
-    if (text.size() > kMaxConfigBytes) {
-      diag.atFile("the configuration is larger than 1 MiB; is this the right file?");
-      return finish(diag, std::nullopt);
-    }
-    if (auto bad = firstInvalidUtf8(text)) {
-      // TOML documents are UTF-8; toml11 3.7 also misreads its own buffers when it
-      // reports invalid UTF-8 in a string, so it never gets to see any.
-      const std::string_view before = text.substr(0, *bad);
-      const auto line_start = before.rfind('\n');
-      const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
-      const int column = static_cast<int>(*bad - (line_start == std::string_view::npos ? 0 : line_start + 1)) + 1;
-      diag.atPlace(line, column, "the file is not valid UTF-8 here; TOML files must be UTF-8");
-      return finish(diag, std::nullopt);
-    }
-    PreparedSource prepared = prepareSource(text);
-    if (prepared.refused_at) {
-      diag.atPlace(prepared.refused_at->line, prepared.refused_at->column, std::move(prepared.refusal));
-      return finish(diag, std::nullopt);
-    }
-    diag.setSource(SourceMap(text, prepared.text, std::move(prepared.breaks)));
-    toml::value root;
-    try {
-      std::istringstream in{prepared.text};
-      root = toml::parse(in, name);
-    } catch (const toml::syntax_error& e) {
-      syntaxError(e, diag.source(), diag);
-      return finish(diag, std::nullopt);
-    }
+    PreparedSource prepared;
+    std::optional<toml::value> parsed = parseDocument(text, name, prepared, diag);
+    if (!parsed) return finish(diag, std::nullopt);
+    toml::value& root = *parsed;
     std::vector<std::string> order;
     for (const auto& o : options.overrides) order.push_back(o.key);
     diag.setOverrideOrder(std::move(order));

@@ -36,6 +36,7 @@ struct Cidr {
   // they parse as IPv4), an IPv6 block holds IPv6 addresses only, even ::/0.
   bool contains(const IpAddress& addr) const;
   std::string toString() const;
+  bool operator==(const Cidr&) const = default;
 };
 
 }  // namespace zetian::conf

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <charconv>
 #include <optional>
-#include <random>
 #include <utility>
 
+#include "cluster/redis/client_parts.h"
 #include "cluster/redis/key_slot.h"
 
 namespace zetian::cluster::redis {
@@ -80,12 +80,6 @@ void add(ClientCounters& to, const ClientCounters& from, bool with_calls) {
   to.moved += from.moved;
   to.asked += from.asked;
   to.slot_map_loads += from.slot_map_loads;
-}
-
-std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
-  thread_local std::mt19937 rng{std::random_device{}()};
-  std::uniform_int_distribution<std::int64_t> spread(d.count() / 2, d.count());
-  return std::chrono::milliseconds(spread(rng));
 }
 
 }  // namespace

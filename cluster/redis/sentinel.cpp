@@ -6,31 +6,21 @@
 
 #include <algorithm>
 #include <charconv>
-#include <random>
 #include <string_view>
 #include <utility>
 
 #include "cluster/discovery/resolver.h"
+#include "cluster/redis/client_parts.h"
 
 namespace zetian::cluster::redis {
 
 namespace {
-
-std::string text(const redisReply* reply) {
-  return reply && reply->str ? std::string(reply->str, reply->len) : std::string();
-}
 
 std::optional<std::uint16_t> parsePort(std::string_view s) {
   unsigned value = 0;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (ec != std::errc() || end != s.data() + s.size() || value == 0 || value > 65535) return std::nullopt;
   return static_cast<std::uint16_t>(value);
-}
-
-std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
-  thread_local std::mt19937 rng{std::random_device{}()};
-  std::uniform_int_distribution<std::int64_t> spread(d.count() / 2, d.count());
-  return std::chrono::milliseconds(spread(rng));
 }
 
 }  // namespace
@@ -110,21 +100,21 @@ void Sentinel::ask(const std::shared_ptr<Lookup>& lookup) {
           if (error.empty()) {
             if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
                 reply->element[0]->type == REDIS_REPLY_STRING && reply->element[1]->type == REDIS_REPLY_STRING) {
-              const auto port = parsePort(text(reply->element[1]));
+              const auto port = parsePort(replyText(reply->element[1]));
               if (port && reply->element[0]->len > 0) {
                 // This one answered: ask it first next time.
                 auto& list = options_.sentinels;
                 if (auto it = std::find(list.begin(), list.end(), sentinel); it != list.end()) {
                   std::rotate(list.begin(), it, it + 1);
                 }
-                std::exchange(lookup->done, nullptr)(SentinelAddress{text(reply->element[0]), *port}, "");
+                std::exchange(lookup->done, nullptr)(SentinelAddress{replyText(reply->element[0]), *port}, "");
                 return;
               }
               error = "an address that does not parse";
             } else if (reply->type == REDIS_REPLY_NIL) {
               error = "it monitors no master named " + options_.master_name + " (check redis.master_name)";
             } else if (reply->type == REDIS_REPLY_ERROR) {
-              error = text(reply);
+              error = replyText(reply);
             } else {
               error = "an answer that is not an address";
             }
@@ -292,7 +282,7 @@ void Sentinel::onSubscriptionMessage(redisReply* reply) {
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING) {
     return;
   }
-  const std::string kind = text(reply->element[0]);
+  const std::string kind = replyText(reply->element[0]);
   if (kind == "subscribe") {
     sub_timer_.cancel();
     sub_backoff_ = std::chrono::milliseconds(0);
@@ -308,7 +298,7 @@ void Sentinel::onSubscriptionMessage(redisReply* reply) {
   }
   if (kind != "message") return;
   // "NAME OLD-IP OLD-PORT NEW-IP NEW-PORT"
-  const std::string payload = text(reply->element[2]);
+  const std::string payload = replyText(reply->element[2]);
   std::vector<std::string> words;
   for (std::size_t at = 0; at <= payload.size();) {
     const std::size_t space = std::min(payload.find(' ', at), payload.size());

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/cluster/redis_call_result.h"
 #include "tests/unit/cluster/redis_server.h"
 #include "tests/unit/cluster/test_support.h"
 
@@ -70,21 +71,7 @@ wire::LimitItem item(const std::string& key, std::uint64_t limit, bool blocking 
   return i;
 }
 
-struct Result {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::optional<limits::CallResult> value;
-  void set(limits::CallResult r) {
-    std::lock_guard lock(mutex);
-    value = std::move(r);
-    cv.notify_all();
-  }
-  std::optional<limits::CallResult> wait(std::chrono::milliseconds deadline = 10s) {
-    std::unique_lock lock(mutex);
-    cv.wait_for(lock, deadline, [&] { return value.has_value(); });
-    return value;
-  }
-};
+using Result = zetian::cluster::testing::CallResultBox;
 
 class RedisClientTest : public ::testing::Test {
  protected:

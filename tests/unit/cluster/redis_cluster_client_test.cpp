@@ -21,6 +21,7 @@
 #include "cluster/redis/key_slot.h"
 #include "cluster/redis/limiter.h"
 #include "state/limit.h"
+#include "tests/unit/cluster/redis_call_result.h"
 #include "tests/unit/cluster/redis_cluster.h"
 #include "tests/unit/cluster/test_support.h"
 
@@ -50,21 +51,7 @@ wire::LimitItem item(const std::string& key, std::uint64_t limit, state::Algorit
 
 std::uint16_t slotOf(const std::string& key) { return keySlot(kPrefix + key); }
 
-struct Result {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::optional<limits::CallResult> value;
-  void set(limits::CallResult r) {
-    std::lock_guard lock(mutex);
-    value = std::move(r);
-    cv.notify_all();
-  }
-  std::optional<limits::CallResult> wait(std::chrono::milliseconds deadline = 10s) {
-    std::unique_lock lock(mutex);
-    cv.wait_for(lock, deadline, [&] { return value.has_value(); });
-    return value;
-  }
-};
+using Result = zetian::cluster::testing::CallResultBox;
 
 class RedisClusterClientTest : public ::testing::Test {
  protected:

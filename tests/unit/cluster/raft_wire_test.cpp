@@ -3,15 +3,38 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <new>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cluster/wire/codec.h"
+
+// Counts bytes allocated while a test has it switched on, to show that forged counts
+// and lengths make the decoder reserve nothing (as wire_codec_test.cpp does). GCC 12
+// sees the inlined replacement pair (malloc in new, free in delete) as a mismatch; it
+// is the matching pair.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<std::size_t> g_counted_bytes{0};
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (g_counting.load(std::memory_order_relaxed)) g_counted_bytes += size;
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace zetian::cluster::wire {
 namespace {
@@ -260,6 +283,41 @@ TEST(RaftWire, EntryDataLengthBeyondThePayloadIsTruncated) {
     for (int i = 0; i < 4; ++i) payload[length_at + i] = static_cast<char>((length >> (24 - 8 * i)) & 0xff);
     expectRefused(payload, DecodeError::Truncated, "length " + std::to_string(length));
   }
+}
+
+// Bytes the decoder allocates for `payload`, which it must refuse.
+std::size_t allocatedRefusing(const std::string& payload) {
+  g_counted_bytes = 0;
+  g_counting = true;
+  const RaftDecodeResult r = decodeRaftMessage(payload);
+  g_counting = false;
+  EXPECT_FALSE(r.ok);
+  return g_counted_bytes.load();
+}
+
+TEST(RaftWire, ForgedCountsAndLengthsAllocateNothingTheyName) {
+  RaftMessage m = base(RaftKind::append);
+  m.entries = {Entry{1, 42, EntryType::normal, "x"}};
+  const std::string payload = encodeRaftMessage(m);
+  const std::size_t count_at = kContextLengthAt + 2;
+
+  // kMaxRaftEntries entries claimed, one present: reserving them would take
+  // kMaxRaftEntries * sizeof(Entry) bytes.
+  std::string many = payload;
+  many[count_at] = static_cast<char>(kMaxRaftEntries >> 8);
+  many[count_at + 1] = static_cast<char>(kMaxRaftEntries & 0xff);
+  EXPECT_LT(allocatedRefusing(many), 1024u);
+
+  // A 4 GiB entry.
+  std::string huge = payload;
+  for (std::size_t i = 0; i < 4; ++i) huge[payload.size() - 1 - 4 + i] = '\xff';
+  EXPECT_LT(allocatedRefusing(huge), 1024u);
+
+  // A context of kMaxStringBytes claimed, none present.
+  std::string context = payload;
+  context[kContextLengthAt] = static_cast<char>(kMaxStringBytes >> 8);
+  context[kContextLengthAt + 1] = static_cast<char>(kMaxStringBytes & 0xff);
+  EXPECT_LT(allocatedRefusing(context), 512u);
 }
 
 TEST(RaftWire, UnknownEntryTypeIsABadValue) {

@@ -5,6 +5,8 @@
 // ok() once at the end without ever touching memory past the frame.
 #include "cluster/wire/codec.h"
 
+#include "cluster/wire/raft_codec.h"
+
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -125,6 +127,14 @@ class Reader {
     const std::int64_t v = i64();
     if (ok() && v < 0) fail(DecodeError::BadValue, std::string(what) + " " + std::to_string(v) + " is negative");
     return v;
+  }
+
+  // Everything left, consumed: for a payload another decoder reads whole.
+  std::string_view rest() {
+    if (failed_) return {};
+    const std::string_view out = data_.substr(pos_);
+    pos_ = data_.size();
+    return out;
   }
 
   template <std::size_t N>
@@ -346,6 +356,11 @@ void writePayload(Writer& w, const BucketSync& m) {
   }
 }
 
+void writePayload(Writer& w, const RaftFrame& m) {
+  const std::string payload = encodeRaftMessage(m.message);
+  w.bytes(reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size());
+}
+
 Hello readHello(Reader& r) {
   Hello m;
   m.node_id = r.str("node_id");
@@ -521,6 +536,12 @@ BucketSync readBucketSync(Reader& r) {
   return m;
 }
 
+RaftFrame readRaftFrame(Reader& r) {
+  RaftDecodeResult decoded = decodeRaftMessage(r.rest());
+  if (!decoded.ok) r.fail(decoded.error, std::move(decoded.detail));
+  return RaftFrame{std::move(decoded.message)};
+}
+
 DecodeResult failure(DecodeError error, std::string detail) {
   DecodeResult result;
   result.status = DecodeStatus::Error;
@@ -553,6 +574,7 @@ MessageType typeOf(const Message& message) {
         if constexpr (std::is_same_v<T, LimitRequest>) return MessageType::LimitRequest;
         if constexpr (std::is_same_v<T, LimitReply>) return MessageType::LimitReply;
         if constexpr (std::is_same_v<T, BucketSync>) return MessageType::BucketSync;
+        if constexpr (std::is_same_v<T, RaftFrame>) return MessageType::RaftFrame;
       },
       message);
 }
@@ -619,6 +641,7 @@ DecodeResult decode(std::string_view buffer) {
     case MessageType::LimitRequest: message = readLimitRequest(r); break;
     case MessageType::LimitReply: message = readLimitReply(r); break;
     case MessageType::BucketSync: message = readBucketSync(r); break;
+    case MessageType::RaftFrame: message = readRaftFrame(r); break;
     default: return failure(DecodeError::UnknownType, "message type " + std::to_string(type));
   }
   if (!r.ok()) return failure(r.error(), r.detail());

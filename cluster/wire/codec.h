@@ -26,6 +26,8 @@
 #include <variant>
 #include <vector>
 
+#include "cluster/raft/types.h"
+
 namespace zetian::cluster::wire {
 
 inline constexpr std::uint8_t kProtocolVersion = 1;
@@ -51,6 +53,7 @@ enum class MessageType : std::uint8_t {
   LimitRequest = 9,
   LimitReply = 10,
   BucketSync = 11,
+  RaftFrame = 12,
 };
 
 // Capabilities a node announces in its Hello. A node never sends a message type its peer
@@ -63,6 +66,10 @@ inline constexpr std::uint64_t kCapLeases = 4;      // LimitOp::Lease / ItemResu
 // (or a short wait runs out) a new owner holds the checks of keys that peer may still
 // hand it. Walk frames before it carry last = false.
 inline constexpr std::uint64_t kCapHandoffDone = 8;
+// RaftFrame. Not in kOwnCapabilities yet: a node announces it once its Raft driver
+// handles the frames; a node that announced it and dropped them would look to a Raft
+// peer like a voter that never answers.
+inline constexpr std::uint64_t kCapRaft = 16;
 inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync | kCapLeases | kCapHandoffDone;
 
 // Spelled as in /health; the wire carries the numeric value.
@@ -265,8 +272,15 @@ struct BucketSync {
   bool operator==(const BucketSync&) const = default;
 };
 
+// One Raft message between the cores of two nodes (only to a peer that announced
+// kCapRaft). Its payload's layout and limits are in raft_codec.h.
+struct RaftFrame {
+  raft::Message message;
+  bool operator==(const RaftFrame&) const = default;
+};
+
 using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList,
-                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync>;
+                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame>;
 
 MessageType typeOf(const Message& message);
 

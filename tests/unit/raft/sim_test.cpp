@@ -148,7 +148,7 @@ class Simulation {
     Config c = base_;
     c.id = id;
     c.seed = seed_ * 131 + id * 7 + restarts_++;
-    node.core = std::make_unique<RaftCore>(c, DurableState{node.storage.hard_state, node.storage.entries});
+    node.core = std::make_unique<RaftCore>(c, node.storage.durable());
     node.applied = 0;  // the state machine is rebuilt from the log
     node.down_until = -1;
   }

@@ -109,15 +109,13 @@ bool Network::processReady(NodeId id, std::string* out) {
     trace += "  state: " + std::string(roleName(rd.soft_state->role)) +
              " leader=" + std::to_string(rd.soft_state->leader) + "\n";
   }
+  if (rd.snapshot) trace += "  install " + describe(*rd.snapshot) + "\n";
   if (rd.hard_state) {
     trace += "  hard state: term=" + std::to_string(rd.hard_state->term) + " vote=" +
              std::to_string(rd.hard_state->vote) + " commit=" + std::to_string(rd.hard_state->commit) + "\n";
   }
   node.storage.write(rd);
-  if (rd.snapshot) {
-    trace += "  install " + describe(*rd.snapshot) + "\n";
-    node.applied_text = stateLines(rd.snapshot->data);
-  }
+  if (rd.snapshot) node.applied_text = stateLines(rd.snapshot->data);
   for (const Entry& e : rd.entries) trace += "  persist " + describe(e) + "\n";
   for (Message& m : rd.messages) {
     const bool delivered = nodes_.contains(m.to) && isUp(m.to) && linked(m.from, m.to);
@@ -251,6 +249,9 @@ std::string Network::describeLog(NodeId id) const {
   if (!node.core) return std::to_string(id) + " is down\n";
   const RaftLog& log = node.core->log();
   std::string out;
+  if (log.offset() > 0) {
+    out += "snapshot " + std::to_string(*log.term(log.offset())) + "/" + std::to_string(log.offset()) + "\n";
+  }
   for (const Entry& e : log.all()) out += describe(e) + "\n";
   if (log.all().empty()) out += "(empty)\n";
   out += "commit=" + std::to_string(log.committed()) + " applied=" + std::to_string(log.applied()) +

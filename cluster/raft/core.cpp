@@ -566,7 +566,10 @@ void RaftCore::sendSnapshot(NodeId peer) {
   if (!snapshot_) throw std::logic_error("raft: log compacted to " + std::to_string(log_.offset()) + " without a snapshot");
   Message m = to(peer, MessageType::snapshot);
   m.snapshot = snapshot_;
-  progress_[peer].becomeSnapshot(snapshot_->index);
+  Progress& pr = progress_[peer];
+  pr.becomeSnapshot(snapshot_->index);
+  // Installing it commits the follower through the snapshot's index.
+  pr.sent_commit = std::max(pr.sent_commit, snapshot_->index);
   send(std::move(m));
 }
 

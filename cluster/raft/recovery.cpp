@@ -78,6 +78,11 @@ DurableState durableFromRecovered(const RecoveredState& recovered) {
     base = out.snapshot->index;
   }
   for (const Entry& e : recovered.entries) {
+    if (e.index == base && out.snapshot && e.term != out.snapshot->term) {
+      // An install the crash interrupted (Storage::installSnapshot): the entries after
+      // this one are the old log's, which the snapshot replaced.
+      break;
+    }
     if (e.index > base) out.entries.push_back(e);
   }
   if (!out.entries.empty() && out.entries.front().index != base + 1) {

@@ -9,11 +9,12 @@
 // is refused: every snapshot in the storage came through toStoredSnapshot().
 //
 // Entries the storage returns at or below the snapshot's index are covered by it and
-// dropped; the log the core gets starts right after the snapshot. The driver, when a
-// Ready installs a snapshot whose last entry its log did not hold, must leave no entry
-// after the snapshot's index in storage that the core no longer holds (the core's log
-// after such an install is empty); the core then refuses a stored log whose terms fall
-// below the snapshot's term, but cannot tell a stale entry of a higher term.
+// dropped; the log the core gets starts right after the snapshot. A stored entry at the
+// snapshot's index with another term marks an install the crash interrupted
+// (Storage::installSnapshot deletes the whole old log before any new entry is written,
+// so nothing after such an entry is new): the entries after it are dropped too. The
+// driver stores a Ready's snapshot with installSnapshot(), and its own compact()
+// snapshots with saveSnapshot() and compact().
 #pragma once
 
 #include "cluster/raft/core.h"

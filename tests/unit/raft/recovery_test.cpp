@@ -142,4 +142,44 @@ TEST_F(RecoveryTest, ALogThatDoesNotReachTheSnapshotIsRefused) {
   EXPECT_EQ(d.entries.front().index, 11u);
 }
 
+// A follower's install of a leader's snapshot whose last entry its log holds with
+// another term: the stored log goes whole, and the next append starts after the
+// snapshot. A crash in the middle (the snapshot saved, old segments left) is recovered
+// by dropping what follows the mismatched entry.
+TEST_F(RecoveryTest, InstallingALeadersSnapshotReplacesTheStoredLog) {
+  std::vector<raft::Entry> old_log;
+  for (raft::Index i = 1; i <= 12; ++i) old_log.push_back({i <= 6 ? 1u : 2u, i, raft::EntryType::normal, "old"});
+  const raft::Snapshot snap{9, 3, {1, 2, 3}, {}, {}, "leader's state"};
+  {
+    auto opened = raft::Storage::open(dir_, {.segment_bytes = 128, .write_gate = nullptr});
+    opened.storage->append(old_log);
+    opened.storage->saveHardState({2, 1, 4});
+    ASSERT_GT(opened.storage->segmentCount(), 1u);
+    opened.storage->installSnapshot(raft::toStoredSnapshot(snap));
+    EXPECT_EQ(opened.storage->segmentCount(), 0u);
+    opened.storage->append({raft::Entry{3, 10, raft::EntryType::normal, "new"}});
+    opened.storage->saveHardState({3, 1, 10});
+  }
+  auto reopened = raft::Storage::open(dir_);
+  raft::DurableState d = raft::durableFromRecovered(reopened.recovered);
+  ASSERT_TRUE(d.snapshot);
+  EXPECT_EQ(*d.snapshot, snap);
+  ASSERT_EQ(d.entries.size(), 1u);
+  EXPECT_EQ(d.entries.front().data, "new");
+  raft::RaftCore core(config(), std::move(d));
+  EXPECT_EQ(core.log().lastIndex(), 10u);
+  EXPECT_EQ(core.log().committed(), 10u);
+
+  // What a crash between the snapshot's rename and the deletions leaves.
+  raft::RecoveredState torn;
+  torn.hard_state = {2, 1, 4};
+  torn.snapshot = raft::toStoredSnapshot(snap);
+  torn.entries = old_log;
+  raft::DurableState t = raft::durableFromRecovered(torn);
+  EXPECT_TRUE(t.entries.empty()) << "entries after the mismatched entry at the snapshot's index are stale";
+  // The same log under a snapshot whose last entry it holds keeps what follows.
+  torn.snapshot = raft::toStoredSnapshot(raft::Snapshot{9, 2, {1, 2, 3}, {}, {}, "own"});
+  EXPECT_EQ(raft::durableFromRecovered(torn).entries.size(), 3u);
+}
+
 }  // namespace

@@ -563,7 +563,9 @@ bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
 }
 
 void RaftCore::sendSnapshot(NodeId peer) {
-  if (!snapshot_) throw std::logic_error("raft: log compacted to " + std::to_string(log_.offset()) + " without a snapshot");
+  if (!snapshot_) {
+    throw std::logic_error("raft: log compacted to " + std::to_string(log_.offset()) + " without a snapshot");
+  }
   Message m = to(peer, MessageType::snapshot);
   m.snapshot = snapshot_;
   Progress& pr = progress_[peer];
@@ -849,7 +851,8 @@ Ready RaftCore::ready() {
   rd.messages = std::move(outbox_);
   outbox_.clear();
   rd.committed = log_.nextCommitted();
-  rd.must_sync = rd.snapshot.has_value() || !rd.entries.empty() || hard.term != last_hard_.term || hard.vote != last_hard_.vote;
+  rd.must_sync = rd.snapshot.has_value() || !rd.entries.empty() || hard.term != last_hard_.term ||
+                 hard.vote != last_hard_.vote;
 
   last_soft_ = soft;
   last_hard_ = hard;

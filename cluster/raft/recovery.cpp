@@ -24,7 +24,8 @@ std::optional<std::vector<NodeId>> parseIds(std::string_view text) {
   std::size_t start = 0;
   for (;;) {
     const std::size_t comma = text.find(',', start);
-    const std::string_view item = text.substr(start, comma == std::string_view::npos ? text.size() - start : comma - start);
+    const std::size_t stop = comma == std::string_view::npos ? text.size() : comma;
+    const std::string_view item = text.substr(start, stop - start);
     NodeId id = 0;
     auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
     if (item.empty() || ec != std::errc() || end != item.data() + item.size() || id == kNoNode) return std::nullopt;

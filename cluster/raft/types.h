@@ -153,7 +153,7 @@ struct Ready {
   std::vector<Message> messages;        // to send after the writes
   std::vector<Entry> committed;         // to apply after the writes
   std::vector<ReadState> read_states;   // reads to serve once `committed` is applied
-  bool must_sync = false;               // entries, term or vote changed: fsync before sending
+  bool must_sync = false;               // snapshot, entries, term or vote changed: fsync before sending
 };
 
 std::string_view entryTypeName(EntryType type);

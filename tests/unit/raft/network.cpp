@@ -200,7 +200,8 @@ Snapshot Network::compact(NodeId id, Index index) {
   if (index == 0) index = log.applied();
   // The state as of `index`: the lines of everything applied up to it.
   const std::size_t keep = node.applied_text.size() - static_cast<std::size_t>(log.applied() - index);
-  std::vector<std::string> lines(node.applied_text.begin(), node.applied_text.begin() + static_cast<std::ptrdiff_t>(keep));
+  std::vector<std::string> lines(node.applied_text.begin(),
+                                 node.applied_text.begin() + static_cast<std::ptrdiff_t>(keep));
   Snapshot s = node.core->compact(index, stateText(lines));
   node.storage.compact(s);
   return s;

@@ -441,7 +441,8 @@ class Simulation {
     const RaftLog& log = c.log();
     const Index offset = log.offset();
     if (offset > committed_.size()) {
-      fail("node " + std::to_string(id) + " holds a snapshot at " + std::to_string(offset) + " beyond anything committed");
+      fail("node " + std::to_string(id) + " holds a snapshot at " + std::to_string(offset) +
+           " beyond anything committed");
     }
     for (Index i = committed_.size() + 1; i <= log.committed(); ++i) {
       committed_.push_back({log.all()[i - offset - 1], c.term()});

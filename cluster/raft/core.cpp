@@ -30,10 +30,24 @@ void validate(const Config& c, const DurableState& d) {
   require(c.max_entries_per_append >= 1, "max_entries_per_append must be at least 1");
   require(c.max_inflight_appends >= 1, "max_inflight_appends must be at least 1");
 
+  Index base = 0;
   Term previous_term = 0;
+  if (d.snapshot) {
+    const Snapshot& s = *d.snapshot;
+    require(s.index > 0 && s.term > 0, "stored snapshot " + describe(s) + " has index or term 0");
+    require(!s.voters.empty(), "stored snapshot " + describe(s) + " has no voters");
+    for (const auto* list : {&s.voters, &s.learners, &s.removed}) {
+      require(std::adjacent_find(list->begin(), list->end(), std::greater_equal<>()) == list->end() &&
+                  std::find(list->begin(), list->end(), kNoNode) == list->end(),
+              "stored snapshot " + describe(s) + " lists a node id out of order, twice, or 0");
+    }
+    base = s.index;
+    previous_term = s.term;
+  }
   for (std::size_t k = 0; k < d.entries.size(); ++k) {
     const Entry& e = d.entries[k];
-    require(e.index == k + 1, "stored entry " + describe(e) + " is not at position " + std::to_string(k + 1));
+    require(e.index == base + k + 1,
+            "stored entry " + describe(e) + " is not at position " + std::to_string(base + k + 1));
     require(e.term >= previous_term && e.term > 0, "stored entry " + describe(e) + " has a term out of order");
     previous_term = e.term;
     if (e.type == EntryType::config) {
@@ -43,8 +57,8 @@ void validate(const Config& c, const DurableState& d) {
   }
   const HardState& h = d.hard_state;
   require(h.term >= previous_term, "hard state term " + std::to_string(h.term) + " is below the last entry's");
-  require(h.commit <= d.entries.size(), "hard state commit " + std::to_string(h.commit) + " is beyond the log");
-  require(c.applied <= h.commit, "applied index is beyond the commit index");
+  require(h.commit <= base + d.entries.size(), "hard state commit " + std::to_string(h.commit) + " is beyond the log");
+  require(c.applied <= std::max(h.commit, base), "applied index is beyond the commit index");
 }
 
 }  // namespace
@@ -53,9 +67,23 @@ RaftCore::RaftCore(Config config, DurableState durable) : config_(std::move(conf
   validate(config_, durable);
   std::sort(config_.voters.begin(), config_.voters.end());
   rng_.seed(config_.seed);
-  log_.restore(std::move(durable.entries), durable.hard_state.commit, config_.applied);
-  membership_.voters.insert(config_.voters.begin(), config_.voters.end());
-  membership_.learners.insert(config_.learners.begin(), config_.learners.end());
+  if (durable.snapshot) {
+    // The snapshot is committed and loaded into the state machine by the driver; the
+    // membership in force there replaces the Config's.
+    const Snapshot& s = *durable.snapshot;
+    config_.applied = std::max(config_.applied, s.index);
+    log_.restore(s.index, s.term, std::move(durable.entries), std::max(durable.hard_state.commit, s.index),
+                 config_.applied);
+    membership_.voters.insert(s.voters.begin(), s.voters.end());
+    membership_.learners.insert(s.learners.begin(), s.learners.end());
+    membership_.removed.insert(s.removed.begin(), s.removed.end());
+    conf_applied_ = s.index;
+    snapshot_ = std::move(durable.snapshot);
+  } else {
+    log_.restore(0, 0, std::move(durable.entries), durable.hard_state.commit, config_.applied);
+    membership_.voters.insert(config_.voters.begin(), config_.voters.end());
+    membership_.learners.insert(config_.learners.begin(), config_.learners.end());
+  }
   applyCommittedConfig();
   becomeFollower(durable.hard_state.term, kNoNode);
   vote_ = durable.hard_state.vote;
@@ -253,6 +281,17 @@ StepOutcome RaftCore::checkShape(const Message& m) const {
     return StepOutcome::unknown_sender;
   }
   if (m.term == 0) return StepOutcome::malformed;
+  if (m.type == MessageType::snapshot) {
+    if (!m.snapshot) return StepOutcome::malformed;
+    const Snapshot& s = *m.snapshot;
+    if (s.index == 0 || s.term == 0 || s.term > m.term || s.voters.empty()) return StepOutcome::malformed;
+    for (const auto* list : {&s.voters, &s.learners, &s.removed}) {
+      if (std::adjacent_find(list->begin(), list->end(), std::greater_equal<>()) != list->end()) {
+        return StepOutcome::malformed;
+      }
+      if (std::find(list->begin(), list->end(), kNoNode) != list->end()) return StepOutcome::malformed;
+    }
+  }
   if (m.type == MessageType::append) {
     Index expected = m.index + 1;
     Term previous = m.log_term;
@@ -281,11 +320,12 @@ StepOutcome RaftCore::step(const Message& m) {
                             (m.type == MessageType::pre_vote_response && !m.reject);
     if (!keeps_term) {
       const bool from_leader = m.type == MessageType::append || m.type == MessageType::heartbeat ||
+                               m.type == MessageType::snapshot ||
                                m.type == MessageType::timeout_now || m.type == MessageType::read_index_response;
       becomeFollower(m.term, from_leader ? m.from : kNoNode);
     }
   } else if (m.term < term_) {
-    if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+    if (m.type == MessageType::append || m.type == MessageType::heartbeat || m.type == MessageType::snapshot) {
       // An old leader that was cut off: our term may have risen without an election
       // it could see (PreVote, CheckQuorum, or a campaign by a node it counts as no
       // voter, whose vote requests it drops), and it would keep sending forever. Our
@@ -346,11 +386,13 @@ void RaftCore::stepFollower(const Message& m) {
     read_states_.push_back({m.index, m.context});
     return;
   }
-  if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+  if (m.type == MessageType::append || m.type == MessageType::heartbeat || m.type == MessageType::snapshot) {
     election_elapsed_ = 0;
     leader_ = m.from;
     if (m.type == MessageType::append) {
       handleAppend(m);
+    } else if (m.type == MessageType::snapshot) {
+      handleSnapshot(m);
     } else {
       handleHeartbeat(m);
     }
@@ -360,7 +402,7 @@ void RaftCore::stepFollower(const Message& m) {
 void RaftCore::stepCandidate(const Message& m) {
   const MessageType expected =
       role_ == Role::pre_candidate ? MessageType::pre_vote_response : MessageType::vote_response;
-  if (m.type == MessageType::append || m.type == MessageType::heartbeat) {
+  if (m.type == MessageType::append || m.type == MessageType::heartbeat || m.type == MessageType::snapshot) {
     // A leader of our term exists (5.2): it won, we did not.
     becomeFollower(term_, m.from);
     stepFollower(m);
@@ -391,6 +433,10 @@ void RaftCore::stepLeader(const Message& m) {
     if (pr.state == Progress::State::replicate && pr.paused(config_.max_inflight_appends)) {
       pr.inflight.pop_front();
     }
+    // Still waiting for a snapshot's answer from a follower that is listening: the
+    // snapshot or its answer may be lost. Send it again (a duplicate is answered
+    // harmlessly, and a snapshot is small).
+    if (pr.state == Progress::State::snapshot) pr.becomeProbe();
     if (pr.match < log_.lastIndex()) sendAppend(m.from, true);
   }
 }
@@ -419,6 +465,29 @@ void RaftCore::handleHeartbeat(const Message& m) {
   send(std::move(r));
 }
 
+void RaftCore::handleSnapshot(const Message& m) {
+  const Snapshot& s = *m.snapshot;
+  Message r = to(m.from, MessageType::append_response);
+  if (s.index <= log_.committed()) {
+    // A duplicate, or we caught up meanwhile: say how far we are settled.
+  } else if (log_.matchTerm(s.index, s.term)) {
+    // We hold its last entry, so the entries before it too (log matching): it is
+    // committed, and the state machine gets there by applying them.
+    log_.commitTo(s.index);
+  } else {
+    log_.restoreSnapshot(s.index, s.term);
+    membership_ = Membership{};
+    membership_.voters.insert(s.voters.begin(), s.voters.end());
+    membership_.learners.insert(s.learners.begin(), s.learners.end());
+    membership_.removed.insert(s.removed.begin(), s.removed.end());
+    conf_applied_ = s.index;
+    snapshot_ = s;
+    pending_snapshot_ = s;
+  }
+  r.index = log_.committed();
+  send(std::move(r));
+}
+
 void RaftCore::handleAppendResponse(const Message& m) {
   Progress& pr = progress_[m.from];
   if (m.reject) {
@@ -439,6 +508,7 @@ void RaftCore::handleAppendResponse(const Message& m) {
     if (was_paused && pr.match < log_.lastIndex()) sendAppend(m.from, false);
     return;
   }
+  if (pr.state == Progress::State::snapshot && pr.match >= pr.pending_snapshot) pr.becomeProbe();
   if (pr.state == Progress::State::probe) pr.becomeReplicate();
   sendTimeoutNowIfCaughtUp(m.from);
   if (maybeCommit()) {
@@ -468,6 +538,11 @@ bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
   Progress& pr = progress_[peer];
   if (pr.paused(config_.max_inflight_appends)) return false;
   const Index prev = pr.next - 1;
+  if (prev < log_.offset()) {
+    // The follower needs entries compacted away: only the snapshot can bring it on.
+    sendSnapshot(peer);
+    return true;
+  }
   auto prev_term = log_.term(prev);
   if (!prev_term) {
     throw std::logic_error("raft: no term for index " + std::to_string(prev) + " to send to " +
@@ -485,6 +560,19 @@ bool RaftCore::sendAppend(NodeId peer, bool send_if_empty) {
   pr.sent_commit = std::max(pr.sent_commit, std::min(m.commit, last));
   send(std::move(m));
   return true;
+}
+
+void RaftCore::sendSnapshot(NodeId peer) {
+  if (!snapshot_) {
+    throw std::logic_error("raft: log compacted to " + std::to_string(log_.offset()) + " without a snapshot");
+  }
+  Message m = to(peer, MessageType::snapshot);
+  m.snapshot = snapshot_;
+  Progress& pr = progress_[peer];
+  pr.becomeSnapshot(snapshot_->index);
+  // Installing it commits the follower through the snapshot's index.
+  pr.sent_commit = std::max(pr.sent_commit, snapshot_->index);
+  send(std::move(m));
 }
 
 void RaftCore::broadcastAppend() {
@@ -698,13 +786,55 @@ void RaftCore::onMembershipChanged() {
   if (maybeCommit()) broadcastAppend();
 }
 
+Membership RaftCore::membershipAt(Index index) const {
+  Membership at;
+  if (snapshot_) {
+    at.voters.insert(snapshot_->voters.begin(), snapshot_->voters.end());
+    at.learners.insert(snapshot_->learners.begin(), snapshot_->learners.end());
+    at.removed.insert(snapshot_->removed.begin(), snapshot_->removed.end());
+  } else {
+    at.voters.insert(config_.voters.begin(), config_.voters.end());
+    at.learners.insert(config_.learners.begin(), config_.learners.end());
+  }
+  for (const Entry& e : log_.slice(log_.firstIndex(), index + 1, index + 1)) {
+    if (e.type != EntryType::config) continue;
+    auto change = decodeConfChange(e.data);
+    if (!change) throw std::logic_error("raft: unreadable membership change " + describe(e));
+    at.apply(*change);
+  }
+  return at;
+}
+
+// ---- Snapshots ---------------------------------------------------------------------
+
+Snapshot RaftCore::compact(Index index, std::string data) {
+  if (index <= log_.offset() || index > log_.applied() || index > log_.stableIndex()) {
+    throw std::invalid_argument("raft: cannot snapshot at " + std::to_string(index) + ": it must be above " +
+                                std::to_string(log_.offset()) + " and at most the applied " +
+                                std::to_string(log_.applied()) + " and stable " +
+                                std::to_string(log_.stableIndex()) + " index");
+  }
+  const Membership members = membershipAt(index);
+  Snapshot s;
+  s.index = index;
+  s.term = *log_.term(index);
+  s.voters.assign(members.voters.begin(), members.voters.end());
+  s.learners.assign(members.learners.begin(), members.learners.end());
+  s.removed.assign(members.removed.begin(), members.removed.end());
+  s.data = std::move(data);
+  log_.compact(index);
+  snapshot_ = s;
+  return s;
+}
+
 // ---- Ready / advance ---------------------------------------------------------------
 
 bool RaftCore::hasReady() const {
   if (ready_outstanding_) return false;
   const bool read_due = std::any_of(read_states_.begin(), read_states_.end(),
                                     [&](const ReadState& r) { return r.index <= log_.committed(); });
-  return SoftState{leader_, role_} != last_soft_ || hardState() != last_hard_ || !outbox_.empty() ||
+  return pending_snapshot_.has_value() || SoftState{leader_, role_} != last_soft_ || hardState() != last_hard_ ||
+         !outbox_.empty() ||
          log_.stableIndex() < log_.lastIndex() || log_.applied() < log_.committed() || read_due;
 }
 
@@ -715,11 +845,14 @@ Ready RaftCore::ready() {
   if (soft != last_soft_) rd.soft_state = soft;
   HardState hard = hardState();
   if (hard != last_hard_) rd.hard_state = hard;
+  rd.snapshot = std::move(pending_snapshot_);
+  pending_snapshot_.reset();
   rd.entries = log_.unstableEntries();
   rd.messages = std::move(outbox_);
   outbox_.clear();
   rd.committed = log_.nextCommitted();
-  rd.must_sync = !rd.entries.empty() || hard.term != last_hard_.term || hard.vote != last_hard_.vote;
+  rd.must_sync = rd.snapshot.has_value() || !rd.entries.empty() || hard.term != last_hard_.term ||
+                 hard.vote != last_hard_.vote;
 
   last_soft_ = soft;
   last_hard_ = hard;

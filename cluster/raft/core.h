@@ -56,7 +56,16 @@
 //     term, so it holds reads until then. Reads are not retried: a request lost with a
 //     message or a leader change gets no answer, and the driver retries after a timeout.
 //
-// Not yet (later steps of issue 10): snapshots and compaction.
+//   - Snapshots (paper 7): compact(index, data) takes the application's state as of an
+//     applied index, drops the log up to it and returns the snapshot (index, term, the
+//     membership in force at that index, the data) for the driver to store. A leader
+//     whose follower needs an entry it no longer holds sends the snapshot whole (one
+//     message: the policy is small, no chunking); the follower hands it out in a Ready
+//     to persist and load before any later committed entry, and answers like an append
+//     accepted up to the snapshot's index, from where the leader appends again. A
+//     follower that already holds the snapshot's last entry only commits up to it. A
+//     lost snapshot (or its answer) is sent again on the follower's next heartbeat
+//     response.
 //
 // Bad input: a Config or durable state that breaks an invariant is refused by the
 // constructor (std::invalid_argument, saying what is wrong). A message that is
@@ -96,13 +105,17 @@ struct Config {
   std::uint64_t seed = 0;      // for the randomized election timeout only
   std::size_t max_entries_per_append = 64;
   std::size_t max_inflight_appends = 256;
-  Index applied = 0;           // where the state machine stands at start (<= commit)
+  Index applied = 0;           // where the state machine stands at start (<= commit);
+                               // at least the snapshot's index, which it was loaded from
 };
 
 // What the driver had made durable before a (re)start.
 struct DurableState {
   HardState hard_state;
-  std::vector<Entry> entries;  // the whole log from index 1, as written by Readies
+  // The log after the snapshot (from index 1 without one), as written by Readies.
+  std::vector<Entry> entries;
+  // The latest snapshot stored (compact()'s or a leader's), if any.
+  std::optional<Snapshot> snapshot = std::nullopt;
 };
 
 enum class StepOutcome : std::uint8_t {
@@ -152,6 +165,14 @@ class RaftCore {
   TransferResult transferLeader(NodeId target);
   // A linearizable read (see above); `context` comes back in the ReadState.
   ReadIndexResult readIndex(std::string context);
+  // The application's state as of `index`, which it has applied: the log up to `index`
+  // is dropped, and the snapshot returned (and kept, to send to followers that need
+  // it) is for the driver to store before it drops its own log prefix. Throws
+  // std::invalid_argument, changing nothing, unless index is above the last snapshot's
+  // and at most the applied and stable index.
+  Snapshot compact(Index index, std::string data);
+  // The latest snapshot: compact()'s, a leader's installed here, or the one restored.
+  const std::optional<Snapshot>& snapshot() const { return snapshot_; }
   // The voter this leader is handing over to, kNoNode when none.
   NodeId leadTransferee() const { return lead_transferee_; }
 
@@ -199,12 +220,14 @@ class RaftCore {
   void handleAppend(const Message& m);
   void handleHeartbeat(const Message& m);
   void handleAppendResponse(const Message& m);
+  void handleSnapshot(const Message& m);
   void recordVote(NodeId from, bool granted);
 
   // Messages out.
   Message to(NodeId peer, MessageType type) const;
   void send(Message m);
   bool sendAppend(NodeId peer, bool send_if_empty);
+  void sendSnapshot(NodeId peer);
   void broadcastAppend();
   void broadcastHeartbeat();
   bool maybeCommit();
@@ -223,6 +246,7 @@ class RaftCore {
   // Membership.
   void applyCommittedConfig();
   void onMembershipChanged();
+  Membership membershipAt(Index index) const;
 
   std::size_t quorum() const { return membership_.voters.size() / 2 + 1; }
   bool isVoter(NodeId node) const { return membership_.isVoter(node); }
@@ -230,6 +254,9 @@ class RaftCore {
 
   Config config_;
   RaftLog log_;
+  std::optional<Snapshot> snapshot_;
+  // Installed from a leader and not yet handed out in a Ready.
+  std::optional<Snapshot> pending_snapshot_;
   Membership membership_;
   // Config entries up to here are in membership_ (all committed ones, once caught up).
   Index conf_applied_ = 0;

@@ -6,13 +6,42 @@
 
 namespace zetian::cluster::raft {
 
-void RaftLog::restore(std::vector<Entry> stable, Index committed, Index applied) {
+void RaftLog::restore(Index offset, Term offset_term, std::vector<Entry> stable, Index committed, Index applied) {
   entries_ = std::move(stable);
-  offset_ = 0;
-  offset_term_ = 0;
+  offset_ = offset;
+  offset_term_ = offset_term;
   stable_ = lastIndex();
   committed_ = committed;
   applied_ = applied;
+}
+
+void RaftLog::compact(Index index) {
+  if (index <= offset_ || index > applied_ || index > stable_) {
+    throw std::invalid_argument("raft log: cannot compact to " + std::to_string(index) + ": it must be above " +
+                                std::to_string(offset_) + " and at most the applied " + std::to_string(applied_) +
+                                " and stable " + std::to_string(stable_) + " index");
+  }
+  offset_term_ = at(index).term;
+  entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(index - offset_));
+  offset_ = index;
+}
+
+void RaftLog::restoreSnapshot(Index index, Term term) {
+  if (index <= committed_) {
+    throw std::logic_error("raft log: snapshot at " + std::to_string(index) + " is not beyond the commit index " +
+                           std::to_string(committed_));
+  }
+  if (matchTerm(index, term)) {
+    entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(index - offset_));
+    stable_ = std::max(stable_, index);
+  } else {
+    entries_.clear();
+    stable_ = index;
+  }
+  offset_ = index;
+  offset_term_ = term;
+  committed_ = index;
+  applied_ = index;
 }
 
 Term RaftLog::lastTerm() const { return entries_.empty() ? offset_term_ : entries_.back().term; }
@@ -91,7 +120,7 @@ bool RaftLog::maybeCommit(Index index, Term current_term) {
 }
 
 std::vector<Entry> RaftLog::unstableEntries() const {
-  return {entries_.begin() + static_cast<std::ptrdiff_t>(stable_ - offset_), entries_.end()};
+  return {entries_.begin() + static_cast<std::ptrdiff_t>(std::max(stable_, offset_) - offset_), entries_.end()};
 }
 
 void RaftLog::stableTo(Index index, Term term) {

@@ -10,8 +10,10 @@
 //   - stable <= lastIndex: overwriting a suffix pulls `stable` back to before it, so
 //     the overwritten entries go out again in the next Ready and storage replaces them.
 //
-// offset_/offset_term_ name the entry just before the first one held: (0, 0) today; the
-// last entry of a snapshot once compaction exists, without changing any caller.
+// offset_/offset_term_ name the entry just before the first one held: (0, 0) for a log
+// that starts at 1, else the last entry a snapshot covers. Entries up to the offset are
+// gone (term() answers nullopt below it); the offset itself answers the snapshot's term.
+// offset <= applied always holds: only applied state goes into a snapshot.
 #pragma once
 
 #include <optional>
@@ -26,9 +28,25 @@ class RaftLog {
  public:
   // What the driver had persisted, after validation (RaftCore's constructor). applied
   // is where the state machine stands; entries after it are handed out again.
-  void restore(std::vector<Entry> stable, Index committed, Index applied);
+  void restore(std::vector<Entry> stable, Index committed, Index applied) {
+    restore(0, 0, std::move(stable), committed, applied);
+  }
+  // `stable` starts at offset + 1, (offset, offset_term) being the snapshot's last entry
+  // ((0, 0) without one).
+  void restore(Index offset, Term offset_term, std::vector<Entry> stable, Index committed, Index applied);
+  // Drops the entries up to `index` (applied and stable), which a snapshot now covers.
+  // std::invalid_argument, changing nothing, when `index` is not in (offset, min(applied,
+  // stable)].
+  void compact(Index index);
+  // A follower installs a snapshot ending at (index, term): when the log holds that
+  // entry, the entries after it stay (they agree with the leader's, log matching) and
+  // only the prefix goes; otherwise the whole log is replaced by the empty one after
+  // the snapshot. Either way committed and applied move up to `index`, and the kept
+  // entries count as stable (the snapshot's entries were durable before it).
+  void restoreSnapshot(Index index, Term term);
 
   Index firstIndex() const { return offset_ + 1; }
+  Index offset() const { return offset_; }
   Index lastIndex() const { return offset_ + entries_.size(); }
   Term lastTerm() const;
   // The term of entry `index`; nullopt when the log does not hold it (beyond the end,

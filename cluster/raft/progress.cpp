@@ -17,6 +17,8 @@ bool Progress::maybeUpdate(Index index) {
 }
 
 bool Progress::maybeDecreaseTo(Index rejected, Index match_hint) {
+  // Every append before the snapshot is moot: only the snapshot's answer counts.
+  if (state == State::snapshot) return false;
   if (state == State::replicate) {
     // Entries up to match are acknowledged: a rejection at or below it is an answer to
     // an append from before that acknowledgement.
@@ -36,6 +38,7 @@ bool Progress::maybeDecreaseTo(Index rejected, Index match_hint) {
 }
 
 bool Progress::paused(std::size_t max_inflight) const {
+  if (state == State::snapshot) return true;
   if (state == State::probe) return probe_sent;
   return inflight.size() >= max_inflight;
 }
@@ -53,6 +56,7 @@ void Progress::sentAppend(Index last, bool had_entries) {
 
 void Progress::becomeProbe() {
   state = State::probe;
+  pending_snapshot = 0;
   next = match + 1;
   probe_sent = false;
   inflight.clear();
@@ -60,7 +64,19 @@ void Progress::becomeProbe() {
 
 void Progress::becomeReplicate() {
   state = State::replicate;
+  pending_snapshot = 0;
   next = match + 1;
+  probe_sent = false;
+  inflight.clear();
+}
+
+}  // namespace zetian::cluster::raft
+
+namespace zetian::cluster::raft {
+
+void Progress::becomeSnapshot(Index snapshot_index) {
+  state = State::snapshot;
+  pending_snapshot = snapshot_index;
   probe_sent = false;
   inflight.clear();
 }

@@ -446,6 +446,16 @@ void Storage::saveSnapshot(const StoredSnapshot& snapshot) {
   snapshot_term_ = snapshot.term;
 }
 
+void Storage::installSnapshot(const StoredSnapshot& snapshot) {
+  const bool holds_it = termAt(snapshot.index) == std::optional<Term>(snapshot.term);
+  saveSnapshot(snapshot);
+  if (holds_it) {
+    compact(snapshot.index);
+    return;
+  }
+  truncateFrom(0);
+}
+
 void Storage::compact(Index up_to) {
   checkUsable();
   if (up_to > snapshot_index_) {

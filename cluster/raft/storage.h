@@ -135,6 +135,15 @@ class Storage {
   void saveHardState(const HardState& hard_state);
   // Durable on return, like saveHardState. The log is not touched: compact() next.
   void saveSnapshot(const StoredSnapshot& snapshot);
+  // A snapshot received from the leader (the core's Ready::snapshot): saved like
+  // saveSnapshot, then, when the stored log does not hold the snapshot's last entry
+  // with its term, the whole stored log is deleted, newest segment first with the
+  // folder fsynced after each (the core's log after such an install is empty, and the
+  // next append starts right after the snapshot); when it does, only compact(index).
+  // A crash in between leaves the new snapshot and a prefix of the old log whose entry
+  // at the snapshot's index, if any, has another term: durableFromRecovered()
+  // (recovery.h) drops everything after such an entry. Durable on return.
+  void installSnapshot(const StoredSnapshot& snapshot);
   // Deletes the segments whose entries are all at or below up_to, which must not be
   // above the saved snapshot's index. Durable on return.
   void compact(Index up_to);

@@ -26,6 +26,7 @@ std::string_view messageTypeName(MessageType type) {
     case MessageType::timeout_now: return "timeout-now";
     case MessageType::read_index: return "read-index";
     case MessageType::read_index_response: return "read-index-response";
+    case MessageType::snapshot: return "snapshot";
   }
   return "unknown";
 }
@@ -71,6 +72,21 @@ std::string describe(const Entry& entry) {
   return out;
 }
 
+namespace {
+std::string ids(const std::vector<NodeId>& nodes) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < nodes.size(); ++i) out += (i > 0 ? " " : "") + std::to_string(nodes[i]);
+  return out + "]";
+}
+}  // namespace
+
+std::string describe(const Snapshot& s) {
+  std::string out = "snap=" + std::to_string(s.term) + "/" + std::to_string(s.index) + " voters=" + ids(s.voters);
+  if (!s.learners.empty()) out += " learners=" + ids(s.learners);
+  if (!s.removed.empty()) out += " removed=" + ids(s.removed);
+  return out + " data=" + quoted(s.data);
+}
+
 std::string describe(const Message& m) {
   std::string out = std::to_string(m.from) + "->" + std::to_string(m.to) + " " +
                     std::string(messageTypeName(m.type)) + " term=" + std::to_string(m.term);
@@ -111,6 +127,9 @@ std::string describe(const Message& m) {
       break;
     case MessageType::read_index_response:
       out += " index=" + std::to_string(m.index) + " context=" + quoted(m.context);
+      break;
+    case MessageType::snapshot:
+      if (m.snapshot) out += " " + describe(*m.snapshot);
       break;
     case MessageType::vote_response:
     case MessageType::pre_vote_response:

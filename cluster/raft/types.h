@@ -4,9 +4,8 @@
 // the tests can all speak it without pulling in the core.
 //
 // Indexes start at 1; index 0 with term 0 is the empty log's "entry before the first",
-// which every log matches. That sentinel is also where a snapshot's last index and term
-// will sit once snapshots exist: the types leave room for them (an Entry knows its own
-// index, the log keeps an offset) rather than assuming the log starts at 1 forever.
+// which every log matches. After a snapshot, the snapshot's last index and term take
+// that sentinel's place: the log starts just after it.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +49,21 @@ enum class MessageType : std::uint8_t {
   timeout_now,         // leadership transfer: the leader tells a caught-up voter to campaign now
   read_index,          // a follower asks the leader for a read index (thesis 6.4)
   read_index_response,
+  snapshot,            // InstallSnapshot (paper 7): the leader's snapshot, for a follower
+                       // that needs entries the leader compacted away
+};
+
+// A snapshot: the state machine as of entry `index` (whose term is `term`), and the
+// membership in force at that index, which the entries it replaces would have built.
+// Sent whole in one message (no chunking): the replicated policy is a few kilobytes.
+struct Snapshot {
+  Index index = 0;
+  Term term = 0;
+  std::vector<NodeId> voters;    // sorted
+  std::vector<NodeId> learners;  // sorted
+  std::vector<NodeId> removed;   // sorted: ids never to be heard again (membership.h)
+  std::string data;              // the application's state, opaque to the core
+  bool operator==(const Snapshot&) const = default;
 };
 
 // One message. Which fields mean what depends on the type:
@@ -72,6 +86,9 @@ enum class MessageType : std::uint8_t {
 //                        read up to that round (ReadIndex, thesis 6.4).
 //   read_index:          context = the follower's opaque read context.
 //   read_index_response: index = the read index granted, context = as asked.
+//   snapshot:            snapshot = the leader's latest; the answer is an append_response
+//                        accepting up to the snapshot's index (or the follower's commit
+//                        index, when that is already further).
 //   vote (transfer):     transfer = the campaign follows a timeout_now from the leader,
 //                        so voters answer it despite their leader lease (thesis 3.10).
 struct Message {
@@ -87,6 +104,7 @@ struct Message {
   Index reject_hint = 0;
   bool transfer = false;
   std::string context;
+  std::optional<Snapshot> snapshot;
   bool operator==(const Message&) const = default;
 };
 
@@ -116,6 +134,8 @@ struct ReadState {
 };
 
 // One batch of work for the driver, handled in this order:
+//   0. when snapshot is set, store it (it replaces the whole stored log: entries up to
+//      its index are gone) and load it into the state machine;
 //   1. write hard_state (if set) and entries (which may overwrite a suffix of the stored
 //      log from entries.front().index on), durably when must_sync;
 //   2. then send messages: every one of them may depend on step 1 (a vote granted, an
@@ -128,11 +148,12 @@ struct ReadState {
 struct Ready {
   std::optional<SoftState> soft_state;  // set when it changed since the last Ready
   std::optional<HardState> hard_state;  // set when it changed since the last Ready
+  std::optional<Snapshot> snapshot;     // received from the leader: persist and apply first
   std::vector<Entry> entries;           // to append to stable storage
   std::vector<Message> messages;        // to send after the writes
   std::vector<Entry> committed;         // to apply after the writes
   std::vector<ReadState> read_states;   // reads to serve once `committed` is applied
-  bool must_sync = false;               // entries, term or vote changed: fsync before sending
+  bool must_sync = false;               // snapshot, entries, term or vote changed: fsync before sending
 };
 
 std::string_view entryTypeName(EntryType type);
@@ -143,5 +164,7 @@ std::string_view roleName(Role role);
 // "1->2 append term=2 log=1/4 commit=3 entries=[2/5 normal \"x\"]".
 std::string describe(const Entry& entry);
 std::string describe(const Message& message);
+// "snap=2/7 voters=[1 2 3] learners=[4] data=\"x\"".
+std::string describe(const Snapshot& snapshot);
 
 }  // namespace zetian::cluster::raft

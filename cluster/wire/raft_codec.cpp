@@ -11,7 +11,7 @@
 namespace zetian::cluster::wire {
 namespace {
 
-constexpr std::uint8_t kMaxMessageKind = static_cast<std::uint8_t>(raft::MessageType::read_index_response);
+constexpr std::uint8_t kMaxMessageKind = static_cast<std::uint8_t>(raft::MessageType::snapshot);
 constexpr std::uint8_t kMaxEntryType = static_cast<std::uint8_t>(raft::EntryType::config);
 
 static_assert(kMaxRaftEntries <= 0xffff && kMaxStringBytes <= 0xffff, "counts and lengths travel as u16");
@@ -102,11 +102,43 @@ raft::Entry readEntry(Reader& r) {
   return entry;
 }
 
+std::vector<raft::NodeId> readIds(Reader& r, const char* what) {
+  const std::size_t count = r.uint(2, what);
+  std::vector<raft::NodeId> ids;
+  if (r.ok() && (count > kMaxSnapshotMembers || count * 8 > r.remaining())) {
+    r.fail(DecodeError::BadValue, std::string("raft snapshot ") + what + " " + std::to_string(count) +
+                                      " above the limit or the bytes left");
+    return ids;
+  }
+  ids.reserve(count);
+  for (std::size_t i = 0; i < count && r.ok(); ++i) ids.push_back(r.uint(8, what));
+  return ids;
+}
+
+// The snapshot section's body (its tag and length already read; `length` bytes).
+raft::Snapshot readSnapshot(Reader& r, std::size_t length) {
+  raft::Snapshot snapshot;
+  const std::size_t end = r.remaining() - length;  // what must be left once it is read
+  snapshot.index = r.uint(8, "snapshot index");
+  snapshot.term = r.uint(8, "snapshot term");
+  snapshot.voters = readIds(r, "voter count");
+  snapshot.learners = readIds(r, "learner count");
+  snapshot.removed = readIds(r, "removed count");
+  const std::size_t size = r.uint(4, "snapshot data length");
+  snapshot.data = r.bytes(size, "snapshot data");
+  if (r.ok() && r.remaining() != end) {
+    r.fail(DecodeError::BadValue, "raft snapshot section length " + std::to_string(length) +
+                                      " does not match its contents");
+  }
+  return snapshot;
+}
+
 }  // namespace
 
 std::size_t raftPayloadBytes(const raft::Message& message) {
   std::size_t size = kRaftMessageFixedBytes + message.context.size();
   for (const raft::Entry& entry : message.entries) size += kRaftEntryOverheadBytes + entry.data.size();
+  if (message.snapshot) size += 1 + 4 + snapshotSectionBytes(*message.snapshot);
   return size;
 }
 
@@ -114,7 +146,8 @@ std::string encodeRaftMessage(const raft::Message& m) {
   // Every field is read through this binding, so a field added to raft::Message (a
   // snapshot, say) stops the build here until it has a place on the wire, rather than
   // being dropped in transit without a word.
-  const auto& [type, from, to, term, log_term, index, commit, entries, reject, reject_hint, transfer, context] = m;
+  const auto& [type, from, to, term, log_term, index, commit, entries, reject, reject_hint, transfer, context,
+               snapshot] = m;
   require(static_cast<std::uint8_t>(type) <= kMaxMessageKind, "kind out of range");
   require(from != raft::kNoNode && to != raft::kNoNode, "from or to is kNoNode");
   require(context.size() <= kMaxStringBytes, "context longer than kMaxStringBytes");
@@ -122,8 +155,13 @@ std::string encodeRaftMessage(const raft::Message& m) {
   for (const raft::Entry& entry : entries) {
     require(static_cast<std::uint8_t>(entry.type) <= kMaxEntryType, "entry type out of range");
   }
+  if (snapshot) {
+    for (const auto* ids : {&snapshot->voters, &snapshot->learners, &snapshot->removed}) {
+      require(ids->size() <= kMaxSnapshotMembers, "a snapshot membership list above kMaxSnapshotMembers");
+    }
+  }
   const std::size_t size = raftPayloadBytes(m);
-  require(size <= kMaxRaftPayloadBytes, "larger than one frame (split the entries)");
+  require(size <= kMaxRaftPayloadBytes, "larger than one frame (split the entries; a snapshot must fit in one)");
 
   std::string out;
   out.reserve(size);
@@ -144,6 +182,19 @@ std::string encodeRaftMessage(const raft::Message& m) {
     put(out, entry_term, 8);
     put(out, entry_index, 8);
     put(out, static_cast<std::uint8_t>(entry_type), 1);
+    put(out, data.size(), 4);
+    out.append(data);
+  }
+  if (snapshot) {
+    const auto& [snap_index, snap_term, voters, learners, removed, data] = *snapshot;  // as above, for Snapshot
+    put(out, kRaftSectionSnapshot, 1);
+    put(out, snapshotSectionBytes(*snapshot), 4);
+    put(out, snap_index, 8);
+    put(out, snap_term, 8);
+    for (const auto* ids : {&voters, &learners, &removed}) {
+      put(out, ids->size(), 2);
+      for (const raft::NodeId id : *ids) put(out, id, 8);
+    }
     put(out, data.size(), 4);
     out.append(data);
   }
@@ -187,13 +238,25 @@ RaftDecodeResult decodeRaftMessage(std::string_view payload) {
   }
   if (r.ok()) m.entries.reserve(entries);
   for (std::size_t i = 0; i < entries && r.ok(); ++i) m.entries.push_back(readEntry(r));
-  // The sections' place (raft_codec.h): no tag is known yet, so whatever follows the
-  // entries is refused, with the tag it would have named.
+  // The sections (raft_codec.h): the snapshot is the one tag known; anything else after
+  // the entries is refused, with the tag it would have named.
   if (r.ok() && r.remaining() != 0) {
     const std::size_t left = r.remaining();
     const std::uint64_t tag = r.uint(1, "section tag");
-    r.fail(DecodeError::TrailingBytes, std::to_string(left) + " bytes after the raft entries (section tag " +
-                                           std::to_string(tag) + " unknown)");
+    if (r.ok() && tag == kRaftSectionSnapshot) {
+      const std::size_t length = r.uint(4, "snapshot section length");
+      if (r.ok() && length > r.remaining()) {
+        r.fail(DecodeError::Truncated, "raft snapshot section of " + std::to_string(length) + " bytes in " +
+                                           std::to_string(r.remaining()));
+      }
+      if (r.ok()) m.snapshot = readSnapshot(r, length);
+      if (r.ok() && r.remaining() != 0) {
+        r.fail(DecodeError::TrailingBytes, std::to_string(r.remaining()) + " bytes after the raft snapshot section");
+      }
+    } else if (r.ok()) {
+      r.fail(DecodeError::TrailingBytes, std::to_string(left) + " bytes after the raft entries (section tag " +
+                                             std::to_string(tag) + " unknown)");
+    }
   }
   return std::move(r).result(std::move(m));
 }

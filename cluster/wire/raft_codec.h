@@ -3,7 +3,7 @@
 //
 // Layout, in the conventions of codec.h (big-endian fixed-width integers; a string is a
 // u16 byte count then the bytes; a vector a u16 element count then the elements):
-//   u8  kind         raft::MessageType, 0..read_index_response
+//   u8  kind         raft::MessageType, 0..snapshot
 //   u64 from, to     raft::NodeId as the core numbers nodes (never 0, kNoNode). Mapping
 //                    the members' string ids to these numbers is the driver's job.
 //   u64 term, log_term, index, commit
@@ -14,9 +14,12 @@
 //       u64 term, u64 index, u8 type (raft::EntryType), u32 data length, data
 //   sections         zero or more [u8 tag][u32 length][length bytes], tags strictly
 //                    increasing, each omitted when it has nothing to carry.
-// Sections are how the message grows without disturbing the fields above: a snapshot
-// (its metadata and bytes) becomes a section with its own tag. No tag is defined yet, so
-// today any byte after the entries is refused as trailing bytes.
+// Sections are how the message grows without disturbing the fields above. Tag 1
+// (kRaftSectionSnapshot) is the snapshot of an InstallSnapshot message:
+//       u64 index, u64 term, then voters, learners and removed ids (each a u16 count,
+//       at most kMaxSnapshotMembers, then u64 ids), u32 data length, data.
+// The whole message must fit in one frame: a snapshot is not sent in pieces (the
+// policy it holds is a few kilobytes). Any other byte after the entries is refused.
 //
 // The decoder's invariants are codec.h's: it never reads outside the payload, never
 // throws, never reserves for a count or a length before checking that the bytes left can
@@ -48,6 +51,14 @@ inline constexpr std::size_t kMaxRaftPayloadBytes = kMaxFrameBytes - 2;
 inline constexpr std::size_t kRaftMessageFixedBytes = 1 + 2 * 8 + 4 * 8 + 1 + 8 + 2 + 2;
 // What one entry adds besides its data.
 inline constexpr std::size_t kRaftEntryOverheadBytes = 8 + 8 + 1 + 4;
+// The section holding an InstallSnapshot's snapshot, and its bounds.
+inline constexpr std::uint8_t kRaftSectionSnapshot = 1;
+inline constexpr std::size_t kMaxSnapshotMembers = 1024;
+// The snapshot section's body for `snapshot` (after its tag and u32 length).
+inline std::size_t snapshotSectionBytes(const raft::Snapshot& snapshot) {
+  return 8 + 8 + 3 * 2 + 8 * (snapshot.voters.size() + snapshot.learners.size() + snapshot.removed.size()) + 4 +
+         snapshot.data.size();
+}
 
 // The payload's size for `message`, whether or not it fits; encodeRaftMessage() refuses
 // it above kMaxRaftPayloadBytes.

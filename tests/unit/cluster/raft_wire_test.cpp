@@ -48,7 +48,7 @@ const std::vector<RaftKind> kAllKinds = {
     RaftKind::vote,        RaftKind::vote_response,      RaftKind::pre_vote,
     RaftKind::pre_vote_response, RaftKind::append,       RaftKind::append_response,
     RaftKind::heartbeat,   RaftKind::heartbeat_response, RaftKind::timeout_now,
-    RaftKind::read_index,  RaftKind::read_index_response,
+    RaftKind::read_index,  RaftKind::read_index_response, RaftKind::snapshot,
 };
 
 RaftMessage base(RaftKind kind) {
@@ -70,6 +70,20 @@ std::vector<Entry> someEntries() {
 }
 
 // Every kind, with and without entries and context, plus the extremes of every field.
+// An InstallSnapshot: the snapshot rides in its section (raft_codec.h).
+RaftMessage withSnapshot() {
+  RaftMessage m = base(RaftKind::snapshot);
+  raft::Snapshot snap;
+  snap.index = 120;
+  snap.term = 7;
+  snap.voters = {1, 2, 3};
+  snap.learners = {4};
+  snap.removed = {9};
+  snap.data = std::string("policy\0text", 11);
+  m.snapshot = snap;
+  return m;
+}
+
 std::vector<RaftMessage> samples() {
   std::vector<RaftMessage> out;
   for (RaftKind kind : kAllKinds) {
@@ -96,6 +110,10 @@ std::vector<RaftMessage> samples() {
   extremes.reject = extremes.transfer = true;
   extremes.context = std::string(kMaxStringBytes, 'c');
   out.push_back(extremes);
+  out.push_back(withSnapshot());
+  RaftMessage empty_snapshot = base(RaftKind::snapshot);
+  empty_snapshot.snapshot = raft::Snapshot{};
+  out.push_back(empty_snapshot);
   return out;
 }
 
@@ -209,9 +227,35 @@ TEST(RaftWire, EveryBitFlipIsRefusedOrDecodesCanonicallyToAnotherMessage) {
   }
 }
 
+TEST(RaftWire, ASnapshotSectionCutShortIsTruncatedAndAWrongLengthIsABadValue) {
+  const RaftMessage m = withSnapshot();
+  const std::string payload = encodeRaftMessage(m);
+  RaftMessage bare = m;
+  bare.snapshot.reset();
+  const std::size_t section = encodeRaftMessage(bare).size();  // where the section starts
+  // Cut before the section, the message is one without a snapshot (a frame carries its
+  // own length, so a cut payload never arrives whole); cut inside it, it is refused.
+  for (std::size_t keep = section + 1; keep < payload.size(); ++keep) {
+    expectRefused(payload.substr(0, keep), DecodeError::Truncated, "kept " + std::to_string(keep));
+  }
+  // The section's length one byte short of its contents, with a byte of padding after.
+  std::string wrong = payload + std::string(1, '\0');
+  const std::size_t length_at = section + 1;
+  wrong[length_at + 3] = static_cast<char>(wrong[length_at + 3] + 1);
+  expectRefused(wrong, DecodeError::BadValue, "section length one more than its contents");
+  // Bytes after the section.
+  expectRefused(payload + "x", DecodeError::TrailingBytes, "a byte after the snapshot section");
+}
+
+TEST(RaftWire, ASnapshotLargerThanAFrameIsRefusedByTheEncoder) {
+  RaftMessage m = withSnapshot();
+  m.snapshot->data.assign(kMaxRaftPayloadBytes, 'p');
+  EXPECT_THROW(encodeRaftMessage(m), std::invalid_argument);
+}
+
 TEST(RaftWire, UnknownKindIsABadValue) {
   std::string payload = encodeRaftMessage(base(RaftKind::vote));
-  for (int kind : {11, 12, 0x80, 0xff}) {
+  for (int kind : {12, 13, 0x80, 0xff}) {
     payload[0] = static_cast<char>(kind);
     expectRefused(payload, DecodeError::BadValue, "kind " + std::to_string(kind));
   }
@@ -330,7 +374,8 @@ TEST(RaftWire, UnknownEntryTypeIsABadValue) {
 
 TEST(RaftWire, BytesAfterTheEntriesAreTrailingBytes) {
   for (const RaftMessage& m : smallSamples()) {
-    for (const std::string& tail : {std::string(1, '\0'), std::string("\x01\0\0\0\0", 5), std::string("junk")}) {
+    // Tag 0 and tag 2 name no section (1 is the snapshot's).
+    for (const std::string& tail : {std::string(1, '\0'), std::string("\x02\0\0\0\0", 5), std::string("junk")}) {
       expectRefused(encodeRaftMessage(m) + tail, DecodeError::TrailingBytes, raft::describe(m));
     }
   }
@@ -371,7 +416,7 @@ TEST(RaftWire, EncodingAMessageTheDecoderWouldRefuseThrows) {
   no_to.to = raft::kNoNode;
   EXPECT_THROW(encodeRaftMessage(no_to), std::invalid_argument);
   RaftMessage bad_kind = base(RaftKind::vote);
-  bad_kind.type = static_cast<RaftKind>(11);
+  bad_kind.type = static_cast<RaftKind>(12);
   EXPECT_THROW(encodeRaftMessage(bad_kind), std::invalid_argument);
   RaftMessage bad_entry = base(RaftKind::append);
   bad_entry.entries = {Entry{1, 1, static_cast<EntryType>(3), ""}};

@@ -144,5 +144,92 @@ TEST(RaftLog, AnOverwriteBetweenReadyAndAdvanceGoesOutInTheNextReady) {
   EXPECT_EQ(next.messages[0].index, 2u) << "acknowledged only in the Ready that writes it";
 }
 
+// Paper 7: after compaction the entries up to the snapshot are gone; the snapshot's
+// last index answers the snapshot's term, so appends right after it still match.
+TEST(RaftLog, CompactionDropsThePrefixAndTheOffsetAnswersItsTerm) {
+  RaftLog log;
+  log.restore(entries(1, {1, 1, 2, 2, 3}), 5, 4);
+  EXPECT_THROW(log.compact(5), std::invalid_argument) << "not applied yet";
+  EXPECT_THROW(log.compact(0), std::invalid_argument);
+  log.compact(3);
+  EXPECT_EQ(log.firstIndex(), 4u);
+  EXPECT_EQ(log.offset(), 3u);
+  EXPECT_EQ(log.term(3), std::optional<Term>(2)) << "the snapshot's term";
+  EXPECT_EQ(log.term(2), std::nullopt) << "compacted away";
+  EXPECT_EQ(log.lastIndex(), 5u);
+  EXPECT_EQ(termsOf(log.all()), (std::vector<Term>{2, 3}));
+  EXPECT_TRUE(log.slice(2, 5, 10).empty()) << "a slice reaching below the offset is not served";
+  EXPECT_EQ(log.slice(4, 6, 10).size(), 2u);
+  EXPECT_THROW(log.compact(3), std::invalid_argument) << "not above the offset";
+  EXPECT_TRUE(log.matchTerm(3, 2));
+  // An append after the offset checks against the snapshot's term.
+  ASSERT_TRUE(log.tryAppend(5, 3, 6, entries(6, {3})));
+  EXPECT_EQ(log.committed(), 6u);
+  // The conflict search stops at the edge it can see.
+  EXPECT_EQ(log.findConflictByTerm(5, 1), (std::pair<Index, Term>{2, 0}));
+}
+
+TEST(RaftLog, RestoringWithAnOffsetKeepsTheLogAfterIt) {
+  RaftLog log;
+  log.restore(10, 4, entries(11, {4, 5}), 11, 10);
+  EXPECT_EQ(log.firstIndex(), 11u);
+  EXPECT_EQ(log.lastIndex(), 12u);
+  EXPECT_EQ(log.lastTerm(), 5u);
+  EXPECT_EQ(log.term(10), std::optional<Term>(4));
+  EXPECT_EQ(log.stableIndex(), 12u);
+  EXPECT_EQ(log.nextCommitted().size(), 1u);
+  EXPECT_EQ(log.nextCommitted().front().index, 11u);
+  // An empty log after a snapshot: the snapshot's entry is the last one.
+  RaftLog empty;
+  empty.restore(7, 3, {}, 7, 7);
+  EXPECT_EQ(empty.lastIndex(), 7u);
+  EXPECT_EQ(empty.lastTerm(), 3u);
+  EXPECT_TRUE(empty.isUpToDate(7, 3));
+  EXPECT_FALSE(empty.isUpToDate(6, 3));
+}
+
+TEST(RaftLog, InstallingASnapshotReplacesAConflictingLog) {
+  RaftLog log;
+  log.restore(entries(1, {1, 1, 2, 2}), 2, 2);
+  // The snapshot's last entry (4, term 3) is not ours: the whole log goes.
+  log.restoreSnapshot(4, 3);
+  EXPECT_EQ(log.offset(), 4u);
+  EXPECT_TRUE(log.all().empty());
+  EXPECT_EQ(log.lastTerm(), 3u);
+  EXPECT_EQ(log.committed(), 4u);
+  EXPECT_EQ(log.applied(), 4u) << "the snapshot is the state machine";
+  EXPECT_TRUE(log.unstableEntries().empty());
+  EXPECT_THROW(log.restoreSnapshot(3, 3), std::logic_error) << "not beyond the commit index";
+  // One whose last entry we hold keeps the entries after it.
+  RaftLog kept;
+  kept.restore(entries(1, {1, 1, 2, 2}), 1, 1);
+  kept.restoreSnapshot(2, 1);
+  EXPECT_EQ(termsOf(kept.all()), (std::vector<Term>{2, 2}));
+  EXPECT_EQ(kept.committed(), 2u);
+}
+
+// The core refuses a stored snapshot or log that does not fit together.
+TEST(RaftLog, TheCoreRefusesADurableStateWhoseLogDoesNotFollowItsSnapshot) {
+  Config c;
+  c.id = 1;
+  c.voters = {1, 2, 3};
+  Snapshot snap{5, 2, {1, 2, 3}, {}, {}, "s"};
+  EXPECT_THROW(RaftCore(c, DurableState{HardState{2, kNoNode, 5}, entries(7, {2}), snap}), std::invalid_argument)
+      << "gap after the snapshot";
+  EXPECT_THROW(RaftCore(c, DurableState{HardState{2, kNoNode, 5}, entries(6, {1}), snap}), std::invalid_argument)
+      << "a term below the snapshot's";
+  Snapshot unsorted = snap;
+  unsorted.voters = {3, 1};
+  EXPECT_THROW(RaftCore(c, DurableState{HardState{2, kNoNode, 5}, {}, unsorted}), std::invalid_argument);
+  RaftCore ok(c, DurableState{HardState{2, kNoNode, 5}, entries(6, {2}), snap});
+  EXPECT_EQ(ok.log().applied(), 5u) << "the state machine is at least the snapshot";
+  EXPECT_EQ(ok.log().lastIndex(), 6u);
+  EXPECT_EQ(ok.log().committed(), 5u);
+  // compact() refuses an index that is not applied, or not above the snapshot.
+  RaftCore core(c, DurableState{HardState{2, kNoNode, 5}, entries(6, {2}), snap});
+  EXPECT_THROW(core.compact(6, "x"), std::invalid_argument);
+  EXPECT_THROW(core.compact(5, "x"), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace zetian::cluster::raft

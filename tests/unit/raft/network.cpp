@@ -21,16 +21,49 @@ std::string outcomeName(StepOutcome outcome) {
 }  // namespace
 
 void Storage::write(const Ready& ready) {
+  if (ready.snapshot) {
+    snapshot = ready.snapshot;
+    entries.clear();
+  }
   if (ready.hard_state) hard_state = *ready.hard_state;
   if (ready.entries.empty()) return;
+  const Index base = snapshot ? snapshot->index : 0;
   const Index first = ready.entries.front().index;
-  if (first == 0 || first > entries.size() + 1) {
+  if (first <= base || first > base + entries.size() + 1) {
     throw std::logic_error("storage: entries from " + std::to_string(first) + " leave a gap after " +
-                           std::to_string(entries.size()));
+                           std::to_string(base + entries.size()));
   }
-  entries.resize(first - 1);
+  entries.resize(first - base - 1);
   entries.insert(entries.end(), ready.entries.begin(), ready.entries.end());
 }
+
+void Storage::compact(const Snapshot& s) {
+  const Index base = snapshot ? snapshot->index : 0;
+  if (s.index <= base || s.index > base + entries.size()) {
+    throw std::logic_error("storage: snapshot at " + std::to_string(s.index) + " outside the stored log");
+  }
+  entries.erase(entries.begin(), entries.begin() + static_cast<std::ptrdiff_t>(s.index - base));
+  snapshot = s;
+}
+
+namespace {
+
+std::string stateText(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const std::string& line : lines) out += line + "\n";
+  return out;
+}
+
+std::vector<std::string> stateLines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    out.push_back(text.substr(start, end - start));
+  }
+  return out;
+}
+
+}  // namespace
 
 RoleSnapshot snapshotOf(const RaftCore& core) { return {core.role(), core.term(), core.leader()}; }
 
@@ -57,7 +90,8 @@ void Network::addNode(NodeId id, const Config& base, Storage storage) {
   configs_[id] = c;
   TestNode& node = nodes_[id];
   node.storage = std::move(storage);
-  node.core = std::make_unique<RaftCore>(c, DurableState{node.storage.hard_state, node.storage.entries});
+  node.core = std::make_unique<RaftCore>(c, node.storage.durable());
+  if (node.storage.snapshot) node.applied_text = stateLines(node.storage.snapshot->data);
 }
 
 std::vector<NodeId> Network::ids() const {
@@ -75,11 +109,13 @@ bool Network::processReady(NodeId id, std::string* out) {
     trace += "  state: " + std::string(roleName(rd.soft_state->role)) +
              " leader=" + std::to_string(rd.soft_state->leader) + "\n";
   }
+  if (rd.snapshot) trace += "  install " + describe(*rd.snapshot) + "\n";
   if (rd.hard_state) {
     trace += "  hard state: term=" + std::to_string(rd.hard_state->term) + " vote=" +
              std::to_string(rd.hard_state->vote) + " commit=" + std::to_string(rd.hard_state->commit) + "\n";
   }
   node.storage.write(rd);
+  if (rd.snapshot) node.applied_text = stateLines(rd.snapshot->data);
   for (const Entry& e : rd.entries) trace += "  persist " + describe(e) + "\n";
   for (Message& m : rd.messages) {
     const bool delivered = nodes_.contains(m.to) && isUp(m.to) && linked(m.from, m.to);
@@ -89,6 +125,7 @@ bool Network::processReady(NodeId id, std::string* out) {
   for (const Entry& e : rd.committed) {
     trace += "  apply " + describe(e) + "\n";
     node.applied.push_back(e);
+    node.applied_text.push_back(describe(e));
   }
   for (const ReadState& r : rd.read_states) {
     trace += "  read " + r.context + " at index " + std::to_string(r.index) + "\n";
@@ -157,6 +194,19 @@ bool Network::linked(NodeId from, NodeId to) const {
   return a != group_.end() && b != group_.end() && a->second == b->second;
 }
 
+Snapshot Network::compact(NodeId id, Index index) {
+  TestNode& node = nodes_.at(id);
+  const RaftLog& log = node.core->log();
+  if (index == 0) index = log.applied();
+  // The state as of `index`: the lines of everything applied up to it.
+  const std::size_t keep = node.applied_text.size() - static_cast<std::size_t>(log.applied() - index);
+  std::vector<std::string> lines(node.applied_text.begin(),
+                                 node.applied_text.begin() + static_cast<std::ptrdiff_t>(keep));
+  Snapshot s = node.core->compact(index, stateText(lines));
+  node.storage.compact(s);
+  return s;
+}
+
 void Network::crash(NodeId id) {
   TestNode& node = nodes_.at(id);
   node.core.reset();
@@ -167,9 +217,9 @@ void Network::restart(NodeId id) {
   TestNode& node = nodes_.at(id);
   // The state machine starts empty and replays the committed log: applied = 0.
   node.applied.clear();
+  node.applied_text = node.storage.snapshot ? stateLines(node.storage.snapshot->data) : std::vector<std::string>{};
   node.mailbox.clear();
-  node.core = std::make_unique<RaftCore>(configs_.at(id),
-                                         DurableState{node.storage.hard_state, node.storage.entries});
+  node.core = std::make_unique<RaftCore>(configs_.at(id), node.storage.durable());
 }
 
 std::string Network::describeState() const {
@@ -200,6 +250,9 @@ std::string Network::describeLog(NodeId id) const {
   if (!node.core) return std::to_string(id) + " is down\n";
   const RaftLog& log = node.core->log();
   std::string out;
+  if (log.offset() > 0) {
+    out += "snapshot " + std::to_string(*log.term(log.offset())) + "/" + std::to_string(log.offset()) + "\n";
+  }
   for (const Entry& e : log.all()) out += describe(e) + "\n";
   if (log.all().empty()) out += "(empty)\n";
   out += "commit=" + std::to_string(log.committed()) + " applied=" + std::to_string(log.applied()) +

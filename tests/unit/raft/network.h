@@ -20,17 +20,24 @@ namespace zetian::cluster::raft::testing {
 
 struct Storage {
   HardState hard_state;
-  std::vector<Entry> entries;
+  std::vector<Entry> entries;  // the log after the snapshot (from 1 without one)
+  std::optional<Snapshot> snapshot = std::nullopt;
 
-  // A Ready's writes: the hard state, and the entries over whatever the log held from
-  // the first of them on.
+  // A Ready's writes: the snapshot (replacing the whole log), the hard state, and the
+  // entries over whatever the log held from the first of them on.
   void write(const Ready& ready);
+  // The driver stores a snapshot compact() made, then drops the log it covers.
+  void compact(const Snapshot& snapshot);
+  DurableState durable() const { return {hard_state, entries, snapshot}; }
 };
 
 struct TestNode {
   std::unique_ptr<RaftCore> core;  // null while crashed
   Storage storage;
-  std::vector<Entry> applied;      // the state machine: every entry applied, in order
+  // The state machine: every entry applied, in order. A snapshot's data is this list's
+  // descriptions, one a line, so loading one rebuilds it as text (applied_text).
+  std::vector<Entry> applied;
+  std::vector<std::string> applied_text;
   std::vector<Message> mailbox;    // delivered on the next deliver()
   std::vector<ReadState> reads;    // every read the node's Readies released, in order
 };
@@ -65,6 +72,9 @@ class Network {
   void isolate(NodeId id);
   void heal();
   bool linked(NodeId from, NodeId to) const;
+
+  // The application snapshots node `id` at its applied index (or `index` when not 0).
+  Snapshot compact(NodeId id, Index index = 0);
 
   void crash(NodeId id);
   void restart(NodeId id);

@@ -877,5 +877,105 @@ TEST(RaftTransfer, TheTargetCampaignsAtOnceWithoutAPreVote) {
   EXPECT_EQ(learner.term(), 1u);
 }
 
+// Paper 7 (InstallSnapshot), from the follower's side: a snapshot beyond its log
+// replaces log and membership, comes out in a Ready before anything committed later,
+// must be synced, and is answered like an append accepted up to its index.
+TEST(RaftPaper7, AFollowerInstallsASnapshotBeforeAnyLaterEntry) {
+  auto f = makeCore(2, 3, {1, 1, 2}, 2, 1);  // a stale tail: 3 is of term 2
+  Message snap = make(MessageType::snapshot, 1, 2, 3);
+  snap.snapshot = Snapshot{5, 3, {1, 2, 3}, {4}, {}, "state"};
+  ASSERT_EQ(f->step(snap), StepOutcome::handled);
+  EXPECT_EQ(f->leader(), 1u);
+  EXPECT_EQ(f->log().offset(), 5u);
+  EXPECT_TRUE(f->log().all().empty()) << "the conflicting log is gone";
+  EXPECT_TRUE(f->membership().isLearner(4)) << "the membership comes with the snapshot";
+  Ready rd = f->ready();
+  ASSERT_TRUE(rd.snapshot);
+  EXPECT_EQ(rd.snapshot->data, "state");
+  EXPECT_TRUE(rd.must_sync);
+  ASSERT_TRUE(rd.hard_state);
+  EXPECT_EQ(rd.hard_state->commit, 5u);
+  EXPECT_TRUE(rd.committed.empty()) << "the snapshot is the state up to 5";
+  ASSERT_EQ(rd.messages.size(), 1u);
+  EXPECT_EQ(rd.messages[0].type, MessageType::append_response);
+  EXPECT_FALSE(rd.messages[0].reject);
+  EXPECT_EQ(rd.messages[0].index, 5u);
+  f->advance();
+  EXPECT_EQ(f->log().applied(), 5u);
+
+  // The leader appends from there; the next committed entries start after it.
+  Message app = make(MessageType::append, 1, 2, 3);
+  app.index = 5;
+  app.log_term = 3;
+  app.commit = 6;
+  app.entries = {Entry{3, 6, EntryType::normal, "x"}};
+  f->step(app);
+  rd = f->ready();
+  EXPECT_FALSE(rd.snapshot);
+  ASSERT_EQ(rd.committed.size(), 1u);
+  EXPECT_EQ(rd.committed[0].index, 6u);
+  f->advance();
+
+  // A duplicate of the snapshot changes nothing and reports the commit index.
+  f->step(snap);
+  rd = f->ready();
+  EXPECT_FALSE(rd.snapshot);
+  ASSERT_EQ(rd.messages.size(), 1u);
+  EXPECT_EQ(rd.messages[0].index, 6u);
+  f->advance();
+}
+
+TEST(RaftPaper7, AFollowerHoldingTheSnapshotsLastEntryOnlyCommitsToIt) {
+  auto f = makeCore(2, 3, {1, 1, 1, 1}, 1, 1);
+  Message snap = make(MessageType::snapshot, 1, 2, 1);
+  snap.snapshot = Snapshot{3, 1, {1, 2, 3}, {}, {}, "state"};
+  f->step(snap);
+  EXPECT_EQ(f->log().committed(), 3u);
+  EXPECT_EQ(f->log().lastIndex(), 4u) << "entries after it stay";
+  Ready rd = f->ready();
+  EXPECT_FALSE(rd.snapshot) << "the state machine gets there by applying the entries";
+  ASSERT_EQ(rd.committed.size(), 3u);
+}
+
+TEST(RaftPaper7, AMalformedSnapshotMessageIsDropped) {
+  auto f = makeCore(2, 3);
+  Message m = make(MessageType::snapshot, 1, 2, 2);
+  EXPECT_EQ(f->step(m), StepOutcome::malformed) << "no snapshot";
+  m.snapshot = Snapshot{5, 3, {1, 2, 3}, {}, {}, ""};
+  EXPECT_EQ(f->step(m), StepOutcome::malformed) << "a snapshot term above the message's";
+  m.snapshot = Snapshot{5, 2, {3, 1}, {}, {}, ""};
+  EXPECT_EQ(f->step(m), StepOutcome::malformed) << "voters out of order";
+  m.snapshot = Snapshot{5, 2, {}, {}, {}, ""};
+  EXPECT_EQ(f->step(m), StepOutcome::malformed) << "no voters";
+  EXPECT_EQ(f->log().offset(), 0u);
+}
+
+// From the leader's side: a follower whose next entry was compacted away gets the
+// snapshot, and nothing else until it answers.
+TEST(RaftPaper7, ALeaderSendsItsSnapshotToAFollowerBehindItsLog) {
+  Network net;
+  Config base = paperConfig(1, 3);
+  net.addNodes(3, base);
+  net.core(1).campaign();
+  net.stabilize();
+  ASSERT_EQ(net.core(1).role(), Role::leader);
+  net.isolate(3);
+  for (int k = 0; k < 5; ++k) net.core(1).propose("p" + std::to_string(k));
+  net.stabilize();
+  const Snapshot s = net.compact(1);
+  EXPECT_EQ(s.index, 6u);
+  net.heal();
+  for (int k = 0; k < base.heartbeat_ticks; ++k) net.core(1).tick();
+  net.stabilize();
+  EXPECT_EQ(net.core(3).log().offset(), 6u);
+  EXPECT_EQ(net.core(3).log().committed(), 6u);
+  EXPECT_EQ(net.node(3).applied_text, net.node(1).applied_text) << "the same state machine";
+  EXPECT_EQ(net.core(1).progress().at(3).state, Progress::State::replicate);
+  net.core(1).propose("after");
+  net.stabilize();
+  EXPECT_EQ(net.core(3).log().committed(), 7u);
+  EXPECT_EQ(net.node(3).applied.back().data, "after");
+}
+
 }  // namespace
 }  // namespace zetian::cluster::raft::testing

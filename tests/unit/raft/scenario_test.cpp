@@ -38,6 +38,9 @@
 //   raft-state                  one line per node
 //   raft-log ID                 the node's log, commit, applied, stable
 //   progress ID                 the leader's view of each voter
+//   compact ID [INDEX]          the application snapshots ID at INDEX (default: its
+//                               applied index); the snapshot's data is the state machine
+//   state-machine ID            what ID's state machine holds (one applied entry a line)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -190,6 +193,14 @@ class Interpreter {
         net_.restart(id);
         out += describeRestart(id);
       }
+    } else if (verb == "compact") {
+      const NodeId id = ids({args.at(0)}).front();
+      const Index index = args.size() > 1 ? std::stoull(args[1]) : 0;
+      out = "compacted: " + describe(net_.compact(id, index)) + "\n";
+    } else if (verb == "state-machine") {
+      const NodeId id = ids({args.at(0)}).front();
+      for (const std::string& line : net_.node(id).applied_text) out += line + "\n";
+      if (out.empty()) out = "(empty)\n";
     } else if (verb == "raft-state") {
       out = net_.describeState();
     } else if (verb == "raft-log") {
@@ -336,7 +347,12 @@ class Interpreter {
         out += " (self: what is durable)\n";
         continue;
       }
-      out += " next=" + std::to_string(pr.next) + (pr.state == Progress::State::probe ? " probe" : " replicate") + "\n";
+      out += " next=" + std::to_string(pr.next);
+      switch (pr.state) {
+        case Progress::State::probe: out += " probe\n"; break;
+        case Progress::State::replicate: out += " replicate\n"; break;
+        case Progress::State::snapshot: out += " snapshot=" + std::to_string(pr.pending_snapshot) + "\n"; break;
+      }
     }
     return out;
   }

@@ -75,6 +75,7 @@ class Simulation {
     max_delay_ = pick(0, 3);
     change_rate_ = std::vector<double>{0, 0.01, 0.04}[static_cast<std::size_t>(pick(0, 2))];
     transfer_rate_ = std::vector<double>{0, 0.005, 0.02}[static_cast<std::size_t>(pick(0, 2))];
+    snapshot_rate_ = std::vector<double>{0, 0.01, 0.05}[static_cast<std::size_t>(pick(0, 2))];
     // Spare nodes run from the start outside the cluster (the initial membership, an
     // empty log), waiting to be added.
     const int spares = change_rate_ > 0 ? pick(1, 2) : 0;
@@ -89,7 +90,7 @@ class Simulation {
          std::to_string(base_.heartbeat_ticks) + " drop=" + std::to_string(drop_) + " duplicate=" +
          std::to_string(duplicate_) + " max_delay=" + std::to_string(max_delay_) + " spares=" +
          std::to_string(spares) + " change_rate=" + std::to_string(change_rate_) +
-         " transfer_rate=" + std::to_string(transfer_rate_));
+         " transfer_rate=" + std::to_string(transfer_rate_) + " snapshot_rate=" + std::to_string(snapshot_rate_));
   }
 
   void run(int rounds) {
@@ -98,6 +99,7 @@ class Simulation {
       clientProposes();
       operatorActs();
       clientReads();
+      takeSnapshots();
       for (NodeId id : upNodes()) nodes_[id].core->tick();
       stepAll();
     }
@@ -111,6 +113,7 @@ class Simulation {
     std::uint64_t changes = 0;    // membership changes committed
     std::uint64_t handovers = 0;  // timeout_now messages sent (transfers reaching their end)
     std::uint64_t reads = 0;      // reads released and checked
+    std::uint64_t installs = 0;   // snapshots a leader sent that a follower installed
   };
   Stats stats() const {
     Stats out = stats_;
@@ -148,8 +151,9 @@ class Simulation {
     Config c = base_;
     c.id = id;
     c.seed = seed_ * 131 + id * 7 + restarts_++;
-    node.core = std::make_unique<RaftCore>(c, DurableState{node.storage.hard_state, node.storage.entries});
-    node.applied = 0;  // the state machine is rebuilt from the log
+    node.core = std::make_unique<RaftCore>(c, node.storage.durable());
+    // The state machine is loaded from the snapshot, then rebuilt from the log after it.
+    node.applied = node.storage.snapshot ? node.storage.snapshot->index : 0;
     node.down_until = -1;
   }
 
@@ -305,6 +309,7 @@ class Simulation {
       if (m.type == MessageType::timeout_now) ++stats_.handovers;
       send(std::move(m));
     }
+    if (rd.snapshot) install(id, *rd.snapshot);
     for (const Entry& e : rd.committed) apply(id, e);
     for (const ReadState& r : rd.read_states) serveRead(id, r);
     node.core->advance();
@@ -331,6 +336,41 @@ class Simulation {
       node.core->step(m);
       check(m.to);
     }
+  }
+
+  // The application snapshots a node at a random point of what it has applied (and
+  // the core holds as durable); the driver stores it and drops the log it covers.
+  void takeSnapshots() {
+    if (snapshot_rate_ == 0) return;
+    for (NodeId id : upNodes()) {
+      SimNode& node = nodes_[id];
+      if (!coin(snapshot_rate_)) continue;
+      const RaftLog& log = node.core->log();
+      const Index top = std::min(log.applied(), log.stableIndex());
+      if (top <= log.offset()) continue;
+      const Index index = log.offset() + 1 + static_cast<Index>(pick(0, static_cast<int>(top - log.offset() - 1)));
+      // The data names the state: every entry through `index`, which state machine
+      // safety (below) makes the same on every node.
+      Snapshot s = node.core->compact(index, "state through " + std::to_string(index));
+      node.storage.compact(s);
+      note("snapshot " + std::to_string(id) + " " + describe(s));
+    }
+  }
+
+  void install(NodeId id, const Snapshot& s) {
+    SimNode& node = nodes_[id];
+    // State machine safety for snapshots: it replaces applied state only with a later
+    // one, and stands for entries that were applied (somewhere) exactly so.
+    if (s.index <= node.applied) {
+      fail("node " + std::to_string(id) + " installs " + describe(s) + " at applied " + std::to_string(node.applied));
+    }
+    if (s.index > applied_.size() || applied_[s.index - 1].term != s.term ||
+        s.data != "state through " + std::to_string(s.index)) {
+      fail("node " + std::to_string(id) + " installs " + describe(s) + " that no state machine reached");
+    }
+    node.applied = s.index;
+    ++stats_.installs;
+    note("install " + std::to_string(id) + " " + describe(s));
   }
 
   void apply(NodeId id, const Entry& e) {
@@ -399,28 +439,43 @@ class Simulation {
 
   void recordCommits(NodeId id, const RaftCore& c) {
     const RaftLog& log = c.log();
+    const Index offset = log.offset();
+    if (offset > committed_.size()) {
+      fail("node " + std::to_string(id) + " holds a snapshot at " + std::to_string(offset) +
+           " beyond anything committed");
+    }
     for (Index i = committed_.size() + 1; i <= log.committed(); ++i) {
-      committed_.push_back({log.all()[i - 1], c.term()});
+      committed_.push_back({log.all()[i - offset - 1], c.term()});
+    }
+    // The snapshot's last entry is a committed one.
+    if (offset > 0 && log.term(offset) != committed_[offset - 1].entry.term) {
+      fail("node " + std::to_string(id) + " has a snapshot at " + std::to_string(offset) + " of term " +
+           std::to_string(*log.term(offset)) + " where " + describe(committed_[offset - 1].entry) + " was committed");
     }
     // A committed entry never changes in any log that holds it.
-    for (Index i = 1; i <= log.committed(); ++i) {
-      if (log.all()[i - 1] != committed_[i - 1].entry) {
-        fail("node " + std::to_string(id) + " holds " + describe(log.all()[i - 1]) + " at committed index " +
+    for (Index i = offset + 1; i <= log.committed(); ++i) {
+      const Entry& held = log.all()[i - offset - 1];
+      if (held != committed_[i - 1].entry) {
+        fail("node " + std::to_string(id) + " holds " + describe(held) + " at committed index " +
              std::to_string(i) + " where " + describe(committed_[i - 1].entry) + " was committed");
       }
     }
   }
 
   void checkLogMatching(NodeId a, NodeId b) {
-    const auto& la = nodes_[a].core->log().all();
-    const auto& lb = nodes_[b].core->log().all();
-    std::size_t i = std::min(la.size(), lb.size());
-    while (i > 0 && la[i - 1].term != lb[i - 1].term) --i;
-    for (std::size_t k = 0; k < i; ++k) {
-      if (la[k] != lb[k]) {
+    // Over the indexes both still hold (after either's snapshot): where the terms agree
+    // last, everything before agrees too.
+    const RaftLog& ra = nodes_[a].core->log();
+    const RaftLog& rb = nodes_[b].core->log();
+    const Index lo = std::max(ra.offset(), rb.offset());
+    Index i = std::min(ra.lastIndex(), rb.lastIndex());
+    while (i > lo && *ra.term(i) != *rb.term(i)) --i;
+    for (Index k = lo + 1; k <= i; ++k) {
+      const Entry& ea = ra.all()[k - ra.offset() - 1];
+      const Entry& eb = rb.all()[k - rb.offset() - 1];
+      if (ea != eb) {
         fail("log matching: nodes " + std::to_string(a) + " and " + std::to_string(b) + " agree at index " +
-             std::to_string(i) + " but differ at " + std::to_string(k + 1) + ": " + describe(la[k]) + " vs " +
-             describe(lb[k]));
+             std::to_string(i) + " but differ at " + std::to_string(k) + ": " + describe(ea) + " vs " + describe(eb));
       }
     }
   }
@@ -431,7 +486,9 @@ class Simulation {
     auto& seen = leader_tail_[id];
     const Entry* last = c.log().all().empty() ? nullptr : &c.log().all().back();
     if (seen.term == c.term() && seen.index > 0) {
-      if (c.log().lastIndex() < seen.index || !c.log().matchTerm(seen.index, seen.entry_term)) {
+      // An entry its own snapshot covers is still there, as the snapshot.
+      const bool compacted = seen.index < c.log().offset();
+      if (c.log().lastIndex() < seen.index || (!compacted && !c.log().matchTerm(seen.index, seen.entry_term))) {
         fail("leader " + std::to_string(id) + " of term " + std::to_string(c.term()) + " lost its entry " +
              std::to_string(seen.entry_term) + "/" + std::to_string(seen.index));
       }
@@ -442,6 +499,8 @@ class Simulation {
   void checkLeaderCompleteness(NodeId id, const RaftCore& c) {
     for (const Committed& k : committed_) {
       if (k.observed_term >= c.term()) continue;
+      // Below its snapshot: recordCommits() checked the snapshot's entry is committed.
+      if (k.entry.index < c.log().offset()) continue;
       if (!c.log().matchTerm(k.entry.index, k.entry.term)) {
         fail("leader " + std::to_string(id) + " of term " + std::to_string(c.term()) + " lacks " +
              describe(k.entry) + ", committed by term " + std::to_string(k.observed_term));
@@ -546,6 +605,7 @@ class Simulation {
   double ready_crash_rate_ = 0;  // per Ready: before its writes, or after them
   double partition_rate_ = 0;    // per round while healed
   int groups_ = 2;
+  double snapshot_rate_ = 0;     // per round and node: the application snapshots it
   double hold_rate_ = 0;         // per Ready: finished only at the node's next turn
   double drop_ = 0;
   double duplicate_ = 0;
@@ -589,6 +649,7 @@ bool runSeed(std::uint64_t seed, bool verbose, std::string& failure, Simulation:
       total->changes += sim.stats().changes;
       total->handovers += sim.stats().handovers;
       total->reads += sim.stats().reads;
+      total->installs += sim.stats().installs;
     }
   } catch (const std::exception& e) {
     failure = e.what();
@@ -615,12 +676,14 @@ TEST(RaftSimulation, SafetyHoldsUnderLossDelayPartitionsAndCrashes) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << seeds << " seeds in " << seconds << " s: " << total.changes << " membership changes committed, "
-            << total.handovers << " leadership handovers, " << total.reads << " reads checked\n";
+            << total.handovers << " leadership handovers, " << total.reads << " reads checked, " << total.installs
+            << " snapshots installed\n";
   if (seeds >= 100) {
     // A third of the seeds change membership and transfer leadership, all of them read.
     EXPECT_GT(total.changes, seeds / 10);
     EXPECT_GT(total.handovers, seeds / 10);
     EXPECT_GT(total.reads, seeds);
+    EXPECT_GT(total.installs, seeds / 20);
   }
 }
 

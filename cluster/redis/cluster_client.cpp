@@ -584,39 +584,47 @@ void ClusterClient::retireUnused() {
   });
 }
 
+std::string ClusterClient::masterForKey(const std::string& store_key, std::string* error) const {
+  const std::uint16_t slot = keySlot(options_.connection.key_prefix + store_key);
+  std::string address = masterOf(slot);
+  if (address.empty()) {
+    *error = "no master serves slot " + std::to_string(slot) + " (or the slot map is not loaded yet)";
+  }
+  return address;
+}
+
+std::string ClusterClient::movedTo(const std::string& error, const std::string& from) {
+  const auto redirect = closing_ ? std::nullopt : parseRedirect(error, from);
+  if (!redirect || redirect->ask) return "";
+  setSlot(redirect->slot, redirect->address);
+  requestSlotMap();
+  return redirect->address;
+}
+
+// An admin command goes to its key's master; a MOVED is followed once (the admin asks
+// again if it meets another).
 void ClusterClient::peek(const wire::LimitItem& item, PeekDone done) {
   loop_.checkThisThread();
-  const std::uint16_t slot = keySlot(options_.connection.key_prefix + item.key);
-  const std::string address = masterOf(slot);
-  if (address.empty()) {
-    done(std::nullopt, "no master serves slot " + std::to_string(slot) + " (or the slot map is not loaded yet)");
-    return;
-  }
-  // A MOVED is followed once (the admin asks again if it meets another).
+  std::string error;
+  const std::string address = masterForKey(item.key, &error);
+  if (address.empty()) return done(std::nullopt, error);
   connectionTo(address).peek(item, [this, item, done, address](std::optional<state::Outcome> outcome,
                                                                 std::string error) {
-    const auto redirect = closing_ ? std::nullopt : parseRedirect(error, address);
-    if (!redirect || redirect->ask) return done(outcome, std::move(error));
-    setSlot(redirect->slot, redirect->address);
-    requestSlotMap();
-    connectionTo(redirect->address).peek(item, done);
+    const std::string moved = movedTo(error, address);
+    if (moved.empty()) return done(outcome, std::move(error));
+    connectionTo(moved).peek(item, done);
   });
 }
 
 void ClusterClient::erase(const std::string& store_key, EraseDone done) {
   loop_.checkThisThread();
-  const std::uint16_t slot = keySlot(options_.connection.key_prefix + store_key);
-  const std::string address = masterOf(slot);
-  if (address.empty()) {
-    done(0, "no master serves slot " + std::to_string(slot) + " (or the slot map is not loaded yet)");
-    return;
-  }
+  std::string error;
+  const std::string address = masterForKey(store_key, &error);
+  if (address.empty()) return done(0, error);
   connectionTo(address).erase(store_key, [this, store_key, done, address](long long erased, std::string error) {
-    const auto redirect = closing_ ? std::nullopt : parseRedirect(error, address);
-    if (!redirect || redirect->ask) return done(erased, std::move(error));
-    setSlot(redirect->slot, redirect->address);
-    requestSlotMap();
-    connectionTo(redirect->address).erase(store_key, done);
+    const std::string moved = movedTo(error, address);
+    if (moved.empty()) return done(erased, std::move(error));
+    connectionTo(moved).erase(store_key, done);
   });
 }
 

@@ -86,6 +86,11 @@ class ClusterClient : public Backend {
   struct Stage;
 
   Client& connectionTo(const std::string& address);
+  // peek() and erase(): the master of `store_key`'s slot ("" with *error set when none
+  // is known), and after an error reply the MOVED target to run the command at once more
+  // ("" when the error is no MOVED), the map updated.
+  std::string masterForKey(const std::string& store_key, std::string* error) const;
+  std::string movedTo(const std::string& error, const std::string& from);
   void run(const std::shared_ptr<Stage>& stage, const std::vector<std::size_t>& indices,
            const std::vector<std::string>& addresses, const std::vector<bool>& asking);
   void onReplies(const std::shared_ptr<Stage>& stage, const std::vector<std::size_t>& indices,

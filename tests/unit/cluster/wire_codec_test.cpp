@@ -17,24 +17,7 @@
 #include <string>
 #include <vector>
 
-// Counts bytes allocated while a test has it switched on, to show that the decoder does
-// not reserve for counts the frame cannot hold. GCC 12 sees the inlined replacement
-// pair (malloc in new, free in delete) as a mismatch; it is the matching pair.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<std::size_t> g_counted_bytes{0};
-}  // namespace
-
-void* operator new(std::size_t size) {
-  if (g_counting.load(std::memory_order_relaxed)) g_counted_bytes += size;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/unit/cluster/allocation_counter.h"
 
 namespace zetian::cluster::wire {
 namespace {

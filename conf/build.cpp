@@ -43,6 +43,8 @@ constexpr Duration kMaxSyncInterval = 1min;
 // A message waits up to this long for a remote check, once per stage.
 constexpr Duration kMinCheckTimeout = 1ms;
 constexpr Duration kMaxCheckTimeout = 5s;
+constexpr Duration kMinElectionTimeout = 100ms;
+constexpr Duration kMaxElectionTimeout = 60s;
 
 // A duration within [min, max] (max 0: no upper bound); `why` explains the bounds.
 std::optional<Duration> boundedDuration(TableReader& r, std::string_view key, Duration min, Duration max,
@@ -366,6 +368,13 @@ void buildCluster(TableReader r, Diagnostics& diag, ClusterSection& cluster, con
       cluster.check_timeout = *d;
     }
   }
+  if (auto n = r.integer("bootstrap_expect", 0, 7)) cluster.bootstrap_expect = static_cast<int>(*n);
+  if (auto d = boundedDuration(r, "election_timeout", kMinElectionTimeout, kMaxElectionTimeout,
+                               "a follower that hears no Raft leader for this long (randomized up to twice) starts an election")) {
+    cluster.election_timeout = *d;
+  }
+  if (auto n = r.integer("snapshot_every", 10, 1000000)) cluster.snapshot_every = static_cast<int>(*n);
+  if (auto n = r.integer("max_voters", 1, 7)) cluster.max_voters = static_cast<int>(*n);
   if (const toml::value* tls = r.subtable("tls")) {
     ClusterTls paths;
     buildTls(TableReader(diag, tls, "cluster.tls"), paths);

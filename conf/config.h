@@ -154,6 +154,12 @@ struct ClusterSection {
   Duration replication_interval = std::chrono::milliseconds(250);
   Duration sync_interval = std::chrono::seconds(1);
   Duration check_timeout = std::chrono::milliseconds(200);
+  // Raft (the replicated policy, docs/raft.md). 0: never start a Raft cluster, only
+  // join one that exists.
+  int bootstrap_expect = 0;
+  Duration election_timeout = std::chrono::seconds(1);  // randomized in [t, 2t)
+  int snapshot_every = 1000;  // applied entries between two snapshots
+  int max_voters = 5;         // members beyond this stay learners
   std::optional<ClusterTls> tls;
 };
 

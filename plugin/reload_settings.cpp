@@ -76,6 +76,10 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     {"cluster.replication_interval", "", Restart, ZETIAN_SAME(cluster.replication_interval)},
     {"cluster.sync_interval", "", Restart, ZETIAN_SAME(cluster.sync_interval)},
     {"cluster.check_timeout", "", Restart, ZETIAN_SAME(cluster.check_timeout)},
+    {"cluster.bootstrap_expect", "", Restart, ZETIAN_SAME(cluster.bootstrap_expect)},
+    {"cluster.election_timeout", "", Restart, ZETIAN_SAME(cluster.election_timeout)},
+    {"cluster.snapshot_every", "", Restart, ZETIAN_SAME(cluster.snapshot_every)},
+    {"cluster.max_voters", "", Restart, ZETIAN_SAME(cluster.max_voters)},
     {"cluster.tls.cert", "", Restart,
      [](const conf::Config& a, const conf::Config& b) {
        return tlsField(a, &conf::ClusterTls::cert) == tlsField(b, &conf::ClusterTls::cert) &&

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 #include "cluster/clock.h"
@@ -22,6 +23,7 @@
 #include "cluster/listen_address.h"
 #include "cluster/node_state.h"
 #include "cluster/transport/tls.h"
+#include "conf/policy.h"
 #include "conf/syntax.h"
 
 namespace zetian::cluster {
@@ -82,6 +84,15 @@ NodeOptions nodeOptionsFrom(const conf::Config& config) {
   o.replication_factor = static_cast<std::size_t>(c.replication_factor);
   o.replication_interval = std::chrono::duration_cast<std::chrono::milliseconds>(c.replication_interval);
   o.check_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c.check_timeout);
+  raft::DriverOptions r;
+  r.node_id = config.node.id;
+  r.dir = (std::filesystem::path(config.node.state_dir) / "raft").string();
+  r.bootstrap_expect = c.bootstrap_expect;
+  r.election_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c.election_timeout);
+  r.snapshot_every = static_cast<std::size_t>(c.snapshot_every);
+  r.max_voters = static_cast<std::size_t>(c.max_voters);
+  r.seed_policy_text = conf::policyText(config.policy);
+  o.raft = std::move(r);
   // A link with nothing received for the whole failure window plus slack is dead.
   o.link_limits.idle_timeout = std::max(
       std::chrono::milliseconds(5000),
@@ -96,12 +107,16 @@ ClusterNode::ClusterNode(Loop& loop, NodeOptions options, LogSink log, std::func
       load_(std::move(load)),
       detector_(options_.detector),
       refusals_(kRefusalLinesPerMinute, std::chrono::minutes(1)),
-      handshake_slots_({options_.max_pending_links, options_.max_pending_per_address}) {}
+      handshake_slots_({options_.max_pending_links, options_.max_pending_per_address}) {
+  if (options_.raft) raft_ = std::make_unique<raft::RaftDriver>(loop_, *options_.raft, *this, log_);
+}
 
 ClusterNode::~ClusterNode() {
   assertLoopThread();
   // First: its pending calls are answered (Closed) while everything they touch lives.
   limits_.reset();
+  if (raft_) raft_->stop();
+  raft_.reset();
   for (event* e : {tick_, heartbeat_, reap_, leave_timer_}) {
     if (e) event_free(e);
   }
@@ -292,6 +307,7 @@ bool ClusterNode::start(std::string* error) {
               " advertise=" + logValue(advertise_) + " discovery=" + std::string(conf::discoveryName(options_.discovery)) +
               " tls=" + (tls_ ? "on" : "off") + " incarnation=" + std::to_string(incarnation_));
   if (!options_.store) options_.capabilities &= ~(wire::kCapLimiter | wire::kCapBucketSync | wire::kCapLeases);
+  if (options_.raft) options_.capabilities |= wire::kCapRaft;
   if (options_.store) {
     auto now = options_.now ? options_.now : [] {
       return static_cast<state::Nanos>(
@@ -312,6 +328,7 @@ bool ClusterNode::start(std::string* error) {
     limits_ = std::make_unique<limits::LimitService>(loop_, *this, *options_.store, std::move(now),
                                                      std::move(replication));
   }
+  if (raft_ && !raft_->start(error)) return false;
   // The members known before a restart are dialed at once, as seeds are.
   std::size_t cached = 0;
   for (auto& [id, address] : readMemberCache(options_.state_dir)) {
@@ -377,6 +394,27 @@ bool ClusterNode::linkComing(const std::string& peer) const {
   assertLoopThread();
   auto it = peers_.find(peer);
   return it != peers_.end() && !it->second.link && it->second.link_coming;
+}
+
+std::vector<std::string> ClusterNode::raftPeers() const {
+  std::vector<std::string> out;
+  for (const auto& [id, peer] : peers_) {
+    if (peer.link && (peer.link->link->peer().capabilities & wire::kCapRaft)) out.push_back(id);
+  }
+  return out;
+}
+
+bool ClusterNode::sendRaft(const std::string& peer, const wire::Message& message) {
+  assertLoopThread();
+  auto it = peers_.find(peer);
+  if (it == peers_.end() || !it->second.link || !(it->second.link->link->peer().capabilities & wire::kCapRaft)) {
+    return false;
+  }
+  return it->second.link->link->send(message, PeerLink::Priority::Control);
+}
+
+void ClusterNode::raftEvent(const std::string& name, std::vector<std::pair<std::string, std::string>> extra) {
+  emit(name, "", std::move(extra));
 }
 
 bool ClusterNode::sendToPeer(const std::string& peer, const wire::Message& message) {
@@ -488,6 +526,10 @@ void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
           if (limits_) limits_->onReply(link->peer_id, m);
         } else if constexpr (std::is_same_v<T, wire::BucketSync>) {
           if (limits_) limits_->onSync(link->peer_id, m);
+        } else if constexpr (std::is_same_v<T, wire::RaftFrame>) {
+          if (raft_ && (pl.peer().capabilities & wire::kCapRaft)) raft_->onFrame(link->peer_id, m);
+        } else if constexpr (std::is_same_v<T, wire::RaftControl>) {
+          if (raft_ && (pl.peer().capabilities & wire::kCapRaft)) raft_->onControl(link->peer_id, m);
         }
       },
       message);
@@ -719,6 +761,7 @@ void ClusterNode::leave(std::function<void()> done) {
   publishView();
   if (limits_) limits_->finishWalk();
   limits_.reset();
+  if (raft_) raft_->stop();
   for (event* e : {tick_, heartbeat_}) {
     if (e) event_del(e);
   }

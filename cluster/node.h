@@ -43,6 +43,7 @@
 #include "cluster/loop.h"
 #include "cluster/membership/failure_detector.h"
 #include "cluster/placement/view.h"
+#include "cluster/raft/driver.h"
 #include "cluster/transport/handshake_slots.h"
 #include "cluster/transport/peer_link.h"
 #include "conf/config.h"
@@ -99,6 +100,9 @@ struct NodeOptions {
   std::chrono::milliseconds replication_interval{250};
   std::chrono::milliseconds check_timeout{200};  // [cluster] check_timeout
   limits::ChangeLog* changes = nullptr;  // the engine's own charges as owner
+  // The replicated policy (raft/driver.h); none: this node runs no Raft (tests of the
+  // links alone). With it the node announces kCapRaft.
+  std::optional<raft::DriverOptions> raft;
 };
 
 NodeOptions nodeOptionsFrom(const conf::Config& config);
@@ -137,7 +141,7 @@ struct ClusterCounters {
   std::uint64_t connections_shed = 0;
 };
 
-class ClusterNode final : public transport::PeerLink::Owner, public limits::PeerDirectory {
+class ClusterNode final : public transport::PeerLink::Owner, public limits::PeerDirectory, public raft::RaftHost {
  public:
   ClusterNode(Loop& loop, NodeOptions options, LogSink log, std::function<NodeLoad()> load);
   ~ClusterNode();
@@ -162,6 +166,9 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
 
   // The rate-limit service (nullptr without a store, or after leave()).
   limits::LimitService* limits() { return limits_.get(); }
+  // The replicated policy (nullptr without NodeOptions::raft). It outlives leave():
+  // the policy in force stays readable, and changes are refused.
+  raft::PolicyService* policy() { return raft_.get(); }
   // Called on the loop thread with every new placement view (membership changed), and
   // at once with the current one. Set before start().
   void setViewListener(std::function<void(std::shared_ptr<const placement::View>)> listener);
@@ -173,6 +180,11 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   std::optional<std::uint64_t> peerCapabilities(const std::string& peer) const override;
   bool sendToPeer(const std::string& peer, const wire::Message& message) override;
   bool linkComing(const std::string& peer) const override;
+
+  // raft::RaftHost
+  std::vector<std::string> raftPeers() const override;
+  bool sendRaft(const std::string& peer, const wire::Message& message) override;
+  void raftEvent(const std::string& name, std::vector<std::pair<std::string, std::string>> extra) override;
 
  private:
   struct Link;
@@ -275,6 +287,7 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   RefusalBudget refusals_;
   transport::HandshakeSlots handshake_slots_;  // accepted links in their handshake
   std::unique_ptr<limits::LimitService> limits_;
+  std::unique_ptr<raft::RaftDriver> raft_;
   std::function<void(std::shared_ptr<const placement::View>)> view_listener_;
   std::function<void(std::shared_ptr<const std::vector<std::string>>)> settling_listener_;
   std::shared_ptr<const placement::View> view_;  // the last one published

@@ -311,6 +311,7 @@ void ClusterNode::dropLink(Link* link) {
     peer.link = nullptr;
     chosen = true;
     if (limits_) limits_->onPeerDown(id);
+    if (raft_) raft_->onPeerDown(id);
     // Closed while our own dial to the peer is under way: most likely the peer keeping
     // that link of two that crossed (the one opened by the smaller id). Leaving the view
     // now and coming back in a moment would move its keys away and back, and a key
@@ -459,6 +460,7 @@ void ClusterNode::adopt(Link* link) {
   saveMemberCache();
   publishView();
   if (limits_) limits_->onPeerUp(hello.node_id);
+  if (raft_ && (hello.capabilities & wire::kCapRaft)) raft_->onPeerUp(hello.node_id);
 }
 
 }  // namespace zetian::cluster

@@ -361,6 +361,22 @@ void writePayload(Writer& w, const RaftFrame& m) {
   w.bytes(reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size());
 }
 
+void writePayload(Writer& w, const RaftControl& m) {
+  require(m.raft_id != 0, "raft control raft_id 0");
+  require(m.text.size() <= kMaxRaftControlText, "raft control text above kMaxRaftControlText");
+  require(static_cast<std::uint8_t>(m.kind) <= kMaxRaftControlKind, "raft control kind out of range");
+  require((m.flags & ~kRaftControlFlagsKnown) == 0, "raft control flags unknown");
+  w.u8(static_cast<std::uint8_t>(m.kind));
+  w.u64(m.raft_id);
+  w.u8(m.flags);
+  w.u64(m.request_id);
+  w.u64(m.leader);
+  w.u64(m.term);
+  w.u64(m.index);
+  w.u32(static_cast<std::uint32_t>(m.text.size()));
+  w.bytes(reinterpret_cast<const std::uint8_t*>(m.text.data()), m.text.size());
+}
+
 Hello readHello(Reader& r) {
   Hello m;
   m.node_id = r.str("node_id");
@@ -542,6 +558,35 @@ RaftFrame readRaftFrame(Reader& r) {
   return RaftFrame{std::move(decoded.message)};
 }
 
+RaftControl readRaftControl(Reader& r) {
+  RaftControl m;
+  m.kind = static_cast<RaftControlKind>(r.upTo(kMaxRaftControlKind, "raft control kind"));
+  m.raft_id = r.u64();
+  if (r.ok() && m.raft_id == 0) r.fail(DecodeError::BadValue, "raft control raft_id 0");
+  m.flags = r.u8();
+  if (r.ok() && (m.flags & ~kRaftControlFlagsKnown) != 0) {
+    r.fail(DecodeError::BadValue, "raft control flags " + std::to_string(m.flags) + " unknown");
+  }
+  m.request_id = r.u64();
+  m.leader = r.u64();
+  m.term = r.u64();
+  m.index = r.u64();
+  const std::size_t size = r.u32();
+  if (!r.ok()) return m;
+  if (size > kMaxRaftControlText) {
+    r.fail(DecodeError::BadValue, "raft control text length " + std::to_string(size) + " above the limit");
+    return m;
+  }
+  if (size > r.remaining()) {
+    r.fail(DecodeError::Truncated, "frame ends inside raft control text");
+    return m;
+  }
+  const std::string_view rest = r.rest();
+  m.text.assign(rest.substr(0, size));
+  if (rest.size() > size) r.fail(DecodeError::TrailingBytes, std::to_string(rest.size() - size) + " bytes after the last field");
+  return m;
+}
+
 DecodeResult failure(DecodeError error, std::string detail) {
   DecodeResult result;
   result.status = DecodeStatus::Error;
@@ -575,6 +620,7 @@ MessageType typeOf(const Message& message) {
         if constexpr (std::is_same_v<T, LimitReply>) return MessageType::LimitReply;
         if constexpr (std::is_same_v<T, BucketSync>) return MessageType::BucketSync;
         if constexpr (std::is_same_v<T, RaftFrame>) return MessageType::RaftFrame;
+        if constexpr (std::is_same_v<T, RaftControl>) return MessageType::RaftControl;
       },
       message);
 }
@@ -642,6 +688,7 @@ DecodeResult decode(std::string_view buffer) {
     case MessageType::LimitReply: message = readLimitReply(r); break;
     case MessageType::BucketSync: message = readBucketSync(r); break;
     case MessageType::RaftFrame: message = readRaftFrame(r); break;
+    case MessageType::RaftControl: message = readRaftControl(r); break;
     default: return failure(DecodeError::UnknownType, "message type " + std::to_string(type));
   }
   if (!r.ok()) return failure(r.error(), r.detail());

@@ -54,6 +54,7 @@ enum class MessageType : std::uint8_t {
   LimitReply = 10,
   BucketSync = 11,
   RaftFrame = 12,
+  RaftControl = 13,
 };
 
 // Capabilities a node announces in its Hello. A node never sends a message type its peer
@@ -279,8 +280,39 @@ struct RaftFrame {
   bool operator==(const RaftFrame&) const = default;
 };
 
+// Driver-to-driver traffic of Raft beside the core's RaftFrames (only to a peer that
+// announced kCapRaft): a node's Raft status, a join request, requests forwarded to the
+// leader and the leader's replies (cluster/raft/driver.h).
+enum class RaftControlKind : std::uint8_t {
+  Status = 0,    // the sender's Raft state (sent on link up and when it changes)
+  Join = 1,      // the sender, in no Raft cluster, asks to be added (as a learner); text: its node.id
+  Propose = 2,   // request_id; text: a policy document for the leader to propose; index: the version wanted (0: next)
+  Change = 3,    // request_id; text: raft::encodeConfChange() text (e.g. "remove 7")
+  Transfer = 4,  // request_id; index: the target's Raft id (0: the leader chooses)
+  Reply = 5,     // request_id; flags kRaftAccepted; index/term of the entry; leader; text: refusal
+  Read = 6,      // reserved (the core forwards reads itself)
+};
+inline constexpr std::uint8_t kMaxRaftControlKind = 6;
+inline constexpr std::uint8_t kRaftInCluster = 1;  // Status: the sender belongs to a Raft cluster
+inline constexpr std::uint8_t kRaftBootstrap = 2;  // Status: the sender has bootstrap_expect > 0
+inline constexpr std::uint8_t kRaftAccepted = 4;   // Reply: done / accepted
+inline constexpr std::uint8_t kRaftControlFlagsKnown = 7;
+inline constexpr std::size_t kMaxRaftControlText = 1024 * 1024 - 64;
+
+struct RaftControl {
+  RaftControlKind kind = RaftControlKind::Status;
+  std::uint64_t raft_id = 0;     // the sender's Raft id, never 0
+  std::uint8_t flags = 0;
+  std::uint64_t request_id = 0;  // Propose/Change/Transfer/Reply: matches a Reply to its request
+  std::uint64_t leader = 0;      // Status/Reply: the leader's Raft id as the sender knows it (0: none)
+  std::uint64_t term = 0;        // Status: the sender's term; Reply: the entry's term
+  std::uint64_t index = 0;       // Reply: the entry's index (refused: the HTTP status); Transfer: the target; Status: bootstrap_expect
+  std::string text;              // <= kMaxRaftControlText bytes
+  bool operator==(const RaftControl&) const = default;
+};
+
 using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList,
-                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame>;
+                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame, RaftControl>;
 
 MessageType typeOf(const Message& message);
 

@@ -323,7 +323,7 @@ TEST(WireCodec, UnknownHeartbeatFlagsAreRefused) {
 }
 
 TEST(WireCodec, UnknownMessageTypeIsRefused) {
-  for (std::uint8_t type : {0, 13, 0xff}) {
+  for (std::uint8_t type : {0, 14, 0xff}) {
     const DecodeResult r = decode(rawFrame(kProtocolVersion, type, ""));
     ASSERT_EQ(r.status, DecodeStatus::Error);
     EXPECT_EQ(r.error, DecodeError::UnknownType);

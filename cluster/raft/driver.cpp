@@ -1,0 +1,1272 @@
+#include "cluster/raft/driver.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+#include "cluster/raft/membership.h"
+#include "cluster/raft/recovery.h"
+#include "cluster/raft/storage.h"
+#include "cluster/raft/storage_writer.h"
+#include "cluster/wire/raft_codec.h"
+#include "conf/policy.h"
+
+namespace zetian::cluster::raft {
+
+namespace {
+
+using wire::RaftControl;
+using wire::RaftControlKind;
+
+// A node outside any cluster still runs a core (to receive the snapshot that makes it
+// a member), and a core needs a voter: this id, which no node can draw (identity
+// files hold ids below it), stands for "the cluster this node will be told of". Not
+// being a voter itself, the node never campaigns; the snapshot replaces the membership.
+constexpr NodeId kOutsideVoter = ~NodeId{0};
+constexpr int kElectionTicks = 10;
+// A policy document's text is at most this big: Raft appends carry up to
+// kMaxEntriesPerAppend of them in one frame of at most 1 MiB.
+constexpr std::size_t kMaxPolicyTextBytes = 128 * 1024;
+constexpr std::size_t kMaxEntriesPerAppend = 4;
+
+std::uint64_t unixMillis() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
+
+std::string hexId(NodeId id) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+// Writes `text` to dir/name durably: a temp file, fsync, rename, fsync of the folder.
+void writeFileDurably(const std::filesystem::path& dir, const std::string& name, const std::string& text) {
+  const auto tmp = dir / (name + ".tmp");
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) throw std::runtime_error("cannot create " + tmp.string() + ": " + std::strerror(errno));
+  std::size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw std::runtime_error("cannot write " + tmp.string() + ": " + std::strerror(err));
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::runtime_error("cannot fsync " + tmp.string() + ": " + std::strerror(err));
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), (dir / name).c_str()) != 0) {
+    throw std::runtime_error("cannot rename " + tmp.string() + ": " + std::strerror(errno));
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) != 0) {
+    const int err = errno;
+    if (dfd >= 0) ::close(dfd);
+    throw std::runtime_error("cannot fsync " + dir.string() + ": " + std::strerror(err));
+  }
+  ::close(dfd);
+}
+
+// The identity file: which node this folder belongs to, and its Raft id.
+//   zetian-raft-identity 1
+//   node_id mx1
+//   raft_id 3f2a...
+struct Identity {
+  std::string node_id;
+  NodeId raft_id = kNoNode;
+};
+
+std::optional<Identity> readIdentity(const std::filesystem::path& file, std::string* error) {
+  std::ifstream in(file);
+  if (!in) return std::nullopt;
+  std::string magic, version, key1, node_id, key2, raft_hex;
+  if (!(in >> magic >> version >> key1 >> node_id >> key2 >> raft_hex) || magic != "zetian-raft-identity" ||
+      version != "1" || key1 != "node_id" || key2 != "raft_id" || raft_hex.size() != 16) {
+    *error = file.string() + " is damaged";
+    return Identity{};
+  }
+  Identity identity{node_id, 0};
+  try {
+    identity.raft_id = std::stoull(raft_hex, nullptr, 16);
+  } catch (const std::exception&) {
+    identity.raft_id = kNoNode;
+  }
+  if (identity.raft_id == kNoNode || identity.raft_id == kOutsideVoter) {
+    *error = file.string() + " is damaged";
+  }
+  return identity;
+}
+
+NodeId drawRaftId() {
+  std::random_device device;
+  for (;;) {
+    const NodeId id = (static_cast<NodeId>(device()) << 32) | device();
+    if (id != kNoNode && id != kOutsideVoter) return id;
+  }
+}
+
+std::string noQuorumMessage(std::uint64_t reachable, std::uint64_t voters) {
+  return "no quorum: " + std::to_string(reachable) + " of " + std::to_string(voters) +
+         " voters reachable; a change needs a majority of the voters (see `zetianctl members`)";
+}
+
+}  // namespace
+
+RaftDriver::RaftDriver(Loop& loop, DriverOptions options, RaftHost& host, LogSink log)
+    : loop_(loop), options_(std::move(options)), host_(host), log_(std::move(log)) {}
+
+RaftDriver::~RaftDriver() {
+  if (writer_) writer_->stop();
+}
+
+void RaftDriver::logLine(conf::LogLevel level, const std::string& line) const {
+  if (log_) log_(level, line);
+}
+
+bool RaftDriver::start(std::string* error) {
+  checkThread();
+  const std::filesystem::path dir(options_.dir);
+  OpenedStorage opened;
+  try {
+    opened = Storage::open(dir);
+  } catch (const std::exception& e) {
+    *error = std::string("cannot use the Raft folder: ") + e.what();
+    return false;
+  }
+  for (const auto& warning : opened.recovered.warnings) {
+    logLine(conf::LogLevel::Warn, "raft_storage_repaired detail=" + logValue(warning));
+  }
+  // Whose folder is this?
+  std::string identity_error;
+  auto identity = readIdentity(dir / "identity", &identity_error);
+  if (!identity_error.empty()) {
+    *error = identity_error + ": move " + dir.string() + " aside, remove this node from the cluster " +
+             "(`zetianctl cluster remove " + options_.node_id + "` on another node) and start it again";
+    return false;
+  }
+  if (identity && identity->node_id != options_.node_id) {
+    *error = dir.string() + " belongs to node " + backquoted(identity->node_id) + ", not " +
+             backquoted(options_.node_id) + ": point node.state_dir elsewhere, or move that folder aside";
+    return false;
+  }
+  if (!identity) {
+    if (opened.recovered.snapshot || !opened.recovered.entries.empty() || opened.recovered.hard_state.term != 0) {
+      *error = dir.string() + " holds Raft state but no identity file: move it aside and start again";
+      return false;
+    }
+    identity = Identity{options_.node_id, drawRaftId()};
+    try {
+      writeFileDurably(dir, "identity",
+                       "zetian-raft-identity 1\nnode_id " + options_.node_id + "\nraft_id " + hexId(identity->raft_id) + "\n");
+    } catch (const std::exception& e) {
+      *error = e.what();
+      return false;
+    }
+  }
+  self_ = identity->raft_id;
+
+  const RecoveredState& recovered = opened.recovered;
+  DurableState durable;
+  if (recovered.snapshot) {
+    try {
+      durable = durableFromRecovered(recovered);
+    } catch (const std::exception& e) {
+      *error = std::string("the Raft folder cannot be recovered: ") + e.what();
+      return false;
+    }
+    std::string why;
+    auto restored = PolicyState::restore(durable.snapshot->data, durable.snapshot->index, &why);
+    if (!restored) {
+      *error = "the Raft snapshot in " + dir.string() + " cannot be read (" + why +
+               "): move the folder aside, remove this node from the cluster and start it again";
+      return false;
+    }
+    state_ = std::move(*restored);
+    last_snapshot_index_ = durable.snapshot->index;
+    in_cluster_ = true;
+  } else {
+    if (!recovered.entries.empty()) {
+      *error = dir.string() + " holds log entries but no snapshot, which this version never writes: move it aside";
+      return false;
+    }
+    durable.hard_state = recovered.hard_state;
+    durable.hard_state.commit = 0;
+  }
+  written_hard_state_ = durable.hard_state;
+  try {
+    buildCore(std::move(durable));
+  } catch (const std::exception& e) {
+    *error = std::string("the Raft state cannot be loaded: ") + e.what();
+    return false;
+  }
+  writer_ = std::make_unique<StorageWriter>(loop_, std::move(opened.storage));
+  const auto tick = std::max(std::chrono::milliseconds(1), options_.election_timeout / kElectionTicks);
+  tick_ = loop_.every(tick, [this] { onTick(); });
+  logLine(conf::LogLevel::Info, "raft_started raft_id=" + hexId(self_) + " in_cluster=" +
+                                    (in_cluster_ ? "true" : "false") + " term=" + std::to_string(core_->term()) +
+                                    " commit=" + std::to_string(core_->log().committed()) +
+                                    (in_cluster_ ? " policy_version=" + std::to_string(state_.version()) : ""));
+  if (state_.current()) notePolicyApplied();
+  pump();
+  return true;
+}
+
+void RaftDriver::buildCore(DurableState durable) {
+  Config config;
+  config.id = self_;
+  if (durable.snapshot) {
+    config.voters = durable.snapshot->voters;
+  } else {
+    config.voters = {kOutsideVoter};
+  }
+  config.election_ticks = kElectionTicks;
+  config.heartbeat_ticks = 1;
+  config.pre_vote = true;
+  config.check_quorum = true;
+  config.seed = std::random_device{}();
+  config.max_entries_per_append = kMaxEntriesPerAppend;
+  if (durable.snapshot) config.applied = durable.snapshot->index;
+  core_ = std::make_unique<RaftCore>(std::move(config), std::move(durable));
+  soft_ = SoftState{core_->leader(), core_->role()};
+}
+
+void RaftDriver::stop() {
+  checkThread();
+  if (writer_) writer_->stop();
+  tick_.cancel();
+  if (!stopped_) {
+    stopped_ = true;
+    stop_reason_ = "shutting down";
+  }
+  answerAll(503, "shutting down");
+}
+
+void RaftDriver::failStorage(const std::string& what) {
+  logLine(conf::LogLevel::Error,
+          "raft_storage_failed error=" + logValue(what) +
+              " action=\"this node stops taking part in Raft and keeps enforcing policy version " +
+              std::to_string(state_.version()) + "; free the disk or fix it, then restart the node\"");
+  stopped_ = true;
+  stop_reason_ = "the Raft storage failed on this node (" + what + "); restart it";
+  answerAll(503, stop_reason_);
+  tick_.cancel();
+}
+
+// ---- the Ready cycle -----------------------------------------------------------------
+
+void RaftDriver::pump() {
+  if (stopped_ || write_in_flight_ || !core_) return;
+  if (!core_->hasReady()) {
+    if (commit_dirty_) saveCommit();
+    return;
+  }
+  Ready ready = core_->ready();
+  std::optional<StoredSnapshot> snapshot;
+  if (ready.snapshot) snapshot = toStoredSnapshot(*ready.snapshot);
+  HardState latest = ready.hard_state.value_or(written_hard_state_);
+  if (ready.hard_state) latest.commit = ready.hard_state->commit;
+  // The hard state goes to disk when term or vote changed (a vote must never be
+  // forgotten), and with the commit index after a policy change was applied.
+  std::optional<HardState> hard_state;
+  if (ready.hard_state && (ready.hard_state->term != written_hard_state_.term ||
+                           ready.hard_state->vote != written_hard_state_.vote)) {
+    hard_state = *ready.hard_state;
+  } else if (commit_dirty_) {
+    hard_state = HardState{core_->term(), core_->vote(), std::max(written_hard_state_.commit, latest.commit)};
+    if (ready.hard_state) hard_state->commit = std::max(hard_state->commit, ready.hard_state->commit);
+  }
+  if (hard_state) {
+    // Never store a commit index beyond what this write leaves on disk.
+    Index stored_last = core_->log().stableIndex();
+    if (!ready.entries.empty()) stored_last = std::max(stored_last, ready.entries.back().index);
+    if (snapshot) stored_last = std::max(stored_last, snapshot->index);
+    hard_state->commit = std::min(hard_state->commit, stored_last);
+    commit_dirty_ = false;
+  }
+  std::vector<Entry> entries = ready.entries;
+  const bool sync = ready.must_sync && !entries.empty() && !hard_state;
+  if (!snapshot && entries.empty() && !hard_state) {
+    onWritten(std::move(ready), std::nullopt);
+    return;
+  }
+  write_in_flight_ = true;
+  if (hard_state) written_hard_state_ = *hard_state;
+  auto shared = std::make_shared<Ready>(std::move(ready));
+  writer_->submit(
+      [snapshot = std::move(snapshot), entries = std::move(entries), hard_state, sync](Storage& storage) {
+        if (snapshot) storage.installSnapshot(*snapshot);
+        if (!entries.empty()) storage.append(entries);
+        if (hard_state) {
+          storage.saveHardState(*hard_state);  // syncs the appends first
+        } else if (sync) {
+          storage.sync();
+        }
+      },
+      [this, shared](std::optional<std::string> failure) {
+        write_in_flight_ = false;
+        onWritten(std::move(*shared), std::move(failure));
+      });
+}
+
+// A policy was applied and no Ready is due: the commit index goes to disk now, so a
+// node restarted at once enforces that policy before it hears a leader.
+void RaftDriver::saveCommit() {
+  commit_dirty_ = false;
+  HardState hard_state{core_->term(), core_->vote(), std::min(core_->log().committed(), core_->log().stableIndex())};
+  if (hard_state == written_hard_state_) return;
+  written_hard_state_ = hard_state;
+  write_in_flight_ = true;
+  writer_->submit([hard_state](Storage& storage) { storage.saveHardState(hard_state); },
+                  [this](std::optional<std::string> failure) {
+                    write_in_flight_ = false;
+                    if (failure) {
+                      failStorage(*failure);
+                      return;
+                    }
+                    pump();
+                  });
+}
+
+void RaftDriver::onWritten(Ready ready, std::optional<std::string> failure) {
+  if (failure) {
+    failStorage(*failure);
+    return;
+  }
+  if (stopped_) return;
+  if (ready.snapshot) loadSnapshot(*ready.snapshot);
+  sendMessages(std::move(ready.messages));
+  applyEntries(ready.committed);
+  for (const ReadState& read : ready.read_states) {
+    std::uint64_t id = 0;
+    try {
+      id = std::stoull(read.context);
+    } catch (const std::exception&) {
+      continue;
+    }
+    auto it = waiters_.find(id);
+    if (it == waiters_.end() || it->second.kind != WaitKind::read) continue;
+    PolicyResult result;
+    result.document = state_.current();
+    result.index = read.index;
+    finish(id, std::move(result));
+  }
+  core_->advance();
+  if (ready.soft_state) onSoftState(*ready.soft_state);
+  maybeSnapshot();
+  broadcastStatus(false);
+  pump();
+}
+
+void RaftDriver::sendMessages(std::vector<Message> messages) {
+  for (Message& m : messages) {
+    auto peer = peerOf(m.to);
+    if (!peer) continue;  // no link: Raft resends what matters
+    if (wire::raftPayloadBytes(m) > wire::kMaxRaftPayloadBytes) {
+      logLine(conf::LogLevel::Error, "raft_message_too_large to=" + logValue(*peer) + " type=" +
+                                         std::string(messageTypeName(m.type)));
+      continue;
+    }
+    host_.sendRaft(*peer, wire::RaftFrame{std::move(m)});
+  }
+}
+
+void RaftDriver::loadSnapshot(const Snapshot& snapshot) {
+  std::string why;
+  auto restored = PolicyState::restore(snapshot.data, snapshot.index, &why);
+  if (!restored) {
+    // The leader's state machine wrote it; a node that cannot read it cannot go on.
+    failStorage("the leader's snapshot at index " + std::to_string(snapshot.index) + " cannot be read: " + why);
+    return;
+  }
+  state_ = std::move(*restored);
+  last_snapshot_index_ = snapshot.index;
+  ++snapshots_installed_;
+  if (!in_cluster_) {
+    in_cluster_ = true;
+    logLine(conf::LogLevel::Info, "raft_joined leader=" + logValue(nameOf(core_->leader())) +
+                                      " policy_version=" + std::to_string(state_.version()));
+  } else {
+    logLine(conf::LogLevel::Info, "raft_snapshot_installed index=" + std::to_string(snapshot.index) +
+                                      " policy_version=" + std::to_string(state_.version()));
+  }
+  // Callers waiting for entries the snapshot covers: done if history shows them.
+  std::vector<std::pair<std::uint64_t, PolicyResult>> results;
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    Waiter& w = it->second;
+    if (w.kind == WaitKind::entry && w.index <= snapshot.index) {
+      PolicyResult result;
+      result.index = w.index;
+      const auto& history = state_.history();
+      const bool found = std::any_of(history.begin(), history.end(),
+                                     [&](const PolicyHistoryItem& h) { return h.index == w.index; });
+      if (found) {
+        result.document = state_.current();
+      } else {
+        result.status = 503;
+        result.error = "the change's outcome is unknown here (this node caught up by snapshot): see `zetianctl policy history`";
+      }
+      results.push_back({it->first, std::move(result)});
+    }
+  }
+  finishAll(std::move(results));
+  if (state_.current()) notePolicyApplied();
+}
+
+void RaftDriver::applyEntries(const std::vector<Entry>& entries) {
+  bool policy_changed = false;
+  for (const Entry& entry : entries) {
+    if (entry.index <= state_.appliedIndex()) continue;
+    const ApplyResult result = state_.apply(entry);
+    switch (result.kind) {
+      case ApplyKind::policy_applied:
+        policy_changed = true;
+        logLine(conf::LogLevel::Info, "policy_committed version=" + std::to_string(result.version) +
+                                          " index=" + std::to_string(entry.index) + " proposer=" +
+                                          logValue(state_.current() ? state_.current()->proposer : ""));
+        break;
+      case ApplyKind::policy_conflict:
+      case ApplyKind::policy_invalid:
+      case ApplyKind::malformed:
+        logLine(conf::LogLevel::Warn, "raft_entry_skipped index=" + std::to_string(entry.index) +
+                                          " error=" + logValue(result.error));
+        break;
+      default:
+        break;
+    }
+    if (entry.type == EntryType::config) {
+      if (auto change = decodeConfChange(entry.data)) {
+        logLine(conf::LogLevel::Info, "raft_membership_changed change=" + logValue(entry.data) + " node=" +
+                                          logValue(nameOf(change->node)) + " voters=" +
+                                          std::to_string(core_->membership().voters.size()) + " learners=" +
+                                          std::to_string(core_->membership().learners.size()));
+        host_.raftEvent("raft_membership_changed", {{"ZETIAN_RAFT_CHANGE", entry.data},
+                                                    {"ZETIAN_RAFT_NODE", nameOf(change->node)}});
+        if (change->type == ChangeType::remove && change->node == self_) {
+          logLine(conf::LogLevel::Warn,
+                  "raft_removed action=\"this node was removed from the Raft cluster; it keeps enforcing policy "
+                  "version " + std::to_string(state_.version()) +
+                  "; to bring it back, stop it, move node.state_dir/raft aside and start it\"");
+          stopped_ = true;
+          stop_reason_ = "this node was removed from the Raft cluster";
+        }
+      }
+    }
+    auto it = std::find_if(waiters_.begin(), waiters_.end(), [&](const auto& w) {
+      return w.second.kind == WaitKind::entry && w.second.index == entry.index;
+    });
+    if (it != waiters_.end()) {
+      PolicyResult answer_result;
+      answer_result.index = entry.index;
+      if (it->second.term != entry.term) {
+        answer_result.status = 503;
+        answer_result.error = "the leader changed before the change was committed, and it was dropped: make it again";
+      } else if (result.kind == ApplyKind::policy_conflict) {
+        answer_result.status = 409;
+        answer_result.error = "the policy changed meanwhile (" + result.error + "): get it again and make the change on top of it";
+      } else if (result.kind == ApplyKind::policy_invalid || result.kind == ApplyKind::malformed) {
+        answer_result.status = 400;
+        answer_result.error = result.error;
+      } else {
+        answer_result.document = state_.current();
+      }
+      finish(it->first, std::move(answer_result));
+    }
+  }
+  if (policy_changed) {
+    commit_dirty_ = true;
+    notePolicyApplied();
+  }
+  if (stopped_) answerAll(503, stop_reason_);
+}
+
+void RaftDriver::notePolicyApplied() {
+  const auto& current = state_.current();
+  if (!current || current->version == notified_version_) return;
+  notified_version_ = current->version;
+  if (listener_) listener_(*current);
+}
+
+void RaftDriver::maybeSnapshot() {
+  if (stopped_ || !in_cluster_ || write_in_flight_) return;
+  const Index applied = state_.appliedIndex();
+  if (applied < last_snapshot_index_ + options_.snapshot_every) return;
+  // compact() takes applied and stable entries only.
+  if (applied > core_->log().stableIndex() || applied > core_->log().applied()) return;
+  Snapshot snapshot;
+  try {
+    snapshot = core_->compact(applied, state_.encode());
+  } catch (const std::exception& e) {
+    logLine(conf::LogLevel::Warn, "raft_snapshot_skipped error=" + logValue(e.what()));
+    return;
+  }
+  last_snapshot_index_ = snapshot.index;
+  ++snapshots_taken_;
+  write_in_flight_ = true;
+  writer_->submit(
+      [stored = toStoredSnapshot(snapshot)](Storage& storage) {
+        storage.saveSnapshot(stored);
+        storage.compact(stored.index);
+      },
+      [this, index = snapshot.index](std::optional<std::string> failure) {
+        write_in_flight_ = false;
+        if (failure) {
+          failStorage(*failure);
+          return;
+        }
+        logLine(conf::LogLevel::Info, "raft_snapshot_taken index=" + std::to_string(index));
+        pump();
+      });
+}
+
+// ---- time, links, membership ---------------------------------------------------------
+
+void RaftDriver::onTick() {
+  if (stopped_) return;
+  core_->tick();
+  expireWaiters();
+  if (in_cluster_) {
+    leaderDuties();
+  } else {
+    maybeBootstrap();
+    maybeJoin();
+  }
+  broadcastStatus(false);
+  pump();
+}
+
+void RaftDriver::onSoftState(const SoftState& soft) {
+  const NodeId old_leader = soft_.leader;
+  soft_ = soft;
+  if (soft.leader != old_leader) {
+    ++leader_changes_;
+    const std::string leader = soft.leader == kNoNode ? "" : nameOf(soft.leader);
+    logLine(conf::LogLevel::Info, "raft_leader_changed leader=" + (leader.empty() ? std::string("none") : logValue(leader)) +
+                                      " term=" + std::to_string(core_->term()));
+    host_.raftEvent("raft_leader_changed", {{"ZETIAN_RAFT_LEADER", leader},
+                                            {"ZETIAN_RAFT_TERM", std::to_string(core_->term())}});
+  }
+  // Transfers wait for their target to lead.
+  std::vector<std::pair<std::uint64_t, PolicyResult>> results;
+  for (const auto& [id, waiter] : waiters_) {
+    if (waiter.kind == WaitKind::leader && soft.leader != kNoNode && soft.leader == waiter.target) {
+      results.push_back({id, PolicyResult{200, "", state_.current(), 0}});
+    }
+  }
+  finishAll(std::move(results));
+}
+
+void RaftDriver::onPeerUp(const std::string& peer) {
+  checkThread();
+  peers_[peer] = PeerState{};
+  if (!stopped_) host_.sendRaft(peer, ownStatus());
+}
+
+void RaftDriver::onPeerDown(const std::string& peer) {
+  checkThread();
+  peers_.erase(peer);
+  // Forwarded requests to a leader that is gone fail now rather than at the deadline.
+  std::vector<std::pair<std::uint64_t, PolicyResult>> results;
+  for (const auto& [id, waiter] : waiters_) {
+    if (waiter.kind == WaitKind::forwarded && waiter.target != self_ && !peerOf(waiter.target)) {
+      results.push_back({id, PolicyResult{503, "the link to the leader closed before it answered: try again",
+                                          std::nullopt, 0}});
+    }
+  }
+  finishAll(std::move(results));
+}
+
+void RaftDriver::onFrame(const std::string& peer, const wire::RaftFrame& frame) {
+  checkThread();
+  if (stopped_ || !core_) return;
+  auto it = peers_.find(peer);
+  // The sender's Status (sent first on every link) says which Raft id it speaks for.
+  if (it == peers_.end() || it->second.raft_id != frame.message.from) return;
+  core_->step(frame.message);
+  pump();
+}
+
+void RaftDriver::onControl(const std::string& peer, const RaftControl& control) {
+  checkThread();
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) return;
+  PeerState& state = it->second;
+  if (control.kind == RaftControlKind::Status) {
+    if (state.raft_id != kNoNode && state.raft_id != control.raft_id) live_names_.erase(state.raft_id);
+    state.raft_id = control.raft_id;
+    state.status_seen = true;
+    state.in_cluster = control.flags & wire::kRaftInCluster;
+    state.bootstrap = control.flags & wire::kRaftBootstrap;
+    state.leader = control.leader;
+    live_names_[control.raft_id] = peer;
+    return;
+  }
+  if (state.raft_id != control.raft_id || stopped_) return;
+  switch (control.kind) {
+    case RaftControlKind::Join:
+      handleJoin(peer, control);
+      break;
+    case RaftControlKind::Propose:
+    case RaftControlKind::Change:
+    case RaftControlKind::Transfer:
+      handleForward(peer, control);
+      break;
+    case RaftControlKind::Reply:
+      handleReply(control);
+      break;
+    default:
+      break;
+  }
+}
+
+RaftControl RaftDriver::ownStatus() const {
+  RaftControl status;
+  status.kind = RaftControlKind::Status;
+  status.raft_id = self_;
+  if (in_cluster_ && !stopped_) status.flags |= wire::kRaftInCluster;
+  if (options_.bootstrap_expect > 0) status.flags |= wire::kRaftBootstrap;
+  status.leader = in_cluster_ ? soft_.leader : kNoNode;
+  status.term = core_ ? core_->term() : 0;
+  status.index = static_cast<std::uint64_t>(options_.bootstrap_expect);
+  return status;
+}
+
+void RaftDriver::broadcastStatus(bool force) {
+  if (!core_) return;
+  RaftControl status = ownStatus();
+  if (!force && status == last_status_) return;
+  last_status_ = status;
+  for (const auto& [peer, state] : peers_) host_.sendRaft(peer, status);
+}
+
+void RaftDriver::maybeBootstrap() {
+  if (bootstrapping_ || write_in_flight_ || options_.bootstrap_expect <= 0 || stopped_) return;
+  std::vector<std::string> candidates{options_.node_id};
+  for (const auto& [peer, state] : peers_) {
+    if (!state.status_seen) continue;
+    if (state.in_cluster) return;  // a cluster exists: join it (maybeJoin)
+    if (state.bootstrap) candidates.push_back(peer);
+  }
+  if (candidates.size() < static_cast<std::size_t>(options_.bootstrap_expect)) return;
+  if (*std::min_element(candidates.begin(), candidates.end()) != options_.node_id) return;
+
+  // Start the cluster: a snapshot at index 2 (this node's name, then its file's policy
+  // as version 1) with this node as the only voter. The others join it.
+  PolicyState fresh;
+  const Entry name_entry{1, 1, EntryType::normal, encodeMemberName({self_, options_.node_id})};
+  conf::PolicyDocument document{1, options_.node_id, unixMillis(), options_.seed_policy_text};
+  Entry policy_entry{1, 2, EntryType::normal, ""};
+  try {
+    policy_entry.data = conf::encodePolicyDocument(document);
+  } catch (const std::exception& e) {
+    logLine(conf::LogLevel::Error, "raft_bootstrap_failed error=" + logValue(e.what()));
+    bootstrapping_ = true;  // never again in this process: the file must change
+    return;
+  }
+  fresh.apply(name_entry);
+  const ApplyResult applied = fresh.apply(policy_entry);
+  if (applied.kind != ApplyKind::policy_applied) {
+    logLine(conf::LogLevel::Error, "raft_bootstrap_failed error=" + logValue(applied.error));
+    bootstrapping_ = true;
+    return;
+  }
+  Snapshot snapshot;
+  snapshot.index = 2;
+  snapshot.term = 1;
+  snapshot.voters = {self_};
+  snapshot.data = fresh.encode();
+  const HardState hard_state{1, kNoNode, 2};
+  bootstrapping_ = true;
+  logLine(conf::LogLevel::Info, "raft_bootstrapping members=" + std::to_string(candidates.size()) +
+                                    " expect=" + std::to_string(options_.bootstrap_expect));
+  write_in_flight_ = true;
+  writer_->submit(
+      [stored = toStoredSnapshot(snapshot), hard_state](Storage& storage) {
+        storage.installSnapshot(stored);
+        storage.saveHardState(hard_state);
+      },
+      [this, snapshot, hard_state, fresh = std::move(fresh)](std::optional<std::string> failure) mutable {
+        write_in_flight_ = false;
+        if (failure) {
+          failStorage(*failure);
+          return;
+        }
+        DurableState durable;
+        durable.hard_state = hard_state;
+        durable.snapshot = snapshot;
+        written_hard_state_ = hard_state;
+        buildCore(std::move(durable));
+        state_ = std::move(fresh);
+        last_snapshot_index_ = snapshot.index;
+        in_cluster_ = true;
+        logLine(conf::LogLevel::Info, "raft_cluster_started policy_version=1 raft_id=" + hexId(self_));
+        host_.raftEvent("raft_cluster_started", {});
+        notePolicyApplied();
+        core_->campaign();
+        broadcastStatus(true);
+        pump();
+      });
+}
+
+void RaftDriver::maybeJoin() {
+  if (stopped_ || bootstrapping_) return;
+  const auto now = Clock::now();
+  if (now < next_join_at_) return;
+  for (const auto& [peer, state] : peers_) {
+    if (!state.in_cluster || state.leader == kNoNode) continue;
+    auto leader = peerOf(state.leader);
+    if (!leader) continue;
+    RaftControl join;
+    join.kind = RaftControlKind::Join;
+    join.raft_id = self_;
+    join.text = options_.node_id;
+    if (host_.sendRaft(*leader, join)) {
+      logLine(conf::LogLevel::Info, "raft_join_requested leader=" + logValue(*leader));
+      next_join_at_ = now + options_.election_timeout * 2;
+    }
+    return;
+  }
+}
+
+void RaftDriver::handleJoin(const std::string& peer, const RaftControl& control) {
+  if (!in_cluster_ || core_->role() != Role::leader) return;
+  const NodeId id = control.raft_id;
+  const Membership& members = core_->membership();
+  if (members.isMember(id)) return;  // already added: it is being sent the log
+  if (members.removed.contains(id)) {
+    logLine(conf::LogLevel::Warn, "raft_join_refused node=" + logValue(peer) +
+                                      " reason=\"its Raft id was removed; it must rejoin with an emptied raft folder\"");
+    return;
+  }
+  const auto now = Clock::now();
+  auto last = last_join_proposed_.find(id);
+  if (last != last_join_proposed_.end() && now - last->second < options_.election_timeout * 4) return;
+  std::string name_data;
+  try {
+    name_data = encodeMemberName({id, control.text});
+  } catch (const std::exception& e) {
+    logLine(conf::LogLevel::Warn, "raft_join_refused node=" + logValue(peer) + " reason=" + logValue(e.what()));
+    return;
+  }
+  if (control.text != peer) return;  // a node joins under its own name only
+  const ProposeResult named = core_->propose(std::move(name_data));
+  if (!named.accepted) return;
+  const ProposeResult added = core_->proposeConfChange({ChangeType::add_learner, id});
+  if (!added.accepted) {
+    logLine(conf::LogLevel::Debug, "raft_join_deferred node=" + logValue(peer) + " reason=" + logValue(added.refusal));
+    pump();
+    return;
+  }
+  last_join_proposed_[id] = now;
+  logLine(conf::LogLevel::Info, "raft_adding_learner node=" + logValue(peer) + " raft_id=" + hexId(id));
+  pump();
+}
+
+void RaftDriver::leaderDuties() {
+  if (core_->role() != Role::leader) return;
+  const Membership& members = core_->membership();
+  if (members.voters.size() >= options_.max_voters || members.learners.empty()) return;
+  const Index commit = core_->log().committed();
+  for (NodeId learner : members.learners) {
+    auto pr = core_->progress().find(learner);
+    if (pr == core_->progress().end() || pr->second.match < commit || !peerOf(learner)) continue;
+    const ProposeResult promoted = core_->proposeConfChange({ChangeType::promote, learner});
+    if (promoted.accepted) {
+      logLine(conf::LogLevel::Info, "raft_promoting node=" + logValue(nameOf(learner)));
+    }
+    return;  // one change at a time
+  }
+}
+
+// ---- requests ------------------------------------------------------------------------
+
+std::optional<std::string> RaftDriver::peerOf(NodeId id) const {
+  auto it = live_names_.find(id);
+  if (it == live_names_.end()) return std::nullopt;
+  if (!peers_.contains(it->second)) return std::nullopt;
+  return it->second;
+}
+
+std::string RaftDriver::nameOf(NodeId id) const {
+  if (id == self_) return options_.node_id;
+  if (auto name = state_.nameOf(id)) return *name;
+  auto it = live_names_.find(id);
+  if (it != live_names_.end()) return it->second;
+  return "raft:" + hexId(id);
+}
+
+std::uint64_t RaftDriver::reachableVoters() const {
+  std::uint64_t reachable = 0;
+  for (NodeId voter : core_->membership().voters) {
+    if (voter == self_ || peerOf(voter)) ++reachable;
+  }
+  return reachable;
+}
+
+std::string RaftDriver::noQuorumText() const {
+  return noQuorumMessage(reachableVoters(), core_->membership().voters.size());
+}
+
+std::optional<PolicyResult> RaftDriver::refuseWithoutLeader() const {
+  PolicyResult result;
+  result.status = 503;
+  if (stopped_) {
+    result.error = stop_reason_;
+    return result;
+  }
+  if (!in_cluster_) {
+    result.error = "this node is in no Raft cluster yet (" + status().waiting_for + ")";
+    return result;
+  }
+  const std::uint64_t voters = core_->membership().voters.size();
+  if (reachableVoters() * 2 <= voters) {
+    result.error = noQuorumText();
+    return result;
+  }
+  if (core_->leader() == kNoNode) {
+    result.error = "no Raft leader at the moment (an election is under way): try again in a few seconds";
+    return result;
+  }
+  if (core_->leader() != self_ && !peerOf(core_->leader())) {
+    result.error = "the Raft leader " + nameOf(core_->leader()) + " is not reachable from this node: " + noQuorumText();
+    return result;
+  }
+  return std::nullopt;
+}
+
+std::uint64_t RaftDriver::nextPolicyVersion() const {
+  std::uint64_t version = state_.version();
+  const RaftLog& log = core_->log();
+  const Index from = std::max(state_.appliedIndex() + 1, log.firstIndex());
+  if (from > log.lastIndex()) return version + 1;
+  for (const Entry& entry : log.slice(from, log.lastIndex() + 1, log.lastIndex() + 1 - from)) {
+    if (entry.type != EntryType::normal) continue;
+    auto decoded = conf::decodePolicyDocument(entry.data);
+    if (decoded.document) version = std::max(version, decoded.document->version);
+  }
+  return version + 1;
+}
+
+void RaftDriver::proposePolicy(std::string text, std::optional<std::uint64_t> base_version, std::uint64_t deadline_ms,
+                               std::function<void(PolicyResult)> done) {
+  checkThread();
+  if (text.size() > kMaxPolicyTextBytes) {
+    done(PolicyResult{400, "the policy is " + std::to_string(text.size()) + " bytes; at most " +
+                               std::to_string(kMaxPolicyTextBytes) + " are replicated",
+                      std::nullopt, 0});
+    return;
+  }
+  if (auto refusal = refuseWithoutLeader()) {
+    done(std::move(*refusal));
+    return;
+  }
+  conf::PolicyDocument document{1, options_.node_id, unixMillis(), std::move(text)};
+  std::string data;
+  try {
+    data = conf::encodePolicyDocument(document);
+  } catch (const std::exception& e) {
+    done(PolicyResult{400, e.what(), std::nullopt, 0});
+    return;
+  }
+  // The version (and the check of base_version) is the leader's to set.
+  forward(RaftControlKind::Propose, std::move(data), base_version ? *base_version + 1 : 0, deadline_ms,
+          std::move(done));
+}
+
+void RaftDriver::readPolicy(std::uint64_t deadline_ms, std::function<void(PolicyResult)> done) {
+  checkThread();
+  if (auto refusal = refuseWithoutLeader()) {
+    done(std::move(*refusal));
+    return;
+  }
+  Waiter waiter;
+  waiter.kind = WaitKind::read;
+  waiter.id = next_request_++;
+  waiter.deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
+  waiter.done = std::move(done);
+  const ReadIndexResult read = core_->readIndex(std::to_string(waiter.id));
+  if (!read.accepted) {
+    PolicyResult result{503, "no Raft leader to confirm the read: " + read.refusal, std::nullopt, 0};
+    waiter.done(std::move(result));
+    return;
+  }
+  waiters_.emplace(waiter.id, std::move(waiter));
+  pump();
+}
+
+void RaftDriver::removeMember(const std::string& node_id, std::uint64_t deadline_ms,
+                              std::function<void(PolicyResult)> done) {
+  checkThread();
+  if (auto refusal = refuseWithoutLeader()) {
+    done(std::move(*refusal));
+    return;
+  }
+  // Which Raft member is it? A node that rejoined with an emptied folder has two ids
+  // under one name: the one no live link speaks for is the one to remove.
+  std::vector<NodeId> matches;
+  const Membership& members = core_->membership();
+  for (NodeId id : members.voters) {
+    if (nameOf(id) == node_id || "raft:" + hexId(id) == node_id) matches.push_back(id);
+  }
+  for (NodeId id : members.learners) {
+    if (nameOf(id) == node_id || "raft:" + hexId(id) == node_id) matches.push_back(id);
+  }
+  if (matches.size() > 1) {
+    std::vector<NodeId> gone;
+    for (NodeId id : matches) {
+      if (!peerOf(id) && id != self_) gone.push_back(id);
+    }
+    if (gone.size() == 1) matches = gone;
+  }
+  if (matches.empty()) {
+    done(PolicyResult{404, "no Raft member is called " + backquoted(node_id) + " (see `zetianctl members`)",
+                      std::nullopt, 0});
+    return;
+  }
+  if (matches.size() > 1) {
+    std::string ids;
+    for (NodeId id : matches) ids += " raft:" + hexId(id);
+    done(PolicyResult{409, "several Raft members are called " + backquoted(node_id) + ": name one of" + ids,
+                      std::nullopt, 0});
+    return;
+  }
+  forward(RaftControlKind::Change, encodeConfChange({ChangeType::remove, matches.front()}), 0, deadline_ms,
+          std::move(done));
+}
+
+void RaftDriver::transferLeader(const std::string& node_id, std::uint64_t deadline_ms,
+                                std::function<void(PolicyResult)> done) {
+  checkThread();
+  if (auto refusal = refuseWithoutLeader()) {
+    done(std::move(*refusal));
+    return;
+  }
+  NodeId target = kNoNode;
+  if (!node_id.empty()) {
+    for (NodeId id : core_->membership().voters) {
+      if (nameOf(id) == node_id || "raft:" + hexId(id) == node_id) target = id;
+    }
+    if (target == kNoNode) {
+      done(PolicyResult{404, "no Raft voter is called " + backquoted(node_id) + " (see `zetianctl members`)",
+                        std::nullopt, 0});
+      return;
+    }
+    if (target == core_->leader()) {
+      done(PolicyResult{200, "", state_.current(), 0});
+      return;
+    }
+  }
+  forward(RaftControlKind::Transfer, "", target, deadline_ms, std::move(done));
+}
+
+void RaftDriver::setPolicyListener(std::function<void(const conf::PolicyDocument&)> listener) {
+  checkThread();
+  listener_ = std::move(listener);
+}
+
+// A request runs on the leader: here when this node leads, else forwarded to it. The
+// leader answers at once (accepted at index/term, or refused); the caller then waits
+// here for the entry to apply (or, for a transfer, for the new leader).
+void RaftDriver::forward(RaftControlKind kind, std::string text, std::uint64_t index, std::uint64_t deadline_ms,
+                         std::function<void(PolicyResult)> done) {
+  if (core_->leader() == self_) {
+    RaftControl request;
+    request.kind = kind;
+    request.raft_id = self_;
+    request.text = std::move(text);
+    request.index = index;
+    request.request_id = next_request_++;
+    Waiter waiter;
+    waiter.id = request.request_id;
+    waiter.deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
+    waiter.done = std::move(done);
+    waiter.kind = WaitKind::forwarded;
+    waiters_.emplace(waiter.id, std::move(waiter));
+    handleForward(options_.node_id, request);
+    return;
+  }
+  const auto leader_peer = peerOf(core_->leader());
+  Waiter waiter;
+  waiter.kind = WaitKind::forwarded;
+  waiter.id = next_request_++;
+  waiter.target = core_->leader();
+  waiter.deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
+  waiter.done = std::move(done);
+  RaftControl request;
+  request.kind = kind;
+  request.raft_id = self_;
+  request.request_id = waiter.id;
+  request.index = index;
+  request.text = std::move(text);
+  if (!leader_peer || !host_.sendRaft(*leader_peer, request)) {
+    waiter.done(PolicyResult{503, "the Raft leader " + nameOf(core_->leader()) + " is not reachable: " + noQuorumText(),
+                             std::nullopt, 0});
+    return;
+  }
+  waiters_.emplace(waiter.id, std::move(waiter));
+}
+
+// On the leader: a request from a follower (or from this node, peer == own id).
+void RaftDriver::handleForward(const std::string& peer, const RaftControl& control) {
+  ProposeResult result;
+  std::uint64_t refusal_status = 503;
+  if (!in_cluster_ || core_->role() != Role::leader) {
+    result.refusal = "this node no longer leads: try again";
+  } else if (reachableVoters() * 2 <= core_->membership().voters.size()) {
+    result.refusal = noQuorumText();
+  } else if (control.kind == RaftControlKind::Propose) {
+    auto decoded = conf::decodePolicyDocument(control.text);
+    if (!decoded.document) {
+      result.refusal = decoded.error;
+      refusal_status = 400;
+    } else {
+      conf::PolicyDocument document = std::move(*decoded.document);
+      const std::uint64_t next = nextPolicyVersion();
+      if (control.index != 0 && control.index != next) {
+        result.refusal = "the change was made on version " + std::to_string(control.index - 1) + ", and version " +
+                         std::to_string(next - 1) + " is current: get the policy again and make the change on top of it";
+        refusal_status = 409;
+      } else {
+        document.version = next;
+        result = core_->propose(conf::encodePolicyDocument(document));
+        if (!result.accepted) result.refusal = "the leader refused the proposal: " + result.refusal;
+      }
+    }
+  } else if (control.kind == RaftControlKind::Change) {
+    auto change = decodeConfChange(control.text);
+    if (!change) {
+      result.refusal = "not a membership change: " + control.text;
+      refusal_status = 400;
+    } else {
+      result = core_->proposeConfChange(*change);
+      if (!result.accepted) result.refusal = "the leader refused the change: " + result.refusal;
+    }
+  } else if (control.kind == RaftControlKind::Transfer) {
+    NodeId target = control.index;
+    if (target == kNoNode) {
+      // The most up-to-date other voter that is reachable.
+      Index best = 0;
+      for (NodeId voter : core_->membership().voters) {
+        if (voter == self_ || !peerOf(voter)) continue;
+        auto pr = core_->progress().find(voter);
+        if (pr != core_->progress().end() && (target == kNoNode || pr->second.match > best)) {
+          target = voter;
+          best = pr->second.match;
+        }
+      }
+    }
+    if (target == kNoNode) {
+      result.refusal = "no other voter is reachable to take the lead";
+    } else {
+      const TransferResult transfer = core_->transferLeader(target);
+      result.accepted = transfer.started || target == self_;
+      result.index = target;
+      if (!result.accepted) result.refusal = transfer.refusal;
+    }
+  }
+  pump();
+  if (peer == options_.node_id) {
+    // This node leads: the request's waiter is here.
+    auto it = waiters_.find(control.request_id);
+    if (it == waiters_.end()) return;
+    Waiter& waiter = it->second;
+    if (!result.accepted) {
+      finish(control.request_id, PolicyResult{static_cast<int>(refusal_status), result.refusal, std::nullopt, 0});
+      return;
+    }
+    if (control.kind == RaftControlKind::Transfer) {
+      waiter.kind = WaitKind::leader;
+      waiter.target = result.index;
+      if (result.index == self_) finish(control.request_id, PolicyResult{200, "", state_.current(), 0});
+    } else {
+      waiter.kind = WaitKind::entry;
+      waiter.index = result.index;
+      waiter.term = result.term;
+    }
+    return;
+  }
+  RaftControl answer_message;
+  answer_message.kind = RaftControlKind::Reply;
+  answer_message.raft_id = self_;
+  answer_message.request_id = control.request_id;
+  answer_message.leader = core_->leader();
+  if (result.accepted) {
+    answer_message.flags = wire::kRaftAccepted;
+    answer_message.index = result.index;
+    answer_message.term = result.term;
+  } else {
+    answer_message.index = refusal_status;
+    answer_message.text = result.refusal.substr(0, 4096);
+  }
+  host_.sendRaft(peer, answer_message);
+}
+
+void RaftDriver::handleReply(const RaftControl& control) {
+  auto it = waiters_.find(control.request_id);
+  if (it == waiters_.end() || it->second.kind != WaitKind::forwarded) return;
+  Waiter& waiter = it->second;
+  if (!(control.flags & wire::kRaftAccepted)) {
+    const int status = control.index >= 400 && control.index < 600 ? static_cast<int>(control.index) : 503;
+    finish(control.request_id, PolicyResult{status, control.text, std::nullopt, 0});
+    return;
+  }
+  if (control.term == 0) {
+    // A transfer: `index` is the node that should lead.
+    waiter.kind = WaitKind::leader;
+    waiter.target = control.index;
+    if (core_->leader() == waiter.target) finish(control.request_id, PolicyResult{200, "", state_.current(), 0});
+    return;
+  }
+  waiter.kind = WaitKind::entry;
+  waiter.index = control.index;
+  waiter.term = control.term;
+  if (control.index <= state_.appliedIndex()) {
+    // Applied here already (the Reply came after the entry): judge it by the log.
+    auto term = core_->log().term(control.index);
+    PolicyResult result;
+    result.index = control.index;
+    if (term && *term == control.term) {
+      result.document = state_.current();
+    } else {
+      result.status = 503;
+      result.error = "the change's outcome is unknown here: see `zetianctl policy history`";
+    }
+    finish(control.request_id, std::move(result));
+  }
+}
+
+void RaftDriver::expireWaiters() {
+  const auto now = Clock::now();
+  std::vector<std::pair<std::uint64_t, PolicyResult>> results;
+  for (const auto& [id, waiter] : waiters_) {
+    if (now < waiter.deadline) continue;
+    PolicyResult result;
+    result.status = 504;
+    const bool quorum = reachableVoters() * 2 > core_->membership().voters.size();
+    switch (waiter.kind) {
+      case WaitKind::read:
+        result.error = "the read was not confirmed by a quorum in time" + (quorum ? std::string() : ": " + noQuorumText());
+        break;
+      case WaitKind::leader:
+        result.error = "the leadership did not move in time";
+        break;
+      default:
+        result.error = "not committed in time (it may still be: see `zetianctl policy history`); " +
+                       (quorum ? "the leader is " + nameOf(core_->leader()) : noQuorumText());
+        break;
+    }
+    results.push_back({id, std::move(result)});
+  }
+  finishAll(std::move(results));
+}
+
+void RaftDriver::finish(std::uint64_t id, PolicyResult result) {
+  auto it = waiters_.find(id);
+  if (it == waiters_.end()) return;
+  // Out of the map before the call: a caller may start another request from `done`.
+  auto done = std::move(it->second.done);
+  waiters_.erase(it);
+  if (done) done(std::move(result));
+}
+
+void RaftDriver::finishAll(std::vector<std::pair<std::uint64_t, PolicyResult>> results) {
+  for (auto& [id, result] : results) finish(id, std::move(result));
+}
+
+void RaftDriver::answerAll(int status, const std::string& error) {
+  std::vector<std::pair<std::uint64_t, PolicyResult>> results;
+  for (const auto& [id, waiter] : waiters_) results.push_back({id, PolicyResult{status, error, std::nullopt, 0}});
+  finishAll(std::move(results));
+}
+
+// ---- what /health shows --------------------------------------------------------------
+
+RaftStatus RaftDriver::status() const {
+  checkThread();
+  RaftStatus s;
+  s.raft_id = self_;
+  s.leader_changes = leader_changes_;
+  s.snapshots_taken = snapshots_taken_;
+  s.snapshots_installed = snapshots_installed_;
+  if (!in_cluster_ || !core_) {
+    if (stopped_) {
+      s.waiting_for = stop_reason_;
+    } else if (bootstrapping_) {
+      s.waiting_for = "the cluster's first snapshot to be written";
+    } else {
+      bool cluster_seen = false;
+      std::size_t met = 1;
+      for (const auto& [peer, state] : peers_) {
+        cluster_seen = cluster_seen || state.in_cluster;
+        if (state.status_seen && state.bootstrap && !state.in_cluster) ++met;
+      }
+      if (cluster_seen) {
+        s.waiting_for = "the Raft cluster's leader to add this node";
+      } else if (options_.bootstrap_expect > 0) {
+        s.waiting_for = std::to_string(options_.bootstrap_expect) + " members with bootstrap_expect to start a cluster (" +
+                        std::to_string(met) + " met)";
+      } else {
+        s.waiting_for = "a member of a Raft cluster to join (bootstrap_expect is 0 here)";
+      }
+    }
+    return s;
+  }
+  s.in_cluster = true;
+  if (stopped_) s.waiting_for = stop_reason_;
+  const Membership& members = core_->membership();
+  s.role = members.isLearner(self_) ? "learner" : std::string(roleName(core_->role()));
+  if (core_->leader() != kNoNode) s.leader = nameOf(core_->leader());
+  s.term = core_->term();
+  s.commit_index = core_->log().committed();
+  s.applied_index = state_.appliedIndex();
+  if (state_.current()) s.policy_version = state_.version();
+  auto add = [&](NodeId id, const char* role) {
+    RaftMemberView view;
+    view.raft_id = id;
+    view.id = nameOf(id);
+    view.role = role;
+    view.self = id == self_;
+    if (core_->role() == Role::leader) {
+      if (id == self_) {
+        view.match_index = core_->log().lastIndex();
+      } else if (auto pr = core_->progress().find(id); pr != core_->progress().end()) {
+        view.match_index = pr->second.match;
+      }
+    }
+    s.members.push_back(std::move(view));
+  };
+  for (NodeId id : members.voters) add(id, "voter");
+  for (NodeId id : members.learners) add(id, "learner");
+  std::sort(s.members.begin(), s.members.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  s.voters = members.voters.size();
+  s.voters_reachable = reachableVoters();
+  return s;
+}
+
+std::optional<conf::PolicyDocument> RaftDriver::policy() const {
+  checkThread();
+  return state_.current();
+}
+
+std::vector<PolicyHistoryItem> RaftDriver::history() const {
+  checkThread();
+  return {state_.history().begin(), state_.history().end()};
+}
+
+}  // namespace zetian::cluster::raft

@@ -31,6 +31,9 @@ constexpr std::size_t kLimitAnswerHeaderBytes = 8 + 1 + 2;  // a Refused answer 
 constexpr std::size_t kSyncedBucketFixedBytes = 2 + 2 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 1;
 constexpr std::size_t kBucketSyncHeaderBytes = 1 + 8 + 1 + 2;
 constexpr std::size_t kFrameHeaderBytes = 2;  // version, type
+// RaftControl without its text: kind, raft_id, flags, request_id, leader, term, index,
+// text length.
+constexpr std::size_t kRaftControlFixedBytes = 1 + 8 + 1 + 8 + 8 + 8 + 8 + 4;
 
 // Every message within the caps fits in one frame (see codec.h): the largest of each
 // limit and sync message, with every key at kMaxStringBytes, every placement at
@@ -47,6 +50,8 @@ static_assert(kFrameHeaderBytes + kBucketSyncHeaderBytes +
                       kMaxSyncBuckets * (kSyncedBucketFixedBytes + kMaxStringBytes + kMaxPlacementBytes) <=
                   kMaxFrameBytes,
               "a BucketSync at its caps must fit in one frame");
+static_assert(kFrameHeaderBytes + kRaftControlFixedBytes + kMaxRaftControlText <= kMaxFrameBytes,
+              "a RaftControl with the longest text must fit in one frame");
 static_assert(kMaxLimitItemsPerCall <= kMaxLimitItemsPerFrame && kMaxLimitCalls <= 0xffff &&
                   kMaxLimitItemsPerFrame <= 0xffff && kMaxSyncBuckets <= 0xffff,
               "counts travel as u16");
@@ -151,6 +156,19 @@ class Reader {
     if (size > max) {
       fail(DecodeError::BadValue, std::string(what) + " length " + std::to_string(size) +
                                       " above " + std::to_string(max));
+      return {};
+    }
+    if (!take(size, what)) return {};
+    return std::string(data_.substr(pos_ - size, size));
+  }
+
+  // A u32 byte count then the bytes, for texts longer than kMaxStringBytes.
+  std::string longStr(const char* what, std::size_t max) {
+    const std::size_t size = u32();
+    if (!ok()) return {};
+    if (size > max) {
+      fail(DecodeError::BadValue, std::string(what) + " length " + std::to_string(size) + " above " +
+                                      std::to_string(max));
       return {};
     }
     if (!take(size, what)) return {};
@@ -361,6 +379,22 @@ void writePayload(Writer& w, const RaftFrame& m) {
   w.bytes(reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size());
 }
 
+void writePayload(Writer& w, const RaftControl& m) {
+  require(static_cast<std::uint8_t>(m.kind) <= kMaxRaftControlKind, "raft control kind out of range");
+  require(m.raft_id != 0, "raft control from raft id 0");
+  require((m.flags & ~kRaftControlFlagsKnown) == 0, "unknown raft control flags");
+  require(m.text.size() <= kMaxRaftControlText, "raft control text longer than kMaxRaftControlText");
+  w.u8(static_cast<std::uint8_t>(m.kind));
+  w.u64(m.raft_id);
+  w.u8(m.flags);
+  w.u64(m.request_id);
+  w.u64(m.leader);
+  w.u64(m.term);
+  w.u64(m.index);
+  w.u32(static_cast<std::uint32_t>(m.text.size()));
+  w.bytes(reinterpret_cast<const std::uint8_t*>(m.text.data()), m.text.size());
+}
+
 Hello readHello(Reader& r) {
   Hello m;
   m.node_id = r.str("node_id");
@@ -542,6 +576,23 @@ RaftFrame readRaftFrame(Reader& r) {
   return RaftFrame{std::move(decoded.message)};
 }
 
+RaftControl readRaftControl(Reader& r) {
+  RaftControl m;
+  m.kind = static_cast<RaftControlKind>(r.upTo(kMaxRaftControlKind, "raft control kind"));
+  m.raft_id = r.u64();
+  if (r.ok() && m.raft_id == 0) r.fail(DecodeError::BadValue, "raft control from raft id 0");
+  m.flags = r.u8();
+  if (r.ok() && (m.flags & ~kRaftControlFlagsKnown)) {
+    r.fail(DecodeError::BadValue, "unknown raft control flags " + std::to_string(m.flags));
+  }
+  m.request_id = r.u64();
+  m.leader = r.u64();
+  m.term = r.u64();
+  m.index = r.u64();
+  m.text = r.longStr("raft control text", kMaxRaftControlText);
+  return m;
+}
+
 DecodeResult failure(DecodeError error, std::string detail) {
   DecodeResult result;
   result.status = DecodeStatus::Error;
@@ -575,6 +626,7 @@ MessageType typeOf(const Message& message) {
         if constexpr (std::is_same_v<T, LimitReply>) return MessageType::LimitReply;
         if constexpr (std::is_same_v<T, BucketSync>) return MessageType::BucketSync;
         if constexpr (std::is_same_v<T, RaftFrame>) return MessageType::RaftFrame;
+        if constexpr (std::is_same_v<T, RaftControl>) return MessageType::RaftControl;
       },
       message);
 }
@@ -642,6 +694,7 @@ DecodeResult decode(std::string_view buffer) {
     case MessageType::LimitReply: message = readLimitReply(r); break;
     case MessageType::BucketSync: message = readBucketSync(r); break;
     case MessageType::RaftFrame: message = readRaftFrame(r); break;
+    case MessageType::RaftControl: message = readRaftControl(r); break;
     default: return failure(DecodeError::UnknownType, "message type " + std::to_string(type));
   }
   if (!r.ok()) return failure(r.error(), r.detail());

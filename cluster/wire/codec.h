@@ -54,6 +54,7 @@ enum class MessageType : std::uint8_t {
   LimitReply = 10,
   BucketSync = 11,
   RaftFrame = 12,
+  RaftControl = 13,
 };
 
 // Capabilities a node announces in its Hello. A node never sends a message type its peer
@@ -279,8 +280,48 @@ struct RaftFrame {
   bool operator==(const RaftFrame&) const = default;
 };
 
+// Raft driver to Raft driver, beside the cores' RaftFrames (only to a peer that announced
+// kCapRaft): what a node's Raft state is, joining, and requests a follower forwards to
+// the leader with their answers. Which fields a kind uses is written beside each; the
+// others are ignored (senders leave them 0 or empty).
+enum class RaftControlKind : std::uint8_t {
+  Status = 0,    // the sender's Raft state (sent on link up and when it changes)
+  Join = 1,      // the sender, in no Raft cluster, asks to be added (as a learner)
+  Propose = 2,   // request_id; text: a normal entry's data for the leader to propose
+  Change = 3,    // request_id; text: raft::encodeConfChange() text (e.g. "remove 7")
+  Transfer = 4,  // request_id; index: the target's Raft id (0: the leader chooses)
+  Reply = 5,     // request_id; flags kRaftAccepted; index/term of the entry; leader; text: refusal
+  Read = 6,      // reserved: the core forwards reads itself; nothing sends it
+};
+inline constexpr std::uint8_t kMaxRaftControlKind = 6;
+inline constexpr std::uint8_t kRaftInCluster = 1;   // Status: the sender belongs to a Raft cluster
+inline constexpr std::uint8_t kRaftBootstrap = 2;   // Status: the sender has bootstrap_expect > 0
+inline constexpr std::uint8_t kRaftAccepted = 4;    // Reply: done / accepted
+inline constexpr std::uint8_t kRaftControlFlagsKnown = kRaftInCluster | kRaftBootstrap | kRaftAccepted;
+// What one frame holds beside the fixed fields (static_assert in codec.cpp). A forwarded
+// Propose carries a whole policy document, so a policy whose envelope is larger cannot
+// be forwarded: the driver refuses it (a RaftFrame append bounds entries alike).
+inline constexpr std::size_t kMaxRaftControlText = 1024 * 1024 - 64;
+
+// Payload, in codec.h's conventions: u8 kind, u64 raft_id, u8 flags, u64 request_id,
+// u64 leader, u64 term, u64 index, u32 text length, text. Refused: kind above
+// kMaxRaftControlKind, raft_id 0, flag bits outside kRaftControlFlagsKnown, a text
+// longer than kMaxRaftControlText.
+struct RaftControl {
+  RaftControlKind kind = RaftControlKind::Status;
+  std::uint64_t raft_id = 0;     // the sender's Raft id, never 0
+  std::uint8_t flags = 0;        // kRaft* bits
+  std::uint64_t request_id = 0;  // Propose/Change/Transfer/Reply: matches a Reply to its request
+  std::uint64_t leader = 0;      // Status/Reply: the leader's Raft id as the sender knows it (0: none)
+  std::uint64_t term = 0;        // Status: the sender's term; Reply: the entry's term
+  std::uint64_t index = 0;       // Reply: the entry's index; Transfer: the target; Status: bootstrap_expect
+  std::string text;              // at most kMaxRaftControlText bytes
+  bool operator==(const RaftControl&) const = default;
+};
+
 using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList,
-                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame>;
+                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame,
+                             RaftControl>;
 
 MessageType typeOf(const Message& message);
 

@@ -448,6 +448,7 @@ void Engine::reloadWorker() {
     std::vector<conf::PolicyDocument> documents = std::exchange(replicated_pending_, {});
     std::vector<std::function<void()>> jobs = std::exchange(worker_jobs_, {});
     std::vector<std::function<void(cluster::AdminReply)>> waiters = std::exchange(reload_waiters_, {});
+    replicated_busy_ = !documents.empty();
     lock.unlock();
     if (!documents.empty()) {
       try {
@@ -456,6 +457,11 @@ void Engine::reloadWorker() {
         metrics_.internal_errors_total.fetch_add(1, std::memory_order_relaxed);
         logger_->log(conf::LogLevel::Error, "internal_error where=policy_apply error=" + logValue(e.what()));
       }
+      {
+        std::lock_guard idle(reload_jobs_mutex_);
+        replicated_busy_ = false;
+      }
+      replicated_idle_.notify_all();
     }
     for (auto& job : jobs) {
       try {

@@ -326,6 +326,13 @@ bool Engine::start(Errors* errors) {
     errors->push_back(error);
     return false;
   }
+  {
+    // The policy recovered from state_dir (handed to the listener as the node started)
+    // is in force before the first mail, not a moment after it.
+    std::unique_lock lock(reload_jobs_mutex_);
+    replicated_idle_.wait_for(lock, kStartTimeout,
+                              [this] { return replicated_pending_.empty() && !replicated_busy_; });
+  }
   ready_.store(true);
   logger_->log(conf::LogLevel::Info,
                "started node=" + logValue(config_.node.id) + " config=" + logValue(config_.source) +

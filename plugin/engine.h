@@ -264,6 +264,10 @@ class Engine final : public cluster::AdminApi {
   // other work for it (PUT /policy's check).
   std::vector<conf::PolicyDocument> replicated_pending_;
   std::vector<std::function<void()>> worker_jobs_;
+  // The worker is applying versions; start() waits until it is not and none is pending,
+  // so a policy recovered from state_dir is in force before the first mail.
+  bool replicated_busy_ = false;
+  std::condition_variable replicated_idle_;
   // Loop thread only: the newest replicated version the worker handled, the recent
   // ones it could not use (version -> why; the newest kKeptFailures), and the PUT
   // /policy answers waiting for theirs to be in force here.

@@ -86,10 +86,16 @@ class FakePolicyService : public raft::PolicyService {
                       std::function<void(raft::PolicyResult)> done) override {
     done(scripted("transfer(" + node_id + "|" + std::to_string(deadline_ms) + ")"));
   }
+  // As the driver does: at once with the policy recovered from state_dir, if any.
   void setPolicyListener(std::function<void(const conf::PolicyDocument&)> listener) override {
-    std::lock_guard lock(mutex_);
-    calls_.push_back("setPolicyListener");
-    listener_ = std::move(listener);
+    std::optional<conf::PolicyDocument> recovered;
+    {
+      std::lock_guard lock(mutex_);
+      calls_.push_back("setPolicyListener");
+      listener_ = listener;
+      recovered = document_;
+    }
+    if (recovered) listener(*recovered);
   }
 
   // ---- the test's side ----

@@ -113,6 +113,14 @@ TEST_F(ReplicatedPolicyTest, AnAppliedVersionIsPublishedAndTheFileDifferenceIsLo
   EXPECT_EQ(log.find("policy_file_differs", differs + 1), std::string::npos) << log;
 }
 
+TEST_F(ReplicatedPolicyTest, ThePolicyRecoveredAtStartIsInForceWhenStartReturns) {
+  service_.setDocument(document(6, withLimit(17)));
+  auto e = start(kPolicy5);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(limitOf(*e), 17u);
+  EXPECT_EQ(e->replicatedVersion(), 6u);
+}
+
 TEST_F(ReplicatedPolicyTest, TheSamePolicySpelledOtherwiseIsNoDifference) {
   auto e = start(kPolicy5);
   ASSERT_TRUE(e);

@@ -234,6 +234,7 @@ struct HealthServer::Impl {
     // timeout runs, until it comes. Its ticket is its key in Impl::awaiting.
     bool awaiting = false;
     bool awaiting_keep_alive = true;
+    bool awaiting_head_only = false;  // a HEAD: the answer goes without its body
     std::uint64_t ticket = 0;
     // A PUT /policy body larger than max_body_bytes is being read: the read watermark
     // is raised for it until the request is taken.
@@ -260,7 +261,8 @@ struct HealthServer::Impl {
   void fail(Connection* conn, int status, std::string_view message);
   void failWith(Connection* conn, const Reply& reply);
   void send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
-  void answerLater(Connection* conn, bool keep_alive, std::function<void(std::function<void(AdminReply)>)> later);
+  void answerLater(Connection* conn, bool keep_alive, bool head_only,
+                   std::function<void(std::function<void(AdminReply)>)> later);
   void finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
 
   // The route, method and trust checks: an error reply, or nullopt to go on.
@@ -707,7 +709,7 @@ void HealthServer::Impl::readRequests(Connection* conn) {
       reply = errorReply(500, "internal error");
     }
     if (reply.later) {
-      answerLater(conn, req.keep_alive, std::move(reply.later));
+      answerLater(conn, req.keep_alive, req.method == "HEAD", std::move(reply.later));
       return;
     }
     finishRequest(conn, reply, req.method == "HEAD", req.keep_alive);
@@ -732,10 +734,11 @@ void HealthServer::Impl::finishRequest(Connection* conn, const Reply& reply, boo
 // order) and runs no timeout, while the loop serves everyone else. If the client goes
 // away first its ticket is gone, and if the server does its liveness token has
 // expired: either way the answer is dropped.
-void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive,
+void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive, bool head_only,
                                      std::function<void(std::function<void(AdminReply)>)> later) {
   conn->awaiting = true;
   conn->awaiting_keep_alive = keep_alive;
+  conn->awaiting_head_only = head_only;
   bufferevent_disable(conn->bev, EV_READ);
   bufferevent_set_timeouts(conn->bev, nullptr, nullptr);
   conn->ticket = next_ticket++;
@@ -751,7 +754,7 @@ void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive,
     conn->awaiting = false;
     const timeval io = toTimeval(options.io_timeout);
     bufferevent_set_timeouts(conn->bev, &io, &io);
-    finishRequest(conn, toReply(std::move(r)), false, conn->awaiting_keep_alive);
+    finishRequest(conn, toReply(std::move(r)), conn->awaiting_head_only, conn->awaiting_keep_alive);
     if (connections.find(conn) == connections.end() || conn->closing) return;
     bufferevent_enable(conn->bev, EV_READ);
     readRequests(conn);  // a request the client pipelined behind the reload

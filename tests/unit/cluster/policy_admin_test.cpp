@@ -36,6 +36,18 @@ TEST_F(HealthServerTest, PolicyRoutesReachTheEngine) {
                                                    "policyPut(12|[ratelimit]\n)"}));
 }
 
+TEST_F(HealthServerTest, HeadOfAnAnswerGivenLaterHasNoBody) {
+  api.set("policyGet", {200, "application/json", R"({"version":1})"});
+  api.set("limitsShow", {200, "application/json", R"({"limits":[]})"});
+  startOrFail(options());
+  for (const char* target : {"/policy", "/limits"}) {
+    const RawReply r = overUnix("HEAD", target);
+    EXPECT_EQ(r.status, 200) << target;
+    EXPECT_EQ(r.body, "") << target;
+    EXPECT_NE(r.header("Content-Length"), "0") << target;
+  }
+}
+
 TEST_F(HealthServerTest, PolicyRoutesRefuseBadRequestsBeforeTheEngine) {
   startOrFail(options());
   const auto unix = [&](const std::string& request) { return roundTrip(connectUnix(socket_path), request); };

@@ -813,7 +813,8 @@ std::optional<Reply> HealthServer::Impl::admit(const Request& req, bool trusted)
 
   const std::string& method = req.method;
   const bool is_get = method == "GET" || method == "HEAD";
-  const bool method_ok = (is_get && (route->methods & kGet) != 0) || (method == "POST" && (route->methods & kPost) != 0) ||
+  const bool method_ok = (is_get && (route->methods & kGet) != 0) ||
+                         (method == "POST" && (route->methods & kPost) != 0) ||
                          (method == "PUT" && (route->methods & kPut) != 0);
   if (!method_ok) {
     std::string answers;
@@ -863,7 +864,8 @@ Reply HealthServer::Impl::handlePolicyRoute(const std::string& path, const std::
   std::string query_error;
   const auto params = parseQuery(query, &query_error);
   if (!params) return errorReply(400, query_error);
-  const auto only = [&](std::initializer_list<std::string_view> known, const std::string& expected) -> std::optional<Reply> {
+  const auto only = [&](std::initializer_list<std::string_view> known,
+                        const std::string& expected) -> std::optional<Reply> {
     for (const auto& [name, value] : *params) {
       if (std::find(known.begin(), known.end(), name) == known.end()) {
         return errorReply(400, "unknown query parameter `" + name + "` (" + expected + ")");

@@ -234,6 +234,11 @@ void RaftCore::tickElection() {
   }
 }
 
+void RaftCore::leaderLinkLost(NodeId leader) {
+  if (role_ != Role::follower || leader == kNoNode || leader_ != leader) return;
+  election_elapsed_ = std::max(election_elapsed_, config_.election_ticks);
+}
+
 void RaftCore::tickHeartbeat() {
   ++heartbeat_elapsed_;
   ++election_elapsed_;

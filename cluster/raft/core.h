@@ -165,6 +165,14 @@ class RaftCore {
   TransferResult transferLeader(NodeId target);
   // A linearizable read (see above); `context` comes back in the ReadState.
   ReadIndexResult readIndex(std::string context);
+  // The driver's link to `leader` closed (as when its process died). A follower of that
+  // leader gives up its lease and moves its election timer to where the lease ends, so
+  // it campaigns within the rest of its randomized timeout (0 to t-1 ticks) instead of
+  // a whole timeout after the last heartbeat, and grants the pre-votes of the others
+  // that lost the leader too. Only liveness rests on the lease: a leader that is in
+  // fact alive keeps its followers (their pre-votes refuse a candidate while they hear
+  // it), and its next heartbeat here resets the timer. Anything else changes nothing.
+  void leaderLinkLost(NodeId leader);
   // The application's state as of `index`, which it has applied: the log up to `index`
   // is dropped, and the snapshot returned (and kept, to send to followers that need
   // it) is for the driver to store before it drops its own log prefix. Throws

@@ -155,7 +155,7 @@ bool RaftDriver::start(std::string* error) {
   }
   // Whose folder is this?
   std::string identity_error;
-  auto identity = readIdentity(dir / "identity", &identity_error);
+  auto identity = readIdentity(dir / kIdentityFileName, &identity_error);
   if (!identity_error.empty()) {
     *error = identity_error + ": move " + dir.string() + " aside, remove this node from the cluster " +
              "(`zetianctl cluster remove " + options_.node_id + "` on another node) and start it again";
@@ -173,7 +173,7 @@ bool RaftDriver::start(std::string* error) {
     }
     identity = Identity{options_.node_id, drawRaftId()};
     try {
-      writeFileDurably(dir, "identity",
+      writeFileDurably(dir, std::string(kIdentityFileName),
                        "zetian-raft-identity 1\nnode_id " + options_.node_id + "\nraft_id " + hexId(identity->raft_id) + "\n");
     } catch (const std::exception& e) {
       *error = e.what();
@@ -223,8 +223,14 @@ bool RaftDriver::start(std::string* error) {
                                     (in_cluster_ ? "true" : "false") + " term=" + std::to_string(core_->term()) +
                                     " commit=" + std::to_string(core_->log().committed()) +
                                     (in_cluster_ ? " policy_version=" + std::to_string(state_.version()) : ""));
-  if (state_.current()) notePolicyApplied();
+  // The committed log after the snapshot is applied first (the first Ready, which
+  // writes nothing, runs now), so the listener hears the newest version at once rather
+  // than the snapshot's and then each later one; entries replayed from the log up to
+  // the stored commit index log no events (they happened before this start).
+  replay_until_ = core_->log().committed();
   pump();
+  if (state_.current()) notePolicyApplied();
+  if (in_cluster_) checkRemoved();
   return true;
 }
 
@@ -449,10 +455,12 @@ void RaftDriver::applyEntries(const std::vector<Entry>& entries) {
   for (const Entry& entry : entries) {
     if (entry.index <= state_.appliedIndex()) continue;
     const ApplyResult result = state_.apply(entry);
+    const bool replayed = entry.index <= replay_until_;
     switch (result.kind) {
       case ApplyKind::policy_applied:
         policy_changed = true;
-        logLine(conf::LogLevel::Info, "policy_committed version=" + std::to_string(result.version) +
+        logLine(replayed ? conf::LogLevel::Debug : conf::LogLevel::Info,
+                "policy_committed version=" + std::to_string(result.version) +
                                           " index=" + std::to_string(entry.index) + " proposer=" +
                                           logValue(state_.current() ? state_.current()->proposer : ""));
         break;
@@ -465,7 +473,7 @@ void RaftDriver::applyEntries(const std::vector<Entry>& entries) {
       default:
         break;
     }
-    if (entry.type == EntryType::config) {
+    if (entry.type == EntryType::config && !replayed) {
       if (auto change = decodeConfChange(entry.data)) {
         logLine(conf::LogLevel::Info, "raft_membership_changed change=" + logValue(entry.data) + " node=" +
                                           logValue(nameOf(change->node)) + " voters=" +
@@ -473,16 +481,9 @@ void RaftDriver::applyEntries(const std::vector<Entry>& entries) {
                                           std::to_string(core_->membership().learners.size()));
         host_.raftEvent("raft_membership_changed", {{"ZETIAN_RAFT_CHANGE", entry.data},
                                                     {"ZETIAN_RAFT_NODE", nameOf(change->node)}});
-        if (change->type == ChangeType::remove && change->node == self_) {
-          logLine(conf::LogLevel::Warn,
-                  "raft_removed action=\"this node was removed from the Raft cluster; it keeps enforcing policy "
-                  "version " + std::to_string(state_.version()) +
-                  "; to bring it back, stop it, move node.state_dir/raft aside and start it\"");
-          stopped_ = true;
-          stop_reason_ = "this node was removed from the Raft cluster";
-        }
       }
     }
+    if (entry.type == EntryType::config) checkRemoved();
     auto it = std::find_if(waiters_.begin(), waiters_.end(), [&](const auto& w) {
       return w.second.kind == WaitKind::entry && w.second.index == entry.index;
     });
@@ -509,6 +510,18 @@ void RaftDriver::applyEntries(const std::vector<Entry>& entries) {
     notePolicyApplied();
   }
   if (stopped_) answerAll(503, stop_reason_);
+}
+
+// A node that learns it was removed stops taking part (the others drop what it says
+// anyway, membership.h) and keeps enforcing the last policy it applied.
+void RaftDriver::checkRemoved() {
+  if (stopped_ || !core_->membership().removed.contains(self_)) return;
+  logLine(conf::LogLevel::Warn,
+          "raft_removed action=\"this node was removed from the Raft cluster; it keeps enforcing policy version " +
+              std::to_string(state_.version()) +
+              "; to bring it back, stop it, move node.state_dir/raft aside and start it\"");
+  stopped_ = true;
+  stop_reason_ = "this node was removed from the Raft cluster";
 }
 
 void RaftDriver::notePolicyApplied() {
@@ -596,7 +609,14 @@ void RaftDriver::onPeerUp(const std::string& peer) {
 
 void RaftDriver::onPeerDown(const std::string& peer) {
   checkThread();
-  peers_.erase(peer);
+  if (auto it = peers_.find(peer); it != peers_.end()) {
+    // The leader's link closed (its process died, most often): campaign within the
+    // rest of the timeout rather than a whole one (core.h, leaderLinkLost).
+    if (core_ && !stopped_ && it->second.raft_id != kNoNode && it->second.raft_id == core_->leader()) {
+      core_->leaderLinkLost(it->second.raft_id);
+    }
+    peers_.erase(it);
+  }
   // Forwarded requests to a leader that is gone fail now rather than at the deadline.
   std::vector<std::pair<std::uint64_t, PolicyResult>> results;
   for (const auto& [id, waiter] : waiters_) {

@@ -157,6 +157,7 @@ class RaftDriver final : public PolicyService {
   void loadSnapshot(const Snapshot& snapshot);
   void maybeSnapshot();
   void notePolicyApplied();
+  void checkRemoved();
   void failStorage(const std::string& what);
   void broadcastStatus(bool force);
   wire::RaftControl ownStatus() const;
@@ -199,7 +200,8 @@ class RaftDriver final : public PolicyService {
   bool bootstrapping_ = false;
   bool stopped_ = false;  // stop(), a storage failure, or this node was removed
   std::string stop_reason_;
-  bool commit_dirty_ = false;  // a policy entry applied since the commit index was written
+  bool commit_dirty_ = false;
+  Index replay_until_ = 0;  // the commit index found at start: entries up to it are replays  // a policy entry applied since the commit index was written
   HardState written_hard_state_;
   PolicyState state_;
   Index last_snapshot_index_ = 0;

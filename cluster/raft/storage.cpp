@@ -130,7 +130,7 @@ void Storage::recover(RecoveredState& out) {
                              ", a write that a crash interrupted before it was published");
     } else if (auto first = parseSegmentName(name)) {
       segments_.push_back(Segment{*first, e.path(), {}, {}});
-    } else if (name != kHardStateName && name != kSnapshotName) {
+    } else if (name != kHardStateName && name != kSnapshotName && name != kIdentityFileName) {
       out.warnings.push_back("raft storage: ignoring " + e.path().string() + ", not a file of ours");
     }
   }

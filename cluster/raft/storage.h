@@ -88,6 +88,10 @@ class ByteBudget final : public WriteGate {
   std::uint64_t left_;
 };
 
+// The driver's file in the same folder (driver.h: which node the folder belongs to, its
+// Raft id). The storage neither reads nor writes it, and does not warn about it.
+inline constexpr std::string_view kIdentityFileName = "identity";
+
 struct StorageOptions {
   std::uint64_t segment_bytes = 64ull * 1024 * 1024;
   WriteGate* write_gate = nullptr;  // tests only; not owned, must outlive the Storage

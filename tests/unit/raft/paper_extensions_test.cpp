@@ -65,6 +65,32 @@ TEST(RaftExtensions, AFollowerThatHeardFromItsLeaderIgnoresVotesUntilTheLeaseRun
   EXPECT_EQ(follower.vote(), 3u);
 }
 
+TEST(RaftExtensions, AFollowerThatLostItsLinkToTheLeaderDropsTheLeaseAndCampaignsWithinOneTimeout) {
+  RaftCore follower(extendedConfig(2, 3), {});
+  follower.step(make(MessageType::heartbeat, 1, 2, 1));
+  ASSERT_EQ(follower.leader(), 1u);
+  // Another node's link: nothing changes.
+  follower.leaderLinkLost(3);
+  Message pre_vote = make(MessageType::pre_vote, 3, 2, 2);
+  EXPECT_EQ(follower.step(pre_vote), StepOutcome::leader_lease);
+  follower.leaderLinkLost(1);
+  // The lease is gone at once: the other follower's pre-vote is granted.
+  EXPECT_EQ(follower.step(pre_vote), StepOutcome::handled);
+  auto granted = ofType(flush(follower), MessageType::pre_vote_response);
+  ASSERT_EQ(granted.size(), 1u);
+  EXPECT_FALSE(granted[0].reject);
+  // Its own campaign comes within what is left of the randomized timeout.
+  const int timeout = follower.randomizedElectionTimeout();
+  int ticks = 0;
+  while (follower.role() == Role::follower && ticks < 2 * follower.config().election_ticks) {
+    follower.tick();
+    ++ticks;
+  }
+  EXPECT_EQ(follower.role(), Role::pre_candidate);
+  EXPECT_LE(ticks, timeout - follower.config().election_ticks + 1);
+  EXPECT_EQ(follower.term(), 1u);  // a pre-vote raises no term
+}
+
 TEST(RaftExtensions, ALeaderStepsDownAtTheFirstElectionTimeoutWithoutAQuorum) {
   RaftCore leader(extendedConfig(1, 3), {});
   electLeader(leader);

@@ -115,6 +115,28 @@ def wait_leader(nodes: Sequence[Node], timeout: float = ELECTION_DEADLINE_S,
                       what=f"{[n.id for n in nodes]} to agree on a leader", diagnostics=diagnostics)
 
 
+def formed(nodes: Sequence[Node]) -> Optional[Node]:
+    """The leader, once every one of `nodes` names it and counts all of `nodes` as
+    voters (the ones that joined as learners were promoted); None before."""
+    leader = leader_of(nodes)
+    if leader is None:
+        return None
+    for n in nodes:
+        h = health(n)
+        raft = (h or {}).get("raft") or {}
+        if raft.get("voters") != len(nodes):
+            return None
+        roles = {m.get("id"): m.get("raft_role") for m in h.get("members", [])}
+        if any(roles.get(other.id) != "voter" for other in nodes):
+            return None
+    return leader
+
+
+def wait_formed(nodes: Sequence[Node], timeout: float = ELECTION_DEADLINE_S, diagnostics=None) -> Node:
+    return wait_until(lambda: formed(nodes), timeout,
+                      what=f"{[n.id for n in nodes]} to be voters with one leader", diagnostics=diagnostics)
+
+
 def wait_version(nodes: Iterable[Node], version: int, timeout: float = 20.0, diagnostics=None) -> None:
     nodes = list(nodes)
     wait_until(lambda: all(policy_version(n) == version for n in nodes), timeout,

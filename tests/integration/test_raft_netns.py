@@ -18,7 +18,8 @@ import unittest
 from harness import free_port, rule, wait_until
 from netns import Host, NetnsClusterTestCase, NetnsNode
 from raft_harness import (ELECTION_DEADLINE_S, RAFT_TIMING, get_policy, health, mail_check, policy_doc, policy_toml,
-                          policy_version, put_policy, raft_settings, wait_leader, wait_version, write_file)
+                          policy_version, put_policy, raft_settings, wait_formed, wait_leader, wait_version,
+                          write_file)
 
 NO_QUORUM = "no quorum: 1 of 3 voters reachable"
 LIMIT = 3
@@ -42,7 +43,7 @@ class RaftPolicyAcrossAPartition(NetnsClusterTestCase):
             nodes.append(self.raft_node_on(host, f"n{host.index}",
                                            dict(raft_settings(3), bind=f"{host.address}:{port}", seeds=seeds)))
         self.wait_full_view(nodes, 20)
-        wait_leader(nodes, diagnostics=self.diagnostics)
+        wait_formed(nodes, diagnostics=self.diagnostics)
         wait_version(nodes, 1, diagnostics=self.diagnostics)
         return nodes
 

@@ -169,6 +169,70 @@ class RaftPolicyBehindPostfix(PostfixTrio, ClusterTestCase):
 
         passed += self.assertLimitEverywhere(LOW_LIMIT, nodes)
         self.assertAtTheSink(passed, lambda: self.everything(nodes))
+        self.assertRaftFields(nodes, leader)
+        self.assertCtlViews(nodes[2], doc, follower.id)
+
+    def assertRaftFields(self, nodes: list[Node], leader: Node) -> None:
+        """/health and /metrics agree on one leader, one term, the same indexes."""
+        wait_until(lambda: len({(health(n) or {}).get("applied_index") for n in nodes}) == 1, 10,
+                   what="the same applied_index on every node", diagnostics=lambda: self.everything(nodes))
+        views = [health(n) for n in nodes]
+        for n, h in zip(nodes, views):
+            self.assertEqual(h["leader"], leader.id, h)
+            self.assertEqual(h["term"], views[0]["term"], h)
+            self.assertGreaterEqual(h["commit_index"], h["applied_index"], h)
+            self.assertEqual(h["raft"]["role"], "leader" if n is leader else "follower", h)
+            self.assertEqual(h["raft"]["voters"], 3, h)
+            self.assertEqual(sorted(m["raft_role"] for m in h["members"]), ["voter"] * 3, h)
+            self.assertEqual(n.metric("zetian_raft_is_leader"), 1.0 if n is leader else 0.0)
+            self.assertEqual(n.metric("zetian_policy_version"), h["policy_version"])
+            self.assertEqual(n.metric("zetian_raft_applied_index"), h["applied_index"])
+
+    def assertCtlViews(self, node: Node, doc: dict, proposer: str) -> None:
+        """zetianctl policy get|diff|history on `node` show the document `doc`."""
+        cp = node.ctl("policy", "get")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(cp.stdout.strip(), doc["text"].strip())
+        same = self.policy_file(doc["text"])
+        cp = node.ctl("policy", "diff", same)
+        self.assertEqual(cp.returncode, 0, f"{cp.stdout}{cp.stderr}")
+        # A node's whole file works too: only its policy tables (the seed) are compared.
+        cp = node.ctl("policy", "diff", node.milter.config_path)
+        self.assertEqual(cp.returncode, 1, f"{cp.stdout}{cp.stderr}")
+        self.assertIn(f"version {doc['version']}", cp.stdout)
+        cp = node.ctl("policy", "history")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn(proposer, cp.stdout)
+        cp = node.ctl("status")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertRegex(cp.stdout, rf"policy:\s+.*{doc['version']}")
+
+    def test_the_leadership_moves_on_request_and_a_member_gone_for_good_is_removed(self):
+        nodes = self.start_trio()
+        leader = wait_formed(nodes)
+        target, other = [n for n in nodes if n is not leader]
+        cp = other.ctl("cluster", "transfer-leader", target.id)
+        self.assertEqual(cp.returncode, 0, f"{cp.stdout}{cp.stderr}\n{self.everything(nodes)}")
+        self.assertIn(f"leadership transferred: {target.id} leads now", cp.stdout)
+        self.assertIs(wait_leader(nodes, diagnostics=lambda: self.everything(nodes)), target)
+
+        other.stop()
+        cp = leader.ctl("cluster", "remove", other.id)
+        self.assertEqual(cp.returncode, 0, f"{cp.stdout}{cp.stderr}\n{self.everything(nodes)}")
+        self.assertIn(f"{other.id} removed from the Raft cluster", cp.stdout)
+        rest = [leader, target]
+        wait_until(lambda: all(((health(n) or {}).get("raft") or {}).get("voters") == 2 for n in rest), 10,
+                   what="two voters left", diagnostics=lambda: self.everything(nodes))
+        for n in rest:
+            self.assertIsNone(raft_role_of(n, other.id), health(n))
+        # Two voters of two: changes commit without the removed node.
+        version = self.put(leader, policy_toml(per_ip(LOW_LIMIT)), rest)
+        wait_version(rest, version, diagnostics=lambda: self.everything(nodes))
+        passed = self.assertLimitEverywhere(LOW_LIMIT, rest, postfixes=[nodes.index(n) for n in rest])
+        self.assertAtTheSink(passed, lambda: self.everything(nodes))
+        # An unknown node is refused with 404 and changes nothing.
+        status, body = request(target, "POST", "/cluster/remove?node=nobody")
+        self.assertEqual(status, 404, body)
 
     def test_an_invalid_policy_file_is_refused_with_its_position_and_changes_nothing(self):
         nodes = self.start_trio()

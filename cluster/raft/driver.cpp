@@ -306,6 +306,21 @@ void RaftDriver::pump() {
     onWritten(std::move(ready), std::nullopt);
     return;
   }
+  // A leader's appends may leave before its own write (thesis 10.2.1): it counts its
+  // own entries towards commit only after advance(), and the commit index it sends
+  // rests on durable copies only. So the followers' fsyncs run beside its own. Votes
+  // and acknowledgements still wait for the write.
+  if (core_->role() == Role::leader) {
+    std::vector<Message> early;
+    std::vector<Message> later;
+    for (Message& m : ready.messages) {
+      const bool replication = m.type == MessageType::append || m.type == MessageType::heartbeat ||
+                               m.type == MessageType::snapshot;
+      (replication ? early : later).push_back(std::move(m));
+    }
+    ready.messages = std::move(later);
+    sendMessages(std::move(early));
+  }
   write_in_flight_ = true;
   if (hard_state) written_hard_state_ = *hard_state;
   auto shared = std::make_shared<Ready>(std::move(ready));
@@ -541,6 +556,7 @@ void RaftDriver::onTick() {
   if (stopped_) return;
   core_->tick();
   expireWaiters();
+  retryWaiters();
   if (in_cluster_) {
     leaderDuties();
   } else {
@@ -997,6 +1013,7 @@ void RaftDriver::forward(RaftControlKind kind, std::string text, std::uint64_t i
     waiter.deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
     waiter.done = std::move(done);
     waiter.kind = WaitKind::forwarded;
+    waiter.target = self_;
     waiters_.emplace(waiter.id, std::move(waiter));
     handleForward(options_.node_id, request);
     return;
@@ -1014,6 +1031,8 @@ void RaftDriver::forward(RaftControlKind kind, std::string text, std::uint64_t i
   request.request_id = waiter.id;
   request.index = index;
   request.text = std::move(text);
+  if (kind == RaftControlKind::Change) waiter.retry = request;
+  waiter.retry_at = Clock::time_point::max();
   if (!leader_peer || !host_.sendRaft(*leader_peer, request)) {
     waiter.done(PolicyResult{503, "the Raft leader " + nameOf(core_->leader()) + " is not reachable: " + noQuorumText(),
                              std::nullopt, 0});
@@ -1055,7 +1074,13 @@ void RaftDriver::handleForward(const std::string& peer, const RaftControl& contr
       refusal_status = 400;
     } else {
       result = core_->proposeConfChange(*change);
-      if (!result.accepted) result.refusal = "the leader refused the change: " + result.refusal;
+      if (!result.accepted) {
+        // One membership change at a time, and not before this leader's first entry
+        // commits (core.h): that passes within a round trip or two, so the requester
+        // asks again rather than failing the operator's command.
+        if (result.refusal.find("is not committed yet") != std::string::npos) refusal_status = kRetryStatus;
+        result.refusal = "the leader refused the change: " + result.refusal;
+      }
     }
   } else if (control.kind == RaftControlKind::Transfer) {
     NodeId target = control.index;
@@ -1086,6 +1111,11 @@ void RaftDriver::handleForward(const std::string& peer, const RaftControl& contr
     auto it = waiters_.find(control.request_id);
     if (it == waiters_.end()) return;
     Waiter& waiter = it->second;
+    if (!result.accepted && refusal_status == kRetryStatus) {
+      waiter.retry = control;
+      waiter.retry_at = Clock::now() + options_.election_timeout / kElectionTicks;
+      return;
+    }
     if (!result.accepted) {
       finish(control.request_id, PolicyResult{static_cast<int>(refusal_status), result.refusal, std::nullopt, 0});
       return;
@@ -1121,6 +1151,10 @@ void RaftDriver::handleReply(const RaftControl& control) {
   auto it = waiters_.find(control.request_id);
   if (it == waiters_.end() || it->second.kind != WaitKind::forwarded) return;
   Waiter& waiter = it->second;
+  if (!(control.flags & wire::kRaftAccepted) && control.index == kRetryStatus && it->second.retry) {
+    it->second.retry_at = Clock::now() + options_.election_timeout / kElectionTicks;
+    return;
+  }
   if (!(control.flags & wire::kRaftAccepted)) {
     const int status = control.index >= 400 && control.index < 600 ? static_cast<int>(control.index) : 503;
     finish(control.request_id, PolicyResult{status, control.text, std::nullopt, 0});
@@ -1148,6 +1182,31 @@ void RaftDriver::handleReply(const RaftControl& control) {
       result.error = "the change's outcome is unknown here: see `zetianctl policy history`";
     }
     finish(control.request_id, std::move(result));
+  }
+}
+
+void RaftDriver::retryWaiters() {
+  const auto now = Clock::now();
+  std::vector<std::uint64_t> due;
+  for (const auto& [id, waiter] : waiters_) {
+    if (waiter.kind == WaitKind::forwarded && waiter.retry && now >= waiter.retry_at) due.push_back(id);
+  }
+  for (std::uint64_t id : due) {
+    auto it = waiters_.find(id);
+    if (it == waiters_.end()) continue;
+    Waiter& waiter = it->second;
+    waiter.retry_at = Clock::time_point::max();  // until the next "not yet"
+    wire::RaftControl request = *waiter.retry;
+    request.raft_id = self_;
+    request.request_id = id;
+    if (core_->leader() == self_) {
+      waiter.target = self_;
+      handleForward(options_.node_id, request);
+    } else if (auto leader = peerOf(core_->leader()); leader && host_.sendRaft(*leader, request)) {
+      waiter.target = core_->leader();
+    } else {
+      waiter.retry_at = now + options_.election_timeout / kElectionTicks;  // no leader yet: later
+    }
   }
 }
 

@@ -139,6 +139,10 @@ class RaftDriver final : public PolicyService {
     NodeId target = kNoNode;  // leader: the node that should lead
     Clock::time_point deadline;
     std::function<void(PolicyResult)> done;
+    // forwarded: a membership change the leader could not take yet (an earlier change,
+    // or its own first entry, is not committed): asked again at retry_at.
+    std::optional<wire::RaftControl> retry;
+    Clock::time_point retry_at;
   };
 
   void checkThread(CallSite where = CallSite::current()) const { loop_.checkThisThread(where); }
@@ -164,6 +168,9 @@ class RaftDriver final : public PolicyService {
   void handleReply(const wire::RaftControl& control);
   void reply(const std::string& peer, std::uint64_t request_id, const ProposeResult& result);
   void expireWaiters();
+  void retryWaiters();
+  // A refusal that is only "not yet": the requester asks again a tick later.
+  static constexpr int kRetryStatus = 425;
   // Takes the waiter out of waiters_, then calls it (which may start another request).
   void finish(std::uint64_t id, PolicyResult result);
   void finishAll(std::vector<std::pair<std::uint64_t, PolicyResult>> results);

@@ -830,6 +830,15 @@ int cmdPolicyApply(const Options& options, const std::string& path) {
   if (!loaded.ok()) {
     printConfigErrors(loaded.errors);
     std::fprintf(stderr, "zetianctl: %s has errors; nothing was sent\n", displayText(path).c_str());
+    // A node's whole zetian.toml: the loader refuses its node-local tables one by one.
+    const bool node_file = std::any_of(loaded.errors.begin(), loaded.errors.end(), [](const conf::ConfigError& e) {
+      return e.message.find("is a node-local table") != std::string::npos;
+    });
+    if (node_file) {
+      std::fprintf(stderr,
+                   "zetianctl: a policy file holds only [ratelimit] and [affinity]; `zetianctl policy get > "
+                   "policy.toml` gives one to edit\n");
+    }
     return kExitFailed;
   }
   for (const auto& w : loaded.warnings) std::fprintf(stderr, "warning: %s\n", displayText(w.format()).c_str());

@@ -966,6 +966,15 @@ TEST_F(ZetianctlPolicyTest, AnInvalidFileIsRefusedWithItsPlacesAndNothingIsSent)
   EXPECT_TRUE(api.calls().empty());
 }
 
+TEST_F(ZetianctlPolicyTest, ANodesWholeFileIsNotAPolicyAndSaysWhereToGetOne) {
+  const std::string path = writeFile("zetian.toml", "[node]\nid = \"mx1\"\n" + std::string(kPolicyText));
+  const ProcessResult r = ctl({"policy", "apply", path});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(path + ":1:2: `[node]` is a node-local table"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("`zetianctl policy get > policy.toml` gives one to edit"), std::string::npos) << r.err;
+  EXPECT_TRUE(api.calls().empty());
+}
+
 TEST_F(ZetianctlPolicyTest, NoQuorumSaysWhatChangesNeed) {
   const std::string path = writeFile("policy.toml", kPolicyText);
   api.set("policyPut", {503, "application/json", R"({"error":"no quorum: 1 of 3 voters reachable"})"});

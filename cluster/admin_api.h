@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 
 namespace zetian::cluster {
@@ -56,6 +58,21 @@ class AdminApi {
   // POST /maintenance?state=on|off: drain this node (new SMTP sessions get 421 4.3.2,
   // peers show it as `maintenance`) or bring it back
   virtual AdminReply maintenance(bool enabled) = 0;
+
+  // The replicated policy (docs/operations.md, "The replicated policy"). Each answers
+  // through `respond` as the async calls above do: exactly once, on the loop thread.
+  // GET /policy: the policy in force, read linearizably.
+  virtual void policyGetAsync(std::function<void(AdminReply)> respond) = 0;
+  // PUT /policy[?base_version=N] with the TOML text as the body: answered once the
+  // change is committed and in force on this node.
+  virtual void policyPutAsync(std::string text, std::optional<std::uint64_t> base_version,
+                              std::function<void(AdminReply)> respond) = 0;
+  // GET /policy/history: the applied versions, oldest first.
+  virtual AdminReply policyHistory() = 0;
+  // POST /cluster/remove?node=ID: takes ID out of the Raft membership.
+  virtual void clusterRemoveAsync(const std::string& node_id, std::function<void(AdminReply)> respond) = 0;
+  // POST /cluster/transfer-leader[?node=ID]: "" lets the leader choose.
+  virtual void clusterTransferLeaderAsync(const std::string& node_id, std::function<void(AdminReply)> respond) = 0;
 };
 
 }  // namespace zetian::cluster

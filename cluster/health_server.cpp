@@ -3,7 +3,7 @@
 // Trust comes from the listener, not from the peer address: the Unix socket and the
 // TCP listener each get their own Listener, and every connection knows which one
 // accepted it. The Unix socket is guarded by its file mode, so everything is
-// allowed there; over TCP, POST needs the admin token.
+// allowed there; over TCP, POST and PUT need the admin token.
 //
 // We create both listening sockets ourselves: libevent's helpers resolve names with a
 // blocking getaddrinfo(), cannot set the Unix socket's mode before clients may
@@ -12,11 +12,13 @@
 // Why not evhttp: libevent 2.1's evhttp keeps reading a connection while it writes a
 // reply, so a client that pipelines requests and never reads made the input buffer
 // grow without bound (2 GB in 6.5 s), and it offers no connection cap, no hook at
-// accept and no deadline per request. The HTTP we need is small (no request bodies,
-// no chunked coding, replies with Content-Length), so each connection is a
+// accept and no deadline per request. The HTTP we need is small (one request body,
+// PUT /policy's, framed by Content-Length; no chunked coding; replies with
+// Content-Length), so each connection is a
 // bufferevent parsed here, with every bound under our control:
 // - Input: the read high-watermark is one request's maximum, so the kernel, not our
-//   heap, holds whatever a client sends ahead.
+//   heap, holds whatever a client sends ahead. A PUT /policy raises it to its own
+//   Content-Length (at most max_policy_bytes), once its head passed the trust check.
 // - Output: requests are answered in order while the unsent output is below
 //   output_watermark; above it, EV_READ is disabled until the output drains (the
 //   write callback fires only once it is empty). One reply can overshoot the
@@ -50,7 +52,9 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -143,18 +147,41 @@ Reply errorReply(int status, std::string_view message) {
   return Reply{status, "application/json", jsonError(message), {}, {}};
 }
 
-enum class Method { kGet, kPost };
+// The methods a route answers, as bits: GET (with HEAD), POST, PUT.
+enum Methods : unsigned { kGet = 1, kPost = 2, kPut = 4 };
 
 struct Route {
   const char* path;
-  Method method;
+  unsigned methods;
 };
 
 constexpr Route kRoutes[] = {
-    {"/health", Method::kGet}, {"/live", Method::kGet},    {"/ready", Method::kGet},
-    {"/metrics", Method::kGet}, {"/limits", Method::kGet}, {"/reload", Method::kPost},
-    {"/limits/reset", Method::kPost}, {"/maintenance", Method::kPost},
+    {"/health", kGet}, {"/live", kGet},    {"/ready", kGet},
+    {"/metrics", kGet}, {"/limits", kGet}, {"/reload", kPost},
+    {"/limits/reset", kPost}, {"/maintenance", kPost},
+    {"/policy", kGet | kPut}, {"/policy/history", kGet},
+    {"/cluster/remove", kPost}, {"/cluster/transfer-leader", kPost},
 };
+
+const Route* findRoute(const std::string& path) {
+  for (const Route& r : kRoutes) {
+    if (path == r.path) return &r;
+  }
+  return nullptr;
+}
+
+// The one request whose body may be larger than max_body_bytes (up to max_policy_bytes).
+bool isPolicyPut(const Request& req) { return req.method == "PUT" && req.path == "/policy"; }
+
+// A node id as the cluster names members (1 to 64 of A-Z a-z 0-9 _ . -), or the
+// "raft:<hex id>" a Raft member is shown as while its name is unknown.
+bool plausibleNodeId(std::string_view id) {
+  if (id.empty() || id.size() > 80) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+           c == '-' || c == ':';
+  });
+}
 
 const char* reasonPhrase(int status) {
   switch (status) {
@@ -171,6 +198,7 @@ const char* reasonPhrase(int status) {
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
     default: return status < 400 ? "OK" : "Error";
   }
@@ -206,7 +234,11 @@ struct HealthServer::Impl {
     // timeout runs, until it comes. Its ticket is its key in Impl::awaiting.
     bool awaiting = false;
     bool awaiting_keep_alive = true;
+    bool awaiting_head_only = false;  // a HEAD: the answer goes without its body
     std::uint64_t ticket = 0;
+    // A PUT /policy body larger than max_body_bytes is being read: the read watermark
+    // is raised for it until the request is taken.
+    bool large_body = false;
   };
 
   Impl(event_base* b, AdminApi& a, HealthServerOptions o)
@@ -227,12 +259,18 @@ struct HealthServer::Impl {
   static void onRequestTimeoutCb(int fd, short what, void* arg);
   void readRequests(Connection* conn);
   void fail(Connection* conn, int status, std::string_view message);
+  void failWith(Connection* conn, const Reply& reply);
   void send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
-  void answerLater(Connection* conn, bool keep_alive, std::function<void(std::function<void(AdminReply)>)> later);
+  void answerLater(Connection* conn, bool keep_alive, bool head_only,
+                   std::function<void(std::function<void(AdminReply)>)> later);
   void finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
 
-  Reply handle(const Request& req, bool trusted);
+  // The route, method and trust checks: an error reply, or nullopt to go on.
+  std::optional<Reply> admit(const Request& req, bool trusted);
+  Reply handle(const Request& req, bool trusted, std::string body);
   Reply handleRoute(const std::string& path, bool is_post, const std::string& query);
+  Reply handlePolicyRoute(const std::string& path, const std::string& method, const std::string& query,
+                          std::string body);
 
   // All members are used on the loop thread only (owner), like every libevent object.
   event_base* base;
@@ -522,7 +560,7 @@ void HealthServer::Impl::onAccepted(Listener* listener, int fd) {
   ++listener->open;
   bufferevent_setcb(bev, &Impl::onReadCb, &Impl::onWriteCb, &Impl::onEventCb, conn);
   // A whole request (plus one byte, to tell "too big" from "complete") is the most
-  // that is ever read ahead.
+  // that is ever read ahead (a PUT /policy raises it for its own body).
   bufferevent_setwatermark(bev, EV_READ, 0, options.max_header_bytes + options.max_body_bytes + 1);
   const timeval io = toTimeval(options.io_timeout);
   bufferevent_set_timeouts(bev, &io, &io);
@@ -626,25 +664,52 @@ void HealthServer::Impl::readRequests(Connection* conn) {
       return;
     }
     if (req.content_length > options.max_body_bytes) {
-      fail(conn, 413, "request body larger than " + std::to_string(options.max_body_bytes) + " bytes");
-      return;
+      // Only a policy may be larger, and only for a client allowed to change it: the
+      // others are refused before their body is read.
+      if (!isPolicyPut(req)) {
+        fail(conn, 413, "request body larger than " + std::to_string(options.max_body_bytes) + " bytes");
+        return;
+      }
+      if (auto refused = admit(req, conn->listener->trusted)) {
+        failWith(conn, *refused);
+        return;
+      }
+      if (req.content_length > options.max_policy_bytes) {
+        fail(conn, 413, "policy larger than " + std::to_string(options.max_policy_bytes) + " bytes");
+        return;
+      }
+      if (!conn->large_body) {
+        conn->large_body = true;
+        bufferevent_setwatermark(conn->bev, EV_READ, 0, head_len + req.content_length + 1);
+      }
     }
     if (available < head_len + req.content_length) return;  // wait for the body
-    // No endpoint reads a body: it is dropped with the head.
-    evbuffer_drain(in, head_len + req.content_length);
+    // Only PUT /policy reads its body; the others' is dropped with the head.
+    std::string body;
+    if (isPolicyPut(req)) {
+      body.resize(req.content_length);
+      evbuffer_drain(in, head_len);
+      evbuffer_remove(in, body.data(), body.size());
+    } else {
+      evbuffer_drain(in, head_len + req.content_length);
+    }
+    if (conn->large_body) {
+      conn->large_body = false;
+      bufferevent_setwatermark(conn->bev, EV_READ, 0, options.max_header_bytes + options.max_body_bytes + 1);
+    }
     evtimer_del(conn->request_timer);
     conn->request_started = false;
 
     Reply reply;
     try {
-      reply = handle(req, conn->listener->trusted);
+      reply = handle(req, conn->listener->trusted, std::move(body));
     } catch (const std::exception& e) {
       reply = errorReply(500, std::string("internal error: ") + e.what());
     } catch (...) {
       reply = errorReply(500, "internal error");
     }
     if (reply.later) {
-      answerLater(conn, req.keep_alive, std::move(reply.later));
+      answerLater(conn, req.keep_alive, req.method == "HEAD", std::move(reply.later));
       return;
     }
     finishRequest(conn, reply, req.method == "HEAD", req.keep_alive);
@@ -669,10 +734,11 @@ void HealthServer::Impl::finishRequest(Connection* conn, const Reply& reply, boo
 // order) and runs no timeout, while the loop serves everyone else. If the client goes
 // away first its ticket is gone, and if the server does its liveness token has
 // expired: either way the answer is dropped.
-void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive,
+void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive, bool head_only,
                                      std::function<void(std::function<void(AdminReply)>)> later) {
   conn->awaiting = true;
   conn->awaiting_keep_alive = keep_alive;
+  conn->awaiting_head_only = head_only;
   bufferevent_disable(conn->bev, EV_READ);
   bufferevent_set_timeouts(conn->bev, nullptr, nullptr);
   conn->ticket = next_ticket++;
@@ -688,7 +754,7 @@ void HealthServer::Impl::answerLater(Connection* conn, bool keep_alive,
     conn->awaiting = false;
     const timeval io = toTimeval(options.io_timeout);
     bufferevent_set_timeouts(conn->bev, &io, &io);
-    finishRequest(conn, toReply(std::move(r)), false, conn->awaiting_keep_alive);
+    finishRequest(conn, toReply(std::move(r)), conn->awaiting_head_only, conn->awaiting_keep_alive);
     if (connections.find(conn) == connections.end() || conn->closing) return;
     bufferevent_enable(conn->bev, EV_READ);
     readRequests(conn);  // a request the client pipelined behind the reload
@@ -717,6 +783,17 @@ void HealthServer::Impl::fail(Connection* conn, int status, std::string_view mes
   conn->closing = true;
 }
 
+// As fail(), with a reply already built (a refusal of admit()).
+void HealthServer::Impl::failWith(Connection* conn, const Reply& reply) {
+  evtimer_del(conn->request_timer);
+  conn->request_started = false;
+  bufferevent_disable(conn->bev, EV_READ);
+  evbuffer* in = bufferevent_get_input(conn->bev);
+  evbuffer_drain(in, evbuffer_get_length(in));
+  send(conn, reply, false, false);
+  conn->closing = true;
+}
+
 void HealthServer::Impl::send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive) {
   std::string head = "HTTP/1.1 " + std::to_string(reply.status) + " " + reasonPhrase(reply.status) + "\r\n";
   if (!reply.content_type.empty()) head += "Content-Type: " + reply.content_type + "\r\n";
@@ -729,27 +806,34 @@ void HealthServer::Impl::send(Connection* conn, const Reply& reply, bool head_on
   if (!head_only) evbuffer_add(out, reply.body.data(), reply.body.size());
 }
 
-Reply HealthServer::Impl::handle(const Request& req, bool trusted) {
+std::optional<Reply> HealthServer::Impl::admit(const Request& req, bool trusted) {
   const std::string& path = req.path;
-  const Route* route = nullptr;
-  for (const Route& r : kRoutes) {
-    if (path == r.path) route = &r;
-  }
+  const Route* route = findRoute(path);
   if (route == nullptr) return errorReply(404, "no such endpoint: " + path);
 
   const std::string& method = req.method;
-  const bool method_ok = route->method == Method::kGet ? (method == "GET" || method == "HEAD")
-                                                       : method == "POST";
+  const bool is_get = method == "GET" || method == "HEAD";
+  const bool method_ok = (is_get && (route->methods & kGet) != 0) ||
+                         (method == "POST" && (route->methods & kPost) != 0) ||
+                         (method == "PUT" && (route->methods & kPut) != 0);
   if (!method_ok) {
-    Reply reply = errorReply(405, route->method == Method::kGet
-                                      ? path + " only answers GET (and HEAD)"
-                                      : path + " only answers POST");
-    reply.allow = route->method == Method::kGet ? "GET, HEAD" : "POST";
+    std::string answers;
+    std::string allow;
+    const auto add = [&](unsigned bit, const char* said, const char* listed) {
+      if ((route->methods & bit) == 0) return;
+      answers += answers.empty() ? said : std::string(" and ") + said;
+      allow += allow.empty() ? listed : std::string(", ") + listed;
+    };
+    add(kGet, "GET (and HEAD)", "GET, HEAD");
+    add(kPost, "POST", "POST");
+    add(kPut, "PUT", "PUT");
+    Reply reply = errorReply(405, path + " only answers " + answers);
+    reply.allow = allow;
     return reply;
   }
 
-  const bool is_post = route->method == Method::kPost;
-  if (is_post && !trusted) {
+  // Every method but GET and HEAD changes something.
+  if (!is_get && !trusted) {
     if (options.admin_token.empty()) {
       return errorReply(403,
                         "changes are not allowed over TCP without [health] admin_token; use the "
@@ -762,7 +846,79 @@ Reply HealthServer::Impl::handle(const Request& req, bool trusted) {
       return errorReply(403, "missing or wrong `Authorization: Bearer <admin_token>`");
     }
   }
-  return handleRoute(path, is_post, req.query);
+  return std::nullopt;
+}
+
+Reply HealthServer::Impl::handle(const Request& req, bool trusted, std::string body) {
+  if (auto refused = admit(req, trusted)) return std::move(*refused);
+  if (req.path == "/policy" || req.path == "/policy/history" || req.path.rfind("/cluster/", 0) == 0) {
+    return handlePolicyRoute(req.path, req.method, req.query, std::move(body));
+  }
+  return handleRoute(req.path, req.method == "POST", req.query);
+}
+
+// The replicated policy's routes (AdminApi's policy calls; cluster/policy_admin.h has
+// their answers).
+Reply HealthServer::Impl::handlePolicyRoute(const std::string& path, const std::string& method,
+                                            const std::string& query, std::string body) {
+  std::string query_error;
+  const auto params = parseQuery(query, &query_error);
+  if (!params) return errorReply(400, query_error);
+  const auto only = [&](std::initializer_list<std::string_view> known,
+                        const std::string& expected) -> std::optional<Reply> {
+    for (const auto& [name, value] : *params) {
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        return errorReply(400, "unknown query parameter `" + name + "` (" + expected + ")");
+      }
+    }
+    return std::nullopt;
+  };
+  Reply reply;
+  if (path == "/policy/history") {
+    if (auto bad = only({}, "GET /policy/history takes none")) return std::move(*bad);
+    return toReply(api.policyHistory());
+  }
+  if (path == "/policy" && method != "PUT") {
+    if (auto bad = only({}, "GET /policy takes none")) return std::move(*bad);
+    reply.later = [this](std::function<void(AdminReply)> respond) { api.policyGetAsync(std::move(respond)); };
+    return reply;
+  }
+  if (path == "/policy") {
+    if (auto bad = only({"base_version"}, "expected base_version")) return std::move(*bad);
+    std::optional<std::uint64_t> base;
+    if (const auto it = params->find("base_version"); it != params->end()) {
+      const std::string& text = it->second;
+      const bool digits = !text.empty() && text.size() <= 19 &&
+                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!digits || std::stoull(text) == 0) {
+        return errorReply(400, "base_version must be a policy version (a whole number from 1)");
+      }
+      base = std::stoull(text);
+    }
+    if (body.empty()) return errorReply(400, "PUT /policy needs the policy's TOML text as the request body");
+    reply.later = [this, text = std::move(body), base](std::function<void(AdminReply)> respond) mutable {
+      api.policyPutAsync(std::move(text), base, std::move(respond));
+    };
+    return reply;
+  }
+  const bool remove = path == "/cluster/remove";
+  if (auto bad = only({"node"}, "expected node")) return std::move(*bad);
+  const auto it = params->find("node");
+  const std::string node = it == params->end() ? std::string() : it->second;
+  if (remove && node.empty()) return errorReply(400, "node is required: POST /cluster/remove?node=NODE_ID");
+  if (!node.empty() && !plausibleNodeId(node)) {
+    return errorReply(400, "node must be a node id (1 to 64 characters from A-Z a-z 0-9 _ . -)");
+  }
+  if (remove) {
+    reply.later = [this, node](std::function<void(AdminReply)> respond) {
+      api.clusterRemoveAsync(node, std::move(respond));
+    };
+  } else {
+    reply.later = [this, node](std::function<void(AdminReply)> respond) {
+      api.clusterTransferLeaderAsync(node, std::move(respond));
+    };
+  }
+  return reply;
 }
 
 Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, const std::string& query) {

@@ -2,12 +2,15 @@
 // bufferevents; see health_server.cpp for why not evhttp).
 //
 // Two listeners: the Unix socket, where every endpoint is allowed, and an optional
-// loopback TCP listener for Prometheus and load balancers, where mutations (POST)
+// loopback TCP listener for Prometheus and load balancers, where mutations (POST, PUT)
 // need `Authorization: Bearer <admin_token>` and are refused (403) without it.
 //
 // Routes: GET /health /live /ready /metrics /limits?rule=R&key=K&limit=N&after=T (all optional);
 // POST /reload, POST /limits/reset?rule=R&key=K (rule required),
-// POST /maintenance?state=on|off. HEAD works where GET
+// POST /maintenance?state=on|off; the replicated policy (cluster/policy_admin.h):
+// GET /policy, PUT /policy[?base_version=N] (the TOML text as the body), GET
+// /policy/history, POST /cluster/remove?node=ID, POST /cluster/transfer-leader[?node=ID].
+// HEAD works where GET
 // does. Unknown path: 404; known path, wrong method: 405 with Allow; bad query: 400.
 // Errors have the body {"error":"..."}; a request that cannot be parsed, is too big
 // (431 headers, 413 body) or too slow (408) gets its error and the connection closes.
@@ -44,7 +47,10 @@ struct HealthServerOptions {
 
   // Limits that keep a misbehaving client from holding memory or connections.
   std::size_t max_header_bytes = 8192;
-  std::size_t max_body_bytes = 4096;  // no endpoint reads a body
+  std::size_t max_body_bytes = 4096;  // only PUT /policy reads a body
+  // PUT /policy's body may be this large (the policy loader's own bound), for a client
+  // allowed to change the policy: checked before the body is read.
+  std::size_t max_policy_bytes = 1 << 20;
   std::chrono::milliseconds io_timeout{10000};       // idle or stalled connections are closed
   std::chrono::milliseconds request_timeout{10000};  // from a request's first byte to its end
   std::size_t max_connections = 64;                  // per listener (Unix, TCP)

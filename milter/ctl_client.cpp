@@ -142,7 +142,7 @@ std::string describeFailure(CURLcode code, const Transfer& t, int os_errno, cons
 }  // namespace
 
 bool healthRequest(const std::string& path, std::string_view method, const std::string& target,
-                   std::chrono::milliseconds timeout, HttpReply* reply, std::string* error) {
+                   std::chrono::milliseconds timeout, HttpReply* reply, std::string* error, std::string_view body) {
   // curl treats an empty path as "no Unix socket" and would dial TCP port 80 instead.
   if (path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     *error = "cannot connect to " + path + ": the path is " +
@@ -153,9 +153,14 @@ bool healthRequest(const std::string& path, std::string_view method, const std::
   // the handle refers to the list until it is cleaned up.
   const std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> no_form_type(
       curl_slist_append(nullptr, "Content-Type:"), &curl_slist_free_all);
+  // A PUT's TOML text, sent at once: the server answers no `Expect: 100-continue`, and
+  // curl would wait a second for it before sending a body over 1 KiB.
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> put_headers(
+      curl_slist_append(nullptr, "Content-Type: application/toml"), &curl_slist_free_all);
+  if (put_headers && !curl_slist_append(put_headers.get(), "Expect:")) put_headers.reset();
   const std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
                                                                  &curl_easy_cleanup);
-  if (!curl || !no_form_type) {
+  if (!curl || !no_form_type || !put_headers) {
     *error = "cannot start libcurl (out of memory?)";
     return false;
   }
@@ -187,6 +192,11 @@ bool healthRequest(const std::string& path, std::string_view method, const std::
     opt(CURLOPT_POSTFIELDS, "");
     opt(CURLOPT_POSTFIELDSIZE, 0L);
     opt(CURLOPT_HTTPHEADER, no_form_type.get());  // an empty body is no form
+  } else if (method == "PUT") {
+    opt(CURLOPT_CUSTOMREQUEST, "PUT");
+    opt(CURLOPT_POSTFIELDS, body.data());
+    opt(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    opt(CURLOPT_HTTPHEADER, put_headers.get());
   } else {
     opt(CURLOPT_HTTPGET, 1L);
   }

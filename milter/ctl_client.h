@@ -28,15 +28,15 @@ struct HttpReply {
   std::string body;
 };
 
-// Sends `method target` without a body to the Unix socket `socket_path` and reads the
-// whole reply. Connecting gives up after min(kConnectTimeout, timeout), waiting for
+// Sends `method target` to the Unix socket `socket_path` and reads the whole reply:
+// GET and POST without a body, PUT with `body`. Connecting gives up after min(kConnectTimeout, timeout), waiting for
 // room in a full backlog meanwhile; the whole exchange after `timeout`. Any HTTP
 // status is a reply; false with *error set when no complete reply arrived. The
 // message can quote bytes from the other end: escape it before printing.
 // Needs a live CurlLibrary.
 bool healthRequest(const std::string& socket_path, std::string_view method,
                    const std::string& target, std::chrono::milliseconds timeout,
-                   HttpReply* reply, std::string* error);
+                   HttpReply* reply, std::string* error, std::string_view body = {});
 
 // RFC 3986 percent-encoding of a query value: everything but unreserved characters.
 std::string percentEncode(const std::string& text);

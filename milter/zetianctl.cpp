@@ -7,14 +7,23 @@
 // operator's terminal.
 //
 // Deliberately standalone: it links neither libzetian nor anything of cluster/, so it
-// still works when the thing being diagnosed is the daemon's own library set-up.
+// still works when the thing being diagnosed is the daemon's own library set-up. It
+// links the pure configuration library (conf/) for one reason: `policy apply` and
+// `policy diff` read a policy file with the daemon's own loader, so a file is checked
+// (FILE:LINE:COL) before anything is sent and compared field by field.
 //
-// Exit status: 0 success, 1 the server refused or something failed, 2 usage error.
+// Exit status: 0 success, 1 the server refused or something failed, 2 usage error;
+// `policy diff` as diff(1): 0 no difference, 1 differences, 2 trouble.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <exception>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <string>
@@ -24,6 +33,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "conf/load.h"
+#include "conf/policy.h"
+#include "conf/policy_diff.h"
 #include "milter/ctl_client.h"
 
 #ifndef ZETIAN_VERSION
@@ -41,6 +53,12 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr std::chrono::milliseconds kDefaultTimeout{5000};
+// A Raft change (policy apply, cluster remove, transfer-leader) is answered once it is
+// committed, or after the server's 10 s deadline: wait a little longer than that
+// unless --timeout says otherwise.
+constexpr std::chrono::milliseconds kRaftChangeTimeout{15000};
+// A policy file is at most what the loader reads (1 MiB).
+constexpr std::size_t kMaxPolicyFileBytes = 1 << 20;
 constexpr const char* kDefaultSocket = "/run/zetian/health.sock";
 // The server nests four levels deep; the cap keeps printing, which recurses, from
 // running off the stack whatever arrives.
@@ -65,19 +83,36 @@ constexpr const char* kUsage =
     "                                follows the server's pages up to N counters\n"
     "                                (default 1000, at most 1000000), then says so\n"
     "  limits reset RULE KEY         forget the counter of KEY under RULE (KEY `*`: all)\n"
+    "  policy get                    the cluster's replicated policy, as TOML (--json:\n"
+    "                                the document: version, proposer, time, text)\n"
+    "  policy apply FILE [--base-version N]\n"
+    "                                check FILE (FILE:LINE:COL errors, nothing sent),\n"
+    "                                then make it the cluster's policy; answers once\n"
+    "                                committed and in force on this node. With\n"
+    "                                --base-version: only if N is still the current one\n"
+    "  policy diff FILE              what FILE (a policy file or a node's zetian.toml)\n"
+    "                                changes against the cluster's policy; exit 0 none,\n"
+    "                                1 differences, 2 trouble (as diff)\n"
+    "  policy history                the applied versions: who, when, Raft index\n"
+    "  cluster remove NODE           take NODE out of the Raft cluster (its voters)\n"
+    "  cluster transfer-leader [NODE]\n"
+    "                                hand the Raft leadership to NODE (or the most\n"
+    "                                up-to-date other voter)\n"
     "\n"
     "Options:\n"
     "  -s, --socket SOCKET  the health socket (default: $ZETIAN_HEALTH_SOCKET,\n"
     "                       else /run/zetian/health.sock)\n"
     "      --json           print the server's JSON instead of a summary or table\n"
     "                       (limits show: its pages merged into one document)\n"
-    "      --timeout SECS   give up on the server after SECS seconds (default 5);\n"
+    "      --timeout SECS   give up on the server after SECS seconds (default 5),\n"
+    "                       15 for policy apply and the cluster commands;\n"
     "                       connecting gives up after 2 seconds, or SECS if shorter;\n"
     "                       for each request (limits show makes one per page)\n"
     "  -h, --help           show this help\n"
     "      --version        show the version\n"
     "\n"
-    "Exit status: 0 success, 1 refused by the server or failed, 2 usage error.\n";
+    "Exit status: 0 success, 1 refused by the server or failed, 2 usage error\n"
+    "(policy diff: 0 no difference, 1 differences, 2 trouble).\n";
 
 static_assert(kConnectTimeout == std::chrono::seconds(2), "--help names the connect timeout");
 
@@ -102,6 +137,8 @@ struct Options {
   std::string socket;
   bool json = false;
   std::chrono::milliseconds timeout = kDefaultTimeout;
+  bool timeout_given = false;  // --timeout: also for Raft changes
+  std::optional<std::uint64_t> base_version;  // policy apply --base-version
   std::optional<std::string> rule;
   std::optional<std::string> key;
   std::optional<std::size_t> limit;  // limits show: most counters listed
@@ -286,11 +323,11 @@ struct Exchange {
 };
 
 std::optional<Exchange> request(const Options& options, std::string_view method,
-                                const std::string& target) {
+                                const std::string& target, std::string_view body = {}) {
   Exchange ex;
   ex.what = std::string(method) + " " + target;
   std::string error;
-  if (!healthRequest(options.socket, method, target, options.timeout, &ex.reply, &error)) {
+  if (!healthRequest(options.socket, method, target, options.timeout, &ex.reply, &error, body)) {
     std::fprintf(stderr, "zetianctl: %s\n", displayText(error).c_str());
     return std::nullopt;
   }
@@ -322,6 +359,24 @@ void printServerErrors(const Exchange& ex) {
                  ex.reply.status, displayText(ex.reply.reason).c_str(),
                  first_line.empty() ? "" : ": ", displayText(first_line).c_str());
   }
+}
+
+// What to do next after a refusal of the replicated policy's endpoints (the server's
+// own message names what happened).
+void printNextStep(const Exchange& ex) {
+  const Json* e = ex.doc ? member(*ex.doc, "error") : nullptr;
+  const std::string message = e != nullptr && e->is_string() ? textOf(*e) : std::string();
+  const char* next = nullptr;
+  if (ex.reply.status == 503 && message.rfind("no quorum", 0) == 0) {
+    next = "changes need a majority of voters; every node keeps enforcing the policy in force meanwhile";
+  } else if (ex.reply.status == 503 && message.rfind("no leader", 0) == 0) {
+    next = "the cluster is electing a leader: try again in a few seconds";
+  } else if (ex.reply.status == 409) {
+    next = "another change landed first: see `zetianctl policy diff FILE`, then apply again";
+  } else if (ex.reply.status == 504) {
+    next = "it may still commit: check `zetianctl policy history` before trying again";
+  }
+  if (next != nullptr) std::fprintf(stderr, "zetianctl: %s\n", next);
 }
 
 // The JSON object a command needs, or nullptr after saying why there is none.
@@ -369,6 +424,28 @@ int cmdStatus(const Options& options) {
   std::printf("members:      %s\n", members != nullptr && members->is_array()
                                         ? std::to_string(members->size()).c_str()
                                         : cell(members).c_str());
+  // The Raft lines only from a node with Raft (a `term`): without [cluster] there is none.
+  if (member(*health, "term") != nullptr) {
+    const Json* raft = member(*health, "raft");
+    const Json* in_cluster = raft != nullptr ? member(*raft, "in_cluster") : nullptr;
+    if (in_cluster != nullptr && in_cluster->is_boolean() && !in_cluster->get<bool>()) {
+      const Json* waiting = member(*raft, "waiting_for");
+      std::printf("raft:         not in a Raft cluster yet%s%s%s\n",
+                  waiting != nullptr && waiting->is_string() && !textOf(*waiting).empty() ? " (waiting for " : "",
+                  waiting != nullptr && waiting->is_string() ? displayText(textOf(*waiting)).c_str() : "",
+                  waiting != nullptr && waiting->is_string() && !textOf(*waiting).empty() ? ")" : "");
+    } else {
+      const Json* leader = member(*health, "leader");
+      const Json* role = raft != nullptr ? member(*raft, "role") : nullptr;
+      std::printf("leader:       %s\n", leader != nullptr && leader->is_null() ? "none" : cell(leader).c_str());
+      std::printf("term:         %s\n", cell(member(*health, "term")).c_str());
+      if (role != nullptr) std::printf("raft role:    %s\n", cell(role).c_str());
+    }
+    const Json* version = member(*health, "policy_version");
+    std::printf("policy:       %s\n", version != nullptr && version->is_null()
+                                        ? "the node's own file (no replicated version yet)"
+                                        : ("version " + cell(version)).c_str());
+  }
   if (!ex->success()) {
     std::fprintf(stderr, "zetianctl: /health answered %ld %s\n", ex->reply.status,
                  displayText(ex->reply.reason).c_str());
@@ -412,6 +489,8 @@ int cmdMembers(const Options& options) {
     std::printf("%s\n", jsonText(*members, -1).c_str());
     return ex->success() ? kExitOk : kExitFailed;
   }
+  // Each member's Raft role, from a node with Raft (a `term`) only.
+  const bool raft = member(*health, "term") != nullptr;
   std::vector<std::vector<std::string>> rows;
   for (const Json& m : *members) {
     const Json* load = member(m, "load");
@@ -422,8 +501,11 @@ int cmdMembers(const Options& options) {
                     cell(load != nullptr ? member(*load, "sessions") : nullptr),
                     cell(load != nullptr ? member(*load, "messages_per_s") : nullptr),
                     cell(member(m, "keys_owned")), cell(member(m, "last_seen"))});
+    if (raft) rows.back().push_back(cell(member(m, "raft_role")));
   }
-  printTable({"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "KEYS", "LAST SEEN"}, rows);
+  std::vector<std::string> header = {"ID", "ADDRESS", "REGION", "STATUS", "SESSIONS", "MSG/S", "KEYS", "LAST SEEN"};
+  if (raft) header.push_back("RAFT");
+  printTable(header, rows);
   return ex->success() ? kExitOk : kExitFailed;
 }
 
@@ -441,8 +523,9 @@ int cmdMetrics(const Options& options) {
 // reload and limits reset: {"ok":true,...} or {"ok":false,"errors":[...]}. `done`
 // turns the accepted reply into the line to print.
 int mutation(const Options& options, const std::string& target,
-             const std::function<std::string(const Json&)>& done, const std::string& refused) {
-  const auto ex = request(options, "POST", target);
+             const std::function<std::string(const Json&)>& done, const std::string& refused,
+             std::string_view method = "POST", std::string_view body = {}) {
+  const auto ex = request(options, method, target, body);
   if (!ex) return kExitFailed;
   const Json* ok = ex->doc ? member(*ex->doc, "ok") : nullptr;
   const bool accepted = ex->success() && (ok == nullptr || !ok->is_boolean() || ok->get<bool>());
@@ -461,12 +544,17 @@ int mutation(const Options& options, const std::string& target,
   }
   std::fprintf(stderr, "zetianctl: %s\n", refused.c_str());
   printServerErrors(*ex);
+  printNextStep(*ex);
   return kExitFailed;
 }
 
 int cmdReload(const Options& options) {
   const auto done = [](const Json& reply) {
-    std::string line = "policy reloaded";
+    // A node with a replicated policy re-read its own keys only: the file's policy
+    // tables were not applied.
+    const Json* policy = member(reply, "policy");
+    const bool replicated = policy != nullptr && policy->is_string() && textOf(*policy) == "replicated";
+    std::string line = replicated ? "node settings reloaded; the replicated policy stays in force" : "policy reloaded";
     const Json* version = member(reply, "policy_version");
     const Json* rules = member(reply, "rules");
     if (version != nullptr && version->is_number()) line += ": version " + formatNumber(*version);
@@ -474,6 +562,9 @@ int cmdReload(const Options& options) {
       const std::string count = formatNumber(*rules);
       line += (version != nullptr && version->is_number() ? ", " : ": ") + count +
               (count == "1" ? " rule" : " rules");
+    }
+    if (const Json* message = member(reply, "message"); message != nullptr && message->is_string()) {
+      line += "\n" + displayText(textOf(*message));
     }
     return line;
   };
@@ -632,6 +723,223 @@ int cmdLimitsReset(const Options& options, const std::string& rule, const std::s
   return mutation(options, target, done, "reset refused:");
 }
 
+// ---- the replicated policy ----------------------------------------------------------
+
+// Multi-line text from the server (a policy's TOML) for a terminal: as displayText,
+// but line ends and tabs stay what they are.
+std::string displayLines(std::string_view text) {
+  std::string out;
+  std::size_t from = 0;
+  while (from < text.size()) {
+    const std::size_t end = text.find_first_of("\n\t", from);
+    out += displayText(text.substr(from, end == std::string_view::npos ? std::string_view::npos : end - from));
+    if (end == std::string_view::npos) break;
+    out.push_back(text[end]);
+    from = end + 1;
+  }
+  return out;
+}
+
+// RFC 3339 UTC with milliseconds, as /health shows times.
+std::string utcTime(const Json* unix_ms) {
+  if (unix_ms == nullptr || !unix_ms->is_number_unsigned()) return cell(unix_ms);
+  const auto ms = unix_ms->get<std::uint64_t>();
+  const auto seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  if (gmtime_r(&seconds, &tm) == nullptr) return cell(unix_ms);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+// A Raft change waits for its commit: longer than a read, unless --timeout says.
+Options forRaftChange(const Options& options) {
+  Options o = options;
+  if (!o.timeout_given) o.timeout = kRaftChangeTimeout;
+  return o;
+}
+
+// The file's text, or nullopt after saying why not.
+std::optional<std::string> readPolicyFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "zetianctl: cannot read %s: %s\n", displayText(path).c_str(), std::strerror(errno));
+    return std::nullopt;
+  }
+  std::string text;
+  char buf[65536];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxPolicyFileBytes) {
+      std::fprintf(stderr, "zetianctl: %s is larger than %zu bytes, more than a policy may be\n",
+                   displayText(path).c_str(), kMaxPolicyFileBytes);
+      return std::nullopt;
+    }
+  }
+  if (in.bad()) {
+    std::fprintf(stderr, "zetianctl: cannot read %s\n", displayText(path).c_str());
+    return std::nullopt;
+  }
+  return text;
+}
+
+void printConfigErrors(const std::vector<conf::ConfigError>& errors) {
+  for (const auto& e : errors) std::fprintf(stderr, "%s\n", displayText(e.format()).c_str());
+}
+
+// GET /policy's document, or nullptr after saying why there is none.
+const Json* policyDocument(const std::optional<Exchange>& ex) {
+  if (!ex) return nullptr;
+  if (!ex->success()) {
+    printServerErrors(*ex);
+    printNextStep(*ex);
+    return nullptr;
+  }
+  const Json* doc = requireObject(*ex);
+  if (doc == nullptr) return nullptr;
+  const Json* text = member(*doc, "text");
+  if (text == nullptr || !text->is_string()) {
+    std::fprintf(stderr, "zetianctl: the reply to %s has no policy text\n", ex->what.c_str());
+    return nullptr;
+  }
+  return doc;
+}
+
+int cmdPolicyGet(const Options& options) {
+  const auto ex = request(options, "GET", "/policy");
+  if (!ex) return kExitFailed;
+  if (options.json) {
+    printRaw(ex->reply.body);
+    return ex->success() ? kExitOk : kExitFailed;
+  }
+  const Json* doc = policyDocument(ex);
+  if (doc == nullptr) return kExitFailed;
+  const std::string text = displayLines(textOf(*member(*doc, "text")));
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  if (!text.empty() && text.back() != '\n') std::fputc('\n', stdout);
+  return kExitOk;
+}
+
+int cmdPolicyApply(const Options& options, const std::string& path) {
+  const auto text = readPolicyFile(path);
+  if (!text) return kExitFailed;
+  // The daemon's own loader, so a file is refused here exactly as the cluster would
+  // refuse it, before anything is sent.
+  const conf::PolicyLoadResult loaded = conf::loadPolicy(*text, path);
+  if (!loaded.ok()) {
+    printConfigErrors(loaded.errors);
+    std::fprintf(stderr, "zetianctl: %s has errors; nothing was sent\n", displayText(path).c_str());
+    // A node's whole zetian.toml: the loader refuses its node-local tables one by one.
+    const bool node_file = std::any_of(loaded.errors.begin(), loaded.errors.end(), [](const conf::ConfigError& e) {
+      return e.message.find("is a node-local table") != std::string::npos;
+    });
+    if (node_file) {
+      std::fprintf(stderr,
+                   "zetianctl: a policy file holds only [ratelimit] and [affinity]; `zetianctl policy get > "
+                   "policy.toml` gives one to edit\n");
+    }
+    return kExitFailed;
+  }
+  for (const auto& w : loaded.warnings) std::fprintf(stderr, "warning: %s\n", displayText(w.format()).c_str());
+  std::string target = "/policy";
+  if (options.base_version) target += "?base_version=" + std::to_string(*options.base_version);
+  const auto done = [](const Json& reply) {
+    return "policy version " + cell(member(reply, "version")) + " committed (index " + cell(member(reply, "index")) +
+           ")";
+  };
+  return mutation(forRaftChange(options), target, done, "the policy was not applied:", "PUT", *text);
+}
+
+int cmdPolicyDiff(const Options& options, const std::string& path) {
+  const auto text = readPolicyFile(path);
+  if (!text) return kExitUsage;
+  // A policy file, or a node's zetian.toml: its policy tables are compared (what the
+  // start-up warning policy_file_differs is about).
+  std::optional<conf::Policy> file_policy;
+  conf::PolicyLoadResult as_policy = conf::loadPolicy(*text, path);
+  if (as_policy.ok()) {
+    file_policy = std::move(as_policy.policy);
+  } else {
+    conf::LoadResult as_node_file = conf::loadString(*text, path);
+    if (as_node_file.ok()) {
+      file_policy = std::move(as_node_file.config->policy);
+    } else {
+      printConfigErrors(as_policy.errors);
+      std::fprintf(stderr, "zetianctl: %s has errors; nothing to compare\n", displayText(path).c_str());
+      return kExitUsage;
+    }
+  }
+  const auto ex = request(options, "GET", "/policy");
+  const Json* doc = policyDocument(ex);
+  if (doc == nullptr) return kExitUsage;
+  const Json* version = member(*doc, "version");
+  const std::string cluster_name = "<policy version " + cell(version) + ">";
+  const conf::PolicyLoadResult cluster = conf::loadPolicy(textOf(*member(*doc, "text")), cluster_name);
+  if (!cluster.ok()) {
+    printConfigErrors(cluster.errors);
+    std::fprintf(stderr, "zetianctl: the cluster's policy does not load here (is zetianctl older than the daemon?)\n");
+    return kExitUsage;
+  }
+  const conf::PolicyDiff diff = conf::diffPolicies(*cluster.policy, *file_policy);
+  std::printf("--- the cluster's policy, version %s\n+++ %s\n", cell(version).c_str(), displayText(path).c_str());
+  const std::string rendered = displayLines(conf::renderPolicyDiff(diff));
+  std::fwrite(rendered.data(), 1, rendered.size(), stdout);
+  if (!rendered.empty() && rendered.back() != '\n') std::fputc('\n', stdout);
+  return diff.empty() ? kExitOk : kExitFailed;
+}
+
+int cmdPolicyHistory(const Options& options) {
+  const auto ex = request(options, "GET", "/policy/history");
+  if (!ex) return kExitFailed;
+  if (options.json) {
+    printRaw(ex->reply.body);
+    return ex->success() ? kExitOk : kExitFailed;
+  }
+  if (!ex->success() || !ex->doc) {
+    if (ex->success()) {
+      std::fprintf(stderr, "zetianctl: the reply to %s is not valid JSON (%s)\n", ex->what.c_str(),
+                   ex->parse_error.c_str());
+    } else {
+      printServerErrors(*ex);
+    }
+    return kExitFailed;
+  }
+  if (!ex->doc->is_array()) {
+    std::fprintf(stderr, "zetianctl: the reply to %s is not a JSON array\n", ex->what.c_str());
+    return kExitFailed;
+  }
+  if (ex->doc->empty()) {
+    std::puts("no policy version applied yet");
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const Json& item : *ex->doc) {
+    rows.push_back({cell(member(item, "version")), cell(member(item, "proposer")), utcTime(member(item, "time_unix_ms")),
+                    cell(member(item, "index")), cell(member(item, "text_bytes"))});
+  }
+  printTable({"VERSION", "PROPOSER", "TIME (UTC)", "INDEX", "BYTES"}, rows);
+  return kExitOk;
+}
+
+int cmdClusterRemove(const Options& options, const std::string& node) {
+  const auto done = [&](const Json& reply) {
+    return displayText(node) + " removed from the Raft cluster (index " + cell(member(reply, "index")) + ")";
+  };
+  return mutation(forRaftChange(options), "/cluster/remove?node=" + percentEncode(node), done,
+                  "the removal was refused:");
+}
+
+int cmdClusterTransferLeader(const Options& options, const std::optional<std::string>& node) {
+  const auto done = [](const Json& reply) {
+    const Json* leader = member(reply, "leader");
+    if (leader == nullptr || !leader->is_string()) return std::string("leadership transferred");
+    return "leadership transferred: " + displayText(textOf(*leader)) + " leads now";
+  };
+  const std::string target = node ? "/cluster/transfer-leader?node=" + percentEncode(*node) : "/cluster/transfer-leader";
+  return mutation(forRaftChange(options), target, done, "the leadership transfer failed:");
+}
+
 // ---- command line -------------------------------------------------------------------
 
 Options parseArguments(int argc, char** argv, bool* help, bool* version) {
@@ -680,6 +988,14 @@ Options parseArguments(int argc, char** argv, bool* help, bool* version) {
                          ", not `" + text + "`"};
       }
       options.limit = n;
+    } else if (is("--base-version")) {
+      const std::string text = valueOf(i, arg, "--base-version");
+      const bool digits = !text.empty() && text.size() <= 19 &&
+                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!digits || std::stoull(text) == 0) {
+        throw UsageError{"--base-version wants a policy version (a whole number from 1), not `" + text + "`"};
+      }
+      options.base_version = std::stoull(text);
     } else if (is("--timeout")) {
       const std::string text = valueOf(i, arg, "--timeout");
       char* end = nullptr;
@@ -688,6 +1004,7 @@ Options parseArguments(int argc, char** argv, bool* help, bool* version) {
         throw UsageError{"--timeout wants a number of seconds between 0 and 3600, not `" + text + "`"};
       }
       options.timeout = std::chrono::milliseconds(static_cast<long long>(seconds * 1000 + 0.5));
+      options.timeout_given = true;
       if (options.timeout.count() == 0) options.timeout = std::chrono::milliseconds(1);
     } else {
       throw UsageError{"unknown option `" + std::string(arg) + "`"};
@@ -708,6 +1025,8 @@ int dispatch(const Options& options) {
   if ((options.rule || options.key || options.limit) && !limits_show) {
     throw UsageError{"--rule, --key and --limit only apply to `limits show`"};
   }
+  const bool policy_apply = command == "policy" && w.size() >= 2 && w[1] == "apply";
+  if (options.base_version && !policy_apply) throw UsageError{"--base-version only applies to `policy apply`"};
   const auto noArguments = [&](std::size_t expected) {
     if (w.size() > expected) {
       throw UsageError{"unexpected argument `" + w[expected] + "` after `" + command + "`"};
@@ -741,6 +1060,31 @@ int dispatch(const Options& options) {
       return cmdLimitsReset(options, w[2], w[3]);
     }
     throw UsageError{"unknown `limits` command `" + w[1] + "` (show or reset)"};
+  }
+  if (command == "policy") {
+    if (w.size() < 2) throw UsageError{"`policy` needs `get`, `apply`, `diff` or `history`"};
+    if (w[1] == "get" || w[1] == "history") {
+      noArguments(2);
+      return w[1] == "get" ? cmdPolicyGet(options) : cmdPolicyHistory(options);
+    }
+    if (w[1] == "apply" || w[1] == "diff") {
+      if (w.size() != 3) throw UsageError{"usage: zetianctl policy " + w[1] + " FILE"};
+      if (w[1] == "diff" && options.json) throw UsageError{"`policy diff` prints text only (no --json)"};
+      return w[1] == "apply" ? cmdPolicyApply(options, w[2]) : cmdPolicyDiff(options, w[2]);
+    }
+    throw UsageError{"unknown `policy` command `" + w[1] + "` (get, apply, diff or history)"};
+  }
+  if (command == "cluster") {
+    if (w.size() < 2) throw UsageError{"`cluster` needs `remove` or `transfer-leader`"};
+    if (w[1] == "remove") {
+      if (w.size() != 3) throw UsageError{"usage: zetianctl cluster remove NODE"};
+      return cmdClusterRemove(options, w[2]);
+    }
+    if (w[1] == "transfer-leader") {
+      if (w.size() > 3) throw UsageError{"usage: zetianctl cluster transfer-leader [NODE]"};
+      return cmdClusterTransferLeader(options, w.size() == 3 ? std::optional<std::string>(w[2]) : std::nullopt);
+    }
+    throw UsageError{"unknown `cluster` command `" + w[1] + "` (remove or transfer-leader)"};
   }
   throw UsageError{"unknown command `" + command + "`"};
 }

@@ -8,6 +8,7 @@
 
 #include "cluster/clock.h"
 #include "cluster/json.h"
+#include "cluster/policy_admin.h"
 #include "plugin/engine.h"
 
 namespace zetian::plugin {
@@ -83,18 +84,19 @@ cluster::AdminReply Engine::health() {
   }
   const bool draining = maintenance_.load();
   const std::string status = !ready_.load() ? "joining" : draining ? "maintenance" : members.front().status;
+  std::optional<cluster::raft::RaftStatus> raft;
+  if (cluster::raft::PolicyService* service = policyService()) raft = service->status();
   cluster::JsonWriter w;
   w.beginObject()
       .field("node_id", config_.node.id)
       .field("status", status)
       .field("version", zetian_version())
       .field("uptime_s", uptime.count())
-      .field("maintenance", draining)
-      // No Raft yet, so no leader and no term: a field shown to operators is measured
-      // or absent. `leader` stays in the document (the contract names it) as null.
-      .key("leader")
-      .null()
-      .key("cluster")
+      .field("maintenance", draining);
+  // Without [cluster] no term and no indexes: a field shown to operators is measured or
+  // absent. `leader` stays in the document (the contract names it) as null.
+  cluster::writeRaftHealth(w, raft);
+  w.key("cluster")
       .beginObject()
       .field("enabled", config_.cluster.enabled)
       .field("state", cluster_state)
@@ -139,6 +141,11 @@ cluster::AdminReply Engine::health() {
         .field("self", m.self)
         .field("last_seen", m.last_seen_unix_ms > 0 ? utcTime(m.last_seen_unix_ms) : std::string())
         .field("incarnation", m.incarnation);
+    if (const auto role = cluster::raftRoleOf(raft, m.id)) {
+      w.field("raft_role", *role);
+    } else {
+      w.key("raft_role").null();
+    }
     if (m.keys_owned) {
       w.field("keys_owned", *m.keys_owned);
     } else {
@@ -199,8 +206,23 @@ cluster::AdminReply Engine::metrics() {
   m("zetian_reload_failures_total", "counter", "Policy reloads refused because of errors.",
     double(metrics_.reloads_failed_total.load()));
   m("zetian_policy_rules", "gauge", "Rules in the running policy.", double(policy()->rules.size()));
-  m("zetian_policy_version", "gauge", "Version of the running policy (bumped by every reload).",
+  m("zetian_policy_version", "gauge",
+    "Version of the running policy: the replicated version in a Raft cluster, else bumped by every reload.",
     double(policy()->version));
+  m("zetian_policy_apply_failures_total", "counter",
+    "Replicated policy versions this node could not use (it kept the policy in force).",
+    double(metrics_.policy_apply_failures_total.load()));
+  if (cluster::raft::PolicyService* service = policyService()) {
+    const cluster::raft::RaftStatus raft = service->status();
+    m("zetian_raft_term", "gauge", "This node's Raft term.", double(raft.term));
+    m("zetian_raft_commit_index", "gauge", "The highest Raft log index this node knows committed.",
+      double(raft.commit_index));
+    m("zetian_raft_applied_index", "gauge", "The highest Raft log index applied on this node.",
+      double(raft.applied_index));
+    m("zetian_raft_is_leader", "gauge", "1 while this node is the Raft leader.", raft.role == "leader" ? 1.0 : 0.0);
+    m("zetian_raft_leader_changes_total", "counter", "Raft leader changes this node saw since it started.",
+      double(raft.leader_changes));
+  }
   m("zetian_limiter_keys", "gauge", "Rate-limit keys held in memory.", double(stats.keys));
   m("zetian_limiter_max_keys", "gauge", "The configured bound on keys (ratelimit.max_keys).", double(store_->maxKeys()));
   m("zetian_limiter_evictions_total", "counter", "Keys dropped to stay within ratelimit.max_keys.",
@@ -368,8 +390,21 @@ cluster::AdminReply Engine::metrics() {
 cluster::AdminReply Engine::reload() {
   Errors errors;
   if (!reload(&errors)) return json(422, errorsDocument(errors));
+  bool replicated = false;
+  std::string note;
+  {
+    std::lock_guard lock(reload_mutex_);
+    replicated = replicated_version_ != 0;
+    note = reload_note_;
+  }
   cluster::JsonWriter w;
   w.beginObject().field("ok", true).field("policy_version", policy()->version).field("rules", policy()->rules.size());
+  // On a replicated node the file's policy tables were not applied: say so, and why
+  // when they differ from the policy in force.
+  if (replicated) {
+    w.field("policy", "replicated");
+    if (!note.empty()) w.field("message", note);
+  }
   w.endObject();
   return json(200, w.take());
 }
@@ -385,7 +420,7 @@ void Engine::reloadAsync(std::function<void(cluster::AdminReply)> respond) {
     std::lock_guard lock(reload_jobs_mutex_);
     if (!reload_worker_stopping_) {
       reload_waiters_.push_back(std::move(respond));
-      if (!reload_worker_.joinable()) reload_worker_ = std::thread([this] { reloadWorker(); });
+      startWorkerLocked();
       reload_jobs_cv_.notify_one();
       return;
     }
@@ -393,13 +428,53 @@ void Engine::reloadAsync(std::function<void(cluster::AdminReply)> respond) {
   respond(json(503, cluster::jsonError("the engine is stopping")));
 }
 
+void Engine::startWorkerLocked() {
+  if (!reload_worker_.joinable()) reload_worker_ = std::thread([this] { reloadWorker(); });
+}
+
+// Also the replicated policy's worker (replicated.cpp): its versions go first, so a
+// reload that follows them compares the file with the policy then in force.
 void Engine::reloadWorker() {
   std::unique_lock lock(reload_jobs_mutex_);
   for (;;) {
-    reload_jobs_cv_.wait(lock, [this] { return reload_worker_stopping_ || !reload_waiters_.empty(); });
-    if (reload_waiters_.empty()) return;  // stopping, and every waiting request answered
+    reload_jobs_cv_.wait(lock, [this] {
+      return reload_worker_stopping_ || !reload_waiters_.empty() || !replicated_pending_.empty() ||
+             !worker_jobs_.empty();
+    });
+    // Stopping: versions not yet applied come again from state_dir at the next start.
+    if (reload_worker_stopping_) replicated_pending_.clear();
+    // Stopping, and every waiting request answered.
+    if (reload_waiters_.empty() && worker_jobs_.empty() && replicated_pending_.empty()) return;
+    std::vector<conf::PolicyDocument> documents = std::exchange(replicated_pending_, {});
+    std::vector<std::function<void()>> jobs = std::exchange(worker_jobs_, {});
     std::vector<std::function<void(cluster::AdminReply)>> waiters = std::exchange(reload_waiters_, {});
+    replicated_busy_ = !documents.empty();
     lock.unlock();
+    if (!documents.empty()) {
+      try {
+        applyReplicated(std::move(documents));
+      } catch (const std::exception& e) {
+        metrics_.internal_errors_total.fetch_add(1, std::memory_order_relaxed);
+        logger_->log(conf::LogLevel::Error, "internal_error where=policy_apply error=" + logValue(e.what()));
+      }
+      {
+        std::lock_guard idle(reload_jobs_mutex_);
+        replicated_busy_ = false;
+      }
+      replicated_idle_.notify_all();
+    }
+    for (auto& job : jobs) {
+      try {
+        job();
+      } catch (const std::exception& e) {
+        metrics_.internal_errors_total.fetch_add(1, std::memory_order_relaxed);
+        logger_->log(conf::LogLevel::Error, "internal_error where=admin_job error=" + logValue(e.what()));
+      }
+    }
+    if (waiters.empty()) {
+      lock.lock();
+      continue;
+    }
     if (reload_gate_for_test_) reload_gate_for_test_();
     cluster::AdminReply reply;
     try {

@@ -8,6 +8,7 @@
 
 #include "conf/text.h"
 #include "cluster/incarnation.h"
+#include "cluster/json.h"
 #include "cluster/redis/limiter.h"
 #include "plugin/accounts.h"
 #include "plugin/check_support.h"
@@ -173,6 +174,7 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
   logger_ = std::make_unique<Logger>(config_.log, "zetian-milter");
   store_ = std::make_unique<state::BucketStore>(config_.policy.max_keys);
   publish(config_.policy, nullptr);
+  file_policy_ = config_.policy;
 
   const auto& m = config_.milter;
   options_ = {
@@ -208,6 +210,11 @@ void Engine::shutdown() {
     std::promise<void> done;
     if (loop_.post([this, &done] {
           auto teardown = [this, &done] {
+            // Before the node: PUT /policy answers still waiting for a version to be in force.
+            for (auto& [serial, waiter] : std::exchange(policy_waiters_, {})) {
+              waiter.deadline.cancel();
+              waiter.respond(cluster::AdminReply{503, "application/json", cluster::jsonError("shutting down")});
+            }
             lease_timer_.cancel();
             runFormingWaiters();  // checks waiting for the view: decided now, called back once
             redis_.reset();       // calls still waiting answer Closed
@@ -289,6 +296,7 @@ bool Engine::start(Errors* errors) {
                                                std::to_string(clockOffset() / 1'000'000) + " clock=limiter");
       }
       node_ = std::make_unique<cluster::ClusterNode>(loop_, std::move(node_options), sink, load);
+      watchReplicatedPolicy();
       node_->setViewListener([this](std::shared_ptr<const cluster::placement::View> view) { setView(std::move(view)); });
       node_->setSettlingListener([this](std::shared_ptr<const std::vector<std::string>> peers) {
         std::lock_guard lock(view_mutex_);
@@ -303,6 +311,8 @@ bool Engine::start(Errors* errors) {
         node_.reset();
         return error;
       }
+    } else {
+      watchReplicatedPolicy();  // a test's service (setPolicyServiceForTest)
     }
     return "";
   }, kStartTimeout);
@@ -315,6 +325,13 @@ bool Engine::start(Errors* errors) {
   if (!error.empty()) {
     errors->push_back(error);
     return false;
+  }
+  {
+    // The policy recovered from state_dir (handed to the listener as the node started)
+    // is in force before the first mail, not a moment after it.
+    std::unique_lock lock(reload_jobs_mutex_);
+    replicated_idle_.wait_for(lock, kStartTimeout,
+                              [this] { return replicated_pending_.empty() && !replicated_busy_; });
   }
   ready_.store(true);
   logger_->log(conf::LogLevel::Info,
@@ -339,8 +356,11 @@ void Engine::onHousekeeping(Engine* self) {
   self->messages_per_s_.store(old + 0.1 * (rate - old), std::memory_order_relaxed);
 }
 
-void Engine::publish(const conf::Policy& policy, const conf::Policy* previous) {
-  auto snap = compilePolicy(policy, metrics_, ++policy_version_, g_next_snapshot_id.fetch_add(1) + 1);
+void Engine::publish(const conf::Policy& policy, const conf::Policy* previous, std::uint64_t version) {
+  // A replicated version is the cluster's number, the same on every node; local reloads
+  // count on from it.
+  policy_version_ = version != 0 ? version : policy_version_ + 1;
+  auto snap = compilePolicy(policy, metrics_, policy_version_, g_next_snapshot_id.fetch_add(1) + 1);
   const std::uint64_t id = snap->id;
   std::uint64_t replaced = 0;
   {
@@ -386,9 +406,12 @@ bool Engine::reload(Errors* errors) {
     logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
   const conf::Config& next = *loaded.config;
+  // On a node where the replicated policy is in force, the file's policy tables are
+  // not applied (they only seed a new cluster), so they cannot make a reload fail.
+  const bool replicated = replicated_version_ != 0;
   // [redis] takes effect at a restart: a reload cannot give a rule a Redis this process
   // has no connection to (its checks would all fall back). Refused whole, as any error.
-  if (!config_.redis.configured()) {
+  if (!config_.redis.configured() && !replicated) {
     for (const auto& r : next.policy.rules) {
       if (r.store != conf::Store::Redis) continue;
       errors->push_back("rule " + cluster::backquoted(r.name) +
@@ -408,6 +431,20 @@ bool Engine::reload(Errors* errors) {
   // The node settings a reload applies live (see reload_settings.cpp).
   logger_->setLevel(next.log.level);
   default_action_.store(next.milter.default_action, std::memory_order_relaxed);
+  file_policy_ = next.policy;
+  if (replicated) {
+    reload_note_ = replicatedReloadNote(next.policy);
+    metrics_.reloads_ok_total.fetch_add(1, std::memory_order_relaxed);
+    logger_->log(conf::LogLevel::Info, "reload ok config=" + logValue(config_.source) +
+                                           " policy=replicated policy_version=" + std::to_string(replicated_version_) +
+                                           " file_policy=" + (reload_note_.empty() ? "same" : "differs"));
+    if (!reload_note_.empty()) {
+      logger_->log(conf::LogLevel::Warn, "reload_policy_not_applied version=" + std::to_string(replicated_version_) +
+                                             " hint=" + logValue(reload_note_));
+    }
+    return true;
+  }
+  reload_note_.clear();
   conf::Policy previous = config_.policy;
   config_.policy = next.policy;
   config_.policy.max_keys = previous.max_keys;

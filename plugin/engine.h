@@ -9,6 +9,13 @@
 // parse never stalls heartbeats); it builds a new snapshot and publishes it
 // atomically, then waits for the checks still on the old snapshot before it sweeps
 // the buckets of changed rules.
+//
+// The replicated policy (replicated.cpp, docs/operations.md "The replicated policy"):
+// on a node in a Raft cluster the policy in force is the one Raft applied. The Raft
+// service calls onReplicatedPolicy() on the cluster thread with each applied version;
+// the reload worker loads it with this node's settings and publishes it as a reload
+// would. From then on a reload re-reads the node-local keys only, never the file's
+// policy tables.
 #pragma once
 
 #include <atomic>
@@ -29,6 +36,7 @@
 #include "cluster/health_server.h"
 #include "cluster/loop.h"
 #include "cluster/node.h"
+#include "cluster/raft/policy_service.h"
 #include "cluster/limits/lease.h"
 #include "cluster/placement/view.h"
 #include "cluster/redis/backend.h"
@@ -133,6 +141,22 @@ class Engine final : public cluster::AdminApi {
   void limitsResetAsync(const std::string& rule, const std::string& key,
                         std::function<void(cluster::AdminReply)> respond) override;
   cluster::AdminReply maintenance(bool enabled) override;
+  // The replicated policy (replicated.cpp): 503 without a Raft cluster.
+  void policyGetAsync(std::function<void(cluster::AdminReply)> respond) override;
+  // Checked with this node's settings on the reload worker (a large text must not stall
+  // the loop), proposed, and answered once the version is in force here.
+  void policyPutAsync(std::string text, std::optional<std::uint64_t> base_version,
+                      std::function<void(cluster::AdminReply)> respond) override;
+  cluster::AdminReply policyHistory() override;
+  void clusterRemoveAsync(const std::string& node_id, std::function<void(cluster::AdminReply)> respond) override;
+  void clusterTransferLeaderAsync(const std::string& node_id,
+                                  std::function<void(cluster::AdminReply)> respond) override;
+
+  // The Raft service's policy listener: a version applied by the replicated state, in
+  // order. Queues it for the reload worker and returns; any thread.
+  void onReplicatedPolicy(const conf::PolicyDocument& document);
+  // The replicated version in force on this node; 0 while the file's policy is.
+  std::uint64_t replicatedVersion();
 
   // Monotonic nanoseconds, the limiter's clock.
   static state::Nanos now();
@@ -144,6 +168,8 @@ class Engine final : public cluster::AdminApi {
     std::lock_guard lock(reload_jobs_mutex_);
     return reload_waiters_.size();
   }
+  // Tests: the Raft service to use instead of the cluster's; set before start().
+  void setPolicyServiceForTest(cluster::raft::PolicyService* service) { policy_service_for_test_ = service; }
 
  private:
   // The current snapshot, pinned for one check: publish() waits until no check still
@@ -155,8 +181,26 @@ class Engine final : public cluster::AdminApi {
   static std::shared_ptr<const PolicySnapshot> pinnedPolicy();
   static void unpinPolicy();
   void reloadWorker();
+  // Starts the reload worker if it is not running; reload_jobs_mutex_ held.
+  void startWorkerLocked();
   Engine(conf::Config config, std::optional<std::string> path, std::vector<conf::Override> overrides);
-  void publish(const conf::Policy& policy, const conf::Policy* previous);
+  // `version` 0: the next local version (a reload); else the replicated version.
+  void publish(const conf::Policy& policy, const conf::Policy* previous, std::uint64_t version = 0);
+  // The replicated policy (replicated.cpp).
+  // The cluster's Raft service, nullptr without one. Loop thread only (node_ lives there).
+  cluster::raft::PolicyService* policyService();
+  // At start, on the loop thread, before the node starts: the service's listener.
+  void watchReplicatedPolicy();
+  // On the reload worker: load the documents in order, publish the newest this node can
+  // use, and tell the loop which versions were handled.
+  void applyReplicated(std::vector<conf::PolicyDocument> documents);
+  // On the loop thread: versions up to `version` were handled (`failures`: those this
+  // node could not use, with why); answers the PUT /policy waiting for them.
+  void replicatedHandled(std::uint64_t version, std::map<std::uint64_t, std::string> failures);
+  void answerPolicyWaiters();
+  // What a reload on a replicated node says about the file's policy tables; "" when
+  // they match the policy in force. reload_mutex_ held.
+  std::string replicatedReloadNote(const conf::Policy& file_policy);
   void startHousekeeping();
   static void onHousekeeping(Engine* self);
   void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,
@@ -197,6 +241,15 @@ class Engine final : public cluster::AdminApi {
   std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, published after policy_
   std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_
   std::uint64_t policy_version_ = 0;
+  // The replicated policy, guarded by reload_mutex_: the policy tables of the node's
+  // file as last read (start or reload), the replicated version in force (0: the
+  // file's policy is), whether the file was compared with the cluster's policy yet
+  // (once, at the first replicated version applied), and what the last reload said.
+  conf::Policy file_policy_;
+  std::uint64_t replicated_version_ = 0;
+  bool file_compared_ = false;
+  std::string reload_note_;
+  std::string replicated_canonical_;  // policyText of the replicated version in force
   // milter.default_action, applied live by reloads; read by internalFailure().
   std::atomic<conf::DefaultAction> default_action_;
 
@@ -207,6 +260,28 @@ class Engine final : public cluster::AdminApi {
   std::vector<std::function<void(cluster::AdminReply)>> reload_waiters_;
   std::thread reload_worker_;
   bool reload_worker_stopping_ = false;
+  // Also guarded by reload_jobs_mutex_: replicated versions waiting for the worker, and
+  // other work for it (PUT /policy's check).
+  std::vector<conf::PolicyDocument> replicated_pending_;
+  std::vector<std::function<void()>> worker_jobs_;
+  // The worker is applying versions; start() waits until it is not and none is pending,
+  // so a policy recovered from state_dir is in force before the first mail.
+  bool replicated_busy_ = false;
+  std::condition_variable replicated_idle_;
+  // Loop thread only: the newest replicated version the worker handled, the recent
+  // ones it could not use (version -> why; the newest kKeptFailures), and the PUT
+  // /policy answers waiting for theirs to be in force here.
+  std::uint64_t replicated_handled_ = 0;
+  std::map<std::uint64_t, std::string> replicated_failures_;
+  struct PolicyWaiter {
+    std::uint64_t version = 0;
+    std::uint64_t index = 0;
+    std::function<void(cluster::AdminReply)> respond;
+    cluster::Timer deadline;
+  };
+  std::map<std::uint64_t, PolicyWaiter> policy_waiters_;  // by a serial number
+  std::uint64_t next_policy_waiter_ = 1;
+  cluster::raft::PolicyService* policy_service_for_test_ = nullptr;
   std::function<void()> reload_gate_for_test_;  // set before the first POST /reload
   std::atomic<bool> shut_down_{false};
   std::map<std::string, std::string> options_;

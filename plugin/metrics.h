@@ -85,6 +85,8 @@ struct Metrics {
   std::atomic<std::uint64_t> internal_errors_total{0};
   std::atomic<std::uint64_t> reloads_ok_total{0};
   std::atomic<std::uint64_t> reloads_failed_total{0};
+  // Replicated policy versions this node could not use (it kept the one in force).
+  std::atomic<std::uint64_t> policy_apply_failures_total{0};
   LatencyHistogram decision_latency;
   LatencyHistogram redis_latency;  // each Redis script run, sent to answered
 

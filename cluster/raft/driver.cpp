@@ -929,8 +929,8 @@ void RaftDriver::readPolicy(std::uint64_t deadline_ms, std::function<void(Policy
 void RaftDriver::removeMember(const std::string& node_id, std::uint64_t deadline_ms,
                               std::function<void(PolicyResult)> done) {
   checkThread();
-  if (auto refusal = refuseWithoutLeader()) {
-    done(std::move(*refusal));
+  if (!in_cluster_ || stopped_) {
+    done(std::move(*refuseWithoutLeader()));
     return;
   }
   // Which Raft member is it? A node that rejoined with an emptied folder has two ids
@@ -962,6 +962,10 @@ void RaftDriver::removeMember(const std::string& node_id, std::uint64_t deadline
                       std::nullopt, 0});
     return;
   }
+  if (auto refusal = refuseWithoutLeader()) {
+    done(std::move(*refusal));
+    return;
+  }
   forward(RaftControlKind::Change, encodeConfChange({ChangeType::remove, matches.front()}), 0, deadline_ms,
           std::move(done));
 }
@@ -969,8 +973,8 @@ void RaftDriver::removeMember(const std::string& node_id, std::uint64_t deadline
 void RaftDriver::transferLeader(const std::string& node_id, std::uint64_t deadline_ms,
                                 std::function<void(PolicyResult)> done) {
   checkThread();
-  if (auto refusal = refuseWithoutLeader()) {
-    done(std::move(*refusal));
+  if (!in_cluster_ || stopped_) {
+    done(std::move(*refuseWithoutLeader()));
     return;
   }
   NodeId target = kNoNode;
@@ -987,6 +991,10 @@ void RaftDriver::transferLeader(const std::string& node_id, std::uint64_t deadli
       done(PolicyResult{200, "", state_.current(), 0});
       return;
     }
+  }
+  if (auto refusal = refuseWithoutLeader()) {
+    done(std::move(*refusal));
+    return;
   }
   forward(RaftControlKind::Transfer, "", target, deadline_ms, std::move(done));
 }

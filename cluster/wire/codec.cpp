@@ -31,6 +31,9 @@ constexpr std::size_t kLimitAnswerHeaderBytes = 8 + 1 + 2;  // a Refused answer 
 constexpr std::size_t kSyncedBucketFixedBytes = 2 + 2 + 1 + 8 + 8 + 8 + 8 + 8 + 8 + 1;
 constexpr std::size_t kBucketSyncHeaderBytes = 1 + 8 + 1 + 2;
 constexpr std::size_t kFrameHeaderBytes = 2;  // version, type
+// RaftControl without its text: kind, raft_id, flags, request_id, leader, term, index,
+// text length.
+constexpr std::size_t kRaftControlFixedBytes = 1 + 8 + 1 + 8 + 8 + 8 + 8 + 4;
 
 // Every message within the caps fits in one frame (see codec.h): the largest of each
 // limit and sync message, with every key at kMaxStringBytes, every placement at
@@ -47,6 +50,8 @@ static_assert(kFrameHeaderBytes + kBucketSyncHeaderBytes +
                       kMaxSyncBuckets * (kSyncedBucketFixedBytes + kMaxStringBytes + kMaxPlacementBytes) <=
                   kMaxFrameBytes,
               "a BucketSync at its caps must fit in one frame");
+static_assert(kFrameHeaderBytes + kRaftControlFixedBytes + kMaxRaftControlText <= kMaxFrameBytes,
+              "a RaftControl with the longest text must fit in one frame");
 static_assert(kMaxLimitItemsPerCall <= kMaxLimitItemsPerFrame && kMaxLimitCalls <= 0xffff &&
                   kMaxLimitItemsPerFrame <= 0xffff && kMaxSyncBuckets <= 0xffff,
               "counts travel as u16");
@@ -151,6 +156,19 @@ class Reader {
     if (size > max) {
       fail(DecodeError::BadValue, std::string(what) + " length " + std::to_string(size) +
                                       " above " + std::to_string(max));
+      return {};
+    }
+    if (!take(size, what)) return {};
+    return std::string(data_.substr(pos_ - size, size));
+  }
+
+  // A u32 byte count then the bytes, for texts longer than kMaxStringBytes.
+  std::string longStr(const char* what, std::size_t max) {
+    const std::size_t size = u32();
+    if (!ok()) return {};
+    if (size > max) {
+      fail(DecodeError::BadValue, std::string(what) + " length " + std::to_string(size) + " above " +
+                                      std::to_string(max));
       return {};
     }
     if (!take(size, what)) return {};
@@ -362,10 +380,10 @@ void writePayload(Writer& w, const RaftFrame& m) {
 }
 
 void writePayload(Writer& w, const RaftControl& m) {
-  require(m.raft_id != 0, "raft control raft_id 0");
-  require(m.text.size() <= kMaxRaftControlText, "raft control text above kMaxRaftControlText");
   require(static_cast<std::uint8_t>(m.kind) <= kMaxRaftControlKind, "raft control kind out of range");
-  require((m.flags & ~kRaftControlFlagsKnown) == 0, "raft control flags unknown");
+  require(m.raft_id != 0, "raft control from raft id 0");
+  require((m.flags & ~kRaftControlFlagsKnown) == 0, "unknown raft control flags");
+  require(m.text.size() <= kMaxRaftControlText, "raft control text longer than kMaxRaftControlText");
   w.u8(static_cast<std::uint8_t>(m.kind));
   w.u64(m.raft_id);
   w.u8(m.flags);
@@ -562,28 +580,16 @@ RaftControl readRaftControl(Reader& r) {
   RaftControl m;
   m.kind = static_cast<RaftControlKind>(r.upTo(kMaxRaftControlKind, "raft control kind"));
   m.raft_id = r.u64();
-  if (r.ok() && m.raft_id == 0) r.fail(DecodeError::BadValue, "raft control raft_id 0");
+  if (r.ok() && m.raft_id == 0) r.fail(DecodeError::BadValue, "raft control from raft id 0");
   m.flags = r.u8();
-  if (r.ok() && (m.flags & ~kRaftControlFlagsKnown) != 0) {
-    r.fail(DecodeError::BadValue, "raft control flags " + std::to_string(m.flags) + " unknown");
+  if (r.ok() && (m.flags & ~kRaftControlFlagsKnown)) {
+    r.fail(DecodeError::BadValue, "unknown raft control flags " + std::to_string(m.flags));
   }
   m.request_id = r.u64();
   m.leader = r.u64();
   m.term = r.u64();
   m.index = r.u64();
-  const std::size_t size = r.u32();
-  if (!r.ok()) return m;
-  if (size > kMaxRaftControlText) {
-    r.fail(DecodeError::BadValue, "raft control text length " + std::to_string(size) + " above the limit");
-    return m;
-  }
-  if (size > r.remaining()) {
-    r.fail(DecodeError::Truncated, "frame ends inside raft control text");
-    return m;
-  }
-  const std::string_view rest = r.rest();
-  m.text.assign(rest.substr(0, size));
-  if (rest.size() > size) r.fail(DecodeError::TrailingBytes, std::to_string(rest.size() - size) + " bytes after the last field");
+  m.text = r.longStr("raft control text", kMaxRaftControlText);
   return m;
 }
 

@@ -67,9 +67,9 @@ inline constexpr std::uint64_t kCapLeases = 4;      // LimitOp::Lease / ItemResu
 // (or a short wait runs out) a new owner holds the checks of keys that peer may still
 // hand it. Walk frames before it carry last = false.
 inline constexpr std::uint64_t kCapHandoffDone = 8;
-// RaftFrame. Not in kOwnCapabilities yet: a node announces it once its Raft driver
-// handles the frames; a node that announced it and dropped them would look to a Raft
-// peer like a voter that never answers.
+// RaftFrame and RaftControl. Not in kOwnCapabilities: a node announces it when it runs
+// the Raft driver (NodeOptions::raft adds it), since a node that announced it and
+// dropped the frames would look to a Raft peer like a voter that never answers.
 inline constexpr std::uint64_t kCapRaft = 16;
 inline constexpr std::uint64_t kOwnCapabilities = kCapLimiter | kCapBucketSync | kCapLeases | kCapHandoffDone;
 
@@ -280,39 +280,50 @@ struct RaftFrame {
   bool operator==(const RaftFrame&) const = default;
 };
 
-// Driver-to-driver traffic of Raft beside the core's RaftFrames (only to a peer that
-// announced kCapRaft): a node's Raft status, a join request, requests forwarded to the
-// leader and the leader's replies (cluster/raft/driver.h).
+// Raft driver to Raft driver, beside the cores' RaftFrames (only to a peer that announced
+// kCapRaft): what a node's Raft state is, joining, and requests a follower forwards to
+// the leader with their answers. Which fields a kind uses is written beside each; the
+// others are ignored (senders leave them 0 or empty).
 enum class RaftControlKind : std::uint8_t {
   Status = 0,    // the sender's Raft state (sent on link up and when it changes)
   Join = 1,      // the sender, in no Raft cluster, asks to be added (as a learner); text: its node.id
-  Propose = 2,   // request_id; text: a policy document for the leader to propose; index: the version wanted (0: next)
+  Propose = 2,   // request_id; text: a policy document (its version is the leader's to set);
+                 // index: the version the change is for (base + 1), 0: the next one
   Change = 3,    // request_id; text: raft::encodeConfChange() text (e.g. "remove 7")
   Transfer = 4,  // request_id; index: the target's Raft id (0: the leader chooses)
-  Reply = 5,     // request_id; flags kRaftAccepted; index/term of the entry; leader; text: refusal
-  Read = 6,      // reserved (the core forwards reads itself)
+  Reply = 5,     // request_id; flags kRaftAccepted; index/term of the entry (a transfer: index the
+                 // target, term 0); refused: index the HTTP status for the caller, text why
+  Read = 6,      // reserved: the core forwards reads itself; nothing sends it
 };
 inline constexpr std::uint8_t kMaxRaftControlKind = 6;
-inline constexpr std::uint8_t kRaftInCluster = 1;  // Status: the sender belongs to a Raft cluster
-inline constexpr std::uint8_t kRaftBootstrap = 2;  // Status: the sender has bootstrap_expect > 0
-inline constexpr std::uint8_t kRaftAccepted = 4;   // Reply: done / accepted
-inline constexpr std::uint8_t kRaftControlFlagsKnown = 7;
+inline constexpr std::uint8_t kRaftInCluster = 1;   // Status: the sender belongs to a Raft cluster
+inline constexpr std::uint8_t kRaftBootstrap = 2;   // Status: the sender has bootstrap_expect > 0
+inline constexpr std::uint8_t kRaftAccepted = 4;    // Reply: done / accepted
+inline constexpr std::uint8_t kRaftControlFlagsKnown = kRaftInCluster | kRaftBootstrap | kRaftAccepted;
+// What one frame holds beside the fixed fields (static_assert in codec.cpp). A forwarded
+// Propose carries a whole policy document, so a policy whose envelope is larger cannot
+// be forwarded: the driver refuses it (a RaftFrame append bounds entries alike).
 inline constexpr std::size_t kMaxRaftControlText = 1024 * 1024 - 64;
 
+// Payload, in codec.h's conventions: u8 kind, u64 raft_id, u8 flags, u64 request_id,
+// u64 leader, u64 term, u64 index, u32 text length, text. Refused: kind above
+// kMaxRaftControlKind, raft_id 0, flag bits outside kRaftControlFlagsKnown, a text
+// longer than kMaxRaftControlText.
 struct RaftControl {
   RaftControlKind kind = RaftControlKind::Status;
   std::uint64_t raft_id = 0;     // the sender's Raft id, never 0
-  std::uint8_t flags = 0;
+  std::uint8_t flags = 0;        // kRaft* bits
   std::uint64_t request_id = 0;  // Propose/Change/Transfer/Reply: matches a Reply to its request
   std::uint64_t leader = 0;      // Status/Reply: the leader's Raft id as the sender knows it (0: none)
   std::uint64_t term = 0;        // Status: the sender's term; Reply: the entry's term
-  std::uint64_t index = 0;       // Reply: the entry's index (refused: the HTTP status); Transfer: the target; Status: bootstrap_expect
-  std::string text;              // <= kMaxRaftControlText bytes
+  std::uint64_t index = 0;       // Reply: the entry's index; Transfer: the target; Status: bootstrap_expect
+  std::string text;              // at most kMaxRaftControlText bytes
   bool operator==(const RaftControl&) const = default;
 };
 
 using Message = std::variant<Hello, Challenge, Response, Heartbeat, Goodbye, MemberList,
-                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame, RaftControl>;
+                             ProbeRequest, ProbeAck, LimitRequest, LimitReply, BucketSync, RaftFrame,
+                             RaftControl>;
 
 MessageType typeOf(const Message& message);
 

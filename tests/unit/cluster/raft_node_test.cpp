@@ -276,7 +276,12 @@ TEST_F(RaftNodeTest, TransferMovesTheLeadAndRemoveTakesAMemberOut) {
   const PolicyResult moved = asker->await(
       [&](raft::PolicyService& s, auto done) { s.transferLeader(other->id, 10000, std::move(done)); });
   ASSERT_EQ(moved.status, 200) << moved.error;
-  EXPECT_TRUE(waitFor([&] { return other->leads(); }, 5s));
+  ASSERT_TRUE(waitFor([&] {
+    for (auto* n : all) {
+      if (n->status().leader != other->id) return false;
+    }
+    return true;
+  }, 5s));
   const PolicyResult unknown = a.await(
       [&](raft::PolicyService& s, auto done) { s.removeMember("nobody", 5000, std::move(done)); });
   EXPECT_EQ(unknown.status, 404);

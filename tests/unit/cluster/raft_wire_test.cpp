@@ -408,9 +408,9 @@ TEST(RaftWire, EncodingAMessageTheDecoderWouldRefuseThrows) {
   EXPECT_THROW(encodeRaftMessage(long_context), std::invalid_argument);
 }
 
-TEST(RaftWire, RaftIsACapabilityBitOfItsOwnNotYetAnnounced) {
+TEST(RaftWire, RaftIsACapabilityBitOfItsOwnAnnouncedOnlyWithTheDriver) {
   EXPECT_EQ(kCapRaft & (kCapLimiter | kCapBucketSync | kCapLeases | kCapHandoffDone), 0u);
-  // Announced once the driver handles RaftFrame (codec.h): today's nodes drop it.
+  // ClusterNode adds it when NodeOptions::raft is set (codec.h).
   EXPECT_EQ(kOwnCapabilities & kCapRaft, 0u);
 }
 

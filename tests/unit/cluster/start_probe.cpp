@@ -20,6 +20,19 @@ class NoEngine : public zetian::cluster::AdminApi {
   zetian::cluster::AdminReply limitsShow(const zetian::cluster::LimitsQuery&) override { return {}; }
   zetian::cluster::AdminReply limitsReset(const std::string&, const std::string&) override { return {}; }
   zetian::cluster::AdminReply maintenance(bool) override { return {}; }
+  void policyGetAsync(std::function<void(zetian::cluster::AdminReply)> respond) override { respond({}); }
+  void policyPutAsync(std::string, std::optional<std::uint64_t>,
+                      std::function<void(zetian::cluster::AdminReply)> respond) override {
+    respond({});
+  }
+  zetian::cluster::AdminReply policyHistory() override { return {}; }
+  void clusterRemoveAsync(const std::string&, std::function<void(zetian::cluster::AdminReply)> respond) override {
+    respond({});
+  }
+  void clusterTransferLeaderAsync(const std::string&,
+                                  std::function<void(zetian::cluster::AdminReply)> respond) override {
+    respond({});
+  }
 };
 
 }  // namespace

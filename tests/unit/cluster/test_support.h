@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -88,6 +89,20 @@ class FakeAdmin : public AdminApi {
     return reply("limitsReset", rule, key);
   }
   AdminReply maintenance(bool enabled) override { return reply(enabled ? "maintenance(on)" : "maintenance(off)"); }
+  // Recorded as policyPut(BASE|TEXT) (BASE "" when none), clusterRemove(|NODE),
+  // clusterTransferLeader(|NODE).
+  void policyGetAsync(std::function<void(AdminReply)> respond) override { respond(reply("policyGet")); }
+  void policyPutAsync(std::string text, std::optional<std::uint64_t> base_version,
+                      std::function<void(AdminReply)> respond) override {
+    respond(reply("policyPut", base_version ? std::to_string(*base_version) : "", text));
+  }
+  AdminReply policyHistory() override { return reply("policyHistory"); }
+  void clusterRemoveAsync(const std::string& node_id, std::function<void(AdminReply)> respond) override {
+    respond(reply("clusterRemove", "", node_id));
+  }
+  void clusterTransferLeaderAsync(const std::string& node_id, std::function<void(AdminReply)> respond) override {
+    respond(reply("clusterTransferLeader", "", node_id));
+  }
 
   void set(const std::string& method, AdminReply r) {
     std::lock_guard lock(mutex_);
@@ -116,7 +131,8 @@ class FakeAdmin : public AdminApi {
   AdminReply reply(const std::string& method, const std::string& rule = "",
                    const std::string& key = "") {
     std::lock_guard lock(mutex_);
-    calls_.push_back(method == "limitsShow" || method == "limitsReset"
+    calls_.push_back(method == "limitsShow" || method == "limitsReset" || method == "policyPut" ||
+                             method == "clusterRemove" || method == "clusterTransferLeader"
                          ? method + "(" + rule + "|" + key + ")"
                          : method);
     if (throwing_ == method) throw std::runtime_error("engine exploded");

@@ -153,6 +153,9 @@ std::vector<Message> sampleMessages() {
                   bucket(storeKey("e", "f"), std::numeric_limits<double>::denorm_min(), 1'000'000'000),
                   SyncedBucket{}}},
       largestSync(),
+      RaftControl{RaftControlKind::Reply, 7, kRaftAccepted, 42, 3, 5, 19, ""},
+      RaftControl{RaftControlKind::Propose, ~std::uint64_t{0}, 0, ~std::uint64_t{0}, ~std::uint64_t{0},
+                  ~std::uint64_t{0}, ~std::uint64_t{0}, std::string(kMaxRaftControlText, 't')},
   };
 }
 
@@ -173,6 +176,7 @@ std::vector<Message> smallMessages() {
                   LimitAnswer{2, CallStatus::Refused, {}}}},
       BucketSync{SyncReason::Handoff, 4, false,
                  {bucket(storeKey("r", "k"), 1.5, -3), bucket(storeKey("s", "k"), 0, 9)}},
+      RaftControl{RaftControlKind::Change, 2, 0, 9, 1, 4, 0, "remove 7"},
   };
 }
 
@@ -817,7 +821,8 @@ TEST(WireCodec, EveryFuzzSeedDecodesToItsLastByte) {
     }
   }
   EXPECT_GE(files, 16u);
-  for (MessageType type : {MessageType::LimitRequest, MessageType::LimitReply, MessageType::BucketSync}) {
+  for (MessageType type : {MessageType::LimitRequest, MessageType::LimitReply, MessageType::BucketSync,
+                           MessageType::RaftControl}) {
     EXPECT_TRUE(seen.contains(type)) << "no seed frame of type " << static_cast<int>(type);
   }
 }

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -454,6 +457,29 @@ TEST(PolicyState, RestoreRefusesStatesApplyCouldNotReach) {
   bad = rawState("", {}, {});
   bad[bad.size() - 1] = '\xff';
   refused(bad, "the names are cut short");
+}
+
+// The seeds of fuzz_policy_state named snapshot_* start from a snapshot restore()
+// accepts ([u8 applied][u32 LE length][bytes], see the target), so the fuzzer begins
+// from real states.
+TEST(PolicyState, EveryFuzzSeedSnapshotRestores) {
+  const std::filesystem::path dir = std::filesystem::path(ZETIAN_SOURCE_DIR) / "tests/fuzz/corpus/policy_state";
+  ASSERT_TRUE(std::filesystem::is_directory(dir)) << dir;
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (!entry.path().filename().string().starts_with("snapshot_")) continue;
+    SCOPED_TRACE(entry.path().string());
+    ++files;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    ASSERT_GE(bytes.size(), 5u);
+    std::size_t length = 0;
+    for (int i = 4; i >= 1; --i) length = (length << 8) | static_cast<unsigned char>(bytes[i]);
+    ASSERT_LE(5 + length, bytes.size());
+    std::string error;
+    EXPECT_TRUE(PolicyState::restore(bytes.substr(5, length), static_cast<unsigned char>(bytes[0]), &error)) << error;
+  }
+  EXPECT_GE(files, 2u);
 }
 
 TEST(PolicyState, ApplyKindsHaveNames) {

@@ -6,7 +6,8 @@ timed from the request's first byte to its answer (committed by a majority, fsyn
 and in force on that node). Twice: with node.state_dir on disk (each append fsynced)
 and on /dev/shm (tmpfs: fsync costs nothing there). Printed as a table of p50/p99/max
 per state_dir and per node the change is sent to (the leader; a follower, which
-forwards it to the leader).
+forwards it to the leader), and what the same socket costs without Raft (GET /health; a
+PUT refused with 400 by the policy loader), to tell the commit from the rest.
 
   python3 tests/bench/raft_commit_latency.py --milter build/milter/zetian-milter --changes 200
   python3 tests/bench/raft_commit_latency.py --changes 50 --modes shm --via leader
@@ -31,7 +32,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import harness  # noqa: E402
 from cluster_harness import FAST_TIMING, Node  # noqa: E402
 from harness import free_port, rule  # noqa: E402
-from raft_harness import percentile, policy_doc, policy_toml, put_policy, wait_formed, wait_version  # noqa: E402
+from raft_harness import (percentile, policy_doc, policy_toml, put_policy, request, wait_formed,  # noqa: E402
+                          wait_version)
 
 MODES = {"disk": None, "shm": "/dev/shm"}
 
@@ -103,6 +105,23 @@ def measure(node: Node, changes: int, warmup: int, serial: list[int]) -> list[fl
     return out
 
 
+def baseline(node: Node, count: int) -> dict[str, list[float]]:
+    """What a change costs without Raft, on the same socket: GET /health (the HTTP round
+    trip) and a PUT /policy the node refuses with 400 (the round trip, the body and the
+    policy loader's check; nothing proposed)."""
+    bad = policy_toml(rule("per_ip", 1000, "1h")).replace("limit = 1000", 'limit = "many"')
+    out: dict[str, list[float]] = {"GET /health": [], "PUT refused (400)": []}
+    for _ in range(count):
+        for what, call in (("GET /health", lambda: request(node, "GET", "/health")),
+                           ("PUT refused (400)", lambda: put_policy(node, bad))):
+            start = time.perf_counter()
+            status, body = call()
+            out[what].append((time.perf_counter() - start) * 1000.0)
+            if status != (200 if what == "GET /health" else 400):
+                raise SystemExit(f"{what} on {node.id} answered {status}: {body}")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--milter", help="zetian-milter binary (default: $ZETIAN_MILTER or the newest build)")
@@ -129,9 +148,12 @@ def main() -> int:
             for via in args.via:
                 node = cluster.leader if via == "leader" else next(n for n in cluster.nodes if n is not cluster.leader)
                 ms = measure(node, args.changes, args.warmup, serial)
-                rows.append((f"{mode} ({fs_type(root)})", via, len(ms), percentile(ms, 50), percentile(ms, 99),
-                             max(ms)))
+                rows.append((f"{mode} ({fs_type(root)})", via, "PUT committed", len(ms), percentile(ms, 50),
+                             percentile(ms, 99), max(ms)))
                 print(f"  {mode} via {via}: done", file=sys.stderr)
+            if mode == args.modes[0]:
+                for what, ms in baseline(cluster.leader, args.changes).items():
+                    rows.append(("-", "leader", what, len(ms), percentile(ms, 50), percentile(ms, 99), max(ms)))
         finally:
             if cluster is not None:
                 cluster.close()
@@ -139,9 +161,9 @@ def main() -> int:
 
     print(f"\nPUT /policy commit latency, 3 nodes on loopback, election_timeout {args.election_timeout}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'state_dir':<16} {'sent to':<9} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for where, via, n, p50, p99, worst in rows:
-        print(f"{where:<16} {via:<9} {n:>5} {p50:>8.2f} {p99:>8.2f} {worst:>8.2f}")
+    print(f"{'state_dir':<16} {'sent to':<9} {'request':<18} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for where, via, what, n, p50, p99, worst in rows:
+        print(f"{where:<16} {via:<9} {what:<18} {n:>5} {p50:>8.2f} {p99:>8.2f} {worst:>8.2f}")
     return 0
 
 

@@ -137,11 +137,22 @@ def wait_formed(nodes: Sequence[Node], timeout: float = ELECTION_DEADLINE_S, dia
                       what=f"{[n.id for n in nodes]} to be voters with one leader", diagnostics=diagnostics)
 
 
+def versions(node: Node) -> tuple[Optional[int], Optional[int]]:
+    """(policy_version: the version the Raft state applied; policy.version: the one the
+    engine has in force, published a moment later on its reload worker), from /health."""
+    h = health(node)
+    if h is None:
+        return None, None
+    return h.get("policy_version"), (h.get("policy") or {}).get("version")
+
+
 def wait_version(nodes: Iterable[Node], version: int, timeout: float = 20.0, diagnostics=None) -> None:
+    """Until every one of `nodes` applied `version` and has it in force (mail it filters
+    from now on follows it)."""
     nodes = list(nodes)
-    wait_until(lambda: all(policy_version(n) == version for n in nodes), timeout,
-               what=f"policy_version {version} on {[n.id for n in nodes]} "
-                    f"(now {[policy_version(n) for n in nodes]})",
+    wait_until(lambda: all(versions(n) == (version, version) for n in nodes), timeout,
+               what=f"policy version {version} in force on {[n.id for n in nodes]} "
+                    f"(now {[versions(n) for n in nodes]})",
                diagnostics=diagnostics)
 
 

@@ -18,8 +18,8 @@ import unittest
 from harness import free_port, rule, wait_until
 from netns import Host, NetnsClusterTestCase, NetnsNode
 from raft_harness import (ELECTION_DEADLINE_S, RAFT_TIMING, get_policy, health, mail_check, policy_doc, policy_toml,
-                          policy_version, put_policy, raft_settings, wait_formed, wait_leader, wait_version,
-                          write_file)
+                          policy_version, put_policy, raft_settings, versions, wait_formed, wait_leader,
+                          wait_version, write_file)
 
 NO_QUORUM = "no quorum: 1 of 3 voters reachable"
 LIMIT = 3
@@ -68,45 +68,52 @@ class RaftPolicyAcrossAPartition(NetnsClusterTestCase):
         self.assertEqual(code, b"y", f"{node.id}: {results}\n{self.diagnostics()}")
         self.assertTrue(text.startswith("451 4.7.1") and rule_name in text, f"{node.id}: {results}")
 
-    def test_the_minority_refuses_changes_and_enforces_its_last_policy_then_catches_up(self):
+    def cut_off(self, which: str) -> None:
+        """Pull the cable of the leader or of a follower (`which`) and check both sides,
+        then plug it back and check the healed cluster."""
         nodes = self.start_lan_cluster()
-        n1, n2, n3 = nodes
-        status, body = put_policy(n2, policy_toml(limited("before_cut")))
+        status, body = put_policy(nodes[1], policy_toml(limited("before_cut")))
         self.assertEqual(status, 200, body)
         wait_version(nodes, 2, diagnostics=self.diagnostics)
+        leader = wait_leader(nodes, diagnostics=self.diagnostics)
+        cut = leader if which == "leader" else next(n for n in nodes if n is not leader)
+        majority = [n for n in nodes if n is not cut]
 
-        n3.host.unplug()
-        majority = [n1, n2]
-        # n3 counts the voters it heard from within an election timeout: itself only.
-        wait_until(lambda: ((health(n3) or {}).get("raft") or {}).get("voters_reachable") == 1,
-                   ELECTION_DEADLINE_S, what="n3 to hear from no other voter", diagnostics=self.diagnostics)
-        status, body = put_policy(n3, policy_toml(limited("on_the_minority")))
+        cut.host.unplug()
+        # The cut-off node counts the voters it heard from within an election timeout:
+        # itself only (a leader steps down once it has not heard from a majority).
+        wait_until(lambda: ((health(cut) or {}).get("raft") or {}).get("voters_reachable") == 1,
+                   ELECTION_DEADLINE_S, what=f"{cut.id} to hear from no other voter", diagnostics=self.diagnostics)
+        status, body = put_policy(cut, policy_toml(limited("on_the_minority")))
         self.assertEqual(status, 503, body)
         self.assertIn(NO_QUORUM, body["error"], body)
-        cp = n3.ctl("policy", "apply", write_file(self.workdir, "minority.toml", policy_toml(limited("minority"))))
+        cp = cut.ctl("policy", "apply", write_file(self.workdir, "minority.toml", policy_toml(limited("minority"))))
         self.assertNotEqual(cp.returncode, 0, cp.stdout)
         self.assertIn(NO_QUORUM, cp.stderr)
         self.assertIn("changes need a majority of voters", cp.stderr)
+        # A linearizable read cannot be served without a majority either.
+        status, body = get_policy(cut)
+        self.assertEqual(status, 503, body)
 
-        # The majority elects a leader among itself (if n3 led) and commits.
+        # The majority (electing a leader among itself when the leader was cut off) commits.
         wait_leader(majority, diagnostics=self.diagnostics)
-        status, body = put_policy(n1, policy_toml(limited("after_cut")))
+        status, body = put_policy(majority[0], policy_toml(limited("after_cut")))
         self.assertEqual(status, 200, f"{body}\n{self.diagnostics()}")
         self.assertEqual(body["version"], 3)
         wait_version(majority, 3, diagnostics=self.diagnostics)
 
-        # Each side enforces what it has: n3 the version before the cut, n1 and n2 the new one.
-        self.assertEqual(policy_version(n3), 2, health(n3))
-        self.assertEqual(health(n3)["policy"]["version"], 2, health(n3))
-        self.assertEnforces(n3, "before_cut", "192.0.2.10")
-        self.assertEnforces(n1, "after_cut", "192.0.2.11")
-        self.assertEnforces(n2, "after_cut", "192.0.2.12")
-        # Still refused after all that time: nothing was proposed on n3 meanwhile.
-        status, body = put_policy(n3, policy_toml(limited("on_the_minority")))
+        # Each side enforces what it has: the cut-off node the version before the cut,
+        # the majority the new one.
+        self.assertEqual(versions(cut), (2, 2), health(cut))
+        self.assertEnforces(cut, "before_cut", "192.0.2.10")
+        self.assertEnforces(majority[0], "after_cut", "192.0.2.11")
+        self.assertEnforces(majority[1], "after_cut", "192.0.2.12")
+        # Still refused after all that time, and nothing was proposed there meanwhile.
+        status, body = put_policy(cut, policy_toml(limited("on_the_minority")))
         self.assertEqual(status, 503, body)
-        self.assertEqual(policy_version(n3), 2)
+        self.assertEqual(policy_version(cut), 2)
 
-        n3.host.plug()
+        cut.host.plug()
         wait_version(nodes, 3, timeout=RECOVERY_S, diagnostics=self.diagnostics)
         wait_leader(nodes, diagnostics=self.diagnostics)
         docs = []
@@ -118,12 +125,17 @@ class RaftPolicyAcrossAPartition(NetnsClusterTestCase):
         self.assertEqual(len({d["text"] for d in docs}), 1, docs)
         self.assertIn("after_cut", docs[0]["text"])
         self.assertNotIn("on_the_minority", docs[0]["text"])
-        self.assertEnforces(n3, "after_cut", "192.0.2.13")
+        self.assertEnforces(cut, "after_cut", "192.0.2.13")
         # And a change on the healed node commits again.
-        status, body = put_policy(n3, policy_toml(limited("healed")))
+        status, body = put_policy(cut, policy_toml(limited("healed")))
         self.assertEqual(status, 200, f"{body}\n{self.diagnostics()}")
         wait_version(nodes, 4, diagnostics=self.diagnostics)
 
+    def test_a_follower_cut_off_refuses_changes_and_enforces_its_last_policy_then_catches_up(self):
+        self.cut_off("follower")
+
+    def test_the_leader_cut_off_steps_down_refuses_changes_and_enforces_its_last_policy(self):
+        self.cut_off("leader")
 
 if __name__ == "__main__":
     unittest.main()

@@ -272,10 +272,12 @@ cluster::AdminReply Engine::metrics() {
              (node_->state() == st ? "1" : "0") + "\n";
     }
     out += "# HELP zetian_cluster_events_total Cluster events (node_joined, node_left, node_failed, node_recovered, "
-           "cluster_state_changed, rebalancing_started, rebalancing_completed).\n"
+           "cluster_state_changed, rebalancing_started, rebalancing_completed, raft_cluster_started, "
+           "raft_leader_changed, raft_membership_changed).\n"
            "# TYPE zetian_cluster_events_total counter\n";
     for (const char* name : {"node_joined", "node_left", "node_failed", "node_recovered", "cluster_state_changed",
-                             "rebalancing_started", "rebalancing_completed"}) {
+                             "rebalancing_started", "rebalancing_completed", "raft_cluster_started",
+                             "raft_leader_changed", "raft_membership_changed"}) {
       auto it = c.events.find(name);
       out += std::string("zetian_cluster_events_total{event=\"") + name + "\"} " +
              std::to_string(it == c.events.end() ? 0 : it->second) + "\n";

@@ -479,7 +479,7 @@ void RaftDriver::applyEntries(const std::vector<Entry>& entries) {
                                           logValue(nameOf(change->node)) + " voters=" +
                                           std::to_string(core_->membership().voters.size()) + " learners=" +
                                           std::to_string(core_->membership().learners.size()));
-        host_.raftEvent("raft_membership_changed", {{"ZETIAN_RAFT_CHANGE", entry.data},
+        host_.raftEvent("raft_membership_changed", {{"ZETIAN_RAFT_CHANGE", entry.data.substr(0, entry.data.find(' '))},
                                                     {"ZETIAN_RAFT_NODE", nameOf(change->node)}});
       }
     }

@@ -13,12 +13,14 @@ Timings: cluster_harness.FAST_TIMING and election_timeout = 300 ms (raft_harness
 wait is a poll with a deadline.
 """
 
+import os
 import re
+import stat
 import time
 import uuid
 
 from cluster_harness import ClusterTestCase, Node
-from harness import MessageResult, SmtpSession, rule, wait_until
+from harness import MessageResult, SmtpSession, metric_samples, rule, wait_until
 from postfix_trio import PostfixTrio
 from raft_harness import (ELECTION_DEADLINE_S, RAFT_TIMING, PendingRequest, get_policy, health, leader_of,
                           policy_doc, policy_toml, policy_version, put_policy, raft_role_of, raft_settings,
@@ -49,13 +51,17 @@ class RaftPolicyBehindPostfix(PostfixTrio, ClusterTestCase):
 
     # -- fixture
 
-    def start_trio(self, **cluster) -> list[Node]:
+    def start_trio(self, hook: str | None = None, **cluster) -> list[Node]:
         """n1, n2, n3 on the class's milter ports, one Raft cluster with the files'
-        policy as version 1. Returns once they agree on a leader and all apply version 1."""
+        policy as version 1. Returns once they agree on a leader and all apply version 1.
+        `hook`: an [events] exec program for every node."""
         for i in IDS:
             self.endpoint(i)
+        extra = policy_doc(per_ip(SEED_LIMIT))
+        if hook:
+            extra["events"] = {"exec": hook}
         nodes = [self.node(i, seeds=[s for s in IDS if s != i], cluster=raft_settings(3, **cluster),
-                           extra=policy_doc(per_ip(SEED_LIMIT)), milter_port=port)
+                           extra=extra, milter_port=port)
                  for i, port in zip(IDS, self.milter_ports)]
         self.wait_full_view(nodes)
         wait_formed(nodes, diagnostics=lambda: self.everything(nodes))
@@ -206,13 +212,36 @@ class RaftPolicyBehindPostfix(PostfixTrio, ClusterTestCase):
         self.assertRegex(cp.stdout, rf"policy:\s+.*{doc['version']}")
 
     def test_the_leadership_moves_on_request_and_a_member_gone_for_good_is_removed(self):
-        nodes = self.start_trio()
+        out = os.path.join(self.workdir, "events.txt")
+        hook = os.path.join(self.workdir, "hook.sh")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\n"
+                    f'echo "$ZETIAN_SELF_ID $ZETIAN_EVENT leader=$ZETIAN_RAFT_LEADER term=$ZETIAN_RAFT_TERM '
+                    f'change=$ZETIAN_RAFT_CHANGE node=$ZETIAN_RAFT_NODE" >> {out}\n')
+        os.chmod(hook, stat.S_IRWXU)
+
+        def events() -> str:
+            try:
+                with open(out) as f:
+                    return f.read()
+            except FileNotFoundError:
+                return ""
+        nodes = self.start_trio(hook=hook)
         leader = wait_formed(nodes)
         target, other = [n for n in nodes if n is not leader]
         cp = other.ctl("cluster", "transfer-leader", target.id)
         self.assertEqual(cp.returncode, 0, f"{cp.stdout}{cp.stderr}\n{self.everything(nodes)}")
         self.assertIn(f"leadership transferred: {target.id} leads now", cp.stdout)
         self.assertIs(wait_leader(nodes, diagnostics=lambda: self.everything(nodes)), target)
+        # The leader change is an event on every node: the hook, the log, the counter.
+        wait_until(lambda: all(re.search(rf"^{n.id} raft_leader_changed leader={target.id} term=\d+ ", events(), re.M)
+                               for n in nodes), 10, what="the raft_leader_changed hook on every node",
+                   diagnostics=events)
+        for n in nodes:
+            self.assertRegex(n.log_text(), rf"raft_leader_changed leader={target.id} term=\d+")
+            samples = dict((l["event"], v) for l, v in metric_samples(
+                n.milter.http("GET", "/metrics")[1], "zetian_cluster_events_total"))
+            self.assertGreaterEqual(samples.get("raft_leader_changed", 0), 2, n.id)
 
         other.stop()
         cp = leader.ctl("cluster", "remove", other.id)
@@ -223,6 +252,9 @@ class RaftPolicyBehindPostfix(PostfixTrio, ClusterTestCase):
                    what="two voters left", diagnostics=lambda: self.everything(nodes))
         for n in rest:
             self.assertIsNone(raft_role_of(n, other.id), health(n))
+        wait_until(lambda: all(f"{n.id} raft_membership_changed leader= term= change=remove " in events()
+                               and f"node={other.id}" in events() for n in rest), 10,
+                   what="the raft_membership_changed hook", diagnostics=events)
         # Two voters of two: changes commit without the removed node.
         version = self.put(leader, policy_toml(per_ip(LOW_LIMIT)), rest)
         wait_version(rest, version, diagnostics=lambda: self.everything(nodes))

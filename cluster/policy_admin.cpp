@@ -161,7 +161,12 @@ void writeRaftHealth(JsonWriter& w, const std::optional<raft::RaftStatus>& statu
     return;
   }
   const raft::RaftStatus& s = *status;
-  w.field("term", s.term).field("commit_index", s.commit_index).field("applied_index", s.applied_index);
+  // A node in no Raft cluster yet has no term or log of a cluster to show: null, not 0.
+  if (s.in_cluster) {
+    w.field("term", s.term).field("commit_index", s.commit_index).field("applied_index", s.applied_index);
+  } else {
+    w.key("term").null().key("commit_index").null().key("applied_index").null();
+  }
   w.key("policy_version");
   if (s.policy_version) {
     w.value(*s.policy_version);
@@ -172,9 +177,13 @@ void writeRaftHealth(JsonWriter& w, const std::optional<raft::RaftStatus>& statu
       .beginObject()
       .field("in_cluster", s.in_cluster)
       .field("waiting_for", s.waiting_for)
-      .field("raft_id", s.raft_id)
-      .field("role", s.role)
-      .field("voters", s.voters)
+      .field("raft_id", s.raft_id);
+  if (s.in_cluster) {
+    w.field("role", s.role);
+  } else {
+    w.key("role").null();
+  }
+  w.field("voters", s.voters)
       .field("voters_reachable", s.voters_reachable)
       .field("leader_changes", s.leader_changes)
       .field("snapshots_taken", s.snapshots_taken)

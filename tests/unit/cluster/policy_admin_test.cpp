@@ -298,6 +298,23 @@ TEST(PolicyAdmin, HealthFieldsWithAndWithoutRaft) {
   EXPECT_TRUE(none["leader"].is_null());
   EXPECT_TRUE(none["policy_version"].is_null());
 
+  // Raft runs, but the node is in no Raft cluster yet: no term, log or role to show.
+  raft::RaftStatus outside;
+  outside.raft_id = 0x1234;
+  outside.waiting_for = "3 members with bootstrap_expect to start a cluster (1 met)";
+  JsonWriter waiting;
+  waiting.beginObject();
+  writeRaftHealth(waiting, outside);
+  waiting.endObject();
+  const Json w = Json::parse(waiting.take());
+  EXPECT_TRUE(w.contains("term"));
+  EXPECT_TRUE(w["term"].is_null());
+  EXPECT_TRUE(w["commit_index"].is_null());
+  EXPECT_TRUE(w["applied_index"].is_null());
+  EXPECT_TRUE(w["raft"]["role"].is_null());
+  EXPECT_EQ(w["raft"]["in_cluster"], false);
+  EXPECT_EQ(w["raft"]["waiting_for"], outside.waiting_for);
+
   EXPECT_EQ(raftRoleOf(status, "mx3"), "learner");
   EXPECT_EQ(raftRoleOf(status, "mx9"), std::nullopt);
   EXPECT_EQ(raftRoleOf(std::nullopt, "mx1"), std::nullopt);

@@ -9,6 +9,7 @@
 #include <climits>
 #include <variant>
 
+#include "conf/policy_document.h"
 #include "conf/syntax.h"
 #include "conf/text.h"
 
@@ -105,7 +106,7 @@ bool isNameChar(char c) {
 
 // Node ids and regions travel in cluster messages, metrics labels and logs.
 bool checkName(TableReader& r, std::string_view key, const std::string& value) {
-  if (value.empty() || value.size() > 64 || !std::all_of(value.begin(), value.end(), isNameChar)) {
+  if (!isNodeIdText(value)) {
     r.error(key, backticked(r.path(key)) + " must be 1 to 64 characters from A-Z a-z 0-9 _ . -, not " + quoteValue(value));
     return false;
   }

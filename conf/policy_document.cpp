@@ -5,52 +5,31 @@
 
 #include "conf/parse.h"
 #include "conf/text.h"
+#include "state/little_endian.h"
 
 namespace zetian::conf {
+
+bool isNodeIdText(std::string_view text) {
+  return !text.empty() && text.size() <= kMaxProposerBytes &&
+         std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+                  c == '-';
+         });
+}
+
 namespace {
+
+using state::le::putU32;
+using state::le::putU64;
+using state::le::Reader;
 
 constexpr std::string_view kMagic = "ZPOL";
 constexpr std::uint8_t kFormat = 1;
 
-void putU32(std::string& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-void putU64(std::string& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-
-// Reads forward through a view; every read checks the bytes are there first.
-class Reader {
- public:
-  explicit Reader(std::string_view bytes) : bytes_(bytes) {}
-  std::size_t left() const { return bytes_.size() - at_; }
-  std::optional<std::uint64_t> u(int width) {
-    if (left() < static_cast<std::size_t>(width)) return std::nullopt;
-    std::uint64_t v = 0;
-    for (int i = 0; i < width; ++i) v |= std::uint64_t{static_cast<unsigned char>(bytes_[at_ + i])} << (8 * i);
-    at_ += static_cast<std::size_t>(width);
-    return v;
-  }
-  std::optional<std::string_view> take(std::size_t n) {
-    if (left() < n) return std::nullopt;
-    const std::string_view out = bytes_.substr(at_, n);
-    at_ += n;
-    return out;
-  }
-
- private:
-  std::string_view bytes_;
-  std::size_t at_ = 0;
-};
-
-bool isNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
-}
-
 // What is wrong with the document's values, or "".
 std::string valueProblem(std::uint64_t version, std::string_view proposer, std::string_view text) {
   if (version == 0) return "policy version 0 (versions start at 1)";
-  if (proposer.empty() || proposer.size() > kMaxProposerBytes || !std::all_of(proposer.begin(), proposer.end(), isNameChar)) {
+  if (!isNodeIdText(proposer)) {
     return "a proposer that is not a node id (1 to 64 characters from A-Z a-z 0-9 _ . -)";
   }
   if (text.size() > kMaxConfigBytes) {

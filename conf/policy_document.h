@@ -23,6 +23,10 @@ inline constexpr std::size_t kPolicyDocumentHeaderBytes = 4 + 1 + 8 + 8 + 1 + 4;
 // Node ids are 1 to 64 characters ([node] id): a longer proposer is refused.
 inline constexpr std::size_t kMaxProposerBytes = 64;
 
+// 1 to 64 characters from A-Z a-z 0-9 _ . -: how [node] id is spelled, and so every
+// proposer and member name the replicated policy records.
+bool isNodeIdText(std::string_view text);
+
 struct PolicyDocument {
   std::uint64_t version = 0;       // 1 for the first policy, one more for each change
   std::string proposer;            // the `node.id` of the node that proposed it

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "crc32c.h"
+#include "little_endian.h"
 
 namespace zetian::state {
 namespace {
@@ -15,24 +16,10 @@ constexpr std::uint8_t kFormatVersion = 1;
 constexpr std::size_t kHardStateRecordBytes = 4 + 1 + 3 * 8;
 constexpr std::size_t kSnapshotHeaderFixedBytes = 4 + 1 + 8 + 8 + 8 + 4 + 4;
 
-void putU32(std::string& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-void putU64(std::string& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-
-// Callers check the size first; these read exactly 4 or 8 bytes at `at`.
-std::uint32_t getU32(std::string_view in, std::size_t at) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= std::uint32_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
-  return v;
-}
-std::uint64_t getU64(std::string_view in, std::size_t at) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
-  return v;
-}
+using le::getU32;
+using le::getU64;
+using le::putU32;
+using le::putU64;
 
 std::uint32_t frameCrc(std::string_view length_bytes, std::string_view record) {
   return crc32c(record, crc32c(length_bytes));

@@ -9,6 +9,8 @@
 
 #include "conf/parse.h"
 #include "conf/policy.h"
+#include "conf/policy_document.h"
+#include "state/little_endian.h"
 
 namespace zetian::cluster::raft {
 namespace {
@@ -17,7 +19,6 @@ constexpr std::string_view kMemberMagic = "ZMEM";
 constexpr std::string_view kStateMagic = "ZPST";
 constexpr std::string_view kPolicyMagic = "ZPOL";
 constexpr std::uint8_t kFormat = 1;
-constexpr std::size_t kMaxNameBytes = conf::kMaxProposerBytes;
 // An invalid policy's refusal carries this many of the loader's errors; the proposer
 // checked the text with the same loader first, so more is rarely useful.
 constexpr std::size_t kMaxErrorLines = 10;
@@ -26,53 +27,12 @@ constexpr std::size_t kMaxErrorLines = 10;
 constexpr std::size_t kMinHistoryItemBytes = 4 * 8 + 1 + 1;
 constexpr std::size_t kMinNameBytes = 8 + 8 + 1 + 1;
 
-void putU8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
-void putU32(std::string& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-void putU64(std::string& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
+using state::le::putU32;
+using state::le::putU64;
+using state::le::putU8;
+using state::le::Reader;
 
-// Reads forward through a view; every read checks that the bytes are there first.
-class Reader {
- public:
-  explicit Reader(std::string_view bytes) : bytes_(bytes) {}
-  std::size_t left() const { return bytes_.size() - at_; }
-  std::optional<std::uint64_t> u(int width) {
-    if (left() < static_cast<std::size_t>(width)) return std::nullopt;
-    std::uint64_t v = 0;
-    for (int i = 0; i < width; ++i) v |= std::uint64_t{static_cast<unsigned char>(bytes_[at_ + i])} << (8 * i);
-    at_ += static_cast<std::size_t>(width);
-    return v;
-  }
-  std::optional<std::string_view> take(std::size_t n) {
-    if (left() < n) return std::nullopt;
-    const std::string_view out = bytes_.substr(at_, n);
-    at_ += n;
-    return out;
-  }
-  // A u8 length and that many bytes.
-  std::optional<std::string_view> shortString() {
-    const auto size = u(1);
-    if (!size) return std::nullopt;
-    return take(static_cast<std::size_t>(*size));
-  }
-
- private:
-  std::string_view bytes_;
-  std::size_t at_ = 0;
-};
-
-bool isNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-         c == '-';
-}
-
-// A node id as [node] id spells it: what both member names and proposers are.
-bool isNodeId(std::string_view s) {
-  return !s.empty() && s.size() <= kMaxNameBytes && std::all_of(s.begin(), s.end(), isNameChar);
-}
+bool isNodeId(std::string_view s) { return conf::isNodeIdText(s); }
 
 struct NameDecode {
   std::optional<MemberName> name;

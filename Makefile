@@ -90,8 +90,7 @@ test-tsan: deps test-locale
 fuzz: deps fuzz-deps
 	CC=clang CXX=clang++ cmake -G Ninja -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_BENCH=OFF \
 	  -DZETIAN_FUZZ=ON -DZETIAN_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input fuzz_wire fuzz_handshake fuzz_beacon fuzz_http_request fuzz_raft_records \
-	  fuzz_policy_document fuzz_raft_message
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
 	tests/run_ctest.sh $(FUZZ_DIR) -j $(JOBS) -L fuzz $(CTEST_ARGS)
 
 clean:

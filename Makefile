@@ -91,7 +91,7 @@ fuzz: deps fuzz-deps
 	CC=clang CXX=clang++ cmake -G Ninja -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZETIAN_BENCH=OFF \
 	  -DZETIAN_FUZZ=ON -DZETIAN_FUZZ_SECONDS=$(FUZZ_SECONDS)
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_config fuzz_smtp_input fuzz_wire fuzz_handshake fuzz_beacon fuzz_http_request fuzz_raft_records \
-	  fuzz_policy_document fuzz_raft_message
+	  fuzz_policy_document fuzz_raft_message fuzz_policy_request
 	tests/run_ctest.sh $(FUZZ_DIR) -j $(JOBS) -L fuzz $(CTEST_ARGS)
 
 clean:

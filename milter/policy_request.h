@@ -21,7 +21,7 @@
 // What is refused, and why:
 // - a line over max_line_bytes (8 KiB, the bound; the longest thing Postfix
 //   sends is an address or a certificate subject, far below that);
-// - more than max_attributes attributes in one request. 128: Postfix 3.7 sends 31
+// - more than max_attributes attributes in one request. 128: Postfix 3.7 sends 29
 //   attributes at every stage and each release since 2.1 added a few, so 128 leaves
 //   room for years of new ones while a peer that sends 1,000 is refused early;
 // - more than max_request_bytes (64 KiB) in one request, which bounds memory when

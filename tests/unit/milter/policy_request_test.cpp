@@ -47,6 +47,192 @@ const std::string kReadmeRequest =
     "server_port=54321\n"
     "\n";
 
+// Captured from Postfix 3.7.11 (Debian 12) with check_policy_service in every
+// restriction list and smtpd_delay_reject = no: one message, one recipient, the six
+// requests of its session as Postfix wrote them (client_port, server_port, instance
+// and queue_id are that run's).
+const std::string kPostfix37Transaction =
+    "request=smtpd_access_policy\n"
+    "protocol_state=CONNECT\n"
+    "protocol_name=SMTP\n"
+    "client_address=127.0.0.2\n"
+    "client_name=unknown\n"
+    "client_port=43857\n"
+    "reverse_client_name=unknown\n"
+    "server_address=127.0.0.1\n"
+    "server_port=25653\n"
+    "helo_name=\n"
+    "sender=\n"
+    "recipient=\n"
+    "recipient_count=0\n"
+    "queue_id=\n"
+    "instance=\n"
+    "size=0\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "sasl_method=\n"
+    "sasl_username=\n"
+    "sasl_sender=\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "policy_context=\n"
+    "\n"
+    "request=smtpd_access_policy\n"
+    "protocol_state=EHLO\n"
+    "protocol_name=SMTP\n"
+    "client_address=127.0.0.2\n"
+    "client_name=unknown\n"
+    "client_port=43857\n"
+    "reverse_client_name=unknown\n"
+    "server_address=127.0.0.1\n"
+    "server_port=25653\n"
+    "helo_name=client.zetian.test\n"
+    "sender=\n"
+    "recipient=\n"
+    "recipient_count=0\n"
+    "queue_id=\n"
+    "instance=\n"
+    "size=0\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "sasl_method=\n"
+    "sasl_username=\n"
+    "sasl_sender=\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "policy_context=\n"
+    "\n"
+    "request=smtpd_access_policy\n"
+    "protocol_state=MAIL\n"
+    "protocol_name=ESMTP\n"
+    "client_address=127.0.0.2\n"
+    "client_name=unknown\n"
+    "client_port=43857\n"
+    "reverse_client_name=unknown\n"
+    "server_address=127.0.0.1\n"
+    "server_port=25653\n"
+    "helo_name=client.zetian.test\n"
+    "sender=sender@example.org\n"
+    "recipient=\n"
+    "recipient_count=0\n"
+    "queue_id=\n"
+    "instance=\n"
+    "size=0\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "sasl_method=\n"
+    "sasl_username=\n"
+    "sasl_sender=\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "policy_context=\n"
+    "\n"
+    "request=smtpd_access_policy\n"
+    "protocol_state=RCPT\n"
+    "protocol_name=ESMTP\n"
+    "client_address=127.0.0.2\n"
+    "client_name=unknown\n"
+    "client_port=43857\n"
+    "reverse_client_name=unknown\n"
+    "server_address=127.0.0.1\n"
+    "server_port=25653\n"
+    "helo_name=client.zetian.test\n"
+    "sender=sender@example.org\n"
+    "recipient=bob@example.net\n"
+    "recipient_count=0\n"
+    "queue_id=\n"
+    "instance=c8d.6b0df64c.400fe.0\n"
+    "size=0\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "sasl_method=\n"
+    "sasl_username=\n"
+    "sasl_sender=\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "policy_context=\n"
+    "\n"
+    "request=smtpd_access_policy\n"
+    "protocol_state=DATA\n"
+    "protocol_name=ESMTP\n"
+    "client_address=127.0.0.2\n"
+    "client_name=unknown\n"
+    "client_port=43857\n"
+    "reverse_client_name=unknown\n"
+    "server_address=127.0.0.1\n"
+    "server_port=25653\n"
+    "helo_name=client.zetian.test\n"
+    "sender=sender@example.org\n"
+    "recipient=bob@example.net\n"
+    "recipient_count=1\n"
+    "queue_id=46970A75512\n"
+    "instance=c8d.6b0df64c.400fe.0\n"
+    "size=0\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "sasl_method=\n"
+    "sasl_username=\n"
+    "sasl_sender=\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "policy_context=\n"
+    "\n"
+    "request=smtpd_access_policy\n"
+    "protocol_state=END-OF-MESSAGE\n"
+    "protocol_name=ESMTP\n"
+    "client_address=127.0.0.2\n"
+    "client_name=unknown\n"
+    "client_port=43857\n"
+    "reverse_client_name=unknown\n"
+    "server_address=127.0.0.1\n"
+    "server_port=25653\n"
+    "helo_name=client.zetian.test\n"
+    "sender=sender@example.org\n"
+    "recipient=bob@example.net\n"
+    "recipient_count=1\n"
+    "queue_id=46970A75512\n"
+    "instance=c8d.6b0df64c.400fe.0\n"
+    "size=232\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "sasl_method=\n"
+    "sasl_username=\n"
+    "sasl_sender=\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "policy_context=\n"
+    "\n";
+
 struct Outcome {
   std::vector<policy::Request> requests;
   ParseError error = ParseError::None;
@@ -393,4 +579,31 @@ TEST(PolicyRequestView, AbsentAttributesReadEmptyAndStressReadsYes) {
   EXPECT_FALSE(view->recipient_count);
   EXPECT_FALSE(view->client_port);
   EXPECT_TRUE(view->stress);
+}
+
+TEST(PolicyRequestParser, ASessionCapturedFromPostfix37ParsesStageByStage) {
+  for (std::size_t chunk : {0u, 1u, 100u}) {
+    const Outcome out = parseAll(kPostfix37Transaction, chunk);
+    ASSERT_EQ(out.error, ParseError::None);
+    ASSERT_EQ(out.requests.size(), 6u);
+    const policy::ProtocolState states[] = {policy::ProtocolState::Connect, policy::ProtocolState::Ehlo,
+                                            policy::ProtocolState::Mail,    policy::ProtocolState::Rcpt,
+                                            policy::ProtocolState::Data,    policy::ProtocolState::EndOfMessage};
+    for (std::size_t i = 0; i < 6; ++i) {
+      EXPECT_EQ(out.requests[i].attributes.size(), 29u) << i;
+      std::string error;
+      const auto view = policy::viewOf(out.requests[i], &error);
+      ASSERT_TRUE(view) << error;
+      EXPECT_EQ(view->state, states[i]) << i;
+      EXPECT_EQ(view->client_address, "127.0.0.2");
+      EXPECT_EQ(view->client_name, "unknown");
+      EXPECT_EQ(view->helo_name, i == 0 ? "" : "client.zetian.test") << i;
+      // Postfix 3.7 names the transaction only from RCPT on: before it, instance is empty.
+      EXPECT_EQ(view->instance, i < 3 ? "" : "c8d.6b0df64c.400fe.0") << i;
+      EXPECT_EQ(view->sender, i < 2 ? "" : "sender@example.org") << i;
+      EXPECT_EQ(view->recipient, i < 3 ? "" : "bob@example.net") << i;
+      EXPECT_EQ(view->recipient_count, i < 4 ? 0u : 1u) << i;
+    }
+    EXPECT_EQ(policy::viewOf(out.requests[5])->size, 232u);
+  }
 }

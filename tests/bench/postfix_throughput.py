@@ -1,13 +1,21 @@
 #!/usr/bin/python3
-"""Postfix throughput with and without zetian-milter.
+"""Postfix throughput with and without zetian-milter (and a policy service).
 
-One throwaway Postfix relaying to smtp-sink (no dump, so the sink is cheap), with three
-smtpd listeners that differ only in their milter:
+One throwaway Postfix relaying to smtp-sink (no dump, so the sink is cheap), with one
+smtpd listener per mode that differ only in their milter or policy service:
   none  no milter
+  dunno no milter; `smtpd_recipient_restrictions = check_policy_service
+        inet:127.0.0.1:PORT, permit_mynetworks`, the service being policy_dunno (built
+        from tests/bench/policy_dunno.c), which answers every request `action=DUNNO`:
+        the floor under any policy-delegation host (issue 11). The policy check comes
+        first, so mynetworks (127.0.0.0/8, the client) cannot skip it; smtp-source sends
+        one recipient per message, so it is one request per message, at RCPT
   inet  zetian-milter over inet:PORT@127.0.0.1
   unix  zetian-milter over a Unix socket (Postfix's services run unchrooted here)
   redis zetian-milter over inet whose rule has `store = "redis"`, in a redis-server the
         script starts (loopback, a free port, `--save '' --appendonly no`)
+(The zetian policy host of issue 11 gets its mode, `policy`, when the host exists; it
+is not a mode until then.)
 The milters have one rule per client IP with a limit far above the run size, and the
 client (127.0.0.1) is not exempt, so every message is checked and charged, none denied.
 `--store redis` measures none, inet and redis (the same rule in the node's own store
@@ -21,9 +29,25 @@ run (so that no mode always follows the same one through the machine's load drif
 and the best of RUNS is reported with messages/s and the ratio time(none) / time(mode): 1.0 means the milter
 costs nothing, the target is at least 0.9.
 
+How smtpd keeps its policy connection (the `dunno` listener sets these to Postfix 3.7's
+defaults, so the run does not depend on the main.cf Debian ships; Postfix has no
+`smtpd_policy_service_reuse_time_limit`, these are its reuse settings):
+  smtpd_policy_service_max_idle = 300s       an idle connection is closed after this
+  smtpd_policy_service_max_ttl = 1000s       an active one is closed after this
+  smtpd_policy_service_request_limit = 0     requests per connection: no limit
+  smtpd_policy_service_timeout = 100s        connect, write or read
+  smtpd_policy_service_default_action = 451 4.3.5 ...   a failed request tempfails
+                                             the recipient: counted as a refusal below
+Each smtpd process opens one connection at its first request and keeps it for every
+SMTP session it serves (max_use = 100 sessions by default, then the process exits), so
+with one message per session the connection carries about 100 requests, where a milter
+connection carries one session. The summary shows the responder's connections and
+requests during the timed runs.
+
 Run as root from the repository (after building):
   /usr/bin/python3 tests/bench/postfix_throughput.py [--milter build/milter/zetian-milter]
   /usr/bin/python3 tests/bench/postfix_throughput.py --store redis -r 6
+  /usr/bin/python3 tests/bench/postfix_throughput.py --modes none,dunno,inet,unix -r 5
 Only loopback addresses are used.
 """
 
@@ -33,6 +57,7 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,8 +68,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402  (needs the path above)
-from harness import (Milter, Postfix, RedisServer, SmtpSink, make_workdir, metric_samples,  # noqa: E402
-                     rule, wait_until)
+from harness import (ManagedProcess, Milter, Postfix, RedisServer, SmtpSink, make_workdir,  # noqa: E402
+                     metric_samples, rule, tail, wait_until)
 
 
 def log(msg: str) -> None:
@@ -104,27 +129,78 @@ def loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
+# The restriction list of the `dunno` listener; commas, not spaces, because it goes into
+# master.cf as one `-o name=value` word.
+POLICY_RESTRICTIONS = "check_policy_service,inet:127.0.0.1:{port},permit_mynetworks"
+# Postfix 3.7's defaults, written out (see the module's docstring).
+POLICY_CLIENT_SETTINGS = {
+    "smtpd_policy_service_max_idle": "300s",
+    "smtpd_policy_service_max_ttl": "1000s",
+    "smtpd_policy_service_request_limit": "0",
+    "smtpd_policy_service_timeout": "100s",
+}
+
+
+class PolicyDunno:
+    """policy_dunno on a free loopback port (it picks the port and prints it), with its
+    counters read through SIGUSR1."""
+
+    STATS_RE = re.compile(r"policy_dunno: connections=(\d+) open=(\d+) requests=(\d+) malformed=(\d+)")
+
+    def __init__(self, workdir: str, cleanup, binary: str):
+        self.log_path = os.path.join(workdir, "policy_dunno.log")
+        self.process = ManagedProcess([binary, "0"], self.log_path, name="policy_dunno")
+        cleanup(self.process.stop)
+        found = wait_until(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", self._log())
+                           or not self.process.running(), 10, what="policy_dunno to listen")
+        if not self.process.running():
+            raise SystemExit("policy_dunno exited at start:\n" + tail(self.log_path))
+        self.port = int(found.group(1))
+        self.binary = binary
+
+    def _log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stats(self) -> dict[str, int]:
+        """connections (accepted so far), open, requests (answered so far), malformed."""
+        before = len(self.STATS_RE.findall(self._log()))
+        self.process.send_signal(signal.SIGUSR1)
+        lines = wait_until(lambda: (lambda f: f if len(f) > before else None)(self.STATS_RE.findall(self._log())),
+                           10, what="policy_dunno's counters")
+        return dict(zip(("connections", "open", "requests", "malformed"), map(int, lines[-1])))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", "-m", type=int, default=2000)
     ap.add_argument("--sessions", "-s", type=int, default=8)
     ap.add_argument("--runs", "-r", type=int, default=3, help="best of this many runs per mode")
     ap.add_argument("--modes", default=None,
-                    help="comma list of none, inet, unix, redis (default: none,inet,unix; "
+                    help="comma list of none, dunno, inet, unix, redis (default: none,inet,unix; "
                          "with --store redis: none,inet,redis)")
     ap.add_argument("--store", choices=["node", "redis"], default="node",
                     help="redis: also measure the rule kept in a redis-server started here")
     ap.add_argument("--redis-timeout", default="1s", help="[redis] timeout of the redis mode")
     ap.add_argument("--milter", help="zetian-milter binary (default: $ZETIAN_MILTER or newest build)")
+    ap.add_argument("--policy-dunno",
+                    help="policy_dunno binary for the dunno mode (default: $ZETIAN_POLICY_DUNNO or newest build)")
     ap.add_argument("--same-session", action="store_true",
                     help="smtp-source -d: all messages of a client over one connection")
     args = ap.parse_args()
     if args.modes is None:
         args.modes = "none,inet,redis" if args.store == "redis" else "none,inet,unix"
 
-    stop, modes = harness.postfix_bench_setup(ap, args, ("none", "inet", "unix", "redis"))
+    # `policy` (zetian's own policy host, issue 11) joins this list with the host.
+    stop, modes = harness.postfix_bench_setup(ap, args, ("none", "dunno", "inet", "unix", "redis"))
     if stop is not None:
         return stop
+    dunno_binary = None
+    if "dunno" in modes:
+        dunno_binary = args.policy_dunno or harness._find_built("policy_dunno", "ZETIAN_POLICY_DUNNO")
+        if not dunno_binary or not os.access(dunno_binary, os.X_OK):
+            ap.error("the dunno mode needs policy_dunno: cmake --build build --target policy_dunno "
+                     "(or --policy-dunno PATH)")
 
     with contextlib.ExitStack() as stack:
         cleanup = stack.callback
@@ -148,6 +224,10 @@ def main() -> int:
             in_redis = [dict(r, store="redis") for r in policy]
             milters["redis"] = Milter(work, cleanup, rules=in_redis, name="mr",
                                       extra=dict(quiet, redis={"url": redis.url, "timeout": args.redis_timeout}))
+        dunno = None
+        if dunno_binary:
+            dunno = PolicyDunno(work, cleanup, dunno_binary)
+            log(f"policy_dunno ready: inet:127.0.0.1:{dunno.port}  [{dunno.binary}]")
         for name, m in milters.items():
             m.start()
             if name == "unix":
@@ -159,6 +239,9 @@ def main() -> int:
                        diagnostics=m.log_tail)
 
         listeners = {"none": {"smtpd_milters": ""}}
+        if dunno:
+            listeners["dunno"] = dict(POLICY_CLIENT_SETTINGS, smtpd_milters="",
+                                      smtpd_recipient_restrictions=POLICY_RESTRICTIONS.format(port=dunno.port))
         if "inet" in milters:
             listeners["inet"] = {"smtpd_milters": f"inet:127.0.0.1:{milters['inet'].port}"}
         if "unix" in milters:
@@ -181,6 +264,8 @@ def main() -> int:
         cpu: dict[str, float] = {m: 0.0 for m in modes}
         redis_cpu = 0.0
         fallbacks_before = fallbacks(milters.get("redis"))
+        # policy_dunno's connections and requests during the timed dunno runs.
+        dunno_connections = dunno_requests = 0
         loads = [loadavg()]
         for run in range(1, args.runs + 1):
             shift = (run - 1) % len(modes)
@@ -188,11 +273,17 @@ def main() -> int:
                 m = milters.get(mode)
                 log(f"run {run}/{args.runs} {mode:>5}: smtp-source -m {args.messages} -s {args.sessions}"
                     f"  (load {loadavg()})")
-                cpu0 = cpu_seconds(m.pid) if m else 0.0
+                pid = m.pid if m else dunno.process.pid if mode == "dunno" else None
+                cpu0 = cpu_seconds(pid) if pid else 0.0
                 redis0 = cpu_seconds(redis.process.pid) if redis and mode == "redis" else 0.0
+                dunno0 = dunno.stats() if mode == "dunno" else None
                 t = run_source(postfix.port(mode), args.messages, args.sessions, args.same_session)
-                if m:
-                    cpu[mode] += cpu_seconds(m.pid) - cpu0
+                if pid:
+                    cpu[mode] += cpu_seconds(pid) - cpu0
+                if dunno0:
+                    dunno1 = dunno.stats()
+                    dunno_connections += dunno1["connections"] - dunno0["connections"]
+                    dunno_requests += dunno1["requests"] - dunno0["requests"]
                 if redis and mode == "redis":
                     redis_cpu += cpu_seconds(redis.process.pid) - redis0
                 times[mode].append(t)
@@ -201,21 +292,23 @@ def main() -> int:
         loads.append(loadavg())
 
         refusals = len(re.findall(r"milter-reject|reject: ", postfix.log_text()))
+        policy_address = f"127.0.0.1:{dunno.port}" if dunno else None
         milter_warnings = [l for l in postfix.log_text().splitlines()
-                           if "warning:" in l and "milter" in l.lower()]
+                           if "warning:" in l and ("milter" in l.lower() or (policy_address and policy_address in l))]
         postfix.assert_log_clean()
 
         log("")
         log(f"Postfix throughput, smtp-source -m {args.messages} -s {args.sessions}"
             f"{' -d' if args.same_session else ''}, best of {args.runs}, {os.cpu_count()} CPUs")
         log(f"load before {loads[0]}, after {loads[1]}")
-        log(f"{'milter':<8} {'best s':>8} {'msg/s':>8} {'ratio':>6} {'median s':>9} {'CPU ms/msg':>11}   runs (s)")
+        log(f"{'filter':<8} {'best s':>8} {'msg/s':>8} {'ratio':>6} {'median s':>9} {'CPU ms/msg':>11}   runs (s)")
         base = min(times["none"]) if "none" in times else None
         for mode in modes:
             best = min(times[mode])
             ratio = f"{base / best:.2f}" if base else "-"
             runs = " ".join(f"{t:.2f}" for t in times[mode])
-            per_msg = f"{1000 * cpu[mode] / (args.messages * args.runs):.3f}" if mode in milters else "-"
+            per_msg = (f"{1000 * cpu[mode] / (args.messages * args.runs):.3f}"
+                       if mode in milters or mode == "dunno" else "-")
             log(f"{mode:<8} {best:8.2f} {args.messages / best:8.0f} {ratio:>6} "
                 f"{statistics.median(times[mode]):9.2f} {per_msg:>11}   {runs}")
         if "redis" in times and "inet" in times:
@@ -224,11 +317,20 @@ def main() -> int:
                 f"{statistics.median(times['inet']) / statistics.median(times['redis']):.3f}  (target >= 0.95)")
             log(f"redis-server CPU {1000 * redis_cpu / (args.messages * args.runs):.3f} ms/msg; the redis milter's "
                 f"fallbacks during the runs: {fallbacks(milters['redis']) - fallbacks_before}")
-        log(f"refused by Postfix or milter: {refusals}; milter warnings in mail.log: {len(milter_warnings)}")
+        if dunno:
+            final = dunno.stats()
+            log(f"policy_dunno during the timed dunno runs: {dunno_requests} requests for "
+                f"{args.messages * args.runs} messages over {dunno_connections} new connections; "
+                f"malformed in all: {final['malformed']}")
+        log(f"refused by Postfix, milter or policy service: {refusals}; "
+            f"milter/policy warnings in mail.log: {len(milter_warnings)}")
         for line in milter_warnings[:5]:
             log("  " + line)
         for name, m in milters.items():
             m.stop()
+        if dunno and (dunno_requests != args.messages * args.runs or final["malformed"]):
+            log("policy_dunno did not answer exactly one request per message")
+            return 1
         return 1 if refusals else 0
 
 

@@ -1082,6 +1082,12 @@ void RaftDriver::handleForward(const std::string& peer, const RaftControl& contr
     if (!decoded.document) {
       result.refusal = decoded.error;
       refusal_status = 400;
+    } else if (decoded.document->text.size() > kMaxPolicyTextBytes) {
+      // Checked where it was proposed too; a larger entry could never be replicated
+      // (kMaxEntriesPerAppend of them must fit one frame).
+      result.refusal = "the policy is " + std::to_string(decoded.document->text.size()) + " bytes; at most " +
+                       std::to_string(kMaxPolicyTextBytes) + " are replicated";
+      refusal_status = 400;
     } else {
       conf::PolicyDocument document = std::move(*decoded.document);
       const std::uint64_t next = nextPolicyVersion();

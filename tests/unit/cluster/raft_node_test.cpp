@@ -201,6 +201,11 @@ TEST_F(RaftNodeTest, APolicyProposedOnAFollowerIsAppliedEverywhereAndAStaleBaseI
   const PolicyResult stale = b.propose(policyWithLimit(30), 1);
   EXPECT_EQ(stale.status, 409) << stale.error;
   EXPECT_NE(stale.error.find("version 2 is current"), std::string::npos) << stale.error;
+  // A policy larger than Raft replicates is refused before anything is proposed.
+  std::string huge = policyWithLimit(50) + "# " + std::string(128 * 1024, 'x') + "\n";
+  const PolicyResult too_big = follower->propose(huge);
+  EXPECT_EQ(too_big.status, 400) << too_big.error;
+  EXPECT_NE(too_big.error.find("at most 131072"), std::string::npos) << too_big.error;
   // Without a base: on top of whatever is current.
   const PolicyResult next = c.propose(policyWithLimit(40));
   ASSERT_EQ(next.status, 200) << next.error;

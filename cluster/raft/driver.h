@@ -121,6 +121,11 @@ class RaftDriver final : public PolicyService {
 
  private:
   using Clock = std::chrono::steady_clock;
+  static constexpr int kElectionTicks = 10;  // the election timeout in ticks
+  // A policy document's text is at most this big: Raft appends carry up to
+  // kMaxEntriesPerAppend of them in one frame of at most 1 MiB.
+  static constexpr std::size_t kMaxPolicyTextBytes = 128 * 1024;
+  static constexpr std::size_t kMaxEntriesPerAppend = 4;
   struct PeerState {
     NodeId raft_id = kNoNode;
     bool status_seen = false;

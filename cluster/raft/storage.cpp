@@ -429,6 +429,17 @@ void Storage::saveHardState(const HardState& hard_state) {
   writeFileAtomically(std::string(kHardStateName), bytes);
 }
 
+std::optional<std::string> Storage::readIdentity() const {
+  const fs::path path = dir_ / kIdentityFileName;
+  if (!fs::exists(path)) return std::nullopt;
+  return readWholeFile(path);
+}
+
+void Storage::saveIdentity(std::string_view text) {
+  checkUsable();
+  writeFileAtomically(std::string(kIdentityFileName), text);
+}
+
 void Storage::saveSnapshot(const StoredSnapshot& snapshot) {
   checkUsable();
   std::string bytes;

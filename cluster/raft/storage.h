@@ -88,8 +88,8 @@ class ByteBudget final : public WriteGate {
   std::uint64_t left_;
 };
 
-// The driver's file in the same folder (driver.h: which node the folder belongs to, its
-// Raft id). The storage neither reads nor writes it, and does not warn about it.
+// The driver's file in the same folder (identity.h: which node the folder belongs to,
+// its Raft id), read and written through readIdentity() and saveIdentity().
 inline constexpr std::string_view kIdentityFileName = "identity";
 
 struct StorageOptions {
@@ -139,6 +139,11 @@ class Storage {
   void saveHardState(const HardState& hard_state);
   // Durable on return, like saveHardState. The log is not touched: compact() next.
   void saveSnapshot(const StoredSnapshot& snapshot);
+  // The identity file (kIdentityFileName): its text, nullopt when there is none; and
+  // written like the hard state (temp file, fsync, rename, folder fsync). The storage
+  // does not read what it says (identity.h does).
+  std::optional<std::string> readIdentity() const;
+  void saveIdentity(std::string_view text);
   // A snapshot received from the leader (the core's Ready::snapshot): saved like
   // saveSnapshot, then, when the stored log does not hold the snapshot's last entry
   // with its term, the whole stored log is deleted, newest segment first with the

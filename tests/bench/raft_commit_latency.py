@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import sys
 import tempfile
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
-from cluster_harness import FAST_TIMING, Node  # noqa: E402
-from harness import free_port, rule  # noqa: E402
-from raft_harness import (percentile, policy_doc, policy_toml, put_policy, request, wait_formed,  # noqa: E402
+from cluster_harness import Node  # noqa: E402
+from harness import rule  # noqa: E402
+from raft_harness import (BenchTrio, percentile, policy_toml, put_policy, request, wait_formed,  # noqa: E402
                           wait_version)
 
 MODES = {"disk": None, "shm": "/dev/shm"}
@@ -53,40 +51,14 @@ def fs_type(path: str) -> str:
     return kind
 
 
-class Cluster:
-    """Three nodes with their state_dir under `state_root`; stopped by close()."""
+class Cluster(BenchTrio):
+    """Three nodes with their state_dir under `state_root`, formed and at version 1."""
 
     def __init__(self, state_root: str, election_timeout: str):
-        self.cleanups: list = []
-        self.workdir = harness.make_workdir("bench-raft", self.cleanups.append)
+        super().__init__("bench-raft", election_timeout, state_root)
         self.state_root = state_root
-        secret = os.path.join(self.workdir, "secret")
-        with open(secret, "w") as f:
-            f.write(secrets.token_hex(32))
-        os.chmod(secret, 0o600)
-        case = types.SimpleNamespace(workdir=self.workdir, addCleanup=self.cleanups.append)
-        ids = ["n1", "n2", "n3"]
-        ports = {i: free_port() for i in ids}
-        self.nodes = []
-        for i in ids:
-            cluster = dict(FAST_TIMING, enabled=True, bind=f"127.0.0.1:{ports[i]}",
-                           seeds=[f"127.0.0.1:{ports[s]}" for s in ids if s != i],
-                           shared_secret_file=secret, bootstrap_expect=3, election_timeout=election_timeout)
-            state_dir = os.path.join(state_root, i)
-            os.makedirs(state_dir)
-            extra = dict(policy_doc(rule("per_ip", 1000, "1h")), log={"level": "info"}, node={"state_dir": state_dir})
-            self.nodes.append(Node(case, i, cluster, extra))
-        for n in self.nodes:
-            n.start()
         self.leader = wait_formed(self.nodes, timeout=60)
         wait_version(self.nodes, 1, timeout=60)
-
-    def close(self):
-        for fn in reversed(self.cleanups):
-            try:
-                fn()
-            except Exception as e:  # keep cleaning up
-                print(f"cleanup: {e}", file=sys.stderr)
 
 
 def measure(node: Node, changes: int, warmup: int, serial: list[int]) -> list[float]:

@@ -21,49 +21,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import threading
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
-from cluster_harness import FAST_TIMING, Node  # noqa: E402
-from harness import free_port, rule, wait_until  # noqa: E402
-from raft_harness import (formed, health, leader_of, percentile, policy_doc, policy_toml, policy_version, put_policy,  # noqa: E402
-                          restart, wait_formed)
+from cluster_harness import Node  # noqa: E402
+from harness import rule, wait_until  # noqa: E402
+from raft_harness import (BenchTrio, formed, health, leader_of, percentile, policy_toml,  # noqa: E402
+                          policy_version, put_policy, restart, wait_formed)
 
 
-class Cluster:
-    def __init__(self, election_timeout: str):
-        self.cleanups: list = []
-        self.workdir = harness.make_workdir("bench-failover", self.cleanups.append)
-        secret = os.path.join(self.workdir, "secret")
-        with open(secret, "w") as f:
-            f.write(secrets.token_hex(32))
-        os.chmod(secret, 0o600)
-        case = types.SimpleNamespace(workdir=self.workdir, addCleanup=self.cleanups.append)
-        ids = ["n1", "n2", "n3"]
-        ports = {i: free_port() for i in ids}
-        self.nodes = []
-        for i in ids:
-            cluster = dict(FAST_TIMING, enabled=True, bind=f"127.0.0.1:{ports[i]}",
-                           seeds=[f"127.0.0.1:{ports[s]}" for s in ids if s != i],
-                           shared_secret_file=secret, bootstrap_expect=3, election_timeout=election_timeout)
-            extra = dict(policy_doc(rule("per_ip", 1000, "1h")), log={"level": "info"})
-            self.nodes.append(Node(case, i, cluster, extra))
-        for n in self.nodes:
-            n.start()
-
-    def close(self):
-        for fn in reversed(self.cleanups):
-            try:
-                fn()
-            except Exception as e:  # keep cleaning up
-                print(f"cleanup: {e}", file=sys.stderr)
+def Cluster(election_timeout: str) -> BenchTrio:
+    return BenchTrio("bench-failover", election_timeout)
 
 
 def settled(nodes: list[Node]) -> Node | None:

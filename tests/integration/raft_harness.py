@@ -13,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
+import sys
 import time
 from typing import Iterable, Optional, Sequence
 
 from cluster_harness import FAST_TIMING, Node
-from harness import HarnessError, MilterClient, http_unix, to_toml, wait_until
+import harness
+from harness import HarnessError, MilterClient, free_port, http_unix, rule, to_toml, wait_until
 
 ELECTION_TIMEOUT_S = 0.3
 RAFT_TIMING = dict(FAST_TIMING, election_timeout="300ms")
@@ -226,3 +229,41 @@ def mail_check(node: Node, ip: str, sender: str = "<sender@example.org>") -> tup
         return code, data.rstrip(b"\0").decode(errors="replace")
     finally:
         c.quit()
+
+
+class BenchTrio:
+    """Three started nodes for the Raft benchmarks (tests/bench/raft_*.py), outside any
+    test case: n1..n3 on loopback, bootstrap_expect = 3, one per-IP rule as the seed
+    policy, each node's state_dir under `state_root` when given. Stopped by close()."""
+
+    def __init__(self, name: str, election_timeout: str, state_root: str | None = None):
+        import types
+        self.cleanups: list = []
+        self.workdir = harness.make_workdir(name, self.cleanups.append)
+        secret = os.path.join(self.workdir, "secret")
+        with open(secret, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.chmod(secret, 0o600)
+        case = types.SimpleNamespace(workdir=self.workdir, addCleanup=self.cleanups.append)
+        ids = ["n1", "n2", "n3"]
+        ports = {i: free_port() for i in ids}
+        self.nodes: list[Node] = []
+        for i in ids:
+            cluster = dict(FAST_TIMING, enabled=True, bind=f"127.0.0.1:{ports[i]}",
+                           seeds=[f"127.0.0.1:{ports[s]}" for s in ids if s != i],
+                           shared_secret_file=secret, bootstrap_expect=3, election_timeout=election_timeout)
+            extra = dict(policy_doc(rule("per_ip", 1000, "1h")), log={"level": "info"})
+            if state_root is not None:
+                state_dir = os.path.join(state_root, i)
+                os.makedirs(state_dir)
+                extra["node"] = {"state_dir": state_dir}
+            self.nodes.append(Node(case, i, cluster, extra))
+        for n in self.nodes:
+            n.start()
+
+    def close(self) -> None:
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:  # keep cleaning up
+                print(f"cleanup: {e}", file=sys.stderr)

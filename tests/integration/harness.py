@@ -26,6 +26,7 @@ import contextlib
 import email.parser
 import email.policy
 import email.utils
+import fcntl
 import glob
 import http.client
 import json
@@ -91,12 +92,35 @@ def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_DEADLIN
 
 _port_lock = threading.Lock()
 _ports_handed_out: set[int] = set()
+# One lock file per port handed out, held (flock) for the life of this process: the
+# test files run in parallel (ctest -j), and a port one of them reserved for a whole
+# class (a Postfix trio's milter ports) is not bound while no milter runs on it, so a
+# bind probe alone would let another process take it. The kernel drops the locks when
+# a process dies, so nothing stale is left to clean.
+_PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "zetian-test-ports")
+_port_lock_files: list = []
+
+
+def _reserve_across_processes(port: int) -> bool:
+    if not os.path.isdir(_PORT_LOCK_DIR):
+        os.makedirs(_PORT_LOCK_DIR, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(_PORT_LOCK_DIR, 0o1777)
+    f = open(os.path.join(_PORT_LOCK_DIR, str(port)), "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    _port_lock_files.append(f)
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free now on `host`. Chosen at random below the kernel's
     ephemeral range (32768+) so an outgoing connection cannot take it before the
-    server binds it, and never the same twice in one process."""
+    server binds it, never the same twice in one process, and never one another test
+    process holds (see _reserve_across_processes)."""
     with _port_lock:
         for _ in range(500):
             port = random.randint(20000, 32000)
@@ -107,6 +131,8 @@ def free_port(host: str = "127.0.0.1") -> int:
                     s.bind((host, port))
                 except OSError:
                     continue
+            if not _reserve_across_processes(port):
+                continue
             _ports_handed_out.add(port)
             return port
     raise HarnessError("no free TCP port found")

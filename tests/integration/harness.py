@@ -1328,8 +1328,9 @@ class Milter:
         os.makedirs(self.workdir, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         self.cleanup = cleanup
-        self.port = port if port is not None else (None if socket_spec else free_port())
-        self.socket_spec = socket_spec or f"inet:{self.port}@127.0.0.1"
+        # socket_spec="": no milter listener at all (a node serving only policy requests).
+        self.port = port if port is not None else (None if socket_spec is not None else free_port())
+        self.socket_spec = socket_spec if socket_spec is not None else f"inet:{self.port}@127.0.0.1"
         self.health_socket = os.path.join(self.workdir, "health.sock")
         self.state_dir = os.path.join(self.workdir, "state")
         os.makedirs(self.state_dir, exist_ok=True)
@@ -1406,7 +1407,17 @@ class Milter:
             path = self.socket_spec[5:]
             wait_until(lambda: os.path.exists(path), timeout, what=f"milter socket {path}",
                        diagnostics=self.log_tail)
+        if self.policy_spec:
+            # Checked without connecting: a probe connection that says nothing would
+            # show up in the policy host's connection and malformed-request counts.
+            wait_until(lambda: policy_socket_listening(self.policy_spec), timeout,
+                       what=f"policy socket {self.policy_spec}", diagnostics=self.log_tail)
         return self
+
+    @property
+    def policy_spec(self) -> str:
+        """The node's `[policy] socket` ("" when it serves no policy requests)."""
+        return str(self.extra.get("policy", {}).get("socket", ""))
 
     def _ready(self) -> bool:
         try:
@@ -1611,6 +1622,61 @@ class MilterClient:
         self.close()
 
 
+# --------------------------------------------------------------------------- policy delegation
+
+
+def policy_socket_listening(spec: str) -> bool:
+    """Whether a `[policy] socket` spec (inet:PORT@HOST, unix:PATH) is listening, seen
+    without connecting to it."""
+    kind, _, rest = spec.partition(":")
+    if kind == "unix":
+        return os.path.exists(rest)
+    port, _, host = rest.partition("@")
+    return tcp_listening(host or "127.0.0.1", int(port))
+
+
+def listening_tcp_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on (IPv4 and IPv6), from the socket inodes
+    of its open files matched against /proc/net/tcp{,6}."""
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            target = os.readlink(os.path.join(fd_dir, fd))
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def policy_service(port: int) -> str:
+    return f"check_policy_service inet:127.0.0.1:{port}"
+
+
+# What the harness Postfix does after our check: relay for mynetworks (every test
+# client is on loopback) and for SASL-authenticated clients, nothing else.
+RELAY_AFTER_POLICY = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+
+
+def policy_main_cf(port: int) -> dict[str, str]:
+    """main.cf settings that hook a policy server on 127.0.0.1:`port` where most sites
+    do (smtpd_recipient_restrictions only), with Postfix's client timeouts shortened so
+    a server that hangs fails a test in seconds rather than minutes (100 s default)."""
+    return {
+        "smtpd_recipient_restrictions": f"{policy_service(port)}, {RELAY_AFTER_POLICY}",
+        "smtpd_policy_service_timeout": "15s",
+        "smtpd_policy_service_max_idle": "300s",
+        "smtpd_policy_service_max_ttl": "1000s",
+    }
+
+
 # --------------------------------------------------------------------------- test bases
 
 
@@ -1622,12 +1688,14 @@ class PostfixTestCase(unittest.TestCase):
                       class (`milter_port`), where tests start their own Milter
       default_action  milter_default_action
       listeners       extra smtpd listeners {name: {param: value}}
+      main_cf         main.cf settings added or replaced
       sasl            start the Dovecot-protocol auth server and enable AUTH
     """
 
     milter_address: str = ""
     default_action: str = "tempfail"
     listeners: dict[str, dict[str, str]] = {}
+    main_cf: dict[str, str] = {}
     sasl: bool = False
     sasl_user = "alice@example.org"
     sasl_password = "s3cret"
@@ -1658,7 +1726,7 @@ class PostfixTestCase(unittest.TestCase):
                                                 cls.sasl_user, cls.sasl_password)
         cls.postfix = Postfix(cls.workdir, cls.addClassCleanup, cls.sink.port, milter=milter,
                               default_action=cls.default_action, listeners=cls.listeners,
-                              sasl_path=sasl_path)
+                              sasl_path=sasl_path, main_cf=dict(cls.main_cf))
 
     def setUp(self):
         super().setUp()
@@ -1734,3 +1802,68 @@ class PostfixTestCase(unittest.TestCase):
     def assertDelivered(self, result: MessageResult, count: int = 1) -> list[SinkMessage]:
         self.assertAccepted(result)
         return self.sink.wait_for(result.token, count, diagnostics=self.diagnostics)
+
+
+class PolicyPostfixTestCase(PostfixTestCase):
+    """One Postfix asking a zetian node over Postfix's policy delegation protocol
+    (check_policy_service, no milter) and that node, for the whole class.
+
+    The node (`cls.node`, a Milter with a `[policy]` section) listens on
+    `cls.policy_port`; tests give it their policy with `apply_policy()`, a reload, as
+    a running node gets it. A renamed rule starts with a fresh bucket, so each test
+    names its rules with `unique()` and nothing one test charged counts in another.
+    The node keeps its milter listener (on a port of its own, unused here) unless
+    `node_milter_socket` is set ("" turns it off).
+
+    Subclasses may add listeners and main.cf settings in `configure_postfix()` (where
+    `policy_port` is known) and set `node_extra` (more node config sections)."""
+
+    node: Milter
+    policy_port: int
+    node_extra: dict = {}
+    node_milter_socket: Optional[str] = None
+    _rule_serial = 0
+
+    @classmethod
+    def configure_postfix(cls) -> None:
+        """Called once cls.policy_port is known and before Postfix starts: a subclass
+        may add to cls.main_cf (a copy of its own) and set cls.listeners."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.policy_port = free_port()
+        cls.main_cf = dict(policy_main_cf(cls.policy_port), **cls.main_cf)
+        cls.configure_postfix()
+        super().setUpClass()
+        extra = {"policy": {"socket": f"inet:{cls.policy_port}@127.0.0.1"}}
+        for section, values in cls.node_extra.items():
+            extra.setdefault(section, {}).update(values)
+        cls.node = Milter(cls.workdir, cls.addClassCleanup, name="policy-node",
+                          socket_spec=cls.node_milter_socket, extra=extra)
+        cls.node.start()
+
+    def setUp(self):
+        super().setUp()
+        if not self.node.running():
+            self.fail("the class's policy node is not running\n" + self.node.log_tail())
+        self._node_log_start = len(self.node.log_text())
+
+    def unique(self, name: str) -> str:
+        """`name` with a serial of the class's own: a rule no earlier test charged."""
+        PolicyPostfixTestCase._rule_serial += 1
+        return f"{name}-{PolicyPostfixTestCase._rule_serial}"
+
+    def apply_policy(self, rules: Iterable[dict], exempt: Sequence[str] = (),
+                     exempt_authenticated: bool = False) -> None:
+        """Write the node's config with this policy and reload it (SIGUSR1); fails the
+        test if the node refuses it."""
+        self.node.write_config(rules, exempt, exempt_authenticated)
+        if not self.node.reload_with_signal():
+            self.fail("the node refused the reload\n" + self.node.log_tail())
+
+    def node_log(self) -> str:
+        """The node's log since this test began."""
+        return self.node.log_text()[self._node_log_start:]
+
+    def diagnostics(self, lines: int = 30) -> str:
+        return "\n".join([super().diagnostics(lines), self.node.log_tail(lines)])

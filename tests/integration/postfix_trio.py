@@ -17,19 +17,22 @@ import uuid
 from typing import Callable, Sequence
 
 from harness import (POSTFIX, SMTP_SINK, MessageResult, Postfix, SmtpSession, SmtpSink, free_port, make_workdir,
-                     wait_until)
+                     policy_main_cf, wait_until)
 
 
 class PostfixTrio:
     sink: SmtpSink
     postfixes: list[Postfix]
     milter_ports: list[int]
+    policy_ports: list[int]
     tag: str
 
     @classmethod
-    def start_postfix_trio(cls, name: str, ids: Sequence[str]) -> None:
+    def start_postfix_trio(cls, name: str, ids: Sequence[str], policy: bool = False) -> None:
         """The sink, then one Postfix per id, each pointed at a free port for its milter
-        (cls.milter_ports, in the order of `ids`). Skips the class (a failure under
+        (cls.milter_ports, in the order of `ids`), or with `policy`, at a free port for
+        its node's policy server instead (cls.policy_ports; check_policy_service in
+        smtpd_recipient_restrictions, no milter). Skips the class (a failure under
         CI=true) when Postfix is missing or the tests do not run as root."""
         if not POSTFIX or not SMTP_SINK:
             raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
@@ -40,11 +43,16 @@ class PostfixTrio:
         cls.class_dir = make_workdir(name, cleanup)
         cls.sink = SmtpSink(cls.class_dir, cleanup)
         cls.milter_ports = [free_port() for _ in ids]
+        cls.policy_ports = [free_port() for _ in ids] if policy else []
         cls.postfixes = []
-        for node_id, port in zip(ids, cls.milter_ports):
+        for i, (node_id, port) in enumerate(zip(ids, cls.milter_ports)):
             workdir = os.path.join(cls.class_dir, f"postfix-{node_id}")
             os.makedirs(workdir)
             os.chmod(workdir, 0o755)
+            if policy:
+                cls.postfixes.append(Postfix(workdir, cleanup, cls.sink.port, milter="",
+                                             main_cf=policy_main_cf(cls.policy_ports[i])))
+                continue
             cls.postfixes.append(Postfix(workdir, cleanup, cls.sink.port, milter=f"inet:127.0.0.1:{port}",
                                          default_action="tempfail"))
 

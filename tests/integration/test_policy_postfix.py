@@ -295,13 +295,18 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
 
     # -- a node that serves policy requests only
 
-    def test_node_without_milter_listener_serves_policy_requests(self):
-        spec = f"inet:{self.solo_port}@127.0.0.1"
-        name = self.unique("solo-ip")
-        node = Milter(self.workdir, self.addCleanup, rules=[rule(name, 2)], socket_spec="",
-                      extra={"policy": {"socket": spec}}, name=f"solo-{uuid.uuid4().hex[:4]}")
+    def start_solo_node(self, rules: list[dict], **policy: object) -> Milter:
+        """A node of this test's own on the `solo` listener's policy port, without a
+        milter listener; `policy`: more [policy] keys."""
+        node = Milter(self.workdir, self.addCleanup, rules=rules, socket_spec="",
+                      extra={"policy": {"socket": f"inet:{self.solo_port}@127.0.0.1", **policy}},
+                      name=f"solo-{uuid.uuid4().hex[:4]}")
         self._milters.append(node)
-        node.start()
+        return node.start()
+
+    def test_node_without_milter_listener_serves_policy_requests(self):
+        name = self.unique("solo-ip")
+        node = self.start_solo_node([rule(name, 2)])
         # Its only TCP listener is the policy socket (the health socket is a Unix one).
         self.assertEqual(listening_tcp_ports(node.pid), {self.solo_port}, node.log_tail())
         results = self.send(3, source="127.0.0.29", listener="solo")
@@ -314,7 +319,7 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         self.assertEqual(status, 200, body)
         host = json.loads(body).get("policy_host")
         self.assertIsInstance(host, dict, f"/health has no policy_host: {body}")
-        self.assertEqual(host.get("socket"), spec, body)
+        self.assertIn(str(self.solo_port), str(host.get("socket")), body)
         for key in ("connections", "max_connections", "sessions", "requests_total", "malformed_total"):
             self.assertIsInstance(host.get(key), int, f"policy_host.{key}: {body}")
         # One RCPT per message, each asked once.
@@ -328,6 +333,15 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         self.assertTrue(any(value >= 1 for action, value in rcpt.items() if action != "dunno"),
                         f"the refused RCPT is not counted under an action of its own: {samples}")
         self.assertEqual(listening_tcp_ports(node.pid), {self.solo_port}, node.log_tail())
+
+    def test_tempfail_action_defer_if_permit_answers_with_postfix_defer_code(self):
+        name = self.unique("defer-ip")
+        self.start_solo_node([rule(name, 1)], tempfail_action="defer_if_permit")
+        first, second = self.send(2, source="127.0.0.30", listener="solo")
+        self.assertAllRcptsAccepted(first)
+        # DEFER_IF_PERMIT: Postfix defers only because a later restriction
+        # (permit_mynetworks) permits, with its access_map_defer_code (450) and 4.7.1.
+        self.assertRcptRefused(second, 450, "4.7.1", name, "message over the limit")
 
 
 class PolicyClusterBehindPostfix(PostfixTrio, ClusterTestCase):

@@ -14,12 +14,16 @@ client addresses of its own. Extra smtpd listeners of the same Postfix hook the 
 service differently:
   eod     also in smtpd_end_of_data_restrictions (requests at END-OF-MESSAGE too);
   double  also in smtpd_relay_restrictions (every RCPT asked twice, identically);
-  solo    at a second policy port, where a test starts a node with no milter listener.
+  solo    at a second policy port, where a test starts a node with no milter listener;
+  unix    at a Unix socket, where a test starts a node as an unprivileged user.
 
 Then two nodes in one cluster, each behind its own Postfix, share a cluster-wide limit.
 """
 
+import grp
 import json
+import os
+import pwd
 import re
 import subprocess
 import unittest
@@ -27,7 +31,8 @@ import uuid
 
 from cluster_harness import ClusterTestCase, Node
 from harness import (RELAY_AFTER_POLICY, Milter, MessageResult, PolicyPostfixTestCase, Reply, SmtpSession,
-                     free_port, listening_tcp_ports, metric_samples, policy_service, rule, wait_until)
+                     free_port, listening_tcp_ports, make_workdir, metric_samples, policy_service, rule,
+                     wait_until)
 from postfix_trio import PostfixTrio
 
 POSTQUEUE = "/usr/sbin/postqueue"
@@ -35,6 +40,9 @@ POSTSUPER = "/usr/sbin/postsuper"
 TWO_RCPTS = ("first@example.net", "second@example.net")
 # Postfix's words before a policy server's text on a refused RCPT.
 RCPT_REJECTED = "Recipient address rejected"
+# The node on a Unix socket runs as this user and group (as in test_unix_socket.py).
+UNIX_USER = "nobody"
+UNIX_GROUP = "postfix"
 
 
 class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
@@ -43,17 +51,25 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
     @classmethod
     def configure_postfix(cls):
         cls.solo_port = free_port()
+        # The Unix socket's folder: the node (as `nobody`) creates the socket there,
+        # smtpd (as `postfix`) traverses it through the group.
+        cls.unix_dir = make_workdir("polunix", cls.addClassCleanup)
+        os.chown(cls.unix_dir, pwd.getpwnam(UNIX_USER).pw_uid, grp.getgrnam(UNIX_GROUP).gr_gid)
+        os.chmod(cls.unix_dir, 0o750)
+        cls.unix_socket = os.path.join(cls.unix_dir, "policy.sock")
         hook = policy_service(cls.policy_port)
         cls.main_cf.update({
             # Referenced by the listeners' -o overrides (master.cf values hold no spaces).
             "zt_policy_eod": hook,
             "zt_policy_relay": f"{hook}, permit_mynetworks, permit_sasl_authenticated, reject",
             "zt_policy_solo": f"{policy_service(cls.solo_port)}, {RELAY_AFTER_POLICY}",
+            "zt_policy_unix": f"check_policy_service unix:{cls.unix_socket}, {RELAY_AFTER_POLICY}",
         })
         cls.listeners = {
             "eod": {"smtpd_end_of_data_restrictions": "$zt_policy_eod"},
             "double": {"smtpd_relay_restrictions": "$zt_policy_relay"},
             "solo": {"smtpd_recipient_restrictions": "$zt_policy_solo"},
+            "unix": {"smtpd_recipient_restrictions": "$zt_policy_unix"},
         }
 
     @property
@@ -342,6 +358,23 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         # DEFER_IF_PERMIT: Postfix defers only because a later restriction
         # (permit_mynetworks) permits, with its access_map_defer_code (450) and 4.7.1.
         self.assertRcptRefused(second, 450, "4.7.1", name, "message over the limit")
+
+    def test_unix_socket_of_a_node_running_as_an_unprivileged_user(self):
+        """`[policy] socket = "unix:PATH"` with the milter socket's permissions: the node
+        drops to nobody:postfix with umask 0007, so smtpd reaches it through the group."""
+        name = self.unique("unix-ip")
+        node = Milter(self.workdir, self.addCleanup, rules=[rule(name, 1)], socket_spec="",
+                      extra={"policy": {"socket": f"unix:{self.unix_socket}"},
+                             "milter": {"user": UNIX_USER, "group": UNIX_GROUP, "umask": "0007"}},
+                      name=f"unix-{uuid.uuid4().hex[:4]}")
+        user = pwd.getpwnam(UNIX_USER)
+        for d in (node.workdir, node.state_dir):  # used after the privilege drop
+            os.chown(d, user.pw_uid, user.pw_gid)
+        self._milters.append(node)
+        node.start()
+        first, second = self.send(2, source="127.0.0.33", listener="unix")
+        self.assertAllRcptsAccepted(first)
+        self.assertRcptRefused(second, 451, "4.7.1", name, "message over the limit")
 
 
 class PolicyClusterBehindPostfix(PostfixTrio, ClusterTestCase):

@@ -140,9 +140,13 @@ int zetian_engine_reload(zetian_engine* engine, zetian_error_fn on_error, void* 
  * reload -1, option NULL, needs 0, log to stderr, a refused session). NULL: nothing. */
 void zetian_engine_close(zetian_engine* engine);
 
-/* A node option as text, for the host: "milter.socket", "milter.timeout_s",
- * "milter.default_action", "milter.user", "milter.group", "milter.umask" (octal, ""
- * when unset), "milter.pid_file", "node.id", "node.state_dir", "config.source".
+/* A node option as text, for the host: "milter.socket" ("" when the milter listener
+ * is off), "milter.timeout_s", "milter.default_action", "milter.user", "milter.group",
+ * "milter.umask" (octal, "" when unset), "milter.pid_file", "node.id",
+ * "node.state_dir", "config.source", "health.socket"; the policy host's
+ * "policy.socket" ("" when off), "policy.max_connections", "policy.idle_timeout_ms",
+ * "policy.request_timeout_ms", "policy.session_timeout_ms", "policy.max_sessions"
+ * (numbers in decimal) and "policy.tempfail_action" ("reply" or "defer_if_permit").
  * NULL for an unknown key. The pointer stays valid until the engine is closed. */
 const char* zetian_engine_option(zetian_engine* engine, const char* key);
 

@@ -1,5 +1,5 @@
-// The node-level sections: [node], [milter], [health], [log], [cluster], [redis],
-// [events]. Each builder starts from the defaults in config.h and overwrites what the
+// The node-level sections: [node], [milter], [policy], [health], [log], [cluster],
+// [redis], [events]. Each builder starts from the defaults in config.h and overwrites what the
 // file sets, so an absent key or section keeps its default.
 #include "conf/build.h"
 
@@ -150,7 +150,9 @@ void buildNode(TableReader r, Diagnostics& diag, NodeSection& node) {
 void buildMilter(TableReader r, MilterSection& milter, const AccountLookupFn& account_lookup) {
   if (auto socket = r.string("socket")) {
     std::string why;
-    if (checkMilterSocket(*socket, &why)) {
+    // "": no milter listener, for a node that serves only [policy] (checked in
+    // checkListeners, once both sections are read).
+    if (socket->empty() || checkMilterSocket(*socket, &why)) {
       milter.socket = *socket;
     } else {
       r.error("socket", "`milter.socket`: " + why);
@@ -189,6 +191,47 @@ void buildMilter(TableReader r, MilterSection& milter, const AccountLookupFn& ac
     }
   }
   if (auto pid = r.string("pid_file")) milter.pid_file = *pid;
+}
+
+void buildPolicyHost(TableReader r, PolicyHostSection& policy) {
+  if (auto socket = r.string("socket")) {
+    std::string why;
+    if (socket->empty() || checkMilterSocket(*socket, &why)) {
+      policy.socket = *socket;
+    } else {
+      r.error("socket", "`policy.socket`: " + why);
+    }
+  }
+  if (auto n = r.integer("max_connections", 1, 1'000'000)) policy.max_connections = *n;
+  // Each must be above zero: a zero timeout would close every connection (or session)
+  // before its first request.
+  if (auto d = r.duration("idle_timeout", Duration(1))) policy.idle_timeout = *d;
+  if (auto d = r.duration("request_timeout", Duration(1))) policy.request_timeout = *d;
+  if (auto d = r.duration("session_timeout", Duration(1))) policy.session_timeout = *d;
+  if (auto n = r.integer("max_sessions", 1, 10'000'000)) policy.max_sessions = *n;
+  if (auto a = r.choice("tempfail_action", policyTempfailActionNames())) policy.tempfail_action = *a;
+}
+
+// The two listeners together: at least one, and not both on one address (the second
+// bind would fail at start, after --check-config said the file was fine).
+void checkListeners(TableReader milter_reader, TableReader policy_reader, Diagnostics& diag, const MilterSection& milter,
+                    const PolicyHostSection& policy) {
+  if (milter.socket.empty() && policy.socket.empty()) {
+    const std::string message = "nothing to listen on: set milter.socket or policy.socket (or both)";
+    if (milter_reader.has("socket")) {
+      milter_reader.error("socket", message);
+    } else if (policy_reader.has("socket")) {
+      policy_reader.error("socket", message);
+    } else {
+      diag.atFile(message);
+    }
+    return;
+  }
+  if (!milter.socket.empty() && !policy.socket.empty() && listenersCollide(milter.socket, policy.socket)) {
+    policy_reader.error("socket", "`policy.socket` " + quoteValue(policy.socket) + " is the same address as `milter.socket` " +
+                                      quoteValue(milter.socket) + "; give the policy host a port or path of its own, "
+                                      "e.g. \"inet:10031@127.0.0.1\"");
+  }
 }
 
 void buildHealth(TableReader r, HealthSection& health) {
@@ -539,6 +582,9 @@ Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLook
   TableReader top(diag, &root, "");
   buildNode(TableReader(diag, top.subtable("node"), "node"), diag, config.node);
   buildMilter(TableReader(diag, top.subtable("milter"), "milter"), config.milter, account_lookup);
+  buildPolicyHost(TableReader(diag, top.subtable("policy"), "policy"), config.policy_host);
+  checkListeners(TableReader(diag, top.subtable("milter"), "milter"), TableReader(diag, top.subtable("policy"), "policy"),
+                 diag, config.milter, config.policy_host);
   buildHealth(TableReader(diag, top.subtable("health"), "health"), config.health);
   buildLog(TableReader(diag, top.subtable("log"), "log"), config.log);
   buildCluster(TableReader(diag, top.subtable("cluster"), "cluster"), diag, config.cluster, config.milter);

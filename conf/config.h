@@ -43,6 +43,10 @@ enum class Store { Local, Redis };
 // How a rule key's owner is chosen: by the key itself, or, for client-keyed rules, by
 // the client's IP address (one owner per SMTP session's client checks).
 enum class AffinityMethod { Key, SourceIp };
+// How the policy-delegation host answers a tempfail verdict: with the rule's 4xx reply
+// ("action=451 4.7.1 text"), or with DEFER_IF_PERMIT (Postfix defers only when no later
+// restriction rejects, the way postfwd and policyd sites often run).
+enum class PolicyTempfailAction { Reply, DeferIfPermit };
 
 // The names used in zetian.toml ("client_ip", "rcpt", "dry_run", ...).
 std::string_view keyKindName(KeyKind k);
@@ -58,6 +62,7 @@ std::string_view consistencyName(Consistency c);
 std::string_view failModeName(FailMode m);
 std::string_view affinityMethodName(AffinityMethod m);
 std::string_view storeName(Store s);
+std::string_view policyTempfailActionName(PolicyTempfailAction a);
 
 // "1h", "10m", "5s", "250ms", "1d"; the largest unit that divides the duration.
 std::string formatDuration(Duration d);
@@ -109,13 +114,25 @@ struct NodeSection {
 };
 
 struct MilterSection {
-  std::string socket = "inet:8891@127.0.0.1";
+  std::string socket = "inet:8891@127.0.0.1";  // "": no milter listener ([policy] serves)
   Duration timeout = std::chrono::seconds(10);
   DefaultAction default_action = DefaultAction::Accept;
   std::string user;   // empty: keep the user we were started as
   std::string group;  // empty: the user's primary group
   std::optional<unsigned> umask;  // e.g. 0007 for a Unix socket Postfix's group can use
   std::string pid_file;
+};
+
+// [policy]: the Postfix policy-delegation host (check_policy_service) inside
+// zetian-milter. Fixed for the life of the process, like [milter].
+struct PolicyHostSection {
+  std::string socket;  // libmilter's socket syntax, as milter.socket; "": off
+  std::int64_t max_connections = 1000;
+  Duration idle_timeout = std::chrono::minutes(10);     // no request in progress
+  Duration request_timeout = std::chrono::seconds(10);  // first byte to the empty line
+  Duration session_timeout = std::chrono::minutes(10);  // an engine session without a request
+  std::int64_t max_sessions = 100000;
+  PolicyTempfailAction tempfail_action = PolicyTempfailAction::Reply;
 };
 
 struct HealthSection {
@@ -215,6 +232,7 @@ struct Config {
   std::string source;  // file name, or "<embedded default>"
   NodeSection node;
   MilterSection milter;
+  PolicyHostSection policy_host;  // the [policy] section (`policy` is the rules' Policy)
   HealthSection health;
   LogSection log;
   ClusterSection cluster;

@@ -49,6 +49,10 @@ constexpr std::array<NamedValue<DefaultAction>, 2> kDefaultActions{{
     {"accept", DefaultAction::Accept},
     {"tempfail", DefaultAction::Tempfail},
 }};
+constexpr std::array<NamedValue<PolicyTempfailAction>, 2> kPolicyTempfailActions{{
+    {"reply", PolicyTempfailAction::Reply},
+    {"defer_if_permit", PolicyTempfailAction::DeferIfPermit},
+}};
 constexpr std::array<NamedValue<LogLevel>, 4> kLogLevels{{
     {"error", LogLevel::Error},
     {"warn", LogLevel::Warn},
@@ -130,6 +134,7 @@ std::span<const NamedValue<FailMode>> failModeNames() { return kFailModes; }
 std::span<const NamedValue<AffinityMethod>> affinityMethodNames() { return kAffinityMethods; }
 std::span<const NamedValue<state::Algorithm>> algorithmNames() { return kAlgorithms; }
 std::span<const NamedValue<Store>> storeNames() { return kStores; }
+std::span<const NamedValue<PolicyTempfailAction>> policyTempfailActionNames() { return kPolicyTempfailActions; }
 
 std::string_view keyKindName(KeyKind k) { return nameOf(kKeyKinds, k); }
 std::string_view stageName(Stage s) { return nameOf(kStages, s); }
@@ -144,6 +149,7 @@ std::string_view consistencyName(Consistency c) { return nameOf(kConsistencies, 
 std::string_view failModeName(FailMode m) { return nameOf(kFailModes, m); }
 std::string_view affinityMethodName(AffinityMethod m) { return nameOf(kAffinityMethods, m); }
 std::string_view storeName(Store s) { return nameOf(kStores, s); }
+std::string_view policyTempfailActionName(PolicyTempfailAction a) { return nameOf(kPolicyTempfailActions, a); }
 
 std::string formatDuration(Duration d) {
   const std::int64_t ms = d.count();

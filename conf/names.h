@@ -31,6 +31,7 @@ std::span<const NamedValue<FailMode>> failModeNames();
 std::span<const NamedValue<AffinityMethod>> affinityMethodNames();
 std::span<const NamedValue<state::Algorithm>> algorithmNames();
 std::span<const NamedValue<Store>> storeNames();
+std::span<const NamedValue<PolicyTempfailAction>> policyTempfailActionNames();
 
 template <class E>
 std::optional<E> lookupName(std::span<const NamedValue<E>> table, std::string_view name) {

@@ -21,6 +21,15 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"milter.umask", String},
     {"milter.pid_file", String},
 
+    {"policy", Table},
+    {"policy.socket", String},
+    {"policy.max_connections", Integer},
+    {"policy.idle_timeout", Duration},
+    {"policy.request_timeout", Duration},
+    {"policy.session_timeout", Duration},
+    {"policy.max_sessions", Integer},
+    {"policy.tempfail_action", String},
+
     {"health", Table},
     {"health.socket", String},
     {"health.socket_mode", String},

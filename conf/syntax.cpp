@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 
 #include "conf/net.h"
@@ -238,6 +239,56 @@ bool checkMilterSocket(std::string_view text, std::string* error) {
   }
   if (!addr && !isHostName(host)) return fail(error, quoteValue(host) + " is neither an IP address nor a host name");
   return true;
+}
+
+namespace {
+
+// One listener of a libmilter spec, as far as an address clash is concerned.
+struct ListenerAddress {
+  bool unix_path = false;
+  bool inet6 = false;
+  std::string_view port;  // or the path
+  std::string_view host;  // "" for every address
+};
+
+ListenerAddress listenerAddress(std::string_view spec) {
+  ListenerAddress out;
+  const auto colon = spec.find(':');
+  const std::string_view type = spec.substr(0, colon);
+  const std::string_view rest = colon == std::string_view::npos ? std::string_view() : spec.substr(colon + 1);
+  if (type == "unix" || type == "local") {
+    out.unix_path = true;
+    out.port = rest;
+    return out;
+  }
+  out.inet6 = type == "inet6";
+  const auto at = rest.find('@');
+  out.port = rest.substr(0, at);
+  if (at != std::string_view::npos) out.host = rest.substr(at + 1);
+  if (const auto addr = IpAddress::parse(out.host); addr && addr->masked(0) == *addr) out.host = {};
+  return out;
+}
+
+bool sameHost(std::string_view a, std::string_view b) {
+  const auto x = IpAddress::parse(a);
+  const auto y = IpAddress::parse(b);
+  if (x && y) return *x == *y;
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char c, char d) {
+           return std::tolower(static_cast<unsigned char>(c)) == std::tolower(static_cast<unsigned char>(d));
+         });
+}
+
+}  // namespace
+
+bool listenersCollide(std::string_view a, std::string_view b) {
+  const ListenerAddress x = listenerAddress(a);
+  const ListenerAddress y = listenerAddress(b);
+  if (x.unix_path || y.unix_path) return x.unix_path && y.unix_path && x.port == y.port;
+  if (parsePort(x.port) != parsePort(y.port)) return false;
+  if (x.host.empty() && y.host.empty()) return true;
+  if (x.host.empty()) return x.inet6 || !y.inet6;
+  if (y.host.empty()) return y.inet6 || !x.inet6;
+  return sameHost(x.host, y.host);
 }
 
 std::optional<unsigned> parseOctalMode(std::string_view text, std::string* error) {

@@ -60,6 +60,13 @@ bool isHostName(std::string_view text);
 // "inet6:PORT@HOST", "inet6:PORT", "unix:/abs/path", "local:/abs/path".
 bool checkMilterSocket(std::string_view text, std::string* error = nullptr);
 
+// True when two valid libmilter socket specs would listen on the same address: the
+// same Unix path (unix: and local: alike), or the same TCP port on the same host, where
+// a spec without host (or 0.0.0.0, ::) takes every address of its family and an
+// inet6 one every IPv4 address too (Linux's dual-stack default). Host names are
+// compared as written: "localhost" and "127.0.0.1" are not found to collide.
+bool listenersCollide(std::string_view a, std::string_view b);
+
 // A Unix socket path: non-empty, fits in sockaddr_un.
 bool checkUnixSocketPath(std::string_view path, std::string* error = nullptr);
 

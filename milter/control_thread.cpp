@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -67,7 +69,10 @@ void wakeListener(const std::string& spec) {
 // means stop). It also waits for the stop signals, competing with libmilter's own
 // signal thread: whichever receives one, the listener is asked to stop and woken.
 std::atomic<bool> g_stopping{false};
-std::string g_socket_spec;
+std::string g_socket_spec;  // "": the milter listener is off
+std::mutex g_stop_mutex;
+std::condition_variable g_stop_cv;
+bool g_stop_requested = false;
 
 void* controlThread(void*) {
   sigset_t set;
@@ -88,6 +93,14 @@ void* controlThread(void*) {
       logLine(2, "reload requested signal=SIGUSR1");
       zetian_engine_reload(
           g_engine, [](void*, const char* message) { logLine(0, std::string("reload_error ") + message); }, nullptr);
+    } else if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && g_socket_spec.empty()) {
+      logLine(2, std::string("stop requested signal=") +
+                     (sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP"));
+      std::lock_guard lock(g_stop_mutex);
+      g_stop_requested = true;
+      g_stop_cv.notify_all();
+    } else if (g_socket_spec.empty()) {
+      continue;  // no libmilter listener to stop or wake
     } else if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && !stopper.joinable()) {
       logLine(2, std::string("stop requested signal=") +
                      (sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP"));
@@ -110,6 +123,11 @@ void start(zetian_engine* engine, const std::string& socket_spec) {
   g_engine = engine;
   g_socket_spec = socket_spec;
   pthread_create(&g_thread, nullptr, &controlThread, nullptr);
+}
+
+void waitForStop() {
+  std::unique_lock lock(g_stop_mutex);
+  g_stop_cv.wait(lock, [] { return g_stop_requested; });
 }
 
 void stop() {

@@ -22,9 +22,12 @@
 namespace zetian::milter::control {
 
 // Start the thread. `socket_spec` is the milter socket (libmilter's syntax), used to
-// wake the listener.
+// wake the listener; "" when the milter listener is off (policy host only): a stop
+// signal then ends waitForStop().
 void start(zetian_engine* engine, const std::string& socket_spec);
-// After smfi_main() has returned: end the thread and wait for it.
+// With the milter off: block until SIGTERM, SIGINT or SIGHUP arrived.
+void waitForStop();
+// After smfi_main() (or waitForStop()) has returned: end the thread and wait for it.
 void stop();
 
 }  // namespace zetian::milter::control

@@ -1,6 +1,7 @@
-// zetian-milter: the libmilter host. It speaks the milter protocol with Postfix or
-// Sendmail and hands every stage to the engine (libzetian, zetian.h); it knows
-// nothing of rules or clusters.
+// zetian-milter: the MTA hosts. It speaks the milter protocol with Postfix or Sendmail
+// (milter.socket) and Postfix's policy delegation protocol (policy.socket), either or
+// both, and hands every stage to the engine (libzetian, zetian.h); it knows nothing of
+// rules or clusters.
 //
 // Start-up order matters:
 //   1. parse the configuration (engine open: no threads yet);
@@ -13,8 +14,11 @@
 //      (only when no one answers on it), and open the milter socket as the
 //      unprivileged user so the MTA's group can use a Unix socket;
 //   5. start the engine (cluster thread, health socket) and the SIGUSR1 reload thread;
-//   6. smfi_main() until SIGTERM/SIGINT/SIGHUP. At exit, remove only the pid file and
-//      socket this process created.
+//      The policy socket is opened the same way, by the policy server (policy_server.h),
+//      which then runs on a thread of its own;
+//   6. smfi_main() until SIGTERM/SIGINT/SIGHUP (with the milter off, the control
+//      thread's stop signal). At exit, stop the policy server, and remove only the pid
+//      file and sockets this process created.
 //
 // The files beside this one, one concept each: options (command line), process
 // (instance lock, file limit, pid file, privileges, stale socket), callbacks
@@ -30,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +43,7 @@
 #include "milter/control_thread.h"
 #include "milter/log.h"
 #include "milter/options.h"
+#include "milter/policy_server.h"
 #include "milter/process.h"
 #include "milter/quickack.h"
 #include "plugin/zetian.h"
@@ -94,9 +100,18 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   const std::string socket = zetian_engine_option(g_engine, "milter.socket");
+  const bool milter_on = !socket.empty();
   const std::string pid_file = zetian_engine_option(g_engine, "milter.pid_file");
   const std::string umask_text = zetian_engine_option(g_engine, "milter.umask");
   const bool unix_socket = socket.rfind("unix:", 0) == 0 || socket.rfind("local:", 0) == 0;
+  std::string policy_error;
+  const auto policy_options = zetian::milter::policy::serverOptionsOf(g_engine, &policy_error);
+  if (!policy_options) {
+    std::fprintf(stderr, "zetian-milter: %s\n", policy_error.c_str());
+    zetian_engine_close(g_engine);
+    return 1;
+  }
+  const bool policy_on = !policy_options->socket.empty();
   if (!process::lockInstance(zetian_engine_option(g_engine, "node.state_dir"),
                              zetian_engine_option(g_engine, "milter.user"))) {
     zetian_engine_close(g_engine);
@@ -111,12 +126,40 @@ int main(int argc, char** argv) {
   int exit_code = 1;
   bool pid_file_written = false;
   bool socket_opened = false;
+  std::string policy_socket_path;  // a Unix socket the policy server created
+  std::unique_ptr<zetian::milter::policy::Server> policy;
   do {
     if (!process::writePidFile(pid_file)) break;
     pid_file_written = !pid_file.empty();
     if (!process::dropPrivileges(zetian_engine_option(g_engine, "milter.user"), zetian_engine_option(g_engine, "milter.group")))
       break;
     if (!umask_text.empty()) umask(static_cast<mode_t>(std::strtoul(umask_text.c_str(), nullptr, 8)));
+
+    if (policy_on) {
+      std::string stale;
+      if (!process::clearStaleUnixSocket(policy_options->socket, &stale)) break;
+      if (!stale.empty()) logLine(1, "stale_socket_removed path=" + stale + " reason=\"no one answered on it\"");
+      policy = zetian::milter::policy::Server::open(g_engine, *policy_options, &policy_error);
+      if (!policy) {
+        std::fprintf(stderr, "zetian-milter: %s\n", policy_error.c_str());
+        break;
+      }
+      if (policy->createdUnixSocket()) policy_socket_path = policy_options->socket.substr(policy_options->socket.find(':') + 1);
+      zetian_engine_set_reporter(g_engine, &zetian::milter::policy::Server::report, policy.get());
+    }
+
+    if (!milter_on) {
+      if (zetian_engine_start(g_engine, &printError, nullptr) != 0) break;
+      control::start(g_engine, "");
+      policy->start();
+      logLine(2, "listening milter=off policy=" + policy_options->socket);
+      control::waitForStop();
+      policy->stop();
+      control::stop();
+      logLine(2, "stopped status=clean");
+      exit_code = 0;
+      break;
+    }
 
     quickack::enable(socket.rfind("inet", 0) == 0);
     if (smfi_register(callbacks::filterFor(g_engine)) != MI_SUCCESS) {
@@ -145,12 +188,18 @@ int main(int argc, char** argv) {
 
     connections::markListenerThread();
     control::start(g_engine, socket);
-    logLine(2, "listening milter=" + socket);
+    if (policy) policy->start();
+    logLine(2, "listening milter=" + socket + " policy=" + (policy_on ? policy_options->socket : std::string("off")));
     int rc = smfi_main();
+    if (policy) policy->stop();
     control::stop();
     logLine(2, std::string("stopped status=") + (rc == MI_SUCCESS ? "clean" : "error"));
     exit_code = rc == MI_SUCCESS ? 0 : 1;
   } while (false);
+
+  // The engine's health thread may be reading the server's figures: unhook it first.
+  zetian_engine_set_reporter(g_engine, nullptr, nullptr);
+  policy.reset();
 
   if (pid_file_written && unlink(pid_file.c_str()) != 0 && errno != ENOENT) {
     logLine(1, "pid_file_left path=" + pid_file + " error=\"" + std::strerror(errno) +
@@ -158,5 +207,6 @@ int main(int argc, char** argv) {
   }
   zetian_engine_close(g_engine);
   if (unix_socket && socket_opened) unlink(socket.substr(socket.find(':') + 1).c_str());
+  if (!policy_socket_path.empty()) unlink(policy_socket_path.c_str());
   return exit_code;
 }

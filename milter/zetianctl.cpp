@@ -70,7 +70,8 @@ constexpr const char* kUsage =
     "Talk to a running zetian-milter through its health socket.\n"
     "\n"
     "Commands:\n"
-    "  status                        node, status, version, uptime, maintenance, members\n"
+    "  status                        node, status, version, uptime, maintenance, members,\n"
+    "                                policy host\n"
     "  health                        the /health document (pretty; --json: as sent)\n"
     "  members                       cluster members: id, address, region, status, load,\n"
     "                                last heartbeat (UTC)\n"
@@ -397,6 +398,22 @@ const Json* requireObject(const Exchange& ex) {
   return &*ex.doc;
 }
 
+// /health's `policy_host` for `status`: "off" for null (no policy host runs), else the
+// figures the host reports, each "?" when the host left it out.
+std::string policyHostText(const Json& host) {
+  if (host.is_null()) return "off";
+  if (!host.is_object()) return cell(&host);
+  const auto count = [&host](const char* key) {
+    const Json* v = member(host, key);
+    return v != nullptr && v->is_number() ? formatNumber(*v) : std::string("?");
+  };
+  const Json* socket = member(host, "socket");
+  const std::string where = socket != nullptr && socket->is_string() ? cell(socket) : "?";
+  return where + ", " + count("connections") + " connections (max " + count("max_connections") + "), " +
+         count("sessions") + " sessions, " + count("requests_total") + " requests, " + count("malformed_total") +
+         " malformed";
+}
+
 // ---- commands --------------------------------------------------------------------
 
 int cmdStatus(const Options& options) {
@@ -445,6 +462,10 @@ int cmdStatus(const Options& options) {
     std::printf("policy:       %s\n", version != nullptr && version->is_null()
                                         ? "the node's own file (no replicated version yet)"
                                         : ("version " + cell(version)).c_str());
+  }
+  // A node from before the policy host has no `policy_host`: no line rather than a guess.
+  if (const Json* host = member(*health, "policy_host")) {
+    std::printf("policy host: %s\n", policyHostText(*host).c_str());
   }
   if (!ex->success()) {
     std::fprintf(stderr, "zetianctl: /health answered %ld %s\n", ex->reply.status,

@@ -131,6 +131,13 @@ cluster::AdminReply Engine::health() {
   } else {
     w.null();
   }
+  // The policy-delegation host's own figures; null when the host has none to give
+  // (no policy host runs: [policy] socket is off, or zetian-milter is not the host).
+  if (std::string host = hostReport(ZETIAN_REPORT_HEALTH); !host.empty()) {
+    w.key("policy_host").raw(host);
+  } else {
+    w.key("policy_host").null();
+  }
   w.key("members").beginArray();
   for (const auto& m : members) {
     w.beginObject()
@@ -386,6 +393,8 @@ cluster::AdminReply Engine::metrics() {
   metrics_.renderRules(out);
   metrics_.decision_latency.render(out, "zetian_decision_duration_seconds",
                                    "Time to evaluate one SMTP stage against the policy.");
+  // The host's own metrics last (the policy host's zetian_policy_*), as it wrote them.
+  out += hostReport(ZETIAN_REPORT_METRICS);
   return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(out)};
 }
 

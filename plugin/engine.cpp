@@ -177,6 +177,7 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
   file_policy_ = config_.policy;
 
   const auto& m = config_.milter;
+  const auto& p = config_.policy_host;
   options_ = {
       {"milter.socket", m.socket},
       {"milter.timeout_s", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(m.timeout).count())},
@@ -188,6 +189,13 @@ Engine::Engine(conf::Config config, std::optional<std::string> path, std::vector
       {"node.state_dir", config_.node.state_dir},
       {"config.source", config_.source},
       {"health.socket", config_.health.socket},
+      {"policy.socket", p.socket},
+      {"policy.max_connections", std::to_string(p.max_connections)},
+      {"policy.idle_timeout_ms", std::to_string(p.idle_timeout.count())},
+      {"policy.request_timeout_ms", std::to_string(p.request_timeout.count())},
+      {"policy.session_timeout_ms", std::to_string(p.session_timeout.count())},
+      {"policy.max_sessions", std::to_string(p.max_sessions)},
+      {"policy.tempfail_action", std::string(conf::policyTempfailActionName(p.tempfail_action))},
   };
 }
 

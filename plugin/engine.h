@@ -90,6 +90,15 @@ class Engine final : public cluster::AdminApi {
 
   const conf::Config& config() const { return config_; }
   const char* option(const std::string& key) const;
+  // The host's reporter (zetian_engine_set_reporter, host_report.cpp). Swapped and
+  // called under reporter_mutex_: once setReporter returns, the previous reporter is
+  // not running and never will be. False, and nothing changed, when called from inside
+  // a reporter (waiting for itself would never end).
+  bool setReporter(zetian_report_fn report, void* ctx);
+  // The reporter's text for `what` (ZETIAN_REPORT_*): "" without a reporter, when it
+  // appended nothing, or when its answer was unusable (logged once). HEALTH's text is
+  // one JSON object, METRICS' ends with a newline. On the cluster thread.
+  std::string hostReport(int what);
   // In maintenance every connection is asked for its connect reply (the drain's 421).
   unsigned needs() const {
     return policy()->needs | (maintenance_.load(std::memory_order_relaxed) ? unsigned{ZETIAN_NEED_CONNECT_REPLY} : 0u);
@@ -237,6 +246,11 @@ class Engine final : public cluster::AdminApi {
   // (A mutex rather than std::atomic<std::shared_ptr>: libstdc++ 12 implements that
   // with an internal lock TSan cannot see, and the hot path avoids both anyway.)
   mutable std::mutex policy_mutex_;  // guards policy_
+  // Guards reporter_ and reporter_ctx_, and is held during every call of reporter_.
+  std::mutex reporter_mutex_;
+  zetian_report_fn reporter_ = nullptr;
+  void* reporter_ctx_ = nullptr;
+  std::atomic<bool> reporter_complained_{false};  // one log line per engine for a bad report
   std::shared_ptr<const PolicySnapshot> policy_;
   std::atomic<std::uint64_t> policy_id_{0};  // policy_->id, published after policy_
   std::mutex reload_mutex_;  // one reload at a time; guards config_.policy and policy_version_

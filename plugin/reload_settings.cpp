@@ -40,6 +40,15 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     {"milter.umask", "", Restart, ZETIAN_SAME(milter.umask)},
     {"milter.pid_file", "", Restart, ZETIAN_SAME(milter.pid_file)},
 
+    // The policy host reads its section once, at start.
+    {"policy.socket", "", Restart, ZETIAN_SAME(policy_host.socket)},
+    {"policy.max_connections", "", Restart, ZETIAN_SAME(policy_host.max_connections)},
+    {"policy.idle_timeout", "", Restart, ZETIAN_SAME(policy_host.idle_timeout)},
+    {"policy.request_timeout", "", Restart, ZETIAN_SAME(policy_host.request_timeout)},
+    {"policy.session_timeout", "", Restart, ZETIAN_SAME(policy_host.session_timeout)},
+    {"policy.max_sessions", "", Restart, ZETIAN_SAME(policy_host.max_sessions)},
+    {"policy.tempfail_action", "", Restart, ZETIAN_SAME(policy_host.tempfail_action)},
+
     {"health.socket", "", Restart, ZETIAN_SAME(health.socket)},
     {"health.socket_mode", "", Restart, ZETIAN_SAME(health.socket_mode)},
     {"health.listen", "", Restart, ZETIAN_SAME(health.listen)},

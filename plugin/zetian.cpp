@@ -326,6 +326,18 @@ const char* zetian_engine_option(zetian_engine* handle, const char* key) {
   }
 }
 
+int zetian_engine_set_reporter(zetian_engine* handle, zetian_report_fn report, void* ctx) {
+  if (!handle) return -1;
+  // A closed engine calls no reporter any more (its health thread is stopped).
+  CallPin engine(handle);
+  if (!engine.engine) return -1;
+  try {
+    return engine.engine->engine->setReporter(report, ctx) ? 0 : -1;
+  } catch (...) {
+    return -1;
+  }
+}
+
 unsigned zetian_engine_needs(zetian_engine* handle) {
   CallPin engine(handle);
   if (!engine.engine) return 0;

@@ -50,8 +50,10 @@
 extern "C" {
 #endif
 
-/* 2: zetian_verdict starts with its size; zetian_abi_version(). */
-#define ZETIAN_ABI_VERSION 3
+/* 2: zetian_verdict starts with its size; zetian_abi_version().
+ * 3: zetian_session_check_async().
+ * 4: zetian_engine_set_reporter() (a host's figures in /health and /metrics). */
+#define ZETIAN_ABI_VERSION 4
 
 typedef struct zetian_engine zetian_engine;
 typedef struct zetian_session zetian_session;
@@ -136,15 +138,34 @@ int zetian_engine_reload(zetian_engine* engine, zetian_error_fn on_error, void* 
  * The engine is freed at once if every session was closed; otherwise it logs how many
  * were still open and the last zetian_session_close() frees it, so a session thread
  * still inside a call never runs on freed memory. The handle's own few bytes are kept:
- * a call racing with the close (or after it) gets the closed-engine result (start and
- * reload -1, option NULL, needs 0, log to stderr, a refused session). NULL: nothing. */
+ * a call racing with the close (or after it) gets the closed-engine result (start,
+ * reload and set_reporter -1, option NULL, needs 0, log to stderr, a refused session).
+ * Once it returns, no reporter is called any more. NULL: nothing. */
 void zetian_engine_close(zetian_engine* engine);
 
-/* A node option as text, for the host: "milter.socket", "milter.timeout_s",
- * "milter.default_action", "milter.user", "milter.group", "milter.umask" (octal, ""
- * when unset), "milter.pid_file", "node.id", "node.state_dir", "config.source".
+/* A node option as text, for the host: "milter.socket" ("" when the milter listener
+ * is off), "milter.timeout_s", "milter.default_action", "milter.user", "milter.group",
+ * "milter.umask" (octal, "" when unset), "milter.pid_file", "node.id",
+ * "node.state_dir", "config.source", "health.socket"; the policy host's
+ * "policy.socket" ("" when off), "policy.max_connections", "policy.idle_timeout_ms",
+ * "policy.request_timeout_ms", "policy.session_timeout_ms", "policy.max_sessions"
+ * (numbers in decimal) and "policy.tempfail_action" ("reply" or "defer_if_permit").
  * NULL for an unknown key. The pointer stays valid until the engine is closed. */
 const char* zetian_engine_option(zetian_engine* engine, const char* key);
+
+/* A host's own figures (the policy delegation host's connections, requests...), shown
+ * by the health socket. `append` adds `length` bytes of text to the answer being built. */
+typedef void (*zetian_append_fn)(void* sink, const char* text, size_t length);
+enum {
+  ZETIAN_REPORT_METRICS = 0, /* Prometheus text lines (# HELP and # TYPE included), appended to GET /metrics */
+  ZETIAN_REPORT_HEALTH = 1   /* one JSON object: the value of GET /health's "policy_host" member */
+};
+typedef void (*zetian_report_fn)(void* ctx, int what, zetian_append_fn append, void* sink);
+/* Register (or, with a NULL report, remove) the host's reporter. It is called on the
+ * engine's health thread, once per what per request, and must be quick and thread-safe.
+ * After this function returns no call to the previous reporter is running or will start,
+ * so the host may free its ctx. NULL engine: -1. Returns 0. */
+int zetian_engine_set_reporter(zetian_engine* engine, zetian_report_fn report, void* ctx);
 
 /* ZETIAN_NEED_* bits for the current policy; 0 for a NULL engine. */
 unsigned zetian_engine_needs(zetian_engine* engine);

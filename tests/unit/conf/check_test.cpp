@@ -51,6 +51,7 @@ TEST(ConfChecks, EveryEmptyStringIsRefusedUnlessItMeansNone) {
       "milter.user",       "milter.group",  "milter.pid_file", "health.listen",   "health.admin_token",
       "log.file",          "cluster.advertise", "cluster.dns_name", "cluster.shared_secret", "cluster.region",
       "redis.username",    "redis.password", "redis.key_prefix", "events.exec",
+      "policy.socket",  // off; milter.socket = "" is refused here as nothing would listen
   };
   for (const auto& key : schemaKeys()) {
     if (key.type != ValueType::String) continue;

@@ -519,6 +519,73 @@ TEST_F(ZetianctlTest, StatusFailsWhenHealthIsNotOk) {
   EXPECT_NE(r.err.find("503"), std::string::npos) << r.err;
 }
 
+// A /health document with `policy_host` set to `host` (JSON text).
+std::string healthWithPolicyHost(const std::string& host) {
+  return R"({"node_id":"mx1","status":"ok","version":"0.1.0","uptime_s":5,"maintenance":false,"members":[],)"
+         R"("policy_host":)" + host + "}";
+}
+
+TEST_F(ZetianctlTest, StatusShowsThePolicyHostOffWhenItIsNull) {
+  api.set("health", {200, "application/json", healthWithPolicyHost("null")});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "node:         mx1\n"
+            "status:       ok\n"
+            "version:      0.1.0\n"
+            "uptime:       5s\n"
+            "maintenance:  off\n"
+            "members:      0\n"
+            "policy host: off\n");
+}
+
+TEST_F(ZetianctlTest, StatusSummarisesThePolicyHostsFigures) {
+  api.set("health", {200, "application/json",
+                     healthWithPolicyHost(R"({"socket":"inet:10031@127.0.0.1","connections":3,"max_connections":1000,)"
+                                          R"("sessions":2,"requests_total":1234,"malformed_total":0})")});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\npolicy host: inet:10031@127.0.0.1, 3 connections (max 1000), 2 sessions, 1234 requests, "
+                       "0 malformed\n"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(ZetianctlTest, StatusPrintsAQuestionMarkForAFigureThePolicyHostLeftOut) {
+  api.set("health", {200, "application/json",
+                     healthWithPolicyHost(R"({"connections":3,"sessions":"many","requests_total":12,)"
+                                          R"("malformed_total":1})")});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\npolicy host: ?, 3 connections (max ?), ? sessions, 12 requests, 1 malformed\n"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(ZetianctlTest, StatusEscapesAPolicySocketWithControlCharacters) {
+  api.set("health", {200, "application/json",
+                     healthWithPolicyHost(R"({"socket":"unix:/run/p\u001b[2J","connections":0,"max_connections":1,)"
+                                          R"("sessions":0,"requests_total":0,"malformed_total":0})")});
+  const ProcessResult r = ctl({"status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("policy host: unix:/run/p"), std::string::npos) << r.out;
+}
+
+TEST_F(ZetianctlTest, StatusWithoutPolicyHostInTheDocumentPrintsNoSuchLine) {
+  const ProcessResult r = ctl({"status"});  // kHealth: a node from before the policy host
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("policy host"), std::string::npos) << r.out;
+}
+
+TEST_F(ZetianctlTest, StatusJsonShowsThePolicyHostAsSent) {
+  const std::string doc = healthWithPolicyHost(R"({"socket":"unix:/run/p.sock","connections":1})");
+  api.set("health", {200, "application/json", doc});
+  const ProcessResult r = ctl({"--json", "status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, doc + "\n");
+}
+
 TEST_F(ZetianctlTest, StatusJsonIsTheDocumentAsSent) {
   const ProcessResult r = ctl({"--json", "status"});
   EXPECT_EQ(r.exit_code, 0);

@@ -59,6 +59,7 @@ TEST_F(PluginAbiTest, NullArgumentsGetTheirDocumentedAnswers) {
                                               "zetian_engine_reload: the engine is NULL"}));
   EXPECT_EQ(zetian_engine_option(nullptr, "milter.socket"), nullptr);
   EXPECT_EQ(zetian_engine_needs(nullptr), 0u);
+  EXPECT_EQ(zetian_engine_set_reporter(nullptr, nullptr, nullptr), -1);
   zetian_log(nullptr, 2, "a line with no engine");
   zetian_log(nullptr, 2, nullptr);
   zetian_engine_close(nullptr);

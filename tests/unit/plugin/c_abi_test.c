@@ -28,6 +28,12 @@ static int failures = 0;
 
 static int errors_seen = 0;
 
+/* A host's reporter, as the policy host registers one: text through `append`. */
+static void c_report(void* ctx, int what, zetian_append_fn append, void* sink) {
+  (void)ctx;
+  if (what == ZETIAN_REPORT_HEALTH) append(sink, "{}", 2);
+}
+
 static void on_error(void* ctx, const char* message) {
   (void)ctx;
   ++errors_seen;
@@ -112,6 +118,10 @@ int main(void) {
   EXPECT((zetian_engine_needs(engine) & ZETIAN_NEED_MAIL_REPLY) != 0);
   EXPECT(strcmp(zetian_engine_option(engine, "health.socket"), socket) == 0);
   EXPECT(zetian_engine_option(engine, "no.such.option") == NULL);
+  EXPECT(strcmp(zetian_engine_option(engine, "policy.socket"), "") == 0);
+  EXPECT(strcmp(zetian_engine_option(engine, "policy.tempfail_action"), "reply") == 0);
+  EXPECT(zetian_engine_set_reporter(engine, &c_report, NULL) == 0);
+  EXPECT(zetian_engine_set_reporter(engine, NULL, NULL) == 0);
   zetian_log(engine, 3, "c_abi_test: a debug line the configured level drops");
 
   /* Every stage, twice under the limit, then past it. */
@@ -166,6 +176,7 @@ int main(void) {
   EXPECT(zetian_engine_reload(NULL, NULL, NULL) == -1);
   EXPECT(zetian_engine_option(NULL, "node.id") == NULL);
   EXPECT(zetian_engine_needs(NULL) == 0);
+  EXPECT(zetian_engine_set_reporter(NULL, &c_report, NULL) == -1);
   zetian_log(NULL, 3, "c_abi_test: logged with no engine");
   EXPECT(zetian_engine_open(config, NULL, 1, NULL, NULL) == NULL);
 

@@ -81,6 +81,22 @@ TEST(EngineReloadSettings, ComparesEveryRestartKeyFieldByField) {
                                            "cluster.tls.key", "cluster.tls.ca", "redis.timeout", "events.exec"}));
 }
 
+TEST(EngineReloadSettings, EveryPolicyHostKeyNeedsARestart) {
+  conf::Config a;
+  conf::Config b = a;
+  b.policy_host.socket = "inet:10031@127.0.0.1";
+  b.policy_host.max_connections = 5;
+  b.policy_host.idle_timeout = 1min;
+  b.policy_host.request_timeout = 1s;
+  b.policy_host.session_timeout = 1h;
+  b.policy_host.max_sessions = 7;
+  b.policy_host.tempfail_action = conf::PolicyTempfailAction::DeferIfPermit;
+  EXPECT_EQ(settingsNeedingRestart(a, b),
+            (std::vector<std::string_view>{"policy.socket", "policy.max_connections", "policy.idle_timeout",
+                                           "policy.request_timeout", "policy.session_timeout", "policy.max_sessions",
+                                           "policy.tempfail_action"}));
+}
+
 constexpr const char* kRule = R"(
 [ratelimit]
 exempt = []
@@ -121,6 +137,52 @@ TEST_F(EngineReloadTest, RestartKeysAreNamedInOneLineAndTheLogLevelAppliesLive) 
   ASSERT_TRUE(e->reload(&errors));
   const std::string again = logText();
   EXPECT_NE(again.find(line, again.find(line) + 1), std::string::npos) << again;
+}
+
+TEST_F(EngineReloadTest, PolicyHostSettingsAreOptionsAndAChangeIsLoggedAsNeedingARestart) {
+  const std::string head = "[log]\ntarget = \"file\"\nfile = \"" + log_path_ + "\"\n";
+  auto e = open(head + "[milter]\nsocket = \"\"\n[policy]\nsocket = \"inet:10031@127.0.0.1\"\nmax_connections = 50\n"
+                       "idle_timeout = \"5m\"\nrequest_timeout = \"1500ms\"\nsession_timeout = \"1h\"\n"
+                       "max_sessions = 2000\ntempfail_action = \"defer_if_permit\"\n" +
+                std::string(kRule));
+  ASSERT_TRUE(e);
+  EXPECT_STREQ(e->option("milter.socket"), "");
+  EXPECT_STREQ(e->option("policy.socket"), "inet:10031@127.0.0.1");
+  EXPECT_STREQ(e->option("policy.max_connections"), "50");
+  EXPECT_STREQ(e->option("policy.idle_timeout_ms"), "300000");
+  EXPECT_STREQ(e->option("policy.request_timeout_ms"), "1500");
+  EXPECT_STREQ(e->option("policy.session_timeout_ms"), "3600000");
+  EXPECT_STREQ(e->option("policy.max_sessions"), "2000");
+  EXPECT_STREQ(e->option("policy.tempfail_action"), "defer_if_permit");
+  EXPECT_EQ(e->option("policy.idle_timeout"), nullptr);  // only the _ms spelling
+
+  write(head + "[milter]\nsocket = \"\"\n[policy]\nsocket = \"inet:10032@127.0.0.1\"\nmax_connections = 50\n"
+               "idle_timeout = \"5m\"\nrequest_timeout = \"1500ms\"\nsession_timeout = \"1h\"\n"
+               "max_sessions = 3000\n" +
+        std::string(kRule));
+  Errors errors;
+  ASSERT_TRUE(e->reload(&errors)) << errors.front();
+  const std::string log = logText();
+  EXPECT_NE(log.find("reload: these settings need a restart and were not applied: policy.socket, policy.max_sessions, "
+                     "policy.tempfail_action\n"),
+            std::string::npos)
+      << log;
+  // The running values stay: the host read them at start.
+  EXPECT_STREQ(e->option("policy.socket"), "inet:10031@127.0.0.1");
+  EXPECT_STREQ(e->option("policy.tempfail_action"), "defer_if_permit");
+}
+
+TEST_F(EngineReloadTest, WithoutAPolicySectionThePolicyHostIsOffAndItsDefaultsAreOptions) {
+  auto e = open(kRule);
+  ASSERT_TRUE(e);
+  EXPECT_STREQ(e->option("milter.socket"), "inet:8891@127.0.0.1");
+  EXPECT_STREQ(e->option("policy.socket"), "");
+  EXPECT_STREQ(e->option("policy.max_connections"), "1000");
+  EXPECT_STREQ(e->option("policy.idle_timeout_ms"), "600000");
+  EXPECT_STREQ(e->option("policy.request_timeout_ms"), "10000");
+  EXPECT_STREQ(e->option("policy.session_timeout_ms"), "600000");
+  EXPECT_STREQ(e->option("policy.max_sessions"), "100000");
+  EXPECT_STREQ(e->option("policy.tempfail_action"), "reply");
 }
 
 TEST_F(EngineReloadTest, AReloadThatChangesOnlyThePolicyReportsNoRestart) {

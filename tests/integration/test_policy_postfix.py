@@ -167,6 +167,43 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         self.assertReply(second.rcpts[1][1], 250, what="first RCPT TO:<c@example.net>")
         self.assertAccepted(second)
 
+    def test_connect_stage_rule_counts_smtp_connections_not_messages(self):
+        name = self.unique("conn-ip")
+        self.apply_policy([rule(name, 2, key="client_ip", stage="connect")])
+        # Postfix asks only at RCPT: the connect rule is caught up once per SMTP
+        # connection, so three messages in one session cost one.
+        for r in self.send(3, source="127.0.0.34"):
+            self.assertAllRcptsAccepted(r, "message in the first session")
+        [second] = self.send(1, source="127.0.0.34")
+        self.assertAllRcptsAccepted(second, "message in the second session")
+        # The third connection is over the limit: every message of it is refused.
+        third = self.send(2, source="127.0.0.34", rcpts=TWO_RCPTS)
+        for r in third:
+            self.assertRcptRefused(r, 451, "4.7.1", name, "message in the third session")
+        [other] = self.send(1, source="127.0.0.35")
+        self.assertAllRcptsAccepted(other, "message from another client")
+
+    def test_data_stage_rule_answers_at_end_of_data_when_hooked_there(self):
+        name = self.unique("data-sender")
+        self.apply_policy([rule(name, 1, key="sender", stage="data")])
+        sender = f"{name}@example.org"
+        with self.session(source="127.0.0.36", listener="eod") as s:
+            first = s.send(sender=sender)
+            second = s.send(sender=sender)
+            # Postfix 3.7 keeps the transaction open after a refusal at END-OF-MESSAGE
+            # (the next MAIL would be "nested"); a client resets, as smtplib's own
+            # sendmail() does.
+            s.smtp.rset()
+            other = s.send(sender=f"other-{sender}")
+        self.assertDelivered(first)
+        self.assertAllRcptsAccepted(other, "message from another sender")
+        self.assertReply(second.mail, 250, what="MAIL FROM (the rule is at DATA)")
+        self.assertReply(second.rcpts[0][1], 250, what="RCPT TO (the rule is at DATA)")
+        self.assertReply(second.data, 451, "4.7.1", contains=name,
+                         what="end of DATA of the second message from the sender")
+        self.assertDelivered(other)
+        self.assertEqual(self.sink.find(second.token), [], "the refused message reached the sink")
+
     # -- actions
 
     def test_reject_action_answers_550_5_7_1_at_rcpt(self):
@@ -256,6 +293,7 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         again from smtpd_recipient_restrictions, with the same attributes."""
         per_rcpt, per_ip = self.unique("per-rcpt"), self.unique("per-ip")
         self.apply_policy([rule(per_rcpt, 1, key="rcpt", stage="rcpt"), rule(per_ip, 2)])
+        repeats_before = self.node.metric("zetian_policy_repeats_total") or 0
         with self.session(source="127.0.0.22", listener="double") as s:
             first = s.send(rcpts=["a@example.net", "b@example.net"])
             second = s.send(rcpts=["a@example.net", "c@example.net"])
@@ -267,6 +305,9 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         self.assertRcptRefused(third, 451, "4.7.1", per_ip, "third message from the client")
         self.assertDelivered(first)
         self.assertDelivered(second)
+        # a, b and c, accepted by the relay restrictions, were asked again.
+        repeats = (self.node.metric("zetian_policy_repeats_total") or 0) - repeats_before
+        self.assertGreaterEqual(repeats, 3, "answers repeated without a charge")
 
     def test_end_of_data_requests_do_not_charge_the_message_again(self):
         name = self.unique("per-ip")

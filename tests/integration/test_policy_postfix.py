@@ -37,6 +37,7 @@ from postfix_trio import PostfixTrio
 
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
+POSTCAT = "/usr/sbin/postcat"
 TWO_RCPTS = ("first@example.net", "second@example.net")
 # Postfix's words before a policy server's text on a refused RCPT.
 RCPT_REJECTED = "Recipient address rejected"
@@ -260,6 +261,26 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
     def test_quarantine_with_end_of_data_hooked_too(self):
         self.check_quarantine("eod", "127.0.0.18")
 
+    def test_message_both_tagged_and_quarantined_is_held_with_its_header(self):
+        """One request gets one action: with two recipients, the first RCPT is answered
+        HOLD and the second PREPEND."""
+        tag, hold = self.unique("tag-ip"), self.unique("q-ip")
+        self.apply_policy([rule(tag, 1, action="tag"), rule(hold, 1, action="quarantine")])
+        first, second = self.send(2, source="127.0.0.37", rcpts=TWO_RCPTS)
+        self.assertDelivered(first)
+        self.assertAllRcptsAccepted(second, "message over both limits")
+        qid = self.queue_id(second.data)
+        self.addCleanup(self.delete_from_queue, qid)
+        held = wait_until(lambda: [e for e in self.queue_entries() if e.get("queue_id") == qid],
+                          15, what=f"message {qid} in the queue", diagnostics=self.diagnostics)
+        self.assertEqual(held[0].get("queue_name"), "hold", f"message {qid} should be on hold: {held}")
+        cp = subprocess.run([POSTCAT, "-c", self.postfix.config_dir, "-h", "-q", qid],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        headers = [line for line in cp.stdout.splitlines() if line.startswith("X-Zetian-RateLimit:")]
+        self.assertEqual(len(headers), 1, f"headers of the held message:\n{cp.stdout}\n{self.diagnostics()}")
+        self.assertIn(f"rule={tag}", headers[0])
+
     def test_dry_run_delivers_everything_and_logs_each_message_it_would_have_refused(self):
         name = self.unique("dry-ip")
         self.apply_policy([rule(name, 1, action="dry_run")])
@@ -416,6 +437,22 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         first, second = self.send(2, source="127.0.0.33", listener="unix")
         self.assertAllRcptsAccepted(first)
         self.assertRcptRefused(second, 451, "4.7.1", name, "message over the limit")
+
+    def test_postfix_reconnects_to_a_restarted_node_and_applies_its_default_action_meanwhile(self):
+        name = self.unique("restart-ip")
+        node = self.start_solo_node([rule(name, 5)])
+        [before] = self.send(1, source="127.0.0.38", listener="solo")
+        self.assertAllRcptsAccepted(before, "message before the stop")
+        node.stop()
+        # No policy server: Postfix's smtpd_policy_service_default_action (451 4.3.5).
+        [down] = self.send(1, source="127.0.0.38", listener="solo")
+        self.assertReply(down.rcpts[0][1], 451, "4.3.5", what="RCPT while the node is down")
+        # A new node on the same port: the smtpd processes that held a connection to the
+        # old one reconnect, and the limit starts afresh (the new node's own buckets).
+        self.start_solo_node([rule(name, 1)])
+        first, second = self.send(2, source="127.0.0.38", listener="solo")
+        self.assertAllRcptsAccepted(first, "first message after the restart")
+        self.assertRcptRefused(second, 451, "4.7.1", name, "second message after the restart")
 
 
 class PolicyClusterBehindPostfix(PostfixTrio, ClusterTestCase):

@@ -34,6 +34,7 @@ from harness import (RELAY_AFTER_POLICY, Milter, MessageResult, PolicyPostfixTes
                      free_port, listening_tcp_ports, make_workdir, metric_samples, policy_service, rule,
                      wait_until)
 from postfix_trio import PostfixTrio
+from test_maintenance import non_loopback_ipv4
 
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
@@ -59,6 +60,10 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         os.chmod(cls.unix_dir, 0o750)
         cls.unix_socket = os.path.join(cls.unix_dir, "policy.sock")
         hook = policy_service(cls.policy_port)
+        # A "remote" client for the maintenance test may relay too.
+        cls.remote = non_loopback_ipv4()
+        if cls.remote:
+            cls.main_cf["mynetworks"] = f"127.0.0.0/8, {cls.remote}/32"
         cls.main_cf.update({
             # Referenced by the listeners' -o overrides (master.cf values hold no spaces).
             "zt_policy_eod": hook,
@@ -453,6 +458,27 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         first, second = self.send(2, source="127.0.0.38", listener="solo")
         self.assertAllRcptsAccepted(first, "first message after the restart")
         self.assertRcptRefused(second, 451, "4.7.1", name, "second message after the restart")
+
+    def test_maintenance_answers_remote_clients_421_and_spares_loopback(self):
+        if not self.remote:
+            self.skipTest("this host has no non-loopback IPv4 address to act as a remote client")
+        node = self.start_solo_node([rule(self.unique("per-ip"), 100)])
+        cp = node.ctl("maintenance", "on")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        # The connect stage, caught up at RCPT, answers 421: Postfix refuses the RCPT
+        # with it and ends the SMTP session (so the client tries another MX).
+        with self.session(source=self.remote, listener="solo") as s:
+            refused = s.send()
+            self.assertReply(refused.rcpts[0][1], 421, what="RCPT from a remote client in maintenance")
+            self.assertIsNone(refused.data)
+        wait_until(lambda: f"disconnect from unknown[{self.remote}]" in self.postfix.log_text(), 10,
+                   what="Postfix to end the remote client's session", diagnostics=self.diagnostics)
+        [local] = self.send(1, source="127.0.0.39", listener="solo")
+        self.assertDelivered(local)
+        cp = node.ctl("maintenance", "off")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        [remote] = self.send(1, source=self.remote, listener="solo")
+        self.assertDelivered(remote)
 
 
 class PolicyClusterBehindPostfix(PostfixTrio, ClusterTestCase):

@@ -10,12 +10,14 @@ smtpd listener per mode that differ only in their milter or policy service:
         the floor under any policy-delegation host (issue 11). The policy check comes
         first, so mynetworks (127.0.0.0/8, the client) cannot skip it; smtp-source sends
         one recipient per message, so it is one request per message, at RCPT
+  policy no milter; the same restriction list as `dunno`, the service being
+        zetian-milter's policy host (policy.socket = inet:PORT@127.0.0.1) with the
+        milters' rule: every request is checked (connect, helo and mail caught up at the
+        first RCPT of each message, then rcpt) and the message charged
   inet  zetian-milter over inet:PORT@127.0.0.1
   unix  zetian-milter over a Unix socket (Postfix's services run unchrooted here)
   redis zetian-milter over inet whose rule has `store = "redis"`, in a redis-server the
         script starts (loopback, a free port, `--save '' --appendonly no`)
-(The zetian policy host of issue 11 gets its mode, `policy`, when the host exists; it
-is not a mode until then.)
 The milters have one rule per client IP with a limit far above the run size, and the
 client (127.0.0.1) is not exempt, so every message is checked and charged, none denied.
 `--store redis` measures none, inet and redis (the same rule in the node's own store
@@ -47,7 +49,7 @@ requests during the timed runs.
 Run as root from the repository (after building):
   /usr/bin/python3 tests/bench/postfix_throughput.py [--milter build/milter/zetian-milter]
   /usr/bin/python3 tests/bench/postfix_throughput.py --store redis -r 6
-  /usr/bin/python3 tests/bench/postfix_throughput.py --modes none,dunno,inet,unix -r 5
+  /usr/bin/python3 tests/bench/postfix_throughput.py --modes none,dunno,policy,inet,unix -r 5
 Only loopback addresses are used.
 """
 
@@ -68,7 +70,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 sys.dont_write_bytecode = True  # keep the source tree clean
 
 import harness  # noqa: E402  (needs the path above)
-from harness import (ManagedProcess, Milter, Postfix, RedisServer, SmtpSink, make_workdir,  # noqa: E402
+from harness import (ManagedProcess, Milter, Postfix, RedisServer, SmtpSink, free_port, make_workdir,  # noqa: E402
                      metric_samples, rule, tail, wait_until)
 
 
@@ -177,7 +179,7 @@ def main() -> int:
     ap.add_argument("--sessions", "-s", type=int, default=8)
     ap.add_argument("--runs", "-r", type=int, default=3, help="best of this many runs per mode")
     ap.add_argument("--modes", default=None,
-                    help="comma list of none, dunno, inet, unix, redis (default: none,inet,unix; "
+                    help="comma list of none, dunno, policy, inet, unix, redis (default: none,inet,unix; "
                          "with --store redis: none,inet,redis)")
     ap.add_argument("--store", choices=["node", "redis"], default="node",
                     help="redis: also measure the rule kept in a redis-server started here")
@@ -192,7 +194,7 @@ def main() -> int:
         args.modes = "none,inet,redis" if args.store == "redis" else "none,inet,unix"
 
     # `policy` (zetian's own policy host, issue 11) joins this list with the host.
-    stop, modes = harness.postfix_bench_setup(ap, args, ("none", "dunno", "inet", "unix", "redis"))
+    stop, modes = harness.postfix_bench_setup(ap, args, ("none", "dunno", "policy", "inet", "unix", "redis"))
     if stop is not None:
         return stop
     dunno_binary = None
@@ -224,6 +226,11 @@ def main() -> int:
             in_redis = [dict(r, store="redis") for r in policy]
             milters["redis"] = Milter(work, cleanup, rules=in_redis, name="mr",
                                       extra=dict(quiet, redis={"url": redis.url, "timeout": args.redis_timeout}))
+        if "policy" in modes:
+            policy_port = free_port()
+            milters["policy"] = Milter(work, cleanup, rules=policy, name="mp",
+                                       extra=dict(quiet, policy={"socket": f"inet:{policy_port}@127.0.0.1"}))
+            milters["policy"].policy_port = policy_port
         dunno = None
         if dunno_binary:
             dunno = PolicyDunno(work, cleanup, dunno_binary)
@@ -242,6 +249,10 @@ def main() -> int:
         if dunno:
             listeners["dunno"] = dict(POLICY_CLIENT_SETTINGS, smtpd_milters="",
                                       smtpd_recipient_restrictions=POLICY_RESTRICTIONS.format(port=dunno.port))
+        if "policy" in milters:
+            listeners["policy"] = dict(POLICY_CLIENT_SETTINGS, smtpd_milters="",
+                                       smtpd_recipient_restrictions=POLICY_RESTRICTIONS.format(
+                                           port=milters["policy"].policy_port))
         if "inet" in milters:
             listeners["inet"] = {"smtpd_milters": f"inet:127.0.0.1:{milters['inet'].port}"}
         if "unix" in milters:
@@ -292,9 +303,10 @@ def main() -> int:
         loads.append(loadavg())
 
         refusals = len(re.findall(r"milter-reject|reject: ", postfix.log_text()))
-        policy_address = f"127.0.0.1:{dunno.port}" if dunno else None
+        policy_addresses = ([f"127.0.0.1:{dunno.port}"] if dunno else []) + (
+            [f"127.0.0.1:{milters['policy'].policy_port}"] if "policy" in milters else [])
         milter_warnings = [l for l in postfix.log_text().splitlines()
-                           if "warning:" in l and ("milter" in l.lower() or (policy_address and policy_address in l))]
+                           if "warning:" in l and ("milter" in l.lower() or any(a in l for a in policy_addresses))]
         postfix.assert_log_clean()
 
         log("")
@@ -317,6 +329,10 @@ def main() -> int:
                 f"{statistics.median(times['inet']) / statistics.median(times['redis']):.3f}  (target >= 0.95)")
             log(f"redis-server CPU {1000 * redis_cpu / (args.messages * args.runs):.3f} ms/msg; the redis milter's "
                 f"fallbacks during the runs: {fallbacks(milters['redis']) - fallbacks_before}")
+        if "policy" in times and "dunno" in times:
+            log(f"policy host / trivial responder (time(dunno) / time(policy)): best of each "
+                f"{min(times['dunno']) / min(times['policy']):.3f}, medians "
+                f"{statistics.median(times['dunno']) / statistics.median(times['policy']):.3f}  (target >= 0.97)")
         if dunno:
             final = dunno.stats()
             log(f"policy_dunno during the timed dunno runs: {dunno_requests} requests for "

@@ -3,6 +3,8 @@
 // checks while a fourth engine joins and leaves, and calls sharing a frame.
 #include "tests/unit/plugin/cluster_check_fixture.h"
 
+#include "milter/policy_host.h"
+
 namespace zetian::plugin {
 namespace {
 
@@ -382,6 +384,91 @@ TEST(LimitServiceQueue, AFullFrameTheLinkRefusesFailsEveryCallOnceAndTouchesNoth
   EXPECT_EQ(answered.load(), int(kCalls));
   EXPECT_EQ(unreachable.load(), int(kCalls));
   EXPECT_GE(peers.sends, 1);
+}
+
+// The policy host over a cluster-scope rule: a check waiting for its key's owner
+// completes later through the host's post function, while a request for a key decided
+// here is answered at once, and the waiting one keeps its place.
+TEST_F(ClusterCheckTest, PolicyHostAnswersAWaitingCheckLaterAndOthersMeanwhile) {
+  settings_["failure_detection_timeout"] = "\"10s\"";
+  settings_["check_timeout"] = "\"5s\"";
+  const std::string rules = policy(rule("per-ip", "client_ip", 1));
+  ASSERT_NO_FATAL_FAILURE(startCluster(rules, true));
+  Member& c = addMember("c");
+  std::ofstream(c.config) << configFor(c, seedsFor(c), rules);
+  zetian_engine* handle = zetian_engine_open(c.config.c_str(), nullptr, 0, nullptr, nullptr);
+  ASSERT_NE(handle, nullptr);
+  struct Closer {
+    zetian_engine* handle;
+    ~Closer() { zetian_engine_close(handle); }
+  } closer{handle};
+  ASSERT_EQ(zetian_engine_start(handle, nullptr, nullptr), 0);
+  ASSERT_TRUE(waitViews(5));
+  ASSERT_TRUE(waitFor([&] { return allActive(c, 5); }, 20s));
+
+  // The loop of this test: closures posted from the engine's thread, run here.
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<std::function<void()>> posted;
+  auto pump = [&](std::chrono::milliseconds deadline) {
+    std::vector<std::function<void()>> batch;
+    {
+      std::unique_lock lock(mutex);
+      if (!cv.wait_for(lock, deadline, [&] { return !posted.empty(); })) return false;
+      batch.swap(posted);
+    }
+    for (auto& fn : batch) fn();
+    return true;
+  };
+  {
+    milter::policy::Host host(handle, {}, [&](std::function<void()> fn) {
+      std::lock_guard lock(mutex);
+      posted.push_back(std::move(fn));
+      cv.notify_all();
+    });
+    auto request = [](const std::string& ip, std::uint32_t port, const std::string& instance) {
+      milter::policy::PolicyView v;
+      v.request = "smtpd_access_policy";
+      v.state = milter::policy::ProtocolState::Rcpt;
+      v.client_address = ip;
+      v.client_port = port;
+      v.server_address = "127.0.0.1";
+      v.server_port = 25;
+      v.sender = "a@example.org";
+      v.recipient = "b@example.net";
+      v.instance = instance;
+      return v;
+    };
+    std::vector<std::string> answers;
+    auto record = [&](const milter::policy::Answer& a) { answers.push_back(a.text); };
+
+    ASSERT_NO_FATAL_FAILURE(owner_->block());
+    const std::string remote = ipOwnedBy("per-ip", "d");
+    host.handle(1, request(remote, 1000, "r1"), Clock::now(), record);
+    EXPECT_TRUE(answers.empty()) << "the owner is stalled: the answer waits";
+    EXPECT_EQ(host.inFlight(), 1u);
+    // The same SMTP session again (another restriction list): queued behind it.
+    host.handle(2, request(remote, 1000, "r1"), Clock::now(), record);
+    // Another client, decided on this node: answered at once.
+    host.handle(3, request(ipOwnedBy("per-ip", "c"), 2000, "l1"), Clock::now(), record);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0], "action=DUNNO\n\n");
+
+    owner_->release();
+    ASSERT_TRUE(pump(10s));
+    ASSERT_EQ(answers.size(), 3u) << "the waiting request, then the one queued behind it";
+    EXPECT_EQ(answers[1], "action=DUNNO\n\n");
+    EXPECT_EQ(answers[2], "action=DUNNO\n\n");
+    EXPECT_EQ(host.counters().repeats, 1u);
+    EXPECT_EQ(host.inFlight(), 0u);
+
+    // Its next message is over the owner's limit of 1.
+    host.handle(1, request(remote, 1000, "r2"), Clock::now(), record);
+    while (answers.size() < 4 && pump(10s)) {
+    }
+    ASSERT_EQ(answers.size(), 4u);
+    EXPECT_EQ(answers[3].rfind("action=451 4.7.1 ", 0), 0u) << answers[3];
+  }
 }
 
 }  // namespace

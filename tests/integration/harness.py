@@ -1672,8 +1672,6 @@ def policy_main_cf(port: int) -> dict[str, str]:
     return {
         "smtpd_recipient_restrictions": f"{policy_service(port)}, {RELAY_AFTER_POLICY}",
         "smtpd_policy_service_timeout": "15s",
-        "smtpd_policy_service_max_idle": "300s",
-        "smtpd_policy_service_max_ttl": "1000s",
     }
 
 
@@ -1812,16 +1810,13 @@ class PolicyPostfixTestCase(PostfixTestCase):
     `cls.policy_port`; tests give it their policy with `apply_policy()`, a reload, as
     a running node gets it. A renamed rule starts with a fresh bucket, so each test
     names its rules with `unique()` and nothing one test charged counts in another.
-    The node keeps its milter listener (on a port of its own, unused here) unless
-    `node_milter_socket` is set ("" turns it off).
+    The node keeps its milter listener (on a port of its own, unused here).
 
-    Subclasses may add listeners and main.cf settings in `configure_postfix()` (where
-    `policy_port` is known) and set `node_extra` (more node config sections)."""
+    Subclasses may add listeners and main.cf settings in `configure_postfix()`, where
+    `policy_port` is known."""
 
     node: Milter
     policy_port: int
-    node_extra: dict = {}
-    node_milter_socket: Optional[str] = None
     _rule_serial = 0
 
     @classmethod
@@ -1841,11 +1836,8 @@ class PolicyPostfixTestCase(PostfixTestCase):
         cls.main_cf = dict(policy_main_cf(cls.policy_port), **cls.main_cf)
         cls.configure_postfix()
         super().setUpClass()
-        extra = {"policy": {"socket": f"inet:{cls.policy_port}@127.0.0.1"}}
-        for section, values in cls.node_extra.items():
-            extra.setdefault(section, {}).update(values)
         cls.node = Milter(cls.workdir, cls.addClassCleanup, name="policy-node",
-                          socket_spec=cls.node_milter_socket, extra=extra)
+                          extra={"policy": {"socket": f"inet:{cls.policy_port}@127.0.0.1"}})
         cls.node.start()
 
     def setUp(self):

@@ -465,7 +465,7 @@ int cmdStatus(const Options& options) {
   }
   // A node from before the policy host has no `policy_host`: no line rather than a guess.
   if (const Json* host = member(*health, "policy_host")) {
-    std::printf("policy host: %s\n", policyHostText(*host).c_str());
+    std::printf("policy host:  %s\n", policyHostText(*host).c_str());
   }
   if (!ex->success()) {
     std::fprintf(stderr, "zetianctl: /health answered %ld %s\n", ex->reply.status,

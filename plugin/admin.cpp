@@ -75,8 +75,11 @@ cluster::AdminReply Engine::health() {
     cluster_state = std::string(cluster::membership::clusterStateName(node_->state()));
     cluster_size = node_->size();
   } else {
+    // Without a cluster a node's address is where its MTA reaches it: the milter
+    // socket, or the policy host's when the milter listener is off.
     members.push_back(cluster::MemberInfo{
-        config_.node.id, config_.milter.socket, config_.cluster.region, ready_.load() ? "active" : "joining", true,
+        config_.node.id, config_.milter.socket.empty() ? config_.policy_host.socket : config_.milter.socket,
+        config_.cluster.region, ready_.load() ? "active" : "joining", true,
         static_cast<std::int64_t>(cluster::unixMillis()),
         cluster::NodeLoad{static_cast<std::uint32_t>(metrics_.sessions_active.load(std::memory_order_relaxed)),
                           messages_per_s_.load(std::memory_order_relaxed)},

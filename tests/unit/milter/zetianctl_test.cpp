@@ -536,7 +536,7 @@ TEST_F(ZetianctlTest, StatusShowsThePolicyHostOffWhenItIsNull) {
             "uptime:       5s\n"
             "maintenance:  off\n"
             "members:      0\n"
-            "policy host: off\n");
+            "policy host:  off\n");
 }
 
 TEST_F(ZetianctlTest, StatusSummarisesThePolicyHostsFigures) {
@@ -545,7 +545,7 @@ TEST_F(ZetianctlTest, StatusSummarisesThePolicyHostsFigures) {
                                           R"("sessions":2,"requests_total":1234,"malformed_total":0})")});
   const ProcessResult r = ctl({"status"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("\npolicy host: inet:10031@127.0.0.1, 3 connections (max 1000), 2 sessions, 1234 requests, "
+  EXPECT_NE(r.out.find("\npolicy host:  inet:10031@127.0.0.1, 3 connections (max 1000), 2 sessions, 1234 requests, "
                        "0 malformed\n"),
             std::string::npos)
       << r.out;
@@ -557,7 +557,7 @@ TEST_F(ZetianctlTest, StatusPrintsAQuestionMarkForAFigureThePolicyHostLeftOut) {
                                           R"("malformed_total":1})")});
   const ProcessResult r = ctl({"status"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("\npolicy host: ?, 3 connections (max ?), ? sessions, 12 requests, 1 malformed\n"),
+  EXPECT_NE(r.out.find("\npolicy host:  ?, 3 connections (max ?), ? sessions, 12 requests, 1 malformed\n"),
             std::string::npos)
       << r.out;
 }
@@ -569,7 +569,7 @@ TEST_F(ZetianctlTest, StatusEscapesAPolicySocketWithControlCharacters) {
   const ProcessResult r = ctl({"status"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("policy host: unix:/run/p"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("policy host:  unix:/run/p"), std::string::npos) << r.out;
 }
 
 TEST_F(ZetianctlTest, StatusWithoutPolicyHostInTheDocumentPrintsNoSuchLine) {

@@ -185,6 +185,16 @@ TEST_F(EngineReloadTest, WithoutAPolicySectionThePolicyHostIsOffAndItsDefaultsAr
   EXPECT_STREQ(e->option("policy.tempfail_action"), "reply");
 }
 
+TEST_F(EngineReloadTest, WithTheMilterOffASingleNodesAddressIsThePolicySocket) {
+  auto e = open("[log]\nlevel = \"error\"\ntarget = \"stderr\"\n[milter]\nsocket = \"\"\n[policy]\n"
+                "socket = \"unix:/run/zetian/policy.sock\"\n" +
+                std::string(kRule));
+  ASSERT_TRUE(e);
+  const auto reply = e->health();
+  EXPECT_NE(reply.body.find("\"address\":\"unix:/run/zetian/policy.sock\""), std::string::npos) << reply.body;
+  EXPECT_NE(reply.body.find("\"policy_host\":null"), std::string::npos) << reply.body;  // no host reported yet
+}
+
 TEST_F(EngineReloadTest, AReloadThatChangesOnlyThePolicyReportsNoRestart) {
   const std::string head = "[log]\nlevel = \"info\"\ntarget = \"file\"\nfile = \"" + log_path_ + "\"\n";
   auto e = open(head + kRule);

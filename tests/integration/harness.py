@@ -1004,6 +1004,10 @@ class Postfix:
 # --------------------------------------------------------------------------- SMTP client
 
 
+POSTQUEUE = "/usr/sbin/postqueue"
+POSTSUPER = "/usr/sbin/postsuper"
+
+
 @dataclass
 class Reply:
     code: int
@@ -1765,6 +1769,27 @@ class PostfixTestCase(unittest.TestCase):
         self._milters.append(m)
         m.start()
         return m
+
+    # -- the queue (the hold queue of quarantine tests)
+
+    def queue_entries(self) -> list[dict]:
+        """`postqueue -j`: one JSON object per queued message (queue_name, queue_id, ...)."""
+        cp = subprocess.run([POSTQUEUE, "-c", self.postfix.config_dir, "-j"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
+        if cp.returncode != 0:
+            self.fail(f"postqueue -j failed ({cp.returncode}): {cp.stderr}")
+        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
+
+    def delete_from_queue(self, queue_id: str):
+        subprocess.run([POSTSUPER, "-c", self.postfix.config_dir, "-d", queue_id],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=15)
+
+    @staticmethod
+    def queue_id(reply: Reply) -> str:
+        m = re.search(r"queued as ([0-9A-Za-z]+)", reply.text)
+        if not m:
+            raise AssertionError(f"no queue id in {reply}")
+        return m.group(1)
 
     def diagnostics(self, lines: int = 30) -> str:
         parts = [self.postfix.log_tail(lines)]

@@ -5,17 +5,13 @@ Each test starts its own zetian-milter (fresh buckets) on the class's milter por
 Nothing is exempt: every test client is on loopback (127.0.0.x act as different IPs).
 """
 
-import json
 import re
 import smtplib
-import subprocess
 import unittest
 
 from harness import (MessageResult, PostfixTestCase, Reply, build_message, make_token, rule,
                      wait_until)
 
-POSTQUEUE = "/usr/sbin/postqueue"
-POSTSUPER = "/usr/sbin/postsuper"
 
 
 def send_via_data_command(session, sender: str = "sender@example.org",
@@ -47,24 +43,6 @@ class ActionsThroughPostfix(PostfixTestCase):
 
     # -- helpers
 
-    def queue_entries(self) -> list[dict]:
-        """`postqueue -j`: one JSON object per queued message (queue_name, queue_id, ...)."""
-        cp = subprocess.run([POSTQUEUE, "-c", self.postfix.config_dir, "-j"],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
-        if cp.returncode != 0:
-            self.fail(f"postqueue -j failed ({cp.returncode}): {cp.stderr}")
-        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
-
-    def delete_from_queue(self, queue_id: str):
-        subprocess.run([POSTSUPER, "-c", self.postfix.config_dir, "-d", queue_id],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=15)
-
-    @staticmethod
-    def queue_id(reply: Reply) -> str:
-        m = re.search(r"queued as ([0-9A-Za-z]+)", reply.text)
-        if not m:
-            raise AssertionError(f"no queue id in {reply}")
-        return m.group(1)
 
     # -- quarantine
 

@@ -30,14 +30,12 @@ import unittest
 import uuid
 
 from cluster_harness import ClusterTestCase, Node
-from harness import (RELAY_AFTER_POLICY, Milter, MessageResult, PolicyPostfixTestCase, Reply, SmtpSession,
+from harness import (RELAY_AFTER_POLICY, Milter, MessageResult, PolicyPostfixTestCase, SmtpSession,
                      free_port, listening_tcp_ports, make_workdir, metric_samples, policy_service, rule,
                      wait_until)
 from postfix_trio import PostfixTrio
 from test_maintenance import non_loopback_ipv4
 
-POSTQUEUE = "/usr/sbin/postqueue"
-POSTSUPER = "/usr/sbin/postsuper"
 POSTCAT = "/usr/sbin/postcat"
 TWO_RCPTS = ("first@example.net", "second@example.net")
 # Postfix's words before a policy server's text on a refused RCPT.
@@ -102,24 +100,6 @@ class PolicyAnswersThroughPostfix(PolicyPostfixTestCase):
         if codes != [250] * len(codes):
             self.fail(f"{what}: every RCPT should be accepted: {result}\n{self.diagnostics()}")
 
-    def queue_entries(self) -> list[dict]:
-        """`postqueue -j`: one JSON object per queued message (queue_name, queue_id, ...)."""
-        cp = subprocess.run([POSTQUEUE, "-c", self.postfix.config_dir, "-j"],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
-        if cp.returncode != 0:
-            self.fail(f"postqueue -j failed ({cp.returncode}): {cp.stderr}")
-        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
-
-    def delete_from_queue(self, queue_id: str):
-        subprocess.run([POSTSUPER, "-c", self.postfix.config_dir, "-d", queue_id],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=15)
-
-    @staticmethod
-    def queue_id(reply: Reply) -> str:
-        m = re.search(r"queued as ([0-9A-Za-z]+)", reply.text)
-        if not m:
-            raise AssertionError(f"no queue id in {reply}")
-        return m.group(1)
 
     # -- counting
 

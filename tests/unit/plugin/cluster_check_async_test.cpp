@@ -184,17 +184,9 @@ TEST_F(ClusterCheckTest, CAbiCheckAsyncIsInlineWhenLocalLaterWhenRemoteAndOnceAt
   settings_["check_timeout"] = "\"5s\"";
   const std::string rules = policy(rule("per-ip", "client_ip", 1));
   ASSERT_NO_FATAL_FAILURE(startCluster(rules, true));
-  Member& c = addMember("c");
-  std::ofstream(c.config) << configFor(c, seedsFor(c), rules);
-  zetian_engine* handle = zetian_engine_open(c.config.c_str(), nullptr, 0, nullptr, nullptr);
-  ASSERT_NE(handle, nullptr);
-  struct Closer {
-    zetian_engine* handle;
-    ~Closer() { zetian_engine_close(handle); }
-  } closer{handle};
-  ASSERT_EQ(zetian_engine_start(handle, nullptr, nullptr), 0);
-  ASSERT_TRUE(waitViews(5));
-  ASSERT_TRUE(waitFor([&] { return allActive(c, 5); }, 20s));
+  AbiEngine abi;
+  ASSERT_NO_FATAL_FAILURE(startAbiMember(rules, &abi));
+  zetian_engine* handle = abi.handle;
 
   {
     zetian_session* s = zetian_session_open(handle, ipOwnedBy("per-ip", "c").c_str(), nullptr);
@@ -394,17 +386,9 @@ TEST_F(ClusterCheckTest, PolicyHostAnswersAWaitingCheckLaterAndOthersMeanwhile) 
   settings_["check_timeout"] = "\"5s\"";
   const std::string rules = policy(rule("per-ip", "client_ip", 1));
   ASSERT_NO_FATAL_FAILURE(startCluster(rules, true));
-  Member& c = addMember("c");
-  std::ofstream(c.config) << configFor(c, seedsFor(c), rules);
-  zetian_engine* handle = zetian_engine_open(c.config.c_str(), nullptr, 0, nullptr, nullptr);
-  ASSERT_NE(handle, nullptr);
-  struct Closer {
-    zetian_engine* handle;
-    ~Closer() { zetian_engine_close(handle); }
-  } closer{handle};
-  ASSERT_EQ(zetian_engine_start(handle, nullptr, nullptr), 0);
-  ASSERT_TRUE(waitViews(5));
-  ASSERT_TRUE(waitFor([&] { return allActive(c, 5); }, 20s));
+  AbiEngine abi;
+  ASSERT_NO_FATAL_FAILURE(startAbiMember(rules, &abi));
+  zetian_engine* handle = abi.handle;
 
   // The loop of this test: closures posted from the engine's thread, run here.
   std::mutex mutex;

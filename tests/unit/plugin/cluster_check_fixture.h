@@ -296,6 +296,26 @@ class ClusterCheckTest : public ::testing::Test {
     ASSERT_TRUE(waitViews(members_.size() + (owner_ ? 1 : 0)));
   }
 
+  // An engine opened and started through the C ABI, as a host does; closed with it.
+  struct AbiEngine {
+    zetian_engine* handle = nullptr;
+    ~AbiEngine() {
+      if (handle) zetian_engine_close(handle);
+    }
+  };
+
+  // Member "c" as an AbiEngine, after startCluster(rules, true): returns once all five
+  // members (n1, n2, n3, the bare owner d and c) see each other active.
+  void startAbiMember(const std::string& rules, AbiEngine* abi) {
+    Member& c = addMember("c");
+    std::ofstream(c.config) << configFor(c, seedsFor(c), rules);
+    abi->handle = zetian_engine_open(c.config.c_str(), nullptr, 0, nullptr, nullptr);
+    ASSERT_NE(abi->handle, nullptr);
+    ASSERT_EQ(zetian_engine_start(abi->handle, nullptr, nullptr), 0);
+    ASSERT_TRUE(waitViews(5));
+    ASSERT_TRUE(waitFor([&] { return allActive(c, 5); }, 20s));
+  }
+
   // Every running engine's placement view lists `n` members, the same ones.
   bool waitViews(std::size_t n, std::chrono::milliseconds deadline = 20s) {
     return waitFor(

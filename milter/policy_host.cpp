@@ -443,17 +443,23 @@ void Host::finish(std::unique_ptr<Job> job, Answer answer) {
   Session& s = *job->session;
   s.last_fingerprint = std::move(job->fingerprint);
   s.last_answer = answer;
-  s.busy = false;
   if (job->view.state == ProtocolState::EndOfMessage && !answer.repeated) {
     counters_.headers_dropped += s.headers.size();
     endTransaction(s);
   }
-  job->done(answer);
+  // The answer goes out last: `done` may re-enter the Host (the server hands over the
+  // connection's next pipelined request at once), so the session must be settled and
+  // must not be touched after it: a re-entrant request may even close it.
+  const Done done = std::move(job->done);
+  job.reset();
   if (!s.waiting.empty()) {
     std::unique_ptr<Job> next = std::move(s.waiting.front());
     s.waiting.pop_front();
-    start(std::move(next));
+    start(std::move(next));  // still busy: the next request has the session now
+  } else {
+    s.busy = false;
   }
+  done(answer);
 }
 
 }  // namespace zetian::milter::policy

@@ -1,0 +1,856 @@
+// policy::Server over real sockets, in front of a real engine (libzetian, node-scope
+// rules, so every check is decided inline): answers, pipelining, every malformed input
+// the policy host's issue names, timeouts, the connection cap, bounded memory, EOF,
+// stop() and many concurrent connections. Figures are read as the health socket reads
+// them, through Server::report; one test reads them through the health socket itself.
+//
+// Waits are polls with a deadline (a socket closing, a figure reaching a value), never
+// sleeps; the deadlines are generous because the suite also runs under TSan on two
+// loaded cores.
+#include "milter/policy_server.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "plugin/zetian.h"
+#include "tests/unit/cluster/test_support.h"
+
+namespace zetian::milter::policy {
+namespace {
+
+using namespace std::chrono_literals;
+namespace ts = zetian::cluster::testing;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kWait = 15s;  // the most any one step may take, under TSan on a loaded machine
+constexpr const char* kDunno = "action=DUNNO\n\n";
+
+void appendTo(void* sink, const char* text, std::size_t length) {
+  static_cast<std::string*>(sink)->append(text, length);
+}
+
+int remainingMs(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left > 0 ? static_cast<int>(left) : 0;
+}
+
+// A request as Postfix 3.7 sends it at RCPT, for SMTP connection `port` of `client`.
+std::string rcpt(std::uint32_t port, const std::string& instance, const std::string& recipient, std::uint64_t count,
+                 const std::string& client = "192.0.2.7") {
+  return "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=" + client +
+         "\nclient_name=unknown\nclient_port=" + std::to_string(port) +
+         "\nreverse_client_name=unknown\nserver_address=192.0.2.1\nserver_port=25\nhelo_name=client.example\n"
+         "sender=a@example.org\nrecipient=" +
+         recipient + "\nrecipient_count=" + std::to_string(count) + "\nqueue_id=\ninstance=" + instance +
+         "\nsize=0\netrn_domain=\nstress=\nsasl_method=\nsasl_username=\nsasl_sender=\nccert_subject=\n"
+         "ccert_issuer=\nccert_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\n"
+         "policy_context=\n\n";
+}
+
+// VRFY is outside any message: always DUNNO, whatever the limits.
+std::string vrfy(std::uint32_t port, const std::string& client = "192.0.2.7") {
+  return "request=smtpd_access_policy\nprotocol_state=VRFY\nprotocol_name=ESMTP\nclient_address=" + client +
+         "\nclient_port=" + std::to_string(port) + "\nserver_address=192.0.2.1\nserver_port=25\nrecipient=x@example.net\n\n";
+}
+
+// One policy connection from the test's side.
+class Client {
+ public:
+  explicit Client(int fd) : fd_(fd) {}
+  Client(Client&& other) noexcept : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)) {}
+  Client& operator=(Client&&) = delete;
+  Client(const Client&) = delete;
+  ~Client() { close(); }
+
+  bool connected() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  void send(const std::string& bytes) { ts::sendAll(fd_, bytes); }
+  void shutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  // The next answer, its empty line included; "" when the server closed the connection
+  // or nothing complete came within `timeout`.
+  std::string answer(std::chrono::milliseconds timeout = kWait) {
+    const auto deadline = Clock::now() + timeout;
+    while (true) {
+      const auto end = buffer_.find("\n\n");
+      if (end != std::string::npos) {
+        std::string out = buffer_.substr(0, end + 2);
+        buffer_.erase(0, end + 2);
+        return out;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, remainingMs(deadline)) <= 0) return "";
+      char buf[4096];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return "";
+      buffer_.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+
+  // Whether the server closed the connection (end of file or a reset) within `timeout`.
+  // Whatever it sent before that, and what was left unread of earlier answers, goes to
+  // *got.
+  bool closedWithin(std::chrono::milliseconds timeout = kWait, std::string* got = nullptr) {
+    bool closed = false;
+    std::string rest = ts::readUntilClose(fd_, timeout, &closed);
+    if (got) *got = buffer_ + rest;
+    buffer_.clear();
+    return closed;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;  // read past the last answer
+};
+
+class PolicyServerTest : public ::testing::Test {
+ protected:
+  // `rules`: [[ratelimit.rule]] tables. `start`: start the engine (its health socket).
+  void openEngine(const std::string& rules, bool start = false) {
+    std::ofstream(path_) << "[log]\nlevel = \"warn\"\ntarget = \"file\"\nfile = \"" << dir_ << "/zetian.log\"\n"
+                         << "[health]\nsocket = \"" << health_socket_ << "\"\n"
+                         << "[ratelimit]\nexempt = []\n"
+                         << rules;
+    engine_ = zetian_engine_open(path_.c_str(), nullptr, 0, nullptr, nullptr);
+    ASSERT_NE(engine_, nullptr);
+    if (start) {
+      ASSERT_EQ(zetian_engine_start(engine_, nullptr, nullptr), 0);
+    }
+  }
+
+  // Opens and starts a server on an ephemeral loopback port unless options.socket says
+  // otherwise.
+  void startServer(ServerOptions options = {}) {
+    if (options.socket.empty()) options.socket = "inet:0@127.0.0.1";
+    socket_ = options.socket;
+    std::string error;
+    server_ = Server::open(engine_, std::move(options), &error);
+    ASSERT_NE(server_, nullptr) << error;
+    server_->start();
+  }
+
+  void TearDown() override {
+    if (reporter_set_) zetian_engine_set_reporter(engine_, nullptr, nullptr);
+    server_.reset();
+    if (engine_) zetian_engine_close(engine_);
+  }
+
+  static std::string rule(const std::string& name, const std::string& stage, long limit,
+                          const std::string& action = "tempfail", const std::string& key = "client_ip") {
+    return "[[ratelimit.rule]]\nname = \"" + name + "\"\nkey = \"" + key + "\"\nstage = \"" + stage +
+           "\"\nlimit = " + std::to_string(limit) + "\nburst = " + std::to_string(limit) +
+           "\nperiod = \"1h\"\nscope = \"node\"\naction = \"" + action + "\"\n";
+  }
+  // A node rule that never denies in these tests.
+  static std::string generousRule() { return rule("generous", "rcpt", 100000000); }
+
+  Client connect() {
+    if (socket_.rfind("unix:", 0) == 0) return Client(ts::connectUnix(socket_.substr(5)));
+    return Client(ts::connectTcp(static_cast<std::uint16_t>(server_->boundPort())));
+  }
+
+  std::string report(int what) const {
+    std::string out;
+    Server::report(server_.get(), what, &appendTo, &out);
+    return out;
+  }
+
+  // The value of the sample `name` (labels included, as written), or -1 when absent.
+  long long metric(const std::string& name) const {
+    std::istringstream lines(report(ZETIAN_REPORT_METRICS));
+    std::string line;
+    while (std::getline(lines, line))
+      if (line.size() > name.size() && line.compare(0, name.size(), name) == 0 && line[name.size()] == ' ')
+        return std::stoll(line.substr(name.size() + 1));
+    return -1;
+  }
+
+  // Polls until the sample reaches `value`; the last value read otherwise.
+  long long waitForMetric(const std::string& name, long long value, std::chrono::milliseconds timeout = kWait) const {
+    const auto deadline = Clock::now() + timeout;
+    long long now = metric(name);
+    while (now != value && Clock::now() < deadline) {
+      std::this_thread::sleep_for(2ms);  // polling interval, not synchronisation
+      now = metric(name);
+    }
+    return now;
+  }
+
+  long long malformedTotal() const {
+    long long total = 0;
+    std::istringstream lines(report(ZETIAN_REPORT_METRICS));
+    std::string line;
+    const std::string prefix = "zetian_policy_malformed_total{";
+    while (std::getline(lines, line))
+      if (line.rfind(prefix, 0) == 0) total += std::stoll(line.substr(line.rfind(' ') + 1));
+    return total;
+  }
+
+  std::string log() const {
+    std::ifstream in(dir_ + "/zetian.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  // Polls the log file until it contains `text`.
+  bool waitForLog(const std::string& text) const {
+    const auto deadline = Clock::now() + kWait;
+    while (log().find(text) == std::string::npos) {
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(5ms);  // polling interval
+    }
+    return true;
+  }
+
+  // A fresh connection still gets its answer.
+  void expectServed(std::uint32_t port = 9000) {
+    Client c = connect();
+    ASSERT_TRUE(c.connected());
+    c.send(rcpt(port, "fresh", "fresh@example.net", 0, "198.51.100.200"));
+    EXPECT_EQ(c.answer(), kDunno) << "a fresh connection is served";
+  }
+
+  ts::TempDir temp_;
+  const std::string dir_ = temp_.path();
+  const std::string path_ = dir_ + "/zetian.toml";
+  const std::string health_socket_ = dir_ + "/health.sock";
+  zetian_engine* engine_ = nullptr;
+  std::unique_ptr<Server> server_;
+  std::string socket_;
+  bool reporter_set_ = false;
+};
+
+// ---- answers ----------------------------------------------------------------------
+
+TEST_F(PolicyServerTest, RcptRequestsAreAnsweredDunnoThen451PastTheLimit) {
+  openEngine(rule("per-ip", "rcpt", 3));
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  for (int i = 0; i < 3; ++i) {
+    c.send(rcpt(1000, "i1", "r" + std::to_string(i) + "@example.net", i));
+    EXPECT_EQ(c.answer(), kDunno) << i;
+  }
+  c.send(rcpt(1000, "i1", "r3@example.net", 3));
+  const std::string denied = c.answer();
+  EXPECT_EQ(denied.rfind("action=451 4.7.1 ", 0), 0u) << denied;
+  EXPECT_EQ(denied.find('\n'), denied.size() - 2) << "one attribute, then the empty line: " << denied;
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"dunno\"}"), 3);
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"tempfail\"}"), 1);
+  EXPECT_EQ(metric("zetian_policy_connections"), 1);
+  EXPECT_EQ(metric("zetian_policy_connections_total"), 1);
+  EXPECT_EQ(metric("zetian_policy_sessions"), 1);
+  EXPECT_EQ(malformedTotal(), 0);
+}
+
+TEST_F(PolicyServerTest, PipelinedRequestsAreAnsweredInTheOrderTheyCame) {
+  // One connection per client IP and hour: SMTP connection 1001 of the same client is
+  // denied at connect, and that denial answers every RCPT of it whatever the order the
+  // server took them in; VRFY is always DUNNO. So only the answers' order can differ.
+  openEngine(rule("conns", "connect", 1));
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  ASSERT_EQ(c.answer(), kDunno);
+
+  c.send(rcpt(1001, "i2", "a@example.net", 0) + vrfy(1001) + rcpt(1001, "i2", "b@example.net", 1) + vrfy(1001) +
+         vrfy(1001) + rcpt(1001, "i2", "c@example.net", 2));
+  const std::vector<bool> denied = {true, false, true, false, false, true};
+  for (std::size_t i = 0; i < denied.size(); ++i) {
+    const std::string a = c.answer();
+    if (denied[i]) {
+      EXPECT_EQ(a.rfind("action=451 4.7.1 ", 0), 0u) << "answer " << i << ": " << a;
+    } else {
+      EXPECT_EQ(a, kDunno) << "answer " << i;
+    }
+  }
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"VRFY\",action=\"dunno\"}"), 3);
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"tempfail\"}"), 3);
+}
+
+TEST_F(PolicyServerTest, RequestsWrittenOneByteAtATimeAreAnswered) {
+  openEngine(rule("per-ip", "rcpt", 1));
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  const int one = 1;
+  ::setsockopt(c.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // one segment per byte
+  const std::string two = rcpt(1000, "i1", "a@example.net", 0) + rcpt(1000, "i1", "b@example.net", 1);
+  for (const char byte : two) c.send(std::string(1, byte));
+  EXPECT_EQ(c.answer(), kDunno);
+  EXPECT_EQ(c.answer().rfind("action=451 4.7.1 ", 0), 0u) << "the second request, over the limit";
+  EXPECT_EQ(malformedTotal(), 0);
+}
+
+TEST_F(PolicyServerTest, AUnixSocketServesRequestsAndIsNotOpenedTwice) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.socket = "unix:" + dir_ + "/policy.sock";
+  startServer(options);
+  EXPECT_TRUE(server_->createdUnixSocket());
+  EXPECT_EQ(server_->boundPort(), 0);
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  EXPECT_EQ(c.answer(), kDunno);
+
+  ServerOptions again;
+  again.socket = options.socket;
+  std::string error;
+  EXPECT_EQ(Server::open(engine_, again, &error), nullptr);
+  EXPECT_NE(error.find("cannot listen on " + options.socket), std::string::npos) << error;
+
+  // The first server is unharmed.
+  c.send(rcpt(1000, "i1", "b@example.net", 1));
+  EXPECT_EQ(c.answer(), kDunno);
+}
+
+TEST_F(PolicyServerTest, ABusyPortOrABadSocketSpecIsAnErrorNotAServer) {
+  openEngine(generousRule());
+  startServer();
+  std::string error;
+  ServerOptions same;
+  same.socket = "inet:" + std::to_string(server_->boundPort()) + "@127.0.0.1";
+  EXPECT_EQ(Server::open(engine_, same, &error), nullptr);
+  EXPECT_NE(error.find("cannot listen on"), std::string::npos) << error;
+  ServerOptions bad;
+  bad.socket = "tcp:10031";
+  error.clear();
+  EXPECT_EQ(Server::open(engine_, bad, &error), nullptr);
+  EXPECT_NE(error.find("expected inet:PORT@HOST"), std::string::npos) << error;
+  expectServed();
+}
+
+// ---- malformed input --------------------------------------------------------------
+
+struct MalformedCase {
+  const char* name;
+  std::string bytes;
+  const char* reason;  // zetian_policy_malformed_total's label
+};
+
+std::string manyAttributes(int count) {
+  std::string out = "request=smtpd_access_policy\n";
+  for (int i = 1; i < count; ++i) out += "attribute" + std::to_string(i) + "=value\n";
+  return out + "\n";
+}
+
+std::string binaryJunk() {
+  std::mt19937 random(20261201);
+  std::string out;
+  for (int i = 0; i < 4096; ++i) out.push_back(static_cast<char>(random() & 0xff));
+  return out;
+}
+
+const MalformedCase kMalformedCases[] = {
+    {"LineOver8KiB", "request=smtpd_access_policy\nsender=" + std::string(9000, 'a') + "\n\n", "line_too_long"},
+    {"LineOver8KiBWithoutAnyLf", std::string(9000, 'a'), "line_too_long"},
+    {"AThousandAttributes", manyAttributes(1000), "too_many_attributes"},
+    {"NulByte", std::string("request=smtpd_access_policy\nsender=a") + '\0' + "b@example.org\n\n", "nul_byte"},
+    {"ControlByte", "request=smtpd_access_policy\nhelo_name=a\x01" "b\n\n", "control_byte"},
+    {"CrLfLineEnds", "request=smtpd_access_policy\r\nprotocol_state=RCPT\r\n\r\n", "control_byte"},
+    {"NotAnAccessPolicyRequest", "request=junk\nprotocol_state=RCPT\n\n", "not_a_policy_request"},
+    {"NoRequestAttribute", "protocol_state=RCPT\nclient_address=192.0.2.7\n\n", "not_a_policy_request"},
+    {"ANumberThatIsNotANumber", "request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient_count=many\n\n",
+     "not_a_policy_request"},
+    {"ALineWithoutEquals", "request=smtpd_access_policy\nhello\n\n", "missing_equals"},
+    {"AnEmptyRequest", "\n", "empty_request"},
+};
+
+class PolicyServerMalformedTest : public PolicyServerTest, public ::testing::WithParamInterface<MalformedCase> {};
+
+TEST_P(PolicyServerMalformedTest, ClosesTheConnectionCountsAndLogsItAndServesTheNext) {
+  const MalformedCase& m = GetParam();
+  openEngine(generousRule());
+  startServer();
+  const std::string label = std::string("zetian_policy_malformed_total{reason=\"") + m.reason + "\"}";
+  ASSERT_EQ(metric(label), 0);
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(m.bytes);  // the client keeps its side open: the server must close on its own
+  std::string got;
+  EXPECT_TRUE(c.closedWithin(kWait, &got)) << "the connection was not closed";
+  EXPECT_EQ(got, "") << "no answer to a malformed request (SMTPD_POLICY_README)";
+  EXPECT_EQ(waitForMetric(label, 1), 1);
+  EXPECT_EQ(malformedTotal(), 1) << "counted once, under its own reason";
+  EXPECT_EQ(waitForMetric("zetian_policy_connections", 0), 0);
+  EXPECT_TRUE(waitForLog(std::string("policy_request_malformed peer=127.0.0.1:")));
+  EXPECT_NE(log().find(std::string("reason=") + m.reason), std::string::npos) << log();
+  expectServed();
+}
+
+TEST_P(PolicyServerMalformedTest, AfterAGoodRequestTheGoodOneIsAnsweredThenTheConnectionClosed) {
+  const MalformedCase& m = GetParam();
+  openEngine(generousRule());
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0) + m.bytes);
+  std::string got;
+  EXPECT_TRUE(c.closedWithin(kWait, &got));
+  EXPECT_EQ(got, kDunno) << "the request before the malformed one is answered, and nothing after it";
+  EXPECT_EQ(waitForMetric(std::string("zetian_policy_malformed_total{reason=\"") + m.reason + "\"}", 1), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Inputs, PolicyServerMalformedTest, ::testing::ValuesIn(kMalformedCases),
+                         [](const ::testing::TestParamInfo<MalformedCase>& info) { return std::string(info.param.name); });
+
+TEST_F(PolicyServerTest, BinaryJunkIsClosedAsMalformed) {
+  openEngine(generousRule());
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(binaryJunk());
+  std::string got;
+  EXPECT_TRUE(c.closedWithin(kWait, &got));
+  EXPECT_EQ(got, "");
+  const auto deadline = Clock::now() + kWait;
+  while (malformedTotal() != 1 && Clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(malformedTotal(), 1);
+  expectServed();
+}
+
+TEST_F(PolicyServerTest, LinesAndAttributesAtTheLimitsAreAccepted) {
+  openEngine(generousRule());
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  // A line of exactly 8192 bytes without its LF, then 128 attributes in all.
+  const std::string line = "ccert_subject=" + std::string(8192 - 14, 's') + "\n";
+  std::string request = rcpt(1000, "i1", "a@example.net", 0);
+  request.insert(request.size() - 1, line);
+  int attributes = 0;
+  for (const char ch : request) attributes += ch == '\n';
+  --attributes;  // the empty line
+  for (int i = attributes; i < 128; ++i) request.insert(request.size() - 1, "extra" + std::to_string(i) + "=x\n");
+  c.send(request);
+  EXPECT_EQ(c.answer(), kDunno);
+  EXPECT_EQ(malformedTotal(), 0);
+}
+
+// ---- timeouts ---------------------------------------------------------------------
+
+TEST_F(PolicyServerTest, ARequestThatNeverEndsIsClosedAfterRequestTimeout) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.request_timeout = 1s;
+  startServer(options);
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  const auto sent = Clock::now();
+  c.send("request=smtpd_access_policy\nprotocol_state=RCPT\n");
+  EXPECT_TRUE(c.closedWithin(kWait));
+  EXPECT_GE(Clock::now() - sent, 900ms) << "closed before request_timeout";
+  EXPECT_EQ(waitForMetric("zetian_policy_connections_timed_out_total{kind=\"request\"}", 1), 1);
+  EXPECT_EQ(metric("zetian_policy_connections_timed_out_total{kind=\"idle\"}"), 0);
+  EXPECT_TRUE(waitForLog("policy_request_timeout peer=127.0.0.1:"));
+  expectServed();
+}
+
+TEST_F(PolicyServerTest, AClientTricklingOneByteAtATimeIsStillBoundByRequestTimeout) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.request_timeout = 1s;
+  options.idle_timeout = 1h;
+  startServer(options);
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send("request=smtpd_access_policy\nsender=");
+  // A byte every 50 ms (the pace of a slow client, not a synchronisation): each read is
+  // activity, but the request itself must still end within request_timeout.
+  const auto deadline = Clock::now() + kWait;
+  bool closed = false;
+  while (!closed && Clock::now() < deadline) {
+    if (::send(c.fd(), "x", 1, MSG_NOSIGNAL) != 1) break;
+    pollfd p{c.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) closed = c.closedWithin(1ms);
+  }
+  EXPECT_TRUE(closed || c.closedWithin(kWait)) << "a trickling client kept its request open for " << kWait.count() << " s";
+  EXPECT_EQ(waitForMetric("zetian_policy_connections_timed_out_total{kind=\"request\"}", 1), 1);
+}
+
+TEST_F(PolicyServerTest, AnIdleConnectionIsClosedAfterIdleTimeoutAndNotCountedAsMalformed) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.idle_timeout = 1s;
+  startServer(options);
+  Client silent = connect();
+  Client used = connect();
+  ASSERT_TRUE(silent.connected() && used.connected());
+  used.send(rcpt(1000, "i1", "a@example.net", 0));
+  ASSERT_EQ(used.answer(), kDunno);
+  const auto answered = Clock::now();
+  EXPECT_TRUE(used.closedWithin(kWait));
+  EXPECT_GE(Clock::now() - answered, 900ms) << "closed before idle_timeout";
+  EXPECT_TRUE(silent.closedWithin(kWait));
+  EXPECT_EQ(waitForMetric("zetian_policy_connections_timed_out_total{kind=\"idle\"}", 2), 2);
+  EXPECT_EQ(metric("zetian_policy_connections_timed_out_total{kind=\"request\"}"), 0);
+  EXPECT_EQ(malformedTotal(), 0);
+  expectServed();
+}
+
+TEST_F(PolicyServerTest, AConnectionInUseIsNotClosedAsIdle) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.idle_timeout = 3s;
+  startServer(options);
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  // Requests 100 ms apart (a client's pace) for longer than idle_timeout.
+  const auto until = Clock::now() + 4s;
+  int i = 0;
+  while (Clock::now() < until) {
+    c.send(rcpt(1000, "i1", "r" + std::to_string(i) + "@example.net", static_cast<std::uint64_t>(i)));
+    ASSERT_EQ(c.answer(), kDunno) << "request " << i;
+    ++i;
+    pollfd p{c.fd(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 100), 0) << "the server sent or closed between requests";
+  }
+  EXPECT_EQ(metric("zetian_policy_connections_timed_out_total{kind=\"idle\"}"), 0);
+}
+
+// ---- the connection cap -----------------------------------------------------------
+
+TEST_F(PolicyServerTest, PastMaxConnectionsANewConnectionIsClosedAtOnceUntilOneCloses) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.max_connections = 3;
+  startServer(options);
+  std::vector<Client> served;
+  for (int i = 0; i < 3; ++i) {
+    served.push_back(connect());
+    ASSERT_TRUE(served.back().connected());
+    served.back().send(rcpt(1000 + i, "i" + std::to_string(i), "a@example.net", 0));
+    ASSERT_EQ(served.back().answer(), kDunno) << i;
+  }
+  Client fourth = connect();
+  ASSERT_TRUE(fourth.connected()) << "the kernel accepts it; the server closes it";
+  fourth.send(rcpt(1003, "i3", "a@example.net", 0));
+  std::string got;
+  EXPECT_TRUE(fourth.closedWithin(kWait, &got));
+  EXPECT_EQ(got, "") << "a refused connection is not served";
+  EXPECT_EQ(waitForMetric("zetian_policy_connections_refused_total", 1), 1);
+  EXPECT_EQ(metric("zetian_policy_connections"), 3);
+  EXPECT_TRUE(waitForLog("policy_connection_refused reason=max_connections max=3"));
+
+  served.front().close();
+  ASSERT_EQ(waitForMetric("zetian_policy_connections", 2), 2);
+  expectServed();
+  EXPECT_EQ(metric("zetian_policy_connections_refused_total"), 1);
+  EXPECT_EQ(metric("zetian_policy_connections_total"), 4);
+  for (Client& c : served) {
+    if (!c.connected()) continue;
+    c.send(rcpt(2000, "j", "b@example.net", 0));
+    EXPECT_EQ(c.answer(), kDunno) << "the connections under the cap are still served";
+  }
+}
+
+// ---- bounded memory ---------------------------------------------------------------
+
+// A Unix socket client whose own send buffer is small: on a Unix stream socket the
+// bytes in flight are bounded by the sender's buffer, so what send() accepted is at
+// most what the server read plus a few KiB.
+int smallBufferUnixClient(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+struct StreamResult {
+  std::size_t accepted = 0;  // bytes send() took
+  bool closed = false;       // the server hung up (EPIPE, ECONNRESET)
+  bool stalled = false;      // nothing more could be written for `stall`
+};
+
+// Writes `total` bytes from `chunk` repeated, until the server hangs up, stops reading
+// for `stall`, or the deadline passes.
+StreamResult stream(int fd, const std::string& chunk, std::size_t total, std::chrono::milliseconds stall) {
+  StreamResult r;
+  const auto deadline = Clock::now() + 60s;
+  std::size_t offset = 0;
+  while (r.accepted < total && Clock::now() < deadline) {
+    const std::size_t want = std::min(chunk.size() - offset, total - r.accepted);
+    const ssize_t n = ::send(fd, chunk.data() + offset, want, MSG_NOSIGNAL);
+    if (n > 0) {
+      r.accepted += static_cast<std::size_t>(n);
+      offset = (offset + static_cast<std::size_t>(n)) % chunk.size();
+      continue;
+    }
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      r.closed = true;
+      return r;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return r;
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(stall.count())) == 0) {
+      r.stalled = true;
+      return r;
+    }
+  }
+  return r;
+}
+
+TEST_F(PolicyServerTest, TenMegabytesWithoutANewlineAreRefusedAfterTheFirstLineLimit) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.socket = "unix:" + dir_ + "/policy.sock";
+  startServer(options);
+  const int fd = smallBufferUnixClient(dir_ + "/policy.sock");
+  ASSERT_GE(fd, 0);
+  Client c(fd);
+  const StreamResult r = stream(fd, std::string(65536, 'a'), 10u << 20, kWait);
+  EXPECT_TRUE(r.closed) << "accepted " << r.accepted << " bytes, stalled=" << r.stalled;
+  // The server reads at most one 16 KiB piece past the 8 KiB line limit before closing;
+  // with the few KiB in flight, anything near 64 KiB means it kept reading.
+  EXPECT_LT(r.accepted, 64u * 1024) << "the server read on after the line limit";
+  RecordProperty("bytes_accepted", static_cast<int>(r.accepted));
+  std::cout << "[   INFO   ] 10 MB stream without LF: the server took " << r.accepted << " bytes before closing\n";
+  EXPECT_EQ(waitForMetric("zetian_policy_malformed_total{reason=\"line_too_long\"}", 1), 1);
+  expectServed();
+}
+
+TEST_F(PolicyServerTest, TenMegabytesWithoutANewlineOverTcpAreRefusedLongBeforeTheEnd) {
+  openEngine(generousRule());
+  startServer();
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  ::fcntl(c.fd(), F_SETFL, ::fcntl(c.fd(), F_GETFL) | O_NONBLOCK);
+  const StreamResult r = stream(c.fd(), std::string(65536, 'a'), 10u << 20, kWait);
+  EXPECT_TRUE(r.closed) << "accepted " << r.accepted << " bytes, stalled=" << r.stalled;
+  // TCP buffers on both sides hold a few hundred KiB; the point is that it is not 10 MB.
+  EXPECT_LT(r.accepted, 4u << 20);
+  std::cout << "[   INFO   ] 10 MB over TCP without LF: " << r.accepted << " bytes accepted before the reset\n";
+  EXPECT_EQ(waitForMetric("zetian_policy_malformed_total{reason=\"line_too_long\"}", 1), 1);
+}
+
+TEST_F(PolicyServerTest, AClientThatPipelinesWithoutReadingAnswersIsNotReadFurther) {
+  openEngine(generousRule());
+  ServerOptions options;
+  options.socket = "unix:" + dir_ + "/policy.sock";
+  startServer(options);
+  const int fd = smallBufferUnixClient(dir_ + "/policy.sock");
+  ASSERT_GE(fd, 0);
+  Client c(fd);
+  const std::string request = vrfy(1000);
+  // Whole requests, 10 MB of them, and never a read: once the answers fill the socket,
+  // the server must stop reading (one request at a time), so the writes stall.
+  const StreamResult r = stream(fd, request, request.size() * ((10u << 20) / request.size()), 2s);
+  EXPECT_TRUE(r.stalled) << "accepted " << r.accepted << " bytes, closed=" << r.closed;
+  EXPECT_LT(r.accepted, 2u << 20) << "the server kept reading requests it could not answer";
+  std::cout << "[   INFO   ] pipelining without reading: " << r.accepted << " bytes accepted before the stall\n";
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(c.answer(), kDunno) << i;
+  EXPECT_EQ(malformedTotal(), 0);
+}
+
+// ---- end of input -----------------------------------------------------------------
+
+TEST_F(PolicyServerTest, EndOfInputInsideARequestIsATruncatedRequest) {
+  openEngine(generousRule());
+  startServer();
+  for (const std::string& partial : {std::string("request=smtpd_access_policy\nprotocol_state=RCPT\n"),
+                                    std::string("request=smtpd_acc")}) {
+    Client c = connect();
+    ASSERT_TRUE(c.connected());
+    c.send(partial);
+    c.shutdownWrite();
+    std::string got;
+    EXPECT_TRUE(c.closedWithin(kWait, &got)) << partial;
+    EXPECT_EQ(got, "");
+  }
+  EXPECT_EQ(waitForMetric("zetian_policy_malformed_total{reason=\"truncated_request\"}", 2), 2);
+  EXPECT_EQ(malformedTotal(), 2);
+  expectServed();
+}
+
+TEST_F(PolicyServerTest, EndOfInputBetweenRequestsClosesQuietlyAfterEveryAnswer) {
+  openEngine(generousRule());
+  startServer();
+  {
+    Client c = connect();
+    ASSERT_TRUE(c.connected());
+    c.send(rcpt(1000, "i1", "a@example.net", 0));
+    ASSERT_EQ(c.answer(), kDunno);
+    c.shutdownWrite();
+    std::string got;
+    EXPECT_TRUE(c.closedWithin(kWait, &got));
+    EXPECT_EQ(got, "");
+  }
+  {
+    // Three requests and the end of input in one write: all three are answered first.
+    Client c = connect();
+    ASSERT_TRUE(c.connected());
+    c.send(rcpt(1001, "j1", "a@example.net", 0) + rcpt(1001, "j1", "b@example.net", 1) + vrfy(1001));
+    c.shutdownWrite();
+    std::string got;
+    EXPECT_TRUE(c.closedWithin(kWait, &got));
+    EXPECT_EQ(got, std::string(kDunno) + kDunno + kDunno);
+  }
+  EXPECT_EQ(waitForMetric("zetian_policy_connections", 0), 0);
+  EXPECT_EQ(malformedTotal(), 0) << "Postfix closing between requests is not malformed";
+  EXPECT_EQ(log().find("policy_request_malformed"), std::string::npos) << log();
+}
+
+// ---- stop -------------------------------------------------------------------------
+
+TEST_F(PolicyServerTest, StopWithConnectionsOpenReturnsPromptlyAndClosesThem) {
+  openEngine(generousRule());
+  startServer();
+  std::vector<Client> clients;
+  for (int i = 0; i < 3; ++i) {  // served, then idle
+    clients.push_back(connect());
+    clients.back().send(rcpt(1000 + i, "i" + std::to_string(i), "a@example.net", 0));
+    ASSERT_EQ(clients.back().answer(), kDunno);
+  }
+  clients.push_back(connect());  // in the middle of a request
+  clients.back().send("request=smtpd_access_policy\nprotocol_state=RCPT\n");
+  clients.push_back(connect());  // never said anything
+  ASSERT_EQ(waitForMetric("zetian_policy_connections", 5), 5);
+  const auto before = Clock::now();
+  server_->stop();
+  const auto took = Clock::now() - before;
+  EXPECT_LT(took, 5s) << "with no check in flight stop() has nothing to wait for";
+  std::cout << "[   INFO   ] stop() with 5 connections open took "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms\n";
+  for (std::size_t i = 0; i < clients.size(); ++i) EXPECT_TRUE(clients[i].closedWithin(kWait)) << i;
+  EXPECT_EQ(metric("zetian_policy_connections"), 0);
+  server_->stop();  // idempotent
+  EXPECT_EQ(malformedTotal(), 0) << "closing at stop is not the clients' fault";
+}
+
+// ---- many connections -------------------------------------------------------------
+
+TEST_F(PolicyServerTest, TwoHundredConnectionsOfTwentyRequestsEachGetFourThousandAnswers) {
+  constexpr int kConnections = 200;
+  constexpr int kRequests = 20;
+  openEngine(generousRule());
+  startServer();
+  struct Conn {
+    std::unique_ptr<Client> client;
+    int sent = 0;
+    int answered = 0;
+    std::string in;
+  };
+  auto requestOf = [](int conn, int n) {
+    const std::string client = "10.0." + std::to_string(conn / 250) + "." + std::to_string(conn % 250 + 1);
+    return rcpt(static_cast<std::uint32_t>(40000 + conn), "c" + std::to_string(conn) + "m" + std::to_string(n),
+                "r" + std::to_string(n) + "@example.net", 0, client);
+  };
+  std::vector<Conn> conns(kConnections);
+  for (int i = 0; i < kConnections; ++i) {
+    conns[i].client = std::make_unique<Client>(connect());
+    ASSERT_TRUE(conns[i].client->connected()) << i;
+  }
+  const auto started = Clock::now();
+  for (int i = 0; i < kConnections; ++i) {  // every connection has a request in flight
+    conns[i].client->send(requestOf(i, 0));
+    conns[i].sent = 1;
+  }
+  int answers = 0, wrong = 0;
+  const auto deadline = Clock::now() + 120s;
+  while (answers < kConnections * kRequests && Clock::now() < deadline) {
+    std::vector<pollfd> fds;
+    std::vector<int> index;
+    for (int i = 0; i < kConnections; ++i) {
+      if (conns[i].answered == kRequests) continue;
+      fds.push_back({conns[i].client->fd(), POLLIN, 0});
+      index.push_back(i);
+    }
+    if (::poll(fds.data(), fds.size(), remainingMs(deadline)) <= 0) break;
+    for (std::size_t k = 0; k < fds.size(); ++k) {
+      if (fds[k].revents == 0) continue;
+      Conn& c = conns[index[k]];
+      char buf[4096];
+      const ssize_t n = ::recv(fds[k].fd, buf, sizeof buf, 0);
+      ASSERT_GT(n, 0) << "connection " << index[k] << " closed after " << c.answered << " answers";
+      c.in.append(buf, static_cast<std::size_t>(n));
+      for (auto end = c.in.find("\n\n"); end != std::string::npos; end = c.in.find("\n\n")) {
+        wrong += c.in.substr(0, end + 2) != kDunno;
+        c.in.erase(0, end + 2);
+        ++c.answered;
+        ++answers;
+        if (c.sent < kRequests) c.client->send(requestOf(index[k], c.sent++));
+      }
+    }
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  EXPECT_EQ(answers, kConnections * kRequests);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"dunno\"}"), kConnections * kRequests);
+  EXPECT_EQ(metric("zetian_policy_connections"), kConnections);
+  EXPECT_EQ(malformedTotal(), 0);
+  std::cout << "[   INFO   ] " << answers << " answers over " << kConnections << " connections in " << took.count()
+            << " ms (" << (took.count() > 0 ? answers * 1000LL / took.count() : 0) << " requests/s)\n";
+}
+
+// ---- figures through the engine's health socket -----------------------------------
+
+TEST_F(PolicyServerTest, TheEngineHealthSocketShowsTheServersFigures) {
+  openEngine(generousRule(), /*start=*/true);
+  startServer();
+  ASSERT_EQ(zetian_engine_set_reporter(engine_, &Server::report, server_.get()), 0);
+  reporter_set_ = true;
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  ASSERT_EQ(c.answer(), kDunno);
+  Client junk = connect();
+  junk.send("request=junk\n\n");
+  ASSERT_TRUE(junk.closedWithin());
+  ASSERT_EQ(waitForMetric("zetian_policy_malformed_total{reason=\"not_a_policy_request\"}", 1), 1);
+
+  const auto metrics = ts::roundTrip(ts::connectUnix(health_socket_), ts::simpleRequest("GET", "/metrics"));
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.body.find("\nzetian_policy_requests_total{state=\"RCPT\",action=\"dunno\"} 1\n"), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("\nzetian_policy_connections 1\n"), std::string::npos);
+  EXPECT_NE(metrics.body.find("\nzetian_policy_connections_total 2\n"), std::string::npos);
+
+  const auto health = ts::roundTrip(ts::connectUnix(health_socket_), ts::simpleRequest("GET", "/health"));
+  ASSERT_EQ(health.status, 200) << health.head;
+  const nlohmann::json doc = nlohmann::json::parse(health.body);
+  const nlohmann::json& host = doc.at("policy_host");
+  EXPECT_EQ(host.at("socket"), socket_);
+  EXPECT_EQ(host.at("connections"), 1);
+  EXPECT_EQ(host.at("max_connections"), 1000);
+  EXPECT_EQ(host.at("sessions"), 1);
+  EXPECT_EQ(host.at("requests_total"), 1);
+  EXPECT_EQ(host.at("malformed_total"), 1);
+}
+
+}  // namespace
+}  // namespace zetian::milter::policy

@@ -138,8 +138,12 @@ class PolicyServerTest : public ::testing::Test {
                          << "[health]\nsocket = \"" << health_socket_ << "\"\n"
                          << "[ratelimit]\nexempt = []\n"
                          << rules;
-    engine_ = zetian_engine_open(path_.c_str(), nullptr, 0, nullptr, nullptr);
-    ASSERT_NE(engine_, nullptr);
+    std::string errors;
+    engine_ = zetian_engine_open(
+        path_.c_str(), nullptr, 0,
+        [](void* ctx, const char* message) { *static_cast<std::string*>(ctx) += std::string(message) + "\n"; },
+        &errors);
+    ASSERT_NE(engine_, nullptr) << errors;
     if (start) {
       ASSERT_EQ(zetian_engine_start(engine_, nullptr, nullptr), 0);
     }
@@ -249,8 +253,8 @@ class PolicyServerTest : public ::testing::Test {
 // ---- answers ----------------------------------------------------------------------
 
 TEST_F(PolicyServerTest, RcptRequestsAreAnsweredDunnoThen451PastTheLimit) {
-  openEngine(rule("per-ip", "rcpt", 3));
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(rule("per-ip", "rcpt", 3)));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   for (int i = 0; i < 3; ++i) {
@@ -273,8 +277,8 @@ TEST_F(PolicyServerTest, PipelinedRequestsAreAnsweredInTheOrderTheyCame) {
   // One connection per client IP and hour: SMTP connection 1001 of the same client is
   // denied at connect, and that denial answers every RCPT of it whatever the order the
   // server took them in; VRFY is always DUNNO. So only the answers' order can differ.
-  openEngine(rule("conns", "connect", 1));
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(rule("conns", "connect", 1)));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   c.send(rcpt(1000, "i1", "a@example.net", 0));
@@ -296,8 +300,8 @@ TEST_F(PolicyServerTest, PipelinedRequestsAreAnsweredInTheOrderTheyCame) {
 }
 
 TEST_F(PolicyServerTest, RequestsWrittenOneByteAtATimeAreAnswered) {
-  openEngine(rule("per-ip", "rcpt", 1));
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(rule("per-ip", "rcpt", 1)));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   const int one = 1;
@@ -310,10 +314,10 @@ TEST_F(PolicyServerTest, RequestsWrittenOneByteAtATimeAreAnswered) {
 }
 
 TEST_F(PolicyServerTest, AUnixSocketServesRequestsAndIsNotOpenedTwice) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.socket = "unix:" + dir_ + "/policy.sock";
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   EXPECT_TRUE(server_->createdUnixSocket());
   EXPECT_EQ(server_->boundPort(), 0);
   Client c = connect();
@@ -333,8 +337,8 @@ TEST_F(PolicyServerTest, AUnixSocketServesRequestsAndIsNotOpenedTwice) {
 }
 
 TEST_F(PolicyServerTest, ABusyPortOrABadSocketSpecIsAnErrorNotAServer) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   std::string error;
   ServerOptions same;
   same.socket = "inet:" + std::to_string(server_->boundPort()) + "@127.0.0.1";
@@ -380,6 +384,12 @@ const MalformedCase kMalformedCases[] = {
     {"NoRequestAttribute", "protocol_state=RCPT\nclient_address=192.0.2.7\n\n", "not_a_policy_request"},
     {"ANumberThatIsNotANumber", "request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient_count=many\n\n",
      "not_a_policy_request"},
+    {"ARequestOver64KiB", "request=smtpd_access_policy\n" + [] {
+       std::string lines;
+       for (int i = 0; i < 80; ++i) lines += "attribute" + std::to_string(i) + "=" + std::string(1000, 'v') + "\n";
+       return lines;
+     }() + "\n",
+     "request_too_large"},
     {"ALineWithoutEquals", "request=smtpd_access_policy\nhello\n\n", "missing_equals"},
     {"AnEmptyRequest", "\n", "empty_request"},
 };
@@ -388,8 +398,8 @@ class PolicyServerMalformedTest : public PolicyServerTest, public ::testing::Wit
 
 TEST_P(PolicyServerMalformedTest, ClosesTheConnectionCountsAndLogsItAndServesTheNext) {
   const MalformedCase& m = GetParam();
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   const std::string label = std::string("zetian_policy_malformed_total{reason=\"") + m.reason + "\"}";
   ASSERT_EQ(metric(label), 0);
   Client c = connect();
@@ -408,8 +418,8 @@ TEST_P(PolicyServerMalformedTest, ClosesTheConnectionCountsAndLogsItAndServesThe
 
 TEST_P(PolicyServerMalformedTest, AfterAGoodRequestTheGoodOneIsAnsweredThenTheConnectionClosed) {
   const MalformedCase& m = GetParam();
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   c.send(rcpt(1000, "i1", "a@example.net", 0) + m.bytes);
@@ -423,8 +433,8 @@ INSTANTIATE_TEST_SUITE_P(Inputs, PolicyServerMalformedTest, ::testing::ValuesIn(
                          [](const ::testing::TestParamInfo<MalformedCase>& info) { return std::string(info.param.name); });
 
 TEST_F(PolicyServerTest, BinaryJunkIsClosedAsMalformed) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   c.send(binaryJunk());
@@ -438,8 +448,8 @@ TEST_F(PolicyServerTest, BinaryJunkIsClosedAsMalformed) {
 }
 
 TEST_F(PolicyServerTest, LinesAndAttributesAtTheLimitsAreAccepted) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   // A line of exactly 8192 bytes without its LF, then 128 attributes in all.
@@ -455,13 +465,40 @@ TEST_F(PolicyServerTest, LinesAndAttributesAtTheLimitsAreAccepted) {
   EXPECT_EQ(malformedTotal(), 0);
 }
 
+TEST_F(PolicyServerTest, Utf8AddressesAreAcceptedAsTheyAre) {
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "jos\xc3\xa9@ex\xc3\xa4mple.net", 0));
+  EXPECT_EQ(c.answer(), kDunno);
+  EXPECT_EQ(malformedTotal(), 0);
+}
+
+TEST_F(PolicyServerTest, RejectAndTagAnswersAreSentAndCountedUnderTheirAction) {
+  ASSERT_NO_FATAL_FAILURE(openEngine(rule("no-more", "rcpt", 1, "reject", "rcpt") + rule("tag-ip", "rcpt", 1, "tag")));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  EXPECT_EQ(c.answer(), kDunno);
+  c.send(rcpt(1000, "i1", "b@example.net", 1));  // the client's second recipient: tagged
+  EXPECT_EQ(c.answer(), "action=PREPEND X-Zetian-RateLimit: rule=tag-ip; limit=1/1h\n\n");
+  c.send(rcpt(1000, "i2", "a@example.net", 0));  // a's second message: rejected
+  const std::string rejected = c.answer();
+  EXPECT_EQ(rejected.rfind("action=550 5.7.1 ", 0), 0u) << rejected;
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"dunno\"}"), 1);
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"prepend\"}"), 1);
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"reject\"}"), 1);
+}
+
 // ---- timeouts ---------------------------------------------------------------------
 
 TEST_F(PolicyServerTest, ARequestThatNeverEndsIsClosedAfterRequestTimeout) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.request_timeout = 1s;
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   Client c = connect();
   ASSERT_TRUE(c.connected());
   const auto sent = Clock::now();
@@ -475,11 +512,11 @@ TEST_F(PolicyServerTest, ARequestThatNeverEndsIsClosedAfterRequestTimeout) {
 }
 
 TEST_F(PolicyServerTest, AClientTricklingOneByteAtATimeIsStillBoundByRequestTimeout) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.request_timeout = 1s;
   options.idle_timeout = 1h;
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   Client c = connect();
   ASSERT_TRUE(c.connected());
   c.send("request=smtpd_access_policy\nsender=");
@@ -500,10 +537,10 @@ TEST_F(PolicyServerTest, AClientTricklingOneByteAtATimeIsStillBoundByRequestTime
 }
 
 TEST_F(PolicyServerTest, AnIdleConnectionIsClosedAfterIdleTimeoutAndNotCountedAsMalformed) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.idle_timeout = 1s;
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   Client silent = connect();
   Client used = connect();
   ASSERT_TRUE(silent.connected() && used.connected());
@@ -520,10 +557,10 @@ TEST_F(PolicyServerTest, AnIdleConnectionIsClosedAfterIdleTimeoutAndNotCountedAs
 }
 
 TEST_F(PolicyServerTest, AConnectionInUseIsNotClosedAsIdle) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.idle_timeout = 3s;
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   Client c = connect();
   ASSERT_TRUE(c.connected());
   // Requests 100 ms apart (a client's pace) for longer than idle_timeout.
@@ -542,10 +579,10 @@ TEST_F(PolicyServerTest, AConnectionInUseIsNotClosedAsIdle) {
 // ---- the connection cap -----------------------------------------------------------
 
 TEST_F(PolicyServerTest, PastMaxConnectionsANewConnectionIsClosedAtOnceUntilOneCloses) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.max_connections = 3;
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   std::vector<Client> served;
   for (int i = 0; i < 3; ++i) {
     served.push_back(connect());
@@ -618,8 +655,8 @@ class DescriptorExhaustion {
 };
 
 TEST_F(PolicyServerTest, OutOfDescriptorsTheListenerPausesInsteadOfSpinningThenServes) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   expectServed(9000);
   DescriptorExhaustion exhaustion(1);
   ASSERT_TRUE(exhaustion.ok());
@@ -698,10 +735,10 @@ StreamResult stream(int fd, const std::string& chunk, std::size_t total, std::ch
 }
 
 TEST_F(PolicyServerTest, TenMegabytesWithoutANewlineAreRefusedAfterTheFirstLineLimit) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.socket = "unix:" + dir_ + "/policy.sock";
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   const int fd = smallBufferUnixClient(dir_ + "/policy.sock");
   ASSERT_GE(fd, 0);
   Client c(fd);
@@ -717,8 +754,8 @@ TEST_F(PolicyServerTest, TenMegabytesWithoutANewlineAreRefusedAfterTheFirstLineL
 }
 
 TEST_F(PolicyServerTest, TenMegabytesWithoutANewlineOverTcpAreRefusedLongBeforeTheEnd) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   Client c = connect();
   ASSERT_TRUE(c.connected());
   // A fixed send buffer (no autotuning up to 4 MB): what send() took is then what the
@@ -734,10 +771,10 @@ TEST_F(PolicyServerTest, TenMegabytesWithoutANewlineOverTcpAreRefusedLongBeforeT
 }
 
 TEST_F(PolicyServerTest, AClientThatPipelinesWithoutReadingAnswersIsNotReadFurther) {
-  openEngine(generousRule());
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
   ServerOptions options;
   options.socket = "unix:" + dir_ + "/policy.sock";
-  startServer(options);
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
   const int fd = smallBufferUnixClient(dir_ + "/policy.sock");
   ASSERT_GE(fd, 0);
   Client c(fd);
@@ -755,8 +792,8 @@ TEST_F(PolicyServerTest, AClientThatPipelinesWithoutReadingAnswersIsNotReadFurth
 // ---- end of input -----------------------------------------------------------------
 
 TEST_F(PolicyServerTest, EndOfInputInsideARequestIsATruncatedRequest) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   for (const std::string& partial : {std::string("request=smtpd_access_policy\nprotocol_state=RCPT\n"),
                                     std::string("request=smtpd_acc")}) {
     Client c = connect();
@@ -773,8 +810,8 @@ TEST_F(PolicyServerTest, EndOfInputInsideARequestIsATruncatedRequest) {
 }
 
 TEST_F(PolicyServerTest, EndOfInputBetweenRequestsClosesQuietlyAfterEveryAnswer) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   {
     Client c = connect();
     ASSERT_TRUE(c.connected());
@@ -803,8 +840,8 @@ TEST_F(PolicyServerTest, EndOfInputBetweenRequestsClosesQuietlyAfterEveryAnswer)
 // ---- stop -------------------------------------------------------------------------
 
 TEST_F(PolicyServerTest, StopWithConnectionsOpenReturnsPromptlyAndClosesThem) {
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   std::vector<Client> clients;
   for (int i = 0; i < 3; ++i) {  // served, then idle
     clients.push_back(connect());
@@ -832,8 +869,8 @@ TEST_F(PolicyServerTest, StopWithConnectionsOpenReturnsPromptlyAndClosesThem) {
 TEST_F(PolicyServerTest, TwoHundredConnectionsOfTwentyRequestsEachGetFourThousandAnswers) {
   constexpr int kConnections = 200;
   constexpr int kRequests = 20;
-  openEngine(generousRule());
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   struct Conn {
     std::unique_ptr<Client> client;
     int sent = 0;
@@ -895,8 +932,8 @@ TEST_F(PolicyServerTest, TwoHundredConnectionsOfTwentyRequestsEachGetFourThousan
 // ---- figures through the engine's health socket -----------------------------------
 
 TEST_F(PolicyServerTest, TheEngineHealthSocketShowsTheServersFigures) {
-  openEngine(generousRule(), /*start=*/true);
-  startServer();
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule(), /*start=*/true));
+  ASSERT_NO_FATAL_FAILURE(startServer());
   ASSERT_EQ(zetian_engine_set_reporter(engine_, &Server::report, server_.get()), 0);
   reporter_set_ = true;
   Client c = connect();
@@ -907,6 +944,8 @@ TEST_F(PolicyServerTest, TheEngineHealthSocketShowsTheServersFigures) {
   junk.send("request=junk\n\n");
   ASSERT_TRUE(junk.closedWithin());
   ASSERT_EQ(waitForMetric("zetian_policy_malformed_total{reason=\"not_a_policy_request\"}", 1), 1);
+  // The gauge drops after the malformed count rises (close() comes after the log line).
+  ASSERT_EQ(waitForMetric("zetian_policy_connections", 1), 1);
 
   const auto metrics = ts::roundTrip(ts::connectUnix(health_socket_), ts::simpleRequest("GET", "/metrics"));
   EXPECT_EQ(metrics.status, 200);

@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -352,6 +353,53 @@ TEST_F(PolicyServerTest, ABusyPortOrABadSocketSpecIsAnErrorNotAServer) {
   expectServed();
 }
 
+TEST_F(PolicyServerTest, Inet6AndHostlessAndLocalSocketsServeToo) {
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  for (const std::string& spec :
+       std::vector<std::string>{"inet6:0@[::1]", "inet6:0@::1", "inet:0", "local:" + dir_ + "/local.sock"}) {
+    SCOPED_TRACE(spec);
+    ServerOptions options;
+    options.socket = spec;
+    std::string error;
+    std::unique_ptr<Server> server = Server::open(engine_, options, &error);
+    ASSERT_NE(server, nullptr) << error;
+    server->start();
+    int fd = -1;
+    if (spec.rfind("inet6:", 0) == 0) {
+      ASSERT_GT(server->boundPort(), 0);
+      fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in6 addr{};
+      addr.sin6_family = AF_INET6;
+      addr.sin6_port = htons(static_cast<std::uint16_t>(server->boundPort()));
+      addr.sin6_addr = in6addr_loopback;
+      ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+    } else if (spec.rfind("inet:", 0) == 0) {
+      ASSERT_GT(server->boundPort(), 0);
+      fd = ts::connectTcp(static_cast<std::uint16_t>(server->boundPort()));  // every address: loopback too
+    } else {
+      EXPECT_TRUE(server->createdUnixSocket());
+      fd = ts::connectUnix(dir_ + "/local.sock");
+    }
+    Client c(fd);
+    ASSERT_TRUE(c.connected());
+    c.send(rcpt(1000, "i1", "a@example.net", 0));
+    EXPECT_EQ(c.answer(), kDunno);
+  }
+}
+
+TEST_F(PolicyServerTest, ADestroyedServerThatNeverStartedLeavesNothingBehind) {
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ServerOptions options;
+  options.socket = "inet:0@127.0.0.1";
+  std::string error;
+  std::unique_ptr<Server> server = Server::open(engine_, options, &error);
+  ASSERT_NE(server, nullptr) << error;
+  const int port = server->boundPort();
+  server->stop();  // never started: nothing to stop
+  server.reset();
+  EXPECT_EQ(ts::connectTcp(static_cast<std::uint16_t>(port)), -1) << "the listening socket was closed";
+}
+
 // ---- malformed input --------------------------------------------------------------
 
 struct MalformedCase {
@@ -431,6 +479,24 @@ TEST_P(PolicyServerMalformedTest, AfterAGoodRequestTheGoodOneIsAnsweredThenTheCo
 
 INSTANTIATE_TEST_SUITE_P(Inputs, PolicyServerMalformedTest, ::testing::ValuesIn(kMalformedCases),
                          [](const ::testing::TestParamInfo<MalformedCase>& info) { return std::string(info.param.name); });
+
+TEST_F(PolicyServerTest, MalformedRequestsAreLoggedAtMostOncePerKindEveryTenSeconds) {
+  ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  for (int i = 0; i < 5; ++i) {
+    Client c = connect();
+    ASSERT_TRUE(c.connected());
+    c.send(i == 4 ? "request=junk\n\n" : "\n");
+    EXPECT_TRUE(c.closedWithin());
+  }
+  EXPECT_EQ(waitForMetric("zetian_policy_malformed_total{reason=\"empty_request\"}", 4), 4);
+  ASSERT_TRUE(waitForLog("reason=not_a_policy_request"));
+  const std::string text = log();
+  std::size_t lines = 0;
+  for (auto at = text.find("reason=empty_request"); at != std::string::npos; at = text.find("reason=empty_request", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << "a flood of one kind is one line, and another kind has its own:\n" << text;
+}
 
 TEST_F(PolicyServerTest, BinaryJunkIsClosedAsMalformed) {
   ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));

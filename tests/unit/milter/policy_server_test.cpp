@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -31,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -993,6 +995,167 @@ TEST_F(PolicyServerTest, TwoHundredConnectionsOfTwentyRequestsEachGetFourThousan
   EXPECT_EQ(malformedTotal(), 0);
   std::cout << "[   INFO   ] " << answers << " answers over " << kConnections << " connections in " << took.count()
             << " ms (" << (took.count() > 0 ? answers * 1000LL / took.count() : 0) << " requests/s)\n";
+}
+
+// ---- asynchronous checks ----------------------------------------------------------
+
+// A port that accepts TCP connections (the kernel's backlog) and never answers.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("cannot open the silent listener");
+    port_ = ntohs(a.sin_port);
+  }
+  ~SilentListener() { ::close(fd_); }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+std::uint16_t freePort() {
+  SilentListener probe;  // bound, then released: the kernel hands ports out in turn
+  return probe.port();
+}
+
+// Cluster-scope checks on a node still forming: its only seed never answers, so each
+// check waits for the first view (at most cluster.check_timeout), then ratelimit.fail_mode
+// ("local": this node's bucket, under the limit) decides it, and the verdict comes back
+// from the engine's cluster thread through the server's mailbox.
+class PolicyServerAsyncTest : public PolicyServerTest {
+ protected:
+  void openClusterEngine(const std::string& check_timeout, const std::string& fail_mode = "local") {
+    std::filesystem::create_directories(dir_ + "/n1");
+    std::ofstream(path_) << "[node]\nid = \"n1\"\nstate_dir = \"" << dir_ << "/n1\"\n"
+                         << "[log]\nlevel = \"warn\"\ntarget = \"file\"\nfile = \"" << dir_ << "/zetian.log\"\n"
+                         << "[health]\nsocket = \"" << health_socket_ << "\"\n"
+                         << "[cluster]\nenabled = true\nbind = \"127.0.0.1:" << freePort() << "\"\n"
+                         << "seeds = [\"127.0.0.1:" << seed_.port() << "\"]\n"
+                         << "shared_secret = \"unit-test-secret-0123456789abcdef\"\n"
+                         << "join_timeout = \"120s\"\ncheck_timeout = \"" << check_timeout << "\"\n"
+                         << "[ratelimit]\nexempt = []\nfail_mode = \"" << fail_mode << "\"\n"
+                         << "[[ratelimit.rule]]\nname = \"cluster-rcpt\"\nkey = \"client_ip\"\nstage = \"rcpt\"\n"
+                         << "limit = 1000000\nperiod = \"1h\"\nscope = \"cluster\"\naction = \"tempfail\"\n";
+    std::string errors;
+    auto collect = [](void* ctx, const char* message) { *static_cast<std::string*>(ctx) += std::string(message) + "\n"; };
+    engine_ = zetian_engine_open(path_.c_str(), nullptr, 0, collect, &errors);
+    ASSERT_NE(engine_, nullptr) << errors;
+    ASSERT_EQ(zetian_engine_start(engine_, collect, &errors), 0) << errors;
+  }
+
+  SilentListener seed_;
+};
+
+TEST_F(PolicyServerAsyncTest, ACheckWaitingForTheClusterHoldsNoOtherConnection) {
+  ASSERT_NO_FATAL_FAILURE(openClusterEngine("1500ms"));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  Client waiting = connect();
+  Client other = connect();
+  ASSERT_TRUE(waiting.connected() && other.connected());
+  const auto asked = Clock::now();
+  waiting.send(rcpt(1000, "i1", "a@example.net", 0));
+  ASSERT_EQ(waitForMetric("zetian_policy_connections", 2), 2);
+  for (int i = 0; i < 3; ++i) {
+    other.send(vrfy(2000));
+    EXPECT_EQ(other.answer(), kDunno) << i;
+  }
+  pollfd p{waiting.fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0) << "the cluster check was answered before the other connection's requests";
+  EXPECT_EQ(metric("zetian_policy_checks_in_flight"), 1);
+  EXPECT_EQ(waiting.answer(), kDunno);
+  std::cout << "[   INFO   ] the cluster check was answered after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - asked).count() << " ms\n";
+  EXPECT_EQ(metric("zetian_policy_checks_in_flight"), 0);
+}
+
+TEST_F(PolicyServerAsyncTest, RequestsPipelinedBehindAWaitingCheckAreAnsweredInOrder) {
+  // fail_mode "closed": a check that runs out of time tempfails, so the RCPT answers
+  // (late, from the cluster thread) differ from the VRFY ones (inline).
+  ASSERT_NO_FATAL_FAILURE(openClusterEngine("300ms", "closed"));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0) + vrfy(1000) + rcpt(1000, "i1", "b@example.net", 1) + vrfy(1000));
+  for (const bool late : {true, false, true, false}) {
+    const std::string a = c.answer();
+    if (late) {
+      EXPECT_EQ(a.rfind("action=451 4.7.1 ", 0), 0u) << a;
+    } else {
+      EXPECT_EQ(a, kDunno);
+    }
+  }
+  EXPECT_EQ(metric("zetian_policy_requests_total{state=\"RCPT\",action=\"tempfail\"}"), 2);
+}
+
+TEST_F(PolicyServerAsyncTest, EndOfInputWhileACheckWaitsStillGetsTheAnswer) {
+  ASSERT_NO_FATAL_FAILURE(openClusterEngine("300ms"));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  c.shutdownWrite();
+  std::string got;
+  EXPECT_TRUE(c.closedWithin(kWait, &got));
+  EXPECT_EQ(got, kDunno);
+  EXPECT_EQ(malformedTotal(), 0);
+}
+
+TEST_F(PolicyServerAsyncTest, RequestTimeoutDoesNotCutACheckThatIsWaiting) {
+  ASSERT_NO_FATAL_FAILURE(openClusterEngine("2500ms"));
+  ServerOptions options;
+  options.request_timeout = 1s;
+  ASSERT_NO_FATAL_FAILURE(startServer(options));
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  EXPECT_EQ(c.answer(), kDunno) << "the request was complete: only the engine's deadline bounds its check";
+  c.send(vrfy(1000));
+  EXPECT_EQ(c.answer(), kDunno) << "and the connection stays open";
+  EXPECT_EQ(metric("zetian_policy_connections_timed_out_total{kind=\"request\"}"), 0);
+}
+
+TEST_F(PolicyServerAsyncTest, AClientThatLeavesWhileItsCheckWaitsIsClosedWhenTheVerdictComes) {
+  // Long enough for the in-flight gauge (published every second) to show the check.
+  ASSERT_NO_FATAL_FAILURE(openClusterEngine("1500ms"));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  {
+    Client gone = connect();
+    ASSERT_TRUE(gone.connected());
+    gone.send(rcpt(1000, "i1", "a@example.net", 0));
+    ASSERT_EQ(waitForMetric("zetian_policy_checks_in_flight", 1), 1);
+  }
+  EXPECT_EQ(waitForMetric("zetian_policy_requests_total{state=\"RCPT\",action=\"dunno\"}", 1), 1);
+  EXPECT_EQ(waitForMetric("zetian_policy_checks_in_flight", 0), 0);
+  EXPECT_EQ(waitForMetric("zetian_policy_connections", 0), 0);
+  Client next = connect();
+  ASSERT_TRUE(next.connected());
+  next.send(vrfy(2000));
+  EXPECT_EQ(next.answer(), kDunno);
+}
+
+TEST_F(PolicyServerAsyncTest, StopWaitsForACheckInFlightButClosesItsConnectionAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(openClusterEngine("1500ms"));
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  Client c = connect();
+  ASSERT_TRUE(c.connected());
+  c.send(rcpt(1000, "i1", "a@example.net", 0));
+  ASSERT_EQ(waitForMetric("zetian_policy_checks_in_flight", 1), 1);  // published at the next tick
+  std::thread stopper([this] { server_->stop(); });
+  std::string got;
+  EXPECT_TRUE(c.closedWithin(kWait, &got)) << "stop() closes every connection first";
+  EXPECT_EQ(got, "");
+  const auto closed = Clock::now();
+  stopper.join();
+  EXPECT_LT(Clock::now() - closed, 8s) << "stop() waits for the check (1.5 s at most), not for its 10 s bound";
+  EXPECT_EQ(metric("zetian_policy_connections"), 0);
 }
 
 // ---- figures through the engine's health socket -----------------------------------

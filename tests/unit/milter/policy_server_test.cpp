@@ -576,7 +576,7 @@ TEST_F(PolicyServerTest, ARequestThatNeverEndsIsClosedAfterRequestTimeout) {
   const auto sent = Clock::now();
   c.send("request=smtpd_access_policy\nprotocol_state=RCPT\n");
   EXPECT_TRUE(c.closedWithin(kWait));
-  EXPECT_GE(Clock::now() - sent, 900ms) << "closed before request_timeout";
+  EXPECT_GE(Clock::now() - sent, 1s) << "closed before request_timeout";
   EXPECT_EQ(waitForMetric("zetian_policy_connections_timed_out_total{kind=\"request\"}", 1), 1);
   EXPECT_EQ(metric("zetian_policy_connections_timed_out_total{kind=\"idle\"}"), 0);
   EXPECT_TRUE(waitForLog("policy_request_timeout peer=127.0.0.1:"));
@@ -616,11 +616,11 @@ TEST_F(PolicyServerTest, AnIdleConnectionIsClosedAfterIdleTimeoutAndNotCountedAs
   Client silent = connect();
   Client used = connect();
   ASSERT_TRUE(silent.connected() && used.connected());
+  const auto asked = Clock::now();  // the server's last activity on `used` comes after
   used.send(rcpt(1000, "i1", "a@example.net", 0));
   ASSERT_EQ(used.answer(), kDunno);
-  const auto answered = Clock::now();
   EXPECT_TRUE(used.closedWithin(kWait));
-  EXPECT_GE(Clock::now() - answered, 900ms) << "closed before idle_timeout";
+  EXPECT_GE(Clock::now() - asked, 1s) << "closed before idle_timeout";
   EXPECT_TRUE(silent.closedWithin(kWait));
   EXPECT_EQ(waitForMetric("zetian_policy_connections_timed_out_total{kind=\"idle\"}", 2), 2);
   EXPECT_EQ(metric("zetian_policy_connections_timed_out_total{kind=\"request\"}"), 0);

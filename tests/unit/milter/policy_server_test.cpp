@@ -5,7 +5,7 @@
 // rules on a node still forming, so verdicts come back later from the engine's cluster
 // thread through the server's mailbox. Figures are read as the health socket reads
 // them, through Server::report; one test reads them through the health socket itself.
-// Three asynchronous tests fail until a bug in Host::finish is fixed (see "BUG" below).
+// Three asynchronous tests guard against a bug of Host::finish (see "BUG" below).
 //
 // Waits are polls with a deadline (a socket closing, a figure reaching a value), never
 // sleeps to synchronise; the deadlines are generous because the suite also runs under
@@ -1162,13 +1162,14 @@ TEST_F(PolicyServerAsyncTest, StopWaitsForACheckInFlightButClosesItsConnectionAt
   EXPECT_EQ(metric("zetian_policy_connections"), 0);
 }
 
-// BUG (milter/policy_host.cpp, Host::finish; found by the three tests below, which fail
-// until it is fixed; left for the lead). finish() clears `busy`, then calls job->done(answer), and only then
-// reads s.waiting. When the verdict came back from the engine's cluster thread (through
-// the server's mailbox), `done` is the server's answered() -> flush() -> process(); the
-// connection is not inside process() then (c->processing is false), so process() hands
-// the connection's next pipelined request to Host::handle() at once, re-entering the
-// Host in the middle of finish():
+// BUG these three tests found (milter/policy_host.cpp, Host::finish; fixed on main by
+// 6e54bf3, "finish() settles the session before it answers"; before it the three fail,
+// the first one only under ASan). finish() cleared `busy`, then called
+// job->done(answer), and only then read s.waiting. When the verdict came back from the
+// engine's cluster thread (through the server's mailbox), `done` is the server's
+// answered() -> flush() -> process(); the connection is not inside process() then
+// (c->processing is false), so process() hands the connection's next pipelined request
+// to Host::handle() at once, re-entering the Host in the middle of finish():
 // 1. A next request for another SMTP connection makes sessionFor() end the session just
 //    finished ("its smtpd moved on": last_connection is this connection, busy is false,
 //    waiting is empty) and free it; finish() then reads s.waiting from the freed
@@ -1181,9 +1182,9 @@ TEST_F(PolicyServerAsyncTest, StopWaitsForACheckInFlightButClosesItsConnectionAt
 //    one request at a time" (policy_host.h) and the engine's one user per session. When
 //    the first of them ends, `busy` is cleared under the second, and 1. can free the
 //    session the second check's job still points to.
-// Inline (node-scope) verdicts are safe: process() is still on the stack and returns at
-// once. Postfix never pipelines; any client of the policy socket that does can crash the
-// daemon.
+// Inline (node-scope) verdicts were safe: process() is still on the stack and returns at
+// once. Postfix never pipelines; any client of the policy socket that did could crash
+// the daemon.
 
 // 1., on one connection.
 TEST_F(PolicyServerAsyncTest, APipelinedRequestForAnotherSmtpConnectionAfterAWaitingCheckIsServed) {
@@ -1197,7 +1198,7 @@ TEST_F(PolicyServerAsyncTest, APipelinedRequestForAnotherSmtpConnectionAfterAWai
   EXPECT_EQ(waitForMetric("zetian_policy_sessions_closed_total{reason=\"ended\"}", 1), 1);
 }
 
-// 2.: fails in every build (two checks in flight at once).
+// 2.: failed in every build (two checks in flight at once).
 TEST_F(PolicyServerAsyncTest, TwoConnectionsAskingAboutOneSmtpSessionAreCheckedOneAtATime) {
   constexpr auto kCheck = 2000ms;  // each cluster check waits this long for the first view
   ASSERT_NO_FATAL_FAILURE(openClusterEngine("2000ms"));
@@ -1234,8 +1235,8 @@ TEST_F(PolicyServerAsyncTest, TwoConnectionsAskingAboutOneSmtpSessionAreCheckedO
 
 // 2. then 1. (BUG above): connection a's third request is for another SMTP connection;
 // when the verdict of its second comes back, sessionFor() ends the shared session while
-// b's check on it may still be in flight. Fails in every build (the checks overlap), and
-// under ASan with a heap-use-after-free. Fixed, every request gets DUNNO in turn.
+// b's check on it may still be in flight. Failed in every build (the checks overlap),
+// and under ASan with a heap-use-after-free. Fixed, every request gets DUNNO in turn.
 TEST_F(PolicyServerAsyncTest, ASessionIsNotClosedWhileACheckOnItIsInFlight) {
   ASSERT_NO_FATAL_FAILURE(openClusterEngine("1000ms"));
   ASSERT_NO_FATAL_FAILURE(startServer());

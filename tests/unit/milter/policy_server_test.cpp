@@ -81,7 +81,8 @@ std::string rcpt(std::uint32_t port, const std::string& instance, const std::str
 // VRFY is outside any message: always DUNNO, whatever the limits.
 std::string vrfy(std::uint32_t port, const std::string& client = "192.0.2.7") {
   return "request=smtpd_access_policy\nprotocol_state=VRFY\nprotocol_name=ESMTP\nclient_address=" + client +
-         "\nclient_port=" + std::to_string(port) + "\nserver_address=192.0.2.1\nserver_port=25\nrecipient=x@example.net\n\n";
+         "\nclient_port=" + std::to_string(port) +
+         "\nserver_address=192.0.2.1\nserver_port=25\nrecipient=x@example.net\n\n";
 }
 
 // One policy connection from the test's side.
@@ -484,7 +485,9 @@ TEST_P(PolicyServerMalformedTest, AfterAGoodRequestTheGoodOneIsAnsweredThenTheCo
 }
 
 INSTANTIATE_TEST_SUITE_P(Inputs, PolicyServerMalformedTest, ::testing::ValuesIn(kMalformedCases),
-                         [](const ::testing::TestParamInfo<MalformedCase>& info) { return std::string(info.param.name); });
+                         [](const ::testing::TestParamInfo<MalformedCase>& info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST_F(PolicyServerTest, MalformedRequestsAreLoggedAtMostOncePerKindEveryTenSeconds) {
   ASSERT_NO_FATAL_FAILURE(openEngine(generousRule()));
@@ -499,8 +502,8 @@ TEST_F(PolicyServerTest, MalformedRequestsAreLoggedAtMostOncePerKindEveryTenSeco
   ASSERT_TRUE(waitForLog("reason=not_a_policy_request"));
   const std::string text = log();
   std::size_t lines = 0;
-  for (auto at = text.find("reason=empty_request"); at != std::string::npos; at = text.find("reason=empty_request", at + 1))
-    ++lines;
+  const std::string needle = "reason=empty_request";
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++lines;
   EXPECT_EQ(lines, 1u) << "a flood of one kind is one line, and another kind has its own:\n" << text;
 }
 
@@ -1049,7 +1052,9 @@ class PolicyServerAsyncTest : public PolicyServerTest {
                          << "[[ratelimit.rule]]\nname = \"cluster-rcpt\"\nkey = \"client_ip\"\nstage = \"rcpt\"\n"
                          << "limit = 1000000\nperiod = \"1h\"\nscope = \"cluster\"\naction = \"tempfail\"\n";
     std::string errors;
-    auto collect = [](void* ctx, const char* message) { *static_cast<std::string*>(ctx) += std::string(message) + "\n"; };
+    auto collect = [](void* ctx, const char* message) {
+      *static_cast<std::string*>(ctx) += std::string(message) + "\n";
+    };
     engine_ = zetian_engine_open(path_.c_str(), nullptr, 0, collect, &errors);
     ASSERT_NE(engine_, nullptr) << errors;
     ASSERT_EQ(zetian_engine_start(engine_, collect, &errors), 0) << errors;

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdlib>
@@ -133,6 +134,12 @@ int openListener(const std::string& spec, bool* unix_created, std::string* error
   }
   const auto at = rest.find('@');
   const std::string port = rest.substr(0, at);
+  char* end = nullptr;
+  const unsigned long port_number = std::strtoul(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || port_number > 65535) {
+    *error = "policy.socket '" + spec + "': the port must be a number from 0 to 65535";
+    return -1;
+  }
   std::string host = at == std::string::npos ? "" : rest.substr(at + 1);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   addrinfo hints{};
@@ -287,6 +294,7 @@ struct Server::Impl {
   bool stopped = false;
   bool stopping = false;
   Clock::time_point stop_deadline;
+  timeval tick{1, 0};  // how often timeouts are checked
 
   Counters counters;
   // Rate-limited log lines: when each kind last logged, and how many since.
@@ -323,8 +331,13 @@ struct Server::Impl {
                                   [mailbox = mailbox](std::function<void()> fn) { mailbox->post(std::move(fn)); });
     event_add(accept_event, nullptr);
     event_add(mailbox_event, nullptr);
-    const timeval second{1, 0};
-    event_add(tick_event, &second);
+    // Timeouts are checked every tick: a quarter of the shortest, within 10 ms and 1 s,
+    // so a timeout fires at most a quarter late (or 1 s for the long ones).
+    const auto shortest = std::min(options.request_timeout, options.idle_timeout);
+    const auto step = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(10),
+                                                            std::chrono::milliseconds(1000));
+    tick = timeval{static_cast<time_t>(step.count() / 1000), static_cast<suseconds_t>(step.count() % 1000 * 1000)};
+    event_add(tick_event, &tick);
     event_base_dispatch(base);
     {
       std::lock_guard lock(mailbox->mutex);
@@ -499,10 +512,13 @@ struct Server::Impl {
 
   void onTick() {
     const auto now = Clock::now();
-    std::vector<Connection*> idle, slow;
+    std::vector<Connection*> idle, slow, unread;
     for (auto& [id, c] : connections) {
       if (c->waiting) continue;  // the engine's check deadline bounds it
-      if (!c->parser.idle() || !c->in.empty()) {
+      if (!c->out.empty()) {
+        // An answer the client does not read (reading it is paused meanwhile).
+        if (now - c->last_activity >= options.request_timeout) unread.push_back(c.get());
+      } else if (!c->parser.idle() || !c->in.empty()) {
         if (now - c->request_started >= options.request_timeout) slow.push_back(c.get());
       } else if (now - c->last_activity >= options.idle_timeout) {
         idle.push_back(c.get());
@@ -512,6 +528,13 @@ struct Server::Impl {
       counters.request_timeouts.fetch_add(1, std::memory_order_relaxed);
       logLimited(1, "request_timeout",
                  "policy_request_timeout peer=" + c->peer + " buffered=" + std::to_string(c->parser.bufferedBytes()) +
+                     " effect=\"connection closed\"");
+      close(c);
+    }
+    for (Connection* c : unread) {
+      counters.request_timeouts.fetch_add(1, std::memory_order_relaxed);
+      logLimited(1, "answer_unread",
+                 "policy_answer_unread peer=" + c->peer + " unsent=" + std::to_string(c->out.size()) +
                      " effect=\"connection closed\"");
       close(c);
     }
@@ -528,7 +551,7 @@ struct Server::Impl {
       event_base_loopbreak(base);
       return;
     }
-    const timeval next = stopping ? timeval{0, 20000} : timeval{1, 0};
+    const timeval next = stopping ? timeval{0, 20000} : tick;
     event_add(tick_event, &next);
   }
 

@@ -103,6 +103,13 @@ struct Host::Session {
   Answer last_answer;
 };
 
+// What a pending check's callback may touch from the engine's thread: the way back
+// to the loop, and whether the Host still exists (read and written on the loop only).
+struct Host::Shared {
+  Post post;
+  bool alive = true;
+};
+
 struct Host::Job {
   std::uint64_t connection = 0;
   PolicyView view;
@@ -111,29 +118,23 @@ struct Host::Job {
   std::vector<Step> steps;
   std::size_t next = 0;
   std::string fingerprint;
-};
 
-// One check sent to the engine. Owned by the callback once the engine has it.
-struct Host::Pending {
-  Host* host;  // touched only on the loop thread, while *alive
-  std::shared_ptr<const Post> post;
-  std::shared_ptr<bool> alive;
+  // The check in flight (one at a time); the engine holds the Job until its callback.
+  Host* host = nullptr;  // touched only on the loop thread, while shared->alive
+  std::shared_ptr<Shared> shared;
   std::thread::id loop_thread;
-  std::unique_ptr<Job> job;
-  Step step;
-  bool inline_done = false;  // the callback ran inside zetian_session_check_async
+  Step step = Step::Connect;
   zetian_verdict verdict = ZETIAN_VERDICT_INIT;
 };
 
 Host::Host(zetian_engine* engine, HostOptions options, Post post)
     : engine_(engine),
       options_(options),
-      post_(std::make_shared<const Post>(std::move(post))),
-      loop_thread_(std::this_thread::get_id()),
-      alive_(std::make_shared<bool>(true)) {}
+      shared_(std::make_shared<Shared>(Shared{std::move(post), true})),
+      loop_thread_(std::this_thread::get_id()) {}
 
 Host::~Host() {
-  *alive_ = false;
+  shared_->alive = false;
   for (auto& [key, session] : sessions_) {
     // A session with a check in flight belongs to the engine until its callback ran.
     if (!session->busy) zetian_session_close(session->engine);
@@ -213,17 +214,20 @@ Host::Session* Host::sessionFor(std::uint64_t connection, const PolicyView& view
   return s;
 }
 
-void Host::handle(std::uint64_t connection, const PolicyView& view, Clock::time_point now, Done done) {
+void Host::handle(std::uint64_t connection, PolicyView view, Clock::time_point now, Done done) {
   auto job = std::make_unique<Job>();
   job->connection = connection;
-  job->view = view;
+  job->view = std::move(view);
   job->done = std::move(done);
-  if (rankOf(view.state) < 0) {  // VRFY, ETRN, unknown: outside any message
+  job->host = this;
+  job->shared = shared_;
+  job->loop_thread = loop_thread_;
+  if (rankOf(job->view.state) < 0) {  // VRFY, ETRN, unknown: outside any message
     Answer answer{dunnoAction(), AnswerKind::Dunno, false};
     job->done(answer);
     return;
   }
-  Session* s = sessionFor(connection, view, now);
+  Session* s = sessionFor(connection, job->view, now);
   job->session = s;
   if (s->busy) {
     s->waiting.push_back(std::move(job));
@@ -317,14 +321,15 @@ void Host::run(std::unique_ptr<Job> job) {
       case Step::Data: stage = ZETIAN_STAGE_DATA; break;
       case Step::Eom: break;
     }
-    auto* pending = new Pending{this, post_, alive_, loop_thread_, std::move(job), step};
+    Job* raw = job.release();
+    raw->step = step;
+    raw->verdict = ZETIAN_VERDICT_INIT;
     ++in_flight_;
-    zetian_session_check_async(s.engine, stage, arg_ptr, &Host::onChecked, pending);
-    if (!pending->inline_done) return;  // the engine owns it; onChecked posts the rest
+    // 0: the engine holds the Job until onChecked() posts it back; not ours to touch.
+    if (zetian_session_check_async(s.engine, stage, arg_ptr, &Host::onChecked, raw) == 0) return;
     --in_flight_;
-    job = std::move(pending->job);
-    const zetian_verdict verdict = pending->verdict;
-    delete pending;
+    job.reset(raw);
+    const zetian_verdict verdict = job->verdict;
     if (verdict.action != ZETIAN_CONTINUE) {
       checked(std::move(job), step, verdict);
       return;
@@ -335,25 +340,29 @@ void Host::run(std::unique_ptr<Job> job) {
 }
 
 void Host::onChecked(void* ctx, const zetian_verdict* verdict, int action) {
-  auto* pending = static_cast<Pending*>(ctx);
-  if (verdict) {
-    pending->verdict = *verdict;
-  } else {
-    pending->verdict.action = action;
-  }
-  pending->verdict.action = action;
-  if (std::this_thread::get_id() == pending->loop_thread) {
-    pending->inline_done = true;
-    return;
-  }
-  // The engine's cluster thread: hand the verdict to the loop.
-  std::shared_ptr<Pending> owned(pending);
-  const std::shared_ptr<const Post> post = pending->post;
-  (*post)([owned] {
-    if (!*owned->alive) return;
+  auto* job = static_cast<Job*>(ctx);
+  if (verdict) job->verdict = *verdict;
+  job->verdict.action = action;
+  if (std::this_thread::get_id() == job->loop_thread) return;  // inline: run() goes on
+  // The engine's cluster thread: hand the Job back to the loop. A closure the loop never
+  // runs (it ended) frees the Job with it.
+  struct Holder {
+    explicit Holder(Job* j) : job(j) {}
+    Holder(const Holder&) = delete;
+    Holder& operator=(const Holder&) = delete;
+    ~Holder() { delete job; }
+    Job* job;
+  };
+  const std::shared_ptr<Shared> shared = job->shared;
+  auto holder = std::make_shared<Holder>(job);
+  shared->post([holder] {
+    std::unique_ptr<Job> owned(std::exchange(holder->job, nullptr));
+    if (!owned->shared->alive) return;
     Host* host = owned->host;
     --host->in_flight_;
-    host->checked(std::move(owned->job), owned->step, owned->verdict);
+    const Step step = owned->step;
+    const zetian_verdict verdict = owned->verdict;
+    host->checked(std::move(owned), step, verdict);
   });
 }
 

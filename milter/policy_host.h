@@ -105,7 +105,7 @@ class Host {
 
   // Answer one request from policy connection `connection`: `done` runs exactly once,
   // inline or later on the loop thread, unless the Host is destroyed first.
-  void handle(std::uint64_t connection, const PolicyView& view, Clock::time_point now, Done done);
+  void handle(std::uint64_t connection, PolicyView view, Clock::time_point now, Done done);
 
   // The policy connection closed: forget which session it last used.
   void connectionClosed(std::uint64_t connection);
@@ -122,7 +122,7 @@ class Host {
   enum class Step { Connect, Helo, Mail, Rcpt, Data, Eom };
   struct Session;
   struct Job;
-  struct Pending;
+  struct Shared;
 
   Session* sessionFor(std::uint64_t connection, const PolicyView& view, Clock::time_point now);
   void closeSession(Session* session);
@@ -137,16 +137,13 @@ class Host {
 
   zetian_engine* engine_;
   HostOptions options_;
-  std::shared_ptr<const Post> post_;  // shared with pending checks: read on the engine's thread
+  std::shared_ptr<Shared> shared_;  // with every Job: its check's callback posts through it
   std::thread::id loop_thread_;
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
   std::list<Session*> lru_;  // least recently used first
   std::unordered_map<std::uint64_t, std::string> connection_session_;  // its last session's key
   std::size_t in_flight_ = 0;
   HostCounters counters_;
-  // Shared with pending checks' callbacks: false once the Host is gone, so a verdict
-  // that comes back after that frees its job without touching the Host.
-  std::shared_ptr<bool> alive_;
 };
 
 }  // namespace zetian::milter::policy

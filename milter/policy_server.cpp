@@ -41,6 +41,8 @@ constexpr std::array kStates = {ProtocolState::Connect, ProtocolState::Ehlo, Pro
                                 ProtocolState::EndOfMessage, ProtocolState::Vrfy, ProtocolState::Etrn,
                                 ProtocolState::Unknown};
 
+static_assert(kStates.size() <= 16, "a state index is packed in 4 bits beside the connection id");
+
 std::size_t stateIndex(ProtocolState state) {
   for (std::size_t i = 0; i < kStates.size(); ++i)
     if (kStates[i] == state) return i;
@@ -269,6 +271,8 @@ struct Server::Impl {
     std::string out;  // answer not yet written
     bool waiting = false;  // a request is with the Host
     bool eof = false;      // the peer closed its side
+    bool reading = false;  // read_event is added
+    bool writing = false;  // write_event is added
     bool processing = false;  // inside process(): an inline answer must not re-enter it
     Clock::time_point last_activity;
     Clock::time_point request_started;
@@ -394,6 +398,7 @@ struct Server::Impl {
         continue;
       }
       event_add(c->read_event, nullptr);
+      c->reading = true;
       counters.connections_total.fetch_add(1, std::memory_order_relaxed);
       connections.emplace(c->id, std::move(c));
       counters.connections.store(connections.size(), std::memory_order_relaxed);
@@ -427,7 +432,7 @@ struct Server::Impl {
     }
     if (n == 0) {
       c->eof = true;
-      event_del(c->read_event);
+      pauseReading(c);
     } else {
       c->in.append(buf, static_cast<std::size_t>(n));
       c->last_activity = Clock::now();
@@ -459,15 +464,22 @@ struct Server::Impl {
         return false;
       }
       c->waiting = true;
-      event_del(c->read_event);
       const std::size_t state = stateIndex(view->state);
-      host->handle(id, *view, Clock::now(), [this, id, state](const Answer& answer) { answered(id, state, answer); });
+      // id and state in one word, so the closure fits std::function's own storage.
+      const std::uint64_t key = id << 4 | state;
+      host->handle(id, std::move(*view), Clock::now(),
+                   [this, key](const Answer& answer) { answered(key >> 4, key & 0xf, answer); });
       auto it = connections.find(id);  // an answer given inline may have failed to send
       if (it == connections.end()) return false;
       c = it->second.get();
     }
     c->processing = false;
-    if (c->waiting || !c->out.empty()) return true;
+    // Not read while an answer is pending: a connection holds one request at most. An
+    // answer given at once leaves the read event as it was (no epoll_ctl per request).
+    if (c->waiting || !c->out.empty()) {
+      pauseReading(c);
+      return true;
+    }
     if (c->eof) {
       if (c->parser.finish() != ParseError::None) {
         malformed(c, malformedIndex(c->parser.error()), "");
@@ -476,8 +488,17 @@ struct Server::Impl {
       }
       return false;
     }
-    event_add(c->read_event, nullptr);
+    if (!c->reading) {
+      event_add(c->read_event, nullptr);
+      c->reading = true;
+    }
     return true;
+  }
+
+  static void pauseReading(Connection* c) {
+    if (!c->reading) return;
+    event_del(c->read_event);
+    c->reading = false;
   }
 
   void answered(std::uint64_t id, std::size_t state, const Answer& answer) {
@@ -496,7 +517,8 @@ struct Server::Impl {
       const ssize_t n = ::send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          event_add(c->write_event, nullptr);
+          if (!c->writing) event_add(c->write_event, nullptr);
+          c->writing = true;
           return;
         }
         if (errno == EINTR) continue;
@@ -505,7 +527,8 @@ struct Server::Impl {
       }
       c->out.erase(0, static_cast<std::size_t>(n));
     }
-    event_del(c->write_event);
+    if (c->writing) event_del(c->write_event);
+    c->writing = false;
     c->last_activity = Clock::now();
     process(c);  // a pipelined request, the end of input, or reading again
   }

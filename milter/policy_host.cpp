@@ -281,13 +281,17 @@ void Host::start(std::unique_ptr<Job> job) {
     s.sasl_user = v.sasl_username;
   }
 
+  // The stages no rule uses are skipped, as the milter host asks the MTA to skip them
+  // (helo, rcpt, data); connect and mail always run (sessions, messages, maintenance).
+  const unsigned needs = zetian_engine_needs(engine_);
   const int rank = rankOf(v.state);
   if (!s.connect_done) job->steps.push_back(Step::Connect);
-  if (rank >= 1 && (!s.helo_done || (!v.helo_name.empty() && v.helo_name != s.helo_checked)))
+  if (rank >= 1 && (needs & (ZETIAN_NEED_HELO | ZETIAN_NEED_HELO_REPLY)) &&
+      (!s.helo_done || (!v.helo_name.empty() && v.helo_name != s.helo_checked)))
     job->steps.push_back(Step::Helo);
   if (rank >= 2 && !s.mail_done) job->steps.push_back(Step::Mail);
-  if (rank == 3) job->steps.push_back(Step::Rcpt);
-  if (rank >= 4 && !s.data_done) job->steps.push_back(Step::Data);
+  if (rank == 3 && (needs & (ZETIAN_NEED_RCPT | ZETIAN_NEED_RCPT_REPLY))) job->steps.push_back(Step::Rcpt);
+  if (rank >= 4 && !s.data_done && (needs & ZETIAN_NEED_DATA)) job->steps.push_back(Step::Data);
   if (rank == 5) job->steps.push_back(Step::Eom);
   run(std::move(job));
 }

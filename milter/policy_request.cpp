@@ -3,6 +3,9 @@
 #include "milter/policy_request.h"
 
 #include <charconv>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 
 namespace zetian::milter::policy {
@@ -101,36 +104,43 @@ ParseError RequestParser::acceptLine() {
 RequestParser::Step RequestParser::feed(std::string_view bytes) {
   if (failed()) return Step{Status::Failed, 0};
   if (complete_) return Step{Status::Complete, 0};
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    const char c = bytes[i];
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n') {
-      if (line_.empty()) {
-        if (current_.attributes.empty()) return fail(ParseError::EmptyRequest, i + 1);
-        complete_ = true;
-        return Step{Status::Complete, i + 1};
+  std::size_t i = 0;
+  while (i < bytes.size()) {
+    // The bytes up to the next LF (or the end) are checked one by one, then appended
+    // to the line at once.
+    const std::size_t lf = bytes.find('\n', i);
+    const std::size_t end = lf == std::string_view::npos ? bytes.size() : lf;
+    const std::size_t line_start = line_.size();
+    for (std::size_t j = i; j < end; ++j) {
+      const char c = bytes[j];
+      const auto byte = static_cast<unsigned char>(c);
+      if (byte == 0) return fail(ParseError::NulByte, j + 1);
+      if (isControlByte(byte)) return fail(ParseError::ControlByte, j + 1);
+      // Refuse a bad name byte as soon as it arrives, not only when the line ends, so
+      // a peer that streams garbage without LF is cut off at once.
+      if (!line_has_equals_) {
+        if (c == '=') {
+          line_has_equals_ = true;
+        } else if (!isNameByte(c)) {
+          return fail(ParseError::BadNameByte, j + 1);
+        }
       }
-      if (const ParseError e = acceptLine(); e != ParseError::None) return fail(e, i + 1);
-      continue;
+      const std::size_t line_size = line_start + (j - i);
+      if (line_size >= limits_.max_line_bytes) return fail(ParseError::LineTooLong, j + 1);
+      // The request's cap counts the partial line and its LF to come, so a request is
+      // refused as soon as it cannot fit, whatever its line lengths.
+      if (request_bytes_ + line_size + 2 > limits_.max_request_bytes) return fail(ParseError::RequestTooLarge, j + 1);
     }
-    if (byte == 0) return fail(ParseError::NulByte, i + 1);
-    if (isControlByte(byte)) return fail(ParseError::ControlByte, i + 1);
-    // Refuse a bad name byte as soon as it arrives, not only when the line ends, so a
-    // peer that streams garbage without LF is cut off at once.
-    if (!line_has_equals_) {
-      if (c == '=') {
-        line_has_equals_ = true;
-      } else if (!isNameByte(c)) {
-        return fail(ParseError::BadNameByte, i + 1);
-      }
+    line_.append(bytes.data() + i, end - i);
+    if (lf == std::string_view::npos) break;
+    i = lf + 1;
+    if (line_.empty()) {
+      if (current_.attributes.empty()) return fail(ParseError::EmptyRequest, i);
+      complete_ = true;
+      return Step{Status::Complete, i};
     }
-    if (line_.size() >= limits_.max_line_bytes) return fail(ParseError::LineTooLong, i + 1);
-    // The request's cap counts the partial line and its LF to come, so a request is
-    // refused as soon as it cannot fit, whatever its line lengths.
-    if (request_bytes_ + line_.size() + 2 > limits_.max_request_bytes) {
-      return fail(ParseError::RequestTooLarge, i + 1);
-    }
-    line_.push_back(c);
+    if (current_.attributes.empty()) current_.attributes.reserve(32);  // Postfix 3.7 sends 29
+    if (const ParseError e = acceptLine(); e != ParseError::None) return fail(e, i);
   }
   return Step{Status::NeedMore, bytes.size()};
 }
@@ -200,49 +210,85 @@ StageMapping stageOf(ProtocolState state) {
   return {Kind::Unknown, ZETIAN_STAGE_CONNECT};
 }
 
+namespace {
+
+// Where each attribute goes in the view: a text field, or one of the numbers and flags
+// read after the pass.
+enum class Slot { Text, Request, RecipientCount, Size, ClientPort, ServerPort, Stress };
+
+struct Field {
+  Slot slot;
+  std::string PolicyView::*text = nullptr;
+};
+
+const std::unordered_map<std::string_view, Field>& fields() {
+  static const std::unordered_map<std::string_view, Field> table = {
+      {"request", {Slot::Request}},
+      {"protocol_state", {Slot::Text, &PolicyView::protocol_state}},
+      {"protocol_name", {Slot::Text, &PolicyView::protocol_name}},
+      {"client_address", {Slot::Text, &PolicyView::client_address}},
+      {"client_name", {Slot::Text, &PolicyView::client_name}},
+      {"reverse_client_name", {Slot::Text, &PolicyView::reverse_client_name}},
+      {"helo_name", {Slot::Text, &PolicyView::helo_name}},
+      {"sender", {Slot::Text, &PolicyView::sender}},
+      {"recipient", {Slot::Text, &PolicyView::recipient}},
+      {"sasl_method", {Slot::Text, &PolicyView::sasl_method}},
+      {"sasl_username", {Slot::Text, &PolicyView::sasl_username}},
+      {"sasl_sender", {Slot::Text, &PolicyView::sasl_sender}},
+      {"instance", {Slot::Text, &PolicyView::instance}},
+      {"queue_id", {Slot::Text, &PolicyView::queue_id}},
+      {"server_address", {Slot::Text, &PolicyView::server_address}},
+      {"policy_context", {Slot::Text, &PolicyView::policy_context}},
+      {"etrn_domain", {Slot::Text, &PolicyView::etrn_domain}},
+      {"recipient_count", {Slot::RecipientCount}},
+      {"size", {Slot::Size}},
+      {"client_port", {Slot::ClientPort}},
+      {"server_port", {Slot::ServerPort}},
+      {"stress", {Slot::Stress}},
+  };
+  return table;
+}
+
+}  // namespace
+
+// One pass over the attributes (a request has about 30, read at every stage), each
+// looked up once; a later duplicate overwrites an earlier one, so the last counts.
 std::optional<PolicyView> viewOf(const Request& request, std::string* error) {
   auto refuse = [error](std::string why) -> std::optional<PolicyView> {
     if (error) *error = std::move(why);
     return std::nullopt;
   };
-  auto text = [&request](std::string_view name) { return std::string(request.last(name).value_or("")); };
-
   PolicyView view;
-  view.request = text("request");
+  std::string_view recipient_count, size, client_port, server_port, stress;
+  const auto& table = fields();
+  for (const Attribute& a : request.attributes) {
+    const auto it = table.find(a.name);
+    if (it == table.end()) continue;
+    switch (it->second.slot) {
+      case Slot::Text: view.*(it->second.text) = a.value; break;
+      case Slot::Request: view.request = a.value; break;
+      case Slot::RecipientCount: recipient_count = a.value; break;
+      case Slot::Size: size = a.value; break;
+      case Slot::ClientPort: client_port = a.value; break;
+      case Slot::ServerPort: server_port = a.value; break;
+      case Slot::Stress: stress = a.value; break;
+    }
+  }
   if (view.request.empty()) return refuse("no request attribute");
   if (view.request != "smtpd_access_policy") return refuse("request is not smtpd_access_policy");
-  view.protocol_state = text("protocol_state");
   view.state = parseProtocolState(view.protocol_state);
-  view.protocol_name = text("protocol_name");
-  view.client_address = text("client_address");
-  view.client_name = text("client_name");
-  view.reverse_client_name = text("reverse_client_name");
-  view.helo_name = text("helo_name");
-  view.sender = text("sender");
-  view.recipient = text("recipient");
-  view.sasl_method = text("sasl_method");
-  view.sasl_username = text("sasl_username");
-  view.sasl_sender = text("sasl_sender");
-  view.instance = text("instance");
-  view.queue_id = text("queue_id");
-  view.server_address = text("server_address");
-  view.policy_context = text("policy_context");
-  view.etrn_domain = text("etrn_domain");
-  view.stress = equalsIgnoringCase(text("stress"), "yes");
+  view.stress = equalsIgnoringCase(stress, "yes");
 
   std::optional<std::uint64_t> count;
-  if (!parseNumber(request.last("recipient_count").value_or(""), &count))
-    return refuse("recipient_count is not a decimal number");
+  if (!parseNumber(recipient_count, &count)) return refuse("recipient_count is not a decimal number");
   view.recipient_count = count;
-  std::optional<std::uint64_t> size;
-  if (!parseNumber(request.last("size").value_or(""), &size)) return refuse("size is not a decimal number");
-  view.size = size;
+  std::optional<std::uint64_t> bytes;
+  if (!parseNumber(size, &bytes)) return refuse("size is not a decimal number");
+  view.size = bytes;
   std::optional<std::uint32_t> port;
-  if (!parseNumber(request.last("client_port").value_or(""), &port) || (port && *port > 65535))
-    return refuse("client_port is not a port number");
+  if (!parseNumber(client_port, &port) || (port && *port > 65535)) return refuse("client_port is not a port number");
   view.client_port = port;
-  if (!parseNumber(request.last("server_port").value_or(""), &port) || (port && *port > 65535))
-    return refuse("server_port is not a port number");
+  if (!parseNumber(server_port, &port) || (port && *port > 65535)) return refuse("server_port is not a port number");
   view.server_port = port;
   return view;
 }

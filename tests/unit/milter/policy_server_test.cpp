@@ -5,7 +5,7 @@
 // rules on a node still forming, so verdicts come back later from the engine's cluster
 // thread through the server's mailbox. Figures are read as the health socket reads
 // them, through Server::report; one test reads them through the health socket itself.
-// Three asynchronous tests guard against a bug of Host::finish (see "BUG" below).
+// Three asynchronous tests guard Host::finish against re-entry (see "Re-entry" below).
 //
 // Waits are polls with a deadline (a socket closing, a figure reaching a value), never
 // sleeps to synchronise; the deadlines are generous because the suite also runs under
@@ -1167,29 +1167,18 @@ TEST_F(PolicyServerAsyncTest, StopWaitsForACheckInFlightButClosesItsConnectionAt
   EXPECT_EQ(metric("zetian_policy_connections"), 0);
 }
 
-// BUG these three tests found (milter/policy_host.cpp, Host::finish; fixed on main by
-// 6e54bf3, "finish() settles the session before it answers"; before it the three fail,
-// the first one only under ASan). finish() cleared `busy`, then called
-// job->done(answer), and only then read s.waiting. When the verdict came back from the
-// engine's cluster thread (through the server's mailbox), `done` is the server's
-// answered() -> flush() -> process(); the connection is not inside process() then
-// (c->processing is false), so process() hands the connection's next pipelined request
-// to Host::handle() at once, re-entering the Host in the middle of finish():
-// 1. A next request for another SMTP connection makes sessionFor() end the session just
-//    finished ("its smtpd moved on": last_connection is this connection, busy is false,
-//    waiting is empty) and free it; finish() then reads s.waiting from the freed
-//    Session. ASan: heap-use-after-free at policy_host.cpp:452, freed in closeSession()
-//    from sessionFor():177. In a release build the freed memory usually still reads as
-//    an empty queue, so only ASan (make test-asan) shows it.
-// 2. A next request for the same SMTP connection finds the session idle and starts its
-//    own check; back in finish(), a request another connection queued on that session
-//    starts too: two checks in flight on one engine session, against "a session runs
-//    one request at a time" (policy_host.h) and the engine's one user per session. When
-//    the first of them ends, `busy` is cleared under the second, and 1. can free the
-//    session the second check's job still points to.
-// Inline (node-scope) verdicts were safe: process() is still on the stack and returns at
-// once. Postfix never pipelines; any client of the policy socket that did could crash
-// the daemon.
+// Re-entry through a pipelined request. A verdict that comes back from the engine's
+// cluster thread is answered through answered() -> flush() -> process(), which hands
+// the connection's next pipelined request to Host::handle() at once, while
+// Host::finish() is still on the stack. finish() must settle the session before it
+// answers (policy_host.cpp), or:
+// 1. a next request for another SMTP connection ends ("its smtpd moved on") and frees
+//    the session finish() is still using (a heap-use-after-free under ASan);
+// 2. a next request for the same SMTP connection starts its own check while another
+//    connection's request queued on the session starts too: two checks in flight on one
+//    engine session, against "a session runs one request at a time".
+// Inline (node-scope) verdicts do not re-enter: process() is still on the stack. Postfix
+// never pipelines, but any client of the policy socket may.
 
 // 1., on one connection.
 TEST_F(PolicyServerAsyncTest, APipelinedRequestForAnotherSmtpConnectionAfterAWaitingCheckIsServed) {
@@ -1238,10 +1227,9 @@ TEST_F(PolicyServerAsyncTest, TwoConnectionsAskingAboutOneSmtpSessionAreCheckedO
       << std::chrono::duration_cast<std::chrono::milliseconds>(last - first).count() << " ms";
 }
 
-// 2. then 1. (BUG above): connection a's third request is for another SMTP connection;
-// when the verdict of its second comes back, sessionFor() ends the shared session while
-// b's check on it may still be in flight. Failed in every build (the checks overlap),
-// and under ASan with a heap-use-after-free. Fixed, every request gets DUNNO in turn.
+// 2. then 1. (Re-entry above): connection a's third request is for another SMTP
+// connection; when the verdict of its second comes back, the shared session must not be
+// ended while b's check on it is still to run. Every request gets DUNNO in turn.
 TEST_F(PolicyServerAsyncTest, ASessionIsNotClosedWhileACheckOnItIsInFlight) {
   ASSERT_NO_FATAL_FAILURE(openClusterEngine("1000ms"));
   ASSERT_NO_FATAL_FAILURE(startServer());

@@ -535,34 +535,32 @@ struct Server::Impl {
 
   void onTick() {
     const auto now = Clock::now();
-    std::vector<Connection*> idle, slow, unread;
+    // Closed after the pass, so the map is not changed while it is walked.
+    enum class Why { Idle, Request, Unread };
+    std::vector<std::pair<Connection*, Why>> expired;
     for (auto& [id, c] : connections) {
       if (c->waiting) continue;  // the engine's check deadline bounds it
       if (!c->out.empty()) {
         // An answer the client does not read (reading it is paused meanwhile).
-        if (now - c->last_activity >= options.request_timeout) unread.push_back(c.get());
+        if (now - c->last_activity >= options.request_timeout) expired.emplace_back(c.get(), Why::Unread);
       } else if (!c->parser.idle() || !c->in.empty()) {
-        if (now - c->request_started >= options.request_timeout) slow.push_back(c.get());
+        if (now - c->request_started >= options.request_timeout) expired.emplace_back(c.get(), Why::Request);
       } else if (now - c->last_activity >= options.idle_timeout) {
-        idle.push_back(c.get());
+        expired.emplace_back(c.get(), Why::Idle);
       }
     }
-    for (Connection* c : slow) {
-      counters.request_timeouts.fetch_add(1, std::memory_order_relaxed);
-      logLimited(1, "request_timeout",
-                 "policy_request_timeout peer=" + c->peer + " buffered=" + std::to_string(c->parser.bufferedBytes()) +
-                     " effect=\"connection closed\"");
-      close(c);
-    }
-    for (Connection* c : unread) {
-      counters.request_timeouts.fetch_add(1, std::memory_order_relaxed);
-      logLimited(1, "answer_unread",
-                 "policy_answer_unread peer=" + c->peer + " unsent=" + std::to_string(c->out.size()) +
-                     " effect=\"connection closed\"");
-      close(c);
-    }
-    for (Connection* c : idle) {
-      counters.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+    for (const auto& [c, why] : expired) {
+      if (why == Why::Idle) {
+        counters.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        counters.request_timeouts.fetch_add(1, std::memory_order_relaxed);
+        const bool unread = why == Why::Unread;
+        logLimited(1, unread ? "answer_unread" : "request_timeout",
+                   std::string(unread ? "policy_answer_unread" : "policy_request_timeout") + " peer=" + c->peer +
+                       (unread ? " unsent=" + std::to_string(c->out.size())
+                               : " buffered=" + std::to_string(c->parser.bufferedBytes())) +
+                       " effect=\"connection closed\"");
+      }
       close(c);
     }
     host->expire(now);

@@ -1132,7 +1132,7 @@ TEST_F(PolicyServerAsyncTest, RequestTimeoutDoesNotCutACheckThatIsWaiting) {
 }
 
 TEST_F(PolicyServerAsyncTest, AClientThatLeavesWhileItsCheckWaitsIsClosedWhenTheVerdictComes) {
-  // Long enough for the in-flight gauge (published every second) to show the check.
+  // Long enough for the in-flight gauge (published at each tick, at most 1 s apart) to show the check.
   ASSERT_NO_FATAL_FAILURE(openClusterEngine("1500ms"));
   ASSERT_NO_FATAL_FAILURE(startServer());
   {

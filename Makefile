@@ -16,13 +16,16 @@ PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-d
             libc-ares-dev libcurl4-openssl-dev nlohmann-json3-dev postfix swaks curl \
             dnsmasq-base iproute2 openssl redis-server
 
+# The .deb (make deb) and its test: sd_notify, the man pages, dpkg-shlibdeps, lintian.
+PACKAGES += libsystemd-dev scdoc dpkg-dev lintian
+
 # A locale with a decimal comma, for the test that JSON numbers ignore the locale.
 PACKAGES += locales
 TEST_LOCALE := de_DE.UTF-8
 
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 
-.PHONY: all build run test test-asan test-tsan fuzz deps fuzz-deps test-locale clean
+.PHONY: all build run test test-asan test-tsan fuzz deps fuzz-deps test-locale clean deb
 
 all: build
 
@@ -47,11 +50,20 @@ test-locale: deps
 fuzz-deps:
 	@$(MAKE) --no-print-directory deps PACKAGES="$(FUZZ_PACKAGES)"
 
+# Configured for the .deb's layout (/usr/sbin, /usr/lib/<multiarch>, /etc): `make deb`
+# packages this same build, and `make run`/`make test` do not care where it would install.
 $(BUILD_DIR)/build.ninja:
-	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
+	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr
 
 build: deps $(BUILD_DIR)/build.ninja
+	@grep -qx 'CMAKE_INSTALL_PREFIX:PATH=/usr' $(BUILD_DIR)/CMakeCache.txt || \
+	  cmake -S . -B $(BUILD_DIR) -DCMAKE_INSTALL_PREFIX=/usr
 	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# The .deb, from the Release build above (cpack installs it into a staging folder):
+# $(BUILD_DIR)/zetian-milter_<version>-1_<arch>.deb. integration.deb tests it.
+deb: build
+	cd $(BUILD_DIR) && cpack -G DEB
 
 run: build
 	@mkdir -p $(RUN_DIR)/state

@@ -17,6 +17,7 @@
 
 #include "milter/connections.h"
 #include "milter/log.h"
+#include "milter/service_notify.h"
 
 // libmilter's listener notices a stop request only when its poll() times out, every
 // 5 s; a connection to its own socket wakes it at once. mi_stop() (exported by
@@ -91,9 +92,12 @@ void* controlThread(void*) {
     if (++ticks % 20 == 0) connections::shutDownSilent();
     if (sig == SIGUSR1) {
       logLine(2, "reload requested signal=SIGUSR1");
+      service_notify::reloading();
       zetian_engine_reload(
           g_engine, [](void*, const char* message) { logLine(0, std::string("reload_error ") + message); }, nullptr);
+      service_notify::ready();
     } else if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && g_socket_spec.empty()) {
+      service_notify::stopping();
       logLine(2, std::string("stop requested signal=") +
                      (sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP"));
       std::lock_guard lock(g_stop_mutex);
@@ -102,6 +106,7 @@ void* controlThread(void*) {
     } else if (g_socket_spec.empty()) {
       continue;  // no libmilter listener to stop or wake
     } else if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && !stopper.joinable()) {
+      service_notify::stopping();
       logLine(2, std::string("stop requested signal=") +
                      (sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP"));
       // smfi_stop() marks the stop, then waits for the listener's lock, which the

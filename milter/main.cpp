@@ -13,8 +13,8 @@
 //   4. write the pid file, drop privileges, set the umask, remove a stale Unix socket
 //      (only when no one answers on it), and open the milter socket as the
 //      unprivileged user so the MTA's group can use a Unix socket;
-//   5. start the engine (cluster thread, health socket) and the SIGUSR1 reload thread;
-//      The policy socket is opened the same way, by the policy server (policy_server.h),
+//   5. start the engine (cluster thread, health socket) and the SIGUSR1 reload thread,
+//      then tell systemd READY=1 (service_notify.h); the policy socket is opened the same way, by the policy server (policy_server.h),
 //      which then runs on a thread of its own;
 //   6. smfi_main() until SIGTERM/SIGINT/SIGHUP (with the milter off, the control
 //      thread's stop signal). At exit, stop the policy server, and remove only the pid
@@ -46,6 +46,7 @@
 #include "milter/policy_server.h"
 #include "milter/process.h"
 #include "milter/quickack.h"
+#include "milter/service_notify.h"
 #include "plugin/zetian.h"
 
 using namespace zetian::milter;
@@ -153,7 +154,9 @@ int main(int argc, char** argv) {
       control::start(g_engine, "");
       policy->start();
       logLine(2, "listening milter=off policy=" + policy_options->socket);
+      service_notify::ready();
       control::waitForStop();
+      service_notify::stopping();
       policy->stop();
       control::stop();
       logLine(2, "stopped status=clean");
@@ -190,7 +193,11 @@ int main(int argc, char** argv) {
     control::start(g_engine, socket);
     if (policy) policy->start();
     logLine(2, "listening milter=" + socket + " policy=" + (policy_on ? policy_options->socket : std::string("off")));
+    // The socket listens since smfi_opensocket(): connections queue in its backlog
+    // until smfi_main() accepts them, so the MTA may start now.
+    service_notify::ready();
     int rc = smfi_main();
+    service_notify::stopping();
     if (policy) policy->stop();
     control::stop();
     logLine(2, std::string("stopped status=") + (rc == MI_SUCCESS ? "clean" : "error"));

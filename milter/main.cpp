@@ -14,8 +14,9 @@
 //      (only when no one answers on it), and open the milter socket as the
 //      unprivileged user so the MTA's group can use a Unix socket;
 //   5. start the engine (cluster thread, health socket) and the SIGUSR1 reload thread,
-//      then tell systemd READY=1 (service_notify.h); the policy socket is opened the same way, by the policy server (policy_server.h),
-//      which then runs on a thread of its own;
+//      then tell systemd READY=1 (service_notify.h). The policy socket is opened the
+//      same way, by the policy server (policy_server.h), which then runs on a thread
+//      of its own;
 //   6. smfi_main() until SIGTERM/SIGINT/SIGHUP (with the milter off, the control
 //      thread's stop signal). At exit, stop the policy server, and remove only the pid
 //      file and sockets this process created.

@@ -63,7 +63,7 @@ TEST(ServiceNotify, ReadyReloadingReadyThenStoppingOnceAndNothingAfter) {
 
   service_notify::reloading();
   const std::string reloading = systemd.next();
-  EXPECT_EQ(reloading.rfind("RELOADING=1\nMONOTONIC_USEC=", 0), 0u) << reloading;
+  ASSERT_EQ(reloading.rfind("RELOADING=1\nMONOTONIC_USEC=", 0), 0u) << reloading;
   timespec now{};
   clock_gettime(CLOCK_MONOTONIC, &now);
   const unsigned long long usec = std::stoull(reloading.substr(reloading.find('=', 12) + 1));

@@ -233,7 +233,7 @@ class DebPackageTest(unittest.TestCase):
             # executables; what it says of other units (postfix.service) is not ours.
             r = run(["systemd-analyze", "verify", "--man=no", path])
             ours = [line for line in (r.stdout + r.stderr).splitlines() if UNIT_NAME in line]
-            self.assertEqual(ours, [], f"systemd-analyze verify {path}:\n{r.stdout}{r.stderr}")
+            self.assertEqual((r.returncode, ours), (0, []), f"systemd-analyze verify {path}:\n{r.stdout}{r.stderr}")
         return settings
 
     def _run_as_unit(self, settings: dict[str, list[str]]) -> None:

@@ -16,8 +16,9 @@ PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-d
             libc-ares-dev libcurl4-openssl-dev nlohmann-json3-dev postfix swaks curl \
             dnsmasq-base iproute2 openssl redis-server
 
-# The .deb (make deb) and its test: sd_notify, the man pages, dpkg-shlibdeps, lintian.
-PACKAGES += libsystemd-dev scdoc dpkg-dev lintian
+# The .deb (make deb) and its test: sd_notify, the man pages, dpkg-shlibdeps, lintian,
+# systemd-analyze verify.
+PACKAGES += libsystemd-dev scdoc dpkg-dev lintian systemd
 
 # A locale with a decimal comma, for the test that JSON numbers ignore the locale.
 PACKAGES += locales

@@ -165,11 +165,7 @@ pid_alive() {
 # Live processes whose session id is $1 (Postfix's master is a session leader, and its
 # children stay in its session).
 session_pids() {
-    local stat
-    for stat in /proc/[0-9]*/stat; do
-        awk -v sid="$1" '{ sub(/.*\) /, ""); if ($4 == sid && $1 != "Z") { split(FILENAME, p, "/"); print p[3] } }' \
-            "$stat" 2>/dev/null
-    done
+    ps -o pid=,stat= -s "$1" | awk '$2 !~ /^Z/ { print $1 }'
 }
 
 # Waits up to $2 tenths of a second for the shell function/command $1 to succeed.
@@ -290,10 +286,16 @@ SECRET=$DEMO_DIR/cluster.secret
 
 mkdir -p "$DEMO_DIR/sink"
 chown postfix: "$DEMO_DIR/sink"
+# The long-running children get process groups of their own (set -m), so a terminal's
+# Ctrl-C reaches this script alone, which then stops them in order (Postfix before the
+# milters). They stay in this session. Job control is off again once they run: bash
+# would otherwise print a line for every job it reaps.
+set -m
 # -d: one file per delivered message, so what got through can be read afterwards.
 "$SMTP_SINK" -4 -u postfix -h sink.demo.zetian -m 256 -d "$DEMO_DIR/sink/msg." \
     "127.0.0.1:$SINK_PORT" 256 >"$DEMO_DIR/sink.log" 2>&1 &
 SINK_PID=$!
+set +m
 
 # --------------------------------------------------------------------------- the nodes
 
@@ -419,8 +421,10 @@ EOF
 for i in "${!NODES[@]}"; do
     node=${NODES[$i]}
     write_milter_config "$i"
+    set -m
     "$MILTER" -c "$DEMO_DIR/$node/zetian.toml" >"$DEMO_DIR/$node/zetian.log" 2>&1 &
     MILTER_PID[$node]=$!
+    set +m
 done
 
 for i in "${!NODES[@]}"; do
@@ -531,7 +535,7 @@ milter_default_action = accept).
 Logs: $DEMO_DIR/n1/zetian.log (one line per refusal), $DEMO_DIR/n1/postfix/mail.log;
 delivered mail: $DEMO_DIR/sink/ (one file per message).
 
-zetian demo: ready; Ctrl-C stops everything and removes $DEMO_DIR
+zetian demo: ready; Ctrl-C (or kill $$) stops everything and removes $DEMO_DIR
 EOF
 
 # --------------------------------------------------------------------------- until Ctrl-C

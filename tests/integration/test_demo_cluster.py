@@ -2,8 +2,9 @@
 one command"): it starts three nodes, each behind its own Postfix, and prints how to use
 them; the test sends mail through all three for a minute, watching the shared limit
 with the zetianctl commands the script printed, then presses Ctrl-C (SIGINT to the
-script's process group, as a terminal does) and checks that every process it started
-is gone and its temp folder removed.
+script's process group, as a terminal does; the script starts the nodes' processes in
+groups of their own, so it alone gets it and stops them in order) and checks that every
+process it started is gone and its temp folder removed.
 
 The limit is the script's own: 5 messages a minute per sender, a token bucket (5 at
 once, then one every 12 s), counted once across the nodes. Over the minute the test
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -142,15 +144,20 @@ class DemoScript:
 class DemoClusterRefusals(unittest.TestCase):
     """The script says what it needs and starts nothing without it."""
 
-    def run_script(self, *args: str, env: dict | None = None, as_nobody: bool = False):
+    def run_script(self, *args: str, env: dict | None = None, as_nobody: bool = False,
+                   drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         argv = ["/bin/bash", SCRIPT, *args]
         if as_nobody:
             argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
-        before = set(glob.glob("/tmp/zetian-demo.*"))
+        # The script's temp folder goes under TMPDIR: a private one shows whether a
+        # refused start left anything.
+        tmpdir = tempfile.mkdtemp(prefix="zt-demo-refused-")
+        self.addCleanup(shutil.rmtree, tmpdir, True)
+        os.chmod(tmpdir, 0o1777)  # the run as nobody may try to create its folder
         cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=30, env=dict(os.environ, **(env or {})))
-        self.assertEqual(set(glob.glob("/tmp/zetian-demo.*")) - before, set(),
-                         "a refused start left a temp folder")
+                            timeout=30, env=dict({k: v for k, v in os.environ.items() if k not in drop},
+                                     TMPDIR=tmpdir, **(env or {})))
+        self.assertEqual(os.listdir(tmpdir), [], "a refused start left something in TMPDIR")
         return cp
 
     def setUp(self):
@@ -169,6 +176,12 @@ class DemoClusterRefusals(unittest.TestCase):
         self.assertIn("/nonexistent/zetian-milter is not built", cp.stderr)
         self.assertIn("--target zetian-milter zetianctl", cp.stderr)
         self.assertIn("--installed", cp.stderr)
+
+    def test_looks_in_the_build_folder_it_is_given(self):
+        cp = self.run_script("--build-dir", "/nonexistent/build", drop=("ZETIAN_MILTER", "ZETIAN_CTL"))
+        self.assertEqual(cp.returncode, 1, cp)
+        self.assertIn("/nonexistent/build/milter/zetian-milter is not built", cp.stderr)
+        self.assertIn("cmake --build /nonexistent/build --target zetian-milter zetianctl", cp.stderr)
 
     def test_refuses_a_port_in_use_and_names_the_option(self):
         base = free_port_block(10)

@@ -138,6 +138,40 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise HarnessError("no free TCP port found")
 
 
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive TCP ports, each free now on `host` and reserved
+    as free_port() reserves one, for a program that takes a base port and uses the
+    ports after it (contrib/demo/cluster.sh --base-port)."""
+    with _port_lock:
+        for _ in range(500):
+            base = random.randint(20000, 32000 - count)
+            block = range(base, base + count)
+            if any(p in _ports_handed_out for p in block):
+                continue
+            free = True
+            for port in block:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    try:
+                        s.bind((host, port))
+                    except OSError:
+                        free = False
+                        break
+            if not free:
+                continue
+            held = 0
+            while held < count and _reserve_across_processes(base + held):
+                held += 1
+            if held < count:
+                # Another test process holds one of them: give back what this took.
+                for f in _port_lock_files[len(_port_lock_files) - held:]:
+                    f.close()
+                del _port_lock_files[len(_port_lock_files) - held:]
+                continue
+            _ports_handed_out.update(block)
+            return base
+    raise HarnessError(f"no {count} consecutive free TCP ports found")
+
+
 def tcp_accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -16,6 +16,10 @@ PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-d
             libc-ares-dev libcurl4-openssl-dev nlohmann-json3-dev postfix swaks curl \
             dnsmasq-base iproute2 openssl redis-server
 
+# Sendmail's integration test runs Debian's sendmail-bin unpacked (it conflicts with
+# postfix): m4 builds its .cf, and its shared libraries come from here.
+PACKAGES += m4 libwrap0 liblockfile1 libdb5.3 libldap-2.5-0 libnsl2 libsasl2-2
+
 # A locale with a decimal comma, for the test that JSON numbers ignore the locale.
 PACKAGES += locales
 TEST_LOCALE := de_DE.UTF-8

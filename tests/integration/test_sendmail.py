@@ -1,0 +1,99 @@
+"""The limit tests of the Postfix files, through a real Sendmail 8.17 (Debian 12's
+sendmail-bin, fetched and unpacked by sendmail_harness.py): SMTP client -> Sendmail ->
+zetian-milter -> smtp-sink.
+
+One Sendmail per class, registered as
+INPUT_MAIL_FILTER(`zetian', `S=inet:PORT@127.0.0.1, F=T, T=S:10s;R:10s;E:1m');
+each test starts its own zetian-milter (fresh buckets) on PORT. Nothing is exempt
+unless a test says so, and every client is on loopback (127.0.0.x act as different IPs).
+"""
+
+import unittest
+
+from harness import rule, wait_until
+from sendmail_harness import SendmailTestCase
+
+
+class LimitsThroughSendmail(SendmailTestCase):
+    milter_flags = "T"
+    milter_timeouts = "S:10s;R:10s;E:1m"
+
+    def test_limit_of_5_per_client_ip_passes_5_and_answers_the_6th_with_451(self):
+        milter = self.start_milter([rule("per-ip", 5, key="client_ip", stage="mail")])
+        results = self.send(6, source="127.0.0.2")
+        for i, r in enumerate(results[:5], 1):
+            self.assertAccepted(r, f"message {i} of 5")
+        # Sendmail's own answer when a milter fails is 451 4.3.2: insist on zetian's.
+        self.assertReply(results[5].mail, 451, "4.7.1", contains="per-ip", what="MAIL FROM of message 6")
+        self.assertIsNone(results[5].data)
+        for r in results[:5]:
+            self.sink.wait_for(r.token, diagnostics=self.diagnostics)
+        # The client address came through Sendmail's connect step: the key is the IP.
+        self.assertIn("key=127.0.0.2", milter.log_text())
+        # Another client address has its own budget.
+        self.assertAccepted(self.send(1, source="127.0.0.3")[0], "message from 127.0.0.3")
+
+    def test_reject_action_answers_550_5_7_1(self):
+        self.start_milter([rule("per-ip-reject", 1, action="reject")])
+        first, second = self.send(2, source="127.0.0.2")
+        self.assertAccepted(first)
+        self.assertReply(second.mail, 550, "5.7.1", contains="per-ip-reject",
+                         what="MAIL FROM over a reject limit")
+
+    def test_tag_action_delivers_and_adds_the_header_to_the_message_over_limit(self):
+        self.start_milter([rule("tag-ip", 1, period="1h", action="tag")])
+        first, second = self.send(2, source="127.0.0.2")
+        [m1] = self.assertDelivered(first)
+        [m2] = self.assertDelivered(second)
+        self.assertEqual(m1.header("X-Zetian-RateLimit"), [], "within the limit: no header")
+        tags = m2.header("X-Zetian-RateLimit")
+        self.assertEqual(len(tags), 1, f"one header on the message over the limit: {tags}")
+        self.assertIn("rule=tag-ip", tags[0])
+        self.assertIn("limit=1/1h", tags[0])
+
+    def test_quarantine_accepts_and_sendmail_keeps_the_message_quarantined(self):
+        self.start_milter([rule("q-ip", 1, action="quarantine")])
+        first, second = self.send(2, source="127.0.0.2")
+        self.assertDelivered(first)
+        # Over the limit: accepted at the end of DATA (quarantine is not a refusal) ...
+        self.assertReply(second.mail, 250, what="MAIL FROM over a quarantine limit")
+        self.assertReply(second.data, 250, what="end of DATA over a quarantine limit")
+        qid = self.queue_id(second.data)
+        # ... and kept in Sendmail's queue as quarantined (hf file), with zetian's reason,
+        # where `mailq -qQ` shows it.
+        held = wait_until(lambda: self.sendmail.quarantined().get(qid), 15,
+                          what=f"message {qid} quarantined in Sendmail's queue",
+                          diagnostics=self.diagnostics)
+        self.assertEqual(held, "zetian rate limit q-ip exceeded")
+        listing = self.sendmail.tool("-bp", "-qQ")
+        self.assertIn(qid, listing.stdout, listing.stdout + listing.stderr)
+        self.assertIn("QUARANTINE: zetian rate limit q-ip exceeded", listing.stdout)
+        # A later message from another client is delivered; the quarantined one is not.
+        [later] = self.send(1, source="127.0.0.3")
+        self.assertDelivered(later)
+        self.assertEqual(self.sink.find(second.token), [], "the quarantined message reached the sink")
+        self.assertIn(qid, self.sendmail.quarantined())
+        self.assertNotIn(qid, self.sendmail.queued(), "quarantined, not waiting for delivery")
+
+    def test_exempt_network_is_never_limited(self):
+        self.start_milter([rule("per-ip", 1)], exempt=["127.0.0.5/32"])
+        for r in self.send(4, source="127.0.0.5"):
+            self.assertAccepted(r, "message from the exempt 127.0.0.5")
+        first, second = self.send(2, source="127.0.0.6")
+        self.assertAccepted(first)
+        self.assertReply(second.mail, 451, "4.7.1", what="MAIL FROM from non-exempt 127.0.0.6")
+
+    def test_milter_down_with_f_t_answers_451_4_3_2_and_recovers_when_it_is_back(self):
+        milter = self.start_milter([rule("per-ip", 100)])
+        self.assertDelivered(self.send(1, source="127.0.0.2")[0])
+        milter.stop()
+        [down] = self.send(1, source="127.0.0.2")
+        # F=T: Sendmail tempfails the transaction itself, with its own text.
+        self.assertReply(down.mail, 451, "4.3.2", what="MAIL FROM with the milter stopped")
+        self.assertIsNone(down.data)
+        self.start_milter([rule("per-ip", 100)])
+        self.assertDelivered(self.send(1, source="127.0.0.2")[0])
+
+
+if __name__ == "__main__":
+    unittest.main()

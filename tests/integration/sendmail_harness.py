@@ -213,12 +213,10 @@ class Sendmail:
             f.write("hosts files\naliases files\n")
         with open(self.mc_path, "w") as f:
             f.write(sendmail_mc(self.dir, self.port, relay_port, milter_spec))
-        cp = _run([M4, f"-D_CF_DIR_={self.cf_dir}/", os.path.join(self.cf_dir, "m4/cf.m4"),
-                   self.mc_path], timeout=60)
-        if cp.returncode != 0 or not cp.stdout:
-            raise HarnessError(f"m4 could not build sendmail.cf ({cp.returncode}):\n{cp.stderr}")
+        with open(self.mc_path) as f:
+            cf = self.build_cf(f.read())
         with open(self.cf_path, "w") as f:
-            f.write(cp.stdout)
+            f.write(cf)
         self.process = ManagedProcess(self._in_namespace(["-bD", "-X", self.traffic_path]),
                                       self.log_path, name="sendmail")
         cleanup(self.stop)
@@ -226,6 +224,15 @@ class Sendmail:
                    what=f"Sendmail on port {self.port}", diagnostics=self.log_tail)
         if not self.process.running():
             raise HarnessError("Sendmail exited at start\n" + self.log_tail())
+
+    def build_cf(self, mc: str) -> str:
+        """The .cf that m4 makes of `mc` with the unpacked sendmail-cf's m4 files, as
+        `make -C /etc/mail` does of sendmail.mc."""
+        cp = subprocess.run([M4, f"-D_CF_DIR_={self.cf_dir}/", os.path.join(self.cf_dir, "m4/cf.m4"), "-"],
+                            input=mc, capture_output=True, text=True, timeout=60)
+        if cp.returncode != 0 or not cp.stdout or "ERROR" in cp.stderr:
+            raise HarnessError(f"m4 could not build a .cf ({cp.returncode}):\n{cp.stderr}")
+        return cp.stdout
 
     def _in_namespace(self, args: list[str]) -> list[str]:
         """argv running this Sendmail with `args` in its own UTS and mount namespaces

@@ -10,7 +10,7 @@ unless a test says so, and every client is on loopback (127.0.0.x act as differe
 
 import unittest
 
-from harness import rule, wait_until
+from harness import REPO_ROOT, rule, wait_until
 from sendmail_harness import SendmailTestCase
 
 
@@ -74,6 +74,20 @@ class LimitsThroughSendmail(SendmailTestCase):
         self.assertEqual(self.sink.find(second.token), [], "the quarantined message reached the sink")
         self.assertIn(qid, self.sendmail.quarantined())
         self.assertNotIn(qid, self.sendmail.queued(), "quarantined, not waiting for delivery")
+        # What docs/operations.md tells operators: -Q without a reason on the quarantined
+        # item (-qQ -qI<id>) releases it, and a queue run delivers it.
+        released = self.sendmail.tool("-Q", "-qQ", f"-qI{qid}")
+        self.assertEqual(released.returncode, 0, released.stdout + released.stderr)
+        self.assertNotIn(qid, self.sendmail.quarantined())
+        run = self.sendmail.tool(f"-qI{qid}")
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.sink.wait_for(second.token, diagnostics=self.diagnostics)
+
+    def test_the_contrib_snippet_registers_zetian_as_documented(self):
+        cf = self.sendmail.build_cf(
+            f"OSTYPE(`linux')dnl\ninclude(`{REPO_ROOT}/contrib/sendmail/zetian.mc')dnl\nMAILER(`smtp')dnl\n")
+        self.assertIn("O InputMailFilters=zetian\n", cf)
+        self.assertIn("\nXzetian, S=inet:8891@127.0.0.1, F=T, T=C:10s;S:10s;R:10s;E:1m\n", cf)
 
     def test_exempt_network_is_never_limited(self):
         self.start_milter([rule("per-ip", 1)], exempt=["127.0.0.5/32"])

@@ -29,10 +29,11 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import unittest
 from typing import Callable, Optional
 
-from harness import (SMTP_SINK, POSTFIX, HarnessError, ManagedProcess, MessageResult, PostfixTestCase,
+from harness import (SMTP_SINK, POSTFIX, HarnessError, ManagedProcess, MessageResult, Milter, PostfixTestCase,
                      Reply, SmtpSession, SmtpSink, free_port, make_workdir, send_messages, tail,
                      tcp_listening, wait_until)
 
@@ -41,6 +42,11 @@ CACHE_ROOT = os.environ.get("ZETIAN_TEST_CACHE", "/var/tmp/zetian-test-cache")
 M4 = shutil.which("m4", path="/usr/bin:/bin") or ""
 UNSHARE = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or ""
 APT_GET = shutil.which("apt-get", path="/usr/bin:/bin") or ""
+SASLPASSWD2 = shutil.which("saslpasswd2", path="/usr/sbin:/usr/bin") or ""
+# Where Debian's Cyrus SASL loads its plugins, and one of the folders it reads
+# <app>.conf from (/etc/sasl2 comes first, but does not exist unless sasl2-bin's
+# saslauthd is set up, and must not be created by a test).
+SASL_PLUGIN_DIR = f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'}/sasl2"
 # The name Sendmail runs under in its UTS namespace: dotted, in its own hosts file.
 HOSTNAME = "mx.sendmail.test"
 
@@ -135,10 +141,13 @@ def sendmail_binary(root: str) -> str:
     return binary
 
 
-def sendmail_mc(workdir: str, port: int, relay_port: int, milter_spec: str) -> str:
+def sendmail_mc(workdir: str, port: int, relay_port: int, milter_spec: str, sasl: bool = False) -> str:
     """The .mc of a test Sendmail: SMTP on 127.0.0.1:`port` only, every recipient relayed
     to [127.0.0.1]:`relay_port`, its files in `workdir`, no DNS, and zetian as an
-    INPUT_MAIL_FILTER with the spec `milter_spec` (S=..., F=..., T=...)."""
+    INPUT_MAIL_FILTER with the spec `milter_spec` (S=..., F=..., T=...). With `sasl`,
+    AUTH PLAIN and LOGIN are offered (without TLS: loopback only)."""
+    auth = ("define(`confAUTH_MECHANISMS', `PLAIN LOGIN')dnl\nTRUST_AUTH_MECH(`PLAIN LOGIN')dnl\n"
+            if sasl else "define(`confAUTH_MECHANISMS', `')dnl\n")
     return f"""\
 divert(-1)
 # A throwaway Sendmail for zetian's integration tests (tests/integration/sendmail_harness.py).
@@ -164,8 +173,7 @@ define(`confDELIVERY_MODE', `interactive')dnl
 define(`confQUEUE_LA', `1000')dnl
 define(`confREFUSE_LA', `1000')dnl
 define(`confDELAY_LA', `0')dnl
-define(`confAUTH_MECHANISMS', `')dnl
-dnl The temp folder is under /tmp (mode 1777), which Sendmail otherwise calls unsafe.
+{auth}dnl The temp folder is under /tmp (mode 1777), which Sendmail otherwise calls unsafe.
 define(`confDONT_BLAME_SENDMAIL', `GroupWritableDirPathSafe')dnl
 dnl "relay:" first: [127.0.0.1] alone is one of this host's names ($=w), which
 dnl Sendmail would strip and then deliver to the recipient's domain itself.
@@ -188,7 +196,7 @@ class Sendmail:
     127.0.0.1:`relay_port`, with zetian registered as `milter_spec`."""
 
     def __init__(self, workdir: str, cleanup: Callable[[Callable], None], relay_port: int,
-                 milter_spec: str):
+                 milter_spec: str, sasl_user: str | None = None, sasl_password: str | None = None):
         if not M4:
             raise HarnessError("m4 is not installed (apt-get install m4): it builds sendmail.cf")
         if not UNSHARE:
@@ -211,8 +219,12 @@ class Sendmail:
             f.write(f"127.0.0.1 {HOSTNAME} localhost\n")
         with open(os.path.join(self.dir, "service.switch"), "w") as f:
             f.write("hosts files\naliases files\n")
+        # (source, mount point) pairs bind-mounted in Sendmail's mount namespace.
+        self.binds = [(self.hosts_path, "/etc/hosts")]
+        if sasl_user is not None:
+            self._set_up_sasl(sasl_user, sasl_password or "")
         with open(self.mc_path, "w") as f:
-            f.write(sendmail_mc(self.dir, self.port, relay_port, milter_spec))
+            f.write(sendmail_mc(self.dir, self.port, relay_port, milter_spec, sasl=sasl_user is not None))
         with open(self.mc_path) as f:
             cf = self.build_cf(f.read())
         with open(self.cf_path, "w") as f:
@@ -234,12 +246,39 @@ class Sendmail:
             raise HarnessError(f"m4 could not build a .cf ({cp.returncode}):\n{cp.stderr}")
         return cp.stdout
 
+    def _set_up_sasl(self, user: str, password: str) -> None:
+        """A Cyrus SASL set-up of this Sendmail's own: a sasldb with `user` (user@realm),
+        and a plugin folder (PLAIN, LOGIN, sasldb) with a Sendmail.conf that points at
+        it, bind-mounted on the system's plugin folder for Sendmail alone."""
+        if not SASLPASSWD2:
+            raise HarnessError("saslpasswd2 is not installed (apt-get install sasl2-bin): "
+                               "it writes the Sendmail test's sasldb")
+        sasl_dir = os.path.join(self.dir, "sasl2")
+        os.makedirs(sasl_dir, exist_ok=True)
+        for plugin in ("libplain.so", "liblogin.so", "libsasldb.so"):
+            shutil.copy(os.path.realpath(os.path.join(SASL_PLUGIN_DIR, plugin)),
+                        os.path.join(sasl_dir, plugin))
+        sasldb = os.path.join(self.dir, "sasldb2")
+        name, _, realm = user.partition("@")
+        cp = subprocess.run([SASLPASSWD2, "-p", "-c", "-f", sasldb, "-a", "Sendmail"]
+                            + (["-u", realm] if realm else []) + [name],
+                            input=password, capture_output=True, text=True, timeout=30)
+        if cp.returncode != 0:
+            raise HarnessError(f"saslpasswd2 failed ({cp.returncode}): {cp.stderr}")
+        os.chmod(sasldb, 0o600)
+        with open(os.path.join(sasl_dir, "Sendmail.conf"), "w") as f:
+            f.write(f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {sasldb}\n"
+                    "mech_list: PLAIN LOGIN\n")
+        self.binds.append((sasl_dir, SASL_PLUGIN_DIR))
+
     def _in_namespace(self, args: list[str]) -> list[str]:
         """argv running this Sendmail with `args` in its own UTS and mount namespaces
-        (host name mx.sendmail.test, our hosts file on /etc/hosts). `unshare` and `sh`
-        exec, so the pid is Sendmail's."""
-        script = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
-        return [UNSHARE, "--uts", "--mount", "sh", "-c", script, "sh", HOSTNAME, self.hosts_path,
+        (host name mx.sendmail.test, our files bind-mounted on /etc/hosts and, with
+        SASL, the plugin folder). `unshare` and `sh` exec, so the pid is Sendmail's."""
+        script = ('hostname "$1" && shift && while [ "$1" != -- ]; do '
+                  'mount --bind "$1" "$2" || exit 1; shift 2; done && shift && exec "$@"')
+        binds = [path for pair in self.binds for path in pair]
+        return [UNSHARE, "--uts", "--mount", "sh", "-c", script, "sh", HOSTNAME, *binds, "--",
                 self.binary, "-C", self.cf_path, *args]
 
     def stop(self) -> None:
@@ -274,7 +313,8 @@ class SendmailTestCase(PostfixTestCase):
     """PostfixTestCase's tests and assertions with a Sendmail in front instead of Postfix:
     one Sendmail + smtp-sink per test class (`sendmail`, `sink`), zetian registered on
     the class's milter port with `milter_flags` (F=) and `milter_timeouts` (T=), and a
-    fresh Milter per test (start_milter)."""
+    fresh Milter per test (start_milter). With `sasl`, Sendmail offers AUTH PLAIN/LOGIN
+    for `sasl_user` / `sasl_password` (self.send(..., auth=(user, password)))."""
 
     milter_flags = "T"
     milter_timeouts = "S:10s;R:10s;E:1m"
@@ -293,13 +333,32 @@ class SendmailTestCase(PostfixTestCase):
         cls.sink = SmtpSink(cls.workdir, cls.addClassCleanup)
         cls.milter_port = free_port()
         spec = f"S=inet:{cls.milter_port}@127.0.0.1, F={cls.milter_flags}, T={cls.milter_timeouts}"
-        cls.sendmail = Sendmail(cls.workdir, cls.addClassCleanup, cls.sink.port, spec)
+        cls.sendmail = Sendmail(cls.workdir, cls.addClassCleanup, cls.sink.port, spec,
+                                sasl_user=cls.sasl_user if cls.sasl else None,
+                                sasl_password=cls.sasl_password)
 
     def setUp(self):
         super(PostfixTestCase, self).setUp()
         self._milters = []
         if not self.sendmail.process.running():
             self.fail("the class's Sendmail is not running\n" + self.sendmail.log_tail())
+
+    def start_milter(self, rules=(), **kwargs) -> Milter:
+        """PostfixTestCase.start_milter, and before the milter is stopped at the end of the
+        test, a wait until it has seen every SMTP session end (see wait_sessions_closed)."""
+        milter = super().start_milter(rules, **kwargs)
+        self.addCleanup(self.wait_sessions_closed, milter)  # cleanups run last in, first out
+        return milter
+
+    def wait_sessions_closed(self, milter: Milter) -> None:
+        """Wait until `milter` has no SMTP session open (zetian_sessions_active = 0).
+        Sendmail sends the milter its QUIT only after it answered the client's QUIT, so
+        a stop right after a session may find it still open; the milter reads no more
+        commands once it is told to stop, and its shutdown then waits 5 s for that
+        session before it exits."""
+        if milter.running():
+            wait_until(lambda: milter.metric("zetian_sessions_active") == 0, 10,
+                       what="the milter to see every SMTP session end", diagnostics=self.diagnostics)
 
     def diagnostics(self, lines: int = 30) -> str:
         return "\n".join([self.sendmail.log_tail(lines)] + [m.log_tail(lines) for m in self._milters])

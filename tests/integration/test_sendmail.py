@@ -17,6 +17,11 @@ from sendmail_harness import SendmailTestCase
 class LimitsThroughSendmail(SendmailTestCase):
     milter_flags = "T"
     milter_timeouts = "S:10s;R:10s;E:1m"
+    sasl = True  # AUTH PLAIN/LOGIN against a sasldb of the class's own
+
+    @property
+    def credentials(self):
+        return (self.sasl_user, self.sasl_password)
 
     def test_limit_of_5_per_client_ip_passes_5_and_answers_the_6th_with_451(self):
         milter = self.start_milter([rule("per-ip", 5, key="client_ip", stage="mail")])
@@ -97,9 +102,33 @@ class LimitsThroughSendmail(SendmailTestCase):
         self.assertAccepted(first)
         self.assertReply(second.mail, 451, "4.7.1", what="MAIL FROM from non-exempt 127.0.0.6")
 
+    def test_sasl_user_key_gets_auth_authen_from_sendmail(self):
+        milter = self.start_milter([rule("per-user", 1, key="sasl_user")])
+        [first] = self.send(1, source="127.0.0.2", auth=self.credentials)
+        self.assertAccepted(first)
+        # Same user from another address: the budget follows the user, so Sendmail sent
+        # {auth_authen} with MAIL FROM.
+        [second] = self.send(1, source="127.0.0.3", auth=self.credentials)
+        self.assertReply(second.mail, 451, "4.7.1", contains="per-user",
+                         what="MAIL FROM of the same user from another address")
+        self.assertIn(f"key={self.sasl_user}", milter.log_text())
+        # Without AUTH the rule has no key to count: not limited.
+        for r in self.send(2, source="127.0.0.4"):
+            self.assertAccepted(r, "unauthenticated message")
+
+    def test_exempt_authenticated_exempts_only_authenticated_sessions(self):
+        self.start_milter([rule("per-ip", 1)], exempt_authenticated=True)
+        for r in self.send(3, source="127.0.0.2", auth=self.credentials):
+            self.assertAccepted(r, "authenticated message")
+        first, second = self.send(2, source="127.0.0.2")
+        self.assertAccepted(first)
+        self.assertReply(second.mail, 451, "4.7.1", contains="per-ip",
+                         what="MAIL FROM of an unauthenticated session over the limit")
+
     def test_milter_down_with_f_t_answers_451_4_3_2_and_recovers_when_it_is_back(self):
         milter = self.start_milter([rule("per-ip", 100)])
         self.assertDelivered(self.send(1, source="127.0.0.2")[0])
+        self.wait_sessions_closed(milter)
         milter.stop()
         [down] = self.send(1, source="127.0.0.2")
         # F=T: Sendmail tempfails the transaction itself, with its own text.

@@ -8,9 +8,11 @@ each test starts its own zetian-milter (fresh buckets) on PORT. Nothing is exemp
 unless a test says so, and every client is on loopback (127.0.0.x act as different IPs).
 """
 
+import smtplib
 import unittest
 
-from harness import REPO_ROOT, rule, wait_until
+from harness import REPO_ROOT, SmtpSession, rule, wait_until
+from test_actions import send_via_data_command
 from sendmail_harness import SendmailTestCase
 
 
@@ -93,6 +95,54 @@ class LimitsThroughSendmail(SendmailTestCase):
             f"OSTYPE(`linux')dnl\ninclude(`{REPO_ROOT}/contrib/sendmail/zetian.mc')dnl\nMAILER(`smtp')dnl\n")
         self.assertIn("O InputMailFilters=zetian\n", cf)
         self.assertIn("\nXzetian, S=inet:8891@127.0.0.1, F=T, T=C:10s;S:10s;R:10s;E:1m\n", cf)
+
+    def test_recipient_stage_rule_refuses_only_the_recipients_over_the_limit(self):
+        self.start_milter([rule("rcpt-global", 2, key="global", stage="rcpt")])
+        rcpts = [f"user{i}@example.net" for i in range(4)]
+        with self.session(source="127.0.0.2") as s:
+            result = s.send(rcpts=rcpts)
+        for rcpt, reply in result.rcpts[:2]:
+            self.assertReply(reply, 250, what=f"RCPT TO:<{rcpt}> within the limit")
+        for rcpt, reply in result.rcpts[2:]:
+            self.assertReply(reply, 451, "4.7.1", contains="rcpt-global",
+                             what=f"RCPT TO:<{rcpt}> over the limit")
+        [m] = self.assertDelivered(result)
+        got = sorted(a.split()[0].strip("<>") for a in m.rcpt_args)
+        self.assertEqual(got, sorted(rcpts[:2]), "only the accepted recipients reach the sink")
+
+    def test_data_stage_rule_refuses_the_data_command(self):
+        self.start_milter([rule("data-sender", 1, key="sender", stage="data")])
+        with self.session(source="127.0.0.2") as s:
+            first = send_via_data_command(s, sender="bulk@example.org")
+            second = send_via_data_command(s, sender="bulk@example.org")
+        self.assertDelivered(first)
+        self.assertReply(second.rcpts[0][1], 250, what="RCPT TO (the rule is at DATA)")
+        self.assertReply(second.data, 451, "4.7.1", contains="data-sender",
+                         what="DATA command of the second message from bulk@example.org")
+
+    def test_connect_stage_tempfail_greets_then_answers_mail_from_with_sendmails_own_text(self):
+        milter = self.start_milter([rule("conn-ip", 1, key="client_ip", stage="connect")])
+        self.assertDelivered(self.send(1, source="127.0.0.2")[0])
+        # Unlike Postfix, Sendmail drops a milter's reply text at the connect step: the
+        # banner and EHLO are answered, then each MAIL FROM gets its generic 451 4.3.2
+        # (the words it uses when a milter is down); zetian's log names the rule.
+        with self.session(source="127.0.0.2") as s:
+            self.assertReply(s.banner, 220, what="banner of the second session")
+            self.assertReply(s.ehlo_reply, 250, what="EHLO in the second session")
+            for _ in range(2):
+                refused = s.send()
+                self.assertReply(refused.mail, 451, "4.3.2", what="MAIL FROM in the second session")
+                self.assertIsNone(refused.data)
+        self.assertIn("verdict=tempfail", milter.log_text())
+        self.assertIn("rule=conn-ip", milter.log_text())
+
+    def test_connect_stage_421_refuses_the_greeting(self):
+        self.start_milter([rule("conn-421", 1, key="client_ip", stage="connect",
+                                reply="421 4.7.0 %{rule}: too many connections")])
+        self.assertDelivered(self.send(1, source="127.0.0.2")[0])
+        with self.assertRaises(smtplib.SMTPConnectError) as refused:
+            SmtpSession(self.sendmail.port, source="127.0.0.2")
+        self.assertEqual(refused.exception.smtp_code, 421, str(refused.exception))
 
     def test_exempt_network_is_never_limited(self):
         self.start_milter([rule("per-ip", 1)], exempt=["127.0.0.5/32"])

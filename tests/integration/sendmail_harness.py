@@ -74,55 +74,73 @@ def _apt_update() -> None:
         raise HarnessError(f"apt-get update failed ({cp.returncode}):\n{cp.stdout}{cp.stderr}")
 
 
+def _download_and_unpack(version: str, folder: str) -> str:
+    """Fetch the packages of `version` into `folder`/debs and unpack them into
+    `folder`/root; raises HarnessError naming the failing step."""
+    shutil.rmtree(folder, ignore_errors=True)
+    debs = os.path.join(folder, "debs")
+    os.makedirs(debs)
+    wanted = [f"{p}={version}" for p in SENDMAIL_PACKAGES]
+    _progress(f"downloading {' '.join(wanted)} into {debs} (once; cached for later runs)")
+    cp = _run([APT_GET, "download", "-o", "APT::Sandbox::User=root", *wanted], cwd=debs)
+    if cp.returncode != 0:
+        raise HarnessError(f"apt-get download failed ({cp.returncode}):\n{cp.stdout}{cp.stderr}")
+    root = os.path.join(folder, "root")
+    unpacking = root + ".tmp"
+    for deb in sorted(glob.glob(os.path.join(debs, "*.deb"))):
+        _progress(f"unpacking {os.path.basename(deb)}")
+        cp = _run(["dpkg", "-x", deb, unpacking], timeout=120)
+        if cp.returncode != 0:
+            raise HarnessError(f"dpkg -x {deb} failed:\n{cp.stderr}")
+    os.rename(unpacking, root)
+    with open(os.path.join(folder, "complete"), "w") as f:
+        f.write(version + "\n")
+    _progress(f"Sendmail {version} ready in {root}")
+    return root
+
+
 def sendmail_root() -> str:
-    """The folder Debian's Sendmail packages are unpacked in (dpkg -x), downloading and
-    unpacking them on first use; later calls, in this process or another, reuse it."""
+    """The folder Debian's Sendmail packages are unpacked in (dpkg -x): the version apt
+    offers now, downloaded and unpacked on first use and reused by later runs. When the
+    package lists are empty or stale, one apt-get update; when that version cannot be
+    fetched at all (no network), the newest version already in the cache, with a note."""
     if not APT_GET:
         raise HarnessError("apt-get not found: the Sendmail test fetches Debian's sendmail-bin")
-    updated = False
-    version = _candidate_version()
-    if not version:
-        _apt_update()
-        updated = True
-        version = _candidate_version()
-        if not version:
-            raise HarnessError("apt knows no sendmail-bin even after apt-get update")
     base = os.path.join(CACHE_ROOT, "sendmail")
     os.makedirs(base, exist_ok=True)
-    folder = os.path.join(base, version.replace(":", "_"))
-    root = os.path.join(folder, "root")
-    done = os.path.join(folder, "complete")
-    if os.path.exists(done):
-        return root
     # Two test processes (Release and ASan) may start at once: one downloads, the other
     # waits for it and finds the folder complete.
     with open(os.path.join(base, ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(done):
+        updated = False
+        failure = ""
+        for _ in range(2):
+            version = _candidate_version()
+            if version:
+                folder = os.path.join(base, version.replace(":", "_"))
+                if os.path.exists(os.path.join(folder, "complete")):
+                    return os.path.join(folder, "root")
+                try:
+                    return _download_and_unpack(version, folder)
+                except HarnessError as e:
+                    failure = str(e)
+                    shutil.rmtree(folder, ignore_errors=True)
+            else:
+                failure = "apt knows no sendmail-bin"
+            if updated:
+                break
+            try:
+                _apt_update()
+            except HarnessError as e:
+                failure += "\n" + str(e)
+                break
+            updated = True
+        cached = sorted(glob.glob(os.path.join(base, "*", "complete")), key=os.path.getmtime)
+        if cached:
+            root = os.path.join(os.path.dirname(cached[-1]), "root")
+            _progress(f"using the cached {root}: the current version could not be fetched ({failure})")
             return root
-        shutil.rmtree(folder, ignore_errors=True)
-        debs = os.path.join(folder, "debs")
-        os.makedirs(debs)
-        wanted = [f"{p}={version}" for p in SENDMAIL_PACKAGES]
-        _progress(f"downloading {' '.join(wanted)} into {debs} (once; cached for later runs)")
-        argv = [APT_GET, "download", "-o", "APT::Sandbox::User=root", *wanted]
-        cp = _run(argv, cwd=debs)
-        if cp.returncode != 0 and not updated:
-            _apt_update()
-            cp = _run(argv, cwd=debs)
-        if cp.returncode != 0:
-            raise HarnessError(f"apt-get download failed ({cp.returncode}):\n{cp.stdout}{cp.stderr}")
-        unpacking = root + ".tmp"
-        for deb in sorted(glob.glob(os.path.join(debs, "*.deb"))):
-            _progress(f"unpacking {os.path.basename(deb)}")
-            cp = _run(["dpkg", "-x", deb, unpacking], timeout=120)
-            if cp.returncode != 0:
-                raise HarnessError(f"dpkg -x {deb} failed:\n{cp.stderr}")
-        os.rename(unpacking, root)
-        with open(done, "w") as f:
-            f.write(version + "\n")
-        _progress(f"Sendmail {version} ready in {root}")
-    return root
+        raise HarnessError(f"Debian's sendmail-bin could not be fetched: {failure}")
 
 
 def sendmail_binary(root: str) -> str:

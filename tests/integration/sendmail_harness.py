@@ -241,12 +241,11 @@ class Sendmail:
         self.binds = [(self.hosts_path, "/etc/hosts")]
         if sasl_user is not None:
             self._set_up_sasl(sasl_user, sasl_password or "")
+        mc = sendmail_mc(self.dir, self.port, relay_port, milter_spec, sasl=sasl_user is not None)
         with open(self.mc_path, "w") as f:
-            f.write(sendmail_mc(self.dir, self.port, relay_port, milter_spec, sasl=sasl_user is not None))
-        with open(self.mc_path) as f:
-            cf = self.build_cf(f.read())
+            f.write(mc)
         with open(self.cf_path, "w") as f:
-            f.write(cf)
+            f.write(self.build_cf(mc))
         self.process = ManagedProcess(self._in_namespace(["-bD", "-X", self.traffic_path]),
                                       self.log_path, name="sendmail")
         cleanup(self.stop)

@@ -19,6 +19,11 @@ PACKAGES := cmake ninja-build g++ pkg-config libevent-dev libssl-dev libmilter-d
 # The .deb (make deb) and its test: sd_notify, the man pages, dpkg-shlibdeps, lintian,
 # systemd-analyze verify.
 PACKAGES += libsystemd-dev scdoc dpkg-dev lintian systemd
+# Sendmail's integration test runs Debian's sendmail-bin unpacked (it conflicts with
+# postfix): m4 builds its .cf, its shared libraries come from here, and saslpasswd2
+# (sasl2-bin) writes the sasldb its AUTH checks.
+PACKAGES += m4 libwrap0 liblockfile1 libdb5.3 libldap-2.5-0 libnsl2 libsasl2-2 \
+            libsasl2-modules libsasl2-modules-db sasl2-bin
 
 # A locale with a decimal comma, for the test that JSON numbers ignore the locale.
 PACKAGES += locales

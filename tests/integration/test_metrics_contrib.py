@@ -1,6 +1,8 @@
 """contrib/prometheus/alerts.yml and contrib/grafana/zetian.json against the real
 metrics: every metric they name, and every label value they select on, exists in GET
-/metrics of a running zetian-milter; the rules pass `promtool check rules`.
+/metrics of a running zetian-milter; the rules pass `promtool check rules`, and
+`promtool test rules` with tests/support/prometheus/alerts_test.yml (each alert fires
+on the series meant to fire it).
 
 The node is configured so that every family can appear: a one-node Raft cluster
 (bootstrap_expect = 1, so zetian_raft_* and the cluster families), a Redis of the
@@ -29,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 ALERTS = os.path.join(ROOT, "contrib", "prometheus", "alerts.yml")
 DASHBOARD = os.path.join(ROOT, "contrib", "grafana", "zetian.json")
+ALERTS_TEST = os.path.join(ROOT, "tests", "support", "prometheus", "alerts_test.yml")
 PROMTOOL_CACHE = "/var/tmp/zetian-test-cache/prometheus"
 
 SELECTOR = re.compile(r"\b(zetian_[a-zA-Z0-9_]+)\b(\{[^}]*\})?")
@@ -165,6 +168,9 @@ class ContribMatchesMetrics(ClusterTestCase):
         # promtool while the node elects itself and connects to Redis.
         cp = subprocess.run([promtool(), "check", "rules", ALERTS], capture_output=True, text=True, timeout=60)
         self.assertEqual(cp.returncode, 0, f"promtool check rules:\n{cp.stdout}{cp.stderr}")
+        # The alerts fire on the series that should fire them (and not on their neighbours).
+        cp = subprocess.run([promtool(), "test", "rules", ALERTS_TEST], capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, f"promtool test rules:\n{cp.stdout}{cp.stderr}")
 
         # zetian_policy_requests_total has a sample once a request was answered.
         with socket.create_connection(("127.0.0.1", policy_port), timeout=10) as policy:

@@ -168,6 +168,16 @@ class StatsdPush(unittest.TestCase):
         self.assertEqual(len(agent.datagrams), count, "no push after [metrics.statsd] was removed")
         self.assertIsNone(milter.metric("zetian_statsd_pushes_total"))
 
+    def test_a_stop_pushes_the_changes_since_the_last_push(self):
+        agent = StatsdAgent(self.addCleanup)
+        milter, _ = self.start({"address": agent.address, "prefix": "zt", "interval": "10m"})
+        self.assertEqual(send_mail(milter, 2), [b"c", b"c"])
+        self.assertEqual(milter.stop(), 0)
+        agent.wait_for(lambda: agent.parsed("zt.messages_total"), "the push at shutdown", milter.log_tail,
+                       timeout=5)
+        self.assertEqual(agent.parsed("zt.messages_total"), [(2.0, "c", {})],
+                         "one push, at the stop, with everything counted since the start")
+
     def test_an_agent_that_is_down_costs_counted_rate_limited_errors_only(self):
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind(("127.0.0.1", 0))

@@ -98,7 +98,10 @@ class StatsdPush(unittest.TestCase):
     def test_dogstatsd_lines_carry_gauges_tags_and_counter_changes(self):
         agent = StatsdAgent(self.addCleanup)
         milter, _ = self.start({"address": agent.address, "prefix": "zt", "interval": "1s"})
-        agent.wait_for(lambda: agent.parsed("zt.sessions_total"), "a first push", milter.log_tail)
+        # A push can take several datagrams: wait for every name looked at below.
+        first_push = ["zt.build_info", "zt.limiter_max_keys", "zt.sessions_active", "zt.sessions_total",
+                      "zt.decisions_total", "zt.decision_duration_seconds_count"]
+        agent.wait_for(lambda: all(agent.parsed(n) for n in first_push), "a first push", milter.log_tail)
 
         build = agent.parsed("zt.build_info")
         self.assertTrue(build and build[0][:2] == (1.0, "g") and build[0][2].get("version"),
@@ -145,8 +148,8 @@ class StatsdPush(unittest.TestCase):
         milter.write_config(text=to_toml(config))
         self.assertTrue(milter.reload_with_signal(), milter.log_tail())
         mark = len(agent.lines)
-        agent.wait_for(lambda: agent.parsed("zr.messages_total", mark), "a push under the new prefix",
-                       milter.log_tail)
+        agent.wait_for(lambda: agent.parsed("zr.messages_total", mark) and agent.parsed("zr.decisions_total"),
+                       "a push under the new prefix", milter.log_tail)
         self.assertEqual(agent.total("zr.messages_total"), 0, "the message counted before is not sent again")
         self.assertTrue(agent.parsed("zr.decisions_total")[0][2] in
                         [{"rule": "per-ip", "verdict": v} for v in

@@ -575,6 +575,68 @@ void buildEvents(TableReader r, EventsSection& events) {
   }
 }
 
+// [metrics.statsd]. The interval bounds: below 1s the pushes cost more than the agent
+// gains (it aggregates over its own flush, 10s by default); above 10 minutes a gauge
+// is too stale to alert on.
+constexpr Duration kMinStatsdInterval = 1s;
+constexpr Duration kMaxStatsdInterval = 10min;
+constexpr std::array<NamedValue<StatsdTags>, 2> kStatsdTags{{
+    {"dogstatsd", StatsdTags::Dogstatsd},
+    {"none", StatsdTags::None},
+}};
+
+// A StatsD name is split on dots by every agent, and ':', '|', '@', '#' are the line's
+// own separators: a prefix is dot-separated words of letters, digits, '_' and '-'.
+std::string statsdPrefixProblem(std::string_view prefix) {
+  if (prefix.empty()) return {};
+  if (prefix.front() == '.' || prefix.back() == '.' || prefix.find("..") != std::string_view::npos) {
+    return "cannot start or end with a dot or hold two dots in a row";
+  }
+  for (char c : prefix) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '.';
+    if (!ok) return "may only hold letters, digits, '_', '-' and '.' (a StatsD name's separators cannot be in it)";
+  }
+  if (prefix.size() > 100) return "is longer than 100 characters";
+  return {};
+}
+
+void buildStatsd(TableReader r, StatsdSection& statsd) {
+  if (auto text = r.string("address")) {
+    std::string why;
+    auto address = parseHostPort(*text, &why);
+    if (!address) {
+      r.error("address", "`metrics.statsd.address`: " + why);
+    } else if (!IpAddress::parse(address->host)) {
+      r.error("address", "`metrics.statsd.address` " + quoteValue(*text) +
+                             " must be an IP address and port, e.g. \"127.0.0.1:8125\" or \"[::1]:8125\": the "
+                             "cluster thread sends the metrics and never waits for DNS");
+    } else {
+      statsd.address = *address;
+    }
+  }
+  if (auto prefix = r.string("prefix")) {
+    if (const std::string problem = statsdPrefixProblem(*prefix); !problem.empty()) {
+      r.error("prefix", "`metrics.statsd.prefix` " + quoteValue(*prefix) + " " + problem);
+    } else {
+      statsd.prefix = *prefix;
+    }
+  }
+  if (auto d = boundedDuration(r, "interval", kMinStatsdInterval, kMaxStatsdInterval,
+                               "the agent aggregates over its own flush interval")) {
+    statsd.interval = *d;
+  }
+  if (auto tags = r.choice("tags", std::span<const NamedValue<StatsdTags>>(kStatsdTags))) statsd.tags = *tags;
+}
+
+void buildMetrics(TableReader r, Diagnostics& diag, MetricsSection& metrics) {
+  if (const toml::value* statsd = r.subtable("statsd")) {
+    StatsdSection section;
+    buildStatsd(TableReader(diag, statsd, "metrics.statsd"), section);
+    metrics.statsd = section;
+  }
+}
+
 }  // namespace
 
 Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLookupFn& account_lookup) {
@@ -591,6 +653,7 @@ Config buildConfig(const toml::value& root, Diagnostics& diag, const AccountLook
   const toml::value* redis = top.subtable("redis");
   buildRedis(TableReader(diag, redis, "redis"), diag, config.redis, config.milter);
   buildEvents(TableReader(diag, top.subtable("events"), "events"), config.events);
+  buildMetrics(TableReader(diag, top.subtable("metrics"), "metrics"), diag, config.metrics);
   TableReader ratelimit(diag, top.subtable("ratelimit"), "ratelimit");
   config.policy = buildPolicy(ratelimit, diag, redis != nullptr);
   buildAffinity(TableReader(diag, top.subtable("affinity"), "affinity"), config.policy);

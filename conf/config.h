@@ -228,6 +228,22 @@ struct EventsSection {
   std::string exec;
 };
 
+// [metrics.statsd]: the /metrics figures pushed to a StatsD agent over UDP (the
+// Datadog agent, Telegraf, the CloudWatch agent). The table's presence turns it on.
+enum class StatsdTags { Dogstatsd, None };
+struct StatsdSection {
+  // Numeric, never a name: the cluster thread sends, and it must not wait for DNS.
+  HostPort address{"127.0.0.1", 8125};
+  std::string prefix = "zetian";  // "" for none
+  Duration interval = std::chrono::seconds(10);
+  StatsdTags tags = StatsdTags::Dogstatsd;
+  bool operator==(const StatsdSection&) const = default;
+};
+
+struct MetricsSection {
+  std::optional<StatsdSection> statsd;  // absent: no push
+};
+
 struct Config {
   std::string source;  // file name, or "<embedded default>"
   NodeSection node;
@@ -238,6 +254,7 @@ struct Config {
   ClusterSection cluster;
   RedisSection redis;
   EventsSection events;
+  MetricsSection metrics;
   Policy policy;
 };
 

@@ -110,6 +110,13 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
 
     {"events", Table},
     {"events.exec", String},
+
+    {"metrics", Table},
+    {"metrics.statsd", Table},
+    {"metrics.statsd.address", String},
+    {"metrics.statsd.prefix", String},
+    {"metrics.statsd.interval", Duration},
+    {"metrics.statsd.tags", String},
 });
 
 }  // namespace

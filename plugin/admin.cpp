@@ -393,6 +393,16 @@ cluster::AdminReply Engine::metrics() {
     }
     metrics_.redis_latency.render(out, "zetian_redis_duration_seconds", "Round trip of one Redis script run.");
   }
+  if (statsd_) {
+    const auto& st = statsd_->stats();
+    m("zetian_statsd_pushes_total", "counter", "Pushes to the StatsD agent ([metrics.statsd]).", double(st.pushes));
+    m("zetian_statsd_datagrams_sent_total", "counter", "UDP datagrams sent to the StatsD agent.",
+      double(st.datagrams_sent));
+    m("zetian_statsd_send_errors_total", "counter",
+      "StatsD datagrams lost because the send failed (agent down, buffer full).", double(st.send_errors));
+    m("zetian_statsd_lines_dropped_total", "counter", "StatsD lines too long for one datagram, never sent.",
+      double(st.lines_dropped));
+  }
   metrics_.renderRules(out);
   metrics_.decision_latency.render(out, "zetian_decision_duration_seconds",
                                    "Time to evaluate one SMTP stage against the policy.");

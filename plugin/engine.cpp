@@ -218,6 +218,10 @@ void Engine::shutdown() {
     std::promise<void> done;
     if (loop_.post([this, &done] {
           auto teardown = [this, &done] {
+            // A last push first, while everything it reports on is still there: the
+            // counts since the previous push are not lost at a restart.
+            if (statsd_) statsd_->push();
+            statsd_.reset();
             // Before the node: PUT /policy answers still waiting for a version to be in force.
             for (auto& [serial, waiter] : std::exchange(policy_waiters_, {})) {
               waiter.deadline.cancel();
@@ -271,6 +275,7 @@ bool Engine::start(Errors* errors) {
       return error.empty() ? "the health server did not start" : error;
     }
     startHousekeeping();
+    if (std::string statsd_error; !applyStatsd(config_.metrics.statsd, true, &statsd_error)) return statsd_error;
     if (config_.redis.configured()) {
       std::string error;
       redis_ = cluster::redis::backendFrom(
@@ -346,6 +351,38 @@ bool Engine::start(Errors* errors) {
                "started node=" + logValue(config_.node.id) + " config=" + logValue(config_.source) +
                    " milter=" + logValue(config_.milter.socket) + " health=" + logValue(config_.health.socket) +
                    " rules=" + std::to_string(policy()->rules.size()) + " version=" + zetian_version());
+  return true;
+}
+
+bool Engine::applyStatsd(const std::optional<conf::StatsdSection>& settings, bool at_start, std::string* error) {
+  loop_.checkThisThread();
+  if (!settings) {
+    if (statsd_) logger_->log(conf::LogLevel::Info, "statsd stopped");
+    statsd_.reset();
+    return true;
+  }
+  const bool created = !statsd_;
+  if (created) {
+    statsd_ = std::make_unique<cluster::statsd::Exporter>(
+        loop_, [this] { return metrics().body; },
+        [this](conf::LogLevel level, std::string_view line) {
+          if (logger_->enabled(level)) logger_->log(level, line);
+        });
+  } else if (statsd_->settings() == *settings) {
+    return true;
+  }
+  // At start every counter is still at zero: the first push sends all of it. Started
+  // by a reload, the counts from before are not news to the agent.
+  if (!statsd_->configure(*settings, at_start, error)) {
+    if (created) statsd_.reset();
+    return false;
+  }
+  logger_->log(conf::LogLevel::Info, std::string(created ? "statsd started" : "statsd changed") +
+                                         " address=" + settings->address.host + ":" +
+                                         std::to_string(settings->address.port) + " prefix=" +
+                                         logValue(settings->prefix) + " interval=" +
+                                         conf::formatDuration(settings->interval) + " tags=" +
+                                         (settings->tags == conf::StatsdTags::None ? "none" : "dogstatsd"));
   return true;
 }
 
@@ -439,6 +476,16 @@ bool Engine::reload(Errors* errors) {
   // The node settings a reload applies live (see reload_settings.cpp).
   logger_->setLevel(next.log.level);
   default_action_.store(next.milter.default_action, std::memory_order_relaxed);
+  // The exporter is the loop thread's: switched there, after this answer if need be.
+  if (loop_.base() && next.metrics.statsd != config_.metrics.statsd) {
+    config_.metrics.statsd = next.metrics.statsd;
+    loop_.post([this, settings = next.metrics.statsd] {
+      std::string error;
+      if (!applyStatsd(settings, false, &error)) {
+        logger_->log(conf::LogLevel::Error, "statsd not changed error=" + logValue(error));
+      }
+    });
+  }
   file_policy_ = next.policy;
   if (replicated) {
     reload_note_ = replicatedReloadNote(next.policy);

@@ -40,6 +40,7 @@
 #include "cluster/limits/lease.h"
 #include "cluster/placement/view.h"
 #include "cluster/redis/backend.h"
+#include "cluster/statsd/exporter.h"
 #include "conf/config.h"
 #include "conf/load.h"
 #include "plugin/keys.h"
@@ -347,6 +348,9 @@ class Engine final : public cluster::AdminApi {
   std::unique_ptr<cluster::HealthServer> health_;
   std::unique_ptr<cluster::ClusterNode> node_;  // [cluster] enabled only
   std::unique_ptr<cluster::redis::Backend> redis_;  // [redis] configured only; loop thread
+  std::unique_ptr<cluster::statsd::Exporter> statsd_;  // [metrics.statsd] only; loop thread
+  // On the loop thread: start, switch or stop the StatsD push as `settings` say.
+  bool applyStatsd(const std::optional<conf::StatsdSection>& settings, bool at_start, std::string* error);
   cluster::Timer housekeeping_;  // armed and cancelled on the loop thread
   cluster::Timer expiry_;        // likewise: one bounded expiry step per turn
   std::uint64_t last_messages_ = 0;

@@ -124,6 +124,13 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     {"redis.timeout", "", Restart, ZETIAN_SAME(redis.timeout)},
 
     {"events.exec", "", Restart, ZETIAN_SAME(events.exec)},
+
+    // The cluster thread switches the exporter to the new settings (or starts or
+    // stops it); counter changes are neither lost nor sent twice across the switch.
+    {"metrics.statsd.address", "", Live, ZETIAN_SAME(metrics.statsd)},
+    {"metrics.statsd.prefix", "", Live, ZETIAN_SAME(metrics.statsd)},
+    {"metrics.statsd.interval", "", Live, ZETIAN_SAME(metrics.statsd)},
+    {"metrics.statsd.tags", "", Live, ZETIAN_SAME(metrics.statsd)},
 });
 
 #undef ZETIAN_SAME

@@ -52,6 +52,7 @@ TEST(ConfChecks, EveryEmptyStringIsRefusedUnlessItMeansNone) {
       "log.file",          "cluster.advertise", "cluster.dns_name", "cluster.shared_secret", "cluster.region",
       "redis.username",    "redis.password", "redis.key_prefix", "events.exec",
       "policy.socket",  // off; milter.socket = "" is refused here as nothing would listen
+      "metrics.statsd.prefix",  // names without a prefix
   };
   for (const auto& key : schemaKeys()) {
     if (key.type != ValueType::String) continue;

@@ -53,7 +53,7 @@ TEST(Schema, PathsAreUniqueAndTheirParentsAreTables) {
 // would be accepted and silently ignored), and no builder reads a key the schema does
 // not list (TableReader throws then).
 TEST(Schema, TheLoaderReadsEveryKey) {
-  std::istringstream in("[[ratelimit.rule]]\n[cluster.tls]\n");
+  std::istringstream in("[[ratelimit.rule]]\n[cluster.tls]\n[metrics.statsd]\n");
   const toml::value root = toml::parse(in, "t.toml");
   Diagnostics diag("t.toml");
   checkSchema(root, diag);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <future>
 
+#include "conf/env.h"
 #include "conf/text.h"
 #include "cluster/incarnation.h"
 #include "cluster/json.h"
@@ -158,6 +159,19 @@ std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std
   }
   for (const auto& w : loaded.warnings) {
     engine->logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
+  }
+  // Names only: an override may carry a secret (ZETIAN_CLUSTER_SHARED_SECRET).
+  std::string from_environment, from_set;
+  for (const auto& o : engine->overrides_) {
+    if (conf::isEnvName(o.key)) {
+      if (!conf::isNonConfigEnvName(o.key)) from_environment += (from_environment.empty() ? "" : ",") + o.key;
+    } else {
+      from_set += (from_set.empty() ? "" : ",") + o.key;
+    }
+  }
+  if (!from_environment.empty() || !from_set.empty()) {
+    engine->logger_->log(conf::LogLevel::Info, "config_overrides environment=" + logValue(from_environment) +
+                                                   " set=" + logValue(from_set));
   }
   return engine;
 }

@@ -309,6 +309,9 @@ bool Engine::start(Errors* errors) {
       node_options.store = store_.get();
       node_options.changes = &changes_;
       node_options.now = [] { return Engine::now(); };
+      node_options.trace = [this](cluster::TraceKind kind) {
+        return logger_->traceWanted(kind == cluster::TraceKind::heartbeats);
+      };
       if (const auto caps = testHook("ZETIAN_TEST_CAPABILITIES")) {
         node_options.capabilities = static_cast<std::uint64_t>(*caps);
         logger_->log(conf::LogLevel::Warn, "test_hook ZETIAN_TEST_CAPABILITIES=" + std::to_string(*caps));
@@ -450,8 +453,13 @@ bool Engine::reload(Errors* errors) {
     logger_->log(conf::LogLevel::Warn,
                  "reload: these settings need a restart and were not applied: " + conf::joinNames(restart));
   }
-  // The node settings a reload applies live (see reload_settings.cpp).
-  logger_->setLevel(next.log.level);
+  // The node settings a reload applies live (see reload_settings.cpp). A level set with
+  // `zetianctl log level` lasts until here: the file is what a reload stands for.
+  if (logger_->level() != next.log.level) {
+    setLogLevel(next.log.level, "reload");
+  }
+  logger_->setFileLevel(next.log.level);
+  logger_->setTrace(next.log.heartbeats, next.log.sync);
   default_action_.store(next.milter.default_action, std::memory_order_relaxed);
   file_policy_ = next.policy;
   if (replicated) {

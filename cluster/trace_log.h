@@ -24,9 +24,9 @@ inline constexpr std::array kTraceKinds{TraceKind::heartbeats, TraceKind::sync};
 // "heartbeats", "sync": as the [log] keys spell them.
 std::string_view nameOf(TraceKind kind);
 
-// 20 lines a second per kind: enough to follow a small cluster's heartbeats at the
+// 10 lines a second per kind: enough to follow a small cluster's heartbeats at the
 // default interval, far below what syslog minds.
-inline constexpr std::size_t kTraceLinesPerWindow = 20;
+inline constexpr std::size_t kTraceLinesPerWindow = 10;
 inline constexpr std::chrono::seconds kTraceWindow{1};
 
 // Pure: time is an argument. Used on the cluster thread only.

@@ -57,6 +57,23 @@ std::vector<std::string> TraceBudget::flush(Clock::time_point now) {
   return out;
 }
 
+namespace {
+
+std::string controlKindName(wire::RaftControlKind kind) {
+  switch (kind) {
+    case wire::RaftControlKind::Status: return "status";
+    case wire::RaftControlKind::Join: return "join";
+    case wire::RaftControlKind::Propose: return "propose";
+    case wire::RaftControlKind::Change: return "change";
+    case wire::RaftControlKind::Transfer: return "transfer";
+    case wire::RaftControlKind::Reply: return "reply";
+    case wire::RaftControlKind::Read: return "read";
+  }
+  return std::to_string(static_cast<unsigned>(kind));
+}
+
+}  // namespace
+
 bool isSyncMessage(const wire::Message& message) {
   return std::holds_alternative<wire::LimitRequest>(message) || std::holds_alternative<wire::LimitReply>(message) ||
          std::holds_alternative<wire::BucketSync>(message) || std::holds_alternative<wire::RaftFrame>(message) ||
@@ -90,7 +107,7 @@ std::optional<std::string> describeSync(const wire::Message& message) {
                  std::to_string(m.message.term) + " index=" + std::to_string(m.message.index) +
                  " commit=" + std::to_string(m.message.commit) + " entries=" + std::to_string(m.message.entries.size());
         } else if constexpr (std::is_same_v<T, wire::RaftControl>) {
-          return "type=raft_control kind=" + std::to_string(static_cast<unsigned>(m.kind)) + " term=" +
+          return "type=raft_control kind=" + controlKindName(m.kind) + " term=" +
                  std::to_string(m.term) + " leader=" + std::to_string(m.leader);
         } else {
           return std::nullopt;

@@ -86,7 +86,7 @@ TEST(TraceSync, DescribesReplicationLeasesAndRaftWithoutKeys) {
 
   wire::RaftControl control;
   control.term = 4;
-  EXPECT_EQ(describeSync(control).value_or(""), "type=raft_control kind=0 term=4 leader=0");
+  EXPECT_EQ(describeSync(control).value_or(""), "type=raft_control kind=status term=4 leader=0");
 
   // Heartbeats and membership are not sync messages.
   EXPECT_FALSE(isSyncMessage(wire::Heartbeat{}));

@@ -294,7 +294,7 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   bool maintenance_ = false;
   ClusterCounters counters_;
   RefusalBudget refusals_;
-  TraceBudget trace_budget_{kTraceLinesPerWindow, kTraceWindow};
+  TraceBudget trace_budget_{kTraceLinesPerWindow, kTraceWindow};  // loop thread only
   transport::HandshakeSlots handshake_slots_;  // accepted links in their handshake
   std::unique_ptr<limits::LimitService> limits_;
   std::unique_ptr<raft::RaftDriver> raft_;

@@ -58,6 +58,12 @@ class AdminApi {
   // POST /maintenance?state=on|off: drain this node (new SMTP sessions get 421 4.3.2,
   // peers show it as `maintenance`) or bring it back
   virtual AdminReply maintenance(bool enabled) = 0;
+  // GET /log/level (`level` empty) shows the log level in force and the file's;
+  // POST /log/level?level=debug sets it until the next reload or restart.
+  virtual AdminReply logLevel(const std::string& level) {
+    (void)level;
+    return AdminReply{404, "application/json", R"({"error":"this server has no run-time log level"})"};
+  }
 
   // The replicated policy (docs/operations.md, "The replicated policy"). Each answers
   // through `respond` as the async calls above do: exactly once, on the loop thread.

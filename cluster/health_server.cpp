@@ -161,6 +161,7 @@ constexpr Route kRoutes[] = {
     {"/limits/reset", kPost}, {"/maintenance", kPost},
     {"/policy", kGet | kPut}, {"/policy/history", kGet},
     {"/cluster/remove", kPost}, {"/cluster/transfer-leader", kPost},
+    {"/log/level", kGet | kPost},
 };
 
 const Route* findRoute(const std::string& path) {
@@ -941,6 +942,17 @@ Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, con
       return errorReply(400, "expected POST /maintenance?state=on or ?state=off");
     }
     return toReply(api.maintenance(state->second == "on"));
+  }
+  if (path == "/log/level") {
+    const auto level = params->find("level");
+    if (!is_post) {
+      if (!params->empty()) return errorReply(400, "GET /log/level takes no parameters");
+      return toReply(api.logLevel(""));
+    }
+    if (params->size() != 1 || level == params->end() || level->second.empty()) {
+      return errorReply(400, "expected POST /log/level?level=error|warn|info|debug");
+    }
+    return toReply(api.logLevel(level->second));
   }
   // /limits and /limits/reset take rule= and key=; the listing also limit= and after=.
   for (const auto& [name, value] : *params) {

@@ -142,6 +142,20 @@ bool ClusterNode::mayLogRefusal(RefusalKind kind) {
   return decision.log_line;
 }
 
+bool ClusterNode::mayTrace(TraceKind kind) {
+  if (!options_.trace || !options_.trace(kind)) return false;
+  auto decision = trace_budget_.allow(kind, Clock::now());
+  if (decision.summary) logLine(conf::LogLevel::Debug, *decision.summary);
+  return decision.log_line;
+}
+
+void ClusterNode::traceSync(std::string_view direction, const std::string& peer, const wire::Message& message) {
+  if (!isSyncMessage(message) || !mayTrace(TraceKind::sync)) return;
+  logLine(conf::LogLevel::Debug, "cluster_sync_" + std::string(direction) +
+                                     (direction == "sent" ? " to=" : " from=") + logValue(peer) + " " +
+                                     describeSync(message).value_or(""));
+}
+
 membership::Millis ClusterNode::sinceStart() const {
   return std::chrono::duration_cast<membership::Millis>(Clock::now() - started_at_);
 }
@@ -410,7 +424,9 @@ bool ClusterNode::sendRaft(const std::string& peer, const wire::Message& message
   if (it == peers_.end() || !it->second.link || !(it->second.link->link->peer().capabilities & wire::kCapRaft)) {
     return false;
   }
-  return it->second.link->link->send(message, PeerLink::Priority::Control);
+  const bool sent = it->second.link->link->send(message, PeerLink::Priority::Control);
+  if (sent) traceSync("sent", peer, message);
+  return sent;
 }
 
 void ClusterNode::raftEvent(const std::string& name, std::vector<std::pair<std::string, std::string>> extra) {
@@ -421,7 +437,9 @@ bool ClusterNode::sendToPeer(const std::string& peer, const wire::Message& messa
   assertLoopThread();
   auto it = peers_.find(peer);
   if (it == peers_.end() || !it->second.link) return false;
-  return it->second.link->link->send(message, PeerLink::Priority::Control);
+  const bool sent = it->second.link->link->send(message, PeerLink::Priority::Control);
+  if (sent) traceSync("sent", peer, message);
+  return sent;
 }
 
 void ClusterNode::publishView() {
@@ -501,6 +519,7 @@ void ClusterNode::onLinkMessage(PeerLink& pl, const wire::Message& message) {
   auto it = peers_.find(link->peer_id);
   if (it == peers_.end() || it->second.link != link) return;  // a losing duplicate: ignore
   Peer& peer = it->second;
+  traceSync("received", link->peer_id, message);
   std::visit(
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
@@ -543,6 +562,13 @@ void ClusterNode::handleHeartbeat(Peer& peer, const wire::Heartbeat& heartbeat) 
   peer.load.messages_per_s = heartbeat.messages_per_s_milli / 1000.0;
   if (peer.link->link->peer().capabilities & wire::kCapLimiter) peer.keys_owned = heartbeat.keys_owned;
   applyTransitions(detector_.onHeartbeat(id, peer.incarnation, sinceStart()));
+  if (mayTrace(TraceKind::heartbeats)) {
+    logLine(conf::LogLevel::Debug, "cluster_heartbeat_received from=" + logValue(id) + " seq=" +
+                                       std::to_string(heartbeat.sequence) + " sessions=" +
+                                       std::to_string(heartbeat.sessions) + " keys_owned=" +
+                                       std::to_string(heartbeat.keys_owned) + " maintenance=" +
+                                       ((heartbeat.flags & wire::kHeartbeatMaintenance) ? "true" : "false"));
+  }
   const bool draining = heartbeat.flags & wire::kHeartbeatMaintenance;
   if (draining != (detector_.statusOf(id) == PeerStatus::maintenance)) {
     applyTransitions(detector_.onMaintenance(id, draining, sinceStart()));
@@ -606,6 +632,7 @@ void ClusterNode::onHeartbeatCb(int, short, void* arg) { static_cast<ClusterNode
 void ClusterNode::onTick() {
   if (leaving_) return;
   const auto now = Clock::now();
+  for (const auto& summary : trace_budget_.flush(now)) logLine(conf::LogLevel::Debug, summary);
   auto result = detector_.tick(sinceStart());
   applyTransitions(result.transitions);
   for (const auto& target : result.probe_requests) {
@@ -639,7 +666,11 @@ void ClusterNode::onHeartbeat() {
                      maintenance_ ? wire::kHeartbeatMaintenance : std::uint8_t{0}};
   if (limits_) hb.keys_owned = static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_->keysOwned(), 0xffffffffu));
   for (auto& [id, peer] : peers_) {
-    if (peer.link) peer.link->link->send(hb);
+    if (peer.link && peer.link->link->send(hb) && mayTrace(TraceKind::heartbeats)) {
+      logLine(conf::LogLevel::Debug, "cluster_heartbeat_sent to=" + logValue(id) + " seq=" + std::to_string(hb.sequence) +
+                                         " sessions=" + std::to_string(hb.sessions) +
+                                         " keys_owned=" + std::to_string(hb.keys_owned));
+    }
   }
   if (++heartbeats_sent_ % kGossipEveryHeartbeats == 0) gossip();
 }

@@ -44,6 +44,7 @@
 #include "cluster/membership/failure_detector.h"
 #include "cluster/placement/view.h"
 #include "cluster/raft/driver.h"
+#include "cluster/trace_log.h"
 #include "cluster/transport/handshake_slots.h"
 #include "cluster/transport/peer_link.h"
 #include "conf/config.h"
@@ -103,6 +104,9 @@ struct NodeOptions {
   // The replicated policy (raft/driver.h); none: this node runs no Raft (tests of the
   // links alone). With it the node announces kCapRaft.
   std::optional<raft::DriverOptions> raft;
+  // Whether lines of `kind` are wanted now ([log] heartbeats or sync, and level debug:
+  // both can change while running). Unset: never.
+  std::function<bool(TraceKind)> trace;
 };
 
 NodeOptions nodeOptionsFrom(const conf::Config& config);
@@ -234,6 +238,11 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   // the caller may log the refusal's own line (build it only then: strangers can make
   // us refuse as fast as they connect).
   bool mayLogRefusal(RefusalKind kind);
+  // Whether a trace line of `kind` is wanted and its budget allows it (a pending
+  // summary is logged first); build the line only then.
+  bool mayTrace(TraceKind kind);
+  // A sync trace line for `message` when it is one and may be logged.
+  void traceSync(std::string_view direction, const std::string& peer, const wire::Message& message);
   void reject(const std::string& reason);
   bool isMemberAddress(const std::string& source) const;
   // Call after any peer's address or a seed's resolved endpoints change.
@@ -285,6 +294,7 @@ class ClusterNode final : public transport::PeerLink::Owner, public limits::Peer
   bool maintenance_ = false;
   ClusterCounters counters_;
   RefusalBudget refusals_;
+  TraceBudget trace_budget_{kTraceLinesPerWindow, kTraceWindow};  // loop thread only
   transport::HandshakeSlots handshake_slots_;  // accepted links in their handshake
   std::unique_ptr<limits::LimitService> limits_;
   std::unique_ptr<raft::RaftDriver> raft_;

@@ -281,6 +281,8 @@ void buildLog(TableReader r, LogSection& log) {
   if (auto level = r.choice("level", logLevelNames())) log.level = *level;
   if (auto target = r.choice("target", logTargetNames())) log.target = *target;
   if (auto file = r.string("file")) log.file = *file;
+  if (auto heartbeats = r.boolean("heartbeats")) log.heartbeats = *heartbeats;
+  if (auto sync = r.boolean("sync")) log.sync = *sync;
   if (log.target == LogTarget::File && log.file.empty()) {
     if (r.has("file")) {
       r.error("file", "`log.file` is empty; `log.target` = \"file\" needs `log.file`, the path of the log file");

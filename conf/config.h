@@ -146,6 +146,10 @@ struct LogSection {
   LogLevel level = LogLevel::Info;
   LogTarget target = LogTarget::Syslog;
   std::string file;
+  // Cluster traffic lines at level debug, rate-limited (cluster/trace_log.h): one per
+  // heartbeat sent or received; one per replication, lease and Raft message.
+  bool heartbeats = false;
+  bool sync = false;
 };
 
 struct ClusterTls {

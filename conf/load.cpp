@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "conf/build.h"
+#include "conf/env.h"
 #include "conf/parse.h"
 #include "conf/reader.h"
 #include "conf/text.h"
@@ -149,8 +150,12 @@ std::optional<toml::value> parseOverrideValue(const std::string& text, const std
   }
 }
 
-void applyOverride(toml::value& root, const Override& o, Diagnostics& diag) {
-  const std::string source = std::string(kOverrideSource) + o.key;
+// `o.key` is a dotted path here (an environment name was resolved before); `source`
+// names where it came from, for the errors.
+// `as_text`: the key is a string (or duration), so a value that TOML would read as
+// another type is meant as the text it spells (an all-digit secret, a node id "42").
+void applyOverride(toml::value& root, const Override& o, const std::string& source, Diagnostics& diag,
+                   bool as_text = false) {
   std::vector<std::string> path;
   for (std::size_t start = 0;;) {
     const auto dot = o.key.find('.', start);
@@ -159,15 +164,15 @@ void applyOverride(toml::value& root, const Override& o, Diagnostics& diag) {
     start = dot + 1;
   }
   if (!std::all_of(path.begin(), path.end(), isBareKey)) {
-    diag.atOverride(o.key, "not a key: write --set section.key=value, e.g. --set health.socket=/tmp/health.sock");
+    diag.atOverride(source, "not a key: write --set section.key=value, e.g. --set health.socket=/tmp/health.sock");
     return;
   }
   // A value that parses as TOML is taken as such ("10", "true", "[\"a\"]"); anything
   // else is the string it spells ("debug", "/tmp/h.sock", "10s").
   auto value = parseOverrideValue(o.value, source);
-  if (!value) value = parseOverrideValue(tomlString(o.value), source);
+  if (!value || (as_text && !value->is_string())) value = parseOverrideValue(tomlString(o.value), source);
   if (!value) {
-    diag.atOverride(o.key, "the value is not valid UTF-8");
+    diag.atOverride(source, "the value is not valid UTF-8");
     return;
   }
   toml::value* table = &root;
@@ -181,11 +186,11 @@ void applyOverride(toml::value& root, const Override& o, Diagnostics& diag) {
       it = t.emplace(path[i], empty ? *empty : toml::value(toml::table{})).first;
     }
     if (it->second.is_array() && !it->second.as_array().empty() && it->second.as_array().front().is_table()) {
-      diag.atOverride(o.key, backticked(walked) + " is an array of tables; --set cannot change one of its entries, edit the file");
+      diag.atOverride(source, backticked(walked) + " is an array of tables; --set cannot change one of its entries, edit the file");
       return;
     }
     if (!it->second.is_table()) {
-      diag.atOverride(o.key, backticked(walked) + " is not a table, so it has no key `" + path[i + 1] + "`");
+      diag.atOverride(source, backticked(walked) + " is not a table, so it has no key `" + path[i + 1] + "`");
       return;
     }
     table = &it->second;
@@ -265,9 +270,24 @@ LoadResult loadString(std::string_view text, const std::string& name, const Load
     if (!parsed) return finish(diag, std::nullopt);
     toml::value& root = *parsed;
     std::vector<std::string> order;
-    for (const auto& o : options.overrides) order.push_back(o.key);
+    for (const auto& o : options.overrides) order.push_back(overrideSourceOf(o.key));
     diag.setOverrideOrder(std::move(order));
-    for (const auto& o : options.overrides) applyOverride(root, o, diag);
+    for (const auto& o : options.overrides) {
+      const std::string source = overrideSourceOf(o.key);
+      if (!isEnvName(o.key)) {
+        applyOverride(root, o, source, diag);
+        continue;
+      }
+      if (isNonConfigEnvName(o.key)) continue;
+      EnvKey key = resolveEnvName(o.key, schemaKeys());
+      if (key.path.empty()) {
+        diag.atOverride(source, std::move(key.error));
+        continue;
+      }
+      const KeySchema* entry = findSchemaKey(key.path);
+      const bool as_text = entry && (entry->type == ValueType::String || entry->type == ValueType::Duration);
+      applyOverride(root, Override{std::move(key.path), o.value}, source, diag, as_text);
+    }
     checkSchema(root, diag);
     Config config = buildConfig(root, diag, options.account_lookup);
     config.source = name;

@@ -35,6 +35,9 @@ struct LoadResult {
 
 // An override from the command line: "health.socket=/tmp/h.sock". The value is read
 // as a TOML value when it parses as one ("10", "true", "[\"a\"]"), else as a string.
+// A key spelled as an environment variable ("ZETIAN_NODE_ID", conf/env.h) is resolved
+// against the schema first, and errors about it name the variable; the known ZETIAN_
+// variables that are no configuration key are skipped. Later overrides win.
 struct Override {
   std::string key;
   std::string value;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "conf/env.h"
 #include "conf/text.h"
 
 namespace zetian::conf {
@@ -203,8 +204,14 @@ void Diagnostics::atPlace(int line, int column, std::string message) {
   errors_.push_back(ConfigError{file_, line, column, std::move(message)});
 }
 
-void Diagnostics::atOverride(std::string_view key, std::string message) {
-  errors_.push_back(ConfigError{std::string(kOverrideSource) + std::string(key), 0, 0, std::move(message)});
+std::string overrideSourceOf(std::string_view key) {
+  return isEnvName(key) ? std::string(key) : std::string(kOverrideSource) + std::string(key);
+}
+
+bool isOverrideSource(std::string_view name) { return name.starts_with(kOverrideSource) || isEnvName(name); }
+
+void Diagnostics::atOverride(std::string_view source, std::string message) {
+  errors_.push_back(ConfigError{std::string(source), 0, 0, std::move(message)});
 }
 
 void Diagnostics::atFile(std::string message) { errors_.push_back(ConfigError{file_, 0, 0, std::move(message)}); }
@@ -230,7 +237,7 @@ std::optional<SourcePlace> Diagnostics::placeOf(const toml::value& v) const {
 }
 
 ConfigError Diagnostics::about(const toml::value& v, std::string message) const {
-  if (const auto* region = regionOf(v); region && region->name().starts_with(kOverrideSource)) {
+  if (const auto* region = regionOf(v); region && region->name() != file_ && isOverrideSource(region->name())) {
     return ConfigError{region->name(), 0, 0, std::move(message)};
   }
   if (auto place = placeOf(v)) return ConfigError{file_, place->line, place->column, std::move(message)};
@@ -266,7 +273,7 @@ void Diagnostics::sortByPlace(std::vector<ConfigError>& list) const {
     if (e.line > 0) return 0;
     if (e.file == file_) return 1;
     for (std::size_t i = 0; i < override_order_.size(); ++i) {
-      if (e.file.size() == kOverrideSource.size() + override_order_[i].size() && e.file.ends_with(override_order_[i])) {
+      if (e.file == override_order_[i]) {
         return 2 + i;
       }
     }

@@ -27,8 +27,13 @@
 namespace zetian::conf {
 
 // Values that come from a --set override are parsed from a source named
-// "--set KEY", so an error about one can say where it came from.
+// "--set KEY", so an error about one can say where it came from; those from the
+// environment from a source named by the variable ("ZETIAN_NODE_ID").
 inline constexpr std::string_view kOverrideSource = "--set ";
+
+// "--set KEY" or the variable's name: the source an override's values are parsed from.
+std::string overrideSourceOf(std::string_view key);
+bool isOverrideSource(std::string_view name);
 
 class Diagnostics {
  public:
@@ -46,8 +51,9 @@ class Diagnostics {
   // About the file as a whole (no line).
   void atFile(std::string message);
   void atPlace(int line, int column, std::string message);
-  // About a --set override: "--set KEY: message".
-  void atOverride(std::string_view key, std::string message);
+  // About an override, by its source (overrideSourceOf): "--set KEY: message",
+  // "ZETIAN_NODE_ID: message".
+  void atOverride(std::string_view source, std::string message);
 
   // Warnings: valid, but probably not what was meant. They never refuse the file.
   void warnAtValue(const toml::value& v, std::string message);
@@ -56,8 +62,8 @@ class Diagnostics {
   // The place of `v` in this file, or nothing (a value from --set, or made up).
   std::optional<SourcePlace> placeOf(const toml::value& v) const;
 
-  // Errors about overrides are listed in the order the overrides were given.
-  void setOverrideOrder(std::vector<std::string> keys) { override_order_ = std::move(keys); }
+  // Errors about overrides are listed in the order the overrides were given (by source).
+  void setOverrideOrder(std::vector<std::string> sources) { override_order_ = std::move(sources); }
 
   bool hasErrors() const { return !errors_.empty(); }
   const std::string& file() const { return file_; }

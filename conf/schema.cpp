@@ -41,6 +41,8 @@ constexpr std::array kKeys = std::to_array<KeySchema>({
     {"log.level", String},
     {"log.target", String},
     {"log.file", String},
+    {"log.heartbeats", Boolean},
+    {"log.sync", Boolean},
 
     {"ratelimit", Table},
     {"ratelimit.exempt", StringArray},

@@ -73,7 +73,11 @@ int main(int argc, char** argv) {
     config_path = kDefaultConfig;
   }
 
+  // Kept for the life of the process: the engine re-applies the same overrides on every
+  // reload, and the environment of a running process does not change.
+  const std::vector<std::string> from_environment = environmentOverrides(environ);
   std::vector<const char*> overrides;
+  for (const auto& o : from_environment) overrides.push_back(o.c_str());
   for (const auto& o : options.overrides) overrides.push_back(o.c_str());
 
   if (options.check_config) {

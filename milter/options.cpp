@@ -1,6 +1,8 @@
 #include "milter/options.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "plugin/zetian.h"
 
@@ -20,6 +22,8 @@ void printUsage(std::FILE* out) {
                "  -c, --config FILE    configuration file (default %s; when that file does\n"
                "                       not exist, the embedded default is used)\n"
                "      --set KEY=VALUE  override one setting, e.g. --set log.target=stderr\n"
+               "                       (every key can also come from the environment as\n"
+               "                       ZETIAN_SECTION_KEY, e.g. ZETIAN_NODE_ID; --set wins)\n"
                "      --check-config   validate the configuration and exit: 0 when valid, else 1\n"
                "                       with one FILE:LINE:COL: message line per problem\n"
                "      --version        print the version and exit\n"
@@ -67,6 +71,16 @@ int parseArgs(int argc, char** argv, Options* o) {
     }
   }
   return -1;
+}
+
+std::vector<std::string> environmentOverrides(const char* const* envp) {
+  std::vector<std::string> out;
+  for (; envp && *envp; ++envp) {
+    if (std::strncmp(*envp, "ZETIAN_", 7) == 0 && std::strchr(*envp, '=') != nullptr) out.emplace_back(*envp);
+  }
+  // The environment's order is whatever the parent left; errors come in name order.
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace zetian::milter

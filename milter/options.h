@@ -21,4 +21,9 @@ struct Options {
 // with the message already printed).
 int parseArgs(int argc, char** argv, Options* o);
 
+// The "ZETIAN_...=VALUE" entries of `envp`, sorted by name: overrides the engine
+// resolves against the configuration schema (conf/env.h). They go before the --set
+// ones, so --set wins over the environment, which wins over the file.
+std::vector<std::string> environmentOverrides(const char* const* envp);
+
 }  // namespace zetian::milter

@@ -79,6 +79,8 @@ constexpr const char* kUsage =
     "  reload                        re-read the policy; refused if it has errors\n"
     "  maintenance on|off            drain this node (new SMTP sessions get 421 4.3.2,\n"
     "                                peers show it as maintenance) or end the drain\n"
+    "  log level [LEVEL]             show the log level, or set it (error, warn or\n"
+    "                                warning, info, debug) until the next reload\n"
     "  limits show [--rule R] [--key K] [--limit N]\n"
     "                                counters held: remaining tokens, retry-after;\n"
     "                                follows the server's pages up to N counters\n"
@@ -438,6 +440,9 @@ int cmdStatus(const Options& options) {
   std::printf("maintenance:  %s\n", maintenance != nullptr && maintenance->is_boolean()
                                         ? (maintenance->get<bool>() ? "on" : "off")
                                         : cell(maintenance).c_str());
+  if (const Json* level = member(*health, "log_level"); level != nullptr) {
+    std::printf("log level:    %s\n", cell(level).c_str());
+  }
   std::printf("members:      %s\n", members != nullptr && members->is_array()
                                         ? std::to_string(members->size()).c_str()
                                         : cell(members).c_str());
@@ -603,6 +608,24 @@ int cmdMaintenance(const Options& options, bool enabled) {
   };
   return mutation(options, enabled ? "/maintenance?state=on" : "/maintenance?state=off", done,
                   "the node refused the maintenance change:");
+}
+
+// GET or POST /log/level: "log level: debug (file: info; heartbeats on, sync off)".
+int cmdLogLevel(const Options& options, const std::optional<std::string>& level) {
+  const auto done = [](const Json& reply) {
+    const auto onOff = [&](const char* key) {
+      const Json* v = member(reply, key);
+      return v != nullptr && v->is_boolean() ? (v->get<bool>() ? "on" : "off") : cell(v);
+    };
+    std::string line = "log level: " + cell(member(reply, "level")) + " (file: " + cell(member(reply, "file_level")) +
+                       "; heartbeats " + onOff("heartbeats") + ", sync " + onOff("sync") + ")";
+    if (const Json* changed = member(reply, "changed"); changed != nullptr && changed->is_boolean()) {
+      if (changed->get<bool>()) line += "\nwas " + cell(member(reply, "previous")) + "; a reload sets the file's level again";
+    }
+    return line;
+  };
+  if (!level) return mutation(options, "/log/level", done, "the node did not answer with its log level:", "GET");
+  return mutation(options, "/log/level?level=" + *level, done, "the node refused the log level:");
 }
 
 // One row of the `limits show` table.
@@ -1069,6 +1092,17 @@ int dispatch(const Options& options) {
       throw UsageError{"usage: zetianctl maintenance on|off"};
     }
     return cmdMaintenance(options, w[1] == "on");
+  }
+  if (command == "log") {
+    if (w.size() < 2 || w[1] != "level" || w.size() > 3) throw UsageError{"usage: zetianctl log level [LEVEL]"};
+    if (w.size() == 3) {
+      static constexpr std::string_view kLevels[] = {"error", "warn", "warning", "info", "debug"};
+      if (std::find(std::begin(kLevels), std::end(kLevels), w[2]) == std::end(kLevels)) {
+        throw UsageError{"unknown log level `" + w[2] + "` (error, warn or warning, info, debug)"};
+      }
+      return cmdLogLevel(options, w[2]);
+    }
+    return cmdLogLevel(options, std::nullopt);
   }
   if (command == "limits") {
     if (w.size() < 2) throw UsageError{"`limits` needs `show` or `reset`"};

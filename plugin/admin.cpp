@@ -9,6 +9,7 @@
 #include "cluster/clock.h"
 #include "cluster/json.h"
 #include "cluster/policy_admin.h"
+#include "conf/names.h"
 #include "plugin/engine.h"
 
 namespace zetian::plugin {
@@ -95,7 +96,8 @@ cluster::AdminReply Engine::health() {
       .field("status", status)
       .field("version", zetian_version())
       .field("uptime_s", uptime.count())
-      .field("maintenance", draining);
+      .field("maintenance", draining)
+      .field("log_level", conf::logLevelName(logger_->level()));
   // Without [cluster] no term and no indexes: a field shown to operators is measured or
   // absent. `leader` stays in the document (the contract names it) as null.
   cluster::writeRaftHealth(w, raft);
@@ -181,6 +183,44 @@ cluster::AdminReply Engine::maintenance(bool enabled) {
   }
   cluster::JsonWriter w;
   w.beginObject().field("ok", true).field("maintenance", enabled).field("changed", was != enabled).endObject();
+  return json(200, w.take());
+}
+
+void Engine::setLogLevel(conf::LogLevel level, std::string_view source) {
+  const conf::LogLevel previous = logger_->level();
+  const std::string line = "log_level level=" + std::string(conf::logLevelName(level)) +
+                           " previous=" + std::string(conf::logLevelName(previous)) + " source=" + std::string(source);
+  // Written while the more verbose of the two is in force.
+  if (level > previous) logger_->setLevel(level);
+  logger_->log(conf::LogLevel::Info, line);
+  logger_->setLevel(level);
+}
+
+cluster::AdminReply Engine::logLevel(const std::string& level) {
+  const conf::LogLevel previous = logger_->level();
+  if (!level.empty()) {
+    // "warning" as syslog and most daemons spell it; the file's names otherwise.
+    const std::string_view wanted = level == "warning" ? std::string_view("warn") : std::string_view(level);
+    std::optional<conf::LogLevel> found;
+    for (const auto& named : conf::logLevelNames()) {
+      if (named.name == wanted) found = named.value;
+    }
+    if (!found) {
+      return json(400, cluster::jsonError("unknown log level `" + level + "`: use error, warn (or warning), info or debug"));
+    }
+    if (*found != previous) setLogLevel(*found, "admin");
+  }
+  const conf::LogLevel now = logger_->level();
+  cluster::JsonWriter w;
+  w.beginObject()
+      .field("ok", true)
+      .field("level", conf::logLevelName(now))
+      .field("previous", conf::logLevelName(previous))
+      .field("changed", now != previous)
+      .field("file_level", conf::logLevelName(logger_->fileLevel()))
+      .field("heartbeats", logger_->traceSwitch(true))
+      .field("sync", logger_->traceSwitch(false))
+      .endObject();
   return json(200, w.take());
 }
 

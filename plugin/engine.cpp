@@ -6,6 +6,7 @@
 #include <cstring>
 #include <future>
 
+#include "conf/env.h"
 #include "conf/text.h"
 #include "cluster/incarnation.h"
 #include "cluster/json.h"
@@ -159,6 +160,19 @@ std::unique_ptr<Engine> Engine::open(std::optional<std::string> config_path, std
   for (const auto& w : loaded.warnings) {
     engine->logger_->log(conf::LogLevel::Warn, "config_warning warning=" + logValue(w.format()));
   }
+  // Names only: an override may carry a secret (ZETIAN_CLUSTER_SHARED_SECRET).
+  std::string from_environment, from_set;
+  for (const auto& o : engine->overrides_) {
+    if (conf::isEnvName(o.key)) {
+      if (!conf::isNonConfigEnvName(o.key)) from_environment += (from_environment.empty() ? "" : ",") + o.key;
+    } else {
+      from_set += (from_set.empty() ? "" : ",") + o.key;
+    }
+  }
+  if (!from_environment.empty() || !from_set.empty()) {
+    engine->logger_->log(conf::LogLevel::Info, "config_overrides environment=" + logValue(from_environment) +
+                                                   " set=" + logValue(from_set));
+  }
   return engine;
 }
 
@@ -300,6 +314,9 @@ bool Engine::start(Errors* errors) {
       node_options.store = store_.get();
       node_options.changes = &changes_;
       node_options.now = [] { return Engine::now(); };
+      node_options.trace = [this](cluster::TraceKind kind) {
+        return logger_->traceWanted(kind == cluster::TraceKind::heartbeats);
+      };
       if (const auto caps = testHook("ZETIAN_TEST_CAPABILITIES")) {
         node_options.capabilities = static_cast<std::uint64_t>(*caps);
         logger_->log(conf::LogLevel::Warn, "test_hook ZETIAN_TEST_CAPABILITIES=" + std::to_string(*caps));
@@ -473,8 +490,13 @@ bool Engine::reload(Errors* errors) {
     logger_->log(conf::LogLevel::Warn,
                  "reload: these settings need a restart and were not applied: " + conf::joinNames(restart));
   }
-  // The node settings a reload applies live (see reload_settings.cpp).
-  logger_->setLevel(next.log.level);
+  // The node settings a reload applies live (see reload_settings.cpp). A level set with
+  // `zetianctl log level` lasts until here: the file is what a reload stands for.
+  if (logger_->level() != next.log.level) {
+    setLogLevel(next.log.level, "reload");
+  }
+  logger_->setFileLevel(next.log.level);
+  logger_->setTrace(next.log.heartbeats, next.log.sync);
   default_action_.store(next.milter.default_action, std::memory_order_relaxed);
   // The exporter is the loop thread's: switched there, after this answer if need be.
   if (loop_.base() && next.metrics.statsd != config_.metrics.statsd) {

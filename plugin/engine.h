@@ -151,6 +151,7 @@ class Engine final : public cluster::AdminApi {
   void limitsResetAsync(const std::string& rule, const std::string& key,
                         std::function<void(cluster::AdminReply)> respond) override;
   cluster::AdminReply maintenance(bool enabled) override;
+  cluster::AdminReply logLevel(const std::string& level) override;
   // The replicated policy (replicated.cpp): 503 without a Raft cluster.
   void policyGetAsync(std::function<void(cluster::AdminReply)> respond) override;
   // Checked with this node's settings on the reload worker (a large text must not stall
@@ -211,6 +212,9 @@ class Engine final : public cluster::AdminApi {
   // What a reload on a replicated node says about the file's policy tables; "" when
   // they match the policy in force. reload_mutex_ held.
   std::string replicatedReloadNote(const conf::Policy& file_policy);
+  // Sets the log level and says so in one line (`source`: admin, reload), written at
+  // whichever of the two levels is the more verbose, so it shows either way.
+  void setLogLevel(conf::LogLevel level, std::string_view source);
   void startHousekeeping();
   static void onHousekeeping(Engine* self);
   void logDecision(const Session& s, conf::Stage stage, const CompiledRule& rule, std::string_view key,

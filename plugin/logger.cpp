@@ -36,7 +36,11 @@ const char* levelName(conf::LogLevel level) {
 }  // namespace
 
 Logger::Logger(const conf::LogSection& section, std::string ident)
-    : level_(section.level), target_(section.target), file_path_(section.file), ident_(std::move(ident)) {
+    : level_(section.level),
+      trace_heartbeats_(section.heartbeats),
+      trace_sync_(section.sync),
+      file_level_(section.level),
+      target_(section.target), file_path_(section.file), ident_(std::move(ident)) {
   if (target_ == conf::LogTarget::Syslog) {
     openlog(ident_.c_str(), LOG_PID | LOG_NDELAY, LOG_MAIL);
     echo_to_stderr_ = isatty(STDERR_FILENO) != 0;

@@ -24,6 +24,21 @@ class Logger {
   bool enabled(conf::LogLevel level) const { return level <= level_.load(std::memory_order_relaxed); }
   // A reload applies a new [log] level live; lines already being written keep theirs.
   void setLevel(conf::LogLevel level) { level_.store(level, std::memory_order_relaxed); }
+  conf::LogLevel level() const { return level_.load(std::memory_order_relaxed); }
+  // [log] heartbeats and sync (cluster/trace_log.h), read on the cluster thread; a
+  // reload applies them live. Their lines are debug lines: wanted only at that level.
+  void setTrace(bool heartbeats, bool sync) {
+    trace_heartbeats_.store(heartbeats, std::memory_order_relaxed);
+    trace_sync_.store(sync, std::memory_order_relaxed);
+  }
+  bool traceSwitch(bool heartbeats) const {
+    return (heartbeats ? trace_heartbeats_ : trace_sync_).load(std::memory_order_relaxed);
+  }
+  bool traceWanted(bool heartbeats) const { return enabled(conf::LogLevel::Debug) && traceSwitch(heartbeats); }
+  // The level [log] asks for, as of the start or the last reload; level() may differ
+  // after `zetianctl log level`.
+  void setFileLevel(conf::LogLevel level) { file_level_.store(level, std::memory_order_relaxed); }
+  conf::LogLevel fileLevel() const { return file_level_.load(std::memory_order_relaxed); }
   void log(conf::LogLevel level, std::string_view line);
 
   // Open the file target; false with *error set when it cannot be opened.
@@ -31,6 +46,9 @@ class Logger {
 
  private:
   std::atomic<conf::LogLevel> level_;
+  std::atomic<bool> trace_heartbeats_;
+  std::atomic<bool> trace_sync_;
+  std::atomic<conf::LogLevel> file_level_;
   conf::LogTarget target_;
   std::string file_path_;
   std::string ident_;

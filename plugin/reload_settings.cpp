@@ -57,6 +57,8 @@ constexpr std::array kSettings = std::to_array<ReloadSetting>({
     {"log.level", "", Live, ZETIAN_SAME(log.level)},
     {"log.target", "", Restart, ZETIAN_SAME(log.target)},
     {"log.file", "", Restart, ZETIAN_SAME(log.file)},
+    {"log.heartbeats", "", Live, ZETIAN_SAME(log.heartbeats)},
+    {"log.sync", "", Live, ZETIAN_SAME(log.sync)},
 
     {"ratelimit.exempt", "", Live, nullptr},
     {"ratelimit.exempt_authenticated", "", Live, nullptr},

@@ -110,7 +110,9 @@ enum {
 
 /* Open an engine from a configuration file (NULL: the embedded default).
  * `overrides` are "key=value" strings applied on top ("health.socket=/tmp/h.sock");
- * a NULL entry is an error. Returns NULL and reports every error through `on_error`
+ * a key spelled as an environment variable ("ZETIAN_NODE_ID=mx1") is resolved against
+ * the configuration's keys (docs/configuration.md, "Configuration from the
+ * environment"); later entries win. A NULL entry is an error. Returns NULL and reports every error through `on_error`
  * (may be NULL) when the configuration is not valid. */
 zetian_engine* zetian_engine_open(const char* config_path, const char* const* overrides,
                                   size_t override_count, zetian_error_fn on_error, void* ctx);

@@ -145,6 +145,21 @@ TEST_F(HealthServerTest, MaintenanceTakesStateOnOrOff) {
   EXPECT_EQ(api.calls(), (std::vector<std::string>{"maintenance(on)", "maintenance(off)"}));
 }
 
+TEST_F(HealthServerTest, LogLevelShowsOnGetAndSetsOnPost) {
+  startOrFail(options());
+  for (const char* bad : {"/log/level", "/log/level?level=", "/log/level?level=debug&x=1", "/log/level?lvl=debug"}) {
+    const RawReply r = overUnix("POST", bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("level="), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(overUnix("GET", "/log/level?level=debug").status, 400);
+  EXPECT_EQ(overUnix("PUT", "/log/level?level=debug").status, 405);
+  EXPECT_TRUE(api.calls().empty());
+  EXPECT_EQ(overUnix("GET", "/log/level").status, 200);
+  EXPECT_EQ(overUnix("POST", "/log/level?level=debug").status, 200);
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"logLevel()", "logLevel(debug)"}));
+}
+
 TEST_F(HealthServerTest, UnknownPathIs404WithAJsonError) {
   startOrFail(options());
   for (const char* target : {"/", "/nope", "/health/", "/HEALTH", "/limits/reset/x"}) {

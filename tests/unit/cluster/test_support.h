@@ -89,6 +89,8 @@ class FakeAdmin : public AdminApi {
     return reply("limitsReset", rule, key);
   }
   AdminReply maintenance(bool enabled) override { return reply(enabled ? "maintenance(on)" : "maintenance(off)"); }
+  // Recorded as logLevel(LEVEL) ("" for GET).
+  AdminReply logLevel(const std::string& level) override { return reply("logLevel(" + level + ")"); }
   // Recorded as policyPut(BASE|TEXT) (BASE "" when none), clusterRemove(|NODE),
   // clusterTransferLeader(|NODE).
   void policyGetAsync(std::function<void(AdminReply)> respond) override { respond(reply("policyGet")); }

@@ -619,6 +619,30 @@ TEST_F(ZetianctlTest, MaintenanceOnAndOffPostToTheServer) {
   }
 }
 
+TEST_F(ZetianctlTest, LogLevelShowsAndSets) {
+  api.set("logLevel()", {200, "application/json",
+                         R"({"ok":true,"level":"info","previous":"info","changed":false,"file_level":"info",)"
+                         R"("heartbeats":true,"sync":false})"});
+  ProcessResult r = ctl({"log", "level"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "log level: info (file: info; heartbeats on, sync off)\n");
+  api.set("logLevel(debug)", {200, "application/json",
+                              R"({"ok":true,"level":"debug","previous":"info","changed":true,"file_level":"info",)"
+                              R"("heartbeats":true,"sync":false})"});
+  r = ctl({"log", "level", "debug"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "log level: debug (file: info; heartbeats on, sync off)\nwas info; a reload sets the file's level again\n");
+  api.set("logLevel(warning)", {400, "application/json", R"({"error":"no"})"});
+  EXPECT_EQ(ctl({"log", "level", "warning"}).exit_code, 1);
+  EXPECT_EQ(api.calls(), (std::vector<std::string>{"logLevel()", "logLevel(debug)", "logLevel(warning)"}));
+  // Refused before anything is sent.
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"log"}, {"log", "lvl"}, {"log", "level", "loud"},
+                                                               {"log", "level", "debug", "now"}}) {
+    EXPECT_EQ(ctl(bad).exit_code, 2);
+  }
+  EXPECT_EQ(api.calls().size(), 3u);
+}
+
 TEST_F(ZetianctlTest, MembersIsATable) {
   const ProcessResult r = ctl({"members"});
   EXPECT_EQ(r.exit_code, 0) << r.err;

@@ -67,6 +67,45 @@ limit = 5
 period = "1h"
 )";
 
+TEST_F(EngineTest, LogLevelSetAtRunTimeLastsUntilAReloadWhichKeepsTheEnvironment) {
+  {
+    std::ofstream out(path_);
+    out << "[log]\nlevel = \"error\"\ntarget = \"stderr\"\nheartbeats = true\n" << kPerIpFive;
+  }
+  Errors errors;
+  // As zetian-milter passes them: the environment, then --set.
+  auto e = Engine::open(path_, {{"ZETIAN_LOG_LEVEL", "warn"}, {"ZETIAN_LOG_SYNC", "true"}}, &errors);
+  ASSERT_TRUE(e) << (errors.empty() ? "" : errors.front());
+  EXPECT_EQ(e->logger().level(), conf::LogLevel::Warn);
+
+  auto r = e->logLevel("");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find(R"("level":"warn")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("heartbeats":true,"sync":true)"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("changed":false)"), std::string::npos) << r.body;
+
+  r = e->logLevel("debug");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find(R"("level":"debug","previous":"warn","changed":true,"file_level":"warn")"), std::string::npos)
+      << r.body;
+  EXPECT_EQ(e->logger().level(), conf::LogLevel::Debug);
+  EXPECT_TRUE(e->logger().traceWanted(true));
+  EXPECT_NE(e->health().body.find(R"("log_level":"debug")"), std::string::npos);
+
+  r = e->logLevel("loud");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(e->logger().level(), conf::LogLevel::Debug);
+  EXPECT_EQ(e->logLevel("warning").status, 200);
+  EXPECT_EQ(e->logger().level(), conf::LogLevel::Warn);
+  EXPECT_FALSE(e->logger().traceWanted(true));  // trace lines need debug
+  EXPECT_EQ(e->logLevel("info").status, 200);
+
+  // A reload reads the file (error) and the same environment again (warn).
+  ASSERT_TRUE(e->reload(&errors)) << (errors.empty() ? "" : errors.front());
+  EXPECT_EQ(e->logger().level(), conf::LogLevel::Warn);
+  EXPECT_TRUE(e->logger().traceSwitch(false));
+}
+
 TEST_F(EngineTest, FiveMessagesPassAndTheSixthTempfailsWith451) {
   auto e = open(kPerIpFive);
   auto s = e->openSession("192.0.2.1", "client.example");

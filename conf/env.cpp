@@ -14,7 +14,7 @@ constexpr auto kNonConfigNames = std::to_array<std::string_view>({
     "ZETIAN_TEST_CLOCK_OFFSET_MS", "ZETIAN_TEST_CAPABILITIES",
     // The integration test harness (tests/integration/CMakeLists.txt, harness.py):
     // the milters it starts inherit them.
-    "ZETIAN_MILTER", "ZETIAN_CTL", "ZETIAN_KEEP_TMP",
+    "ZETIAN_MILTER", "ZETIAN_CTL", "ZETIAN_KEEP_TMP", "ZETIAN_BUILD_DIR", "ZETIAN_TEST_CACHE",
     // The unit-test simulators.
     "ZETIAN_SIM_SEED", "ZETIAN_SIM_SLOW", "ZETIAN_SIM_SANITIZED", "ZETIAN_SIM_PROPOSED_FIXES", "ZETIAN_SIM_EVENTS",
     "ZETIAN_RAFT_SIM_SEED", "ZETIAN_TEST_MULTICAST_NETNS",

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
@@ -95,15 +96,21 @@ void reportOne(const char* message, zetian_error_fn on_error, void* ctx) noexcep
   if (on_error) on_error(ctx, message);
 }
 
-zetian::conf::Stage toStage(zetian_stage stage) {
-  switch (stage) {
+// A C caller may pass any int as a zetian_stage, and in C++ a value outside the enum's
+// range may not even be read as one (Clang's -fsanitize=enum rightly stops there): the
+// bytes are read as the underlying integer and only then compared.
+zetian::conf::Stage toStage(const zetian_stage& stage) {
+  std::underlying_type_t<zetian_stage> raw;
+  static_assert(sizeof raw == sizeof stage);
+  std::memcpy(&raw, &stage, sizeof raw);
+  switch (raw) {
     case ZETIAN_STAGE_CONNECT: return zetian::conf::Stage::Connect;
     case ZETIAN_STAGE_HELO: return zetian::conf::Stage::Helo;
     case ZETIAN_STAGE_MAIL: return zetian::conf::Stage::Mail;
     case ZETIAN_STAGE_RCPT: return zetian::conf::Stage::Rcpt;
     case ZETIAN_STAGE_DATA: return zetian::conf::Stage::Data;
   }
-  throw std::invalid_argument("unknown stage " + std::to_string(int(stage)));
+  throw std::invalid_argument("unknown stage " + std::to_string(raw));
 }
 
 // The answer of a session that may not run a check (refused, or its engine closing).

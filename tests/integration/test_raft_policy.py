@@ -232,7 +232,10 @@ class RaftPolicyBehindPostfix(PostfixTrio, ClusterTestCase):
         cp = other.ctl("cluster", "transfer-leader", target.id)
         self.assertEqual(cp.returncode, 0, f"{cp.stdout}{cp.stderr}\n{self.everything(nodes)}")
         self.assertIn(f"leadership transferred: {target.id} leads now", cp.stdout)
-        self.assertIs(wait_leader(nodes, diagnostics=lambda: self.everything(nodes)), target)
+        # The transfer made `target` the leader (zetianctl saw it lead, and the events below
+        # show every node followed it). With a 300 ms election timeout a loaded machine may
+        # already have held another election since, so the current leader is not asserted.
+        wait_leader(nodes, diagnostics=lambda: self.everything(nodes))
         # The leader change is an event on every node: the hook, the log, the counter.
         wait_until(lambda: all(re.search(rf"^{n.id} raft_leader_changed leader={target.id} term=\d+ ", events(), re.M)
                                for n in nodes), 10, what="the raft_leader_changed hook on every node",

@@ -316,26 +316,15 @@ class Membership(ClusterTestCase):
         self.assertGreaterEqual(samples.get("node_joined", 0), 1)
 
     def test_a_single_node_without_cluster_starts_no_listener(self):
-        from harness import Milter
+        from harness import Milter, listening_tcp_ports
         m = Milter(self.workdir, self.addCleanup, node_id="solo", name="solo")
         m.start()
         doc = m.http("GET", "/health")[1]
         self.assertIn('"enabled":false', doc)
         self.assertNotIn("cluster_started", m.log_text())
-        # No socket of the process listens on anything but the milter port.
-        inodes = set()
-        for fd in os.listdir(f"/proc/{m.pid}/fd"):
-            target = os.readlink(f"/proc/{m.pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        ports = set()
-        for table in ("tcp", "tcp6"):
-            with open(f"/proc/{m.pid}/net/{table}") as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "0A" and fields[9] in inodes:
-                        ports.add(int(fields[1].split(":")[1], 16))
+        # No socket of the process listens on anything but the milter port (an fd that
+        # closes while /proc is read is skipped: harness.listening_tcp_ports).
+        ports = listening_tcp_ports(m.pid)
         self.assertEqual(ports, {m.port})
 
 

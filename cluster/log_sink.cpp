@@ -84,48 +84,11 @@ std::string_view nameOf(RefusalKind kind) {
   return "unknown";
 }
 
-RefusalBudget::RefusalBudget(std::size_t lines_per_window, Clock::duration window)
-    : lines_per_window_(lines_per_window), window_(window) {}
-
-std::optional<std::string> RefusalBudget::closeWindowIfOver(RefusalKind kind, Clock::time_point now) {
-  Budget& b = budgets_[index(kind)];
-  if (!b.open || now - b.window_start < window_) return std::nullopt;
-  std::optional<std::string> summary;
-  if (b.suppressed > 0) {
-    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(window_).count();
-    summary = "cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) +
-              " count=" + std::to_string(b.suppressed) + " window=" + std::to_string(seconds) + "s";
-  }
-  b.open = false;
-  b.logged = 0;
-  b.suppressed = 0;
-  return summary;
-}
-
-RefusalBudget::Decision RefusalBudget::allow(RefusalKind kind, Clock::time_point now) {
-  Decision decision;
-  decision.summary = closeWindowIfOver(kind, now);
-  Budget& b = budgets_[index(kind)];
-  if (!b.open) {
-    b.open = true;
-    b.window_start = now;
-  }
-  if (b.logged < lines_per_window_) {
-    ++b.logged;
-    decision.log_line = true;
-  } else {
-    ++b.suppressed;
-    ++b.suppressed_total;
-  }
-  return decision;
-}
-
-std::vector<std::string> RefusalBudget::flush(Clock::time_point now) {
-  std::vector<std::string> out;
-  for (RefusalKind kind : kRefusalKinds) {
-    if (auto summary = closeWindowIfOver(kind, now)) out.push_back(std::move(*summary));
-  }
-  return out;
+std::string refusalsSuppressedLine(RefusalKind kind, std::uint64_t left_out,
+                                   std::chrono::steady_clock::duration window) {
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(window).count();
+  return "cluster_refusals_suppressed kind=" + std::string(nameOf(kind)) + " count=" + std::to_string(left_out) +
+         " window=" + std::to_string(seconds) + "s";
 }
 
 }  // namespace zetian::cluster

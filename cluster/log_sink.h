@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/log_budget.h"
 #include "conf/config.h"
 
 namespace zetian::cluster {
@@ -48,45 +49,16 @@ inline constexpr std::array kRefusalKinds{
     RefusalKind::duplicate_id, RefusalKind::tls, RefusalKind::admission};
 std::string_view nameOf(RefusalKind kind);
 
-// Rate limits the log lines of refusals, one budget per kind. A stranger can make us
-// refuse as often as it likes; with a single shared budget its garbage would use up
-// the lines and hide the one `bad MAC` from a misconfigured member that an operator
-// needs to see. Each kind gets `lines_per_window` lines per window, which starts at
-// the kind's first refusal; the rest are counted, and once the window is over a
-// summary line says how many were left out. Pure: time is an argument.
-class RefusalBudget {
- public:
-  using Clock = std::chrono::steady_clock;
-  RefusalBudget(std::size_t lines_per_window, Clock::duration window);
+// The summary of a window of refusals that left `left_out` lines out:
+// "cluster_refusals_suppressed kind=garbage count=97 window=60s".
+std::string refusalsSuppressedLine(RefusalKind kind, std::uint64_t left_out,
+                                   std::chrono::steady_clock::duration window);
 
-  struct Decision {
-    std::optional<std::string> summary;  // of this kind's previous window: log it first
-    bool log_line = false;               // the budget allows this refusal's own line
-  };
-  // Counts one refusal at `now`. Deciding takes no line, so a caller builds its line
-  // only when log_line says it will be logged: a dropped refusal costs no string work.
-  Decision allow(RefusalKind kind, Clock::time_point now);
-  // Summaries of windows that have ended with lines left out, so that a summary comes
-  // even when no refusal of that kind follows. Call it now and then (a timer).
-  std::vector<std::string> flush(Clock::time_point now);
-  // Lines of this kind left out so far, summarised or not.
-  std::uint64_t suppressed(RefusalKind kind) const { return budgets_[index(kind)].suppressed_total; }
-
- private:
-  struct Budget {
-    bool open = false;  // a window is running
-    Clock::time_point window_start{};
-    std::size_t logged = 0;            // in this window
-    std::uint64_t suppressed = 0;      // in this window
-    std::uint64_t suppressed_total = 0;
-  };
-  static std::size_t index(RefusalKind kind) { return static_cast<std::size_t>(kind); }
-  // The summary of `kind`'s window if it is over and left lines out.
-  std::optional<std::string> closeWindowIfOver(RefusalKind kind, Clock::time_point now);
-
-  std::size_t lines_per_window_;
-  Clock::duration window_;
-  std::array<Budget, kRefusalKinds.size()> budgets_{};
-};
+// Rate limits the log lines of refusals, one budget per kind (cluster/log_budget.h). A
+// stranger can make us refuse as often as it likes; with a single shared budget its
+// garbage would use up the lines and hide the one `bad MAC` from a misconfigured member
+// that an operator needs to see.
+static_assert(numberedInOrder(kRefusalKinds));
+using RefusalBudget = LogBudget<RefusalKind, kRefusalKinds.size(), refusalsSuppressedLine>;
 
 }  // namespace zetian::cluster

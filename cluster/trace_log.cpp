@@ -15,46 +15,11 @@ std::string_view nameOf(TraceKind kind) {
   return "?";
 }
 
-TraceBudget::TraceBudget(std::size_t lines_per_window, Clock::duration window)
-    : lines_per_window_(lines_per_window), window_(window) {}
-
-std::optional<std::string> TraceBudget::closeWindowIfOver(TraceKind kind, Clock::time_point now) {
-  Budget& b = budgets_[index(kind)];
-  if (!b.open || now - b.window_start < window_) return std::nullopt;
-  const std::uint64_t left_out = b.suppressed;
-  b.open = false;
-  b.logged = 0;
-  b.suppressed = 0;
-  if (left_out == 0) return std::nullopt;
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(window_).count();
+std::string traceSuppressedLine(TraceKind kind, std::uint64_t left_out,
+                                std::chrono::steady_clock::duration window) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(window).count();
   return "cluster_trace_suppressed kind=" + std::string(nameOf(kind)) + " lines=" + std::to_string(left_out) +
          " window_ms=" + std::to_string(ms);
-}
-
-TraceBudget::Decision TraceBudget::allow(TraceKind kind, Clock::time_point now) {
-  Decision decision;
-  decision.summary = closeWindowIfOver(kind, now);
-  Budget& b = budgets_[index(kind)];
-  if (!b.open) {
-    b.open = true;
-    b.window_start = now;
-  }
-  if (b.logged < lines_per_window_) {
-    ++b.logged;
-    decision.log_line = true;
-  } else {
-    ++b.suppressed;
-    ++b.suppressed_total;
-  }
-  return decision;
-}
-
-std::vector<std::string> TraceBudget::flush(Clock::time_point now) {
-  std::vector<std::string> out;
-  for (TraceKind kind : kTraceKinds) {
-    if (auto summary = closeWindowIfOver(kind, now)) out.push_back(std::move(*summary));
-  }
-  return out;
 }
 
 namespace {

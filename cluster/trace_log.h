@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/log_budget.h"
 #include "cluster/wire/codec.h"
 
 namespace zetian::cluster {
@@ -29,39 +30,14 @@ std::string_view nameOf(TraceKind kind);
 inline constexpr std::size_t kTraceLinesPerWindow = 10;
 inline constexpr std::chrono::seconds kTraceWindow{1};
 
-// Pure: time is an argument. Used on the cluster thread only.
-class TraceBudget {
- public:
-  using Clock = std::chrono::steady_clock;
-  TraceBudget(std::size_t lines_per_window, Clock::duration window);
+// The summary of a window of trace lines that left `left_out` lines out:
+// "cluster_trace_suppressed kind=sync lines=48 window_ms=1000".
+std::string traceSuppressedLine(TraceKind kind, std::uint64_t left_out,
+                                std::chrono::steady_clock::duration window);
 
-  struct Decision {
-    std::optional<std::string> summary;  // of this kind's previous window: log it first
-    bool log_line = false;               // the budget allows this line
-  };
-  // Counts one line of `kind` at `now`; the caller builds the line only when it is
-  // allowed, so a suppressed line costs no formatting.
-  Decision allow(TraceKind kind, Clock::time_point now);
-  // Summaries of windows that ended with lines left out, so a summary comes even when
-  // no further line of that kind does. Call it now and then (the node's tick).
-  std::vector<std::string> flush(Clock::time_point now);
-  std::uint64_t suppressed(TraceKind kind) const { return budgets_[index(kind)].suppressed_total; }
-
- private:
-  struct Budget {
-    bool open = false;
-    Clock::time_point window_start{};
-    std::size_t logged = 0;
-    std::uint64_t suppressed = 0;
-    std::uint64_t suppressed_total = 0;
-  };
-  static std::size_t index(TraceKind kind) { return static_cast<std::size_t>(kind); }
-  std::optional<std::string> closeWindowIfOver(TraceKind kind, Clock::time_point now);
-
-  std::size_t lines_per_window_;
-  Clock::duration window_;
-  std::array<Budget, kTraceKinds.size()> budgets_{};
-};
+// Used on the cluster thread only (cluster/log_budget.h).
+static_assert(numberedInOrder(kTraceKinds));
+using TraceBudget = LogBudget<TraceKind, kTraceKinds.size(), traceSuppressedLine>;
 
 // LimitRequest, LimitReply, BucketSync, RaftFrame, RaftControl: what [log] sync traces.
 bool isSyncMessage(const wire::Message& message);

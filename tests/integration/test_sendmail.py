@@ -11,8 +11,7 @@ unless a test says so, and every client is on loopback (127.0.0.x act as differe
 import smtplib
 import unittest
 
-from harness import REPO_ROOT, SmtpSession, rule, wait_until
-from test_actions import send_via_data_command
+from harness import REPO_ROOT, SmtpSession, rule, send_via_data_command, wait_until
 from sendmail_harness import SendmailTestCase
 
 

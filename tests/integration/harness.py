@@ -1916,11 +1916,7 @@ class PolicyPostfixTestCase(PostfixTestCase):
     @classmethod
     def setUpClass(cls):
         # What PostfixTestCase skips on, checked before configure_postfix() may need it.
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        skip_unless_postfix_as_root()
         cls.policy_port = free_port()
         cls.main_cf = dict(policy_main_cf(cls.policy_port), **cls.main_cf)
         cls.configure_postfix()

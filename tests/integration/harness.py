@@ -1186,6 +1186,29 @@ def send_messages(port: int, count: int, source: str = "127.0.0.1", one_session:
     return results
 
 
+def send_via_data_command(session, sender: str = "sender@example.org",
+                          rcpts=("rcpt@example.net",)) -> MessageResult:
+    """Like SmtpSession.send, but a refusal of the DATA command itself (a reply other
+    than 354, which smtplib raises as SMTPDataError) is recorded as the DATA reply."""
+    token = make_token()
+    smtp = session.smtp
+    code, msg = smtp.mail(sender)
+    result = MessageResult(token, Reply(code, msg.decode(errors="replace")))
+    if code != 250:
+        smtp.rset()
+        return result
+    for r in rcpts:
+        code, msg = smtp.rcpt(r)
+        result.rcpts.append((r, Reply(code, msg.decode(errors="replace"))))
+    try:
+        code, msg = smtp.data(build_message(sender, rcpts, token))
+    except smtplib.SMTPDataError as e:
+        code, msg = e.smtp_code, e.smtp_error
+        smtp.rset()
+    result.data = Reply(code, msg.decode(errors="replace") if isinstance(msg, bytes) else str(msg))
+    return result
+
+
 # --------------------------------------------------------------------------- TOML
 
 
@@ -1713,6 +1736,17 @@ def policy_main_cf(port: int) -> dict[str, str]:
     }
 
 
+def skip_unless_postfix_as_root() -> None:
+    """Skip the test class (a failure under CI=true) when Postfix or smtp-sink is
+    missing or the tests do not run as root, in the words CTest's SKIP_REGULAR_EXPRESSION
+    (tests/integration/CMakeLists.txt) knows."""
+    if not POSTFIX or not SMTP_SINK:
+        raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
+                                "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("a throwaway Postfix must be started as root")
+
+
 # --------------------------------------------------------------------------- test bases
 
 
@@ -1744,11 +1778,7 @@ class PostfixTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        skip_unless_postfix_as_root()
         cls.workdir = make_workdir(cls.__name__.lower(), cls.addClassCleanup)
         cls.sink = SmtpSink(cls.workdir, cls.addClassCleanup)
         milter = cls.milter_address
@@ -1886,11 +1916,7 @@ class PolicyPostfixTestCase(PostfixTestCase):
     @classmethod
     def setUpClass(cls):
         # What PostfixTestCase skips on, checked before configure_postfix() may need it.
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        skip_unless_postfix_as_root()
         cls.policy_port = free_port()
         cls.main_cf = dict(policy_main_cf(cls.policy_port), **cls.main_cf)
         cls.configure_postfix()

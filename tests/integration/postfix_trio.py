@@ -12,12 +12,11 @@ Each takes a `diagnostics` callable for its failure message (the milters' logs).
 
 import os
 import threading
-import unittest
 import uuid
 from typing import Callable, Sequence
 
-from harness import (POSTFIX, SMTP_SINK, MessageResult, Postfix, SmtpSession, SmtpSink, free_port, make_workdir,
-                     policy_main_cf, wait_until)
+from harness import (MessageResult, Postfix, SmtpSession, SmtpSink, free_port, make_workdir,
+                     policy_main_cf, skip_unless_postfix_as_root, wait_until)
 
 
 class PostfixTrio:
@@ -34,11 +33,7 @@ class PostfixTrio:
         its node's policy server instead (cls.policy_ports; check_policy_service in
         smtpd_recipient_restrictions, no milter). Skips the class (a failure under
         CI=true) when Postfix is missing or the tests do not run as root."""
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        skip_unless_postfix_as_root()
         cleanup = cls.addClassCleanup
         cls.class_dir = make_workdir(name, cleanup)
         cls.sink = SmtpSink(cls.class_dir, cleanup)

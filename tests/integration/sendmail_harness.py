@@ -30,12 +30,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import unittest
 from typing import Callable, Optional
 
-from harness import (SMTP_SINK, POSTFIX, HarnessError, ManagedProcess, MessageResult, Milter, PostfixTestCase,
-                     Reply, SmtpSession, SmtpSink, free_port, make_workdir, send_messages, tail,
-                     tcp_listening, wait_until)
+from harness import (HarnessError, ManagedProcess, MessageResult, Milter, PostfixTestCase,
+                     Reply, SmtpSession, SmtpSink, free_port, make_workdir, send_messages,
+                     skip_unless_postfix_as_root, tail, tcp_listening, wait_until)
 
 SENDMAIL_PACKAGES = ("sendmail-bin", "sendmail-cf", "sendmail-base")
 CACHE_ROOT = os.environ.get("ZETIAN_TEST_CACHE", "/var/tmp/zetian-test-cache")
@@ -341,11 +340,7 @@ class SendmailTestCase(PostfixTestCase):
     @classmethod
     def setUpClass(cls):
         super(PostfixTestCase, cls).setUpClass()
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        skip_unless_postfix_as_root()
         cls.workdir = make_workdir(cls.__name__.lower(), cls.addClassCleanup)
         cls.sink = SmtpSink(cls.workdir, cls.addClassCleanup)
         cls.milter_port = free_port()

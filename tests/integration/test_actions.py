@@ -6,35 +6,9 @@ Nothing is exempt: every test client is on loopback (127.0.0.x act as different 
 """
 
 import re
-import smtplib
 import unittest
 
-from harness import (MessageResult, PostfixTestCase, Reply, build_message, make_token, rule,
-                     wait_until)
-
-
-
-def send_via_data_command(session, sender: str = "sender@example.org",
-                          rcpts=("rcpt@example.net",)) -> MessageResult:
-    """Like SmtpSession.send, but a refusal of the DATA command itself (a reply other
-    than 354, which smtplib raises as SMTPDataError) is recorded as the DATA reply."""
-    token = make_token()
-    smtp = session.smtp
-    code, msg = smtp.mail(sender)
-    result = MessageResult(token, Reply(code, msg.decode(errors="replace")))
-    if code != 250:
-        smtp.rset()
-        return result
-    for r in rcpts:
-        code, msg = smtp.rcpt(r)
-        result.rcpts.append((r, Reply(code, msg.decode(errors="replace"))))
-    try:
-        code, msg = smtp.data(build_message(sender, rcpts, token))
-    except smtplib.SMTPDataError as e:
-        code, msg = e.smtp_code, e.smtp_error
-        smtp.rset()
-    result.data = Reply(code, msg.decode(errors="replace") if isinstance(msg, bytes) else str(msg))
-    return result
+from harness import PostfixTestCase, rule, send_via_data_command, wait_until
 
 
 class ActionsThroughPostfix(PostfixTestCase):

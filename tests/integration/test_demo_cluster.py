@@ -36,8 +36,8 @@ import unittest
 import uuid
 
 from cluster_harness import owner_of, store_key
-from harness import (POSTFIX, SMTP_SINK, MessageResult, SmtpSession, ctl_binary,
-                     free_port_block, guard_session, metric_samples, milter_binary, tail,
+from harness import (MessageResult, SmtpSession, ctl_binary, free_port_block, guard_session,
+                     metric_samples, milter_binary, skip_unless_postfix_as_root, tail,
                      unguard_session, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -206,11 +206,7 @@ class DemoClusterForAMinute(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not POSTFIX or not SMTP_SINK:
-            raise unittest.SkipTest("postfix (with smtp-sink) is not installed: "
-                                    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix")
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("a throwaway Postfix must be started as root")
+        skip_unless_postfix_as_root()
         milter_binary()
         ctl_binary()
 

@@ -499,12 +499,19 @@ bool Engine::reload(Errors* errors) {
   logger_->setTrace(next.log.heartbeats, next.log.sync);
   default_action_.store(next.milter.default_action, std::memory_order_relaxed);
   // The exporter is the loop thread's: switched there, after this answer if need be.
-  if (loop_.base() && next.metrics.statsd != config_.metrics.statsd) {
+  // Asked on every reload, not only when the file changed: a switch that failed (no
+  // socket for the new address) left the exporter as it was, and the same file
+  // reloaded must try again rather than take that failure for done. applyStatsd does
+  // nothing when the exporter already runs with these settings.
+  if (loop_.base()) {
     config_.metrics.statsd = next.metrics.statsd;
     loop_.post([this, settings = next.metrics.statsd] {
       std::string error;
       if (!applyStatsd(settings, false, &error)) {
-        logger_->log(conf::LogLevel::Error, "statsd not changed error=" + logValue(error));
+        const std::string kept =
+            statsd_ ? statsd_->settings().address.host + ":" + std::to_string(statsd_->settings().address.port) : "none";
+        logger_->log(conf::LogLevel::Error, "statsd not changed error=" + logValue(error) + " pushing_to=" + kept +
+                                                " action=\"fix [metrics.statsd] and reload; the same file is tried again\"");
       }
     });
   }

@@ -195,6 +195,31 @@ class StatsdPush(unittest.TestCase):
         self.assertEqual(len(failures), 1, f"one log line per minute at most: {failures}")
         self.assertIn("Connection refused", failures[0])
 
+    def test_an_address_without_a_socket_keeps_the_old_push_and_the_same_file_is_tried_again(self):
+        agent = StatsdAgent(self.addCleanup)
+        milter, _ = self.start({"address": agent.address, "prefix": "zt", "interval": "1s"})
+        agent.wait_for(lambda: agent.parsed("zt.messages_total"), "the first push", milter.log_tail)
+        config = milter.config_doc([rule("per-ip", 2)], [], False)
+        # The kernel refuses to connect a UDP socket to the broadcast address without
+        # SO_BROADCAST (EACCES): a new address that gets no socket, on any machine.
+        config["metrics"]["statsd"]["address"] = "255.255.255.255:8125"
+        milter.write_config(text=to_toml(config))
+
+        def refusals() -> list[str]:
+            return [l for l in milter.log_text().splitlines() if "statsd not changed" in l]
+
+        for attempt in (1, 2):
+            self.assertTrue(milter.reload_with_signal(), milter.log_tail())
+            wait_until(lambda: len(refusals()) == attempt, 10, what=f"refusal {attempt} in the log",
+                       diagnostics=milter.log_tail)
+            self.assertIn("255.255.255.255:8125: connect(): Permission denied", refusals()[-1])
+            self.assertIn(f"pushing_to={agent.address}", refusals()[-1])
+            mark = len(agent.lines)
+            agent.wait_for(lambda: agent.parsed("zt.messages_total", mark),
+                           f"a push to the old agent after refusal {attempt}", milter.log_tail)
+        self.assertTrue(milter.running())
+        self.assertNotIn("statsd changed", milter.log_text())
+
 
 if __name__ == "__main__":
     unittest.main()

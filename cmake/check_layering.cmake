@@ -56,8 +56,8 @@ function(check_folder folder rule)
         endif()
       elseif(rule STREQUAL "milter")
         get_filename_component(source_name "${src}" NAME)
-        if(target MATCHES "^conf/" AND source_name MATCHES "^zetianctl")
-          # zetianctl checks and compares policy files with the daemon's own loader.
+        if(target MATCHES "^conf/" AND source_name MATCHES "^(zetianctl|ctl_policy)\\.")
+          # zetianctl's policy commands check and compare policy files with the daemon's own loader.
         elseif(target MATCHES "^(state|conf|cluster|plugin|tests)/" AND NOT target STREQUAL "plugin/zetian.h")
           set(bad "milter/ may include only plugin/zetian.h and its own files")
         endif()

@@ -14,55 +14,36 @@
 //
 // Exit status: 0 success, 1 the server refused or something failed, 2 usage error;
 // `policy diff` as diff(1): 0 no difference, 1 differences, 2 trouble.
+//
+// This file holds the command line and the commands on the node itself; the commands
+// on the Raft-replicated policy and voters are in ctl_policy.cpp, what every command
+// shares (options, exit status, the request) in ctl_command.h, and the terminal text
+// in ctl_output.h.
+
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <ctime>
 #include <exception>
-#include <fstream>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "conf/load.h"
-#include "conf/policy.h"
-#include "conf/policy_diff.h"
 #include "milter/ctl_client.h"
+#include "milter/ctl_command.h"
+#include "milter/ctl_output.h"
+#include "milter/ctl_policy.h"
 
 #ifndef ZETIAN_VERSION
 #error "ZETIAN_VERSION must be defined by the build (CMake's PROJECT_VERSION)"
 #endif
 
-namespace zetian::milter {
+namespace zetian::milter::ctl {
 namespace {
 
-// Keeps object members in the order the server wrote them: `health` and
-// `members --json` print documents back, and operators read them top-down.
-using Json = nlohmann::ordered_json;
-
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr std::chrono::milliseconds kDefaultTimeout{5000};
-// A Raft change (policy apply, cluster remove, transfer-leader) is answered once it is
-// committed, or after the server's 10 s deadline: wait a little longer than that
-// unless --timeout says otherwise.
-constexpr std::chrono::milliseconds kRaftChangeTimeout{15000};
-// A policy file is at most what the loader reads (1 MiB).
-constexpr std::size_t kMaxPolicyFileBytes = 1 << 20;
 constexpr const char* kDefaultSocket = "/run/zetian/health.sock";
-// The server nests four levels deep; the cap keeps printing, which recurses, from
-// running off the stack whatever arrives.
-constexpr int kMaxJsonDepth = 64;
 
 constexpr const char* kUsage =
     "Usage: zetianctl [-s SOCKET] [--json] COMMAND\n"
@@ -136,269 +117,7 @@ struct UsageError {
   std::string message;
 };
 
-struct Options {
-  std::string socket;
-  bool json = false;
-  std::chrono::milliseconds timeout = kDefaultTimeout;
-  bool timeout_given = false;  // --timeout: also for Raft changes
-  std::optional<std::uint64_t> base_version;  // policy apply --base-version
-  std::optional<std::string> rule;
-  std::optional<std::string> key;
-  std::optional<std::size_t> limit;  // limits show: most counters listed
-  std::vector<std::string> words;  // the command and its arguments
-};
-
-// ---- output helpers -------------------------------------------------------------
-
-// `text` with control characters (C0, DEL, and C1 in UTF-8) shown as \xNN.
-std::string displayText(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    const bool c1 = c == 0xC2 && i + 1 < text.size() &&
-                    static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
-                    static_cast<unsigned char>(text[i + 1]) <= 0x9F;
-    if (c < 0x20 || c == 0x7F || c1) {
-      const auto shown = c1 ? static_cast<unsigned char>(text[++i]) : c;
-      out += "\\x";
-      out.push_back(kHex[shown >> 4]);
-      out.push_back(kHex[shown & 0xF]);
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
-}
-
-// `value` as JSON text for a terminal: pretty with `indent` > 0, compact with -1.
-// nlohmann escapes C0 controls but writes DEL and C1 (U+0080-U+009F) as they are;
-// those can only occur inside strings, where \u escapes mean the same.
-std::string jsonText(const Json& value, int indent) {
-  const std::string raw = value.dump(indent, ' ', false, Json::error_handler_t::replace);
-  std::string out;
-  out.reserve(raw.size());
-  char escape[8];
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    const auto c = static_cast<unsigned char>(raw[i]);
-    if (c == 0x7F) {
-      out += "\\u007f";
-    } else if (c == 0xC2 && i + 1 < raw.size() && static_cast<unsigned char>(raw[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(raw[i + 1]) <= 0x9F) {
-      std::snprintf(escape, sizeof escape, "\\u%04x", static_cast<unsigned char>(raw[++i]));
-      out += escape;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
-}
-
-// The member `key` of an object, or nullptr (also when `value` is not an object).
-const Json* member(const Json& value, const char* key) {
-  if (!value.is_object()) return nullptr;
-  const auto it = value.find(key);
-  return it == value.end() ? nullptr : &*it;
-}
-
-const std::string& textOf(const Json& value) { return value.get_ref<const std::string&>(); }
-
-std::string formatNumber(const Json& v) {
-  if (v.is_number_integer()) return v.dump();  // int64 or uint64, exact
-  const double number = v.get<double>();
-  if (number < 1e15 && number > -1e15 &&
-      number == static_cast<double>(static_cast<long long>(number))) {
-    return std::to_string(static_cast<long long>(number));
-  }
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f", number);
-  std::string s = buf;
-  while (!s.empty() && s.back() == '0') s.pop_back();
-  if (!s.empty() && s.back() == '.') s.pop_back();
-  return s;
-}
-
-// A member for a table cell: strings (escaped), numbers, booleans; "-" if absent.
-std::string cell(const Json* v) {
-  if (v == nullptr || v->is_null()) return "-";
-  if (v->is_string()) return textOf(*v).empty() ? "\"\"" : displayText(textOf(*v));
-  if (v->is_number()) return formatNumber(*v);
-  if (v->is_boolean()) return v->get<bool>() ? "true" : "false";
-  return displayText(jsonText(*v, -1));
-}
-
-std::string uptimeText(const Json* v) {
-  if (v == nullptr || !v->is_number() || v->get<double>() < 0) return cell(v);
-  auto total = static_cast<long long>(v->get<double>());
-  const long long days = total / 86400;
-  const long long hours = total / 3600 % 24;
-  const long long minutes = total / 60 % 60;
-  const long long seconds = total % 60;
-  std::string out;
-  if (days > 0) out += std::to_string(days) + "d ";
-  if (days > 0 || hours > 0) out += std::to_string(hours) + "h ";
-  if (days > 0 || hours > 0 || minutes > 0) out += std::to_string(minutes) + "m ";
-  out += std::to_string(seconds) + "s";
-  return out;
-}
-
-std::string retryAfterText(const Json* v) {
-  if (v == nullptr || !v->is_number()) return cell(v);
-  if (v->get<double>() <= 0) return "-";
-  return formatNumber(*v) + "s";
-}
-
-// Display width: UTF-8 continuation bytes take no column.
-std::size_t width(std::string_view s) {
-  std::size_t w = 0;
-  for (const char c : s) {
-    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++w;
-  }
-  return w;
-}
-
-void printTable(const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> widths(header.size());
-  for (std::size_t c = 0; c < header.size(); ++c) widths[c] = width(header[c]);
-  for (const auto& row : rows) {
-    for (std::size_t c = 0; c < row.size() && c < widths.size(); ++c) {
-      widths[c] = std::max(widths[c], width(row[c]));
-    }
-  }
-  const auto printRow = [&](const std::vector<std::string>& row) {
-    std::string line;
-    for (std::size_t c = 0; c < row.size(); ++c) {
-      line += row[c];
-      if (c + 1 < row.size()) line.append(widths[c] - width(row[c]) + 2, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  };
-  printRow(header);
-  for (const auto& row : rows) printRow(row);
-}
-
-void printRaw(const std::string& body) {
-  std::fwrite(body.data(), 1, body.size(), stdout);
-  if (body.empty() || body.back() != '\n') std::fputc('\n', stdout);
-}
-
-// ---- JSON ---------------------------------------------------------------------------
-
-struct NestedTooDeeply {};
-
-// One JSON document, or nullopt with *error = "at byte N: what was wrong".
-std::optional<Json> parseDocument(const std::string& text, std::string* error) {
-  const Json::parser_callback_t limitDepth = [](int depth, Json::parse_event_t, Json&) {
-    if (depth > kMaxJsonDepth) throw NestedTooDeeply{};
-    return true;
-  };
-  try {
-    return Json::parse(text, limitDepth);
-  } catch (const NestedTooDeeply&) {
-    *error = "nested more than " + std::to_string(kMaxJsonDepth) + " levels deep";
-  } catch (const Json::parse_error& e) {
-    // what(): "[json.exception.parse_error.101] parse error at line 1, column 13: why"
-    std::string_view why = e.what();
-    if (const std::size_t colon = why.find(": "); colon != std::string_view::npos) {
-      why.remove_prefix(colon + 2);
-    }
-    *error = "at byte " + std::to_string(e.byte) + ": " + displayText(why);
-  } catch (const Json::exception& e) {
-    // Numbers out of double range: "[json.exception.out_of_range.406] number overflow ..."
-    std::string_view why = e.what();
-    if (const std::size_t bracket = why.find("] "); bracket != std::string_view::npos) {
-      why.remove_prefix(bracket + 2);
-    }
-    *error = displayText(why);
-  }
-  return std::nullopt;
-}
-
-// ---- talking to the server ----------------------------------------------------------
-
-struct Exchange {
-  std::string what;  // "GET /health", for messages
-  HttpReply reply;
-  std::optional<Json> doc;  // the body, if it is JSON
-  std::string parse_error;
-  bool success() const { return reply.status >= 200 && reply.status < 300; }
-};
-
-std::optional<Exchange> request(const Options& options, std::string_view method,
-                                const std::string& target, std::string_view body = {}) {
-  Exchange ex;
-  ex.what = std::string(method) + " " + target;
-  std::string error;
-  if (!healthRequest(options.socket, method, target, options.timeout, &ex.reply, &error, body)) {
-    std::fprintf(stderr, "zetianctl: %s\n", displayText(error).c_str());
-    return std::nullopt;
-  }
-  ex.doc = parseDocument(ex.reply.body, &ex.parse_error);
-  return ex;
-}
-
-// Prints what the server said about a failure: its "error" and "errors" lines if the
-// body is JSON, otherwise the status and the first line of the body.
-void printServerErrors(const Exchange& ex) {
-  bool printed = false;
-  if (ex.doc) {
-    if (const Json* e = member(*ex.doc, "error"); e != nullptr && e->is_string()) {
-      std::fprintf(stderr, "zetianctl: %s\n", displayText(textOf(*e)).c_str());
-      printed = true;
-    }
-    if (const Json* list = member(*ex.doc, "errors"); list != nullptr && list->is_array()) {
-      for (const Json& line : *list) {
-        std::fprintf(stderr, "%s\n", line.is_string() ? displayText(textOf(line)).c_str()
-                                                      : displayText(jsonText(line, -1)).c_str());
-        printed = true;
-      }
-    }
-  }
-  if (!printed) {
-    std::string first_line = ex.reply.body.substr(0, ex.reply.body.find('\n'));
-    if (first_line.size() > 200) first_line.resize(200);
-    std::fprintf(stderr, "zetianctl: %s: the server answered %ld %s%s%s\n", ex.what.c_str(),
-                 ex.reply.status, displayText(ex.reply.reason).c_str(),
-                 first_line.empty() ? "" : ": ", displayText(first_line).c_str());
-  }
-}
-
-// What to do next after a refusal of the replicated policy's endpoints (the server's
-// own message names what happened).
-void printNextStep(const Exchange& ex) {
-  const Json* e = ex.doc ? member(*ex.doc, "error") : nullptr;
-  const std::string message = e != nullptr && e->is_string() ? textOf(*e) : std::string();
-  const char* next = nullptr;
-  if (ex.reply.status == 503 && message.rfind("no quorum", 0) == 0) {
-    next = "changes need a majority of voters; every node keeps enforcing the policy in force meanwhile";
-  } else if (ex.reply.status == 503 && message.rfind("no leader", 0) == 0) {
-    next = "the cluster is electing a leader: try again in a few seconds";
-  } else if (ex.reply.status == 409) {
-    next = "another change landed first: see `zetianctl policy diff FILE`, then apply again";
-  } else if (ex.reply.status == 504) {
-    next = "it may still commit: check `zetianctl policy history` before trying again";
-  }
-  if (next != nullptr) std::fprintf(stderr, "zetianctl: %s\n", next);
-}
-
-// The JSON object a command needs, or nullptr after saying why there is none.
-const Json* requireObject(const Exchange& ex) {
-  if (!ex.doc) {
-    if (!ex.success()) {
-      printServerErrors(ex);
-    } else {
-      std::fprintf(stderr, "zetianctl: the reply to %s is not valid JSON (%s)\n", ex.what.c_str(),
-                   ex.parse_error.c_str());
-    }
-    return nullptr;
-  }
-  if (!ex.doc->is_object()) {
-    std::fprintf(stderr, "zetianctl: the reply to %s is not a JSON object\n", ex.what.c_str());
-    return nullptr;
-  }
-  return &*ex.doc;
-}
+// ---- commands --------------------------------------------------------------------
 
 // /health's `policy_host` for `status`: "off" for null (no policy host runs), else the
 // figures the host reports, each "?" when the host left it out.
@@ -415,8 +134,6 @@ std::string policyHostText(const Json& host) {
          count("sessions") + " sessions, " + count("requests_total") + " requests, " + count("malformed_total") +
          " malformed";
 }
-
-// ---- commands --------------------------------------------------------------------
 
 int cmdStatus(const Options& options) {
   const auto ex = request(options, "GET", "/health");
@@ -544,34 +261,6 @@ int cmdMetrics(const Options& options) {
   }
   std::fwrite(ex->reply.body.data(), 1, ex->reply.body.size(), stdout);
   return kExitOk;
-}
-
-// reload and limits reset: {"ok":true,...} or {"ok":false,"errors":[...]}. `done`
-// turns the accepted reply into the line to print.
-int mutation(const Options& options, const std::string& target,
-             const std::function<std::string(const Json&)>& done, const std::string& refused,
-             std::string_view method = "POST", std::string_view body = {}) {
-  const auto ex = request(options, method, target, body);
-  if (!ex) return kExitFailed;
-  const Json* ok = ex->doc ? member(*ex->doc, "ok") : nullptr;
-  const bool accepted = ex->success() && (ok == nullptr || !ok->is_boolean() || ok->get<bool>());
-  if (options.json) {
-    printRaw(ex->reply.body);
-    return accepted ? kExitOk : kExitFailed;
-  }
-  if (accepted) {
-    if (!ex->doc) {
-      std::fprintf(stderr, "zetianctl: the reply to %s is not valid JSON (%s)\n", ex->what.c_str(),
-                   ex->parse_error.c_str());
-      return kExitFailed;
-    }
-    std::printf("%s\n", done(*ex->doc).c_str());
-    return kExitOk;
-  }
-  std::fprintf(stderr, "zetianctl: %s\n", refused.c_str());
-  printServerErrors(*ex);
-  printNextStep(*ex);
-  return kExitFailed;
 }
 
 int cmdReload(const Options& options) {
@@ -767,223 +456,6 @@ int cmdLimitsReset(const Options& options, const std::string& rule, const std::s
   return mutation(options, target, done, "reset refused:");
 }
 
-// ---- the replicated policy ----------------------------------------------------------
-
-// Multi-line text from the server (a policy's TOML) for a terminal: as displayText,
-// but line ends and tabs stay what they are.
-std::string displayLines(std::string_view text) {
-  std::string out;
-  std::size_t from = 0;
-  while (from < text.size()) {
-    const std::size_t end = text.find_first_of("\n\t", from);
-    out += displayText(text.substr(from, end == std::string_view::npos ? std::string_view::npos : end - from));
-    if (end == std::string_view::npos) break;
-    out.push_back(text[end]);
-    from = end + 1;
-  }
-  return out;
-}
-
-// RFC 3339 UTC with milliseconds, as /health shows times.
-std::string utcTime(const Json* unix_ms) {
-  if (unix_ms == nullptr || !unix_ms->is_number_unsigned()) return cell(unix_ms);
-  const auto ms = unix_ms->get<std::uint64_t>();
-  const auto seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  if (gmtime_r(&seconds, &tm) == nullptr) return cell(unix_ms);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
-
-// A Raft change waits for its commit: longer than a read, unless --timeout says.
-Options forRaftChange(const Options& options) {
-  Options o = options;
-  if (!o.timeout_given) o.timeout = kRaftChangeTimeout;
-  return o;
-}
-
-// The file's text, or nullopt after saying why not.
-std::optional<std::string> readPolicyFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "zetianctl: cannot read %s: %s\n", displayText(path).c_str(), std::strerror(errno));
-    return std::nullopt;
-  }
-  std::string text;
-  char buf[65536];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    text.append(buf, static_cast<std::size_t>(in.gcount()));
-    if (text.size() > kMaxPolicyFileBytes) {
-      std::fprintf(stderr, "zetianctl: %s is larger than %zu bytes, more than a policy may be\n",
-                   displayText(path).c_str(), kMaxPolicyFileBytes);
-      return std::nullopt;
-    }
-  }
-  if (in.bad()) {
-    std::fprintf(stderr, "zetianctl: cannot read %s\n", displayText(path).c_str());
-    return std::nullopt;
-  }
-  return text;
-}
-
-void printConfigErrors(const std::vector<conf::ConfigError>& errors) {
-  for (const auto& e : errors) std::fprintf(stderr, "%s\n", displayText(e.format()).c_str());
-}
-
-// GET /policy's document, or nullptr after saying why there is none.
-const Json* policyDocument(const std::optional<Exchange>& ex) {
-  if (!ex) return nullptr;
-  if (!ex->success()) {
-    printServerErrors(*ex);
-    printNextStep(*ex);
-    return nullptr;
-  }
-  const Json* doc = requireObject(*ex);
-  if (doc == nullptr) return nullptr;
-  const Json* text = member(*doc, "text");
-  if (text == nullptr || !text->is_string()) {
-    std::fprintf(stderr, "zetianctl: the reply to %s has no policy text\n", ex->what.c_str());
-    return nullptr;
-  }
-  return doc;
-}
-
-int cmdPolicyGet(const Options& options) {
-  const auto ex = request(options, "GET", "/policy");
-  if (!ex) return kExitFailed;
-  if (options.json) {
-    printRaw(ex->reply.body);
-    return ex->success() ? kExitOk : kExitFailed;
-  }
-  const Json* doc = policyDocument(ex);
-  if (doc == nullptr) return kExitFailed;
-  const std::string text = displayLines(textOf(*member(*doc, "text")));
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  if (!text.empty() && text.back() != '\n') std::fputc('\n', stdout);
-  return kExitOk;
-}
-
-int cmdPolicyApply(const Options& options, const std::string& path) {
-  const auto text = readPolicyFile(path);
-  if (!text) return kExitFailed;
-  // The daemon's own loader, so a file is refused here exactly as the cluster would
-  // refuse it, before anything is sent.
-  const conf::PolicyLoadResult loaded = conf::loadPolicy(*text, path);
-  if (!loaded.ok()) {
-    printConfigErrors(loaded.errors);
-    std::fprintf(stderr, "zetianctl: %s has errors; nothing was sent\n", displayText(path).c_str());
-    // A node's whole zetian.toml: the loader refuses its node-local tables one by one.
-    const bool node_file = std::any_of(loaded.errors.begin(), loaded.errors.end(), [](const conf::ConfigError& e) {
-      return e.message.find("is a node-local table") != std::string::npos;
-    });
-    if (node_file) {
-      std::fprintf(stderr,
-                   "zetianctl: a policy file holds only [ratelimit] and [affinity]; `zetianctl policy get > "
-                   "policy.toml` gives one to edit\n");
-    }
-    return kExitFailed;
-  }
-  for (const auto& w : loaded.warnings) std::fprintf(stderr, "warning: %s\n", displayText(w.format()).c_str());
-  std::string target = "/policy";
-  if (options.base_version) target += "?base_version=" + std::to_string(*options.base_version);
-  const auto done = [](const Json& reply) {
-    return "policy version " + cell(member(reply, "version")) + " committed (index " + cell(member(reply, "index")) +
-           ")";
-  };
-  return mutation(forRaftChange(options), target, done, "the policy was not applied:", "PUT", *text);
-}
-
-int cmdPolicyDiff(const Options& options, const std::string& path) {
-  const auto text = readPolicyFile(path);
-  if (!text) return kExitUsage;
-  // A policy file, or a node's zetian.toml: its policy tables are compared (what the
-  // start-up warning policy_file_differs is about).
-  std::optional<conf::Policy> file_policy;
-  conf::PolicyLoadResult as_policy = conf::loadPolicy(*text, path);
-  if (as_policy.ok()) {
-    file_policy = std::move(as_policy.policy);
-  } else {
-    conf::LoadResult as_node_file = conf::loadString(*text, path);
-    if (as_node_file.ok()) {
-      file_policy = std::move(as_node_file.config->policy);
-    } else {
-      printConfigErrors(as_policy.errors);
-      std::fprintf(stderr, "zetianctl: %s has errors; nothing to compare\n", displayText(path).c_str());
-      return kExitUsage;
-    }
-  }
-  const auto ex = request(options, "GET", "/policy");
-  const Json* doc = policyDocument(ex);
-  if (doc == nullptr) return kExitUsage;
-  const Json* version = member(*doc, "version");
-  const std::string cluster_name = "<policy version " + cell(version) + ">";
-  const conf::PolicyLoadResult cluster = conf::loadPolicy(textOf(*member(*doc, "text")), cluster_name);
-  if (!cluster.ok()) {
-    printConfigErrors(cluster.errors);
-    std::fprintf(stderr, "zetianctl: the cluster's policy does not load here (is zetianctl older than the daemon?)\n");
-    return kExitUsage;
-  }
-  const conf::PolicyDiff diff = conf::diffPolicies(*cluster.policy, *file_policy);
-  std::printf("--- the cluster's policy, version %s\n+++ %s\n", cell(version).c_str(), displayText(path).c_str());
-  const std::string rendered = displayLines(conf::renderPolicyDiff(diff));
-  std::fwrite(rendered.data(), 1, rendered.size(), stdout);
-  if (!rendered.empty() && rendered.back() != '\n') std::fputc('\n', stdout);
-  return diff.empty() ? kExitOk : kExitFailed;
-}
-
-int cmdPolicyHistory(const Options& options) {
-  const auto ex = request(options, "GET", "/policy/history");
-  if (!ex) return kExitFailed;
-  if (options.json) {
-    printRaw(ex->reply.body);
-    return ex->success() ? kExitOk : kExitFailed;
-  }
-  if (!ex->success() || !ex->doc) {
-    if (ex->success()) {
-      std::fprintf(stderr, "zetianctl: the reply to %s is not valid JSON (%s)\n", ex->what.c_str(),
-                   ex->parse_error.c_str());
-    } else {
-      printServerErrors(*ex);
-    }
-    return kExitFailed;
-  }
-  if (!ex->doc->is_array()) {
-    std::fprintf(stderr, "zetianctl: the reply to %s is not a JSON array\n", ex->what.c_str());
-    return kExitFailed;
-  }
-  if (ex->doc->empty()) {
-    std::puts("no policy version applied yet");
-    return kExitOk;
-  }
-  std::vector<std::vector<std::string>> rows;
-  for (const Json& item : *ex->doc) {
-    rows.push_back({cell(member(item, "version")), cell(member(item, "proposer")), utcTime(member(item, "time_unix_ms")),
-                    cell(member(item, "index")), cell(member(item, "text_bytes"))});
-  }
-  printTable({"VERSION", "PROPOSER", "TIME (UTC)", "INDEX", "BYTES"}, rows);
-  return kExitOk;
-}
-
-int cmdClusterRemove(const Options& options, const std::string& node) {
-  const auto done = [&](const Json& reply) {
-    return displayText(node) + " removed from the Raft cluster (index " + cell(member(reply, "index")) + ")";
-  };
-  return mutation(forRaftChange(options), "/cluster/remove?node=" + percentEncode(node), done,
-                  "the removal was refused:");
-}
-
-int cmdClusterTransferLeader(const Options& options, const std::optional<std::string>& node) {
-  const auto done = [](const Json& reply) {
-    const Json* leader = member(reply, "leader");
-    if (leader == nullptr || !leader->is_string()) return std::string("leadership transferred");
-    return "leadership transferred: " + displayText(textOf(*leader)) + " leads now";
-  };
-  const std::string target = node ? "/cluster/transfer-leader?node=" + percentEncode(*node) : "/cluster/transfer-leader";
-  return mutation(forRaftChange(options), target, done, "the leadership transfer failed:");
-}
-
 // ---- command line -------------------------------------------------------------------
 
 Options parseArguments(int argc, char** argv, bool* help, bool* version) {
@@ -1173,6 +645,6 @@ int run(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace zetian::milter
+}  // namespace zetian::milter::ctl
 
-int main(int argc, char** argv) { return zetian::milter::run(argc, argv); }
+int main(int argc, char** argv) { return zetian::milter::ctl::run(argc, argv); }

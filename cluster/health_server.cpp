@@ -1,4 +1,5 @@
-// The health/admin server: routing, the trust rule, and the listening sockets.
+// The health/admin server: the listening sockets, the connections and their HTTP.
+// What each request gets (the routes and the trust rule) is health_routes.h's.
 //
 // Trust comes from the listener, not from the peer address: the Unix socket and the
 // TCP listener each get their own Listener, and every connection knows which one
@@ -28,9 +29,9 @@
 //   closes a slowloris that sends a byte per io_timeout.
 //
 // Traps:
-// - A reply must be sent exactly once per request, so handle() builds a Reply and
-//   only then is it written; an exception from the engine becomes a 500 before
-//   anything was sent.
+// - A reply must be sent exactly once per request, so routes.handle() builds a
+//   HealthReply and only then is it written; an exception from the engine becomes a
+//   500 before anything was sent.
 // - A Connection may be freed inside any of its callbacks (closeConnection());
 //   nothing touches it after that returns.
 // - Writes to a peer that hung up raise SIGPIPE; the Loop thread blocks it.
@@ -47,24 +48,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <memory>
-#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include "cluster/accept_guard.h"
 #include "cluster/clock.h"
+#include "cluster/health_routes.h"
 #include "cluster/http_request.h"
-#include "cluster/json.h"
 #include "cluster/listen_address.h"
 #include "cluster/owner_thread.h"
-#include "cluster/query_string.h"
 #include "conf/text.h"
 
 namespace zetian::cluster {
@@ -99,89 +97,6 @@ std::string octalMode(unsigned mode) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
   return buf;
-}
-
-// Compares all of both strings whatever the first difference, so the time taken
-// does not tell an attacker how much of a guessed token was right. The length is not
-// hidden; tokens are long random strings, so that reveals nothing useful.
-bool constantTimeEquals(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const std::size_t n = std::max(a.size(), b.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
-bool startsWithNoCase(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; };
-    if (lower(text[i]) != lower(prefix[i])) return false;
-  }
-  return true;
-}
-
-struct Reply {
-  int status = 200;
-  std::string content_type = "application/json";
-  std::string body;
-  std::string allow;      // for 405
-  // Answered later (POST /reload, /limits): `later` starts the work and is given the
-  // function that answers (answerLater()).
-  std::function<void(std::function<void(AdminReply)>)> later;
-};
-
-// An engine's answer as sent: a status outside 100-599 is the engine's bug, sent as 500.
-Reply toReply(AdminReply&& r) {
-  Reply reply;
-  reply.status = r.status >= 100 && r.status <= 599 ? r.status : 500;
-  reply.content_type = std::move(r.content_type);
-  reply.body = std::move(r.body);
-  return reply;
-}
-
-Reply errorReply(int status, std::string_view message) {
-  return Reply{status, "application/json", jsonError(message), {}, {}};
-}
-
-// The methods a route answers, as bits: GET (with HEAD), POST, PUT.
-enum Methods : unsigned { kGet = 1, kPost = 2, kPut = 4 };
-
-struct Route {
-  const char* path;
-  unsigned methods;
-};
-
-constexpr Route kRoutes[] = {
-    {"/health", kGet}, {"/live", kGet},    {"/ready", kGet},
-    {"/metrics", kGet}, {"/limits", kGet}, {"/reload", kPost},
-    {"/limits/reset", kPost}, {"/maintenance", kPost},
-    {"/policy", kGet | kPut}, {"/policy/history", kGet},
-    {"/cluster/remove", kPost}, {"/cluster/transfer-leader", kPost},
-    {"/log/level", kGet | kPost},
-};
-
-const Route* findRoute(const std::string& path) {
-  for (const Route& r : kRoutes) {
-    if (path == r.path) return &r;
-  }
-  return nullptr;
-}
-
-// The one request whose body may be larger than max_body_bytes (up to max_policy_bytes).
-bool isPolicyPut(const Request& req) { return req.method == "PUT" && req.path == "/policy"; }
-
-// A node id as the cluster names members (1 to 64 of A-Z a-z 0-9 _ . -), or the
-// "raft:<hex id>" a Raft member is shown as while its name is unknown.
-bool plausibleNodeId(std::string_view id) {
-  if (id.empty() || id.size() > 80) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-           c == '-' || c == ':';
-  });
 }
 
 const char* reasonPhrase(int status) {
@@ -243,7 +158,7 @@ struct HealthServer::Impl {
   };
 
   Impl(event_base* b, AdminApi& a, HealthServerOptions o)
-      : base(b), api(a), options(std::move(o)) {}
+      : base(b), options(std::move(o)), routes(a, options.admin_token) {}
   ~Impl() { teardown(); }
 
   bool start(std::string* error);
@@ -260,23 +175,16 @@ struct HealthServer::Impl {
   static void onRequestTimeoutCb(int fd, short what, void* arg);
   void readRequests(Connection* conn);
   void fail(Connection* conn, int status, std::string_view message);
-  void failWith(Connection* conn, const Reply& reply);
-  void send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
+  void failWith(Connection* conn, const HealthReply& reply);
+  void send(Connection* conn, const HealthReply& reply, bool head_only, bool keep_alive);
   void answerLater(Connection* conn, bool keep_alive, bool head_only,
                    std::function<void(std::function<void(AdminReply)>)> later);
-  void finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive);
-
-  // The route, method and trust checks: an error reply, or nullopt to go on.
-  std::optional<Reply> admit(const Request& req, bool trusted);
-  Reply handle(const Request& req, bool trusted, std::string body);
-  Reply handleRoute(const std::string& path, bool is_post, const std::string& query);
-  Reply handlePolicyRoute(const std::string& path, const std::string& method, const std::string& query,
-                          std::string body);
+  void finishRequest(Connection* conn, const HealthReply& reply, bool head_only, bool keep_alive);
 
   // All members are used on the loop thread only (owner), like every libevent object.
   event_base* base;
-  AdminApi& api;
   const HealthServerOptions options;
+  HealthRoutes routes;  // after options: it is given the admin token
   const OwnerThread owner;
   Listener unix_listener{this, true};
   Listener tcp_listener{this, false};
@@ -671,7 +579,7 @@ void HealthServer::Impl::readRequests(Connection* conn) {
         fail(conn, 413, "request body larger than " + std::to_string(options.max_body_bytes) + " bytes");
         return;
       }
-      if (auto refused = admit(req, conn->listener->trusted)) {
+      if (auto refused = routes.admit(req, conn->listener->trusted)) {
         failWith(conn, *refused);
         return;
       }
@@ -701,9 +609,9 @@ void HealthServer::Impl::readRequests(Connection* conn) {
     evtimer_del(conn->request_timer);
     conn->request_started = false;
 
-    Reply reply;
+    HealthReply reply;
     try {
-      reply = handle(req, conn->listener->trusted, std::move(body));
+      reply = routes.handle(req, conn->listener->trusted, std::move(body));
     } catch (const std::exception& e) {
       reply = errorReply(500, std::string("internal error: ") + e.what());
     } catch (...) {
@@ -718,7 +626,7 @@ void HealthServer::Impl::readRequests(Connection* conn) {
   }
 }
 
-void HealthServer::Impl::finishRequest(Connection* conn, const Reply& reply, bool head_only, bool keep_alive) {
+void HealthServer::Impl::finishRequest(Connection* conn, const HealthReply& reply, bool head_only, bool keep_alive) {
   send(conn, reply, head_only, keep_alive);
   if (!keep_alive) {
     conn->closing = true;
@@ -784,8 +692,8 @@ void HealthServer::Impl::fail(Connection* conn, int status, std::string_view mes
   conn->closing = true;
 }
 
-// As fail(), with a reply already built (a refusal of admit()).
-void HealthServer::Impl::failWith(Connection* conn, const Reply& reply) {
+// As fail(), with a reply already built (a refusal of routes.admit()).
+void HealthServer::Impl::failWith(Connection* conn, const HealthReply& reply) {
   evtimer_del(conn->request_timer);
   conn->request_started = false;
   bufferevent_disable(conn->bev, EV_READ);
@@ -795,7 +703,7 @@ void HealthServer::Impl::failWith(Connection* conn, const Reply& reply) {
   conn->closing = true;
 }
 
-void HealthServer::Impl::send(Connection* conn, const Reply& reply, bool head_only, bool keep_alive) {
+void HealthServer::Impl::send(Connection* conn, const HealthReply& reply, bool head_only, bool keep_alive) {
   std::string head = "HTTP/1.1 " + std::to_string(reply.status) + " " + reasonPhrase(reply.status) + "\r\n";
   if (!reply.content_type.empty()) head += "Content-Type: " + reply.content_type + "\r\n";
   if (!reply.allow.empty()) head += "Allow: " + reply.allow + "\r\n";
@@ -805,195 +713,6 @@ void HealthServer::Impl::send(Connection* conn, const Reply& reply, bool head_on
   evbuffer* out = bufferevent_get_output(conn->bev);
   evbuffer_add(out, head.data(), head.size());
   if (!head_only) evbuffer_add(out, reply.body.data(), reply.body.size());
-}
-
-std::optional<Reply> HealthServer::Impl::admit(const Request& req, bool trusted) {
-  const std::string& path = req.path;
-  const Route* route = findRoute(path);
-  if (route == nullptr) return errorReply(404, "no such endpoint: " + path);
-
-  const std::string& method = req.method;
-  const bool is_get = method == "GET" || method == "HEAD";
-  const bool method_ok = (is_get && (route->methods & kGet) != 0) ||
-                         (method == "POST" && (route->methods & kPost) != 0) ||
-                         (method == "PUT" && (route->methods & kPut) != 0);
-  if (!method_ok) {
-    std::string answers;
-    std::string allow;
-    const auto add = [&](unsigned bit, const char* said, const char* listed) {
-      if ((route->methods & bit) == 0) return;
-      answers += answers.empty() ? said : std::string(" and ") + said;
-      allow += allow.empty() ? listed : std::string(", ") + listed;
-    };
-    add(kGet, "GET (and HEAD)", "GET, HEAD");
-    add(kPost, "POST", "POST");
-    add(kPut, "PUT", "PUT");
-    Reply reply = errorReply(405, path + " only answers " + answers);
-    reply.allow = allow;
-    return reply;
-  }
-
-  // Every method but GET and HEAD changes something.
-  if (!is_get && !trusted) {
-    if (options.admin_token.empty()) {
-      return errorReply(403,
-                        "changes are not allowed over TCP without [health] admin_token; use the "
-                        "Unix socket");
-    }
-    constexpr std::string_view kScheme = "Bearer ";
-    const std::string_view presented = req.authorization;
-    if (!startsWithNoCase(presented, kScheme) ||
-        !constantTimeEquals(presented.substr(kScheme.size()), options.admin_token)) {
-      return errorReply(403, "missing or wrong `Authorization: Bearer <admin_token>`");
-    }
-  }
-  return std::nullopt;
-}
-
-Reply HealthServer::Impl::handle(const Request& req, bool trusted, std::string body) {
-  if (auto refused = admit(req, trusted)) return std::move(*refused);
-  if (req.path == "/policy" || req.path == "/policy/history" || req.path.rfind("/cluster/", 0) == 0) {
-    return handlePolicyRoute(req.path, req.method, req.query, std::move(body));
-  }
-  return handleRoute(req.path, req.method == "POST", req.query);
-}
-
-// The replicated policy's routes (AdminApi's policy calls; cluster/policy_admin.h has
-// their answers).
-Reply HealthServer::Impl::handlePolicyRoute(const std::string& path, const std::string& method,
-                                            const std::string& query, std::string body) {
-  std::string query_error;
-  const auto params = parseQuery(query, &query_error);
-  if (!params) return errorReply(400, query_error);
-  const auto only = [&](std::initializer_list<std::string_view> known,
-                        const std::string& expected) -> std::optional<Reply> {
-    for (const auto& [name, value] : *params) {
-      if (std::find(known.begin(), known.end(), name) == known.end()) {
-        return errorReply(400, "unknown query parameter `" + name + "` (" + expected + ")");
-      }
-    }
-    return std::nullopt;
-  };
-  Reply reply;
-  if (path == "/policy/history") {
-    if (auto bad = only({}, "GET /policy/history takes none")) return std::move(*bad);
-    return toReply(api.policyHistory());
-  }
-  if (path == "/policy" && method != "PUT") {
-    if (auto bad = only({}, "GET /policy takes none")) return std::move(*bad);
-    reply.later = [this](std::function<void(AdminReply)> respond) { api.policyGetAsync(std::move(respond)); };
-    return reply;
-  }
-  if (path == "/policy") {
-    if (auto bad = only({"base_version"}, "expected base_version")) return std::move(*bad);
-    std::optional<std::uint64_t> base;
-    if (const auto it = params->find("base_version"); it != params->end()) {
-      const std::string& text = it->second;
-      const bool digits = !text.empty() && text.size() <= 19 &&
-                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-      if (!digits || std::stoull(text) == 0) {
-        return errorReply(400, "base_version must be a policy version (a whole number from 1)");
-      }
-      base = std::stoull(text);
-    }
-    if (body.empty()) return errorReply(400, "PUT /policy needs the policy's TOML text as the request body");
-    reply.later = [this, text = std::move(body), base](std::function<void(AdminReply)> respond) mutable {
-      api.policyPutAsync(std::move(text), base, std::move(respond));
-    };
-    return reply;
-  }
-  const bool remove = path == "/cluster/remove";
-  if (auto bad = only({"node"}, "expected node")) return std::move(*bad);
-  const auto it = params->find("node");
-  const std::string node = it == params->end() ? std::string() : it->second;
-  if (remove && node.empty()) return errorReply(400, "node is required: POST /cluster/remove?node=NODE_ID");
-  if (!node.empty() && !plausibleNodeId(node)) {
-    return errorReply(400, "node must be a node id (1 to 64 characters from A-Z a-z 0-9 _ . -)");
-  }
-  if (remove) {
-    reply.later = [this, node](std::function<void(AdminReply)> respond) {
-      api.clusterRemoveAsync(node, std::move(respond));
-    };
-  } else {
-    reply.later = [this, node](std::function<void(AdminReply)> respond) {
-      api.clusterTransferLeaderAsync(node, std::move(respond));
-    };
-  }
-  return reply;
-}
-
-Reply HealthServer::Impl::handleRoute(const std::string& path, bool is_post, const std::string& query) {
-  if (path == "/health") return toReply(api.health());
-  if (path == "/live") return toReply(api.live());
-  if (path == "/ready") return toReply(api.ready());
-  if (path == "/metrics") return toReply(api.metrics());
-  if (path == "/reload") {
-    Reply reply;
-    reply.later = [this](std::function<void(AdminReply)> respond) { api.reloadAsync(std::move(respond)); };
-    return reply;
-  }
-
-  std::string query_error;
-  const auto params = parseQuery(query, &query_error);
-  if (!params) return errorReply(400, query_error);
-  if (path == "/maintenance") {
-    const auto state = params->find("state");
-    if (params->size() != 1 || state == params->end() || (state->second != "on" && state->second != "off")) {
-      return errorReply(400, "expected POST /maintenance?state=on or ?state=off");
-    }
-    return toReply(api.maintenance(state->second == "on"));
-  }
-  if (path == "/log/level") {
-    const auto level = params->find("level");
-    if (!is_post) {
-      if (!params->empty()) return errorReply(400, "GET /log/level takes no parameters");
-      return toReply(api.logLevel(""));
-    }
-    if (params->size() != 1 || level == params->end() || level->second.empty()) {
-      return errorReply(400, "expected POST /log/level?level=error|warn|info|debug");
-    }
-    return toReply(api.logLevel(level->second));
-  }
-  // /limits and /limits/reset take rule= and key=; the listing also limit= and after=.
-  for (const auto& [name, value] : *params) {
-    const bool known = name == "rule" || name == "key" || (!is_post && (name == "limit" || name == "after"));
-    if (!known) {
-      return errorReply(400, "unknown query parameter `" + name + "` (expected rule, key" +
-                                 (is_post ? ")" : ", limit, after)"));
-    }
-  }
-  const auto get = [&](const char* name) {
-    const auto it = params->find(name);
-    return it == params->end() ? std::string{} : it->second;
-  };
-  const std::string rule = get("rule");
-  const std::string key = get("key");
-  if (!is_post) {
-    LimitsQuery q;
-    q.rule = rule;
-    q.key = key;
-    q.after = get("after");
-    if (const auto it = params->find("limit"); it != params->end()) {
-      const std::string& text = it->second;
-      std::size_t limit = 0;
-      const bool digits = !text.empty() && text.size() <= 4 &&
-                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-      if (digits) limit = static_cast<std::size_t>(std::stoul(text));
-      if (!digits || limit < 1 || limit > LimitsQuery::kMaxLimit) {
-        return errorReply(400, "limit must be a whole number from 1 to " + std::to_string(LimitsQuery::kMaxLimit));
-      }
-      q.limit = limit;
-    }
-    Reply reply;
-    reply.later = [this, q](std::function<void(AdminReply)> respond) { api.limitsShowAsync(q, std::move(respond)); };
-    return reply;
-  }
-  if (rule.empty()) return errorReply(400, "rule is required: POST /limits/reset?rule=RULE&key=KEY");
-  Reply reply;
-  reply.later = [this, rule, key](std::function<void(AdminReply)> respond) {
-    api.limitsResetAsync(rule, key, std::move(respond));
-  };
-  return reply;
 }
 
 }  // namespace zetian::cluster

@@ -20,10 +20,10 @@
 
 namespace zetian::milter::ctl {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr std::chrono::milliseconds kDefaultTimeout{5000};
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr std::chrono::milliseconds kDefaultTimeout{5000};
 
 struct Options {
   std::string socket;

@@ -3,8 +3,8 @@
 // Everything a reply carries can come from SMTP clients (keys: HELO names,
 // addresses) or from a socket that is not the daemon's at all, so nothing here
 // prints a byte as it arrived: control characters (C0, DEL, C1 in UTF-8) are shown
-// escaped, and a document nested deeper than the server ever writes is refused
-// before printing, which recurses, can run off the stack.
+// escaped. A document nested deeper than the server ever writes is refused when it
+// is parsed, so printing, which recurses, cannot run off the stack.
 #pragma once
 
 #include <cstddef>
